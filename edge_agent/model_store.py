@@ -1,0 +1,337 @@
+"""Versioned per-series model store on the local filesystem.
+
+Layout under ``<state_dir>/models``::
+
+    <safe series name>/
+        series.json          {"series": "<original id>"}
+        v000001/meta.json    version, detector, params, trained_at, samples, stats, agent version
+        v000001/arrays.npz   numpy arrays of the fitted model (allow_pickle=False)
+        v000002/...
+        ACTIVE               the active version number
+
+Versions are immutable. A version directory is built under a temporary name, every file
+and the directory are fsynced, then it is renamed into place and the parent is fsynced, so
+a crash leaves either the whole version or nothing. ``ACTIVE`` is replaced the same way.
+
+Series ids come from MQTT topics and are hostile by assumption: they are never used as
+paths. ``safe_name`` percent-encodes every byte outside ``[A-Za-z0-9_-]`` (so ``.``, ``/``
+and NUL cannot survive) and shortens long ids with a hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent import __version__, detectors
+from edge_agent.detectors import Detector
+
+META = "meta.json"
+ARRAYS = "arrays.npz"
+ACTIVE = "ACTIVE"
+SERIES_FILE = "series.json"
+FORMAT_VERSION = 1
+_MAX_NAME = 120
+_UNSAFE = re.compile(rb"[^A-Za-z0-9_-]")
+_VERSION_DIR = re.compile(r"^v(\d{6,})$")
+
+
+class ModelLoadError(Exception):
+    """A stored model version cannot be used (missing, corrupt, or of an unknown detector)."""
+
+
+def safe_name(series_id: str) -> str:
+    """A filesystem-safe, deterministic directory name for any series id."""
+    raw = series_id.encode("utf-8", errors="surrogateescape")
+    encoded = _UNSAFE.sub(lambda m: b"%%%02X" % m.group()[0], raw).decode("ascii")
+    if not encoded:
+        encoded = "%00empty"
+    if len(encoded) > _MAX_NAME:
+        digest = hashlib.sha256(raw).hexdigest()[:16]
+        encoded = f"{encoded[:_MAX_NAME - 17]}~{digest}"
+    return encoded
+
+
+@dataclass
+class Model:
+    """A fitted detector plus the metadata that says where it came from."""
+
+    detector: Detector
+    version: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def detector_name(self) -> str:
+        return self.detector.name
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes, fsync: bool) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new content, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+class ModelStore:
+    def __init__(self, root: str | os.PathLike, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+
+    # ---- paths -------------------------------------------------------------------------
+    def series_dir(self, series_id: str) -> Path:
+        path = self.root / safe_name(series_id)
+        # Belt and braces: safe_name cannot produce separators, but the store never writes
+        # anywhere a resolved path would leave its root.
+        if path.parent != self.root:
+            raise ValueError(f"series id {series_id!r} does not map inside the store")
+        return path
+
+    def version_dir(self, series_id: str, version: int) -> Path:
+        return self.series_dir(series_id) / f"v{version:06d}"
+
+    # ---- queries -----------------------------------------------------------------------
+    def list_series(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for child in sorted(self.root.iterdir()):
+            if not child.is_dir() or child.name.startswith("."):
+                continue
+            try:
+                out.append(json.loads((child / SERIES_FILE).read_text("utf-8"))["series"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return out
+
+    def versions(self, series_id: str) -> list[int]:
+        d = self.series_dir(series_id)
+        if not d.is_dir():
+            return []
+        out = []
+        for child in d.iterdir():
+            m = _VERSION_DIR.match(child.name)
+            if m and child.is_dir():
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    def active_version(self, series_id: str) -> int | None:
+        try:
+            text = (self.series_dir(series_id) / ACTIVE).read_text("ascii").strip()
+            return int(text)
+        except (OSError, ValueError):
+            return None
+
+    def read_meta(self, series_id: str, version: int) -> dict[str, Any]:
+        path = self.version_dir(series_id, version) / META
+        try:
+            meta = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{path}: unreadable metadata ({exc})") from None
+        if not isinstance(meta, dict):
+            raise ModelLoadError(f"{path}: metadata is not an object")
+        return meta
+
+    def load(self, series_id: str, version: int) -> Model:
+        vdir = self.version_dir(series_id, version)
+        meta = self.read_meta(series_id, version)
+        arrays: dict[str, np.ndarray] = {}
+        if (vdir / ARRAYS).exists():
+            try:
+                arrays = read_npz(vdir / ARRAYS)
+            except Exception as exc:  # a corrupt zip raises many types; all mean the same
+                raise ModelLoadError(f"{vdir / ARRAYS}: corrupt arrays ({exc})") from None
+        try:
+            cls = detectors.detector_class(meta["detector"])
+            det = cls.from_state(meta["params"], arrays)
+        except Exception as exc:
+            raise ModelLoadError(f"{vdir}: cannot rebuild detector ({exc!r})") from None
+        return Model(detector=det, version=version, meta=meta)
+
+    def load_active(self, series_id: str) -> tuple[Model | None, list[str]]:
+        """The active model; if it is corrupt, the newest older version that loads.
+
+        Returns the model (or None) and the errors met on the way, for health reporting.
+        """
+        errors: list[str] = []
+        active = self.active_version(series_id)
+        if active is None:
+            return None, errors
+        for version in [v for v in reversed(self.versions(series_id)) if v <= active]:
+            try:
+                return self.load(series_id, version), errors
+            except ModelLoadError as exc:
+                errors.append(str(exc))
+        if not errors:
+            errors.append(f"{self.series_dir(series_id)}: active version {active} is missing")
+        return None, errors
+
+    # ---- writes ------------------------------------------------------------------------
+    def _ensure_series_dir(self, series_id: str) -> Path:
+        d = self.series_dir(series_id)
+        if not d.is_dir():
+            self.root.mkdir(parents=True, exist_ok=True)
+            d.mkdir(exist_ok=True)
+            atomic_write(d / SERIES_FILE, json.dumps({"series": series_id}).encode(), self.fsync)
+            if self.fsync:
+                _fsync_dir(self.root)
+        return d
+
+    def save(
+        self,
+        series_id: str,
+        detector: Detector,
+        *,
+        n_samples: int,
+        stats: dict[str, Any] | None = None,
+        source: str = "local",
+        activate: bool = True,
+        extra: dict[str, Any] | None = None,
+    ) -> Model:
+        """Write a new immutable version (and by default make it active)."""
+        params, arrays = detector.get_state()
+        meta = {
+            "format": FORMAT_VERSION,
+            "series": series_id,
+            "detector": detector.name,
+            "params": params,
+            "threshold": float(detector.threshold),
+            "trained_at": time.time(),
+            "n_samples": int(n_samples),
+            "stats": stats or {},
+            "source": source,
+            "agent_version": __version__,
+        }
+        if extra:
+            meta.update(extra)
+        files = {META: None, ARRAYS: _npz_bytes(arrays) if arrays else None}
+        version = self._write_version(series_id, meta, files)
+        if activate:
+            self.activate(series_id, version)
+        return Model(detector=detector, version=version, meta=meta)
+
+    def import_version(self, series_id: str, files: dict[str, bytes], activate: bool) -> int:
+        """Store a version received from elsewhere (S3) after the caller verified its checksums.
+
+        The content is validated by loading it before it becomes visible.
+        """
+        try:
+            meta = json.loads(files[META])
+        except (KeyError, ValueError) as exc:
+            raise ModelLoadError(f"imported model for {series_id!r} has no valid {META}: {exc}") from None
+        meta["series"] = series_id
+        extra = {ARRAYS: files[ARRAYS]} if ARRAYS in files else {}
+        version = self._write_version(series_id, meta, {META: None, **extra})
+        try:
+            self.load(series_id, version)
+        except ModelLoadError:
+            shutil.rmtree(self.version_dir(series_id, version), ignore_errors=True)
+            raise
+        if activate:
+            self.activate(series_id, version)
+        return version
+
+    def _write_version(self, series_id: str, meta: dict[str, Any], files: dict[str, bytes | None]) -> int:
+        sdir = self._ensure_series_dir(series_id)
+        existing = self.versions(series_id)
+        version = (existing[-1] if existing else 0) + 1
+        meta = {**meta, "version": version}
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=sdir))
+        try:
+            for name, data in files.items():
+                if name == META:
+                    data = json.dumps(meta, indent=1, sort_keys=True).encode()
+                if data is not None:
+                    _write_file(tmp / name, data, self.fsync)
+            if self.fsync:
+                _fsync_dir(tmp)
+            os.rename(tmp, self.version_dir(series_id, version))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if self.fsync:
+            _fsync_dir(sdir)
+        return version
+
+    def activate(self, series_id: str, version: int) -> None:
+        if version not in self.versions(series_id):
+            raise ModelLoadError(f"series {series_id!r} has no version {version}")
+        atomic_write(self.series_dir(series_id) / ACTIVE, f"{version}\n".encode(), self.fsync)
+
+    def rollback(self, series_id: str, to: int | None = None) -> Model:
+        """Activate ``to`` (default: the newest version older than the active one) after loading it."""
+        active = self.active_version(series_id)
+        versions = self.versions(series_id)
+        if to is None:
+            older = [v for v in versions if active is not None and v < active]
+            if not older:
+                raise ModelLoadError(f"series {series_id!r} has no version before {active}")
+            to = older[-1]
+        model = self.load(series_id, to)
+        self.activate(series_id, to)
+        return model
+
+    def cleanup_temp(self) -> int:
+        """Remove half-written version directories left by a crash; returns how many."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for sdir in self.root.iterdir():
+            if not sdir.is_dir():
+                continue
+            for child in sdir.iterdir():
+                if child.name.startswith(".tmp-") or child.name.endswith(".tmp"):
+                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+                    removed += 1
+        return removed
