@@ -1,0 +1,338 @@
+"""The one streaming code path: a reading in, a score, an alarm decision out.
+
+Live ingest (``agent.py``) and offline evaluation (``evaluation/evaluate.py``) both call
+``Pipeline.process``; they differ only in the trainer they pass. Live ingest fits in a
+worker thread so the event loop never waits on a fit or a disk write; evaluation fits
+inline so results are deterministic.
+
+Per reading:
+1. append to the series' ring buffer;
+2. no model yet: once ``min_train_samples`` readings are held, ask the trainer for a fit;
+   no alarm is raised while learning;
+3. otherwise score it, decide ``score >= threshold``, and run the raise/clear state machine:
+   an alarm is raised once, and cleared after ``clear_after`` consecutive normal readings;
+4. the retrain policy may ask for a new version (every N readings, or score drift).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_agent import detectors
+from edge_agent.config import AgentConfig
+from edge_agent.model_store import Model, ModelStore
+from edge_agent.series import AlarmMark, Series
+from edge_agent.stats import LatencyRecorder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class AlarmEvent:
+    alert_id: str
+    series: str
+    state: str  # "raised" | "cleared"
+    ts: float
+    value: float
+    score: float
+    threshold: float
+    detector: str
+    version: int
+    raised_alert_id: str | None = None
+
+
+def alert_id(gateway_id: str, series: str, state: str, ts: float) -> str:
+    """Deterministic: the same reading crossing the same edge always yields the same id, so a
+    replay after a crash (or a re-delivered reading) can be deduplicated by subscribers."""
+    raw = f"{gateway_id}\x1f{series}\x1f{state}\x1f{ts!r}".encode("utf-8", "surrogateescape")
+    return hashlib.blake2b(raw, digest_size=12).hexdigest()
+
+
+class TooManySeries(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class FitRequest:
+    series_id: str
+    values: np.ndarray
+    detector: str
+    params: dict[str, Any]
+    reason: str
+    activate: bool = True
+
+
+class Trainer(Protocol):
+    def submit(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None = None) -> None: ...
+
+
+class InlineTrainer:
+    """Fits on the caller's thread, at the reading that asked. Used by offline evaluation."""
+
+    def submit(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None = None) -> None:
+        try:
+            model = pipeline.fit_model(request)
+        except Exception as exc:  # a fit that fails leaves the series as it was
+            pipeline.fit_failed(request, exc)
+            if done:
+                done(None, exc)
+            return
+        pipeline.install(request, model)
+        if done:
+            done(model, None)
+
+
+class ThreadTrainer:
+    """Fits in a worker pool; the finished model is swapped in on the event loop thread."""
+
+    def __init__(self, loop: Any, executor: Executor) -> None:
+        self.loop = loop
+        self.executor = executor
+        self.running = 0
+
+    def submit(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None = None) -> None:
+        self.running += 1
+        fut = self.loop.run_in_executor(self.executor, pipeline.fit_model, request)
+
+        def finished(f: Any) -> None:
+            self.running -= 1
+            exc = f.exception()
+            if exc is not None:
+                pipeline.fit_failed(request, exc)
+                model = None
+            else:
+                model = f.result()
+                pipeline.install(request, model)
+            if done:
+                done(model, exc)
+
+        fut.add_done_callback(finished)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        trainer: Trainer,
+        on_alarm: Callable[[AlarmEvent], None],
+        store: ModelStore | None = None,
+        on_model: Callable[[Series, Model, FitRequest], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.gateway_id = cfg.gateway_id
+        self.trainer = trainer
+        self.on_alarm = on_alarm
+        self.on_model = on_model
+        self.store = store
+        self.series: dict[str, Series] = {}
+        self.buffer_size = cfg.series.buffer_size
+        self.max_series = cfg.series.max_series
+        self.min_train = cfg.detector.min_train_samples
+        self.clear_after = cfg.alarms.clear_after
+        self.retrain_every = cfg.detector.retrain.every_n
+        self.drift_on = cfg.detector.retrain.on_drift
+        self.drift_window = cfg.detector.retrain.drift_window
+        self.drift_ratio = cfg.detector.retrain.drift_ratio
+        # Validate the configured detector once, up front: a bad name or param is a config
+        # error at start, not a failed fit for every series later.
+        detectors.create(cfg.detector.name, cfg.detector.params)
+        self.score_latency = LatencyRecorder()
+        self.fit_latency = LatencyRecorder()
+        self.n_scored = 0
+        self.n_raised = 0
+        self.n_cleared = 0
+        self.n_models_trained = 0
+        self.n_fit_failed = 0
+        self.n_series_refused = 0
+        self.last_fit_error: str | None = None
+
+    # ---- series ------------------------------------------------------------------------
+    def get_or_create(self, series_id: str) -> Series:
+        s = self.series.get(series_id)
+        if s is None:
+            if len(self.series) >= self.max_series:
+                self.n_series_refused += 1
+                raise TooManySeries(f"series limit {self.max_series} reached")
+            s = self.series[series_id] = Series(series_id, self.buffer_size)
+        return s
+
+    def adopt(self, series_id: str, model: Model) -> Series:
+        """Attach a model loaded from the store at start-up."""
+        s = self.get_or_create(series_id)
+        s.model = model
+        return s
+
+    # ---- the hot path --------------------------------------------------------------------
+    def process(self, series_id: str, value: float, ts: float) -> None:
+        s = self.series.get(series_id)
+        if s is None:
+            s = self.get_or_create(series_id)
+        s.append(value, ts)
+        model = s.model
+        if model is None:
+            if s.count >= self.min_train and not s.fit_pending and s.n_readings >= s.next_fit_at:
+                self.request_fit(s, reason="initial")
+            return
+        t0 = time.perf_counter()
+        det = model.detector
+        score = det.score_one(value)
+        self.score_latency.observe(time.perf_counter() - t0)
+        self._decide(s, model, value, ts, score, score >= det.threshold)
+
+    def process_batch(self, series_id: str, values: np.ndarray, ts: np.ndarray) -> None:
+        s = self.series.get(series_id)
+        if s is None:
+            s = self.get_or_create(series_id)
+        model = s.model
+        if model is None:
+            # Readings up to the training size only fill the buffer; the rest are scored once
+            # a model exists, which for an inline trainer is immediately.
+            need = max(0, self.min_train - s.count)
+            head = min(need, values.shape[0])
+            if head:
+                s.append_many(values[:head], ts[:head])
+            if s.count >= self.min_train and not s.fit_pending and s.n_readings >= s.next_fit_at:
+                self.request_fit(s, reason="initial")
+            if head == values.shape[0]:
+                return
+            values, ts = values[head:], ts[head:]
+            model = s.model
+            if model is None:
+                s.append_many(values, ts)
+                return
+        s.append_many(values, ts)
+        t0 = time.perf_counter()
+        det = model.detector
+        scores = det.score_many(values)
+        self.score_latency.observe((time.perf_counter() - t0) / max(1, values.shape[0]))
+        anomalous = scores >= det.threshold
+        if not s.active and not anomalous.any() and not (self.retrain_every or self.drift_on):
+            # The common case: a quiet batch changes nothing but counters.
+            n = int(values.shape[0])
+            s.n_scored += n
+            self.n_scored += n
+            s.last_score = float(scores[-1])
+            return
+        for i in range(values.shape[0]):
+            self._decide(s, model, float(values[i]), float(ts[i]), float(scores[i]), bool(anomalous[i]))
+
+    def _decide(self, s: Series, model: Model, value: float, ts: float, score: float, anomalous: bool) -> None:
+        s.n_scored += 1
+        self.n_scored += 1
+        s.last_score = score
+        if anomalous:
+            s.n_anomalous += 1
+            s.normal_run = 0
+            if not s.active:
+                s.active = True
+                aid = alert_id(self.gateway_id, s.id, "raised", ts)
+                s.raised_id, s.raised_ts, s.last_alarm_ts = aid, ts, ts
+                s.n_alarms += 1
+                self.n_raised += 1
+                s.marks.append(AlarmMark(ts, value, "raised"))
+                self.on_alarm(AlarmEvent(aid, s.id, "raised", ts, value, score, float(model.detector.threshold), model.detector.name, model.version))
+        elif s.active:
+            s.normal_run += 1
+            if s.normal_run >= self.clear_after:
+                s.active = False
+                s.normal_run = 0
+                self.n_cleared += 1
+                s.marks.append(AlarmMark(ts, value, "cleared"))
+                self.on_alarm(AlarmEvent(alert_id(self.gateway_id, s.id, "cleared", ts), s.id, "cleared", ts, value, score, float(model.detector.threshold), model.detector.name, model.version, s.raised_id))
+        if self.retrain_every or self.drift_on:
+            self._retrain_policy(s, score)
+
+    def _retrain_policy(self, s: Series, score: float) -> None:
+        s.since_fit += 1
+        if s.fit_pending:
+            return
+        if self.retrain_every and s.since_fit >= self.retrain_every:
+            self.request_fit(s, reason="every_n")
+            return
+        if self.drift_on:
+            # Block means of the score: the first block after a fit is the baseline; a later
+            # block whose mean exceeds drift_ratio x baseline means the model no longer fits.
+            s.drift_sum += score
+            s.drift_n += 1
+            if s.drift_n >= self.drift_window:
+                mean = s.drift_sum / s.drift_n
+                s.drift_sum, s.drift_n = 0.0, 0
+                if s.drift_base is None:
+                    s.drift_base = max(mean, 1e-12)
+                elif mean > self.drift_ratio * s.drift_base:
+                    self.request_fit(s, reason="drift")
+
+    # ---- training ----------------------------------------------------------------------
+    def request_fit(
+        self,
+        s: Series,
+        reason: str,
+        values: np.ndarray | None = None,
+        detector: str | None = None,
+        params: dict[str, Any] | None = None,
+        done: Callable[[Model | None, BaseException | None], None] | None = None,
+    ) -> FitRequest:
+        if values is None:
+            _, values = s.recent(self.buffer_size if reason != "initial" else self.min_train)
+        if detector is None:
+            if s.model is not None and reason in ("every_n", "drift"):
+                detector, params = s.model.detector.name, s.model.meta.get("init_params", self.cfg.detector.params)
+            else:
+                detector = self.cfg.detector.name
+        if params is None:
+            params = self.cfg.detector.params
+        req = FitRequest(s.id, values, detector, dict(params), reason)
+        s.fit_pending = True
+        self.trainer.submit(self, req, done)
+        return req
+
+    def fit_model(self, req: FitRequest) -> Model:
+        """Fit and persist a model. Runs on a worker thread in the live agent."""
+        t0 = time.perf_counter()
+        det = detectors.create(req.detector, req.params)
+        stats = det.fit(req.values)
+        seconds = time.perf_counter() - t0
+        extra = {"init_params": req.params, "train_seconds": seconds, "reason": req.reason}
+        if self.store is not None:
+            model = self.store.save(req.series_id, det, n_samples=len(req.values), stats=stats, activate=req.activate, extra=extra)
+        else:
+            s = self.series.get(req.series_id)
+            prev = s.model.version if s is not None and s.model is not None else 0
+            model = Model(det, prev + 1, {"detector": det.name, "n_samples": len(req.values), "stats": stats, "trained_at": time.time(), **extra})
+        self.fit_latency.observe(seconds)
+        return model
+
+    def install(self, req: FitRequest, model: Model) -> None:
+        """Swap the new model in. Runs on the loop thread: one assignment, atomic for readers."""
+        s = self.series.get(req.series_id)
+        if s is None:
+            return
+        s.fit_pending = False
+        self.n_models_trained += 1
+        if not req.activate:
+            return
+        s.model = model
+        s.since_fit = 0
+        s.drift_base, s.drift_sum, s.drift_n = None, 0.0, 0
+        s.changes += 1
+        if self.on_model:
+            self.on_model(s, model, req)
+
+    def fit_failed(self, req: FitRequest, exc: BaseException) -> None:
+        s = self.series.get(req.series_id)
+        if s is not None:
+            s.fit_pending = False
+            # Back off: wait for another full training window before trying again.
+            s.since_fit = 0
+            s.next_fit_at = s.n_readings + self.min_train
+        self.n_fit_failed += 1
+        self.last_fit_error = f"{req.series_id}: {exc!r}"
+        log.error("fit failed for series %r (%s): %r", req.series_id, req.reason, exc)
