@@ -1,0 +1,1 @@
+"""Offline evaluation: the NAB scorer and the ``edge-agent evaluate`` command."""
