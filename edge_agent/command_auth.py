@@ -72,8 +72,8 @@ comes from ``edge-agent sign-command --key-file cmd.key --command fit '{"series"
 from __future__ import annotations
 
 import argparse
-import heapq
 import hashlib
+import heapq
 import hmac
 import json
 import math
