@@ -1,0 +1,302 @@
+"""The running agent: wires the broker link, ingest, pipeline, model store and outbox together.
+
+Data path (see README for the diagram)::
+
+    MQTT message -> MqttLink._dispatch -> Ingest.handle (ingest.py)       reading enters
+                 -> Pipeline.process (pipeline.py) -> detector.score_one   scored
+                 -> Agent.on_alarm -> Outbox.put (outbox.py, committed)     alarm leaves
+                 -> Agent.pump -> MqttLink.publish -> PUBACK -> Outbox.ack
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.config import AgentConfig
+from edge_agent.ingest import Ingest
+from edge_agent.model_store import Model, ModelStore
+from edge_agent.mqtt_link import MqttLink
+from edge_agent.outbox import Outbox, OutMessage
+from edge_agent.pipeline import AlarmEvent, FitRequest, Pipeline, ThreadTrainer
+from edge_agent.series import Series
+from edge_agent.topics import render
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.started_at = time.time()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.store = ModelStore(cfg.state_path("models"))
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="edge-fit")
+        self.pipeline: Pipeline | None = None
+        self.ingest: Ingest | None = None
+        self.outbox = Outbox(
+            cfg.state_path(cfg.outbox.path),
+            synchronous=cfg.outbox.synchronous,
+            max_rows=cfg.outbox.max_rows,
+            max_bytes=cfg.outbox.max_bytes,
+            max_age_s=cfg.outbox.max_age_s,
+        )
+        self.status_topic = render(cfg.status.topic, {"gateway_id": cfg.gateway_id})
+        self.link = MqttLink(
+            cfg.mqtt,
+            cfg.client_id,
+            on_message=self.on_message,
+            on_connected=self.on_connected,
+            on_disconnected=self.on_disconnected,
+            on_ack=self.on_ack,
+            will=(self.status_topic, self._status_payload("offline", "connection lost")),
+        )
+        self.inflight: dict[int, OutMessage] = {}
+        self.models_loaded = False
+        self.model_errors: list[str] = []
+        self.broker_rejected = 0
+        self.alarm_latency = None  # set in start(); LatencyRecorder of reading ts -> alarm publish
+        self.hooks_on_model: list[Any] = []
+        self.message_handlers: list[tuple[str, Any]] = []  # (mqtt filter prefix, handler) for command topics
+        self.state_errors: dict[str, str] = {}
+
+    # ---- messages --------------------------------------------------------------------------
+    def _status_payload(self, state: str, reason: str | None = None) -> bytes:
+        doc: dict[str, Any] = {
+            "state": state,
+            "gateway_id": self.cfg.gateway_id,
+            "agent_version": __version__,
+            "started_at": self.started_at,
+            "ts": time.time(),
+        }
+        if reason:
+            doc["reason"] = reason
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def publish_durable(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, props: dict[str, Any] | None = None) -> None:
+        """Commit a message to the outbox; it is published once durable, and retried until acked."""
+        expiry = self.cfg.mqtt.message_expiry_s
+        self.outbox.put(
+            OutMessage(
+                topic,
+                payload,
+                qos,
+                retain,
+                expires=(time.time() + expiry) if expiry else None,
+                props=json.dumps(props) if props else None,
+            )
+        )
+
+    def on_alarm(self, ev: AlarmEvent) -> None:
+        doc: dict[str, Any] = {
+            "alert_id": ev.alert_id,
+            "gateway_id": self.cfg.gateway_id,
+            "series": ev.series,
+            "state": ev.state,
+            "ts": ev.ts,
+            "value": ev.value,
+            "score": ev.score,
+            "threshold": ev.threshold,
+            "model": {"detector": ev.detector, "version": ev.version},
+        }
+        if ev.raised_alert_id:
+            doc["raised_alert_id"] = ev.raised_alert_id
+        payload = json.dumps(doc, separators=(",", ":")).encode()
+        values = {"gateway_id": self.cfg.gateway_id, "series": ev.series}
+        self.publish_durable(render(self.cfg.alarms.topic, values), payload, self.cfg.alarms.qos)
+        if self.cfg.alarms.state_topic:
+            self.publish_durable(render(self.cfg.alarms.state_topic, values), payload, 1, retain=True)
+
+    def on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> None:
+        for prefix, handler in self.message_handlers:
+            if topic.startswith(prefix):
+                handler(topic, payload, properties)
+                return
+        assert self.ingest is not None
+        self.ingest.handle(topic, payload)
+
+    # ---- publishing ------------------------------------------------------------------------
+    def pump(self) -> None:
+        """Publish committed messages while the in-flight window has room."""
+        link = self.link
+        if not link.connected.is_set():
+            return
+        room = link.inflight_window - len(self.inflight)
+        while room > 0:
+            batch = self.outbox.take(room)
+            if not batch:
+                return
+            for i, msg in enumerate(batch):
+                props: dict[str, Any] = {}
+                if msg.expires is not None:
+                    props["message_expiry_interval"] = max(1, int(msg.expires - time.time()))
+                if msg.props:
+                    extra = json.loads(msg.props)
+                    if "correlation_data" in extra:
+                        extra["correlation_data"] = extra["correlation_data"].encode("latin-1")
+                    props.update(extra)
+                mid = link.publish(msg.topic, msg.payload, msg.qos, msg.retain, **props)
+                if mid is None:
+                    self.outbox.requeue(batch[i:])
+                    return
+                if msg.qos == 0:
+                    self.outbox.ack(msg)
+                else:
+                    self.inflight[mid] = msg
+            room = link.inflight_window - len(self.inflight)
+
+    def on_ack(self, mid: int, reason: int) -> None:
+        msg = self.inflight.pop(mid, None)
+        if msg is None:
+            return
+        if reason >= 0x80:
+            # The broker took the message and refused it (ACL, quota, topic). Retrying cannot
+            # help; say so loudly with the content so nothing vanishes silently.
+            self.broker_rejected += 1
+            log.error("broker refused publish to %r (reason 0x%02x); message: %s", msg.topic, reason, msg.payload[:500])
+        self.outbox.ack(msg)
+        self.pump()
+
+    async def on_connected(self) -> None:
+        # Anything in flight on the old connection is sent again, in order; subscribers
+        # deduplicate on alert_id.
+        if self.inflight:
+            self.outbox.requeue(list(self.inflight.values()))
+            self.inflight.clear()
+        self.publish_durable(self.status_topic, self._status_payload("online"), 1, retain=True)
+        self.pump()
+
+    def on_disconnected(self) -> None:
+        if self.inflight:
+            self.outbox.requeue(list(self.inflight.values()))
+            self.inflight.clear()
+
+    def on_model(self, series: Series, model: Model, req: FitRequest) -> None:
+        log.info("series %r: model v%d (%s) active after %s fit on %d readings", series.id, model.version, model.detector.name, req.reason, len(req.values))
+        for hook in self.hooks_on_model:
+            hook(series, model, req)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def _load_models(self) -> list[tuple[str, Model]]:
+        self.store.cleanup_temp()
+        out = []
+        for sid in self.store.list_series():
+            model, errors = self.store.load_active(sid)
+            for err in errors:
+                log.error("model store: %s", err)
+            self.model_errors.extend(errors)
+            if model is not None:
+                if errors:
+                    log.warning("series %r: serving older version v%d", sid, model.version)
+                out.append((sid, model))
+        return out
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        from edge_agent.stats import LatencyRecorder
+
+        self.alarm_latency = LatencyRecorder()
+        self.pipeline = Pipeline(
+            self.cfg,
+            trainer=ThreadTrainer(self.loop, self.executor),
+            on_alarm=self.on_alarm,
+            store=self.store,
+            on_model=self.on_model,
+        )
+        self.ingest = Ingest(self.cfg, self.pipeline, on_reject=self._dead_letter if self.cfg.ingest.dead_letter_topic else None)
+        try:
+            loaded = await self.loop.run_in_executor(self.executor, self._load_models)
+        except OSError as exc:
+            loaded = []
+            self.state_errors["models"] = f"cannot read model store: {exc}"
+            log.error("cannot read model store %s: %s", self.store.root, exc)
+        for sid, model in loaded:
+            try:
+                self.pipeline.adopt(sid, model)
+            except Exception as exc:
+                log.error("cannot adopt model for %r: %s", sid, exc)
+        self.models_loaded = True
+        log.info("loaded %d model(s) from %s", len(loaded), self.store.root)
+        self.outbox.on_ready = self.pump
+        self.outbox.start(self.loop)
+        for sub in self.ingest.subscriptions:
+            self.link.subscribe(sub.mqtt_filter, sub.cfg.qos)
+
+    def _dead_letter(self, reason: str, payload: bytes, topic: str, detail: str) -> None:
+        doc = {"reason": reason, "detail": detail[:200], "topic": topic[:1024], "payload_prefix": payload[:256].decode("utf-8", "replace")}
+        dl = render(self.cfg.ingest.dead_letter_topic or "", {"gateway_id": self.cfg.gateway_id})
+        self.link.publish(dl, json.dumps(doc).encode(), qos=0)
+
+    def health(self) -> dict[str, Any]:
+        problems = []
+        if not self.link.connected.is_set():
+            problems.append(f"broker not connected: {self.link.last_error or 'connecting'}")
+        if not self.models_loaded:
+            problems.append("models not loaded yet")
+        if self.outbox.degraded:
+            problems.append(f"outbox degraded: {self.outbox.degraded}")
+        problems += [f"{k}: {v}" for k, v in self.state_errors.items()]
+        return {"ok": not problems, "problems": problems, "model_errors": self.model_errors[-20:]}
+
+    def ready(self) -> bool:
+        return self.link.connected.is_set() and self.models_loaded
+
+    async def flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.inflight and not self.outbox.ready and not self.outbox._cmd and self.outbox.depth == 0:
+                return True
+            if not self.link.connected.is_set():
+                return False
+            self.pump()
+            await asyncio.sleep(0.02)
+        return False
+
+    async def shutdown(self) -> None:
+        log.info("shutting down: flushing outbox")
+        self.publish_durable(self.status_topic, self._status_payload("offline", "shutdown"), 1, retain=True)
+        flushed = await self.flush(3.0)
+        if not flushed:
+            log.warning("shutdown: %d message(s) stay in the outbox for the next start", self.outbox.depth)
+        await self.link.stop()
+        await self.outbox.close(1.0)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None) -> int:
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    _writable_parent(cfg.state_dir)
+    await agent.start()
+    tasks = [asyncio.create_task(agent.link.run(), name="mqtt-link")]
+    for factory in extra_tasks or []:
+        tasks.append(asyncio.create_task(factory(agent)))
+    await stop.wait()
+    await agent.shutdown()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    log.info("stopped")
+    return 0
+
+
+def _writable_parent(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        return True
+    except OSError as exc:
+        log.error("state directory %s is not usable: %s", path, exc)
+        return False

@@ -1,0 +1,183 @@
+"""The ``edge-agent`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from edge_agent import __version__
+from edge_agent.config import AgentConfig, ConfigError, load_config, masked_dump
+
+
+def _load(path: str | None) -> AgentConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_agent.agent import run_agent
+    from edge_agent.logsetup import setup_logging
+
+    cfg = _load(args.config)
+    setup_logging(cfg.log.level, cfg.log.format)
+    try:
+        return asyncio.run(run_agent(cfg))
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.file)
+        from edge_agent.ingest import build_subscriptions
+        from edge_agent.detectors import create
+
+        build_subscriptions(cfg)
+        create(cfg.detector.name, cfg.detector.params)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+    print(f"# {args.file}: OK (edge-agent {__version__})")
+    print(yaml.safe_dump(masked_dump(cfg), sort_keys=False), end="")
+    return 0
+
+
+def _store(args: argparse.Namespace):
+    from edge_agent.model_store import ModelStore
+
+    state = args.state_dir or _load(args.config).state_dir
+    return ModelStore(Path(state) / "models")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from edge_agent.model_store import ModelLoadError
+
+    store = _store(args)
+    if args.action == "list":
+        rows = []
+        for sid in store.list_series():
+            active = store.active_version(sid)
+            meta = {}
+            if active is not None:
+                try:
+                    meta = store.read_meta(sid, active)
+                except ModelLoadError as exc:
+                    meta = {"detector": f"<corrupt: {exc}>"}
+            rows.append({"series": sid, "active": active, "versions": store.versions(sid), "detector": meta.get("detector")})
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            print(f"{'SERIES':40} {'ACTIVE':>6} {'VERSIONS':>8}  DETECTOR")
+            for r in rows:
+                print(f"{r['series'][:40]:40} {r['active'] or '-':>6} {len(r['versions']):>8}  {r['detector']}")
+        return 0
+    if not args.series:
+        print("models show/rollback: give a series id", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "show":
+            version = args.version or store.active_version(args.series)
+            if version is None:
+                print(f"series {args.series!r} has no model", file=sys.stderr)
+                return 1
+            meta = store.read_meta(args.series, version)
+            meta["active"] = version == store.active_version(args.series)
+            print(json.dumps(meta, indent=1, sort_keys=True))
+            return 0
+        model = store.rollback(args.series, args.version)
+        print(f"series {args.series!r}: version {model.version} is now active (restart the agent, or use the rollback command topic, for a running agent to pick it up)")
+        return 0
+    except ModelLoadError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from edge_agent.simulator import main as sim_main
+
+    return sim_main(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge_agent.demo import main as demo_main
+
+    return demo_main(args)
+
+
+def _plugin(module: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]] | None:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    return mod.add_arguments, mod.run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-agent", description="Anomaly-detection agent for plant gateways.")
+    p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the agent")
+    r.add_argument("-c", "--config", required=True, help="YAML config file")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate a config file and print it resolved (secrets masked)")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_check_config)
+
+    m = sub.add_parser("models", help="inspect or roll back the local model store (offline)")
+    m.add_argument("action", choices=["list", "show", "rollback"])
+    m.add_argument("series", nargs="?")
+    m.add_argument("--version", type=int, help="version to show or roll back to (default: active / previous)")
+    src = m.add_mutually_exclusive_group(required=True)
+    src.add_argument("-c", "--config")
+    src.add_argument("--state-dir")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("simulate", help="publish realistic sensor readings with injected faults")
+    from edge_agent.simulator import add_arguments as sim_args
+
+    sim_args(s)
+    s.set_defaults(func=cmd_simulate)
+
+    d = sub.add_parser("demo", help="embedded broker + agent + simulator, all in one")
+    d.add_argument("--broker", help="HOST:PORT of an existing broker (default: start an embedded one)")
+    d.add_argument("--machines", type=int, default=3)
+    d.add_argument("--rate", type=float, default=20.0)
+    d.add_argument("--http-port", type=int, default=8000)
+    d.set_defaults(func=cmd_demo)
+
+    for name, module, help_text in (
+        ("evaluate", "edge_agent.evaluation.evaluate", "score detectors on a labelled corpus (NAB)"),
+        ("sign-command", "edge_agent.command_auth", "sign a remote command for mosquitto_pub"),
+    ):
+        plugin = _plugin(module)
+        if plugin is None:
+            continue
+        sp = sub.add_parser(name, help=help_text)
+        plugin[0](sp)
+        sp.set_defaults(func=plugin[1])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""Where a reading enters: topic -> subscription -> decoded value(s) -> ``Pipeline.process``.
+
+This runs inside the MQTT client's packet callback, once per message, so it is kept short:
+a dict lookup for topics already seen, one decode, one pipeline call. Nothing here queues:
+when scoring cannot keep up, TCP flow control pushes back to the broker, which holds QoS 1
+readings in the agent's persistent session (bounded by the broker's own queue limits).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edge_agent.config import AgentConfig, SubscriptionConfig
+from edge_agent.payloads import FORMATS, Rejected, TsLimits
+from edge_agent.pipeline import Pipeline, TooManySeries
+from edge_agent.topics import TopicTemplate, check_series_template, render
+
+log = logging.getLogger(__name__)
+
+_MAX_SERIES_ID = 256
+_ROUTE_CACHE_MAX = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeOptions:
+    value_field: str
+    ts_field: str
+    ts_unit: str
+    max_batch: int
+
+
+@dataclass(slots=True)
+class Subscription:
+    cfg: SubscriptionConfig
+    template: TopicTemplate
+    mqtt_filter: str
+    decode: Callable
+    is_batch: bool
+    opts: DecodeOptions
+
+
+def build_subscriptions(cfg: AgentConfig) -> list[Subscription]:
+    subs = []
+    for sc in cfg.subscriptions:
+        tpl = TopicTemplate.parse(sc.topic)
+        check_series_template(sc.series, tpl)
+        decode, is_batch = FORMATS[sc.format]
+        flt = tpl.mqtt_filter()
+        if sc.share_group:
+            flt = f"$share/{sc.share_group}/{flt}"
+        subs.append(Subscription(sc, tpl, flt, decode, is_batch, DecodeOptions(sc.value_field, sc.ts_field, sc.ts_unit, cfg.ingest.max_batch)))
+    return subs
+
+
+class Ingest:
+    def __init__(self, cfg: AgentConfig, pipeline: Pipeline, on_reject: Callable[[str, bytes, str, str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.subscriptions = build_subscriptions(cfg)
+        self.limits = TsLimits(cfg.ingest.max_future_skew_s, cfg.ingest.max_past_age_s)
+        self.max_payload = cfg.ingest.max_payload_bytes
+        # topic -> (subscription, series id); None caches "matches nothing".
+        self.routes: dict[str, tuple[Subscription, str] | None] = {}
+        self.received = 0
+        self.readings = 0
+        self.rejected: dict[str, int] = {}
+        self.on_reject = on_reject
+        self._log_interval = cfg.ingest.reject_log_interval_s
+        self._last_log = 0.0
+        self._suppressed = 0
+
+    def route(self, topic: str) -> tuple[Subscription, str] | None:
+        for sub in self.subscriptions:
+            fields = sub.template.match(topic)
+            if fields is not None:
+                sid = render(sub.cfg.series, fields)
+                if len(sid) > _MAX_SERIES_ID or "\x00" in sid:
+                    return None
+                return sub, sid
+        return None
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One MQTT message. Never raises: bad input is counted by reason and logged at a rate limit."""
+        self.received += 1
+        r = self.routes.get(topic)
+        if r is None:
+            if topic in self.routes:
+                self.reject("unknown_topic", topic, payload, "topic matches no subscription")
+                return
+            r = self.route(topic)
+            if len(self.routes) >= _ROUTE_CACHE_MAX:
+                self.routes.clear()  # hostile topic floods must not grow this without bound
+            self.routes[topic] = r
+            if r is None:
+                self.reject("unknown_topic", topic, payload, "topic matches no subscription or yields a bad series id")
+                return
+        sub, sid = r
+        if len(payload) > self.max_payload:
+            self.reject("too_large", topic, b"", f"{len(payload)} bytes")
+            return
+        now = time.time()
+        try:
+            if sub.is_batch:
+                values, ts, dropped = sub.decode(payload, now, sub.opts, self.limits)
+                if dropped:
+                    self.reject("non_finite", topic, b"", f"{dropped} value(s) dropped from a batch", count=dropped)
+                self.readings += int(values.shape[0])
+                self.pipeline.process_batch(sid, values, ts)
+            else:
+                value, ts = sub.decode(payload, now, sub.opts, self.limits)
+                self.readings += 1
+                self.pipeline.process(sid, value, ts)
+        except Rejected as exc:
+            self.reject(exc.reason, topic, payload, exc.detail)
+        except TooManySeries as exc:
+            self.reject("too_many_series", topic, payload, str(exc))
+        except Exception as exc:  # a bug must cost one reading, never the agent
+            log.exception("unexpected error handling a reading on %r", topic[:200])
+            self.reject("internal_error", topic, payload, repr(exc))
+
+    def reject(self, reason: str, topic: str, payload: bytes, detail: str, count: int = 1) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + count
+        if self.on_reject is not None:
+            self.on_reject(reason, payload, topic, detail)
+        now = time.monotonic()
+        if now - self._last_log >= self._log_interval:
+            extra = f" ({self._suppressed} more rejected since the last message)" if self._suppressed else ""
+            log.warning("rejected reading on %r: %s %s%s", topic[:200], reason, detail[:200], extra)
+            self._last_log = now
+            self._suppressed = 0
+        else:
+            self._suppressed += 1

@@ -1,0 +1,298 @@
+"""The broker connection: gmqtt underneath, with the lifecycle an edge agent needs.
+
+- MQTT 5 first, falling back to 3.1.1 when the broker refuses 5 (``mqtt.protocol: auto``);
+- fixed client id and a persistent session (clean start off, session expiry), so readings the
+  broker queued while the agent was away are delivered when it returns;
+- one supervisor task owns (re)connection, with capped exponential backoff and jitter. gmqtt's
+  own reconnect is switched off: it retries at a fixed delay and gives up on refusals such as
+  a wrong password, where a gateway must keep trying and keep saying why;
+- after every connect: resubscribe, then the owner's ``on_connected`` hook runs (birth message,
+  outbox replay);
+- PUBACKs are reported per packet id, with their MQTT 5 reason code, so the outbox deletes a
+  message only once the broker has it, and a refused publish (ACL) is reported, not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+from gmqtt.storage import PersistentStorage
+
+from edge_agent.config import MqttConfig, read_secret
+
+log = logging.getLogger(__name__)
+
+_CONNACK_HINTS = {
+    4: "bad user name or password (check mqtt.username and mqtt.password_file)",
+    5: "not authorised (check mqtt.username, mqtt.password_file and the broker ACL)",
+    0x86: "bad user name or password (check mqtt.username and mqtt.password_file)",
+    0x87: "not authorised (check mqtt.username, mqtt.password_file and the broker ACL)",
+    0x85: "client identifier not valid (check mqtt.client_id)",
+    2: "client identifier rejected (check mqtt.client_id)",
+}
+
+
+def backoff_delays(initial: float, cap: float, jitter: float, rng: random.Random | None = None):
+    """Capped exponential backoff with proportional jitter, as an endless generator."""
+    rng = rng or random.Random()
+    delay = initial
+    while True:
+        yield delay * (1 - jitter + 2 * jitter * rng.random())
+        delay = min(cap, delay * 2)
+
+
+class _AckStorage(PersistentStorage):
+    """gmqtt's in-flight store, used only to learn packet ids and their acknowledgements."""
+
+    def __init__(self, link: MqttLink) -> None:
+        super().__init__()
+        self.link = link
+        self.last_mid = 0
+
+    def push_message(self, mid: int, raw_package: bytes) -> None:
+        self.last_mid = mid
+        super().push_message(mid, raw_package)
+
+
+class _Client(gmqtt.Client):
+    link: MqttLink
+
+    async def reconnect(self, delay: bool = False) -> None:  # noqa: ARG002 - gmqtt's signature
+        # gmqtt calls this on connection loss, refusal and protocol downgrade; the supervisor
+        # decides what happens next.
+        self.link._lost_event().set()
+
+
+class MqttLink:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        client_id: str,
+        on_message: Callable[[str, bytes, int, dict[str, Any]], None],
+        on_connected: Callable[[], Awaitable[None]],
+        on_disconnected: Callable[[], None],
+        on_ack: Callable[[int, int], None],
+        will: tuple[str, bytes] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.client_id = client_id
+        self.on_message = on_message
+        self.on_connected = on_connected
+        self.on_disconnected = on_disconnected
+        self.on_ack = on_ack
+        self.will = will
+        self.subscriptions: list[tuple[str, int]] = []
+        self.client: _Client | None = None
+        self.connected = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self.version: int = MQTTv311 if cfg.protocol == "3.1.1" else MQTTv50
+        self.receive_maximum = 65535
+        self.reconnects = 0
+        self.connects = 0
+        self.last_error: str | None = None
+        self.password = read_secret(cfg.password_file)
+
+    def _lost_event(self) -> asyncio.Event:
+        return self._lost
+
+    @property
+    def protocol(self) -> str:
+        return "5" if self.version == MQTTv50 else "3.1.1"
+
+    @property
+    def inflight_window(self) -> int:
+        # gmqtt refuses to allocate the last id below receive maximum; stay under it.
+        return max(1, min(self.cfg.max_inflight, self.receive_maximum - 2))
+
+    # ---- connection ----------------------------------------------------------------------
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        tls = self.cfg.tls
+        if not tls.enabled:
+            return False
+        ctx = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        ctx.check_hostname = tls.verify_hostname
+        if not tls.verify_hostname:
+            # Hostname checks off is an explicit config choice; the chain is still verified.
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def _new_client(self) -> _Client:
+        props: dict[str, Any] = {}
+        if self.version == MQTTv50:
+            props["session_expiry_interval"] = int(self.cfg.session_expiry_s)
+        will = None
+        if self.will is not None:
+            will = gmqtt.Message(self.will[0], self.will[1], qos=1, retain=True)
+        client = _Client(
+            self.client_id,
+            clean_session=self.cfg.clean_start,
+            optimistic_acknowledgement=True,
+            will_message=will,
+            persistent_storage=_AckStorage(self),
+            logger=logging.getLogger("edge_agent.gmqtt"),
+            **props,
+        )
+        client.link = self
+        if self.cfg.username:
+            client.set_auth_credentials(self.cfg.username, self.password)
+        client.on_message = self._dispatch
+        client.on_disconnect = lambda *_: self._lost.set()
+        handler = client._package_handler
+        original = handler._handle_puback_packet
+
+        def puback(cmd: int, packet: bytes) -> None:
+            (mid,) = struct.unpack("!H", packet[:2])
+            reason = packet[2] if len(packet) > 2 else 0
+            original(cmd, packet)
+            self.on_ack(mid, reason)
+
+        handler._handle_puback_packet = puback
+        return client
+
+    def _dispatch(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+        self.on_message(topic, payload, qos, properties)
+        return 0
+
+    async def _connect_once(self) -> None:
+        self._lost.clear()
+        client = self._new_client()
+        self.client = client
+        ctx = self._ssl_context()
+        connect = asyncio.ensure_future(
+            client.connect(self.cfg.host, self.cfg.port, ssl=ctx, keepalive=self.cfg.keepalive_s, version=self.version)
+        )
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            done, _ = await asyncio.wait({connect, lost}, timeout=self.cfg.connect_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if connect not in done:
+            connect.cancel()
+            downgraded = client._connection_state.protocol_version == MQTTv311 and self.version == MQTTv50
+            await self._close_client(client)
+            if downgraded and self.cfg.protocol == "auto":
+                log.info("broker refused MQTT 5; falling back to MQTT 3.1.1")
+                self.version = MQTTv311
+                raise _RetryNow()
+            raise ConnectionError("no CONNACK from the broker" if not self._lost.is_set() else "connection closed by the broker")
+        connect.result()  # raises the broker's refusal or the socket error
+        props = client._package_handler._connack_properties
+        rm = props.get("receive_maximum")
+        self.receive_maximum = (rm[0] if isinstance(rm, list) else rm) if rm else 65535
+        if self.subscriptions:
+            for topic, qos in self.subscriptions:
+                client.subscribe(topic, qos=qos)
+
+    async def _close_client(self, client: _Client | None) -> None:
+        if client is None:
+            return
+        client._is_active = False  # stop gmqtt from touching the socket again
+        try:
+            conn = client._connection
+            if conn is not None:
+                await asyncio.wait_for(conn.close(), 1.0)
+        except Exception:
+            pass
+
+    async def run(self) -> None:
+        """Connect, keep connected, and reconnect forever until ``stop()``."""
+        delays = backoff_delays(self.cfg.reconnect.initial_delay_s, self.cfg.reconnect.max_delay_s, self.cfg.reconnect.jitter)
+        while not self._stopping:
+            try:
+                await self._connect_once()
+            except _RetryNow:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = self._describe(exc)
+                log.error("cannot connect to broker %s:%s: %s", self.cfg.host, self.cfg.port, self.last_error)
+                await self._close_client(self.client)
+                await self._sleep(next(delays))
+                continue
+            delays = backoff_delays(self.cfg.reconnect.initial_delay_s, self.cfg.reconnect.max_delay_s, self.cfg.reconnect.jitter)
+            self.connects += 1
+            if self.connects > 1:
+                self.reconnects += 1
+            self.last_error = None
+            self.connected.set()
+            log.info("connected to %s:%s (MQTT %s, client id %s)", self.cfg.host, self.cfg.port, self.protocol, self.client_id)
+            try:
+                await self.on_connected()
+            except Exception:
+                log.exception("on-connect hook failed")
+            await self._lost.wait()
+            self.connected.clear()
+            if self._stopping:
+                break
+            log.warning("lost connection to broker %s:%s", self.cfg.host, self.cfg.port)
+            self.last_error = "connection lost"
+            self.on_disconnected()
+            await self._close_client(self.client)
+            await self._sleep(next(delays))
+
+    def _describe(self, exc: BaseException) -> str:
+        code = getattr(exc, "_code", None)
+        if isinstance(exc, gmqtt.mqtt.handler.MQTTConnectError) and code in _CONNACK_HINTS:
+            return f"broker refused the connection: {_CONNACK_HINTS[code]}"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return f"TLS certificate not trusted: {exc.verify_message} (check mqtt.tls.ca_file)"
+        if isinstance(exc, ssl.SSLError):
+            return f"TLS error: {exc}"
+        return str(exc) or type(exc).__name__
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        self._stopping = True
+        self._wake.set()
+        client = self.client
+        if client is not None and self.connected.is_set():
+            try:
+                await asyncio.wait_for(client.disconnect(), timeout)
+            except Exception:
+                pass
+        self._lost.set()
+        self.connected.clear()
+
+    # ---- traffic -------------------------------------------------------------------------
+    def subscribe(self, topic: str, qos: int) -> None:
+        self.subscriptions.append((topic, qos))
+        if self.client is not None and self.connected.is_set():
+            self.client.subscribe(topic, qos=qos)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, **props: Any) -> int | None:
+        """Send one PUBLISH; returns its packet id (QoS > 0), or None when it could not be sent."""
+        client = self.client
+        if client is None or not self.connected.is_set():
+            return None
+        if self.version != MQTTv50:
+            props = {}
+        storage: _AckStorage = client._persistent_storage  # type: ignore[assignment]
+        try:
+            client.publish(gmqtt.Message(topic, payload, qos=qos, retain=retain, **props))
+        except Exception as exc:  # closing transport, id exhaustion: the outbox retries
+            log.debug("publish failed: %r", exc)
+            return None
+        return storage.last_mid if qos > 0 else 0
+
+
+class _RetryNow(Exception):
+    pass

@@ -1,0 +1,400 @@
+"""Durable outbox: every outgoing alarm, command response and status message is committed to
+SQLite before it is published, and deleted only when the broker acknowledges it.
+
+Threads: all SQLite work happens on one writer thread owned by the outbox, so the event loop
+never waits on a commit or an fsync. The loop calls ``put()`` (non-blocking); the writer
+commits whatever accumulated in one transaction (group commit: one fsync for many alarms) and
+hands the committed rows back to the loop, which publishes them in id order.
+
+Memory stays bounded: at most ``mem_rows`` committed rows are held in memory; during a long
+outage the rest stay on disk and are paged in, in order, as the backlog drains.
+
+Bounds: ``max_rows``, ``max_bytes`` and ``max_age_s``. Beyond them the *oldest* rows are
+dropped and counted per reason (``rows``, ``bytes``, ``age``); rows whose MQTT message expiry
+has passed are skipped on replay and counted as ``expired``.
+
+Degraded mode: when the state directory cannot be written (read-only, full, gone) the outbox
+keeps working in memory, reports ``degraded``, and retries the file every ``retry_s``;
+rows held in memory meanwhile are written to the file when it works again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    created REAL NOT NULL,
+    expires REAL,
+    props TEXT
+)
+"""
+
+
+@dataclass(slots=True)
+class OutMessage:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    expires: float | None = None  # epoch seconds after which the message is useless
+    props: str | None = None  # JSON of extra MQTT 5 properties (response routing)
+    id: int = 0
+    created: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + len(self.topic)
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        max_rows: int = 100_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_age_s: float = 7 * 86400.0,
+        mem_rows: int = 2000,
+        retry_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.mem_rows = mem_rows
+        self.retry_s = retry_s
+        self.clock = clock
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # Loop-side state.
+        self.ready: deque[OutMessage] = deque()
+        self.mem_max_id = 0
+        self.spilled = True  # rows may exist on disk that are not in memory (start-up replay)
+        self.loading = False
+        self.on_ready: Callable[[], None] = lambda: None
+        self.dropped: dict[str, int] = {"rows": 0, "bytes": 0, "age": 0, "expired": 0}
+        self.committed_total = 0
+        self.acked_total = 0
+        # Writer-side state (touched only by the writer thread, read racily for metrics).
+        self.depth = 0
+        self.bytes = 0
+        self.oldest_created: float | None = None
+        self.degraded: str | None = None
+        self._cmd: deque[tuple[str, Any]] = deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._db: sqlite3.Connection | None = None
+        self._on_file = False
+        self._next_retry = 0.0
+        self._idle = threading.Event()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
+        self._thread.start()
+        self._request_page()
+
+    async def close(self, timeout: float = 3.0) -> None:
+        """Finish queued writes and stop the writer thread."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, timeout)
+
+    # ---- loop side ---------------------------------------------------------------------
+    def put(self, msg: OutMessage) -> None:
+        """Queue a message for commit. Non-blocking; the loop is told when it is durable."""
+        msg.created = self.clock()
+        self._cmd.append(("put", msg))
+        self._wake.set()
+
+    def ack(self, msg: OutMessage) -> None:
+        self.acked_total += 1
+        self._cmd.append(("delete", msg.id))
+        self._wake.set()
+
+    def take(self, limit: int) -> list[OutMessage]:
+        """Up to ``limit`` committed messages to publish now, oldest first, skipping expired ones."""
+        out: list[OutMessage] = []
+        now = self.clock()
+        while self.ready and len(out) < limit:
+            msg = self.ready.popleft()
+            if msg.expires is not None and msg.expires <= now:
+                self.dropped["expired"] += 1
+                self._cmd.append(("delete", msg.id))
+                continue
+            out.append(msg)
+        if out or self._cmd:
+            self._wake.set()
+        if self.spilled and len(self.ready) < self.mem_rows // 2:
+            self._request_page()
+        return out
+
+    def requeue(self, msgs: list[OutMessage]) -> None:
+        """Put unacknowledged in-flight messages back at the front, in id order (after a disconnect)."""
+        for msg in sorted(msgs, key=lambda m: m.id, reverse=True):
+            self.ready.appendleft(msg)
+
+    def _request_page(self) -> None:
+        if not self.loading:
+            self.loading = True
+            self._cmd.append(("load", self.mem_max_id))
+            self._wake.set()
+
+    def _committed(self, msgs: list[OutMessage]) -> None:
+        self.committed_total += len(msgs)
+        if self.spilled or len(self.ready) >= self.mem_rows:
+            # Leave them on disk; a page load will bring them in, in order.
+            self.spilled = True
+        else:
+            self.ready.extend(msgs)
+            self.mem_max_id = max(self.mem_max_id, msgs[-1].id)
+        self.on_ready()
+
+    def _page_loaded(self, msgs: list[OutMessage], full: bool) -> None:
+        self.loading = False
+        for m in msgs:
+            if m.id > self.mem_max_id:
+                self.ready.append(m)
+                self.mem_max_id = m.id
+        self.spilled = full
+        if msgs:
+            self.on_ready()
+
+    def _dropped_ids(self, ids: set[int]) -> None:
+        if ids:
+            self.ready = deque(m for m in self.ready if m.id not in ids)
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # loop closed between the check and the call
+                pass
+
+    # ---- writer thread -----------------------------------------------------------------
+    def _open_file(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute(_SCHEMA)
+        # Probe that writes actually work (a read-only file opens fine but cannot commit).
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("COMMIT")
+        return db
+
+    def _open(self) -> None:
+        try:
+            self._db = self._open_file()
+            self._on_file = True
+            self.degraded = None
+        except (sqlite3.Error, OSError) as exc:
+            self._go_memory(f"cannot open {self.path}: {exc}")
+            return
+        self._recount()
+
+    def _go_memory(self, reason: str) -> None:
+        log.error("outbox degraded, holding messages in memory only: %s", reason)
+        self.degraded = reason
+        mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        mem.execute(_SCHEMA)
+        if self._db is not None and self._on_file:
+            # Keep ids increasing across the switch so the loop's ordering holds.
+            try:
+                (max_id,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
+                rows = self._db.execute("SELECT * FROM outbox ORDER BY id").fetchall()
+                mem.executemany("INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?)", rows)
+                mem.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox', ?)", (max(max_id, self.mem_max_id),))
+            except sqlite3.Error:
+                pass
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+        self._db = mem
+        self._on_file = False
+        self._next_retry = time.monotonic() + self.retry_s
+
+    def _try_recover(self) -> None:
+        try:
+            fdb = self._open_file()
+        except (sqlite3.Error, OSError):
+            self._next_retry = time.monotonic() + self.retry_s
+            return
+        assert self._db is not None
+        rows = self._db.execute("SELECT * FROM outbox ORDER BY id").fetchall()
+        try:
+            fdb.execute("BEGIN")
+            fdb.executemany("INSERT OR IGNORE INTO outbox VALUES (?,?,?,?,?,?,?,?)", rows)
+            fdb.execute("COMMIT")
+        except sqlite3.Error:
+            fdb.close()
+            self._next_retry = time.monotonic() + self.retry_s
+            return
+        self._db.close()
+        self._db = fdb
+        self._on_file = True
+        self.degraded = None
+        log.warning("outbox recovered: writing to %s again (%d held rows moved)", self.path, len(rows))
+        self._recount()
+
+    def _recount(self) -> None:
+        assert self._db is not None
+        n, b, oldest = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(topic)), 0), MIN(created) FROM outbox"
+        ).fetchone()
+        self.depth, self.bytes, self.oldest_created = n, b, oldest
+
+    def _run(self) -> None:
+        self._open()
+        last_age_check = 0.0
+        while True:
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            try:
+                self._drain()
+                if self.degraded and time.monotonic() >= self._next_retry:
+                    self._try_recover()
+                now = time.monotonic()
+                if now - last_age_check > 5.0:
+                    last_age_check = now
+                    self._enforce_age()
+            except Exception:  # never let the writer die; the loop depends on it
+                log.exception("outbox writer error")
+            if self._stop and not self._cmd:
+                break
+        if self._db is not None:
+            self._db.close()
+
+    def _drain(self) -> None:
+        puts: list[OutMessage] = []
+        deletes: list[int] = []
+        loads: list[int] = []
+        while self._cmd:
+            kind, arg = self._cmd.popleft()
+            if kind == "put":
+                puts.append(arg)
+            elif kind == "delete":
+                deletes.append(arg)
+            else:
+                loads.append(arg)
+        if puts:
+            self._insert(puts)
+        if deletes:
+            self._delete(deletes)
+        for after in loads:
+            self._load(after)
+
+    def _exec_batch(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        assert self._db is not None
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            result = fn(self._db)
+            self._db.execute("COMMIT")
+            return result
+        except (sqlite3.Error, OSError) as exc:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if not self._on_file:
+                raise
+            self._go_memory(f"write to {self.path} failed: {exc}")
+            self._db.execute("BEGIN")
+            result = fn(self._db)
+            self._db.execute("COMMIT")
+            return result
+
+    def _insert(self, msgs: list[OutMessage]) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            for m in msgs:
+                cur = db.execute(
+                    "INSERT INTO outbox(topic, payload, qos, retain, created, expires, props) VALUES (?,?,?,?,?,?,?)",
+                    (m.topic, m.payload, m.qos, int(m.retain), m.created, m.expires, m.props),
+                )
+                m.id = int(cur.lastrowid or 0)
+
+        self._exec_batch(work)
+        self.depth += len(msgs)
+        self.bytes += sum(m.size for m in msgs)
+        if self.oldest_created is None:
+            self.oldest_created = msgs[0].created
+        self._post(self._committed, msgs)
+        self._enforce_size()
+
+    def _delete(self, ids: list[int]) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+        self._exec_batch(work)
+        self._recount()
+
+    def _load(self, after: int) -> None:
+        assert self._db is not None
+        rows = self._db.execute(
+            "SELECT id, topic, payload, qos, retain, created, expires, props FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            (after, self.mem_rows),
+        ).fetchall()
+        msgs = [OutMessage(t, bytes(p), q, bool(r), e, pr, i, c) for i, t, p, q, r, c, e, pr in rows]
+        self._post(self._page_loaded, msgs, len(msgs) == self.mem_rows)
+
+    def _drop_oldest(self, reason: str, where: str, params: tuple[Any, ...]) -> None:
+        def work(db: sqlite3.Connection) -> list[int]:
+            ids = [r[0] for r in db.execute(f"SELECT id FROM outbox {where}", params).fetchall()]
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            return ids
+
+        ids = self._exec_batch(work)
+        if ids:
+            self.dropped[reason] += len(ids)
+            log.warning("outbox full: dropped %d oldest message(s) (%s limit)", len(ids), reason)
+            self._post(self._dropped_ids, set(ids))
+            self._recount()
+
+    def _enforce_size(self) -> None:
+        if self.depth > self.max_rows:
+            self._drop_oldest("rows", "ORDER BY id LIMIT ?", (self.depth - self.max_rows,))
+        if self.bytes > self.max_bytes:
+            assert self._db is not None
+            # Oldest rows until the running size falls under the bound.
+            rows = self._db.execute("SELECT id, LENGTH(payload) + LENGTH(topic) FROM outbox ORDER BY id").fetchall()
+            excess, cut = self.bytes - self.max_bytes, 0
+            for i, (rid, size) in enumerate(rows):
+                excess -= size
+                if excess <= 0:
+                    cut = rid
+                    break
+            if cut:
+                self._drop_oldest("bytes", "WHERE id <= ?", (cut,))
+
+    def _enforce_age(self) -> None:
+        if self.oldest_created is not None and self.oldest_created < self.clock() - self.max_age_s:
+            self._drop_oldest("age", "WHERE created < ?", (self.clock() - self.max_age_s,))
+
+    # ---- reporting ---------------------------------------------------------------------
+    def oldest_age(self) -> float:
+        oldest = self.oldest_created
+        return 0.0 if oldest is None else max(0.0, self.clock() - oldest)
