@@ -80,7 +80,7 @@ class Agent:
             doc["reason"] = reason
         return json.dumps(doc, separators=(",", ":")).encode()
 
-    def publish_durable(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, props: dict[str, Any] | None = None) -> None:
+    def publish_durable(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, props: dict[str, Any] | None = None, kind: str = "") -> None:
         """Commit a message to the outbox; it is published once durable, and retried until acked."""
         expiry = self.cfg.mqtt.message_expiry_s
         self.outbox.put(
@@ -91,6 +91,7 @@ class Agent:
                 retain,
                 expires=(time.time() + expiry) if expiry else None,
                 props=json.dumps(props) if props else None,
+                kind=kind,
             )
         )
 
@@ -110,7 +111,7 @@ class Agent:
             doc["raised_alert_id"] = ev.raised_alert_id
         payload = json.dumps(doc, separators=(",", ":")).encode()
         values = {"gateway_id": self.cfg.gateway_id, "series": ev.series}
-        self.publish_durable(render(self.cfg.alarms.topic, values), payload, self.cfg.alarms.qos)
+        self.publish_durable(render(self.cfg.alarms.topic, values), payload, self.cfg.alarms.qos, kind="alarm")
         if self.cfg.alarms.state_topic:
             self.publish_durable(render(self.cfg.alarms.state_topic, values), payload, 1, retain=True)
 
@@ -146,6 +147,10 @@ class Agent:
                 if mid is None:
                     self.outbox.requeue(batch[i:])
                     return
+                if msg.kind == "alarm" and self.alarm_latency is not None:
+                    # Reading received -> alarm on the wire (the alarm is created in the same
+                    # callback that received the reading).
+                    self.alarm_latency.observe(time.time() - msg.created)
                 if msg.qos == 0:
                     self.outbox.ack(msg)
                 else:
@@ -182,6 +187,57 @@ class Agent:
         log.info("series %r: model v%d (%s) active after %s fit on %d readings", series.id, model.version, model.detector.name, req.reason, len(req.values))
         for hook in self.hooks_on_model:
             hook(series, model, req)
+
+    # ---- operations shared by the HTTP API and the command topics ------------------------------
+    async def fit_series(
+        self,
+        series_id: str,
+        values: Any = None,
+        detector: str | None = None,
+        params: dict[str, Any] | None = None,
+        last_n: int | None = None,
+        reason: str = "command",
+    ) -> Model:
+        """Fit a new version for one series (off the loop), activate it, and return it.
+
+        Training data: ``values`` if given, else the last ``last_n`` readings of the ring buffer.
+        Raises ValueError for an unknown series / too little data, TypeError for bad params.
+        """
+        import numpy as np
+
+        from edge_agent import detectors
+
+        assert self.pipeline is not None and self.loop is not None
+        name = detector or self.cfg.detector.name
+        detectors.create(name, params if params is not None else self.cfg.detector.params)  # fail fast on bad params
+        s = self.pipeline.series.get(series_id)
+        if values is None:
+            if s is None or s.count < 2:
+                raise ValueError(f"series {series_id!r} has no readings to train on")
+            _, values = s.recent(last_n)
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 1 or values.shape[0] < 2 or not np.isfinite(values).all():
+            raise ValueError("training values must be at least 2 finite numbers")
+        if s is None:
+            s = self.pipeline.get_or_create(series_id)
+        fut: asyncio.Future[Model] = self.loop.create_future()
+
+        def done(model: Model | None, exc: BaseException | None) -> None:
+            if not fut.done():
+                fut.set_exception(exc) if exc is not None else fut.set_result(model)  # type: ignore[arg-type]
+
+        self.pipeline.request_fit(s, reason=reason, values=values, detector=name, params=params, done=done)
+        return await fut
+
+    async def rollback_series(self, series_id: str, version: int | None = None) -> Model:
+        """Activate an older stored version (default: the one before the active one)."""
+        assert self.pipeline is not None and self.loop is not None
+        model = await self.loop.run_in_executor(self.executor, self.store.rollback, series_id, version)
+        s = self.pipeline.get_or_create(series_id)
+        s.model = model
+        s.changes += 1
+        log.info("series %r: rolled back to v%d", series_id, model.version)
+        return model
 
     # ---- lifecycle -------------------------------------------------------------------------
     def _load_models(self) -> list[tuple[str, Model]]:
@@ -282,6 +338,13 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None) -> i
     _writable_parent(cfg.state_dir)
     await agent.start()
     tasks = [asyncio.create_task(agent.link.run(), name="mqtt-link")]
+    if cfg.http.enabled:
+        try:
+            from edge_agent.http.server import serve
+        except ImportError as exc:  # the HTTP port is optional at build time, never silently
+            log.error("HTTP port disabled: %s", exc)
+        else:
+            tasks.append(asyncio.create_task(serve(agent), name="http"))
     for factory in extra_tasks or []:
         tasks.append(asyncio.create_task(factory(agent)))
     await stop.wait()

@@ -57,6 +57,7 @@ class OutMessage:
     props: str | None = None  # JSON of extra MQTT 5 properties (response routing)
     id: int = 0
     created: float = 0.0
+    kind: str = ""  # "alarm" for latency accounting; not persisted
 
     @property
     def size(self) -> int:
