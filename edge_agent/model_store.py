@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,8 @@ class ModelStore:
     def __init__(self, root: str | os.PathLike, fsync: bool = True) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        # Fits run on a small thread pool; version numbers are allocated under this lock.
+        self._lock = threading.Lock()
 
     # ---- paths -------------------------------------------------------------------------
     def series_dir(self, series_id: str) -> Path:
@@ -283,6 +286,10 @@ class ModelStore:
         return version
 
     def _write_version(self, series_id: str, meta: dict[str, Any], files: dict[str, bytes | None]) -> int:
+        with self._lock:
+            return self._write_version_locked(series_id, meta, files)
+
+    def _write_version_locked(self, series_id: str, meta: dict[str, Any], files: dict[str, bytes | None]) -> int:
         sdir = self._ensure_series_dir(series_id)
         existing = self.versions(series_id)
         version = (existing[-1] if existing else 0) + 1

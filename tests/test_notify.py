@@ -250,6 +250,7 @@ def test_real_agent_notifies_ready_watchdog_and_stopping(broker, fake_systemd, t
         "state_dir": str(tmp_path / "state"),
         "mqtt": {"host": broker.host, "port": broker.port},
         "http": {"enabled": False},
+        "detector": {"name": "statistical"},
     })
     agent = AgentProcess(cfg, tmp_path / "agent.log", {
         "NOTIFY_SOCKET": fake_systemd.env_value,
