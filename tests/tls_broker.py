@@ -242,6 +242,13 @@ class MosquittoBroker:
             check=True, capture_output=True, timeout=20,
         )
 
+    def pub_lines(self, topic: str, lines: list[str], qos: int = 1) -> None:
+        """Publish each line as one message, over one connection (``mosquitto_pub -l``)."""
+        subprocess.run(
+            ["mosquitto_pub", *self._client_args(), "-t", topic, "-l", "-q", str(qos), "-V", "mqttv5"],
+            input="\n".join(lines) + "\n", text=True, check=True, capture_output=True, timeout=60,
+        )
+
 
 def _common_lines(d: Path) -> list[str]:
     lines = [
