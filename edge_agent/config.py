@@ -99,6 +99,13 @@ class SubscriptionConfig(_Strict):
     ts_unit: Literal["auto", "s", "ms", "iso"] = "auto"
     share_group: str | None = None
 
+    @model_validator(mode="after")
+    def _templates(self) -> SubscriptionConfig:
+        from edge_agent.topics import TopicTemplate, check_series_template
+
+        check_series_template(self.series, TopicTemplate.parse(self.topic))  # TemplateError is a ValueError
+        return self
+
 
 class RetrainConfig(_Strict):
     every_n: Annotated[int, Field(ge=0)] = 0
@@ -107,11 +114,27 @@ class RetrainConfig(_Strict):
     drift_ratio: Annotated[float, Field(gt=1)] = 3.0
 
 
+def _default_detector() -> str:
+    from edge_agent import detectors
+
+    return detectors.DEFAULT
+
+
 class DetectorConfig(_Strict):
-    name: str = "streaming"
+    name: str = Field(default_factory=_default_detector)
     params: dict[str, Any] = {}
     min_train_samples: Annotated[int, Field(ge=2)] = 500
     retrain: RetrainConfig = RetrainConfig()
+
+    @model_validator(mode="after")
+    def _known_detector(self) -> DetectorConfig:
+        from edge_agent import detectors
+
+        try:
+            detectors.create(self.name, self.params)
+        except TypeError as exc:  # an unknown param; pydantic reports ValueErrors with the key path
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class SeriesConfig(_Strict):
