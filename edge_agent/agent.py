@@ -326,9 +326,9 @@ class Agent:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None) -> int:
+async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop: asyncio.Event | None = None) -> int:
     agent = Agent(cfg)
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:

@@ -34,4 +34,5 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level)
     # gmqtt logs every reconnect attempt at WARNING with tracebacks; the link says it once, better.
     logging.getLogger("edge_agent.gmqtt").setLevel(max(logging.getLevelName(level), logging.ERROR))
+    logging.getLogger("transitions").setLevel(logging.WARNING)  # amqtt's state machine (demo broker)
     logging.getLogger("gmqtt").setLevel(max(logging.getLevelName(level), logging.WARNING))

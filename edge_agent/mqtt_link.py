@@ -182,11 +182,17 @@ class MqttLink:
             connect.cancel()
             downgraded = client._connection_state.protocol_version == MQTTv311 and self.version == MQTTv50
             await self._close_client(client)
-            if downgraded and self.cfg.protocol == "auto":
-                log.info("broker refused MQTT 5; falling back to MQTT 3.1.1")
-                self.version = MQTTv311
-                raise _RetryNow()
-            raise ConnectionError("no CONNACK from the broker" if not self._lost.is_set() else "connection closed by the broker")
+            reason = "connection closed by the broker" if self._lost.is_set() else f"no CONNACK within {self.cfg.connect_timeout_s:g} s"
+            if self.cfg.protocol == "auto":
+                if self.version == MQTTv50:
+                    # Some 3.1.1-only brokers refuse v5 with CONNACK 1 (gmqtt downgrades), others
+                    # close the socket or never answer: all mean "try 3.1.1", at once.
+                    log.info("broker did not accept MQTT 5 (%s); falling back to MQTT 3.1.1", "refused" if downgraded else reason)
+                    self.version = MQTTv311
+                    raise _RetryNow()
+                # 3.1.1 failed the same way: the broker may be a slow v5 one; alternate.
+                self.version = MQTTv50
+            raise ConnectionError(reason)
         connect.result()  # raises the broker's refusal or the socket error
         props = client._package_handler._connack_properties
         rm = props.get("receive_maximum")

@@ -1,0 +1,130 @@
+"""``/healthz`` (alive), ``/readyz`` (serving), ``/healthcheck`` (the figures operators know)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from edge_agent import __version__
+from edge_agent.agent import Agent
+from edge_agent.http.schemas import Liveness, Readiness
+from edge_agent.http.series_view import num
+
+router = APIRouter(tags=["health"])
+
+
+def _agent(request: Request) -> Agent:
+    return request.app.state.agent
+
+
+def not_ready_reasons(agent: Agent) -> list[str]:
+    reasons = []
+    if not agent.link.connected.is_set():
+        reasons.append(f"broker not connected: {agent.link.last_error or 'connecting'}")
+    if not agent.models_loaded:
+        reasons.append("models not loaded yet")
+    return reasons
+
+
+def _latency(summary: dict[str, float | int]) -> dict[str, float | int]:
+    return {"count": summary["count"], "avg_ms": summary["avg_ms"], "p95_ms": summary["p95_ms"], "p99_ms": summary["p99_ms"], "max_ms": summary["max_ms"]}
+
+
+def s3_state(agent: Agent) -> dict[str, Any]:
+    s3 = getattr(agent, "s3", None)
+    if s3 is None:
+        return {"status": "disabled"}
+    last_error = getattr(s3, "last_error", None)
+    return {
+        "status": "error" if last_error else "ok",
+        "pending": getattr(s3, "pending", None),
+        "last_success_ts": num(getattr(s3, "last_success_ts", None)),
+        "last_error": str(last_error) if last_error else None,
+    }
+
+
+def series_counts(agent: Agent) -> dict[str, int]:
+    counts = {"total": 0, "trained": 0, "learning": 0, "normal": 0, "alarm": 0}
+    if agent.pipeline is None:
+        return counts
+    for s in agent.pipeline.series.values():
+        counts["total"] += 1
+        if s.model is None:
+            counts["learning"] += 1
+        else:
+            counts["trained"] += 1
+            counts["alarm" if s.active else "normal"] += 1
+    return counts
+
+
+@router.get("/healthz", response_model=Liveness, summary="Liveness: the process and its event loop answer")
+async def healthz() -> Liveness:
+    return Liveness(status="alive")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    summary="Readiness: broker connected and models loaded",
+    responses={503: {"model": Readiness, "description": "Not ready; `reasons` says why"}},
+)
+async def readyz(request: Request) -> Any:
+    agent = _agent(request)
+    reasons = not_ready_reasons(agent)
+    body = Readiness(ready=not reasons, reasons=reasons)
+    return body if not reasons else JSONResponse(body.model_dump(), status_code=503)
+
+
+@router.get("/healthcheck", summary="Status and the operating figures of the agent")
+async def healthcheck(request: Request) -> dict[str, Any]:
+    agent = _agent(request)
+    pipe, ingest, out, link = agent.pipeline, agent.ingest, agent.outbox, agent.link
+    health = agent.health()
+    doc: dict[str, Any] = {
+        "status": "ok" if health["ok"] else "degraded",
+        "problems": health["problems"],
+        "model_errors": health["model_errors"],
+        "gateway_id": agent.cfg.gateway_id,
+        "agent_version": __version__,
+        "uptime_s": round(time.time() - agent.started_at, 3),
+        "ready": agent.ready(),
+        "series": series_counts(agent),
+        "trained_series": 0,
+        "readings_total": ingest.readings if ingest else 0,
+        "readings_per_second": round(request.app.state.reading_rate.rate(), 3),
+        "rejected": dict(ingest.rejected) if ingest else {},
+        "inference_latency_ms": _latency(pipe.score_latency.summary()) if pipe else None,
+        "training_latency_ms": _latency(pipe.fit_latency.summary()) if pipe else None,
+        "alarm_latency_ms": _latency(agent.alarm_latency.summary()) if agent.alarm_latency else None,
+        "alarms": {
+            "raised": pipe.n_raised if pipe else 0,
+            "cleared": pipe.n_cleared if pipe else 0,
+        },
+        "models": {
+            "trained": pipe.n_models_trained if pipe else 0,
+            "fit_failed": pipe.n_fit_failed if pipe else 0,
+            "last_fit_error": pipe.last_fit_error if pipe else None,
+        },
+        "broker": {
+            "status": "connected" if link.connected.is_set() else "disconnected",
+            "protocol": link.protocol,
+            "reconnects": link.reconnects,
+            "last_error": link.last_error,
+            "rejected_publishes": agent.broker_rejected,
+        },
+        "s3": s3_state(agent),
+        "outbox": {
+            "status": "degraded" if out.degraded else "ok",
+            "degraded": out.degraded,
+            "depth": out.depth,
+            "bytes": out.bytes,
+            "oldest_age_s": round(out.oldest_age(), 3),
+            "dropped": dict(out.dropped),
+        },
+    }
+    doc["trained_series"] = doc["series"]["trained"]
+    doc["alarms"]["active"] = doc["series"]["alarm"]
+    return doc

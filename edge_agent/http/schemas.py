@@ -1,0 +1,142 @@
+"""Request and response bodies of the JSON API (they make ``/docs`` and ``/openapi.json`` right)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+MAX_VALUES = 1_000_000
+
+
+class FitBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    values: Annotated[list[Finite] | None, Field(min_length=2, max_length=MAX_VALUES)] = Field(
+        None, description="Training values; omitted: the last `last_n` readings the agent holds for the series")
+    detector: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(None, description="Detector name; default: the configured one")
+    params: dict[str, Any] | None = Field(None, description="Detector parameters; default: the configured ones")
+    last_n: Annotated[int, Field(ge=2)] | None = Field(None, description="Without `values`: train on this many recent readings")
+
+
+class FitResult(BaseModel):
+    series: str
+    version: int
+    detector: str
+    n_samples: int
+    train_ms: float | None
+
+
+class PredictBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: Finite | None = Field(None, description="One value to score")
+    values: Annotated[list[Finite], Field(min_length=1, max_length=100_000)] | None = Field(None, description="Values to score, in order")
+
+
+class Prediction(BaseModel):
+    value: float
+    score: float | None
+    anomalous: bool
+
+
+class PredictResult(BaseModel):
+    series: str
+    version: int
+    detector: str
+    threshold: float | None
+    anomalous: bool = Field(description="True when any posted value is anomalous")
+    predictions: list[Prediction]
+
+
+class RollbackResult(BaseModel):
+    series: str
+    version: int
+    detector: str
+
+
+class ModelInfo(BaseModel):
+    version: int
+    detector: str
+    threshold: float | None
+    band: list[float | None] | None
+    params: dict[str, Any]
+    init_params: dict[str, Any] | None
+    trained_at: float | None
+    n_samples: int | None
+    train_ms: float | None
+    reason: str | None
+    source: str | None
+
+
+class SeriesSummary(BaseModel):
+    id: str
+    state: str = Field(description="learning | normal | alarm")
+    model_version: int | None
+    detector: str | None
+    last_value: float | None
+    last_ts: float | None
+    last_score: float | None
+    last_alarm_ts: float | None
+    readings: int
+    alarms: int
+
+
+class SeriesList(BaseModel):
+    total: int
+    offset: int
+    series: list[SeriesSummary]
+
+
+class Mark(BaseModel):
+    ts: float | None
+    value: float | None
+    state: str
+
+
+class AlarmInfo(BaseModel):
+    active: bool
+    raised_ts: float | None
+    raised_alert_id: str | None
+    last_alarm_ts: float | None
+    alarms_raised: int
+    anomalous_readings: int
+    marks: list[Mark]
+
+
+class RecentStats(BaseModel):
+    n: int
+    min: float | None
+    max: float | None
+    mean: float | None
+
+
+class ReadingsInfo(BaseModel):
+    total: int
+    held: int
+    scored: int
+    last_value: float | None
+    last_ts: float | None
+    last_score: float | None
+    recent: RecentStats
+
+
+class SeriesDetail(BaseModel):
+    id: str
+    state: str
+    model: ModelInfo | None
+    alarm: AlarmInfo
+    readings: ReadingsInfo
+    fit_pending: bool
+    stored_versions: list[int] = Field(description="Versions in the model store, oldest first")
+    active_version: int | None = Field(description="The version the store marks active")
+
+
+class Liveness(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reasons: list[str]
