@@ -1,0 +1,179 @@
+"""``/metrics``: Prometheus exposition read from the agent's plain counters at scrape time.
+
+The ingest path never touches prometheus-client (its metrics take a lock per update); instead a
+custom ``Collector`` on a private registry turns counters, ``LatencyRecorder`` buckets and
+gauges into metric families when a scrape arrives. Collection runs on the loop thread, so it
+sees a consistent snapshot of loop-owned state.
+
+Per-series labels exist only while the number of series is within ``http.series_label_limit``;
+above it they are left out and ``edge_agent_series_labels_capped`` says so, so a gateway with
+10,000 series does not blow up every scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from edge_agent import __version__
+from edge_agent.agent import Agent
+from edge_agent.stats import LatencyRecorder
+
+P = "edge_agent_"
+
+
+def _label(text: str) -> str:
+    # Series ids come from topics: keep any unpaired surrogate from breaking the exposition.
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def histogram(name: str, doc: str, rec: LatencyRecorder) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, buckets=rec.cumulative(), sum_value=rec.total)
+
+
+def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+class AgentCollector(Collector):
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def collect(self) -> Iterator[Metric]:
+        agent = self.agent
+        cfg = agent.cfg
+        yield InfoMetricFamily(P + "build", "Agent version and gateway id", value={"version": __version__, "gateway_id": cfg.gateway_id})
+        yield gauge(P + "start_time_seconds", "Unix time the agent started", agent.started_at)
+        yield gauge(P + "ready", "1 when the broker is connected and models are loaded", float(agent.ready()))
+        yield from self._ingest()
+        yield from self._pipeline()
+        yield from self._outbox()
+        yield from self._broker()
+        yield from self._s3()
+
+    def _ingest(self) -> Iterator[Metric]:
+        ingest = self.agent.ingest
+        received = ingest.received if ingest else 0
+        readings = ingest.readings if ingest else 0
+        yield counter(P + "messages_received", "MQTT messages received on reading subscriptions", received)
+        yield counter(P + "readings_received", "Readings decoded and passed to the pipeline", readings)
+        rej = CounterMetricFamily(P + "readings_rejected", "Messages or values refused at ingest, by reason", labels=["reason"])
+        for reason, n in sorted((ingest.rejected if ingest else {}).items()):
+            rej.add_metric([reason], n)
+        yield rej
+
+    def _pipeline(self) -> Iterator[Metric]:
+        agent = self.agent
+        pipe = agent.pipeline
+        if pipe is None:
+            return
+        yield counter(P + "readings_scored", "Readings scored by a model", pipe.n_scored)
+        yield histogram(P + "score_latency_seconds", "Time to score one reading", pipe.score_latency)
+        yield histogram(P + "fit_latency_seconds", "Time to fit one model", pipe.fit_latency)
+        if agent.alarm_latency is not None:
+            yield histogram(P + "alarm_latency_seconds", "Reading received to alarm handed to the broker", agent.alarm_latency)
+        yield counter(P + "alarms_raised", "Alarms raised", pipe.n_raised)
+        yield counter(P + "alarms_cleared", "Alarms cleared", pipe.n_cleared)
+        yield counter(P + "models_trained", "Models fitted and stored", pipe.n_models_trained)
+        yield counter(P + "model_fit_failures", "Fits that failed", pipe.n_fit_failed)
+        yield gauge(P + "model_load_errors", "Stored model versions that could not be loaded at start", len(agent.model_errors))
+        yield counter(P + "series_refused", "Readings refused because the series limit was reached", pipe.n_series_refused)
+
+        series = pipe.series
+        states = {"learning": 0, "normal": 0, "alarm": 0}
+        for s in series.values():
+            states[s.state] += 1
+        by_state = GaugeMetricFamily(P + "series", "Series held, by state", labels=["state"])
+        for state, n in states.items():
+            by_state.add_metric([state], n)
+        yield by_state
+        limit = agent.cfg.http.series_label_limit
+        capped = len(series) > limit
+        yield gauge(P + "series_label_limit", "http.series_label_limit: per-series metrics are exported up to this many series", limit)
+        yield gauge(P + "series_labels_capped", "1 when per-series metrics are left out because there are more series than the limit", float(capped))
+        if capped:
+            return
+        alarm = GaugeMetricFamily(P + "series_alarm", "1 while the series is in alarm", labels=["series"])
+        version = GaugeMetricFamily(P + "series_model_version", "Active model version of the series (0: learning)", labels=["series"])
+        readings = CounterMetricFamily(P + "series_readings", "Readings received for the series", labels=["series"])
+        for sid in sorted(series):
+            s = series[sid]
+            label = [_label(sid)]
+            alarm.add_metric(label, float(s.active))
+            version.add_metric(label, s.model.version if s.model is not None else 0)
+            readings.add_metric(label, s.n_readings)
+        yield alarm
+        yield version
+        yield readings
+
+    def _outbox(self) -> Iterator[Metric]:
+        out = self.agent.outbox
+        yield gauge(P + "outbox_depth_messages", "Messages committed and not yet acknowledged by the broker", out.depth)
+        yield gauge(P + "outbox_bytes", "Payload and topic bytes held in the outbox", out.bytes)
+        yield gauge(P + "outbox_oldest_age_seconds", "Age of the oldest message in the outbox", out.oldest_age())
+        yield gauge(P + "outbox_degraded", "1 while the outbox runs in memory because its file is unusable", float(bool(out.degraded)))
+        dropped = CounterMetricFamily(P + "outbox_dropped", "Messages dropped from the outbox, by reason", labels=["reason"])
+        for reason, n in sorted(out.dropped.items()):
+            dropped.add_metric([reason], n)
+        yield dropped
+
+    def _broker(self) -> Iterator[Metric]:
+        agent = self.agent
+        link = agent.link
+        yield gauge(P + "broker_connected", "1 while connected to the MQTT broker", float(link.connected.is_set()))
+        yield counter(P + "broker_reconnects", "Reconnections to the broker", link.reconnects)
+        yield counter(P + "broker_rejected_publishes", "Publishes the broker refused (ACL, quota)", agent.broker_rejected)
+
+    def _s3(self) -> Iterator[Metric]:
+        s3 = getattr(self.agent, "s3", None)
+        yield gauge(P + "s3_enabled", "1 when model sync with S3 is running", float(s3 is not None))
+        if s3 is None:
+            return
+        pending = getattr(s3, "pending", None)
+        if pending is not None:
+            yield gauge(P + "s3_pending", "Model versions waiting to be synced", float(len(pending) if hasattr(pending, "__len__") else pending))
+        last = getattr(s3, "last_success_ts", None)
+        if last is not None:
+            yield gauge(P + "s3_last_success_timestamp_seconds", "Unix time of the last successful sync", float(last))
+        yield gauge(P + "s3_error", "1 while the last sync attempt failed", float(bool(getattr(s3, "last_error", None))))
+
+
+def build_registry(agent: Agent) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AgentCollector(agent))
+    ProcessCollector(registry=registry)  # RSS, CPU, open fds of this process
+    return registry
+
+
+# Every name and label here is a classic one, so the 0.0.4 text format is exact; it is also the
+# one every Prometheus server (and promtool) in the field understands.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}, "description": "Prometheus text exposition"}},
+)
+async def metrics(request: Request) -> Response:
+    registry: CollectorRegistry = request.app.state.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE)

@@ -1,0 +1,105 @@
+"""The HTTP port's app and server: uvicorn inside the agent's own event loop.
+
+``run_agent`` starts ``serve(agent)`` as a task. uvicorn normally installs SIGINT/SIGTERM
+handlers of its own; here the agent owns those signals (it must flush its outbox before it
+exits), so ``capture_signals`` is a no-op and the server stops when its task is cancelled.
+A port that cannot be bound is logged and the agent keeps running: alarms matter more than
+the dashboard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
+
+import uvicorn
+from fastapi import FastAPI
+
+from edge_agent import __version__
+from edge_agent.agent import Agent
+from edge_agent.http import api, errors, health, metrics, page, plots
+from edge_agent.http.auth import TokenSource
+from edge_agent.http.limits import BodyLimit
+from edge_agent.http.rates import RateMeter
+
+log = logging.getLogger(__name__)
+
+
+def create_app(agent: Agent) -> FastAPI:
+    """The FastAPI app serving ``agent`` (whose ``start()`` has run)."""
+    app = FastAPI(
+        title="edge-agent",
+        version=__version__,
+        description="Health, metrics, series state, plots and the fit/predict API of one edge-agent gateway.",
+    )
+    app.state.agent = agent
+    app.state.tokens = TokenSource(agent.cfg.http)
+    app.state.registry = metrics.build_registry(agent)
+    app.state.plots = plots.PlotRenderer(agent.cfg.state_dir, agent.cfg.http.plot_concurrency)
+    app.state.reading_rate = RateMeter(lambda: agent.ingest.readings if agent.ingest is not None else 0)
+    errors.install(app)
+    app.add_middleware(BodyLimit)
+    for module in (health, metrics, api, plots, page):
+        app.include_router(module.router)
+    return app
+
+
+class AgentServer(uvicorn.Server):
+    """uvicorn's server without its signal handlers: SIGTERM belongs to the agent."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def make_server(app: FastAPI, host: str, port: int) -> AgentServer:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        log_config=None,  # keep the agent's logging setup; uvicorn's loggers propagate to it
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        server_header=False,
+    )
+    return AgentServer(config)
+
+
+async def serve(agent: Agent) -> None:
+    cfg = agent.cfg.http
+    app = create_app(agent)
+    server = make_server(app, cfg.host, cfg.port)
+    rate_task = asyncio.create_task(app.state.reading_rate.run(), name="http-rate")
+    inner = asyncio.create_task(server.serve(), name="http-server")
+    try:
+        await _announce(server, inner, cfg.host)
+        await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        # The agent is stopping: let uvicorn close its sockets and connections, briefly.
+        server.should_exit = True
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+            await asyncio.wait_for(inner, timeout=3.0)
+        raise
+    except SystemExit:
+        # uvicorn exits the process when it cannot bind; the agent must keep alarming.
+        log.error("HTTP port disabled: cannot listen on %s:%d (see the error above)", cfg.host, cfg.port)
+    finally:
+        rate_task.cancel()
+        app.state.plots.close()
+
+
+async def _announce(server: AgentServer, inner: asyncio.Task[None], host: str) -> None:
+    while not server.started and not inner.done():
+        await asyncio.sleep(0.02)
+    if inner.done():
+        inner.result()  # re-raises SystemExit from a failed bind
+        return
+    for srv in server.servers:
+        for sock in srv.sockets or ():
+            addr = sock.getsockname()
+            log.info("HTTP port listening on http://%s:%d", host if ":" not in host else f"[{host}]", addr[1])
+            return
