@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+
+from edge_agent.config import AgentConfig
+from edge_agent.pipeline import InlineTrainer, Pipeline, alert_id
+
+
+def make(clear_after: int = 10, min_train: int = 50, **retrain: object) -> tuple[Pipeline, list]:
+    cfg = AgentConfig.model_validate(
+        {"detector": {"name": "statistical", "min_train_samples": min_train, "retrain": retrain}, "alarms": {"clear_after": clear_after}}
+    )
+    events: list = []
+    return Pipeline(cfg, InlineTrainer(), events.append), events
+
+
+def feed(p: Pipeline, values: list[float] | np.ndarray, t0: float = 1000.0) -> None:
+    for i, v in enumerate(values):
+        p.process("s", float(v), t0 + i)
+
+
+def test_no_alarm_while_learning_then_trains_at_min_samples() -> None:
+    p, ev = make()
+    feed(p, [0.0] * 49 + [1e6])  # the 50th reading is wild, but the series is still learning
+    assert ev == [] and p.series["s"].model is not None
+    assert p.series["s"].state == "normal"
+
+
+def test_alarm_raised_once_and_cleared_after_n_normal() -> None:
+    p, ev = make(clear_after=3)
+    rng = np.random.default_rng(0)
+    feed(p, rng.uniform(-1, 1, 50))
+    feed(p, [50, 60, 70, 0, 0, 55, 0, 0, 0, 0], t0=2000)
+    states = [(e.state, e.ts) for e in ev]
+    # three anomalous readings in a row raise once; a normal run shorter than 3 does not clear
+    assert states == [("raised", 2000.0), ("cleared", 2008.0)]
+    assert ev[1].raised_alert_id == ev[0].alert_id
+    assert ev[0].version == 1 and ev[0].detector == "statistical"
+
+
+def test_alert_ids_are_deterministic_and_distinct() -> None:
+    a = alert_id("gw", "s", "raised", 1.5)
+    assert a == alert_id("gw", "s", "raised", 1.5)
+    assert len({a, alert_id("gw", "s", "cleared", 1.5), alert_id("gw", "t", "raised", 1.5), alert_id("gw", "s", "raised", 1.6)}) == 4
+
+
+def test_retrain_every_n_creates_new_versions() -> None:
+    p, _ = make(every_n=100)
+    feed(p, np.random.default_rng(1).uniform(-1, 1, 50 + 250))
+    assert p.series["s"].model.version == 3
+
+
+def test_retrain_on_drift() -> None:
+    p, _ = make(on_drift=True, drift_window=50, drift_ratio=3.0)
+    rng = np.random.default_rng(2)
+    feed(p, rng.uniform(-1, 1, 150))
+    assert p.series["s"].model.version == 1
+    feed(p, rng.uniform(-1, 1, 200) * 6, t0=5000)  # the spread grows six-fold: scores drift
+    assert p.series["s"].model.version >= 2
+
+
+def test_failed_fit_backs_off_instead_of_retrying_every_reading() -> None:
+    p, _ = make(min_train=20)
+    calls = []
+    real = p.fit_model
+
+    def failing(req):  # noqa: ANN001
+        calls.append(req)
+        raise RuntimeError("disk on fire")
+
+    p.fit_model = failing  # type: ignore[method-assign]
+    feed(p, [1.0, 2.0] * 20)
+    assert len(calls) == 2  # at reading 20, then again one training window later
+    p.fit_model = real  # type: ignore[method-assign]
+    feed(p, [1.0, 2.0] * 20, t0=3000)
+    assert p.series["s"].model is not None
