@@ -66,6 +66,8 @@ class Agent:
         self.hooks_on_model: list[Any] = []
         self.message_handlers: list[tuple[str, Any]] = []  # (mqtt filter prefix, handler) for command topics
         self.state_errors: dict[str, str] = {}
+        self.commands: Any = None  # CommandHandler when commands.enabled
+        self.s3: Any = None  # S3Sync when s3.enabled
 
     # ---- messages --------------------------------------------------------------------------
     def _status_payload(self, state: str, reason: str | None = None) -> bytes:
@@ -284,6 +286,11 @@ class Agent:
         self.outbox.start(self.loop)
         for sub in self.ingest.subscriptions:
             self.link.subscribe(sub.mqtt_filter, sub.cfg.qos)
+        if self.cfg.commands.enabled:
+            from edge_agent.commands import CommandHandler
+
+            self.commands = CommandHandler(self)
+            self.commands.install()
 
     def _dead_letter(self, reason: str, payload: bytes, topic: str, detail: str) -> None:
         doc = {"reason": reason, "detail": detail[:200], "topic": topic[:1024], "payload_prefix": payload[:256].decode("utf-8", "replace")}

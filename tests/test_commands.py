@@ -1,0 +1,164 @@
+"""Remote commands over a real broker: signed fit/rollback/status, MQTT 5 request/response,
+3.1.1 responses, and refused forgeries that change nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_agent.command_auth import sign
+from edge_agent.model_store import ModelStore
+from helpers import AgentProcess, Mosquitto, Publisher, Subscriber, agent_config, free_port, wait_for
+
+KEY = b"0123456789abcdef0123456789abcdef"
+
+
+class V5Client:
+    """An operator's MQTT 5 client: publishes commands with response topic + correlation data."""
+
+    def __init__(self, broker: Mosquitto, response_topic: str) -> None:
+        self.replies: list[tuple[dict[str, Any], bytes | None]] = []
+        self.lock = threading.Lock()
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"op-{free_port()}", protocol=paho.MQTTv5)
+        self.c.on_message = self._on_message
+        ready = threading.Event()
+        self.c.on_subscribe = lambda *a: ready.set()
+        self.c.connect(broker.host, broker.port)
+        self.c.loop_start()
+        self.c.subscribe(response_topic, qos=1)
+        assert ready.wait(10)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        corr = getattr(msg.properties, "CorrelationData", None) if msg.properties else None
+        with self.lock:
+            self.replies.append((json.loads(msg.payload), corr))
+
+    def send(self, topic: str, payload: bytes, response_topic: str, correlation: bytes) -> None:
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = response_topic
+        props.CorrelationData = correlation
+        self.c.publish(topic, payload, qos=1, properties=props).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def train(pub: Publisher, n: int = 100, sensor: str = "temp") -> None:
+    rng = np.random.default_rng(3)
+    for v in rng.uniform(-1, 1, n):
+        pub.reading(f"plant/l1/m1/{sensor}", float(v), time.time()).wait_for_publish(10)
+
+
+@pytest.fixture
+def agent(tmp_path: Path, mosquitto: Mosquitto):
+    key = tmp_path / "cmd.key"
+    key.write_bytes(KEY + b"\n")
+    a = AgentProcess(tmp_path, agent_config(tmp_path, mosquitto, **{"commands.key_file": str(key)})).start()
+    a.wait_connected()
+    yield a
+    assert a.stop() == 0
+
+
+def versions(a: AgentProcess, sid: str = "m1/temp") -> tuple[list[int], int | None]:
+    store = ModelStore(a.state_dir / "models")
+    return store.versions(sid), store.active_version(sid)
+
+
+@pytest.mark.timeout(90)
+def test_fit_and_rollback_with_mqtt5_request_response(agent: AgentProcess, mosquitto: Mosquitto) -> None:
+    pub = Publisher(mosquitto)
+    alarms = Subscriber(mosquitto, "edge/gw-test/alerts/#")
+    op = V5Client(mosquitto, "ops/replies")
+    try:
+        train(pub)
+        wait_for(lambda: versions(agent)[1] == 1, 20, "v1 trained")
+        op.send("edge/gw-test/cmd/fit", sign(KEY, "fit", {"series": "m1/temp", "last_n": 100}), "ops/replies", b"corr-1")
+        wait_for(lambda: [r for r, _ in op.replies if r["status"] == "done"], 20, "fit done")
+        statuses = [r["status"] for r, _ in op.replies]
+        assert statuses == ["accepted", "done"]
+        assert {c for _, c in op.replies} == {b"corr-1"}  # correlation data echoed on every reply
+        done = op.replies[-1][0]
+        assert done["result"]["fitted"][0]["version"] == 2 and done["result"]["fitted"][0]["n_samples"] == 100
+        assert "train_ms" in done["result"]["fitted"][0]
+        assert versions(agent) == ([1, 2], 2)
+        pub.reading("plant/l1/m1/temp", 99.0, time.time()).wait_for_publish(10)
+        wait_for(lambda: alarms.json(), 10, "alarm after fit")
+        assert alarms.json()[-1]["model"]["version"] == 2
+        for _ in range(10):  # clear it
+            pub.reading("plant/l1/m1/temp", 0.0, time.time()).wait_for_publish(10)
+        wait_for(lambda: len(alarms.json()) == 2, 10, "cleared")
+
+        op.send("edge/gw-test/cmd/rollback", sign(KEY, "rollback", {"series": "m1/temp"}), "ops/replies", b"corr-2")
+        wait_for(lambda: [r for r, c in op.replies if c == b"corr-2" and r["status"] == "done"], 20, "rollback done")
+        assert versions(agent) == ([1, 2], 1)
+        pub.reading("plant/l1/m1/temp", -99.0, time.time()).wait_for_publish(10)
+        wait_for(lambda: len(alarms.json()) == 3, 10, "alarm after rollback")
+        assert alarms.json()[-1]["model"]["version"] == 1
+    finally:
+        pub.close()
+        alarms.close()
+        op.close()
+
+
+@pytest.mark.timeout(60)
+def test_mqtt311_response_topic_and_status(agent: AgentProcess, mosquitto: Mosquitto) -> None:
+    pub = Publisher(mosquitto)
+    replies = Subscriber(mosquitto, "edge/gw-test/cmd/+/response")
+    try:
+        train(pub)
+        wait_for(lambda: versions(agent)[1] == 1, 20, "v1 trained")
+        pub.publish("edge/gw-test/cmd/status", sign(KEY, "status", {}, request_id="req-42")).wait_for_publish(10)
+        wait_for(lambda: [r for r in replies.json() if r["status"] == "done"], 10, "status done")
+        done = [r for r in replies.json() if r["status"] == "done"][0]
+        assert done["request_id"] == "req-42" and done["command"] == "status"
+        (s,) = done["result"]["series"]
+        assert s["series"] == "m1/temp" and s["model"] == {"detector": "statistical", "version": 1} and s["readings"] == 100
+        # A fit that cannot work fails with a reason, after being accepted.
+        pub.publish("edge/gw-test/cmd/fit", sign(KEY, "fit", {"series": "no/such"}, request_id="req-43")).wait_for_publish(10)
+        wait_for(lambda: [r for r in replies.json() if r.get("request_id") == "req-43" and r["status"] == "failed"], 10, "fit failed")
+        assert versions(agent) == ([1], 1)
+    finally:
+        pub.close()
+        replies.close()
+
+
+@pytest.mark.timeout(60)
+def test_forged_expired_replayed_and_unsigned_commands_are_refused(agent: AgentProcess, mosquitto: Mosquitto) -> None:
+    pub = Publisher(mosquitto)
+    replies = Subscriber(mosquitto, "edge/gw-test/cmd/+/response")
+    try:
+        train(pub)
+        wait_for(lambda: versions(agent)[1] == 1, 20, "v1 trained")
+        before = versions(agent)
+        forged = sign(b"not-the-key-not-the-key-not-the", "fit", {"series": "m1/temp"}, request_id="forged")
+        expired = sign(KEY, "fit", {"series": "m1/temp"}, now=time.time() - 3600, request_id="expired")
+        good = sign(KEY, "rollback", {"series": "m1/temp", "version": 1}, request_id="good")
+        unsigned = json.dumps({"cmd": "fit", "args": {"series": "m1/temp"}, "request_id": "unsigned"}).encode()
+        wrong_topic = sign(KEY, "status", {}, request_id="wrong-topic")  # signed for status, sent to fit
+        for topic, payload in [("fit", forged), ("fit", expired), ("rollback", good), ("rollback", good), ("fit", unsigned), ("fit", wrong_topic)]:
+            pub.publish(f"edge/gw-test/cmd/{topic}", payload).wait_for_publish(10)
+        wait_for(lambda: len([r for r in replies.json() if r["status"] in ("refused", "done", "failed")]) >= 6, 15, "six answers")
+        by_id: dict[str, list[dict[str, Any]]] = {}
+        for r in replies.json():
+            by_id.setdefault(r["request_id"], []).append(r)
+        assert [r["reason"] for r in by_id["forged"]] == ["bad_signature"]
+        assert [r["reason"] for r in by_id["expired"]] == ["expired"]
+        assert [r["reason"] for r in by_id["unsigned"]] == ["unsigned"]
+        assert [r.get("reason") for r in by_id["wrong-topic"]] == ["malformed"]
+        assert [r["status"] for r in by_id["good"]].count("done") == 1
+        assert [r.get("reason") for r in by_id["good"] if r["status"] == "refused"] == ["replayed_nonce"]
+        assert versions(agent) == before  # nothing changed: the one good rollback targeted the active version
+        assert "refused command" in agent.log()
+    finally:
+        pub.close()
+        replies.close()
