@@ -23,13 +23,12 @@ from edge_agent.http.errors import ApiError, responses
 from edge_agent.http.schemas import (
     FitBody,
     FitResult,
-    Prediction,
     PredictBody,
+    Prediction,
     PredictResult,
     RollbackResult,
     SeriesDetail,
     SeriesList,
-    SeriesSummary,
 )
 from edge_agent.model_store import ModelLoadError
 from edge_agent.pipeline import TooManySeries
@@ -164,7 +163,7 @@ async def predict(request: Request, series_id: str, body: PredictBody) -> Predic
     "/rollback/{series_id:path}",
     response_model=RollbackResult,
     summary="Activate an older stored model version (token required)",
-    responses=responses(401, 403, 404, 409, 422),
+    responses=responses(401, 403, 404, 409, 422, 503),
     dependencies=[Depends(require_token)],
 )
 async def rollback(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -37,7 +38,7 @@ class TokenSource:
             )
 
 
-def require_token(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+def require_token(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     source: TokenSource = request.app.state.tokens
     if source.token is None:
         raise ApiError(403, "forbidden", source.problem)

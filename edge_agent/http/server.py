@@ -74,9 +74,9 @@ async def serve(agent: Agent) -> None:
     app = create_app(agent)
     server = make_server(app, cfg.host, cfg.port)
     rate_task = asyncio.create_task(app.state.reading_rate.run(), name="http-rate")
-    inner = asyncio.create_task(server.serve(), name="http-server")
+    inner = asyncio.create_task(_run(server), name="http-server")
     try:
-        await _announce(server, inner, cfg.host)
+        await _announce(server, inner, cfg.host, cfg.port)
         await asyncio.shield(inner)
     except asyncio.CancelledError:
         # The agent is stopping: let uvicorn close its sockets and connections, briefly.
@@ -84,19 +84,30 @@ async def serve(agent: Agent) -> None:
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
             await asyncio.wait_for(inner, timeout=3.0)
         raise
-    except SystemExit:
-        # uvicorn exits the process when it cannot bind; the agent must keep alarming.
-        log.error("HTTP port disabled: cannot listen on %s:%d (see the error above)", cfg.host, cfg.port)
     finally:
         rate_task.cancel()
         app.state.plots.close()
 
 
-async def _announce(server: AgentServer, inner: asyncio.Task[None], host: str) -> None:
+async def _run(server: AgentServer) -> bool:
+    """Serve until told to stop; False when the port could not be bound.
+
+    uvicorn calls ``sys.exit`` when it cannot bind. A SystemExit leaving a task would stop the
+    whole event loop, so it is caught here, inside the task.
+    """
+    try:
+        await server.serve()
+    except SystemExit:
+        return False
+    return True
+
+
+async def _announce(server: AgentServer, inner: asyncio.Task[bool], host: str, port: int) -> None:
     while not server.started and not inner.done():
         await asyncio.sleep(0.02)
     if inner.done():
-        inner.result()  # re-raises SystemExit from a failed bind
+        if not inner.result():
+            log.error("HTTP port disabled: cannot listen on %s:%d (see the error above); the agent runs on without it", host, port)
         return
     for srv in server.servers:
         for sock in srv.sockets or ():
