@@ -308,6 +308,16 @@ class Agent:
         problems += [f"{k}: {v}" for k, v in self.state_errors.items()]
         return {"ok": not problems, "problems": problems, "model_errors": self.model_errors[-20:]}
 
+    def status_line(self) -> str:
+        p = self.pipeline
+        broker = f"MQTT {self.link.protocol} connected" if self.link.connected.is_set() else f"broker down ({self.link.last_error or 'connecting'})"
+        if p is None:
+            return f"starting; {broker}"
+        return (
+            f"{len(p.series)} series, {p.n_scored} scored, {p.n_raised} alarms raised; {broker}; "
+            f"outbox {self.outbox.depth}" + (" DEGRADED" if self.outbox.degraded else "")
+        )
+
     def ready(self) -> bool:
         return self.link.connected.is_set() and self.models_loaded
 
@@ -343,8 +353,20 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
         except (NotImplementedError, RuntimeError):
             pass
     _writable_parent(cfg.state_dir)
+    from edge_agent.notify import Notifier, watchdog_loop
+
+    notifier = Notifier.from_env()
     await agent.start()
     tasks = [asyncio.create_task(agent.link.run(), name="mqtt-link")]
+    if notifier.enabled:
+
+        async def tell_systemd() -> None:
+            # READY=1 only once the agent does its job: connected, with its models loaded.
+            await agent.link.connected.wait()
+            notifier.ready(agent.status_line())
+            await watchdog_loop(notifier, agent.status_line)
+
+        tasks.append(asyncio.create_task(tell_systemd(), name="sd-notify"))
     if cfg.http.enabled:
         try:
             from edge_agent.http.server import serve
@@ -355,6 +377,7 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
     for factory in extra_tasks or []:
         tasks.append(asyncio.create_task(factory(agent)))
     await stop.wait()
+    notifier.stopping("shutting down: flushing the outbox")
     await agent.shutdown()
     for t in tasks:
         t.cancel()
