@@ -8,14 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge_agent.detectors.adaptive import AdaptiveDetector
 from edge_agent.detectors.base import Detector
+from edge_agent.detectors.isolation_forest import IsolationForestDetector
 from edge_agent.detectors.statistical import StatisticalDetector
 
 REGISTRY: dict[str, type] = {
     StatisticalDetector.name: StatisticalDetector,
+    IsolationForestDetector.name: IsolationForestDetector,
+    AdaptiveDetector.name: AdaptiveDetector,
 }
 
-DEFAULT = "statistical"
+# adaptive scores best on the NAB subset with default params (docs/detectors.md).
+DEFAULT = "adaptive"
 
 
 class UnknownDetector(ValueError):
