@@ -337,7 +337,8 @@ class Agent:
         self.publish_durable(self.status_topic, self._status_payload("offline", "shutdown"), 1, retain=True)
         flushed = await self.flush(3.0)
         if not flushed:
-            log.warning("shutdown: %d message(s) stay in the outbox for the next start", self.outbox.depth)
+            left = max(self.outbox.depth, len(self.inflight) + len(self.outbox.ready))
+            log.warning("shutdown: broker unreachable; %d message(s) stay in the outbox for the next start", left)
         await self.link.stop()
         await self.outbox.close(1.0)
         self.executor.shutdown(wait=False, cancel_futures=True)

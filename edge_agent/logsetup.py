@@ -21,6 +21,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+class _DropGmqttNoise(logging.Filter):
+    """gmqtt says "permanent, not reconnecting" on a refused CONNACK; our link does reconnect
+    (and says why), so that line would only mislead whoever reads the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "not reconnecting" not in record.getMessage()
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -33,6 +41,8 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # gmqtt logs every reconnect attempt at WARNING with tracebacks; the link says it once, better.
-    logging.getLogger("edge_agent.gmqtt").setLevel(max(logging.getLevelName(level), logging.ERROR))
+    gm = logging.getLogger("edge_agent.gmqtt")
+    gm.setLevel(max(logging.getLevelName(level), logging.ERROR))
+    gm.addFilter(_DropGmqttNoise())
     logging.getLogger("transitions").setLevel(logging.WARNING)  # amqtt's state machine (demo broker)
     logging.getLogger("gmqtt").setLevel(max(logging.getLevelName(level), logging.WARNING))

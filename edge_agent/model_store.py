@@ -184,6 +184,10 @@ class ModelStore:
             raise ModelLoadError(f"{path}: unreadable metadata ({exc})") from None
         if not isinstance(meta, dict):
             raise ModelLoadError(f"{path}: metadata is not an object")
+        fmt = meta.get("format", FORMAT_VERSION)
+        if not isinstance(fmt, int) or fmt > FORMAT_VERSION:
+            # Written by a newer agent (a downgrade): refuse rather than misread it.
+            raise ModelLoadError(f"{path}: model format {fmt!r} is newer than this agent understands ({FORMAT_VERSION})")
         return meta
 
     def load(self, series_id: str, version: int) -> Model:

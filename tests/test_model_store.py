@@ -136,3 +136,16 @@ def test_models_cli_offline(tmp_path: Path) -> None:
     assert store.active_version("m1/temp") == 1
     assert cli("show", "nope").returncode == 1
     os.sync()
+
+
+def test_newer_model_format_is_refused_and_previous_serves(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.save("s", fitted(10), n_samples=3)
+    store.save("s", fitted(20), n_samples=3)
+    meta_path = store.version_dir("s", 2) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["format"] = 99
+    meta_path.write_text(json.dumps(meta))
+    model, errors = store.load_active("s")
+    assert model is not None and model.version == 1
+    assert "newer" in errors[0]
