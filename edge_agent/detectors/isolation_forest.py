@@ -40,17 +40,19 @@ def _python_depth_sum(left, right, feature, threshold, leaf_value, roots, X, out
     n_rows = X.shape[0]
     n_trees = roots.shape[0]
     for i in range(n_rows):
-        total = 0.0
-        for t in range(n_trees):
-            node = roots[t]
+        out[i] = 0.0
+    # Trees outer, rows inner: one tree's nodes stay in L1 cache for the whole batch.
+    for t in range(n_trees):
+        root = roots[t]
+        for i in range(n_rows):
+            node = root
             while left[node] != -1:
-                # sklearn compares float32 inputs with "<=", children indices are global.
+                # sklearn compares float32-rounded inputs with "<="; children are global indices.
                 if X[i, feature[node]] <= threshold[node]:
                     node = left[node]
                 else:
                     node = right[node]
-            total += leaf_value[node]
-        out[i] = total
+            out[i] += leaf_value[node]
 
 
 def _depth_sum_kernel() -> Any:
@@ -242,7 +244,7 @@ class IsolationForestDetector:
             # from the origin); re-centre once per window: O(w) every w readings = O(1).
             self._reset_stream(np.fromiter(buf, dtype=np.float64, count=n))
         _depth_sum_kernel()(a["left"], a["right"], a["feature"], a["threshold"], a["leaf_value"], a["roots"], row, self._out)
-        return 2.0 ** (-self._out[0] / self._denominator)
+        return 2.0 ** (-float(self._out[0]) / self._denominator)
 
     def score_many(self, xs: np.ndarray) -> np.ndarray:
         xs = np.asarray(xs, dtype=np.float64)
