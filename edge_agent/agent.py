@@ -231,6 +231,30 @@ class Agent:
         self.pipeline.request_fit(s, reason=reason, values=values, detector=name, params=params, done=done)
         return await fut
 
+    async def after_sync(self, report: Any) -> None:
+        """Adopt models a sync pulled and activated: the store changed under the running series."""
+        if not getattr(report, "pulled", 0) or self.pipeline is None or self.loop is None:
+            return
+
+        def changed() -> list[tuple[str, Model]]:
+            out = []
+            for sid in self.store.list_series():
+                active = self.store.active_version(sid)
+                s = self.pipeline.series.get(sid) if self.pipeline else None
+                current = s.model.version if s is not None and s.model is not None else None
+                if active is not None and active != current:
+                    model, errors = self.store.load_active(sid)
+                    self.model_errors.extend(errors)
+                    if model is not None:
+                        out.append((sid, model))
+            return out
+
+        for sid, model in await self.loop.run_in_executor(self.executor, changed):
+            s = self.pipeline.get_or_create(sid)
+            s.model = model
+            s.changes += 1
+            log.info("series %r: model v%d (%s) pulled from S3 is active", sid, model.version, model.detector.name)
+
     async def rollback_series(self, series_id: str, version: int | None = None) -> Model:
         """Activate an older stored version (default: the one before the active one)."""
         assert self.pipeline is not None and self.loop is not None
@@ -286,6 +310,17 @@ class Agent:
         self.outbox.start(self.loop)
         for sub in self.ingest.subscriptions:
             self.link.subscribe(sub.mqtt_filter, sub.cfg.qos)
+        if self.cfg.s3.enabled:
+            from edge_agent.s3_sync import S3Sync
+
+            self.s3 = S3Sync(self.cfg, self.store)
+            self.s3_wake = asyncio.Event()
+
+            def push_new_version(series: Series, model: Model, req: FitRequest) -> None:
+                self.s3.enqueue_push(series.id, model.version)
+                self.s3_wake.set()
+
+            self.hooks_on_model.append(push_new_version)
         if self.cfg.commands.enabled:
             from edge_agent.commands import CommandHandler
 
@@ -341,6 +376,8 @@ class Agent:
             log.warning("shutdown: broker unreachable; %d message(s) stay in the outbox for the next start", left)
         await self.link.stop()
         await self.outbox.close(1.0)
+        if self.s3 is not None:
+            self.s3.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -375,6 +412,8 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
             log.error("HTTP port disabled: %s", exc)
         else:
             tasks.append(asyncio.create_task(serve(agent), name="http"))
+    if agent.s3 is not None:
+        tasks.append(asyncio.create_task(agent.s3.run_forever(agent.s3_wake, on_report=agent.after_sync), name="s3-sync"))
     for factory in extra_tasks or []:
         tasks.append(asyncio.create_task(factory(agent)))
     await stop.wait()

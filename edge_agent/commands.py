@@ -211,7 +211,10 @@ class CommandHandler:
         if s3 is None:
             raise CommandError("S3 sync is not enabled (s3.enabled is false)")
         report = await asyncio.to_thread(s3.sync_once)
-        return report if isinstance(report, dict) else getattr(report, "__dict__", {"report": str(report)})
+        await self.agent.after_sync(report)
+        if not report.ok:
+            raise CommandError(f"sync failed: {report.error} ({report.pending} item(s) pending, will retry)")
+        return report.as_dict()
 
 
 def _best_effort_request_id(payload: bytes) -> str | None:

@@ -62,7 +62,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -321,9 +321,12 @@ class S3Sync:
     def backoff_delay(self, failures: int) -> float:
         return backoff_delay(failures, self.s3.retry_initial_s, self.s3.retry_max_s)
 
-    async def run_forever(self, wake: asyncio.Event) -> None:
+    async def run_forever(
+        self, wake: asyncio.Event, on_report: Callable[[SyncReport], Awaitable[None]] | None = None
+    ) -> None:
         """Sync every ``s3.interval_s`` or when ``wake`` is set; back off while S3 fails.
 
+        ``on_report`` runs on the loop after every pass (the agent adopts pulled models there).
         Cancel the task to stop it; a pass already running finishes in its worker thread
         (bounded by the client timeouts).
         """
@@ -331,6 +334,11 @@ class S3Sync:
         while True:
             wake.clear()
             report = await asyncio.to_thread(self.sync_once)
+            if on_report is not None:
+                try:
+                    await on_report(report)
+                except Exception:
+                    log.exception("after-sync hook failed")
             if report.ok:
                 failures = 0
                 try:
