@@ -11,7 +11,11 @@ from sklearn.ensemble import IsolationForest
 
 from edge_agent.detectors import create
 from edge_agent.detectors import isolation_forest as iforest
-from edge_agent.detectors.isolation_forest import IsolationForestDetector, flatten_forest, shape_features
+from edge_agent.detectors.isolation_forest import (
+    IsolationForestDetector,
+    flatten_forest,
+    shape_features,
+)
 
 
 def _fitted(n: int = 1500, seed: int = 3, **params) -> tuple[IsolationForestDetector, np.ndarray]:

@@ -170,7 +170,7 @@ def parse_timestamp(text: str) -> float:
     """NAB's ``YYYY-mm-dd HH:MM:SS[.ffffff]`` (UTC, naive) as epoch seconds."""
     import datetime as dt
 
-    return dt.datetime.fromisoformat(text.strip()).replace(tzinfo=dt.timezone.utc).timestamp()
+    return dt.datetime.fromisoformat(text.strip()).replace(tzinfo=dt.UTC).timestamp()
 
 
 def read_csv(path: str | os.PathLike[str]) -> tuple[list[float], list[float]]:
