@@ -35,7 +35,10 @@ def parse_ts(raw: object, unit: str, now: float, limits: TsLimits) -> float:
     if isinstance(raw, (int, float)):
         if unit == "iso":
             raise Rejected("bad_timestamp", "expected an ISO 8601 string")
-        ts = float(raw)
+        try:
+            ts = float(raw)
+        except OverflowError:  # a JSON integer beyond float range
+            raise Rejected("ts_out_of_range", "timestamp out of float range") from None
         if not math.isfinite(ts):
             raise Rejected("bad_timestamp", "non-finite timestamp")
         if unit == "ms" or (unit == "auto" and abs(ts) > _MS_CUTOFF):
