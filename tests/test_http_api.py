@@ -163,7 +163,7 @@ def test_fit_refuses_bad_input_with_4xx(live: tuple[HttpAgent, Publisher]) -> No
         ({"values": [1.0]}, 422),  # too few
         ({"values": [1.0, "x"]}, 422),
         ({"values": [1.0, 2.0], "extra": 1}, 422),
-        ({"values": [1.0, 2.0], "detector": "nope"}, 400),
+        ({"values": [1.0, 2.0], "detector": "nope"}, 422),
         ({"values": [1.0, 2.0], "params": {"bogus": 1}}, 400),
         ({"values": [1.0, 2.0], "params": {"k": -1}}, 400),
         ({"last_n": 10_000_000}, 400),

@@ -87,7 +87,9 @@ def test_metric_values_move_with_readings(live: tuple[HttpAgent, Publisher]) -> 
         time.sleep(0.05)
     assert value(after, "edge_agent_readings_received_total") >= value(before, "edge_agent_readings_received_total") + n
     assert value(after, "edge_agent_readings_scored_total") >= value(before, "edge_agent_readings_scored_total") + n
-    assert value(after, "edge_agent_score_latency_seconds_count") >= value(before, "edge_agent_score_latency_seconds_count") + n
+    # Scoring latency may be sampled (not every reading timed); it must move, by at most n.
+    moved = value(after, "edge_agent_score_latency_seconds_count") - value(before, "edge_agent_score_latency_seconds_count")
+    assert 1 <= moved <= n + 1
     assert value(after, "edge_agent_readings_rejected_total", reason="bad_json") >= 1
     assert value(after, "edge_agent_series_readings_total", series='M2/p"ress\\ure') >= 30 + n
     assert value(after, "edge_agent_broker_connected") == 1.0

@@ -82,5 +82,10 @@ def install(app: FastAPI) -> None:
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route can return (all share ``ErrorBody``)."""
-    return {s: {"model": ErrorBody, "description": HTTPStatus(s).phrase} for s in statuses}
+    """OpenAPI entries for the error statuses a route can return (all share ``ErrorBody``).
+
+    The content type is spelt out: with ``model=`` FastAPI would document errors of HTML and PNG
+    routes as HTML/PNG, but errors are always JSON.
+    """
+    schema = ErrorBody.model_json_schema()
+    return {s: {"description": HTTPStatus(s).phrase, "content": {"application/json": {"schema": schema}}} for s in statuses}

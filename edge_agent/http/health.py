@@ -43,6 +43,9 @@ def s3_state(agent: Agent) -> dict[str, Any]:
         "pending": getattr(s3, "pending", None),
         "last_success_ts": num(getattr(s3, "last_success_ts", None)),
         "last_error": str(last_error) if last_error else None,
+        "last_attempt_ts": num(getattr(s3, "last_attempt_ts", None)),
+        "pushed": getattr(s3, "pushed_total", None),
+        "pulled": getattr(s3, "pulled_total", None),
     }
 
 

@@ -152,6 +152,10 @@ class AgentCollector(Collector):
         if last is not None:
             yield gauge(P + "s3_last_success_timestamp_seconds", "Unix time of the last successful sync", float(last))
         yield gauge(P + "s3_error", "1 while the last sync attempt failed", float(bool(getattr(s3, "last_error", None))))
+        for attr, doc in (("pushed_total", "Model versions pushed to S3"), ("pulled_total", "Model versions pulled from S3"), ("rejected_total", "Pulled model versions refused (checksum, format)")):
+            n = getattr(s3, attr, None)
+            if n is not None:
+                yield counter(P + "s3_" + attr.removesuffix("_total"), doc, float(n))
 
 
 def build_registry(agent: Agent) -> CollectorRegistry:

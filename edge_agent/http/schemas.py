@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+from edge_agent import detectors
+
+# Strict: JSON true/false or "1" are not numbers here (lax pydantic would take them).
+Finite = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 MAX_VALUES = 1_000_000
+# The registered detectors, so /docs lists them and a typo is a 422 naming the choices.
+DetectorName = Literal[tuple(sorted(detectors.REGISTRY))]  # type: ignore[valid-type]
 
 
 class FitBody(BaseModel):
@@ -15,9 +20,9 @@ class FitBody(BaseModel):
 
     values: Annotated[list[Finite] | None, Field(min_length=2, max_length=MAX_VALUES)] = Field(
         None, description="Training values; omitted: the last `last_n` readings the agent holds for the series")
-    detector: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(None, description="Detector name; default: the configured one")
+    detector: DetectorName | None = Field(None, description="Detector name; default: the configured one")
     params: dict[str, Any] | None = Field(None, description="Detector parameters; default: the configured ones")
-    last_n: Annotated[int, Field(ge=2)] | None = Field(None, description="Without `values`: train on this many recent readings")
+    last_n: Annotated[int, Field(ge=2, strict=True)] | None = Field(None, description="Without `values`: train on this many recent readings")
 
 
 class FitResult(BaseModel):
