@@ -247,3 +247,20 @@ def test_docs_and_openapi_serve(live: tuple[HttpAgent, Publisher]) -> None:
     fit = spec["paths"]["/fit/{series_id}"]["post"]
     assert fit.get("security"), "fit must declare its bearer token"
     assert "FitBody" in spec["components"]["schemas"]
+
+
+def test_predict_leaves_a_streaming_detector_alone(live: tuple[HttpAgent, Publisher]) -> None:
+    # The adaptive detector learns in score_one: scoring the live model would move its state.
+    agent, pub = live
+    sid = "A1/adaptive"
+    values = [20.0 + 0.1 * (i % 7) for i in range(200)]
+    r = agent.post("/fit/" + quote(sid, safe=""), json={"values": values, "detector": "adaptive"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    before = agent.series(sid)["model"]["params"]
+    for _ in range(5):
+        doc = agent.post("/predict/" + quote(sid, safe=""), json={"values": [500.0] * 20}).json()
+        assert doc["detector"] == "adaptive" and doc["predictions"][0]["anomalous"] is True
+    assert agent.series(sid)["model"]["params"] == before
+    # Control: the same value arriving as a live reading does move the state.
+    pub.reading(topic(sid), 500.0, time.time()).wait_for_publish(10)
+    wait_for(lambda: agent.series(sid)["model"]["params"] != before, 10, "the live reading to update the detector")
