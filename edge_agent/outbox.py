@@ -108,6 +108,9 @@ class Outbox:
         self._on_file = False
         self._next_retry = 0.0
         self._idle = threading.Event()
+        # While in memory: the highest file row id copied into memory, or None when the file
+        # could not be read at all (its rows are then merged back on recovery without collisions).
+        self._seed_max: int | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -160,17 +163,30 @@ class Outbox:
     def _request_page(self) -> None:
         if not self.loading:
             self.loading = True
-            self._cmd.append(("load", self.mem_max_id))
+            # Never more than mem_rows in memory: the page fills what is left of it.
+            self._cmd.append(("load", (self.mem_max_id, max(1, self.mem_rows - len(self.ready)))))
             self._wake.set()
 
     def _committed(self, msgs: list[OutMessage]) -> None:
         self.committed_total += len(msgs)
-        if self.spilled or len(self.ready) >= self.mem_rows:
+        room = self.mem_rows - len(self.ready)
+        if self.spilled or room <= 0:
             # Leave them on disk; a page load will bring them in, in order.
             self.spilled = True
         else:
+            if len(msgs) > room:
+                # One group commit can be large (an alarm storm during an outage): keep only
+                # what fits, the rest waits on disk for a page load.
+                msgs = msgs[:room]
+                self.spilled = True
             self.ready.extend(msgs)
             self.mem_max_id = max(self.mem_max_id, msgs[-1].id)
+        self.on_ready()
+
+    def _more_on_disk(self) -> None:
+        # Rows the loop has never seen were merged into the file (degraded-start recovery).
+        self.spilled = True
+        self._request_page()
         self.on_ready()
 
     def _page_loaded(self, msgs: list[OutMessage], full: bool) -> None:
@@ -222,17 +238,33 @@ class Outbox:
         self.degraded = reason
         mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         mem.execute(_SCHEMA)
-        if self._db is not None and self._on_file:
-            # Keep ids increasing across the switch so the loop's ordering holds.
-            try:
-                (max_id,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
-                rows = self._db.execute("SELECT * FROM outbox ORDER BY id").fetchall()
+        # Copy what the file holds (the open file after a failed write; at start, a read-only
+        # view if the file can at least be read) so undelivered rows keep being published and
+        # ids keep increasing across the switch, which the loop's ordering relies on.
+        src = self._db if self._db is not None and self._on_file else None
+        self._seed_max = None
+        try:
+            if src is None and self.path.is_file():
+                src = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            if src is not None:
+                (max_id,) = src.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
+                seq = src.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+                rows = src.execute("SELECT * FROM outbox ORDER BY id").fetchall()
+                top = max(max_id, seq[0] if seq else 0)
+                mem.execute("BEGIN")
                 mem.executemany("INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?)", rows)
-                mem.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox', ?)", (max(max_id, self.mem_max_id),))
-            except sqlite3.Error:
-                pass
+                mem.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox', ?)", (max(top, self.mem_max_id),))
+                mem.execute("COMMIT")
+                self._seed_max = top
+        except sqlite3.Error:
+            mem.close()
+            mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            mem.execute(_SCHEMA)
+            if self.mem_max_id:
+                mem.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox', ?)", (self.mem_max_id,))
+        if src is not None:
             try:
-                self._db.close()
+                src.close()
             except sqlite3.Error:
                 pass
         self._db = mem
@@ -247,9 +279,27 @@ class Outbox:
             return
         assert self._db is not None
         rows = self._db.execute("SELECT * FROM outbox ORDER BY id").fetchall()
+        seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        mem_top = max(seq[0] if seq else 0, rows[-1][0] if rows else 0)
+        moved = 0
         try:
-            fdb.execute("BEGIN")
-            fdb.executemany("INSERT OR IGNORE INTO outbox VALUES (?,?,?,?,?,?,?,?)", rows)
+            fdb.execute("BEGIN IMMEDIATE")
+            if self._seed_max is not None:
+                # Memory started as a copy of the file: what memory no longer holds was acked
+                # or dropped meanwhile, so the file takes memory's view.
+                fdb.execute("DELETE FROM outbox WHERE id <= ?", (self._seed_max,))
+            else:
+                # The file could not be read when memory took over, so its rows were never seen
+                # and memory ids may collide with theirs: move the file's rows above every id
+                # memory used, then tell the loop there is more on disk to publish.
+                (fmax, moved) = fdb.execute("SELECT COALESCE(MAX(id), 0), COUNT(*) FROM outbox").fetchone()
+                if moved:
+                    fdb.execute("UPDATE outbox SET id = id + ?", (max(fmax, mem_top),))
+            fdb.executemany("INSERT OR REPLACE INTO outbox VALUES (?,?,?,?,?,?,?,?)", rows)
+            (top,) = fdb.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
+            top = max(top, mem_top)
+            if fdb.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'outbox'", (top,)).rowcount == 0:
+                fdb.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox', ?)", (top,))
             fdb.execute("COMMIT")
         except sqlite3.Error:
             fdb.close()
@@ -259,8 +309,11 @@ class Outbox:
         self._db = fdb
         self._on_file = True
         self.degraded = None
-        log.warning("outbox recovered: writing to %s again (%d held rows moved)", self.path, len(rows))
+        self._seed_max = None
+        log.warning("outbox recovered: writing to %s again (%d held rows moved, %d older rows found in the file)", self.path, len(rows), moved)
         self._recount()
+        if moved:
+            self._post(self._more_on_disk)
 
     def _recount(self) -> None:
         assert self._db is not None
@@ -306,8 +359,8 @@ class Outbox:
             self._insert(puts)
         if deletes:
             self._delete(deletes)
-        for after in loads:
-            self._load(after)
+        for after, limit in loads:
+            self._load(after, limit)
 
     def _exec_batch(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         assert self._db is not None
@@ -353,14 +406,14 @@ class Outbox:
         self._exec_batch(work)
         self._recount()
 
-    def _load(self, after: int) -> None:
+    def _load(self, after: int, limit: int) -> None:
         assert self._db is not None
         rows = self._db.execute(
             "SELECT id, topic, payload, qos, retain, created, expires, props FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-            (after, self.mem_rows),
+            (after, limit),
         ).fetchall()
         msgs = [OutMessage(t, bytes(p), q, bool(r), e, pr, i, c) for i, t, p, q, r, c, e, pr in rows]
-        self._post(self._page_loaded, msgs, len(msgs) == self.mem_rows)
+        self._post(self._page_loaded, msgs, len(msgs) == limit)
 
     def _drop_oldest(self, reason: str, where: str, params: tuple[Any, ...]) -> None:
         def work(db: sqlite3.Connection) -> list[int]:
