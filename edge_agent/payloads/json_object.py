@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from edge_agent.payloads.common import Rejected, TsLimits, finite_number, parse_ts
 
 
@@ -16,16 +18,27 @@ def loads_object(payload: bytes) -> dict[str, Any]:
     if not payload:
         raise Rejected("empty")
     try:
-        doc = json.loads(payload)
+        # orjson is ~5x faster than json on the small objects sensors send. It is strict:
+        # NaN/Infinity literals, numbers beyond float range, bad UTF-8 and deep nesting all
+        # fail here, and the stdlib parser below then tells which (so `{"value": NaN}` is
+        # rejected as non_finite, the reason an operator can act on, not as bad JSON).
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        doc = _slow_loads(payload)
+    if not isinstance(doc, dict):
+        raise Rejected("not_an_object", f"JSON {type(doc).__name__}")
+    return doc
+
+
+def _slow_loads(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
     except UnicodeDecodeError:
         raise Rejected("bad_utf8") from None
     except RecursionError:
         raise Rejected("bad_json", "nested too deeply") from None
     except ValueError as exc:
         raise Rejected("bad_json", str(exc)[:80]) from None
-    if not isinstance(doc, dict):
-        raise Rejected("not_an_object", f"JSON {type(doc).__name__}")
-    return doc
 
 
 def decode(payload: bytes, now: float, opts: Any, limits: TsLimits) -> tuple[float, float]:
