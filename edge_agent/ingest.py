@@ -62,8 +62,9 @@ class Ingest:
         self.subscriptions = build_subscriptions(cfg)
         self.limits = TsLimits(cfg.ingest.max_future_skew_s, cfg.ingest.max_past_age_s)
         self.max_payload = cfg.ingest.max_payload_bytes
-        # topic -> (subscription, series id); None caches "matches nothing".
-        self.routes: dict[str, tuple[Subscription, str] | None] = {}
+        # topic -> (subscription, series id), for topics that delivered a good reading. Junk
+        # is never cached: a flood of unique hostile topics must not grow memory.
+        self.routes: dict[str, tuple[Subscription, str]] = {}
         self.received = 0
         self.readings = 0
         self.rejected: dict[str, int] = {}
@@ -86,14 +87,9 @@ class Ingest:
         """One MQTT message. Never raises: bad input is counted by reason and logged at a rate limit."""
         self.received += 1
         r = self.routes.get(topic)
+        cached = r is not None
         if r is None:
-            if topic in self.routes:
-                self.reject("unknown_topic", topic, payload, "topic matches no subscription")
-                return
             r = self.route(topic)
-            if len(self.routes) >= _ROUTE_CACHE_MAX:
-                self.routes.clear()  # hostile topic floods must not grow this without bound
-            self.routes[topic] = r
             if r is None:
                 self.reject("unknown_topic", topic, payload, "topic matches no subscription or yields a bad series id")
                 return
@@ -113,6 +109,10 @@ class Ingest:
                 value, ts = sub.decode(payload, now, sub.opts, self.limits)
                 self.readings += 1
                 self.pipeline.process(sid, value, ts)
+            if not cached:
+                if len(self.routes) >= _ROUTE_CACHE_MAX:
+                    self.routes.clear()
+                self.routes[topic] = r
         except Rejected as exc:
             self.reject(exc.reason, topic, payload, exc.detail)
         except TooManySeries as exc:
@@ -128,7 +128,8 @@ class Ingest:
         now = time.monotonic()
         if now - self._last_log >= self._log_interval:
             extra = f" ({self._suppressed} more rejected since the last message)" if self._suppressed else ""
-            log.warning("rejected reading on %r: %s %s%s", topic[:200], reason, detail[:200], extra)
+            totals = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items()))
+            log.warning("rejected reading on %r: %s %s%s; rejected so far: %s", topic[:200], reason, detail[:200], extra, totals)
             self._last_log = now
             self._suppressed = 0
         else:

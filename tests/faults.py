@@ -88,8 +88,17 @@ HOSTILE_SEGMENTS = [
 ]
 
 
+def _control(t: str) -> bool:
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in t)
+
+
 def hostile_topics() -> list[str]:
-    """Topics as the broker would deliver them (valid UTF-8, no NUL, no wildcards)."""
+    """Topics as the broker would deliver them (valid UTF-8, no NUL or control characters,
+    which mosquitto refuses as a malformed packet, no wildcards)."""
+    return [t for t in _all_hostile_topics() if not _control(t)]
+
+
+def _all_hostile_topics() -> list[str]:
     out = []
     for seg in HOSTILE_SEGMENTS:
         out.append(f"plant/l1/{seg}/temp")
@@ -97,8 +106,8 @@ def hostile_topics() -> list[str]:
         out.append(f"raw/{seg}")
     out += [
         "raw/../../etc/passwd", "raw//etc/passwd", "raw/a/../../b", "raw/../..", "raw/%2e%2e/%2e%2e/x",
-        "plant/l1/../..", "plant/../../..", "raw/" + "/".join([".."] * 40), "raw/" + "a" * (64 * 1024 - 4),
-        "plant/l1/" + "m" * (64 * 1024) + "/temp", "raw/" + "é" * 200, "plant//m1/temp", "plant/l1/m1/",
+        "plant/l1/../..", "plant/../../..", "raw/" + "/".join([".."] * 40), "raw/" + "a" * (65535 - 4),
+        "plant/l1/" + "m" * (65535 - 14) + "/temp", "raw/" + "é" * 200, "plant//m1/temp", "plant/l1/m1/",
         "raw/", "raw", "plant/l1/m1/temp/extra",
     ]
     return out
@@ -106,7 +115,8 @@ def hostile_topics() -> list[str]:
 
 def in_process_only_topics() -> list[str]:
     """Topics a broker refuses (NUL, lone surrogates from invalid UTF-8): still never a crash."""
-    return ["plant/l1/a\x00b/temp", "raw/\x00", "raw/a\x00/../b", "plant/l1/\udcff/temp", "raw/\udc80\udc80"]
+    return ["plant/l1/a\x00b/temp", "raw/\x00", "raw/a\x00/../b", "plant/l1/\udcff/temp", "raw/\udc80\udc80"] + [
+        t for t in _all_hostile_topics() if _control(t)]
 
 
 # ---- processes ----------------------------------------------------------------------------
