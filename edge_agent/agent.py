@@ -47,6 +47,7 @@ class Agent:
             max_rows=cfg.outbox.max_rows,
             max_bytes=cfg.outbox.max_bytes,
             max_age_s=cfg.outbox.max_age_s,
+            retry_s=cfg.outbox.retry_s,
         )
         self.status_topic = render(cfg.status.topic, {"gateway_id": cfg.gateway_id})
         self.link = MqttLink(
@@ -82,7 +83,16 @@ class Agent:
             doc["reason"] = reason
         return json.dumps(doc, separators=(",", ":")).encode()
 
-    def publish_durable(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, props: dict[str, Any] | None = None, kind: str = "") -> None:
+    def publish_durable(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        props: dict[str, Any] | None = None,
+        kind: str = "",
+        alarm: tuple[str, str, str, float] | None = None,
+    ) -> None:
         """Commit a message to the outbox; it is published once durable, and retried until acked."""
         expiry = self.cfg.mqtt.message_expiry_s
         self.outbox.put(
@@ -94,6 +104,7 @@ class Agent:
                 expires=(time.time() + expiry) if expiry else None,
                 props=json.dumps(props) if props else None,
                 kind=kind,
+                alarm=alarm,
             )
         )
 
@@ -113,7 +124,10 @@ class Agent:
             doc["raised_alert_id"] = ev.raised_alert_id
         payload = json.dumps(doc, separators=(",", ":")).encode()
         values = {"gateway_id": self.cfg.gateway_id, "series": ev.series}
-        self.publish_durable(render(self.cfg.alarms.topic, values), payload, self.cfg.alarms.qos, kind="alarm")
+        self.publish_durable(
+            render(self.cfg.alarms.topic, values), payload, self.cfg.alarms.qos, kind="alarm",
+            alarm=(ev.state, ev.series, ev.raised_alert_id or ev.alert_id, ev.ts),
+        )
         if self.cfg.alarms.state_topic:
             self.publish_durable(render(self.cfg.alarms.state_topic, values), payload, 1, retain=True)
 
@@ -158,6 +172,10 @@ class Agent:
                 else:
                     self.inflight[mid] = msg
             room = link.inflight_window - len(self.inflight)
+
+    def _outbox_ready(self) -> None:
+        self.link.release_acks()
+        self.pump()
 
     def on_ack(self, mid: int, reason: int) -> None:
         msg = self.inflight.pop(mid, None)
@@ -304,9 +322,22 @@ class Agent:
                 self.pipeline.adopt(sid, model)
             except Exception as exc:
                 log.error("cannot adopt model for %r: %s", sid, exc)
+        # Alarms raised before a restart stay raised, so their "cleared" is sent in due course.
+        from edge_agent.outbox import read_alarm_states
+
+        open_alarms = await self.loop.run_in_executor(self.executor, read_alarm_states, self.outbox.path)
+        for sid, (aid, ts) in open_alarms.items():
+            try:
+                s = self.pipeline.get_or_create(sid)
+            except Exception:
+                continue
+            s.active, s.raised_id, s.raised_ts, s.last_alarm_ts = True, aid, ts, ts
         self.models_loaded = True
-        log.info("loaded %d model(s) from %s", len(loaded), self.store.root)
-        self.outbox.on_ready = self.pump
+        log.info("loaded %d model(s) from %s; %d alarm(s) open", len(loaded), self.store.root, len(open_alarms))
+        self.outbox.on_ready = self._outbox_ready
+        # A reading is acknowledged to the broker only once the alarm it raised is committed:
+        # a crash in between then means the broker delivers the reading again.
+        self.link.ack_gate = self.outbox.durable
         self.outbox.start(self.loop)
         for sub in self.ingest.subscriptions:
             self.link.subscribe(sub.mqtt_filter, sub.cfg.qos)

@@ -59,8 +59,8 @@ class LogConfig(_Strict):
 
 
 class ReconnectConfig(_Strict):
-    initial_delay_s: Annotated[float, Field(gt=0)] = 0.5
-    max_delay_s: Annotated[float, Field(gt=0)] = 30.0
+    initial_delay_s: Annotated[float, Field(gt=0)] = 0.2
+    max_delay_s: Annotated[float, Field(gt=0)] = 1.5
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.3
 
 
@@ -168,6 +168,7 @@ class OutboxConfig(_Strict):
     max_rows: Annotated[int, Field(ge=1)] = 100_000
     max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     max_age_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
+    retry_s: Annotated[float, Field(gt=0)] = 30.0
 
 
 class CommandsConfig(_Strict):

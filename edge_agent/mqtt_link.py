@@ -19,6 +19,7 @@ import logging
 import random
 import ssl
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -101,6 +102,13 @@ class MqttLink:
         self.connects = 0
         self.last_error: str | None = None
         self.password = read_secret(cfg.password_file)
+        self.ack_gate: Callable[[], bool] = lambda: True
+        self._acks: list[bytes] = []
+        self._ack_conn: Any = None
+        self._ack_since = 0.0
+        self._ack_scheduled = False
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_event_loop()
 
     def _lost_event(self) -> asyncio.Event:
         return self._lost
@@ -168,28 +176,19 @@ class MqttLink:
         gmqtt handles each PUBLISH with several layers of generic code and answers every
         QoS 1 message with its own PUBACK write, i.e. one syscall per reading: a third of
         the receive cost. Here the packet is parsed in place, dispatched, and the PUBACKs of
-        one read burst are written together, in order, after the burst was processed (so a
-        reading is acknowledged only once scored). Anything unusual (QoS 2, MQTT 5
-        properties such as response topics or topic aliases, a topic that is not UTF-8)
-        goes through gmqtt's own handler, after the pending acks, to keep their order.
+        one read burst are written together, in order, after the burst was processed — and
+        only once ``ack_gate()`` says every alarm those readings raised is committed (see
+        ``release_acks``). Anything unusual (QoS 2, MQTT 5 properties such as response
+        topics or topic aliases, a topic that is not UTF-8) goes through gmqtt's own
+        handler, after the pending acks, to keep their order.
         """
         handler = client._package_handler
         original = handler._handle_publish_packet
         unpack_from = struct.unpack_from
         dispatch = self.on_message
-        acks: list[bytes] = []
-        loop = asyncio.get_event_loop()
         pack_ack = struct.Struct("!BBH").pack
-        state = {"scheduled": False}
-
-        def flush() -> None:
-            state["scheduled"] = False
-            if acks:
-                conn = handler._connection
-                data = b"".join(acks)
-                acks.clear()
-                if conn is not None:
-                    conn.send_package(data)
+        self._acks = acks = []
+        self._ack_conn = None
 
         def fast(cmd: int, raw: bytes) -> None:
             qos = (cmd & 0x06) >> 1
@@ -206,22 +205,53 @@ class MqttLink:
                         raise ValueError("properties")
                     pos += 1
                 topic = raw[2:2 + slen].decode("utf-8")
+                if not topic:
+                    raise ValueError("topic alias")
             except (ValueError, IndexError, struct.error, UnicodeDecodeError):
-                flush()
-                original(cmd, raw)
-                return
-            if not topic:
-                flush()
+                self._flush_acks(force=True)
                 original(cmd, raw)
                 return
             dispatch(topic, raw[pos:], qos, _NO_PROPS)
             if qos == 1:
+                if not acks:
+                    self._ack_conn = handler._connection
+                    self._ack_since = time.monotonic()
                 acks.append(pack_ack(0x40, 2, mid))
-                if not state["scheduled"]:
-                    state["scheduled"] = True
-                    loop.call_soon(flush)
+                if not self._ack_scheduled:
+                    self._ack_scheduled = True
+                    self._loop.call_soon(self._flush_acks)
 
         handler._handle_publish_packet = fast
+
+    def release_acks(self) -> None:
+        """Called when the outbox committed: held PUBACKs may go now."""
+        if self._acks:
+            self._flush_acks()
+
+    def _flush_acks(self, force: bool = False) -> None:
+        self._ack_scheduled = False
+        acks = self._acks
+        if not acks:
+            return
+        if not force and not self.ack_gate() and time.monotonic() - self._ack_since < _ACK_HOLD_MAX_S:
+            # Alarms from these readings are still being committed; the outbox's commit
+            # callback releases the acks. The timer is a backstop should the outbox stall.
+            if self._ack_timer is None or self._ack_timer.cancelled():
+                self._ack_timer = self._loop.call_later(_ACK_HOLD_MAX_S, self._flush_acks)
+            return
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        conn = self._ack_conn
+        data = b"".join(acks)
+        acks.clear()
+        # Acks belong to the connection that delivered the readings; on a new connection the
+        # broker redelivers them instead (persistent session), which is what we want.
+        if conn is not None and self.client is not None and self.client._package_handler._connection is conn:
+            try:
+                conn.send_package(data)
+            except Exception as exc:
+                log.debug("could not send PUBACKs: %r", exc)
 
     def _dispatch(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         self.on_message(topic, payload, qos, properties)
@@ -363,6 +393,8 @@ class MqttLink:
 
 
 _NO_PROPS: dict[str, Any] = {}
+# Longest a PUBACK waits for the outbox to commit the alarms its reading raised.
+_ACK_HOLD_MAX_S = 1.0
 
 
 class _RetryNow(Exception):

@@ -45,6 +45,35 @@ CREATE TABLE IF NOT EXISTS outbox (
     props TEXT
 )
 """
+# Open alarms per series, written in the same transaction as the alarm message itself, so a
+# restart knows which alarms are raised and clears them later (not one "raised" for ever).
+_STATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alarm_state (
+    series TEXT PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    ts REAL NOT NULL
+)
+"""
+
+
+def _create(db: sqlite3.Connection) -> None:
+    db.execute(_SCHEMA)
+    db.execute(_STATE_SCHEMA)
+
+
+def read_alarm_states(path: str | Path) -> dict[str, tuple[str, float]]:
+    """Open alarms recorded in an outbox file: series -> (raised alert_id, reading ts)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return {s: (a, t) for s, a, t in db.execute("SELECT series, alert_id, ts FROM alarm_state")}
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return {}
 
 
 @dataclass(slots=True)
@@ -58,6 +87,7 @@ class OutMessage:
     id: int = 0
     created: float = 0.0
     kind: str = ""  # "alarm" for latency accounting; not persisted
+    alarm: tuple[str, str, str, float] | None = None  # (state, series, alert_id, ts): updates alarm_state
 
     @property
     def size(self) -> int:
@@ -94,6 +124,7 @@ class Outbox:
         self.on_ready: Callable[[], None] = lambda: None
         self.dropped: dict[str, int] = {"rows": 0, "bytes": 0, "age": 0, "expired": 0}
         self.committed_total = 0
+        self.put_total = 0
         self.acked_total = 0
         # Writer-side state (touched only by the writer thread, read racily for metrics).
         self.depth = 0
@@ -108,6 +139,7 @@ class Outbox:
         self._on_file = False
         self._next_retry = 0.0
         self._idle = threading.Event()
+        self._alarm_states: dict[str, tuple[str, float]] = {}  # writer side, authoritative
         # While in memory: the highest file row id copied into memory, or None when the file
         # could not be read at all (its rows are then merged back on recovery without collisions).
         self._seed_max: int | None = None
@@ -130,8 +162,13 @@ class Outbox:
     def put(self, msg: OutMessage) -> None:
         """Queue a message for commit. Non-blocking; the loop is told when it is durable."""
         msg.created = self.clock()
+        self.put_total += 1
         self._cmd.append(("put", msg))
         self._wake.set()
+
+    def durable(self) -> bool:
+        """True when every message put so far is committed (readings may be acknowledged)."""
+        return self.committed_total >= self.put_total
 
     def ack(self, msg: OutMessage) -> None:
         self.acked_total += 1
@@ -217,7 +254,7 @@ class Outbox:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
-        db.execute(_SCHEMA)
+        _create(db)
         # Probe that writes actually work (a read-only file opens fine but cannot commit).
         db.execute("BEGIN IMMEDIATE")
         db.execute("COMMIT")
@@ -228,6 +265,7 @@ class Outbox:
             self._db = self._open_file()
             self._on_file = True
             self.degraded = None
+            self._alarm_states = {s: (a, t) for s, a, t in self._db.execute("SELECT series, alert_id, ts FROM alarm_state")}
         except (sqlite3.Error, OSError) as exc:
             self._go_memory(f"cannot open {self.path}: {exc}")
             return
@@ -237,7 +275,9 @@ class Outbox:
         log.error("outbox degraded, holding messages in memory only: %s", reason)
         self.degraded = reason
         mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        mem.execute(_SCHEMA)
+        _create(mem)
+        if not self._alarm_states:
+            self._alarm_states = read_alarm_states(self.path)
         # Copy what the file holds (the open file after a failed write; at start, a read-only
         # view if the file can at least be read) so undelivered rows keep being published and
         # ids keep increasing across the switch, which the loop's ordering relies on.
@@ -259,7 +299,7 @@ class Outbox:
         except sqlite3.Error:
             mem.close()
             mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-            mem.execute(_SCHEMA)
+            _create(mem)
             if self.mem_max_id:
                 mem.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox', ?)", (self.mem_max_id,))
         if src is not None:
@@ -300,6 +340,8 @@ class Outbox:
             top = max(top, mem_top)
             if fdb.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'outbox'", (top,)).rowcount == 0:
                 fdb.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox', ?)", (top,))
+            fdb.execute("DELETE FROM alarm_state")
+            fdb.executemany("INSERT INTO alarm_state VALUES (?,?,?)", [(k, a, t) for k, (a, t) in self._alarm_states.items()])
             fdb.execute("COMMIT")
         except sqlite3.Error:
             fdb.close()
@@ -390,8 +432,21 @@ class Outbox:
                     (m.topic, m.payload, m.qos, int(m.retain), m.created, m.expires, m.props),
                 )
                 m.id = int(cur.lastrowid or 0)
+                if m.alarm is not None:
+                    state, series, aid, ts = m.alarm
+                    if state == "raised":
+                        db.execute("INSERT OR REPLACE INTO alarm_state VALUES (?,?,?)", (series, aid, ts))
+                    else:
+                        db.execute("DELETE FROM alarm_state WHERE series = ?", (series,))
 
         self._exec_batch(work)
+        for m in msgs:
+            if m.alarm is not None:
+                state, series, aid, ts = m.alarm
+                if state == "raised":
+                    self._alarm_states[series] = (aid, ts)
+                else:
+                    self._alarm_states.pop(series, None)
         self.depth += len(msgs)
         self.bytes += sum(m.size for m in msgs)
         if self.oldest_created is None:

@@ -134,3 +134,38 @@ def test_status_birth_will_and_clean_shutdown(tmp_path: Path, mosquitto: Mosquit
     wait_for(lambda: status.json()[-1]["state"] == "offline", 10, "last will")
     assert status.json()[-1]["reason"] == "connection lost"
     status.close()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_alarm_open_across_a_restart_is_cleared_afterwards(tmp_path: Path, mosquitto: Mosquitto, how: str) -> None:
+    cfg = agent_config(tmp_path, mosquitto, **{"alarms.clear_after": 3})
+    agent = AgentProcess(tmp_path, cfg, name="first").start()
+    scada = Subscriber(mosquitto, "edge/gw-test/alerts/#")
+    pub = Publisher(mosquitto)
+    try:
+        agent.wait_connected()
+        publish_all(pub, [("plant/l1/m1/temp", float(v), time.time()) for v in np.random.default_rng(5).uniform(-1, 1, 100)])
+        wait_for(lambda: models_trained(agent.state_dir) == 1, 20, "model")
+        publish_all(pub, [("plant/l1/m1/temp", 40.0, time.time())])
+        wait_for(lambda: scada.json(), 10, "raised")
+        raised = scada.json()[0]
+        assert raised["state"] == "raised"
+        time.sleep(0.3)  # the raised alarm's outbox row is acked and deleted; its alarm state stays
+        if how == "sigterm":
+            assert agent.stop() == 0
+        else:
+            agent.kill()
+        again = AgentProcess(tmp_path, cfg, name="second").start()
+        again.wait_connected()
+        assert "1 alarm(s) open" in again.log()
+        publish_all(pub, [("plant/l1/m1/temp", 0.0, time.time() + i * 0.001) for i in range(3)])
+        wait_for(lambda: len(scada.json()) >= 2, 15, "cleared after the restart")
+        cleared = scada.json()[-1]
+        assert cleared["state"] == "cleared" and cleared["raised_alert_id"] == raised["alert_id"]
+        assert [a["state"] for a in scada.json()].count("raised") == 1  # no second raise
+        assert again.stop() == 0
+    finally:
+        pub.close()
+        scada.close()
+        agent.kill()
