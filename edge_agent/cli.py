@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--machines", type=int, default=3)
     d.add_argument("--rate", type=float, default=20.0)
     d.add_argument("--http-port", type=int, default=8000)
+    d.add_argument("--warmup", type=float, default=30.0, help="seconds before the simulator injects faults")
+    d.add_argument("--state-dir", default="./demo-state")
     d.set_defaults(func=cmd_demo)
 
     for name, module, help_text in (

@@ -96,7 +96,7 @@ async def demo(args: argparse.Namespace) -> int:
     cfg = AgentConfig.model_validate(
         {
             "gateway_id": GATEWAY,
-            "state_dir": "./demo-state",
+            "state_dir": args.state_dir,
             # amqtt never answers an MQTT 5 CONNECT: a short timeout makes the fallback quick.
             "mqtt": {"host": host, "port": port, "connect_timeout_s": 3.0},
             "detector": {"min_train_samples": 200},
@@ -112,7 +112,7 @@ edge-agent demo
   status page http://127.0.0.1:{http_port}/   metrics http://127.0.0.1:{http_port}/metrics
 
   watch the alarms:  mosquitto_sub -h {host} -p {port} -t 'edge/{GATEWAY}/#' -v
-  models train after 200 readings per series (~{200 / args.rate:.0f} s); faults start after 30 s.
+  models train after 200 readings per series (~{200 / args.rate:.0f} s); faults start after {args.warmup:g} s.
   Injected faults are printed below as JSON lines. Ctrl-C stops everything.
 """,
         flush=True,
@@ -121,7 +121,7 @@ edge-agent demo
     await asyncio.sleep(1.0)
     sim_args = argparse.Namespace(
         broker=f"{host}:{port}", machines=args.machines, rate=args.rate, duration=0.0, line="line1",
-        fault_rate=120.0, warmup=30.0, day_seconds=300.0, seed=None, qos=1,
+        fault_rate=120.0, warmup=args.warmup, day_seconds=300.0, seed=None, qos=1,
     )
     sim = asyncio.create_task(simulate(sim_args))
     scada = asyncio.create_task(_print_alarms(host, port))
