@@ -191,8 +191,17 @@ class BenchAgent(AgentProcess):
         cfg = agent_config(tmp, broker, **base)
         super().__init__(tmp, cfg, name=name)
 
+    switch_interval: float | None = None  # experiment: run the agent with sys.setswitchinterval(x)
+
     def start(self) -> BenchAgent:
-        super().start()
+        if self.switch_interval is None:
+            super().start()
+        else:
+            code = (f"import sys, runpy; sys.setswitchinterval({self.switch_interval!r}); "
+                    f"sys.argv = ['edge_agent', 'run', '-c', {str(self.cfg_path)!r}]; runpy.run_module('edge_agent', run_name='__main__')")
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=log, env=env, cwd=REPO)
         track(self)
         return self
 
@@ -257,3 +266,53 @@ def start_broker(name: str = "broker") -> Mosquitto:
     b.start()
     track(b)
     return b
+
+
+def spawn_loadgen(*args: Any, stdout: Any = subprocess.PIPE) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-m", "bench.loadgen", *map(str, args)], stdout=stdout, stderr=None, text=True, cwd=REPO)
+    return track(p)
+
+
+def wait_line(p: subprocess.Popen, want: str, timeout: float = 20.0) -> None:
+    """Read the child's stdout until a line equal to ``want`` (bounded by a watchdog timer)."""
+    timer = threading.Timer(timeout, p.kill)
+    timer.start()
+    try:
+        for line in p.stdout:  # type: ignore[union-attr]
+            if line.strip() == want:
+                return
+        raise RuntimeError(f"child exited before {want!r} (rc={p.poll()})")
+    finally:
+        timer.cancel()
+
+
+def start_publishers(broker: Mosquitto, nworkers: int, nseries: int, rounds: int, rate: float, qos: int = 1, lead_s: float = 1.0) -> tuple[list[subprocess.Popen], float]:
+    start_at = time.time() + lead_s + 0.5 * nworkers
+    pubs = [spawn_loadgen("pub", broker.host, broker.port, w, nworkers, nseries, rounds, rate / nworkers if rate else 0, start_at, qos)
+            for w in range(nworkers)]
+    for p in pubs:
+        wait_line(p, "ready")
+    return pubs, start_at
+
+
+def finish_publishers(pubs: list[subprocess.Popen], timeout: float = 300.0) -> list[dict[str, Any]]:
+    out = []
+    for p in pubs:
+        timer = threading.Timer(timeout, p.kill)
+        timer.start()
+        try:
+            text = p.stdout.read()  # type: ignore[union-attr]
+            p.wait(10)
+        finally:
+            timer.cancel()
+        lines = [ln for ln in text.splitlines() if ln.startswith("{")]
+        if not lines:
+            raise RuntimeError(f"publisher exited with {p.returncode} and no result")
+        out.append(json.loads(lines[-1]))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all threads), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -238,8 +238,14 @@ def _md_startup(p: dict[str, Any]) -> list[str]:
 
 def _md_http(p: dict[str, Any]) -> list[str]:
     L = ["## 7. HTTP predict", "", p.get("method", ""), ""]
-    L += _stat_header("POST /predict/{id} latency (ms)", ["requests/s", "errors"])
-    L.append(_stat_row(f"{p.get('clients')} concurrent clients", p.get("latency_ms"), [_fmt(p.get("requests_per_s")), _fmt(p.get("errors"))]))
+    L += _stat_header("POST /predict/{id} latency (ms)", ["requests/s", "errors", "agent CPU % of a core"])
+    for tool in ("wrk", "httpx"):
+        d = p.get(tool)
+        if d and "error" not in d:
+            L.append(_stat_row(f"{tool}, {p.get('clients')} connections", d.get("latency_ms"),
+                               [_fmt(d.get("requests_per_s")), _fmt(d.get("errors")), _fmt(d.get("agent_cpu_percent_of_one_core"))]))
+    L += ["", f"Headline uses {p.get('headline_tool')}. wrk (C) leaves the agent most of the CPU; the Python httpx client saturates "
+          "first (its rate is the client's limit, see the agent's CPU share), which is why both are shown."]
     if p.get("agent_inference_latency_ms"):
         a = p["agent_inference_latency_ms"]
         L += ["", f"Agent-side scoring of the live stream meanwhile (/healthcheck): p50 {_fmt(a.get('p50_ms'))} ms, p99 {_fmt(a.get('p99_ms'))} ms."]
