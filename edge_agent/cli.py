@@ -39,8 +39,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.file)
-        from edge_agent.ingest import build_subscriptions
         from edge_agent.detectors import create
+        from edge_agent.ingest import build_subscriptions
 
         build_subscriptions(cfg)
         create(cfg.detector.name, cfg.detector.params)

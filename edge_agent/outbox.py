@@ -491,7 +491,7 @@ class Outbox:
             # Oldest rows until the running size falls under the bound.
             rows = self._db.execute("SELECT id, LENGTH(payload) + LENGTH(topic) FROM outbox ORDER BY id").fetchall()
             excess, cut = self.bytes - self.max_bytes, 0
-            for i, (rid, size) in enumerate(rows):
+            for rid, size in rows:
                 excess -= size
                 if excess <= 0:
                     cut = rid

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-
 from helpers import Mosquitto, free_port
 
 # ---- fuzz corpus --------------------------------------------------------------------------

@@ -12,12 +12,20 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
+from helpers import (
+    AgentProcess,
+    Mosquitto,
+    Publisher,
+    Subscriber,
+    agent_config,
+    free_port,
+    wait_for,
+)
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.command_auth import sign
 from edge_agent.model_store import ModelStore
-from helpers import AgentProcess, Mosquitto, Publisher, Subscriber, agent_config, free_port, wait_for
 
 KEY = b"0123456789abcdef0123456789abcdef"
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faults import Collector, PacedPublisher, models_trained, reading
+from helpers import AgentProcess, Mosquitto, agent_config, wait_for
 
 from edge_agent.detectors.statistical import StatisticalDetector
 from edge_agent.model_store import ModelStore
-from faults import Collector, PacedPublisher, models_trained, reading
-from helpers import AgentProcess, Mosquitto, agent_config, wait_for
 
 
 def train_rows(topic: str, n: int = 100, seed: int = 0) -> list[tuple[str, bytes]]:

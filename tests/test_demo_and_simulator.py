@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, AgentProcess, Mosquitto, Subscriber, agent_config, free_port, wait_for
 
 

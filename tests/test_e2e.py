@@ -3,13 +3,11 @@ SCADA-side paho client receives exactly the expected alarms."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import AgentProcess, Mosquitto, Publisher, Subscriber, agent_config, wait_for
 
 N_SERIES = 50

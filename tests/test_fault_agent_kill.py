@@ -13,10 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faults import (
+    Collector,
+    PacedPublisher,
+    chunks,
+    models_trained,
+    outbox_rows,
+    reading,
+    sigcont,
+    sigstop,
+    store_snapshot,
+)
+from helpers import AgentProcess, Mosquitto, agent_config, wait_for
 
 from edge_agent.model_store import ModelStore
-from faults import Collector, PacedPublisher, chunks, models_trained, outbox_rows, reading, sigcont, sigstop, store_snapshot
-from helpers import AgentProcess, Mosquitto, agent_config, wait_for
 
 OLD = 30  # series trained before the kill
 NEW = 10  # series whose training data arrives right before the kill

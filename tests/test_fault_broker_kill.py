@@ -11,8 +11,16 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
-
-from faults import Collector, PacedPublisher, chunks, models_trained, outbox_rows, reading, sigcont, sigstop
+from faults import (
+    Collector,
+    PacedPublisher,
+    chunks,
+    models_trained,
+    outbox_rows,
+    reading,
+    sigcont,
+    sigstop,
+)
 from helpers import AgentProcess, Mosquitto, agent_config, wait_for
 
 N_SERIES = 50

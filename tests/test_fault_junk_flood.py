@@ -11,8 +11,16 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
-
-from faults import PAYLOAD_CASES, Collector, PacedPublisher, hostile_topics, materialise, models_trained, reading, rss_kb
+from faults import (
+    PAYLOAD_CASES,
+    Collector,
+    PacedPublisher,
+    hostile_topics,
+    materialise,
+    models_trained,
+    reading,
+    rss_kb,
+)
 from helpers import AgentProcess, Mosquitto, agent_config, free_port, wait_for
 
 GOOD = "plant/l1/m1/temp"

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from faults import PAYLOAD_CASES, hostile_topics, in_process_only_topics, materialise, tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,6 @@ from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest
 from edge_agent.model_store import ModelStore
 from edge_agent.pipeline import InlineTrainer, Pipeline
-from faults import PAYLOAD_CASES, hostile_topics, in_process_only_topics, materialise, tree
 
 MIN_TRAIN = 5
 

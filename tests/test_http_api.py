@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 from helpers import Mosquitto, Publisher, wait_for
-from test_http_live import TOKEN, HttpAgent, raise_alarm, topic, train
+from test_http_live import TOKEN, HttpAgent, raise_alarm, running, topic
 
 from edge_agent.http.rates import RateMeter
 
@@ -20,24 +20,9 @@ ODD = 'Ofen 3%/t<b>"x"'
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path_factory.mktemp("broker")).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, broker: Mosquitto) -> Iterator[tuple[HttpAgent, Publisher]]:
-    agent = HttpAgent(tmp_path_factory.mktemp("agent"), broker).start()
-    agent.wait_connected()
-    pub = Publisher(broker)
-    try:
-        train(agent, pub, ["M1/temp", "M2/temp", ODD])
-        yield agent, pub
-    finally:
-        pub.close()
-        assert agent.close() == 0, agent.log()[-3000:]
-
+    with running(tmp_path_factory, ["M1/temp", "M2/temp", ODD], broker=broker) as live:
+        yield live
 
 def assert_error(r, status: int) -> dict:
     assert r.status_code == status, (r.status_code, r.text)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import numpy as np
+import pytest
 from helpers import AgentProcess, Mosquitto, Publisher, agent_config, free_port, wait_for
 
 TOKEN = "t0ken-for-tests"
@@ -81,6 +84,35 @@ def raise_alarm(agent: HttpAgent, pub: Publisher, sid: str, value: float = 1000.
 
 
 # ---- tests -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def running(
+    tmp_path_factory: pytest.TempPathFactory,
+    series: list[str],
+    alarm: tuple[str, float] | None = None,
+    broker: Mosquitto | None = None,
+    **overrides: Any,
+) -> Iterator[tuple[HttpAgent, Publisher]]:
+    """A broker (unless given), an HTTP-enabled agent with ``series`` trained and optionally
+    one of them in alarm, and a publisher; everything is stopped afterwards."""
+    own = broker is None
+    if broker is None:
+        broker = Mosquitto(tmp_path_factory.mktemp("broker")).start()
+    agent = HttpAgent(tmp_path_factory.mktemp("agent"), broker, **overrides).start()
+    pub = Publisher(broker)
+    try:
+        agent.wait_connected()
+        train(agent, pub, series)
+        if alarm is not None:
+            raise_alarm(agent, pub, alarm[0], value=alarm[1])
+        yield agent, pub
+    finally:
+        pub.close()
+        code = agent.close()
+        if own:
+            broker.stop()
+        assert code == 0, agent.log()[-3000:]
 
 
 def test_http_port_starts_with_the_agent_and_sigterm_stops_both(tmp_path: Path, mosquitto: Mosquitto) -> None:

@@ -10,31 +10,16 @@ from collections.abc import Iterator
 import pytest
 from helpers import Mosquitto, Publisher
 from prometheus_client.parser import text_string_to_metric_families
-from test_http_live import HttpAgent, raise_alarm, topic, train
+from test_http_live import HttpAgent, raise_alarm, running, topic
 
 PROMTOOL = shutil.which("promtool")
 LIMIT = 4
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path_factory.mktemp("broker")).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, broker: Mosquitto) -> Iterator[tuple[HttpAgent, Publisher]]:
-    agent = HttpAgent(tmp_path_factory.mktemp("agent"), broker, http={"series_label_limit": LIMIT}).start()
-    agent.wait_connected()
-    pub = Publisher(broker)
-    try:
-        train(agent, pub, ["M1/temp", 'M2/p"ress\\ure'])
-        yield agent, pub
-    finally:
-        pub.close()
-        assert agent.close() == 0, agent.log()[-3000:]
-
+    with running(tmp_path_factory, ["M1/temp", 'M2/p"ress\\ure'], broker=broker, http={"series_label_limit": LIMIT}) as live:
+        yield live
 
 def scrape(agent: HttpAgent) -> str:
     r = agent.get("/metrics")

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Mosquitto, Publisher
-from test_http_live import TOKEN, HttpAgent, train
+from test_http_live import TOKEN, HttpAgent, running
 
 ST = shutil.which("st", path=str(Path(sys.executable).parent)) or shutil.which("st")
 pytestmark = pytest.mark.skipif(ST is None, reason="schemathesis CLI (st) is not installed")
@@ -27,19 +26,8 @@ CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,re
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpAgent]:
-    broker = Mosquitto(tmp_path_factory.mktemp("broker")).start()
-    agent = HttpAgent(tmp_path_factory.mktemp("agent"), broker).start()
-    agent.wait_connected()
-    pub = Publisher(broker)
-    try:
-        train(agent, pub, ["M1/temp"])
+    with running(tmp_path_factory, ["M1/temp"]) as (agent, _):
         yield agent
-    finally:
-        pub.close()
-        code = agent.close()
-        broker.stop()
-        assert code == 0, agent.log()[-3000:]
-
 
 def run_st(agent: HttpAgent, tmp: Path, config: str = "") -> subprocess.CompletedProcess[str]:
     assert ST is not None

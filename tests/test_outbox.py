@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from faults import outbox_rows
 
 from edge_agent.config import AgentConfig
 from edge_agent.outbox import Outbox, OutMessage
-from faults import outbox_rows
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import Mosquitto, Publisher
 from PIL import Image
-from test_http_live import HttpAgent, raise_alarm, train
+from test_http_live import HttpAgent, running
 
 from edge_agent.http.plots import BAND_COLOR, RAISED_COLOR
 
@@ -25,19 +24,9 @@ def pixels_near(img: np.ndarray, colour: str, tol: int = 6) -> int:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpAgent]:
-    broker = Mosquitto(tmp_path_factory.mktemp("broker")).start()
-    agent = HttpAgent(tmp_path_factory.mktemp("agent"), broker).start()
-    agent.wait_connected()
-    pub = Publisher(broker)
-    try:
-        train(agent, pub, ["P1/temp", "P2/temp"])
-        raise_alarm(agent, pub, "P1/temp", value=30.0)  # ~10 sigma: an alarm, and the band stays visible
+    # ~10 sigma: an alarm, and the band stays visible
+    with running(tmp_path_factory, ["P1/temp", "P2/temp"], alarm=("P1/temp", 30.0)) as (agent, _):
         yield agent
-    finally:
-        pub.close()
-        assert agent.close() == 0, agent.log()[-3000:]
-        broker.stop()
-
 
 def get_png(agent: HttpAgent, path: str, tmp_path: Path) -> np.ndarray:
     r = agent.get(path)

@@ -12,14 +12,14 @@ import boto3
 import numpy as np
 import pytest
 from botocore.config import Config
+from helpers import AgentProcess, Mosquitto, Publisher, Subscriber, agent_config, wait_for
+from s3_server import FAKE_CREDENTIALS, MotoServer
 
 from edge_agent.command_auth import sign
 from edge_agent.config import AgentConfig
 from edge_agent.detectors.statistical import StatisticalDetector
 from edge_agent.model_store import ModelStore
 from edge_agent.s3_sync import S3Sync
-from helpers import AgentProcess, Mosquitto, Publisher, Subscriber, agent_config, wait_for
-from s3_server import FAKE_CREDENTIALS, MotoServer
 
 KEY = b"k" * 32
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import AgentProcess, Mosquitto, Publisher, Subscriber, agent_config, wait_for
 
 from edge_agent.model_store import ModelStore
-from helpers import AgentProcess, Mosquitto, Publisher, Subscriber, agent_config, wait_for
 
 LINES = {"gw-a": "line1", "gw-b": "line2"}
 MACHINES = 5

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Mosquitto, Publisher
-from test_http_live import HttpAgent, raise_alarm, train
+from test_http_live import HttpAgent, running
 
 CHROMIUM = shutil.which("chromium") or (Path("/usr/bin/chromium").exists() and "/usr/bin/chromium") or None
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed")
@@ -23,19 +22,8 @@ ALARM = "M07/temp"
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpAgent]:
-    broker = Mosquitto(tmp_path_factory.mktemp("broker")).start()
-    agent = HttpAgent(tmp_path_factory.mktemp("agent"), broker).start()
-    agent.wait_connected()
-    pub = Publisher(broker)
-    try:
-        train(agent, pub, SERIES)
-        raise_alarm(agent, pub, ALARM, value=30.0)
+    with running(tmp_path_factory, SERIES, alarm=(ALARM, 30.0)) as (agent, _):
         yield agent
-    finally:
-        pub.close()
-        assert agent.close() == 0, agent.log()[-3000:]
-        broker.stop()
-
 
 def chromium(tmp: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
     assert CHROMIUM

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 class Rejected(Exception):
@@ -51,7 +51,7 @@ def parse_ts(raw: object, unit: str, now: float, limits: TsLimits) -> float:
         except ValueError:
             raise Rejected("bad_timestamp", "not ISO 8601") from None
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)  # plant clocks without offset are taken as UTC
+            dt = dt.replace(tzinfo=UTC)  # plant clocks without offset are taken as UTC
         ts = dt.timestamp()
     else:
         raise Rejected("bad_timestamp", f"timestamp of type {type(raw).__name__}")
