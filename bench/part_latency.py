@@ -102,6 +102,32 @@ def latency_run(broker: Any, agent: BenchAgent, tmp: Path, seconds: float, rate:
     return out
 
 
+def floor_run(broker: Any, tmp: Path, seconds: float, rate: float = RATE) -> dict[str, Any]:
+    """The same publishers and the same subscriber process, subscribed to the readings themselves
+    (no agent): reading ts -> arrival of the anomalous readings. The environment's share of the latency."""
+    stopfile, outfile = tmp / "stop-floor", tmp / "sink-floor.json"
+    sink = spawn_loadgen("sink", broker.host, broker.port, "plant/+/+/+", outfile, seconds + 120, stopfile)
+    wait_line(sink, "ready")
+    rounds = int(rate * seconds / N_SERIES)
+    pubs, _ = start_publishers(broker, PUBLISHERS, N_SERIES, rounds, rate, qos=1)
+    res = finish_publishers(pubs, timeout=seconds + 120)
+    time.sleep(1.0)
+    stopfile.touch()
+    sink.wait(60)
+    lat = []
+    n = 0
+    for t_recv, _tp, payload in json.loads(outfile.read_text()):
+        n += 1
+        doc = json.loads(payload)
+        if doc["value"] >= 100.0:
+            lat.append(t_recv - doc["ts"])
+    sent = sum(r["sent"] for r in res)
+    return {"received": n, "sent": sent, "achieved_per_s": sent / max(r["seconds_sent"] for r in res),
+            "latency_ms": summary(lat, 1e3, "ms"),
+            "note": "publisher -> mosquitto -> subscriber process (which here receives all 10k readings/s), no agent: one broker hop; "
+                    "the agent path has two (reading in, alarm out)."}
+
+
 def start_agent(tmp: Path, broker: Any, **overrides: Any) -> BenchAgent:
     make_models(tmp / "state", N_SERIES)
     agent = BenchAgent(tmp, broker, **{"mqtt.client_id": f"bench-{tmp.name}", **overrides})
@@ -114,11 +140,13 @@ def run(quick: bool = False) -> dict[str, Any]:
     seconds = 10 if quick else 25
     broker = start_broker("broker-latency")
     tmp = workdir("latency")
+    floor = floor_run(broker, tmp, min(seconds, 10))
     agent = start_agent(tmp, broker)
     try:
         out = latency_run(broker, agent, tmp, seconds)
         out["method"] = METHOD
         out["seconds"] = seconds
+        out["floor_no_agent"] = floor
         return out
     finally:
         agent.stop()

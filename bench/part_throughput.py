@@ -20,11 +20,12 @@ from bench.common import (
     cpu_seconds,
     finish_publishers,
     make_models,
+    spawn_loadgen,
     start_broker,
     start_publishers,
     summary,
     track,
-    wait_for,
+    wait_line,
     workdir,
 )
 from bench.loadgen import expected_anomalies
@@ -64,7 +65,7 @@ def check_alarms(messages: list[tuple[float, str, str]], expected: set[tuple[str
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    rounds = 50 if quick else 100
+    rounds = 50 if quick else 150  # the test broker queues at most 200,000 messages per session
     n = N_SERIES * rounds
     broker = start_broker("broker-throughput")
     tmp = workdir("throughput")
@@ -76,12 +77,13 @@ def run(quick: bool = False) -> dict[str, Any]:
         agent.start()
         agent.wait_ready(60)
         agent.stop()
-        raw_cmd = ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-i", "bench-raw", "-c", "-q", "1", "-t", "plant/+/+/+"]
-        subprocess.run([*raw_cmd, "-W", "1"], capture_output=True, timeout=10)
+        raw_cmd = ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-c", "-q", "1", "-t", "plant/+/+/+"]
+        for cid in ("bench-raw", "bench-raw-quiet"):
+            subprocess.run([*raw_cmd, "-i", cid, "-W", "1"], capture_output=True, timeout=10)
         # The SCADA side: collects alarms while the agent drains.
-        from bench.common import _h
-
-        sink = _h.Subscriber(broker, "edge/+/alerts/#", qos=1)
+        stopfile, sinkfile = tmp / "sink-stop", tmp / "sink.json"
+        sink = spawn_loadgen("sink", broker.host, broker.port, "edge/+/alerts/#", sinkfile, 600, stopfile)
+        wait_line(sink, "ready")
         # 2. publish N readings into both queues.
         t0 = time.monotonic()
         pubs, _ = start_publishers(broker, 2, N_SERIES, rounds, 0, qos=1, lead_s=0.2)
@@ -94,13 +96,21 @@ def run(quick: bool = False) -> dict[str, Any]:
         raw_file = tmp / "raw.txt"
         t0 = time.monotonic()
         with open(raw_file, "w") as f:
-            p = track(subprocess.Popen([*raw_cmd, "-C", str(n), "-F", "%U"], stdout=f, stderr=subprocess.DEVNULL))
+            p = track(subprocess.Popen([*raw_cmd, "-i", "bench-raw", "-C", str(n), "-F", "%U"], stdout=f, stderr=subprocess.DEVNULL))
             rc = p.wait(180)
         wall = time.monotonic() - t0
         stamps = [float(x) for x in raw_file.read_text().split()]
         raw_s = stamps[-1] - stamps[0] if len(stamps) > 1 else wall
-        out["raw"] = {"messages": n, "received": len(stamps), "rc": rc, "seconds": raw_s, "seconds_wall_incl_connect": wall,
-                      "messages_per_s": (len(stamps) - 1) / raw_s if raw_s > 0 else None}
+        # The same queue again, printing nothing: process start to exit (includes connect).
+        t0 = time.monotonic()
+        q = track(subprocess.Popen([*raw_cmd, "-i", "bench-raw-quiet", "-C", str(n)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        rc_q = q.wait(180)
+        wall_q = time.monotonic() - t0
+        rate_stamped = (len(stamps) - 1) / raw_s if raw_s > 0 else 0.0
+        rate_quiet = n / wall_q if rc_q == 0 else 0.0
+        out["raw"] = {"messages": n, "received": len(stamps), "rc": rc, "seconds": min(raw_s, wall_q) if rc_q == 0 else raw_s,
+                      "stamped_first_to_last_per_s": rate_stamped, "quiet_wall_incl_connect_per_s": rate_quiet,
+                      "messages_per_s": max(rate_stamped, rate_quiet)}
         # 4. agent drain.
         agent2 = BenchAgent(tmp, broker, name="agent2", **{"mqtt.client_id": "bench-tp-agent"})
         agent2.start()
@@ -108,6 +118,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         cpu0 = None
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
+            tq = time.monotonic()
             try:
                 v = agent2.metric("readings_scored")
             except (OSError, KeyError):
@@ -116,7 +127,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             tnow = time.monotonic()
             if cpu0 is None and v > 0:
                 cpu0 = (tnow, cpu_seconds(agent2.pid))
-            samples.append((tnow, v))
+            # The loop that answers /metrics is the one draining: a reply can be late. Taking the
+            # request time for the first sample and the reply time for the last one makes the
+            # /metrics rate a lower bound.
+            samples.append((tq if v == 0 or not samples or samples[-1][1] == 0 else tnow, v))
             if v >= n:
                 break
             time.sleep(0.05)
@@ -133,38 +147,59 @@ def run(quick: bool = False) -> dict[str, Any]:
         expected = expected_anomalies(N_SERIES, rounds)
         exp_cleared = sum(1 for (_s, r) in expected if r + 10 < rounds)
 
-        def alarms_in() -> bool:
-            msgs = sink.messages
-            return sum(1 for _t, p, _r in msgs if b'"raised"' in p) >= len(expected) and sum(1 for _t, p, _r in msgs if b'"cleared"' in p) >= exp_cleared
-
-        try:
-            wait_for(alarms_in, 60, "all alarms", interval=0.2)
-        except TimeoutError:
-            pass
-        time.sleep(0.5)
-        msgs = [(0.0, t, p.decode()) for t, p, _r in list(sink.messages)]
+        time.sleep(1.0)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and agent2.metric("alarms_cleared") < exp_cleared:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        stopfile.touch()
+        sink.wait(60)
+        msgs = [tuple(m) for m in json.loads(sinkfile.read_text())]
         chk = check_alarms(msgs, expected, rounds)
         chk.pop("latencies_s")
+        # Rate from the alarms themselves: a raised alarm names its reading (round r, series s),
+        # which was reading number ~ r * 1000 + s of the queue; the slope of that number against
+        # the alarm's arrival time is the drain rate, independent of the HTTP port.
+        pts = []
+        for t_recv, _tp, payload in msgs:
+            doc = json.loads(payload)
+            if doc.get("state") == "raised":
+                r_ = int(round(doc["value"] - 100.0))
+                s_ = int(doc["series"][1:].split("/")[0])
+                pts.append((t_recv, r_ * N_SERIES + s_))
+        alarm_rate = None
+        if len(pts) > 10:
+            import numpy as np
+
+            a = np.asarray(pts)
+            alarm_rate = float(np.polyfit(a[:, 0] - a[0, 0], a[:, 1], 1)[0])
+            out["alarm_span_s"] = float(a[:, 0].max() - a[:, 0].min())
         out["agent"] = {
             "readings": n,
             "scored": int(vb),
             "seconds": tb - ta,
-            "readings_per_s": rate,
+            "readings_per_s": alarm_rate or rate,
+            "readings_per_s_from_alarms": alarm_rate,
+            "readings_per_s_from_metrics_lower_bound": rate,
             "cpu_percent_of_one_core": 100.0 * (cpu1[1] - cpu0[1]) / (cpu1[0] - cpu0[0]) if cpu0 else None,
             "raised_expected": len(expected),
             **chk,
         }
         out["agent_rate_timeline"] = timeline
-        out["ratio"] = rate / out["raw"]["messages_per_s"] if rate and out["raw"]["messages_per_s"] else None
+        best = alarm_rate or rate
+        out["ratio"] = best / out["raw"]["messages_per_s"] if best and out["raw"]["messages_per_s"] else None
         out["no_loss"] = int(vb) >= n and chk["lost"] == 0 and chk["duplicates"] == 0 and chk["unexpected"] == 0
         hc = agent2.healthcheck()
         out["agent_healthcheck"] = {k: hc.get(k) for k in ("inference_latency_ms", "alarm_latency_ms", "outbox", "rejected")}
         out["notes"] = [
-            "The agent's rate excludes its start-up (timed from the first /metrics sample with readings_scored > 0, sampled every 50 ms).",
-            "mosquitto_sub's rate is first → last message timestamp (-F %U); it only prints, it does not decode, score or publish.",
+            "The agent's rate is the slope of reading number (named by each raised alarm) against the alarm's arrival time at a "
+            "separate subscriber process (1 % of readings, spread evenly over the queue); start-up is excluded. The /metrics figure "
+            "(readings_scored sampled every 50 ms; the draining loop also answers /metrics, so it is taken as a lower bound) is shown beside it.",
+            "Raw broker: two mosquitto_sub sessions drain the same queue: one stamping every message (-F %U, first → last), one "
+            "printing nothing (process start → exit after -C N, connect included); the faster of the two is the reference. "
+            "mosquitto_sub only receives (and acks); it does not decode, score or publish.",
             f"Readings were pre-published by 2 paho processes (QoS 1) in {pub_s:.1f} s.",
         ]
-        sink.close()
         agent2.stop()
         out["timeline_summary"] = summary(timeline, 1.0, "/s")
         return out

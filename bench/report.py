@@ -41,6 +41,7 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     _h(h, "latency.p50_ms", "latency", "reading → alarm p50", _get(lat, "latency_ms", "median"), "ms")
     _h(h, "latency.p99_ms", "latency", "reading → alarm p99 at 10k/s", _get(lat, "latency_ms", "p99"), "ms", 5.0)
     _h(h, "latency.max_ms", "latency", "reading → alarm max", _get(lat, "latency_ms", "max"), "ms")
+    _h(h, "latency.floor_p99_ms", "latency", "floor: reading → subscriber p99, no agent (one hop)", _get(lat, "floor_no_agent", "latency_ms", "p99"), "ms")
     sl = P.get("sideload", {})
     for case in ("fit", "plot"):
         _h(h, f"sideload.{case}.p99_ms", "sideload", f"reading → alarm p99 during {case} load", _get(sl, case, "latency_ms", "p99"), "ms", 10.0)
@@ -165,7 +166,7 @@ def _md_throughput(p: dict[str, Any]) -> list[str]:
          "| receiver | messages | seconds | messages/s | check |", "|---|--:|--:|--:|---|"]
     L.append(f"| mosquitto_sub -C N (raw broker) | {_fmt(r.get('messages'))} | {_fmt(r.get('seconds'))} | {_fmt(r.get('messages_per_s'))} | received {_fmt(r.get('received'))} |")
     L.append(f"| edge-agent (statistical, 1,000 series) | {_fmt(a.get('readings'))} | {_fmt(a.get('seconds'))} | {_fmt(a.get('readings_per_s'))} | "
-             f"scored {_fmt(a.get('scored'))}; raised {_fmt(a.get('raised_received'))}/{_fmt(a.get('raised_expected'))}, "
+             f"scored {_fmt(a.get('scored'))}; /metrics lower bound {_fmt(a.get('readings_per_s_from_metrics_lower_bound'))}/s; agent CPU {_fmt(a.get('cpu_percent_of_one_core'))} % of a core; raised {_fmt(a.get('raised_received'))}/{_fmt(a.get('raised_expected'))}, "
              f"cleared {_fmt(a.get('cleared_received'))}/{_fmt(a.get('cleared_expected'))}, lost {_fmt(a.get('lost'))}, dup {_fmt(a.get('duplicates'))} |")
     L += ["", f"**agent / raw broker = {_fmt(p.get('ratio'))}** (target ≥ 0.5). Agent rate over time (1 s windows, readings/s): "
           f"{', '.join(_fmt(x) for x in p.get('agent_rate_timeline', [])[:30])}", ""]
@@ -200,7 +201,13 @@ def _lat_block(d: dict[str, Any], title: str) -> list[str]:
 
 def _md_latency(p: dict[str, Any]) -> list[str]:
     L = ["## 3. Latency at a fixed rate", "", p.get("method", ""), ""]
-    return L + _lat_block(p, "latency")
+    L += _lat_block(p, "latency")
+    f = p.get("floor_no_agent")
+    if f:
+        L += ["Floor of this machine (same publishers and subscriber process, no agent: " + f.get("note", "") + f" Achieved {_fmt(f.get('achieved_per_s'))}/s):", ""]
+        L += _stat_header("reading ts → anomalous reading at subscriber (ms)")
+        L += [_stat_row("no agent, one broker hop", f.get("latency_ms")), ""]
+    return L
 
 
 def _md_sideload(p: dict[str, Any]) -> list[str]:
