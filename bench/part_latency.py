@@ -13,6 +13,7 @@ import numpy as np
 from bench import profile
 from bench.common import (
     BenchAgent,
+    children_cpu_seconds,
     cpu_seconds,
     finish_publishers,
     make_models,
@@ -20,6 +21,7 @@ from bench.common import (
     start_broker,
     start_publishers,
     summary,
+    system_busy_seconds,
     wait_line,
     workdir,
 )
@@ -54,6 +56,7 @@ def latency_run(broker: Any, agent: BenchAgent, tmp: Path, seconds: float, rate:
     sink = spawn_loadgen("sink", broker.host, broker.port, "edge/+/alerts/#", outfile, seconds + 120, stopfile)
     wait_line(sink, "ready")
     rounds = int(rate * seconds / N_SERIES)
+    kids0 = children_cpu_seconds()
     pubs, start_at = start_publishers(broker, PUBLISHERS, N_SERIES, rounds, rate, qos=1)
     stop_side = side(start_at, seconds) if side else None
     prof_dir = profile.enabled()
@@ -61,9 +64,10 @@ def latency_run(broker: Any, agent: BenchAgent, tmp: Path, seconds: float, rate:
     scored0 = agent.metric("readings_scored")
     while time.time() < start_at:
         time.sleep(0.01)
-    cpu_a0, cpu_b0, t0 = cpu_seconds(agent.pid), cpu_seconds(broker.proc.pid), time.monotonic()
+    cpu_a0, cpu_b0, t0, sys0 = cpu_seconds(agent.pid), cpu_seconds(broker.proc.pid), time.monotonic(), system_busy_seconds()
     res = finish_publishers(pubs, timeout=seconds + 120)
-    cpu_a1, cpu_b1, t1 = cpu_seconds(agent.pid), cpu_seconds(broker.proc.pid), time.monotonic()
+    cpu_a1, cpu_b1, t1, sys1 = cpu_seconds(agent.pid), cpu_seconds(broker.proc.pid), time.monotonic(), system_busy_seconds()
+    kids1 = children_cpu_seconds()  # publishers (reaped) + the bench itself; the sink is added below
     side_report = stop_side() if stop_side else None
     if prof is not None:
         prof.wait(30)
@@ -76,6 +80,7 @@ def latency_run(broker: Any, agent: BenchAgent, tmp: Path, seconds: float, rate:
     time.sleep(1.0)
     stopfile.touch()
     sink.wait(30)
+    sink_cpu = children_cpu_seconds() - kids1
     msgs = json.loads(outfile.read_text())
     chk = check_alarms([tuple(m) for m in msgs], expected, rounds)
     lat = np.asarray(chk.pop("latencies_s"))
@@ -86,7 +91,11 @@ def latency_run(broker: Any, agent: BenchAgent, tmp: Path, seconds: float, rate:
                     "qos": 1, "max_behind_schedule_s": max(r["max_behind_s"] for r in res)},
         "check": {**chk, "scored": int(agent.metric("readings_scored") - scored0)},
         "latency_ms": summary(lat, 1e3, "ms"),
-        "cpu": {"agent %": 100 * (cpu_a1 - cpu_a0) / (t1 - t0), "mosquitto %": 100 * (cpu_b1 - cpu_b0) / (t1 - t0)},
+        "cpu": {"agent %": 100 * (cpu_a1 - cpu_a0) / (t1 - t0), "mosquitto %": 100 * (cpu_b1 - cpu_b0) / (t1 - t0),
+                "publishers+bench %": 100 * (kids1 - kids0) / (t1 - t0),
+                "whole machine busy % (of 200)": 100 * (sys1 - sys0) / (t1 - t0),
+                # what else ran on the 2 cores meanwhile (other users' jobs): the noise of this run
+                "other processes % (approx.)": max(0.0, 100 * ((sys1 - sys0) - (cpu_a1 - cpu_a0) - (cpu_b1 - cpu_b0) - (kids1 - kids0) - sink_cpu * (t1 - t0) / max(t1 - t0, seconds + 3)) / (t1 - t0))},
         "agent_alarm_latency_ms": hc.get("alarm_latency_ms"),
         "agent_inference_latency_ms": hc.get("inference_latency_ms"),
     }
