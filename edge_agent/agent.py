@@ -26,7 +26,7 @@ from edge_agent.ingest import Ingest
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.outbox import Outbox, OutMessage
-from edge_agent.pipeline import AlarmEvent, FitRequest, Pipeline, ThreadTrainer
+from edge_agent.pipeline import AlarmEvent, FitRequest, Pipeline, ProcessTrainer
 from edge_agent.series import Series
 from edge_agent.topics import render
 
@@ -39,7 +39,9 @@ class Agent:
         self.started_at = time.time()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.store = ModelStore(cfg.state_path("models"))
-        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="edge-fit")
+        # Blocking housekeeping off the loop: loading models, rollback, reading state files.
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="edge-io")
+        self.trainer: Any = None  # ProcessTrainer, created in start()
         self.pipeline: Pipeline | None = None
         self.ingest: Ingest | None = None
         self.outbox = Outbox(
@@ -304,9 +306,10 @@ class Agent:
         from edge_agent.stats import LatencyRecorder
 
         self.alarm_latency = LatencyRecorder()
+        self.trainer = ProcessTrainer(self.loop, self.store)
         self.pipeline = Pipeline(
             self.cfg,
-            trainer=ThreadTrainer(self.loop, self.executor),
+            trainer=self.trainer,
             on_alarm=self.on_alarm,
             store=self.store,
             on_model=self.on_model,
@@ -410,6 +413,7 @@ class Agent:
         await self.outbox.close(1.0)
         if self.s3 is not None:
             self.s3.close()
+        self.trainer.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -20,6 +20,7 @@ and NUL cannot survive) and shortens long ids with a hash.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -40,6 +41,7 @@ from edge_agent.detectors import Detector
 META = "meta.json"
 ARRAYS = "arrays.npz"
 ACTIVE = "ACTIVE"
+LOCK = ".lock"
 SERIES_FILE = "series.json"
 FORMAT_VERSION = 1
 _MAX_NAME = 120
@@ -290,7 +292,11 @@ class ModelStore:
         return version
 
     def _write_version(self, series_id: str, meta: dict[str, Any], files: dict[str, bytes | None]) -> int:
-        with self._lock:
+        # Fits run in a worker process while rollbacks and S3 imports run in the agent: the
+        # file lock makes version numbers unique across processes, the mutex across threads.
+        sdir = self._ensure_series_dir(series_id)
+        with self._lock, open(sdir / LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             return self._write_version_locked(series_id, meta, files)
 
     def _write_version_locked(self, series_id: str, meta: dict[str, Any], files: dict[str, bytes | None]) -> int:

@@ -2,8 +2,8 @@
 
 Live ingest (``agent.py``) and offline evaluation (``evaluation/evaluate.py``) both call
 ``Pipeline.process``; they differ only in the trainer they pass. Live ingest fits in a
-worker thread so the event loop never waits on a fit or a disk write; evaluation fits
-inline so results are deterministic.
+worker process so the event loop never waits on a fit, a disk write or the GIL a fit holds;
+evaluation fits inline so results are deterministic.
 
 Per reading:
 1. append to the series' ring buffer;
@@ -28,6 +28,7 @@ import numpy as np
 
 from edge_agent import detectors
 from edge_agent.config import AgentConfig
+from edge_agent.fitting import FitRequest, fit_and_save, train
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.series import AlarmMark, Series
 from edge_agent.stats import LatencyRecorder
@@ -60,16 +61,6 @@ class TooManySeries(Exception):
     pass
 
 
-@dataclass(slots=True)
-class FitRequest:
-    series_id: str
-    values: np.ndarray
-    detector: str
-    params: dict[str, Any]
-    reason: str
-    activate: bool = True
-
-
 class Trainer(Protocol):
     def submit(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None = None) -> None: ...
 
@@ -90,31 +81,66 @@ class InlineTrainer:
             done(model, None)
 
 
-class ThreadTrainer:
-    """Fits in a worker pool; the finished model is swapped in on the event loop thread."""
+class ProcessTrainer:
+    """Fits in a worker process; the finished model is swapped in on the event loop thread.
 
-    def __init__(self, loop: Any, executor: Executor) -> None:
+    One worker by default: fits queue behind each other, and version numbers are allocated
+    under a file lock in the store anyway. The pool starts on the first fit.
+    """
+
+    def __init__(self, loop: Any, store: ModelStore | None, workers: int = 1) -> None:
         self.loop = loop
-        self.executor = executor
+        self.store = store
+        self.workers = workers
+        self.pool: Executor | None = None
         self.running = 0
+
+    def _pool(self) -> Executor:
+        if self.pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn, not fork: the agent has threads, and a forked child could inherit a held lock.
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self.pool
 
     def submit(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None = None) -> None:
         self.running += 1
-        fut = self.loop.run_in_executor(self.executor, pipeline.fit_model, request)
+        root = str(self.store.root) if self.store is not None else None
+        fsync = self.store.fsync if self.store is not None else False
+        try:
+            fut = self.loop.run_in_executor(self._pool(), fit_and_save, root, fsync, request)
+        except Exception as exc:  # pool broken or shut down
+            self.pool = None
+            self.running -= 1
+            pipeline.fit_failed(request, exc)
+            if done:
+                done(None, exc)
+            return
 
         def finished(f: Any) -> None:
             self.running -= 1
-            exc = f.exception()
+            model: Model | None = None
+            exc = f.exception() if not f.cancelled() else RuntimeError("fit cancelled")
+            if exc is None:
+                try:
+                    model = pipeline.model_from_worker(request, *f.result())
+                except Exception as rebuild_error:
+                    exc = rebuild_error
             if exc is not None:
+                if "BrokenProcessPool" in type(exc).__name__:
+                    self.pool = None  # the worker died (OOM killer?): a new one next time
                 pipeline.fit_failed(request, exc)
-                model = None
             else:
-                model = f.result()
-                pipeline.install(request, model)
+                pipeline.install(request, model)  # type: ignore[arg-type]
             if done:
                 done(model, exc)
 
         fut.add_done_callback(finished)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Pipeline:
@@ -300,20 +326,25 @@ class Pipeline:
         return req
 
     def fit_model(self, req: FitRequest) -> Model:
-        """Fit and persist a model. Runs on a worker thread in the live agent."""
-        t0 = time.perf_counter()
-        det = detectors.create(req.detector, req.params)
-        stats = det.fit(req.values)
-        seconds = time.perf_counter() - t0
+        """Fit and persist a model on this thread (offline evaluation, tests)."""
+        det, stats, seconds = train(req)
         extra = {"init_params": req.params, "train_seconds": seconds, "reason": req.reason}
         if self.store is not None:
             model = self.store.save(req.series_id, det, n_samples=len(req.values), stats=stats, activate=req.activate, extra=extra)
         else:
-            s = self.series.get(req.series_id)
-            prev = s.model.version if s is not None and s.model is not None else 0
-            model = Model(det, prev + 1, {"detector": det.name, "n_samples": len(req.values), "stats": stats, "trained_at": time.time(), **extra})
+            model = Model(det, self._next_memory_version(req.series_id), {"detector": det.name, "n_samples": len(req.values), "stats": stats, "trained_at": time.time(), **extra})
         self.fit_latency.observe(seconds)
         return model
+
+    def model_from_worker(self, req: FitRequest, version: int, meta: dict[str, Any], params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Model:
+        """Rebuild the model a fit worker made, from the same plain data a store holds."""
+        det = detectors.detector_class(meta["detector"]).from_state(params, arrays)
+        self.fit_latency.observe(float(meta.get("train_seconds", 0.0)))
+        return Model(det, version or self._next_memory_version(req.series_id), meta)
+
+    def _next_memory_version(self, series_id: str) -> int:
+        s = self.series.get(series_id)
+        return (s.model.version if s is not None and s.model is not None else 0) + 1
 
     def install(self, req: FitRequest, model: Model) -> None:
         """Swap the new model in. Runs on the loop thread: one assignment, atomic for readers."""

@@ -1,0 +1,57 @@
+"""Fitting a model, in whatever process does it.
+
+The live agent fits in a separate worker process (``ProcessTrainer`` in ``pipeline.py``): a
+fit is CPU work that holds the GIL for long stretches (an Isolation Forest takes over a
+second), and in a thread it would hold back the event loop and every reading and alarm with
+it. This module is what the worker imports: detectors and the model store, nothing of the
+agent. The worker sends back plain data (JSON-safe params and numpy arrays, the same form as
+on disk) and the agent rebuilds the detector with ``from_state``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge_agent import detectors
+from edge_agent.detectors import Detector
+from edge_agent.model_store import ModelStore
+
+
+@dataclass(slots=True)
+class FitRequest:
+    series_id: str
+    values: np.ndarray
+    detector: str
+    params: dict[str, Any]
+    reason: str
+    activate: bool = True
+
+
+def train(req: FitRequest) -> tuple[Detector, dict[str, Any], float]:
+    t0 = time.perf_counter()
+    det = detectors.create(req.detector, req.params)
+    stats = det.fit(req.values)
+    return det, stats, time.perf_counter() - t0
+
+
+def fit_and_save(store_root: str | None, fsync: bool, req: FitRequest) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    """Fit, persist (when there is a store), and return (version, meta, params, arrays).
+
+    ``version`` is 0 without a store: the caller numbers in-memory models itself.
+    """
+    det, stats, seconds = train(req)
+    extra = {"init_params": req.params, "train_seconds": seconds, "reason": req.reason}
+    if store_root is not None:
+        model = ModelStore(store_root, fsync=fsync).save(
+            req.series_id, det, n_samples=len(req.values), stats=stats, activate=req.activate, extra=extra
+        )
+        version, meta = model.version, model.meta
+    else:
+        version = 0
+        meta = {"detector": det.name, "n_samples": len(req.values), "stats": stats, "trained_at": time.time(), **extra}
+    params, arrays = det.get_state()
+    return version, meta, params, arrays
