@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown part(s) {bad}; known: {PARTS}")
     out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     report_path = out_dir / "report.json"
     report: dict[str, Any] = {}
     if report_path.exists():

@@ -31,6 +31,20 @@ class FitRequest:
     activate: bool = True
 
 
+def lower_priority() -> None:
+    """Worker-process initializer: side work (fits, plots) yields the CPU to scoring.
+
+    On a small gateway every core is shared with the broker and the agent's event loop; at
+    nice 10 the kernel gives these workers what the loop leaves over.
+    """
+    import os
+
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+
+
 def train(req: FitRequest) -> tuple[Detector, dict[str, Any], float]:
     t0 = time.perf_counter()
     det = detectors.create(req.detector, req.params)

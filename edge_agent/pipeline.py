@@ -28,7 +28,7 @@ import numpy as np
 
 from edge_agent import detectors
 from edge_agent.config import AgentConfig
-from edge_agent.fitting import FitRequest, fit_and_save, train
+from edge_agent.fitting import FitRequest, fit_and_save, lower_priority, train
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.series import AlarmMark, Series
 from edge_agent.stats import LatencyRecorder
@@ -101,7 +101,9 @@ class ProcessTrainer:
             from concurrent.futures import ProcessPoolExecutor
 
             # spawn, not fork: the agent has threads, and a forked child could inherit a held lock.
-            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self.pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority
+            )
         return self.pool
 
     def submit(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None = None) -> None:

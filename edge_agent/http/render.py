@@ -104,5 +104,10 @@ def render_png(d: PlotData) -> bytes:
 
 
 def init_worker(state_dir: str) -> None:
-    """Process-pool initializer: import matplotlib once, with a writable config dir."""
+    """Process-pool initializer: lower CPU priority (plots yield to scoring), import matplotlib
+    once, with a writable config dir."""
+    try:
+        os.nice(10)
+    except OSError:
+        pass
     _prepare_matplotlib(state_dir)
