@@ -1,0 +1,18 @@
+"""The runnable examples in the detectors' docstrings must run."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+from edge_agent.detectors import REGISTRY
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_detector_docstring_examples(name: str) -> None:
+    module = importlib.import_module(REGISTRY[name].__module__)
+    result = doctest.testmod(module)
+    assert result.attempted > 0, f"{module.__name__} has no runnable example"
+    assert result.failed == 0
