@@ -69,7 +69,12 @@ class Mosquitto:
             "max_queued_messages 200000\n"
             "max_inflight_messages 0\n"
             "log_dest stderr\n"
-            "log_type error\nlog_type warning\nlog_type notice\n" + extra
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            # Started as root (CI), mosquitto drops to user "mosquitto", which cannot write its
+            # persistence file in pytest's root-owned temp dir: every autosave fails and a
+            # SIGKILLed broker comes back without its sessions. Stay root instead.
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + extra
         )
         self.proc: subprocess.Popen | None = None
         self.log = self.dir / "mosquitto.log"
