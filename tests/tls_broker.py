@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import helpers
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -281,12 +281,19 @@ def write_config(path: Path, data: dict) -> Path:
     return path
 
 
-class AgentProcess:
-    """``edge-agent run -c <cfg>`` as a subprocess; stdout+stderr go to ``log_path``."""
+class AgentProcess(helpers.AgentProcess):
+    """``edge-agent run -c <cfg>`` for a config file this module wrote; output in ``log_path``.
+
+    The process handling is the shared one (``tests/helpers.py``); this adds a clean
+    environment (no inherited EDGE_AGENT__/NOTIFY_SOCKET), the console script, and
+    regex waits that fail early when the agent exits.
+    """
 
     def __init__(self, config_path: Path, log_path: Path, extra_env: dict[str, str] | None = None):
-        self.config_path = Path(config_path)
+        self.cfg_path = Path(config_path)
         self.log_path = Path(log_path)
+        self.tmp = self.cfg_path.parent
+        self.config = {}
         env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_AGENT__", "NOTIFY_SOCKET", "WATCHDOG_"))}
         env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
@@ -297,8 +304,8 @@ class AgentProcess:
     def start(self) -> AgentProcess:
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                [*agent_command(), "run", "-c", str(self.config_path)],
-                stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.config_path.parent,
+                [*agent_command(), "run", "-c", str(self.cfg_path)],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.cfg_path.parent,
                 start_new_session=True,
             )
         return self
@@ -312,12 +319,12 @@ class AgentProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.log()
 
     def count(self, pattern: str) -> int:
-        return len(re.findall(pattern, self.log_text(), flags=re.IGNORECASE | re.MULTILINE))
+        return len(re.findall(pattern, self.log(), flags=re.IGNORECASE | re.MULTILINE))
 
-    def wait_log(self, pattern: str, timeout: float, count: int = 1) -> str:
+    def wait_log(self, pattern: str, timeout: float, count: int = 1) -> str:  # type: ignore[override]
         """Wait until ``pattern`` (regex, case-insensitive) matched ``count`` times in the log."""
 
         def seen() -> bool:
@@ -333,28 +340,17 @@ class AgentProcess:
             wait_until(seen, timeout, interval=0.1, what=f"agent log {pattern!r} x{count}")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- agent log tail ---\n{self.tail()}") from None
-        return self.log_text()
+        return self.log()
 
     def tail(self, n: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-n:])
+        return "\n".join(self.log().splitlines()[-n:])
 
     def terminate(self, timeout: float = 20.0) -> int:
         """SIGTERM, wait up to ``timeout``; SIGKILL if still running. Returns the exit code."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                raise AssertionError(f"agent did not exit within {timeout}s of SIGTERM:\n{self.tail()}") from None
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        try:
+            return self.stop(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"agent did not exit within {timeout}s of SIGTERM:\n{self.tail()}") from None
 
 
 def have_mosquitto() -> bool:
