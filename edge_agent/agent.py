@@ -22,7 +22,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
-from edge_agent.ingest import Ingest
+from edge_agent.ingest import Ingest, max_packet_bytes
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.outbox import Outbox, OutMessage
@@ -61,6 +61,8 @@ class Agent:
             on_disconnected=self.on_disconnected,
             on_ack=self.on_ack,
             will=(self.status_topic, self._status_payload("offline", "connection lost")),
+            on_oversize=lambda topic, size: self.ingest.oversize(topic, size),
+            max_packet_bytes=max_packet_bytes(cfg),
         )
         self.inflight: dict[int, OutMessage] = {}
         self.models_loaded = False

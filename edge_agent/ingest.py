@@ -24,6 +24,12 @@ _MAX_SERIES_ID = 256
 _ROUTE_CACHE_MAX = 200_000
 
 
+def max_packet_bytes(cfg: AgentConfig) -> int:
+    """The MQTT packet size above which the link discards a PUBLISH unread (mqtt_framing):
+    the payload limit plus room for the largest topic (64 KB) and MQTT 5 properties."""
+    return cfg.ingest.max_payload_bytes + 131_072
+
+
 @dataclass(frozen=True, slots=True)
 class DecodeOptions:
     value_field: str
@@ -120,6 +126,11 @@ class Ingest:
         except Exception as exc:  # a bug must cost one reading, never the agent
             log.exception("unexpected error handling a reading on %r", topic[:200])
             self.reject("internal_error", topic, payload, repr(exc))
+
+    def oversize(self, topic: str, packet_bytes: int) -> None:
+        """A PUBLISH the link discarded unread because of its size."""
+        self.received += 1
+        self.reject("too_large", topic, b"", f"{packet_bytes} bytes (discarded unread)")
 
     def reject(self, reason: str, topic: str, payload: bytes, detail: str, count: int = 1) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + count

@@ -27,7 +27,10 @@ import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.storage import PersistentStorage
 
+from edge_agent import mqtt_framing
 from edge_agent.config import MqttConfig, read_secret
+
+mqtt_framing.install()
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,8 @@ class MqttLink:
         on_disconnected: Callable[[], None],
         on_ack: Callable[[int, int], None],
         will: tuple[str, bytes] | None = None,
+        on_oversize: Callable[[str, int], None] | None = None,
+        max_packet_bytes: int = 0,
     ) -> None:
         self.cfg = cfg
         self.client_id = client_id
@@ -90,6 +95,8 @@ class MqttLink:
         self.on_disconnected = on_disconnected
         self.on_ack = on_ack
         self.will = will
+        self.on_oversize = on_oversize
+        self.max_packet_bytes = max_packet_bytes
         self.subscriptions: list[tuple[str, int]] = []
         self.client: _Client | None = None
         self.connected = asyncio.Event()
@@ -190,6 +197,15 @@ class MqttLink:
         self._acks = acks = []
         self._ack_conn = None
 
+        def queue_ack(mid: int) -> None:
+            if not acks:
+                self._ack_conn = handler._connection
+                self._ack_since = time.monotonic()
+            acks.append(pack_ack(0x40, 2, mid))
+            if not self._ack_scheduled:
+                self._ack_scheduled = True
+                self._loop.call_soon(self._flush_acks)
+
         def fast(cmd: int, raw: bytes) -> None:
             qos = (cmd & 0x06) >> 1
             try:
@@ -213,15 +229,21 @@ class MqttLink:
                 return
             dispatch(topic, raw[pos:], qos, _NO_PROPS)
             if qos == 1:
-                if not acks:
-                    self._ack_conn = handler._connection
-                    self._ack_since = time.monotonic()
-                acks.append(pack_ack(0x40, 2, mid))
-                if not self._ack_scheduled:
-                    self._ack_scheduled = True
-                    self._loop.call_soon(self._flush_acks)
+                queue_ack(mid)
 
         handler._handle_publish_packet = fast
+
+        def oversize(topic: bytes, qos: int, mid: int, size: int) -> None:
+            # Called by mqtt_framing for a PUBLISH too big to read: its payload is discarded
+            # unread, but it is still counted, and acknowledged like any other reading.
+            if self.on_oversize is not None:
+                self.on_oversize(topic.decode("utf-8", "replace"), size)
+            if qos == 1:
+                queue_ack(mid)
+
+        if self.max_packet_bytes and self.on_oversize is not None:
+            handler.edge_max_packet = self.max_packet_bytes
+            handler.edge_oversize = oversize
 
     def release_acks(self) -> None:
         """Called when the outbox committed: held PUBACKs may go now."""
