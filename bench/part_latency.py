@@ -30,7 +30,7 @@ from bench.part_throughput import check_alarms
 
 N_SERIES = 1000
 RATE = 10_000
-PUBLISHERS = 3
+PUBLISHERS = 1
 
 METHOD = (
     "1,000 series with pre-trained statistical models (ModelStore.save before start). 3 paho publisher processes "
