@@ -33,14 +33,14 @@ RATE = 10_000
 PUBLISHERS = 1
 
 METHOD = (
-    "1,000 series with pre-trained statistical models (ModelStore.save before start). 3 paho publisher processes "
-    "(QoS 1, each keeping ≤ 200 unacknowledged) send readings round-robin over the series at a fixed total rate, "
-    "each stamped with time.time() just before the publish call; 1 % are anomalies (value 100 + round, so every alarm "
-    "names its reading). A separate subscriber process (paho, QoS 1, edge/+/alerts/#) stamps each alarm on arrival; "
-    "latency = arrival − the alarm's `ts` (the reading's own timestamp). Sequence check: every injected anomaly must "
-    "arrive as exactly one raised alarm. A 2 s warm-up at the same rate precedes each measured run. The whole chain is "
-    "measured: publisher client → mosquitto → agent (decode, score, alarm JSON, SQLite outbox commit with "
-    "synchronous=FULL, publish) → mosquitto → subscriber, all on the same 2 cores."
+    "1,000 series with pre-trained statistical models (ModelStore.save before start). One publisher process (a minimal "
+    "raw-socket MQTT 3.1.1 client, QoS 1, ≤ 1,000 unacknowledged; paho took a whole core for this rate) sends readings "
+    "round-robin over the series at a fixed total rate, each stamped with time.time() as it goes into the send that "
+    "carries it; 1 % are anomalies (value 100 + round, so every alarm names its reading). A separate subscriber process "
+    "(paho, QoS 1, edge/+/alerts/#) stamps each alarm on arrival; latency = arrival − the alarm's `ts` (the reading's own "
+    "timestamp). Sequence check: every injected anomaly must arrive as exactly one raised alarm. A 2 s warm-up at the "
+    "same rate precedes each measured run. The whole chain is measured: publisher → mosquitto → agent (decode, score, "
+    "alarm JSON, SQLite outbox commit with synchronous=FULL, publish) → mosquitto → subscriber, all on the same 2 cores."
 )
 
 
