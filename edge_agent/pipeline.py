@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -86,14 +87,26 @@ class ProcessTrainer:
 
     One worker by default: fits queue behind each other, and version numbers are allocated
     under a file lock in the store anyway. The pool starts on the first fit.
+
+    Requests wait in a local queue and at most ``2 x workers`` are handed to the pool at a
+    time. Handing it a whole 100-series ``fit`` command at once made the loop pickle and
+    queue 100 requests in one go (the worker can only take one at a time anyway), and the
+    readings behind that burst waited.
     """
 
     def __init__(self, loop: Any, store: ModelStore | None, workers: int = 1) -> None:
         self.loop = loop
         self.store = store
         self.workers = workers
+        self.max_inflight = 2 * workers
         self.pool: Executor | None = None
-        self.running = 0
+        self.queue: deque[tuple[Pipeline, FitRequest, Callable[[Model | None, BaseException | None], None] | None]] = deque()
+        self.inflight = 0
+
+    @property
+    def running(self) -> int:
+        """Fits queued or in a worker."""
+        return self.inflight + len(self.queue)
 
     def _pool(self) -> Executor:
         if self.pool is None:
@@ -107,21 +120,28 @@ class ProcessTrainer:
         return self.pool
 
     def submit(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None = None) -> None:
-        self.running += 1
+        self.queue.append((pipeline, request, done))
+        self._start_next()
+
+    def _start_next(self) -> None:
+        while self.queue and self.inflight < self.max_inflight:
+            self._start(*self.queue.popleft())
+
+    def _start(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None) -> None:
         root = str(self.store.root) if self.store is not None else None
         fsync = self.store.fsync if self.store is not None else False
         try:
             fut = self.loop.run_in_executor(self._pool(), fit_and_save, root, fsync, request)
         except Exception as exc:  # pool broken or shut down
             self.pool = None
-            self.running -= 1
             pipeline.fit_failed(request, exc)
             if done:
                 done(None, exc)
             return
+        self.inflight += 1
 
         def finished(f: Any) -> None:
-            self.running -= 1
+            self.inflight -= 1
             model: Model | None = None
             exc = f.exception() if not f.cancelled() else RuntimeError("fit cancelled")
             if exc is None:
@@ -137,10 +157,16 @@ class ProcessTrainer:
                 pipeline.install(request, model)  # type: ignore[arg-type]
             if done:
                 done(model, exc)
+            self._start_next()
 
         fut.add_done_callback(finished)
 
     def close(self) -> None:
+        while self.queue:
+            pipeline, request, done = self.queue.popleft()
+            pipeline.fit_failed(request, RuntimeError("agent shutting down"))
+            if done:
+                done(None, RuntimeError("agent shutting down"))
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
 

@@ -74,3 +74,42 @@ def test_failed_fit_backs_off_instead_of_retrying_every_reading() -> None:
     p.fit_model = real  # type: ignore[method-assign]
     feed(p, [1.0, 2.0] * 20, t0=3000)
     assert p.series["s"].model is not None
+
+
+def test_process_trainer_feeds_the_worker_a_few_fits_at_a_time(tmp_path) -> None:
+    """A 40-series fit reaches the worker process at most 2 x workers at a time (the loop
+    does not pickle and queue all 40 in one go) and every fit still completes in order."""
+    import asyncio
+
+    from edge_agent.model_store import ModelStore
+    from edge_agent.pipeline import ProcessTrainer
+
+    async def main() -> tuple[int, list[str], dict[str, int]]:
+        loop = asyncio.get_running_loop()
+        trainer = ProcessTrainer(loop, ModelStore(tmp_path / "models", fsync=False))
+        pipe = Pipeline(AgentConfig.model_validate({"detector": {"name": "statistical", "min_train_samples": 50}}), trainer, lambda e: None)
+        peak = 0
+        done_order: list[str] = []
+        finished = asyncio.Event()
+        for k in range(40):
+            s = pipe.get_or_create(f"m{k:02d}/temp")
+
+            def done(model, exc, sid=s.id) -> None:
+                assert exc is None, exc
+                done_order.append(sid)
+                if len(done_order) == 40:
+                    finished.set()
+
+            pipe.request_fit(s, reason="command", values=np.arange(60, dtype=np.float64) % 7, done=done)
+            peak = max(peak, trainer.inflight)
+        assert trainer.running == 40
+        while not finished.is_set():
+            peak = max(peak, trainer.inflight)
+            await asyncio.sleep(0.001)
+        trainer.close()
+        return peak, done_order, {sid: s.model.version for sid, s in pipe.series.items()}
+
+    peak, order, versions = asyncio.run(asyncio.wait_for(main(), 120))
+    assert peak == 2
+    assert order == [f"m{k:02d}/temp" for k in range(40)]
+    assert set(versions.values()) == {1}

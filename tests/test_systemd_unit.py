@@ -78,8 +78,10 @@ def test_security_exposure_stays_low(tmp_path):
         pytest.skip("this systemd-analyze has no offline security analysis")
     m = re.search(r"Overall exposure level for edge-agent\.service: ([0-9.]+)", proc.stdout)
     assert m, proc.stdout[-2000:] + proc.stderr
-    # 1.4 when written; systemd's scale: < 2 is "OK", 10 is "UNSAFE". A drop-in or edit that
-    # loosens the sandbox noticeably must be a deliberate change to this number.
+    # 1.4 when written; 1.5 since workers may lower their own priority (nice, setpriority,
+    # sched_setscheduler allowed back from @resources). systemd's scale: < 2 is "OK", 10 is
+    # "UNSAFE". A drop-in or edit that loosens the sandbox noticeably must be a deliberate
+    # change to this number.
     assert float(m.group(1)) <= 2.0, proc.stdout[-3000:]
 
 
