@@ -362,7 +362,7 @@ class Agent:
             from edge_agent.commands import CommandHandler
 
             self.commands = CommandHandler(self)
-            self.commands.install()
+            await self.commands.install()
 
     def _dead_letter(self, reason: str, payload: bytes, topic: str, detail: str) -> None:
         doc = {"reason": reason, "detail": detail[:200], "topic": topic[:1024], "payload_prefix": payload[:256].decode("utf-8", "replace")}
@@ -378,6 +378,8 @@ class Agent:
         if self.outbox.degraded:
             problems.append(f"outbox degraded: {self.outbox.degraded}")
         problems += [f"{k}: {v}" for k, v in self.state_errors.items()]
+        if self.commands is not None and self.commands.journal.error:
+            problems.append(self.commands.journal.error)
         return {"ok": not problems, "problems": problems, "model_errors": self.model_errors[-20:]}
 
     def status_line(self) -> str:
@@ -415,6 +417,8 @@ class Agent:
         await self.outbox.close(1.0)
         if self.s3 is not None:
             self.s3.close()
+        if self.commands is not None:
+            self.commands.journal.close()
         self.trainer.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 

@@ -42,7 +42,8 @@ Signing input (bytes)::
 Freshness: a command is refused as ``expired`` when ``now - ts > max_age_s`` and as
 ``from_future`` when ``ts - now > max_future_s`` (clock skew allowance, default 5 s).
 A nonce is refused as ``replayed_nonce`` when it was already accepted and is still
-inside its validity window.
+inside its validity window, also across restarts (the agent keeps accepted nonces in
+``nonce_journal``).
 
 Refusal reasons (``CommandRefused.reason``, stable codes for logs and metrics):
 ``unsigned``, ``bad_signature``, ``expired``, ``from_future``, ``replayed_nonce``,
@@ -252,6 +253,15 @@ class CommandVerifier:
     @property
     def seen_nonces(self) -> int:
         return len(self._seen)
+
+    def preload(self, entries: list[tuple[str, float]]) -> None:
+        """Remember nonces accepted before a restart (``nonce_journal``), with the time
+        after which each may be forgotten."""
+        with self._lock:
+            for nonce, forget_at in entries:
+                if nonce not in self._seen:
+                    self._seen[nonce] = forget_at
+                    heapq.heappush(self._expiry, (forget_at, nonce))
 
     def verify(self, command: str, payload: bytes, now: float | None = None) -> VerifiedCommand:
         """A verified command, or ``CommandRefused`` (never any other exception)."""

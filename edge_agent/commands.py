@@ -18,9 +18,12 @@ import fnmatch
 import json
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.command_auth import CommandRefused, CommandVerifier, load_key
+from edge_agent.nonce_journal import FILE_NAME as NONCE_FILE
+from edge_agent.nonce_journal import NonceJournal
 from edge_agent.topics import TopicTemplate, render
 
 if TYPE_CHECKING:
@@ -54,6 +57,7 @@ class CommandHandler:
         self.filter = self.template.mqtt_filter()
         self.prefix = tpl.split("{", 1)[0]
         self.verifier = CommandVerifier(load_key(cfg.key_file), cfg.allow_unsigned, cfg.max_age_s)
+        self.journal = NonceJournal(Path(agent.cfg.state_dir) / NONCE_FILE)
         self.received = 0
         self.refused: dict[str, int] = {}
         self.done = 0
@@ -62,7 +66,11 @@ class CommandHandler:
         if cfg.allow_unsigned:
             log.warning("commands.allow_unsigned is true: unsigned remote commands are accepted")
 
-    def install(self) -> None:
+    async def install(self) -> None:
+        # Nonces accepted before a restart are refused again: loaded before the subscription.
+        loop = asyncio.get_running_loop()
+        seen = await loop.run_in_executor(self.agent.executor, self.journal.load, time.time())
+        self.verifier.preload(seen)
         self.agent.message_handlers.append((self.prefix, self.handle))
         self.agent.link.subscribe(self.filter, self.agent.cfg.commands.qos)
 
@@ -84,7 +92,7 @@ class CommandHandler:
             self._respond(route, command, _best_effort_request_id(payload), "refused", reason=exc.reason, detail=exc.detail)
             return
         self._respond(route, command, cmd.request_id, "accepted")
-        task = asyncio.ensure_future(self._run(route, command, cmd.request_id, cmd.args))
+        task = asyncio.ensure_future(self._run(route, command, cmd.request_id, cmd.args, cmd.nonce, cmd.ts))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -104,8 +112,13 @@ class CommandHandler:
         self.agent.publish_durable(topic, json.dumps(doc, default=str).encode(), self.agent.cfg.commands.qos, props=props)
 
     # ---- running -------------------------------------------------------------------------
-    async def _run(self, route: tuple[str, bytes | None], command: str, request_id: str | None, args: dict[str, Any]) -> None:
+    async def _run(self, route: tuple[str, bytes | None], command: str, request_id: str | None, args: dict[str, Any],
+                   nonce: str | None = None, ts: float | None = None) -> None:
         t0 = time.perf_counter()
+        if nonce is not None and ts is not None:
+            # On disk before the command acts: a replay after a crash or restart is refused.
+            forget_at = ts + self.verifier.max_age_s
+            await asyncio.get_running_loop().run_in_executor(self.agent.executor, self.journal.record, nonce, forget_at, time.time())
         try:
             result = await getattr(self, f"cmd_{command}")(args)
         except (CommandError, ValueError, TypeError, LookupError) as exc:

@@ -170,3 +170,34 @@ def test_forged_expired_replayed_and_unsigned_commands_are_refused(agent: AgentP
     finally:
         pub.close()
         replies.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_nonce_accepted_before_a_restart_is_refused_after_it(agent: AgentProcess, mosquitto: Mosquitto) -> None:
+    """The replay window does not reopen when the agent restarts (or crashes): accepted
+    nonces are on disk before their command runs."""
+    pub = Publisher(mosquitto)
+    replies = Subscriber(mosquitto, "edge/gw-test/cmd/+/response")
+    try:
+        status = sign(KEY, "status", {}, request_id="once")
+        pub.publish("edge/gw-test/cmd/status", status).wait_for_publish(10)
+        wait_for(lambda: [r for r in replies.json() if r["status"] == "done"], 10, "status done")
+        agent.kill()  # no clean shutdown: the nonce must already be on disk
+        again = AgentProcess(agent.tmp, agent.config, name="agent-again").start()
+        try:
+            again.wait_connected()
+            fresh = sign(KEY, "status", {}, request_id="fresh")
+            for payload in (status, fresh):
+                pub.publish("edge/gw-test/cmd/status", payload).wait_for_publish(10)
+            wait_for(lambda: len(replies.json()) >= 5, 10, "the replay refused and the fresh command answered")
+            after = [(r["request_id"], r["status"], r.get("reason")) for r in replies.json()[2:]]
+            assert ("once", "refused", "replayed_nonce") in after
+            assert ("fresh", "done", None) in after
+            assert ("once", "done", None) not in after
+        finally:
+            assert again.stop() == 0
+        agent.start()  # the fixture stops it again
+        agent.wait_connected()
+    finally:
+        pub.close()
+        replies.close()
