@@ -204,7 +204,7 @@ def _md_latency(p: dict[str, Any]) -> list[str]:
     L += _lat_block(p, "latency")
     f = p.get("floor_no_agent")
     if f:
-        L += ["Floor of this machine (same publishers and subscriber process, no agent: " + f.get("note", "") + f" Achieved {_fmt(f.get('achieved_per_s'))}/s):", ""]
+        L += ["Floor of this machine (same publisher, no agent; " + f.get("note", "") + f" Achieved {_fmt(f.get('achieved_per_s'))}/s):", ""]
         L += _stat_header("reading ts → anomalous reading at subscriber (ms)")
         L += [_stat_row("no agent, one broker hop", f.get("latency_ms")), ""]
     return L
