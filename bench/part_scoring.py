@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import receive_path
 from bench.common import series_id, series_topic, summary
 
 perf_ns = time.perf_counter_ns
@@ -95,6 +96,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         }
     out["pipeline_process"] = _pipeline(n_calls, floor_med)
     out["ingest_handle"] = _ingest(n_calls, floor_med)
+    out["receive_path"] = receive_path.run(quick)
     return out
 
 

@@ -32,6 +32,11 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         _h(h, f"scoring.{name}.p99_us", "scoring", f"score_one p99, {name}", _get(d, "score_one", "p99"), "µs", tgt)
     _h(h, "scoring.pipeline.p99_us", "scoring", "Pipeline.process p99 (statistical)", _get(sc, "pipeline_process", "p99"), "µs")
     _h(h, "scoring.ingest.p99_us", "scoring", "Ingest.handle p99 (route+decode+score)", _get(sc, "ingest_handle", "p99"), "µs")
+    rp = _get(sc, "receive_path", "cpu_us_per_packet") or {}
+    _h(h, "scoring.receive.gmqtt_asyncio_us", "scoring", "loop CPU per arriving reading, gmqtt reader on asyncio (before)",
+       (rp.get("asyncio/gmqtt_reader") or {}).get("median_us"), "µs")
+    _h(h, "scoring.receive.edge_uvloop_us", "scoring", "loop CPU per arriving reading, edge framing on uvloop (agent)",
+       (rp.get("uvloop/edge_framing") or {}).get("median_us"), "µs")
     tp = P.get("throughput", {})
     _h(h, "throughput.agent_per_s", "throughput", "agent drain rate (readings/s, no loss)", _get(tp, "agent", "readings_per_s"), "/s")
     _h(h, "throughput.raw_per_s", "throughput", "mosquitto_sub raw receive rate", _get(tp, "raw", "messages_per_s"), "/s")
@@ -157,6 +162,20 @@ def _md_scoring(p: dict[str, Any]) -> list[str]:
         L.append(_stat_row(label, s, [_fmt(s.get("median_corrected")), _fmt(s.get("p99_corrected"))]))
     L += ["", "`Pipeline.process` here calls `on_alarm = list.append`: the JSON encoding and outbox of a real alarm are not in it "
           "(they are in the end-to-end parts).", ""]
+    rp = p.get("receive_path")
+    if rp:
+        L += ["Receiving, before any of that: event-loop CPU per arriving packet when packets arrive one per read "
+              f"({rp['packets']:,} small PUBLISH packets at {_fmt(rp['rate_per_s'])}/s from a forked sender over a socketpair; "
+              f"receiving thread's CPU time / packets; median of {rp['repeats']} interleaved runs, µs). *bare* is an "
+              "`asyncio.Protocol` that only counts (the loop's own floor); *gmqtt reader* is gmqtt's StreamReader and reader "
+              "task; *edge framing* is `mqtt_framing.FramingProtocol`, which the agent uses. The agent runs on uvloop "
+              "(`event_loop: auto`).", "",
+              "| event loop | bare | gmqtt reader | edge framing |", "|---|--:|--:|--:|"]
+        rows = rp["cpu_us_per_packet"]
+        for lp in ("asyncio", "uvloop"):
+            cells = [_fmt(rows.get(f"{lp}/{pr}", {}).get("median_us")) for pr in ("bare", "gmqtt_reader", "edge_framing")]
+            L.append(f"| {lp} | " + " | ".join(cells) + " |")
+        L.append("")
     return L
 
 

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from edge_agent import __version__
+from edge_agent import __version__, event_loop
 from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest, max_packet_bytes
 from edge_agent.model_store import Model, ModelStore
@@ -456,6 +456,7 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
         except (NotImplementedError, RuntimeError):
             pass
     _writable_parent(cfg.state_dir)
+    log.info("edge-agent %s starting on the %s event loop", __version__, event_loop.name(loop))
     from edge_agent.notify import Notifier, watchdog_loop
 
     notifier = Notifier.from_env()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import json
 import sys
@@ -25,13 +24,17 @@ def _load(path: str | None) -> AgentConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edge_agent import event_loop
     from edge_agent.agent import run_agent
     from edge_agent.logsetup import setup_logging
 
     cfg = _load(args.config)
     setup_logging(cfg.log.level, cfg.log.format)
     try:
-        return asyncio.run(run_agent(cfg))
+        return event_loop.run(run_agent(cfg), cfg.event_loop)
+    except event_loop.EventLoopUnavailable as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
 

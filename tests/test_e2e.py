@@ -35,12 +35,14 @@ def publish_all(pub: Publisher, rows: list[tuple[str, float, float]]) -> None:
 
 
 @pytest.mark.timeout(180)
-def test_20000_readings_50_series_exact_alarms(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    agent = AgentProcess(tmp_path, agent_config(tmp_path, mosquitto, **{"alarms.clear_after": 10})).start()
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_20000_readings_50_series_exact_alarms(tmp_path: Path, mosquitto: Mosquitto, loop: str) -> None:
+    agent = AgentProcess(tmp_path, agent_config(tmp_path, mosquitto, **{"alarms.clear_after": 10, "event_loop": loop})).start()
     scada = Subscriber(mosquitto, "edge/gw-test/alerts/#")
     pub = Publisher(mosquitto)
     try:
         agent.wait_connected()
+        assert f"starting on the {loop} event loop" in agent.log()
         rng = np.random.default_rng(42)
         t0 = time.time() - 3600
         # Phase 1: bounded noise to learn from. Uniform(-1, 1) has sigma 0.58, so no noise

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from edge_agent import __version__
+from edge_agent import __version__, event_loop
 from edge_agent.agent import Agent
 from edge_agent.http.schemas import Liveness, Readiness
 from edge_agent.http.series_view import num
@@ -93,6 +94,7 @@ async def healthcheck(request: Request) -> dict[str, Any]:
         "gateway_id": agent.cfg.gateway_id,
         "agent_version": __version__,
         "uptime_s": round(time.time() - agent.started_at, 3),
+        "event_loop": event_loop.name(asyncio.get_running_loop()),
         "ready": agent.ready(),
         "series": series_counts(agent),
         "trained_series": 0,
