@@ -33,10 +33,11 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     _h(h, "scoring.pipeline.p99_us", "scoring", "Pipeline.process p99 (statistical)", _get(sc, "pipeline_process", "p99"), "µs")
     _h(h, "scoring.ingest.p99_us", "scoring", "Ingest.handle p99 (route+decode+score)", _get(sc, "ingest_handle", "p99"), "µs")
     rp = _get(sc, "receive_path", "cpu_us_per_packet") or {}
-    _h(h, "scoring.receive.gmqtt_asyncio_us", "scoring", "loop CPU per arriving reading, gmqtt reader on asyncio (before)",
-       (rp.get("asyncio/gmqtt_reader") or {}).get("median_us"), "µs")
-    _h(h, "scoring.receive.edge_uvloop_us", "scoring", "loop CPU per arriving reading, edge framing on uvloop (agent)",
-       (rp.get("uvloop/edge_framing") or {}).get("median_us"), "µs")
+    for key, label in (("asyncio/gmqtt_reader", "gmqtt's reader, standard loop (before)"),
+                       ("asyncio/edge_framing", "edge framing, standard loop (default)"),
+                       ("uvloop/edge_framing", "edge framing, uvloop (event_loop: uvloop)")):
+        _h(h, f"scoring.receive.{key.replace('/', '.')}_us", "scoring", f"loop CPU per arriving reading, {label}",
+           (rp.get(key) or {}).get("median_us"), "µs")
     tp = P.get("throughput", {})
     _h(h, "throughput.agent_per_s", "throughput", "agent drain rate (readings/s, no loss)", _get(tp, "agent", "readings_per_s"), "/s")
     _h(h, "throughput.raw_per_s", "throughput", "mosquitto_sub raw receive rate", _get(tp, "raw", "messages_per_s"), "/s")
@@ -168,8 +169,8 @@ def _md_scoring(p: dict[str, Any]) -> list[str]:
               f"({rp['packets']:,} small PUBLISH packets at {_fmt(rp['rate_per_s'])}/s from a forked sender over a socketpair; "
               f"receiving thread's CPU time / packets; median of {rp['repeats']} interleaved runs, µs). *bare* is an "
               "`asyncio.Protocol` that only counts (the loop's own floor); *gmqtt reader* is gmqtt's StreamReader and reader "
-              "task; *edge framing* is `mqtt_framing.FramingProtocol`, which the agent uses. The agent runs on uvloop "
-              "(`event_loop: auto`).", "",
+              "task; *edge framing* is `mqtt_framing.FramingProtocol`, which the agent uses. The agent runs on the standard loop "
+              "unless `event_loop: uvloop` (why: `edge_agent/event_loop.py`); every other part of this report uses the default.", "",
               "| event loop | bare | gmqtt reader | edge framing |", "|---|--:|--:|--:|"]
         rows = rp["cpu_us_per_packet"]
         for lp in ("asyncio", "uvloop"):

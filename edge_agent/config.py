@@ -213,7 +213,7 @@ class HttpConfig(_Strict):
 class AgentConfig(_Strict):
     gateway_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")] = "gw-01"
     state_dir: str = "./state"
-    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     log: LogConfig = LogConfig()
     mqtt: MqttConfig = MqttConfig()
     subscriptions: list[SubscriptionConfig] = Field(default_factory=lambda: [SubscriptionConfig()])

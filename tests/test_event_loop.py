@@ -1,6 +1,6 @@
-"""Choosing the event loop: uvloop by default when installed, the standard loop on request or
-as the fallback, and a clear error when uvloop is demanded but missing. The agent itself runs
-end to end on both loops in test_e2e.py."""
+"""Choosing the event loop: the standard loop by default, uvloop on request, and a clear error
+naming the key when uvloop is asked for but missing. The agent itself runs end to end on both
+loops in test_e2e.py."""
 
 from __future__ import annotations
 
@@ -14,25 +14,26 @@ import uvloop
 import yaml
 
 from edge_agent import event_loop
+from edge_agent.config import AgentConfig
 
 
-def test_auto_prefers_uvloop_and_asyncio_means_the_standard_loop() -> None:
-    assert event_loop.loop_factory("auto") is uvloop.new_event_loop
-    assert event_loop.loop_factory("uvloop") is uvloop.new_event_loop
+def test_the_standard_loop_is_the_default() -> None:
+    assert AgentConfig().event_loop == "asyncio"
     assert event_loop.loop_factory("asyncio") is None
+    assert event_loop.loop_factory("uvloop") is uvloop.new_event_loop
 
 
 def test_run_uses_the_chosen_loop() -> None:
     async def which() -> str:
         return event_loop.name(asyncio.get_running_loop())
 
-    assert event_loop.run(which(), "auto") == "uvloop"
-    assert event_loop.run(which(), "asyncio") == "asyncio"
+    assert event_loop.run(which()) == "asyncio"
+    assert event_loop.run(which(), "uvloop") == "uvloop"
 
 
-def test_missing_uvloop_falls_back_or_fails_naming_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_uvloop_fails_naming_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` raise ImportError
-    assert event_loop.loop_factory("auto") is None
+    assert event_loop.loop_factory("asyncio") is None
     with pytest.raises(event_loop.EventLoopUnavailable, match="event_loop: uvloop"):
         event_loop.loop_factory("uvloop")
 
