@@ -7,7 +7,7 @@ Both were measured on the 2-core bench machine (``make bench``), and neither win
   agent's framing), so at 10,000 readings/s the agent used 43–46 % of a core instead of
   54 %, and the reading → alarm p99 was 2.4–2.6 ms instead of 2.7–2.9 ms (3 runs each).
 - Under saturation uvloop serves connections unfairly. With 100 HTTP clients flat out,
-  ``POST /predict`` p99 was 0.3–1.2 s on uvloop against 25–50 ms on the standard loop (the
+  ``POST /predict`` p99 was 0.3–1.2 s on uvloop against 24–68 ms on the standard loop (the
   same with a bare FastAPI app, so it is not the agent's code); and while the agent drained
   a 150,000-reading backlog at 100k readings/s, ``/metrics`` went unanswered until the end.
 
