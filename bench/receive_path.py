@@ -48,7 +48,7 @@ class _Sink:
     """Stands in for gmqtt's connection: counts packets, resolves when all arrived."""
 
     def __init__(self, n: int, done: asyncio.Future[None]) -> None:
-        self.n, self.left, self.done = n, n, done
+        self.left, self.done = n, done
         self._handler = object()
 
     def put_package(self, _pkg: Any) -> None:
