@@ -398,9 +398,8 @@ class Outbox:
             else:
                 loads.append(arg)
         if puts:
-            # Deletes ride in the same transaction: one fsync instead of two.
-            self._insert(puts, deletes)
-        elif deletes:
+            self._insert(puts)
+        if deletes:
             self._delete(deletes)
         for after, limit in loads:
             self._load(after, limit)
@@ -425,10 +424,8 @@ class Outbox:
             self._db.execute("COMMIT")
             return result
 
-    def _insert(self, msgs: list[OutMessage], deletes: list[int]) -> None:
+    def _insert(self, msgs: list[OutMessage]) -> None:
         def work(db: sqlite3.Connection) -> None:
-            if deletes:
-                db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in deletes])
             for m in msgs:
                 cur = db.execute(
                     "INSERT INTO outbox(topic, payload, qos, retain, created, expires, props) VALUES (?,?,?,?,?,?,?)",
@@ -450,41 +447,19 @@ class Outbox:
                     self._alarm_states[series] = (aid, ts)
                 else:
                     self._alarm_states.pop(series, None)
+        self.depth += len(msgs)
+        self.bytes += sum(m.size for m in msgs)
+        if self.oldest_created is None:
+            self.oldest_created = msgs[0].created
         self._post(self._committed, msgs)
-        if deletes:
-            self._recount()
-        else:
-            self.depth += len(msgs)
-            self.bytes += sum(m.size for m in msgs)
-            if self.oldest_created is None:
-                self.oldest_created = msgs[0].created
         self._enforce_size()
 
     def _delete(self, ids: list[int]) -> None:
         def work(db: sqlite3.Connection) -> None:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
-        # A delete need not survive power loss: losing one only means the message is sent
-        # again after the reboot (subscribers deduplicate on alert_id). In WAL mode NORMAL
-        # still cannot corrupt the file, and the next FULL commit syncs these frames anyway.
-        # Without the fsync the writer is free sooner for the next alarm's commit, which
-        # would otherwise wait behind it (measured: an fsync here costs 0.2–0.4 ms).
-        relax = self._on_file and self.synchronous in ("FULL", "EXTRA")
-        if relax:
-            self._pragma_sync("NORMAL")
-        try:
-            self._exec_batch(work)
-        finally:
-            if relax:
-                self._pragma_sync(self.synchronous)
+        self._exec_batch(work)
         self._recount()
-
-    def _pragma_sync(self, level: str) -> None:
-        assert self._db is not None
-        try:
-            self._db.execute(f"PRAGMA synchronous={level}")
-        except sqlite3.Error:
-            pass  # a failing file is noticed by the next transaction
 
     def _load(self, after: int, limit: int) -> None:
         assert self._db is not None
