@@ -158,6 +158,7 @@ class IngestConfig(_Strict):
     max_batch: Annotated[int, Field(ge=1)] = 10_000
     max_future_skew_s: Annotated[float, Field(ge=0)] = 86400.0
     max_past_age_s: Annotated[float, Field(ge=0)] = 365 * 86400.0
+    replay_window_s: Annotated[float, Field(ge=0)] = 1800.0
     dead_letter_topic: str | None = None
     reject_log_interval_s: Annotated[float, Field(ge=0)] = 10.0
 

@@ -110,7 +110,9 @@ class Ingest:
                 if dropped:
                     self.reject("non_finite", topic, b"", f"{dropped} value(s) dropped from a batch", count=dropped)
                 self.readings += int(values.shape[0])
-                self.pipeline.process_batch(sid, values, ts)
+                stale = self.pipeline.process_batch(sid, values, ts)
+                if stale:
+                    self.reject("stale", topic, b"", f"{stale} reading(s) of a batch older than the series' newest reading", count=stale)
             else:
                 value, ts = sub.decode(payload, now, sub.opts, self.limits)
                 self.readings += 1

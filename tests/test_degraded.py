@@ -16,10 +16,10 @@ from edge_agent.detectors.statistical import StatisticalDetector
 from edge_agent.model_store import ModelStore
 
 
-def train_rows(topic: str, n: int = 100, seed: int = 0) -> list[tuple[str, bytes]]:
+def train_rows(topic: str, n: int = 100, seed: int = 0, ago: float = 300) -> list[tuple[str, bytes]]:
     rng = np.random.default_rng(seed)
     now = time.time()
-    return [(topic, reading(float(rng.uniform(-1, 1)), now - 300 + k)) for k in range(n)]
+    return [(topic, reading(float(rng.uniform(-1, 1)), now - ago + k)) for k in range(n)]
 
 
 @pytest.mark.timeout(60)
@@ -111,7 +111,8 @@ def test_unwritable_model_store_keeps_the_agent_running_and_recovers(tmp_path: P
         agent.wait_log("fit failed for series 'm1/temp'", 20)
         assert agent.proc.poll() is None
         (state / "models").unlink()  # the cause goes away
-        pub.publish_chunk(train_rows("plant/l1/m1/temp", seed=2))  # the next training window
+        # The next training window, newer than the first (older readings would be refused as stale).
+        pub.publish_chunk(train_rows("plant/l1/m1/temp", seed=2, ago=150))
         wait_for(lambda: models_trained(state) == 1, 20, "a model once the store is writable")
         pub.publish_chunk([("plant/l1/m1/temp", reading(30.0, time.time()))])
         wait_for(lambda: scada.json(), 20, "an alarm")

@@ -171,10 +171,13 @@ def test_hostile_topics_train_inside_the_state_dir_only(tmp_path: Path, monkeypa
     before = tree(outer)
     ing, store, _ = build("state")
     topics = hostile_topics() + in_process_only_topics()
-    now = time.time()
+    # Timestamps rise across topics: several hostile topics map to one series id, and a reading
+    # older than its series' newest would be refused as stale.
+    ts = time.time() - 10 - len(topics) * (MIN_TRAIN + 2)
     for topic in topics:
         for i in range(MIN_TRAIN + 2):
-            handle_and_check(ing, topic, json.dumps({"value": float(i % 3), "ts": now - 10 + i}).encode())
+            ts += 1
+            handle_and_check(ing, topic, json.dumps({"value": float(i % 3), "ts": ts}).encode())
     new = tree(outer) - before
     prefix = f"{tmp_path.name}/cwd/state"
     stray = [p for p in new if not (p in (tmp_path.name + "/cwd", prefix, prefix + "/models") or p.startswith(prefix + "/models/"))]

@@ -83,7 +83,7 @@ def build_config_data(config_path: str | None, detector: str | None, overrides: 
 def evaluate_file(data_dir: str, name: str, windows: list[tuple[float, float]], cfg_data: dict[str, Any]) -> FileResult:
     """Stream one CSV through a fresh ``Pipeline`` and collect the rows that raised an alarm."""
     from edge_agent.config import AgentConfig
-    from edge_agent.pipeline import AlarmEvent, InlineTrainer, Pipeline
+    from edge_agent.pipeline import AlarmEvent, InlineTrainer, Pipeline, StaleReading
 
     ts, values = nab.read_csv(Path(data_dir) / name)
     cfg = AgentConfig.model_validate(cfg_data)
@@ -94,7 +94,10 @@ def evaluate_file(data_dir: str, name: str, windows: list[tuple[float, float]], 
     process = pipe.process
     for i in range(len(values)):
         n = len(events)
-        process(name, values[i], ts[i])
+        try:
+            process(name, values[i], ts[i])
+        except StaleReading:
+            continue  # refused as the live agent would (a row older than an earlier one)
         if len(events) != n:
             # At most one event per reading; keep the raising ones, by row.
             raised_rows.extend(i for e in events[n:] if e.state == "raised")
