@@ -239,7 +239,7 @@ class Agent:
         if values is None:
             if s is None or s.count < 2:
                 raise ValueError(f"series {series_id!r} has no readings to train on")
-            _, values = s.recent(last_n)
+            values = s.recent_values(last_n)
         values = np.asarray(values, dtype=np.float64)
         if values.ndim != 1 or values.shape[0] < 2 or not np.isfinite(values).all():
             raise ValueError("training values must be at least 2 finite numbers")

@@ -379,7 +379,7 @@ class Pipeline:
         done: Callable[[Model | None, BaseException | None], None] | None = None,
     ) -> FitRequest:
         if values is None:
-            _, values = s.recent(self.buffer_size if reason != "initial" else self.min_train)
+            values = s.recent_values(self.buffer_size if reason != "initial" else self.min_train)
         if detector is None:
             if s.model is not None and reason in ("every_n", "drift"):
                 detector, params = s.model.detector.name, s.model.meta.get("init_params", self.cfg.detector.params)

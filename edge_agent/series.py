@@ -100,16 +100,28 @@ class Series:
             n = size
         v = np.frombuffer(self.values, dtype=np.float64)
         b = np.frombuffer(self.bts, dtype=np.float64)
-        positions = (self.pos + np.arange(n)) % size
+        # Readings cut off above still advance the ring, so that it ends exactly where
+        # appending them one by one would leave it (same blocks, same timestamps).
+        start = (self.pos + total - n) % size
+        positions = (start + np.arange(n)) % size
         v[positions] = values
         starts = (positions & (BLOCK - 1)) == 0
         b[positions[starts] >> _SHIFT] = ts[starts]
-        self.pos = int((self.pos + n) % size)
+        self.pos = int((start + n) % size)
         self.count = min(size, self.count + n)
         self.n_readings += int(total)
         self.last_value = float(values[-1])
         self.last_ts = float(ts[-1])
         self.changes += 1
+
+    def recent_values(self, n: int | None = None) -> np.ndarray:
+        """The last ``n`` values (all held if None), oldest first: what a fit trains on,
+        without the timestamp interpolation of ``recent`` (a third of its cost)."""
+        count = self.count if n is None else max(0, min(n, self.count))
+        if count == 0:
+            return np.zeros(0)
+        idx = np.arange(self.pos - count, self.pos) % self.size
+        return np.frombuffer(self.values, dtype=np.float64)[idx]
 
     def recent(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The last ``n`` readings (all held if None), oldest first, as (epoch seconds, values).
