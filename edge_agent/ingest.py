@@ -109,14 +109,15 @@ class Ingest:
                 values, ts, dropped = sub.decode(payload, now, sub.opts, self.limits)
                 if dropped:
                     self.reject("non_finite", topic, b"", f"{dropped} value(s) dropped from a batch", count=dropped)
-                self.readings += int(values.shape[0])
                 stale = self.pipeline.process_batch(sid, values, ts)
+                self.readings += int(values.shape[0]) - stale
                 if stale:
                     self.reject("stale", topic, b"", f"{stale} reading(s) of a batch older than the series' newest reading", count=stale)
             else:
                 value, ts = sub.decode(payload, now, sub.opts, self.limits)
-                self.readings += 1
                 self.pipeline.process(sid, value, ts)
+                # Counted once taken: a refused reading is counted under its reason instead.
+                self.readings += 1
             if not cached:
                 if len(self.routes) >= _ROUTE_CACHE_MAX:
                     self.routes.clear()

@@ -201,3 +201,13 @@ def test_hostile_topics_train_inside_the_state_dir_only(tmp_path: Path, monkeypa
     assert set(ing.rejected) <= {"unknown_topic"}, ing.rejected
     assert "../../etc/passwd" in trained and ".." in {s.split("/")[0] for s in trained}
     assert not any(os.sep + "passwd" in str(p) for p in models_root.rglob("*") if p.name == "passwd")
+
+
+def test_stale_readings_are_counted_as_refused_not_as_readings(tmp_path: Path) -> None:
+    ing, _, _ = build(str(tmp_path / "state"))
+    t = time.time() - 100
+    ing.handle("raw/m1", json.dumps({"value": 1.0, "ts": t + 10}).encode())
+    ing.handle("raw/m1", json.dumps({"value": 1.0, "ts": t + 5}).encode())  # older than the newest
+    ing.handle("batch/m2", json.dumps({"values": [1, 2, 3, 4], "timestamps": [t + 3, t + 4, t + 1, t + 5]}).encode())
+    assert ing.readings == 1 + 3 and ing.rejected == {"stale": 2}
+    assert ing.pipeline.series["m1"].n_readings == 1 and ing.pipeline.series["batch/m2"].n_readings == 3

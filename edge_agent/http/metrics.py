@@ -72,7 +72,7 @@ class AgentCollector(Collector):
         received = ingest.received if ingest else 0
         readings = ingest.readings if ingest else 0
         yield counter(P + "messages_received", "MQTT messages received on reading subscriptions", received)
-        yield counter(P + "readings_received", "Readings decoded and passed to the pipeline", readings)
+        yield counter(P + "readings_received", "Readings decoded and taken by the pipeline (refused ones count in readings_rejected)", readings)
         rej = CounterMetricFamily(P + "readings_rejected", "Messages or values refused at ingest, by reason", labels=["reason"])
         for reason, n in sorted((ingest.rejected if ingest else {}).items()):
             rej.add_metric([reason], n)
