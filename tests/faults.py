@@ -180,7 +180,10 @@ class Collector:
         self.client.on_message = self._on_message
         self.subscribed = threading.Event()
 
+        self.sessions_present: list[bool] = []  # per (re)connect: did the broker still hold our session?
+
         def on_connect(c: Any, u: Any, flags: Any, rc: Any, props: Any = None) -> None:
+            self.sessions_present.append(bool(getattr(flags, "session_present", False)))
             self.connected.set()
             c.subscribe(topic, qos=1)
 

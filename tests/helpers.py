@@ -94,6 +94,19 @@ class Mosquitto:
                 self.proc.kill()
                 self.proc.wait(5)
 
+    def wait_saved(self, since: float, timeout: float = 10.0) -> None:
+        """Wait for an autosave of the persistence file after ``since`` (epoch seconds). The
+        first comes 1-2 s after start: a broker SIGKILLed before it returns with no sessions."""
+        db = self.dir / "mosquitto.db"
+
+        def saved() -> bool:
+            try:
+                return db.stat().st_mtime > since
+            except OSError:
+                return False
+
+        wait_for(saved, timeout, f"mosquitto to save its state to {db}")
+
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
@@ -149,6 +162,11 @@ class AgentProcess:
     def wait_connected(self, timeout: float = 20.0) -> None:
         self.wait_log("connected to", timeout)
 
+    def models_active(self) -> int:
+        """Models the agent has put to use, as its log says. A model's file appears on disk a
+        moment before: a reading arriving in between still counts as learning, not scored."""
+        return self.log().count(" active after ")
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
@@ -166,6 +184,19 @@ class AgentProcess:
                 self.proc.wait(5)
                 raise
         return self.proc.returncode
+
+    def wait_saved(self, since: float, timeout: float = 10.0) -> None:
+        """Wait for an autosave of the persistence file after ``since`` (epoch seconds). The
+        first comes 1-2 s after start: a broker SIGKILLed before it returns with no sessions."""
+        db = self.dir / "mosquitto.db"
+
+        def saved() -> bool:
+            try:
+                return db.stat().st_mtime > since
+            except OSError:
+                return False
+
+        wait_for(saved, timeout, f"mosquitto to save its state to {db}")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

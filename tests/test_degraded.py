@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faults import Collector, PacedPublisher, models_trained, reading
+from faults import Collector, PacedPublisher, reading
 from helpers import AgentProcess, Mosquitto, agent_config, wait_for
 
 from edge_agent.detectors.statistical import StatisticalDetector
@@ -36,7 +36,7 @@ def test_starts_without_a_broker_keeps_retrying_and_connects_when_it_appears(tmp
         scada = Collector(broker, "edge/gw-test/alerts/#", clean=True)
         pub = PacedPublisher(broker)
         pub.publish_chunk(train_rows("plant/l1/m1/temp"))
-        wait_for(lambda: models_trained(agent.state_dir) == 1, 20, "model")
+        wait_for(lambda: agent.models_active() == 1, 20, "model")
         pub.publish_chunk([("plant/l1/m1/temp", reading(40.0, time.time()))])
         wait_for(lambda: scada.json(), 20, "an alarm")
         assert scada.json()[0]["value"] == 40.0
@@ -113,7 +113,7 @@ def test_unwritable_model_store_keeps_the_agent_running_and_recovers(tmp_path: P
         (state / "models").unlink()  # the cause goes away
         # The next training window, newer than the first (older readings would be refused as stale).
         pub.publish_chunk(train_rows("plant/l1/m1/temp", seed=2, ago=150))
-        wait_for(lambda: models_trained(state) == 1, 20, "a model once the store is writable")
+        wait_for(lambda: agent.models_active() == 1, 20, "a model once the store is writable")
         pub.publish_chunk([("plant/l1/m1/temp", reading(30.0, time.time()))])
         wait_for(lambda: scada.json(), 20, "an alarm")
         assert scada.json()[0]["value"] == 30.0

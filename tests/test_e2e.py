@@ -24,10 +24,6 @@ def series(i: int) -> str:
     return f"m{i:02d}/temp"
 
 
-def models_trained(state: Path) -> int:
-    return len(list((state / "models").glob("*/ACTIVE")))
-
-
 def publish_all(pub: Publisher, rows: list[tuple[str, float, float]]) -> None:
     infos = [pub.reading(t, v, ts) for t, v, ts in rows]
     for info in infos:
@@ -49,7 +45,7 @@ def test_20000_readings_50_series_exact_alarms(tmp_path: Path, mosquitto: Mosqui
         # reading can reach 3 sigma: every alarm below comes from an injected spike.
         train = [(topic(i), float(rng.uniform(-1, 1)), t0 + k) for k in range(TRAIN) for i in range(N_SERIES)]
         publish_all(pub, train)
-        wait_for(lambda: models_trained(agent.state_dir) == N_SERIES, 30, "a model for every series")
+        wait_for(lambda: agent.models_active() == N_SERIES, 30, "a model for every series")
         # Phase 2: scored readings with spikes at known positions.
         scored = []
         for k in range(SCORED):
@@ -88,7 +84,7 @@ def test_reconnects_and_resubscribes_after_broker_restart(tmp_path: Path, mosqui
         pub = Publisher(mosquitto)
         publish_all(pub, [("plant/l1/m1/temp", float(v), time.time()) for v in np.random.default_rng(0).uniform(-1, 1, 100)])
         pub.close()
-        wait_for(lambda: models_trained(agent.state_dir) == 1, 20, "model trained")
+        wait_for(lambda: agent.models_active() == 1, 20, "model trained")
         mosquitto.stop()
         agent.wait_log("lost connection", 15)
         time.sleep(1.0)
@@ -146,7 +142,7 @@ def test_alarm_open_across_a_restart_is_cleared_afterwards(tmp_path: Path, mosqu
     try:
         agent.wait_connected()
         publish_all(pub, [("plant/l1/m1/temp", float(v), time.time()) for v in np.random.default_rng(5).uniform(-1, 1, 100)])
-        wait_for(lambda: models_trained(agent.state_dir) == 1, 20, "model")
+        wait_for(lambda: agent.models_active() == 1, 20, "model")
         publish_all(pub, [("plant/l1/m1/temp", 40.0, time.time())])
         wait_for(lambda: scada.json(), 10, "raised")
         raised = scada.json()[0]
@@ -184,7 +180,7 @@ def test_replayed_readings_are_refused_not_alarmed_twice(tmp_path: Path, mosquit
         t0 = time.time() - 600
         noise = np.random.default_rng(8).uniform(-1, 1, 100)
         publish_all(pub, [("plant/l1/m1/temp", float(v), t0 + k) for k, v in enumerate(noise)])
-        wait_for(lambda: models_trained(agent.state_dir) == 1, 20, "model trained")
+        wait_for(lambda: agent.models_active() == 1, 20, "model trained")
         first = [(50.0, t0 + 100), (0.0, t0 + 101), (0.1, t0 + 102), (0.2, t0 + 103)]
         replay = first[:2]  # the spike and one normal reading, as the broker would resend them
         fresh = [(0.0, t0 + 104 + k) for k in range(5)]

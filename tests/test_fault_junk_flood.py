@@ -17,7 +17,6 @@ from faults import (
     PacedPublisher,
     hostile_topics,
     materialise,
-    models_trained,
     reading,
     rss_kb,
 )
@@ -75,7 +74,7 @@ def test_100k_hostile_messages_leave_the_agent_alive_scoring_and_bounded(tmp_pat
         rng = np.random.default_rng(3)
         now = time.time()
         pub.publish_chunk([(GOOD, reading(float(rng.uniform(-1, 1)), now - 200 + k)) for k in range(100)])
-        wait_for(lambda: models_trained(agent.state_dir) == 1, 20, "model for the good series")
+        wait_for(lambda: agent.models_active() == 1, 20, "model for the good series")
 
         def spike_then_clear(n: int) -> None:
             t = time.time()
