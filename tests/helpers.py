@@ -185,19 +185,6 @@ class AgentProcess:
                 raise
         return self.proc.returncode
 
-    def wait_saved(self, since: float, timeout: float = 10.0) -> None:
-        """Wait for an autosave of the persistence file after ``since`` (epoch seconds). The
-        first comes 1-2 s after start: a broker SIGKILLed before it returns with no sessions."""
-        db = self.dir / "mosquitto.db"
-
-        def saved() -> bool:
-            try:
-                return db.stat().st_mtime > since
-            except OSError:
-                return False
-
-        wait_for(saved, timeout, f"mosquitto to save its state to {db}")
-
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
