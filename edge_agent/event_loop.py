@@ -4,7 +4,7 @@ Both were measured on the 2-core bench machine (``make bench``), and neither win
 
 - Every reading is a socket wake-up. uvloop's wake-up costs about a quarter of the standard
   loop's CPU (``bench/receive_path.py``: 10.5 µs vs 34 µs per arriving packet with the
-X readings/s the agent used 43–46 % of a core instead of
+  agent's framing), so at 10,000 readings/s the agent used 43–46 % of a core instead of
   54 %, and the reading → alarm p99 was 2.4–2.6 ms instead of 2.7–2.9 ms (3 runs each).
 - Under saturation uvloop serves connections unfairly. With 100 HTTP clients flat out,
   ``POST /predict`` p99 was 0.3–1.2 s on uvloop against 24–68 ms on the standard loop (the
