@@ -20,3 +20,21 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     b = Mosquitto(tmp_path_factory.mktemp("broker")).start()
     yield b
     b.stop()
+
+
+@pytest.fixture
+def make_campaign(tmp_path: Path) -> Iterator:
+    """Factory for ``campaign.Campaign`` (the hostile-input harness); everything it starts is
+    stopped at the end of the test."""
+    from campaign import Campaign
+
+    made: list[Campaign] = []
+
+    def make(broker_extra: str = "", start_agent: bool = True, **overrides: object) -> Campaign:
+        c = Campaign(tmp_path / f"c{len(made)}", broker_extra=broker_extra, start_agent=start_agent, **overrides)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()

@@ -1,0 +1,117 @@
+"""The hostile-input campaign's harness: a real broker, a real agent process, an independent
+SCADA subscriber and PLC publisher, and the two invariants every attack must leave standing.
+
+1. **The agent keeps scoring.** A canary series, trained when the campaign starts, is spiked
+   after the attack: its alarm can only exist if the reading was scored.
+2. **Every alarm it should raise reaches an independent subscriber.** The canary's alarm (and
+   any the test expects) must arrive at a paho client on the alarm topics, within a bound.
+
+Each ``test_hostile_*.py`` module holds one attack class (topics, payloads, sizes, clocks,
+commands, HTTP, model files, resources, process faults); each case builds a ``Campaign``,
+attacks, then calls ``assert_invariants()``. Every wait has a deadline.
+
+    def test_something(make_campaign):
+        c = make_campaign(**{"ingest.replay_window_s": 60})   # agent_config overrides
+        ...attack through c.plc / mosquitto_pub / HTTP...
+        c.assert_invariants()
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from helpers import AgentProcess, Mosquitto, Publisher, Subscriber, agent_config, wait_for
+
+CANARY_TOPIC = "plant/canary/c0/probe"
+CANARY_SERIES = "c0/probe"
+MIN_TRAIN = 100  # agent_config's detector.min_train_samples (statistical detector)
+SPIKE = 25.0  # uniform(-1, 1) noise has sigma 0.58: 25 scores ~43 sigma, far past k=3
+
+
+class Campaign:
+    """One broker, one agent, one SCADA subscriber on ``edge/{gw}/alerts/#``, one PLC publisher.
+
+    ``overrides`` are dotted ``agent_config`` keys. ``broker_extra`` is appended to the
+    mosquitto config (e.g. ``"max_packet_size 16384\\n"``).
+    """
+
+    def __init__(self, tmp: Path, broker_extra: str = "", start_agent: bool = True, **overrides: Any) -> None:
+        self.tmp = tmp
+        self.broker = Mosquitto(tmp / "broker", extra=broker_extra).start()
+        self.config = agent_config(tmp, self.broker, **overrides)
+        self.gateway_id = self.config["gateway_id"]
+        self.agent = AgentProcess(tmp, self.config)
+        self.scada = Subscriber(self.broker, f"edge/{self.gateway_id}/alerts/#")
+        self.plc = Publisher(self.broker)
+        self.rng = np.random.default_rng(7)
+        # Readings are stamped from an hour ago, one second apart per series, so that no test
+        # trips the replay/stale rules by accident. ``next_ts`` hands out the next stamp.
+        self._ts: dict[str, float] = {}
+        self._t0 = time.time() - 3600
+        if start_agent:
+            self.start()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.agent.start()
+        self.agent.wait_connected()
+        self.train(CANARY_TOPIC)
+
+    def close(self) -> None:
+        for part in (self.plc, self.scada):
+            try:
+                part.close()
+            except Exception:
+                pass
+        if self.agent.proc is not None:
+            try:
+                self.agent.stop()
+            except Exception:
+                self.agent.kill()
+        self.broker.stop()
+
+    # ---- readings -------------------------------------------------------------------------
+    def next_ts(self, topic: str) -> float:
+        ts = self._ts.get(topic, self._t0) + 1.0
+        self._ts[topic] = ts
+        return ts
+
+    def publish(self, topic: str, value: float, ts: float | None = None) -> None:
+        self.plc.reading(topic, value, self.next_ts(topic) if ts is None else ts).wait_for_publish(10)
+
+    def train(self, topic: str, n: int = MIN_TRAIN, timeout: float = 30.0) -> None:
+        """Publish ``n`` noise readings and wait until the agent says a model is active."""
+        before = self.agent.models_active()
+        infos = [self.plc.reading(topic, float(self.rng.uniform(-1, 1)), self.next_ts(topic)) for _ in range(n)]
+        for info in infos:
+            info.wait_for_publish(10)
+        wait_for(lambda: self.agent.models_active() > before, timeout, f"a model for {topic}")
+
+    def alarms(self, series: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        return [a for a in self.scada.json() if (series is None or a.get("series") == series) and (state is None or a.get("state") == state)]
+
+    def spike(self, topic: str, series: str, timeout: float = 10.0, value: float = SPIKE) -> dict[str, Any]:
+        """Publish one spike and return the ``raised`` alarm it produced, as SCADA received it."""
+        before = len(self.alarms(series, "raised"))
+        self.publish(topic, value)
+        wait_for(lambda: len(self.alarms(series, "raised")) > before, timeout, f"a raised alarm for {series} at SCADA")
+        return self.alarms(series, "raised")[before]
+
+    def calm(self, topic: str, n: int = 12) -> None:
+        """Normal readings after a spike, so its alarm clears (clear_after defaults to 10)."""
+        for _ in range(n):
+            self.publish(topic, float(self.rng.uniform(-1, 1)))
+
+    # ---- the invariants ----------------------------------------------------------------------
+    def assert_invariants(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The agent process is alive, still scores, and its alarm reaches SCADA in ``timeout``."""
+        assert self.agent.proc is not None and self.agent.proc.poll() is None, f"agent exited\n{self.agent.log()[-3000:]}"
+        # An alarm still raised from an earlier check would hide the next spike: calm it first.
+        if len(self.alarms(CANARY_SERIES, "raised")) > len(self.alarms(CANARY_SERIES, "cleared")):
+            self.calm(CANARY_TOPIC)
+        alarm = self.spike(CANARY_TOPIC, CANARY_SERIES, timeout=timeout)
+        assert alarm["value"] == SPIKE
+        return alarm
