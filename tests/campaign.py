@@ -14,21 +14,40 @@ attacks, then calls ``assert_invariants()``. Every wait has a deadline.
         c = make_campaign(**{"ingest.replay_window_s": 60})   # agent_config overrides
         ...attack through c.plc / mosquitto_pub / HTTP...
         c.assert_invariants()
+
+Options beyond the overrides: ``broker_extra`` (mosquitto config lines), ``http=True`` (the
+agent's HTTP port on a free loopback port with a bearer token, ``c.get``/``c.post``),
+``signed_commands=True`` (a command key, ``c.sign``), ``agent_preexec`` (run in the agent's
+child process before exec, e.g. to lower its file-descriptor limit).
 """
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from helpers import AgentProcess, Mosquitto, Publisher, Subscriber, agent_config, wait_for
+from helpers import (
+    AgentProcess,
+    Mosquitto,
+    Publisher,
+    Subscriber,
+    agent_config,
+    free_port,
+    wait_for,
+)
 
 CANARY_TOPIC = "plant/canary/c0/probe"
 CANARY_SERIES = "c0/probe"
 MIN_TRAIN = 100  # agent_config's detector.min_train_samples (statistical detector)
 SPIKE = 25.0  # uniform(-1, 1) noise has sigma 0.58: 25 scores ~43 sigma, far past k=3
+COMMAND_KEY = b"campaign-command-key-0123456789abcdef"
+HTTP_TOKEN = "campaign-http-token-0123456789"
 
 
 class Campaign:
@@ -38,12 +57,31 @@ class Campaign:
     mosquitto config (e.g. ``"max_packet_size 16384\\n"``).
     """
 
-    def __init__(self, tmp: Path, broker_extra: str = "", start_agent: bool = True, **overrides: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        broker_extra: str = "",
+        start_agent: bool = True,
+        *,
+        http: bool = False,
+        signed_commands: bool = False,
+        agent_preexec: Callable[[], None] | None = None,
+        **overrides: Any,
+    ) -> None:
         self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         self.broker = Mosquitto(tmp / "broker", extra=broker_extra).start()
+        self.http_port: int | None = None
+        if http:
+            self.http_port = free_port()
+            (tmp / "http.token").write_text(HTTP_TOKEN + "\n")
+            overrides = {"http.enabled": True, "http.port": self.http_port, "http.token_file": str(tmp / "http.token"), **overrides}
+        if signed_commands:
+            (tmp / "cmd.key").write_bytes(COMMAND_KEY + b"\n")
+            overrides = {"commands.key_file": str(tmp / "cmd.key"), **overrides}
         self.config = agent_config(tmp, self.broker, **overrides)
         self.gateway_id = self.config["gateway_id"]
-        self.agent = AgentProcess(tmp, self.config)
+        self.agent = AgentProcess(tmp, self.config, preexec_fn=agent_preexec)
         self.scada = Subscriber(self.broker, f"edge/{self.gateway_id}/alerts/#")
         self.plc = Publisher(self.broker)
         self.rng = np.random.default_rng(7)
@@ -58,7 +96,41 @@ class Campaign:
     def start(self) -> None:
         self.agent.start()
         self.agent.wait_connected()
+        if self.http_port is not None:
+            wait_for(lambda: "HTTP port listening" in self.agent.log(), 20, "the HTTP port")
         self.train(CANARY_TOPIC)
+
+    # ---- commands and HTTP -----------------------------------------------------------------
+    def sign(self, command: str, args: dict[str, Any] | None = None, **kw: Any) -> bytes:
+        """A command signed with the campaign's key (``signed_commands=True``)."""
+        from edge_agent.command_auth import sign
+
+        return sign(COMMAND_KEY, command, args or {}, **kw)
+
+    def http(self, method: str, path: str, body: Any = None, token: str | None = HTTP_TOKEN, timeout: float = 10.0) -> tuple[int, Any]:
+        """One request to the agent's HTTP port: (status, parsed JSON or raw bytes)."""
+        assert self.http_port is not None, "make_campaign(http=True)"
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw
+
+    def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return self.http("GET", path, **kw)
+
+    def post(self, path: str, body: Any, **kw: Any) -> tuple[int, Any]:
+        return self.http("POST", path, body, **kw)
 
     def close(self) -> None:
         for part in (self.plc, self.scada):

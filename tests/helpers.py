@@ -138,8 +138,16 @@ def agent_config(tmp: Path, broker: Mosquitto, **overrides: Any) -> dict[str, An
 class AgentProcess:
     """``python -m edge_agent run -c <config>`` as a child process, its log in a file."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any], name: str = "agent", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        config: dict[str, Any],
+        name: str = "agent",
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.tmp = tmp
+        self.preexec_fn = preexec_fn
         self.config = config
         self.cfg_path = tmp / f"{name}.yaml"
         self.cfg_path.write_text(yaml.safe_dump(config))
@@ -149,15 +157,21 @@ class AgentProcess:
 
     def start(self) -> AgentProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        # wait_log looks at what this run logs: after a restart the file (appended to) still
+        # holds the last run's "connected to", and a wait that returned on it let a test stop
+        # the new process before it had even set up its signal handlers.
+        self._log_mark = len(self.log())
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge_agent", "run", "-c", str(self.cfg_path)],
-                stdout=log, stderr=log, env=env, cwd=REPO,
+                stdout=log, stderr=log, env=env, cwd=REPO, preexec_fn=self.preexec_fn,
             )
         return self
 
     def wait_log(self, text: str, timeout: float = 20.0) -> None:
-        wait_for(lambda: text in self.log(), timeout, f"{text!r} in the agent log\n{self.log()[-3000:]}")
+        """Wait for ``text`` in what the agent logged since its last ``start()``."""
+        mark = getattr(self, "_log_mark", 0)
+        wait_for(lambda: text in self.log()[mark:], timeout, f"{text!r} in the agent log\n{self.log()[-3000:]}")
 
     def wait_connected(self, timeout: float = 20.0) -> None:
         self.wait_log("connected to", timeout)
