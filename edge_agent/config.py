@@ -87,6 +87,7 @@ class MqttConfig(_Strict):
     tls: TlsConfig = TlsConfig()
     max_inflight: Annotated[int, Field(ge=1, le=65000)] = 200
     message_expiry_s: Annotated[int, Field(ge=0)] = 86400
+    max_packet_bytes: Annotated[int, Field(ge=0, le=268_435_460)] = 0
 
 
 class SubscriptionConfig(_Strict):
@@ -170,6 +171,8 @@ class OutboxConfig(_Strict):
     max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     max_age_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
     retry_s: Annotated[float, Field(gt=0)] = 30.0
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 5
+    stuck_after_s: Annotated[float, Field(gt=0)] = 60.0
 
 
 class CommandsConfig(_Strict):
@@ -179,6 +182,9 @@ class CommandsConfig(_Strict):
     allow_unsigned: bool = False
     max_age_s: Annotated[float, Field(gt=0)] = 60.0
     qos: Literal[0, 1, 2] = 1
+    refusal_answers_per_s: Annotated[float, Field(ge=0)] = 1.0
+    refusal_answer_burst: Annotated[int, Field(ge=0)] = 10
+    refusal_log_interval_s: Annotated[float, Field(ge=0)] = 10.0
 
 
 class S3Config(_Strict):

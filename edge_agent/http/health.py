@@ -22,12 +22,7 @@ def _agent(request: Request) -> Agent:
 
 
 def not_ready_reasons(agent: Agent) -> list[str]:
-    reasons = []
-    if not agent.link.connected.is_set():
-        reasons.append(f"broker not connected: {agent.link.last_error or 'connecting'}")
-    if not agent.models_loaded:
-        reasons.append("models not loaded yet")
-    return reasons
+    return agent.not_ready_reasons()
 
 
 def _latency(summary: dict[str, float | int]) -> dict[str, float | int]:
@@ -72,7 +67,7 @@ async def healthz() -> Liveness:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    summary="Readiness: broker connected and models loaded",
+    summary="Readiness: broker connected (and stable), models loaded, outbox draining",
     responses={503: {"model": Readiness, "description": "Not ready; `reasons` says why"}},
 )
 async def readyz(request: Request) -> Any:
@@ -128,6 +123,9 @@ async def healthcheck(request: Request) -> dict[str, Any]:
             "bytes": out.bytes,
             "oldest_age_s": round(out.oldest_age(), 3),
             "dropped": dict(out.dropped),
+            "quarantined": dict(out.quarantined),
+            "quarantine_rows": out.quarantine_rows,
+            "unsendable": dict(agent.unsendable),
         },
     }
     doc["trained_series"] = doc["series"]["trained"]

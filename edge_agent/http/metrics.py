@@ -65,6 +65,7 @@ class AgentCollector(Collector):
         yield from self._pipeline()
         yield from self._outbox()
         yield from self._broker()
+        yield from self._commands()
         yield from self._s3()
 
     def _ingest(self) -> Iterator[Metric]:
@@ -132,6 +133,17 @@ class AgentCollector(Collector):
         for reason, n in sorted(out.dropped.items()):
             dropped.add_metric([reason], n)
         yield dropped
+        quarantined = CounterMetricFamily(P + "outbox_quarantined", "Messages moved out of the queue because they cannot be delivered, by reason", labels=["reason"])
+        for reason, n in sorted(out.quarantined.items()):
+            quarantined.add_metric([reason], n)
+        yield quarantined
+        yield gauge(P + "outbox_quarantine_rows", "Rows kept in the outbox's quarantine table for inspection", out.quarantine_rows)
+        unsendable = CounterMetricFamily(P + "messages_unsendable", "Messages refused before queueing: topic or size beyond MQTT's or the broker's limits", labels=["reason"])
+        for reason, n in sorted(self.agent.unsendable.items()):
+            unsendable.add_metric([reason], n)
+        yield unsendable
+        stuck = bool(out.depth) and out.oldest_age() > self.agent.cfg.outbox.stuck_after_s and self.agent.link.connected.is_set()
+        yield gauge(P + "outbox_stuck", "1 while connected and the oldest queued message has waited longer than outbox.stuck_after_s", float(stuck))
 
     def _broker(self) -> Iterator[Metric]:
         agent = self.agent
@@ -139,6 +151,23 @@ class AgentCollector(Collector):
         yield gauge(P + "broker_connected", "1 while connected to the MQTT broker", float(link.connected.is_set()))
         yield counter(P + "broker_reconnects", "Reconnections to the broker", link.reconnects)
         yield counter(P + "broker_rejected_publishes", "Publishes the broker refused (ACL, quota)", agent.broker_rejected)
+        yield gauge(P + "broker_max_packet_bytes", "Largest packet the agent sends: the broker's Maximum Packet Size, mqtt.max_packet_bytes or MQTT's limit", link.max_packet)
+        yield gauge(P + "broker_unstable", "1 while the link has connected too often lately (see /readyz)", float(any("unstable" in r for r in agent.not_ready_reasons())))
+
+    def _commands(self) -> Iterator[Metric]:
+        cmds = self.agent.commands
+        if cmds is None:
+            return
+        yield counter(P + "commands_received", "Messages on the command topics", cmds.received)
+        refused = CounterMetricFamily(P + "commands_refused", "Commands refused, by reason (unsigned, bad_signature, ...)", labels=["reason"])
+        for reason, n in sorted(cmds.refused.items()):
+            refused.add_metric([reason], n)
+        yield refused
+        unanswered = CounterMetricFamily(P + "command_refusals_unanswered", "Refusals counted but not answered: rate_limited (token bucket) or bad_topic", labels=["why"])
+        for why, n in sorted(cmds.unanswered.items()):
+            unanswered.add_metric([why], n)
+        yield unanswered
+        yield counter(P + "command_response_topics_refused", "Signed commands whose MQTT 5 response topic was refused (answered on the fixed topic)", cmds.response_topics_refused)
 
     def _s3(self) -> Iterator[Metric]:
         s3 = getattr(self.agent, "s3", None)
