@@ -295,8 +295,11 @@ class Agent:
         from edge_agent import detectors
 
         assert self.pipeline is not None and self.loop is not None
+        from edge_agent.fit_bounds import check_fit_params
+
         name = detector or self.cfg.detector.name
         detectors.create(name, params if params is not None else self.cfg.detector.params)  # fail fast on bad params
+        check_fit_params(name, params)  # what a fit may cost (the command and POST /fit come here)
         s = self.pipeline.series.get(series_id)
         if values is None:
             if s is None or s.count < 2:
@@ -370,7 +373,7 @@ class Agent:
         from edge_agent.stats import LatencyRecorder
 
         self.alarm_latency = LatencyRecorder()
-        self.trainer = ProcessTrainer(self.loop, self.store)
+        self.trainer = ProcessTrainer(self.loop, self.store, timeout_s=self.cfg.detector.fit_timeout_s)
         self.pipeline = Pipeline(
             self.cfg,
             trainer=self.trainer,

@@ -126,15 +126,18 @@ class DetectorConfig(_Strict):
     params: dict[str, Any] = {}
     min_train_samples: Annotated[int, Field(ge=2)] = 500
     retrain: RetrainConfig = RetrainConfig()
+    fit_timeout_s: Annotated[float, Field(gt=0)] = 300.0
 
     @model_validator(mode="after")
     def _known_detector(self) -> DetectorConfig:
         from edge_agent import detectors
+        from edge_agent.fit_bounds import check_fit_params
 
         try:
             detectors.create(self.name, self.params)
         except TypeError as exc:  # an unknown param; pydantic reports ValueErrors with the key path
             raise ValueError(str(exc)) from None
+        check_fit_params(self.name, self.params)
         return self
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -73,7 +74,7 @@ class PlotRenderer:
                 max_workers=self.concurrency,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=init_worker,
-                initargs=(self.state_dir,),
+                initargs=(self.state_dir, os.getpid()),
                 max_tasks_per_child=500,  # bounds whatever matplotlib accumulates
             )
         return self.executor
