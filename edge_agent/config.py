@@ -218,6 +218,9 @@ class HttpConfig(_Strict):
     token_file: str | None = None
     series_label_limit: Annotated[int, Field(ge=0)] = 100
     plot_concurrency: Annotated[int, Field(ge=1, le=8)] = 2
+    max_connections: Annotated[int, Field(ge=4, le=100_000)] = 100
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
 
 
 class AgentConfig(_Strict):

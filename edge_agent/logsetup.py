@@ -46,3 +46,11 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     gm.addFilter(_DropGmqttNoise())
     logging.getLogger("transitions").setLevel(logging.WARNING)  # amqtt's state machine (demo broker)
     logging.getLogger("gmqtt").setLevel(max(logging.getLevelName(level), logging.WARNING))
+    # Loggers an outsider can make talk (accept errors at a descriptor limit, malformed HTTP
+    # requests): at most one line per kind of message every 10 s, with the count held back.
+    from edge_agent.ratelimit import RateLimitFilter
+
+    for name in ("asyncio", "uvicorn.error", "uvicorn"):
+        lg = logging.getLogger(name)
+        lg.filters[:] = [f for f in lg.filters if not isinstance(f, RateLimitFilter)]
+        lg.addFilter(RateLimitFilter(10.0))

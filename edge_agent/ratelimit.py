@@ -75,3 +75,35 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+
+class RateLimitFilter(logging.Filter):
+    """A logging filter that lets each kind of message (its first line) through at most once
+    per ``interval_s``, and says how many of that kind it held back.
+
+    For loggers outside our code that an outsider can make talk: asyncio's
+    "socket.accept() out of system resource" traceback (thousands a second at a descriptor
+    limit), uvicorn's "Invalid HTTP request received." per bad request.
+    """
+
+    def __init__(self, interval_s: float, max_kinds: int = 256, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self.max_kinds = max_kinds
+        self.clock = clock
+        self._kinds: dict[str, list[float | int]] = {}  # kind -> [last emitted, suppressed since]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = f"{record.name}:{str(record.msg).split(chr(10), 1)[0][:200]}"
+        now = self.clock()
+        entry = self._kinds.get(kind)
+        if entry is not None and now - entry[0] < self.interval_s:
+            entry[1] += 1
+            return False
+        if entry is None and len(self._kinds) >= self.max_kinds:
+            self._kinds.clear()
+        suppressed = int(entry[1]) if entry is not None else 0
+        self._kinds[kind] = [now, 0]
+        if suppressed:
+            record.msg = f"{record.msg} [{suppressed} more like this in the last {self.interval_s:g} s, not logged]"
+        return True

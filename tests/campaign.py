@@ -100,6 +100,15 @@ class Campaign:
             wait_for(lambda: "HTTP port listening" in self.agent.log(), 20, "the HTTP port")
         self.train(CANARY_TOPIC)
 
+    def restart_broker(self, down_s: float = 1.0) -> None:
+        """Stop the broker (SIGTERM: it saves its state), start it again on the same port, and
+        wait until the campaign's PLC and SCADA clients are back (SCADA subscribed again)."""
+        self.scada.subscribed.clear()
+        self.broker.stop()
+        time.sleep(down_s)
+        self.broker.start()
+        wait_for(lambda: self.plc.client.is_connected() and self.scada.subscribed.is_set(), 30, "PLC and SCADA back on the broker")
+
     # ---- commands and HTTP -----------------------------------------------------------------
     def sign(self, command: str, args: dict[str, Any] | None = None, **kw: Any) -> bytes:
         """A command signed with the campaign's key (``signed_commands=True``)."""

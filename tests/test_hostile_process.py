@@ -131,3 +131,58 @@ def test_fit_parameters_beyond_their_bounds_are_refused_on_commands_and_http(mak
     finally:
         answers.close()
     c.assert_invariants()
+
+
+def limit_descriptors(n: int):  # type: ignore[no-untyped-def]
+    import resource
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+    return apply
+
+
+def broker_reconnects(c) -> int:
+    return c.agent.log().count("connected to ")
+
+
+@pytest.mark.timeout(180)
+def test_idle_http_connections_cannot_exhaust_descriptors(make_campaign) -> None:
+    """Issue 15 finding 6: half-open HTTP requests were never timed out; ~1,000 of them took
+    every descriptor (the agent here runs with 256, as a small systemd LimitNOFILE would
+    give it), the agent could not reconnect to a restarted broker, and asyncio logged
+    ~14,000 tracebacks a second. Now: a connection cap below the descriptor limit, header and
+    body read timeouts, and accept errors logged at a rate limit."""
+    import socket
+
+    c = make_campaign(http=True, agent_preexec=limit_descriptors(256))
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(1000):
+            try:
+                s = socket.create_connection(("127.0.0.1", c.http_port), timeout=2)
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n")  # never finished
+            except OSError:
+                continue
+            socks.append(s)
+        time.sleep(1.0)
+        log_before = len(c.agent.log())
+        connects = broker_reconnects(c)
+        c.restart_broker()
+        wait_for(lambda: broker_reconnects(c) > connects, 20, f"the agent to reconnect\n{c.agent.log()[-2000:]}")
+        c.assert_invariants(timeout=10.0)
+        grown = len(c.agent.log()) - log_before
+        assert grown < 30_000, c.agent.log()[log_before:log_before + 3000]
+    finally:
+        for s in socks:
+            s.close()
+
+    def healthz() -> bool:
+        try:
+            return c.get("/healthz", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    wait_for(healthz, 15, "the HTTP port to serve again once the attacker's sockets are gone")
+    _, health = c.get("/healthcheck")
+    assert health["http"]["connections_refused"] > 0 and health["http"]["timed_out"]["headers"] > 0

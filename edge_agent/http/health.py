@@ -59,6 +59,17 @@ def series_counts(agent: Agent) -> dict[str, int]:
     return counts
 
 
+def http_state(request: Request) -> dict[str, Any]:
+    guard = getattr(request.app.state, "connections", None)
+    if guard is None:
+        return {}
+    return {
+        "max_connections": guard.max_connections,
+        "connections_refused": guard.refused,
+        "timed_out": dict(guard.timed_out),
+    }
+
+
 @router.get("/healthz", response_model=Liveness, summary="Liveness: the process and its event loop answer")
 async def healthz() -> Liveness:
     return Liveness(status="alive")
@@ -116,6 +127,7 @@ async def healthcheck(request: Request) -> dict[str, Any]:
             "rejected_publishes": agent.broker_rejected,
         },
         "s3": s3_state(agent),
+        "http": http_state(request),
         "outbox": {
             "status": "degraded" if out.degraded else "ok",
             "degraded": out.degraded,

@@ -21,6 +21,7 @@ from edge_agent import __version__
 from edge_agent.agent import Agent
 from edge_agent.http import api, errors, health, metrics, page, plots
 from edge_agent.http.auth import TokenSource
+from edge_agent.http.connections import ACCEPT_BURST, ConnectionGuard
 from edge_agent.http.limits import BodyLimit
 from edge_agent.http.rates import RateMeter
 
@@ -39,6 +40,8 @@ def create_app(agent: Agent) -> FastAPI:
     app.state.registry = metrics.build_registry(agent)
     app.state.plots = plots.PlotRenderer(agent.cfg.state_dir, agent.cfg.http.plot_concurrency)
     app.state.reading_rate = RateMeter(lambda: agent.ingest.readings if agent.ingest is not None else 0)
+    cfg = agent.cfg.http
+    app.state.connections = ConnectionGuard.for_config(cfg.max_connections, cfg.header_timeout_s, cfg.body_timeout_s)
     errors.install(app)
     app.add_middleware(BodyLimit)
     for module in (health, metrics, api, plots, page):
@@ -55,10 +58,13 @@ class AgentServer(uvicorn.Server):
 
 
 def make_server(app: FastAPI, host: str, port: int) -> AgentServer:
+    guard: ConnectionGuard | None = getattr(app.state, "connections", None)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=guard.protocol() if guard is not None else "h11",
+        backlog=ACCEPT_BURST,
         log_level="warning",
         log_config=None,  # keep the agent's logging setup; uvicorn's loggers propagate to it
         lifespan="off",
