@@ -86,6 +86,7 @@ class Agent:
         self.model_errors: list[str] = []
         self.broker_rejected = 0
         self.alarm_latency = None  # set in start(); LatencyRecorder of reading ts -> alarm publish
+        self.loop_lag: Any = None  # LatencyRecorder of event-loop timer lateness (run_agent's probe)
         self.hooks_on_model: list[Any] = []
         self.message_handlers: list[tuple[str, Any]] = []  # (mqtt filter prefix, handler) for command topics
         self.state_errors: dict[str, str] = {}
@@ -531,6 +532,23 @@ async def _freeze_startup_heap(agent: Agent, settle_s: float = 2.0) -> None:
     log.debug("start-up heap frozen: %d objects no longer scanned by the cyclic collector", gc.get_freeze_count())
 
 
+LOOP_PROBE_S = 0.05
+
+
+async def _probe_loop_lag(agent: Agent) -> None:
+    """How late the event loop runs a timer: every alarm waits as long as the loop is busy
+    with something else (a large HTTP request, a plot, a listing of every series). Exported
+    as ``edge_agent_event_loop_lag_seconds``; 20 probes a second cost nothing measurable."""
+    from edge_agent.stats import LatencyRecorder
+
+    loop = asyncio.get_running_loop()
+    agent.loop_lag = LatencyRecorder()
+    while True:
+        t0 = loop.time()
+        await asyncio.sleep(LOOP_PROBE_S)
+        agent.loop_lag.observe(max(0.0, loop.time() - t0 - LOOP_PROBE_S))
+
+
 async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop: asyncio.Event | None = None) -> int:
     # Worker threads (outbox writer, fits, S3) hand the GIL back to the event loop only every
     # switch interval; at the 5 ms default a commit or a fit adds up to 5 ms to an alarm's
@@ -572,6 +590,7 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
     for factory in extra_tasks or []:
         tasks.append(asyncio.create_task(factory(agent)))
     tasks.append(asyncio.create_task(_freeze_startup_heap(agent), name="gc-freeze"))
+    tasks.append(asyncio.create_task(_probe_loop_lag(agent), name="loop-lag"))
     await stop.wait()
     notifier.stopping("shutting down: flushing the outbox")
     await agent.shutdown()

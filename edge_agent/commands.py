@@ -45,6 +45,7 @@ from edge_agent.mqtt_limits import topic_problem
 from edge_agent.nonce_journal import FILE_NAME as NONCE_FILE
 from edge_agent.nonce_journal import NonceJournal
 from edge_agent.ratelimit import RateLimitedLog, TokenBucket, clip
+from edge_agent.redact import scrub_paths
 from edge_agent.topics import TopicTemplate, render
 
 if TYPE_CHECKING:
@@ -204,7 +205,7 @@ class CommandHandler:
         except (CommandError, ValueError, TypeError, LookupError) as exc:
             self.failed += 1
             log.warning("command %s (%s) failed: %s", command, clip(request_id), clip(str(exc), 1000))
-            self._respond(route, command, request_id, "failed", error=str(exc), seconds=round(time.perf_counter() - t0, 4))
+            self._respond(route, command, request_id, "failed", error=scrub_paths(str(exc)), seconds=round(time.perf_counter() - t0, 4))
             return
         except Exception as exc:  # a bug: answer, log the traceback, keep running
             self.failed += 1

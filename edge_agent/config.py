@@ -221,6 +221,8 @@ class HttpConfig(_Strict):
     max_connections: Annotated[int, Field(ge=4, le=100_000)] = 100
     header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    auth_max_failures: Annotated[int, Field(ge=1)] = 10
+    auth_window_s: Annotated[float, Field(gt=0)] = 60.0
 
 
 class AgentConfig(_Strict):

@@ -175,11 +175,18 @@ class Campaign:
         return [a for a in self.scada.json() if (series is None or a.get("series") == series) and (state is None or a.get("state") == state)]
 
     def spike(self, topic: str, series: str, timeout: float = 10.0, value: float = SPIKE) -> dict[str, Any]:
-        """Publish one spike and return the ``raised`` alarm it produced, as SCADA received it."""
+        """Publish one spike and return the ``raised`` alarm it produced, as SCADA received it.
+        ``self.last_latency`` is then the time from handing the spike to the PLC's client to
+        SCADA's client receiving the alarm."""
         before = len(self.alarms(series, "raised"))
+        t0 = time.monotonic()
         self.publish(topic, value)
         wait_for(lambda: len(self.alarms(series, "raised")) > before, timeout, f"a raised alarm for {series} at SCADA")
-        return self.alarms(series, "raised")[before]
+        with self.scada.lock:
+            raised = [(at, json.loads(p)) for (t, p, _), at in zip(self.scada.messages, self.scada.received_at, strict=True)]
+        at, alarm = [(at, a) for at, a in raised if a.get("series") == series and a.get("state") == "raised"][before]
+        self.last_latency = at - t0
+        return alarm
 
     def calm(self, topic: str, n: int = 12) -> None:
         """Normal readings after a spike, so its alarm clears (clear_after defaults to 10)."""

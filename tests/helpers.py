@@ -221,6 +221,7 @@ class Subscriber:
 
     def __init__(self, broker: Mosquitto, topic: str, client_id: str | None = None, qos: int = 1, clean: bool = True) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.received_at: list[float] = []  # time.monotonic() of each message, in order
         self.lock = threading.Lock()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id or f"scada-{free_port()}", clean_session=clean)
         self.client.on_message = self._on_message
@@ -235,6 +236,7 @@ class Subscriber:
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         with self.lock:
             self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.received_at.append(time.monotonic())
 
     def json(self, prefix: str = "") -> list[dict[str, Any]]:
         with self.lock:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from edge_agent import __version__, event_loop
 from edge_agent.agent import Agent
 from edge_agent.http.schemas import Liveness, Readiness
+from edge_agent.http.series_index import index_of
 from edge_agent.http.series_view import num
 
 router = APIRouter(tags=["health"])
@@ -43,20 +44,6 @@ def s3_state(agent: Agent) -> dict[str, Any]:
         "pushed": getattr(s3, "pushed_total", None),
         "pulled": getattr(s3, "pulled_total", None),
     }
-
-
-def series_counts(agent: Agent) -> dict[str, int]:
-    counts = {"total": 0, "trained": 0, "learning": 0, "normal": 0, "alarm": 0}
-    if agent.pipeline is None:
-        return counts
-    for s in agent.pipeline.series.values():
-        counts["total"] += 1
-        if s.model is None:
-            counts["learning"] += 1
-        else:
-            counts["trained"] += 1
-            counts["alarm" if s.active else "normal"] += 1
-    return counts
 
 
 def http_state(request: Request) -> dict[str, Any]:
@@ -102,7 +89,7 @@ async def healthcheck(request: Request) -> dict[str, Any]:
         "uptime_s": round(time.time() - agent.started_at, 3),
         "event_loop": event_loop.name(asyncio.get_running_loop()),
         "ready": agent.ready(),
-        "series": series_counts(agent),
+        "series": (await index_of(request.app.state, agent).snapshot()).counts,
         "trained_series": 0,
         "readings_total": ingest.readings if ingest else 0,
         "readings_per_second": round(request.app.state.reading_rate.rate(), 3),
@@ -110,6 +97,7 @@ async def healthcheck(request: Request) -> dict[str, Any]:
         "inference_latency_ms": _latency(pipe.score_latency.summary()) if pipe else None,
         "training_latency_ms": _latency(pipe.fit_latency.summary()) if pipe else None,
         "alarm_latency_ms": _latency(agent.alarm_latency.summary()) if agent.alarm_latency else None,
+        "event_loop_lag_ms": _latency(agent.loop_lag.summary()) if agent.loop_lag else None,
         "alarms": {
             "raised": pipe.n_raised if pipe else 0,
             "cleared": pipe.n_cleared if pipe else 0,

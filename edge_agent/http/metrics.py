@@ -12,7 +12,9 @@ above it they are left out and ``edge_agent_series_labels_capped`` says so, so a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -29,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from edge_agent import __version__
 from edge_agent.agent import Agent
+from edge_agent.http.series_index import SeriesIndex, index_of
 from edge_agent.stats import LatencyRecorder
 
 P = "edge_agent_"
@@ -52,8 +55,9 @@ def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 
 class AgentCollector(Collector):
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, index: SeriesIndex | None = None) -> None:
         self.agent = agent
+        self.index = index  # series counts from its snapshot (the /metrics handler refreshes it)
 
     def collect(self) -> Iterator[Metric]:
         agent = self.agent
@@ -89,6 +93,8 @@ class AgentCollector(Collector):
         yield histogram(P + "fit_latency_seconds", "Time to fit one model", pipe.fit_latency)
         if agent.alarm_latency is not None:
             yield histogram(P + "alarm_latency_seconds", "Reading received to alarm handed to the broker", agent.alarm_latency)
+        if agent.loop_lag is not None:
+            yield histogram(P + "event_loop_lag_seconds", "How late the event loop ran a 50 ms timer (time it was busy elsewhere)", agent.loop_lag)
         yield counter(P + "alarms_raised", "Alarms raised", pipe.n_raised)
         yield counter(P + "alarms_cleared", "Alarms cleared", pipe.n_cleared)
         yield counter(P + "models_trained", "Models fitted and stored", pipe.n_models_trained)
@@ -97,9 +103,13 @@ class AgentCollector(Collector):
         yield counter(P + "series_refused", "Readings refused because the series limit was reached", pipe.n_series_refused)
 
         series = pipe.series
-        states = {"learning": 0, "normal": 0, "alarm": 0}
-        for s in series.values():
-            states[s.state] += 1
+        snap = self.index.latest if self.index is not None else None
+        if snap is not None and time.monotonic() - snap.taken < 5.0:
+            states = {st: snap.counts[st] for st in ("learning", "normal", "alarm")}
+        else:  # no fresh snapshot (a collector used without the handler): count here
+            states = {"learning": 0, "normal": 0, "alarm": 0}
+            for s in series.values():
+                states[s.state] += 1
         by_state = GaugeMetricFamily(P + "series", "Series held, by state", labels=["state"])
         for state, n in states.items():
             by_state.add_metric([state], n)
@@ -187,9 +197,30 @@ class AgentCollector(Collector):
                 yield counter(P + "s3_" + attr.removesuffix("_total"), doc, float(n))
 
 
-def build_registry(agent: Agent) -> CollectorRegistry:
+class HttpCollector(Collector):
+    """The HTTP port's own counters: connections refused and timed out, wrong tokens."""
+
+    def __init__(self, app_state: Any) -> None:
+        self.app_state = app_state
+
+    def collect(self) -> Iterator[Metric]:
+        guard = getattr(self.app_state, "connections", None)
+        if guard is not None:
+            yield gauge(P + "http_max_connections", "Open HTTP connections allowed (http.max_connections, lowered to fit the descriptor limit)", guard.max_connections)
+            yield counter(P + "http_connections_refused", "HTTP connections refused at the cap (503, closed at once)", guard.refused)
+            timeouts = CounterMetricFamily(P + "http_timeouts", "HTTP connections closed because a request's headers or body did not arrive in time", labels=["phase"])
+            for phase, n in sorted(guard.timed_out.items()):
+                timeouts.add_metric([phase], n)
+            yield timeouts
+        throttle = getattr(self.app_state, "auth_throttle", None)
+        if throttle is not None:
+            yield counter(P + "http_auth_failures", "Requests with a wrong bearer token", throttle.failed_total)
+            yield counter(P + "http_auth_throttled", "Requests refused with 429 after too many wrong tokens from their address", throttle.throttled_total)
+
+
+def build_registry(agent: Agent, index: SeriesIndex | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(AgentCollector(agent))
+    registry.register(AgentCollector(agent, index))
     ProcessCollector(registry=registry)  # RSS, CPU, open fds of this process
     return registry
 
@@ -209,4 +240,6 @@ router = APIRouter(tags=["metrics"])
 )
 async def metrics(request: Request) -> Response:
     registry: CollectorRegistry = request.app.state.registry
+    # Series counts from a new snapshot, taken a chunk per loop pass (series_index.py).
+    await index_of(request.app.state, request.app.state.agent).snapshot(max_age_s=0)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)

@@ -100,6 +100,16 @@ class PlotRenderer:
             self.cache.popitem(last=False)
         return png
 
+    async def offload(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` in this pool's worker processes (large ``POST /predict`` bodies),
+        under the same concurrency bound as plots."""
+        async with self.semaphore:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._pool(), fn, *args)
+            except BrokenProcessPool:
+                self.executor = None
+                raise
+
     def close(self) -> None:
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)

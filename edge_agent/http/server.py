@@ -20,10 +20,11 @@ from fastapi import FastAPI
 from edge_agent import __version__
 from edge_agent.agent import Agent
 from edge_agent.http import api, errors, health, metrics, page, plots
-from edge_agent.http.auth import TokenSource
+from edge_agent.http.auth import AuthThrottle, TokenSource
 from edge_agent.http.connections import ACCEPT_BURST, ConnectionGuard
 from edge_agent.http.limits import BodyLimit
 from edge_agent.http.rates import RateMeter
+from edge_agent.http.series_index import SeriesIndex
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,10 @@ def create_app(agent: Agent) -> FastAPI:
     )
     app.state.agent = agent
     app.state.tokens = TokenSource(agent.cfg.http)
-    app.state.registry = metrics.build_registry(agent)
+    app.state.auth_throttle = AuthThrottle(agent.cfg.http.auth_max_failures, agent.cfg.http.auth_window_s)
+    app.state.series_index = SeriesIndex(agent)
+    app.state.registry = metrics.build_registry(agent, app.state.series_index)
+    app.state.registry.register(metrics.HttpCollector(app.state))
     app.state.plots = plots.PlotRenderer(agent.cfg.state_dir, agent.cfg.http.plot_concurrency)
     app.state.reading_rate = RateMeter(lambda: agent.ingest.readings if agent.ingest is not None else 0)
     cfg = agent.cfg.http
