@@ -444,8 +444,9 @@ class Agent:
         link = self.link
         if not link.connected.is_set():
             reasons.append(f"broker not connected: {link.last_error or 'connecting'}")
-        elif link.recent_connects(FLAP_WINDOW_S) >= FLAP_CONNECTS:
-            reasons.append(f"broker connection unstable: {link.recent_connects(FLAP_WINDOW_S)} connects in the last {FLAP_WINDOW_S:g} s")
+        connects = link.recent_connects(FLAP_WINDOW_S)
+        if connects >= FLAP_CONNECTS:
+            reasons.append(f"broker connection unstable: {connects} connects in the last {FLAP_WINDOW_S:g} s")
         if not self.models_loaded:
             reasons.append("models not loaded yet")
         waited = self.outbox.oldest_age()

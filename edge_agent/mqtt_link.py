@@ -372,7 +372,7 @@ class MqttLink:
                 await self._close_client(self.client)
                 await self._sleep(next(delays))
                 continue
-            delays = backoff_delays(self.cfg.reconnect.initial_delay_s, self.cfg.reconnect.max_delay_s, self.cfg.reconnect.jitter)
+            connected_at = time.monotonic()
             self.connects += 1
             self.connect_times.append(time.monotonic())
             if self.connects > 1:
@@ -392,6 +392,10 @@ class MqttLink:
             self.last_error = "connection lost"
             self.on_disconnected()
             await self._close_client(self.client)
+            if time.monotonic() - connected_at >= STABLE_S:
+                # A connection that held is a fresh start; one dropped at once (a broker that
+                # refuses what we send, a session taken over) keeps backing off.
+                delays = backoff_delays(self.cfg.reconnect.initial_delay_s, self.cfg.reconnect.max_delay_s, self.cfg.reconnect.jitter)
             await self._sleep(next(delays))
 
     def _describe(self, exc: BaseException) -> str:
@@ -436,6 +440,9 @@ class MqttLink:
         client = self.client
         if client is None or not self.connected.is_set():
             return None
+        transport = getattr(getattr(client, "_connection", None), "_transport", None)
+        if transport is None or transport.is_closing():
+            return None  # lost, and the supervisor has not noticed yet: the outbox keeps it
         if self.version != MQTTv50:
             props = {}
         corr = props.get("correlation_data")
@@ -450,6 +457,8 @@ class MqttLink:
 
 
 _NO_PROPS: dict[str, Any] = {}
+# A connection that lasted this long resets the reconnect backoff; a shorter one does not.
+STABLE_S = 10.0
 # Longest a PUBACK waits for the outbox to commit the alarms its reading raised.
 _ACK_HOLD_MAX_S = 1.0
 
