@@ -57,6 +57,8 @@ def test_an_undeliverable_row_left_in_the_outbox_is_quarantined_and_alarms_flow(
     _, metrics = c.get("/metrics")
     assert b'edge_agent_outbox_quarantined_total{reason="topic_too_long"} 1.0' in metrics
     assert c.get("/readyz")[0] == 200  # the queue moves on: a warning, not an outage
+    status, alive = c.get("/healthz")
+    assert status == 200 and any("quarantined" in p for p in alive["problems"])
 
 
 @pytest.mark.timeout(120)

@@ -57,9 +57,11 @@ def http_state(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/healthz", response_model=Liveness, summary="Liveness: the process and its event loop answer")
-async def healthz() -> Liveness:
-    return Liveness(status="alive")
+@router.get("/healthz", response_model=Liveness, summary="Liveness: the process and its event loop answer (200), with health's problems")
+async def healthz(request: Request) -> Liveness:
+    # Always 200 while the loop answers: a restart would not fix an outbox stuck behind a
+    # broker or a quarantined message, so they are reported here, not made fatal.
+    return Liveness(status="alive", problems=_agent(request).health()["problems"])
 
 
 @router.get(
