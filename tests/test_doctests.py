@@ -7,12 +7,21 @@ import importlib
 
 import pytest
 
+from edge_agent import machine_detectors
 from edge_agent.detectors import REGISTRY
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_detector_docstring_examples(name: str) -> None:
     module = importlib.import_module(REGISTRY[name].__module__)
+    result = doctest.testmod(module)
+    assert result.attempted > 0, f"{module.__name__} has no runnable example"
+    assert result.failed == 0
+
+
+@pytest.mark.parametrize("name", sorted(machine_detectors.REGISTRY))
+def test_machine_detector_docstring_examples(name: str) -> None:
+    module = importlib.import_module(machine_detectors.REGISTRY[name].__module__)
     result = doctest.testmod(module)
     assert result.attempted > 0, f"{module.__name__} has no runnable example"
     assert result.failed == 0
