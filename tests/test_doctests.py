@@ -25,3 +25,9 @@ def test_machine_detector_docstring_examples(name: str) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0, f"{module.__name__} has no runnable example"
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("module_name", ["edge_agent.machines.alarm_state"])
+def test_other_docstring_examples(module_name: str) -> None:
+    result = doctest.testmod(importlib.import_module(module_name))
+    assert result.attempted > 0 and result.failed == 0

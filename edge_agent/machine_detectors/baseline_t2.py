@@ -222,7 +222,7 @@ class BaselineT2Detector:
             info = {
                 "noise_sd": math.sqrt(self.r[j]),
                 "drift_sd_per_s": math.sqrt(self.q[j]),
-                "baseline_time_constant_s": self.dt0 / gain if gain > 0 else math.inf,
+                "baseline_time_constant_s": self.dt0 / gain if gain > 0 else None,
                 "spread_inflation": self.c[j],
             }
             if j < p:
