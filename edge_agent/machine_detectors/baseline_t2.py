@@ -30,6 +30,12 @@ class BaselineT2Detector:
     noise ``r`` are read off the fit rows' variogram (``Var(x[t+L] - x[t]) = 2 r + L q``): a
     sensor that drifts gets a baseline that moves, a stationary one a baseline that stays.
 
+    A baseline is never allowed to learn faster than the smoothing below (``gain_cap`` x the
+    smoothing rate): one that did would learn a step before the smoothed deviation showed it
+    (the blind-spot check in ``docs/machines.md`` found 6-sigma steps of four of SKAB's eight
+    sensors unflagged without the cap). A capped baseline's larger tracking error is taken
+    into its spread.
+
     Per row and sensor:
 
     * ``deviation``: the innovation ``x - baseline``, smoothed by an EWMA over ``tau_s``
@@ -85,6 +91,7 @@ class BaselineT2Detector:
         hold_s: float = 600.0,
         shrink: float = 0.2,
         relation_r2: float = 0.5,
+        gain_cap: float = 1.0,
         drift_significance: float = 0.0,
         max_lag: int = 32,
         warmup_rows: int = 30,
@@ -96,6 +103,7 @@ class BaselineT2Detector:
             ("hold_s", hold_s, hold_s > 0),
             ("shrink", shrink, 0.0 <= shrink <= 1.0),
             ("relation_r2", relation_r2, 0.0 < relation_r2 <= 1.0),
+            ("gain_cap", gain_cap, gain_cap > 0.0),
             ("drift_significance", drift_significance, drift_significance >= 0.0),
             ("max_lag", max_lag, max_lag >= 2),
             ("warmup_rows", warmup_rows, warmup_rows >= 1),
@@ -108,6 +116,7 @@ class BaselineT2Detector:
         self.hold_s = float(hold_s)
         self.shrink = float(shrink)
         self.relation_r2 = float(relation_r2)
+        self.gain_cap = float(gain_cap)
         self.drift_significance = float(drift_significance)
         self.max_lag = int(max_lag)
         self.warmup_rows = int(warmup_rows)
@@ -128,6 +137,7 @@ class BaselineT2Detector:
         self.r = [1.0] * n  # measurement noise variance
         self.c = [1.0] * n  # spread inflation measured on the fit rows
         self.p_steady = [0.0] * n  # the baseline's steady-state posterior variance
+        self.capped = [0.0] * n  # the gain per row when capped below the Kalman gain, else 0
         self.m = [0.0] * n  # baseline
         self.pv = [0.0] * n  # baseline variance now
         self.e = [0.0] * n  # smoothed innovation
@@ -194,7 +204,16 @@ class BaselineT2Detector:
             q_row = max(q_row, r / (n * n))
             self.r[j] = r
             self.q[j] = q_row / self.dt0
-            self.p_steady[j] = steady_gain(q_row / r) * r
+            gain = steady_gain(q_row / r)
+            cap = self.gain_cap * self._b0
+            if gain > cap:
+                # A baseline faster than the smoothing would learn a step before the smoothed
+                # deviation shows it: cap the gain, and take the larger steady-state error of
+                # the slower baseline (an EWMA tracking a random walk) as its spread.
+                self.capped[j] = cap
+                self.p_steady[j] = (q_row * (1.0 - cap) ** 2 + cap * cap * r) / (1.0 - (1.0 - cap) ** 2)
+            else:
+                self.p_steady[j] = gain * r
         # Prequential pass over the fit rows (no gate): warms the state up, and measures how
         # far the real z spread exceeds the model's and how the sensors' z move together.
         self.m = [float(v) for v in xc[: self.warmup_rows].mean(axis=0)]
@@ -218,7 +237,7 @@ class BaselineT2Detector:
         self.held = [0.0] * nch
         stats: dict[str, Any] = {"rows": n, "interval_s": self.dt0, "k_t2": self.k_t2, "sensors": {}, "relations": {}}
         for j in range(nch):
-            gain = steady_gain(self.q[j] * self.dt0 / self.r[j])
+            gain = self.capped[j] or steady_gain(self.q[j] * self.dt0 / self.r[j])
             info = {
                 "noise_sd": math.sqrt(self.r[j]),
                 "drift_sd_per_s": math.sqrt(self.q[j]),
@@ -296,7 +315,7 @@ class BaselineT2Detector:
                 if gated[p + i]:
                     for ch in partners:
                         gated[ch] = True
-        held, hold = self.held, self.hold_s
+        held, hold, capped = self.held, self.hold_s, self.capped
         for j in range(nch):
             pp = pred[j]
             if gated[j]:
@@ -312,9 +331,16 @@ class BaselineT2Detector:
                     pv[j] = pp
             else:
                 held[j] = 0.0
-                gain = pp / (pp + r[j])
+                cap = capped[j]
+                if cap and pp <= self.p_steady[j] + q[j] * dt * 1.000001:
+                    # Steady state of a capped channel: the fixed, slower gain.
+                    gain = cap if dt == self.dt0 else -math.expm1(math.log1p(-cap) * dt / self.dt0)
+                    pv[j] = self.p_steady[j]
+                else:
+                    gain = pp / (pp + r[j])
+                    post = (1.0 - gain) * pp
+                    pv[j] = post if not cap or post > self.p_steady[j] else self.p_steady[j]
                 m[j] += gain * (xs[j] - m[j])
-                pv[j] = (1.0 - gain) * pp
         self.last_x = xs
         return single if single > joint else joint
 
@@ -342,8 +368,8 @@ class BaselineT2Detector:
         return out
 
     # ---- persistence -----------------------------------------------------------------------
-    _PARAMS = ("tau_s", "k", "hold_s", "shrink", "relation_r2", "drift_significance", "max_lag", "warmup_rows", "threshold")
-    _ARRAYS = ("q", "r", "c", "p_steady", "m", "pv", "e", "held")
+    _PARAMS = ("tau_s", "k", "hold_s", "shrink", "relation_r2", "gain_cap", "drift_significance", "max_lag", "warmup_rows", "threshold")
+    _ARRAYS = ("q", "r", "c", "p_steady", "capped", "m", "pv", "e", "held")
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         params: dict[str, Any] = {k: getattr(self, k) for k in self._PARAMS}
@@ -377,8 +403,8 @@ class BaselineT2Detector:
         cinv = np.asarray(arrays["cinv"], dtype=np.float64)
         if cinv.shape != (p, p) or not np.isfinite(cinv).all():
             raise ValueError(f"array 'cinv' must be {p}x{p} and finite")
-        if min(d.r) <= 0.0 or min(d.c) < 1.0 or min(d.q) < 0.0:
-            raise ValueError("noise variances must be > 0, inflations >= 1, drift rates >= 0")
+        if min(d.r) <= 0.0 or min(d.c) < 1.0 or min(d.q) < 0.0 or min(d.capped) < 0.0 or max(d.capped) >= 1.0:
+            raise ValueError("noise variances must be > 0, inflations >= 1, drift rates >= 0, capped gains in [0, 1)")
         d.cinv = cinv.tolist()
         d.k_t2 = float(params["k_t2"])
         d.dt0 = float(params["dt0"])
