@@ -192,7 +192,7 @@ class MachineAlarmsConfig(_Strict):
 class MachinesConfig(_Strict):
     detector: MachineDetectorConfig = MachineDetectorConfig()
     min_train_rows: Annotated[int, Field(ge=50)] = 400
-    buffer_rows: Annotated[int, Field(ge=64, le=1_000_000)] = 1024
+    buffer_rows: Annotated[int, Field(ge=64, le=1_000_000)] = 512
     max_machines: Annotated[int, Field(ge=1)] = 1000
     max_sensors: Annotated[int, Field(ge=1, le=256)] = 64
     rows: MachineRowsConfig = MachineRowsConfig()
