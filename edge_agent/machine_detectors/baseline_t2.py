@@ -188,7 +188,9 @@ class BaselineT2Detector:
         steps = np.diff(t)
         steps = steps[steps > 0]
         self.sensors = sensors
-        rel_target, rel_coef, rel_r2 = relations(x, self.relation_r2)
+        # Relations over half the smoothing window: the movements the detector looks at.
+        rel_lag = max(1, round(self.tau_s / (2.0 * self.dt0)))
+        rel_target, rel_coef, rel_r2 = relations(x, self.relation_r2, rel_lag)
         self._set_arrays(p, rel_target, rel_coef)
         self.dt0 = float(np.median(steps)) if steps.size else 1.0
         self._derived()

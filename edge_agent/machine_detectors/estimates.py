@@ -11,18 +11,21 @@ import math
 import numpy as np
 
 
-def relations(x: np.ndarray, min_r2: float) -> tuple[list[int], list[list[float]], list[float]]:
-    """For each sensor whose second-to-second movement the others explain (R² of a ridge
-    regression of its first differences on theirs >= ``min_r2``): its coefficients on the others.
+def relations(x: np.ndarray, min_r2: float, lag: int = 1) -> tuple[list[int], list[list[float]], list[float]]:
+    """For each sensor whose short-term movement the others explain: its coefficients on them.
 
-    Differences, not levels: two sensors that merely trend during the fit rows (a warming
-    motor and a warming fluid) correlate in level but not in their short-term movement, and a
-    relation learnt from a shared trend would break as soon as the trends part.
+    A ridge regression of each sensor's ``lag``-row differences on the others' (kept when
+    R² >= ``min_r2``). Differences, not levels: two sensors that merely trend during the fit
+    rows (a warming motor and a warming fluid) correlate in level but not in their
+    short-term movement, and a relation learnt from a shared trend would break as soon as
+    the trends part. Over a few rows, not one: one-row differences are mostly noise, which
+    shrinks the coefficients (a relation channel then keeps part of the common load, and a
+    baseline that follows that load learns a broken relation within a minute).
     """
     n, p = x.shape
-    if p < 2 or n < 10:
+    if p < 2 or n < 10 + lag:
         return [], [], []
-    d = np.diff(x, axis=0)
+    d = x[lag:] - x[:-lag]
     sd = d.std(axis=0)
     ok = sd > 0
     targets: list[int] = []
@@ -39,8 +42,8 @@ def relations(x: np.ndarray, min_r2: float) -> tuple[list[int], list[list[float]
         r2 = 1.0 - float(resid.var()) / float(y.var())
         if r2 >= min_r2:
             row = [0.0] * p
-            for b, k in zip(beta, others, strict=True):
-                row[k] = float(b * sd[j] / sd[k])
+            for bv, k in zip(beta, others, strict=True):
+                row[k] = float(bv * sd[j] / sd[k])
             targets.append(j)
             coefs.append(row)
             r2s.append(r2)
@@ -48,14 +51,15 @@ def relations(x: np.ndarray, min_r2: float) -> tuple[list[int], list[list[float]
 
 
 def noise_floor(x: np.ndarray) -> float:
-    """Short-term noise sd from first differences, robust (MAD) but never zero for quantised
-    signals (whose MAD of differences is 0: mean |difference| takes over), nor for a constant
-    one (1e-6 of its level: a float32 PLC value carries about 7 digits)."""
-    d = np.diff(x)
+    """Short-term noise sd from second differences (``x[t+1] - 2 x[t] + x[t-1]``, which a
+    smoothly moving level cancels, so a pump following its load is not taken for noise),
+    robust (MAD) but never zero for quantised signals (whose MAD is 0: mean |difference|
+    takes over), nor for a constant one (1e-6 of its level: a float32 carries ~7 digits)."""
+    d = np.diff(x, n=2)
     mad = 1.4826 * float(np.median(np.abs(d - np.median(d))))
     mean_abs = 1.2533 * float(np.mean(np.abs(d - d.mean())))
     level = float(np.median(np.abs(x)))
-    return max(mad, mean_abs, 1e-6 * level, 1e-12) / math.sqrt(2.0)
+    return max(mad, mean_abs, 1e-6 * level, 1e-12) / math.sqrt(6.0)
 
 
 def variogram_noise_and_drift(x: np.ndarray, lags: list[int], significance: float = 0.0) -> tuple[float, float]:
