@@ -128,6 +128,8 @@ class Ingest:
             if fields is None or sub.machine is None:
                 return None
             key = (render(sub.machine, fields), None if sub.multi else render(sub.cfg.sensor, fields))
+            if any(v is not None and (not v or len(v) > _MAX_SERIES_ID or "\x00" in v) for v in key):
+                return None  # the reading's series took it; the machine cannot (its id would be unusable)
             if len(self.machine_of) >= _ROUTE_CACHE_MAX:
                 self.machine_of.clear()
             self.machine_of[topic] = key
@@ -166,7 +168,9 @@ class Ingest:
                 self.readings += 1
                 if sub.machine is not None and self.machines is not None:
                     key = self._machine_of(topic, sub)
-                    if key is not None:
+                    if key is None:
+                        self.reject("bad_machine_id", topic, b"", "the series took the reading; its machine id or sensor name is empty, longer than 256 or holds NUL")
+                    else:
                         self.machines.feed(key[0], key[1], value, ts)  # type: ignore[arg-type]
             if not cached:
                 if len(self.routes) >= _ROUTE_CACHE_MAX:
@@ -213,7 +217,9 @@ class Ingest:
         self.readings += len(taken)
         if taken and sub.machine is not None and self.machines is not None:
             key = self._machine_of(topic, sub)
-            if key is not None:
+            if key is None:
+                self.reject("bad_machine_id", topic, b"", "the series took the readings; the machine id is empty, longer than 256 or holds NUL")
+            else:
                 self.machines.feed_row(key[0], taken, ts)
 
     def oversize(self, topic: str, packet_bytes: int) -> None:

@@ -281,6 +281,15 @@ def test_per_sensor_topics_feed_the_machine_and_a_relation_break_leaves_the_seri
     assert ms.machines["l1/p1"].n_scored == 1400 - 400  # every row after the 400 fit rows
 
 
+def test_an_unusable_machine_id_is_counted_and_the_series_still_take_the_reading() -> None:
+    ing, pipe, ms, _, _ = _ingest(_cfg())
+    line = "x" * 300
+    ing.handle(f"plant/{line}/p1/current", b'{"value": 1.0}')
+    ing.handle(f"plc/{line}/p1", b'{"current": 1.0}')
+    assert ing.readings == 2 and set(pipe.series) == {"p1/current"}
+    assert ing.rejected == {"bad_machine_id": 2} and ms.machines == {}
+
+
 def test_without_machines_ingest_is_unchanged_and_config_mistakes_name_the_key() -> None:
     cfg = _cfg()
     pipe = Pipeline(cfg, trainer=InlineTrainer(), on_alarm=lambda e: None)

@@ -178,9 +178,9 @@ class BaselineT2Detector:
         if x.ndim != 2 or x.shape[1] != len(sensors) or not 1 <= len(sensors) <= _MAX_SENSORS:
             raise ValueError(f"rows must be (n, {len(sensors)}) for {len(sensors)} sensors (1..{_MAX_SENSORS})")
         n, p = x.shape
-        need = max(2 * self.warmup_rows, 50)
-        if n < need or t.shape != (n,):
-            raise ValueError(f"fit needs at least {need} rows with one timestamp each, got {n}")
+        if n < 50 or t.shape != (n,):
+            raise ValueError(f"fit needs at least 50 rows with one timestamp each, got {n}")
+        warm = min(self.warmup_rows, n // 4)
         if not (np.isfinite(x).all() and np.isfinite(t).all()):
             raise ValueError("fit rows must be finite")
         if len(set(sensors)) != p:
@@ -218,14 +218,14 @@ class BaselineT2Detector:
                 self.p_steady[j] = gain * r
         # Prequential pass over the fit rows (no gate): warms the state up, and measures how
         # far the real z spread exceeds the model's and how the sensors' z move together.
-        self.m = [float(v) for v in xc[: self.warmup_rows].mean(axis=0)]
+        self.m = [float(v) for v in xc[:warm].mean(axis=0)]
         self.pv = list(self.p_steady)
         z_rows = np.empty((n, nch))
         for i in range(n):
             dt = float(t[i] - t[i - 1]) if i else self.dt0
             self._step(x[i].tolist(), dt if dt > 0 else 0.0, gate=False)
             z_rows[i] = self.last_z
-        z_rows = z_rows[self.warmup_rows:]
+        z_rows = z_rows[warm:]
         rms = np.sqrt(np.mean(z_rows * z_rows, axis=0))
         self.c = [max(1.0, float(v)) for v in rms]
         zs = z_rows[:, :p] / np.asarray(self.c[:p])
