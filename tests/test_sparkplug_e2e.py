@@ -9,9 +9,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pysparkplug as psp
 import pytest
 from helpers import AgentProcess, Mosquitto, Subscriber, agent_config, wait_for
 from sparkplug_peers import DT, PLC
+
+MT = psp.MessageType
 
 DEVICES = {"pump1": [("Motor/Current", 10, DT.DOUBLE, 1.0), ("Temp", 11, DT.INT16, -3)]}
 
@@ -70,3 +73,31 @@ def test_ddata_by_alias_scored_under_the_right_series_and_rebirth_requests(tmp_p
         scada.close()
         plc.close()
         assert agent.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_simulate_sparkplug_is_a_sparkplug_edge_node(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    import subprocess
+    import sys
+
+    from helpers import REPO
+    from sparkplug_peers import Host
+
+    host = Host(mosquitto, "plant")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "simulate", "--sparkplug", "--broker", mosquitto.address, "--machines", "2",
+         "--rate", "20", "--duration", "2", "--seed", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )
+    try:
+        assert proc.returncode == 0, proc.stderr
+        wait_for(lambda: host.of(MT.NDEATH), 5, "NDEATH when the simulator stops")
+        assert [m.payload.seq for m in host.of(MT.NBIRTH)] == [0]
+        assert sorted(m.topic.device_id for m in host.of(MT.DBIRTH)) == ["m1", "m2"]
+        data = host.of(MT.DDATA, "m1")
+        assert len(data) >= 20
+        assert {m.name for m in data[0].payload.metrics} == {"temp", "vibration", "pressure"}  # by alias, named by the host
+        assert not host.errors
+        assert '"plant/line1/m1/temp"' in proc.stdout
+    finally:
+        host.close()
