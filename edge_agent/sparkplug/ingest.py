@@ -47,6 +47,8 @@ from edge_agent.topics import render
 log = logging.getLogger(__name__)
 
 MAX_SERIES_ID = 256  # the bound ingest.py applies to every series id
+_ROUTE_CACHE_MAX = 100_000
+_DOUBLE = int(schema.DataType.Double)
 # Metrics that control or describe a node rather than measure a process.
 _CONTROL_PREFIXES = ("Node Control/", "Device Control/", "Properties/")
 
@@ -119,6 +121,9 @@ class SparkplugIngest:
         self.max_future_s = cfg.ingest.max_future_skew_s
         self.subs = [_sub(sc.topic, sc.series, sc.qos) for sc in cfg.subscriptions if sc.format == "sparkplug_b"]
         self.nodes: dict[tuple[str, str], _Node] = {}
+        # topic -> (parsed topic, subscription, handler): only topics of a subscription are kept,
+        # and the cache is bounded, so a flood of made-up topics cannot grow it for ever.
+        self._routes: dict[str, tuple[SparkplugTopic, _Sub, Any]] = {}
         self.entries = 0  # metric map entries held by all nodes (the memory bound)
         self._rebirth_at: dict[tuple[str, str], float] = {}
         self._tokens = max(1.0, self.rebirth_rate)
@@ -136,15 +141,22 @@ class SparkplugIngest:
     # ---- one message -------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, properties: dict[str, Any] | None = None) -> None:
         """One MQTT message under ``spBv1.0/``. Never raises."""
-        t = parse_topic(topic)
-        if t is not None and ((t.group, t.node) == self.own or t.type in ("NCMD", "DCMD")):
-            return  # our own output, or commands to edge nodes: not readings
         ingest = self.ingest
+        route = self._routes.get(topic)
+        if route is None:
+            t = parse_topic(topic)
+            if t is not None and ((t.group, t.node) == self.own or t.type in ("NCMD", "DCMD")):
+                return  # our own output, or commands to edge nodes: not readings
+            sub = self._sub_for(t) if t is not None else None
+            if t is None or sub is None:
+                ingest.received += 1
+                ingest.reject("unknown_topic", topic, payload, "not a Sparkplug B data topic of a sparkplug_b subscription")
+                return
+            if len(self._routes) >= _ROUTE_CACHE_MAX:
+                self._routes.clear()
+            route = self._routes[topic] = (t, sub, getattr(self, "_" + t.type))
+        t, sub, on_type = route
         ingest.received += 1
-        sub = self._sub_for(t) if t is not None else None
-        if t is None or sub is None:
-            ingest.reject("unknown_topic", topic, payload, "not a Sparkplug B data topic of a sparkplug_b subscription")
-            return
         if len(payload) > self.max_payload:
             ingest.reject("too_large", topic, b"", f"{len(payload)} bytes")
             return
@@ -154,7 +166,7 @@ class SparkplugIngest:
             ingest.reject("bad_protobuf", topic, payload, str(exc)[:120])
             return
         try:
-            getattr(self, "_" + t.type)(t, sub, p, topic)
+            on_type(t, sub, p, topic)
         except _Refused as exc:
             ingest.reject(exc.reason, topic, b"", exc.detail)
         except Exception as exc:  # a bug must cost one message, never the agent
@@ -318,13 +330,18 @@ class SparkplugIngest:
                 if reason:
                     refused[reason] = refused.get(reason, 0) + 1
                 continue
-            try:
-                value = schema.numeric_value(m, dt)
-            except ValueError:
-                refused["bad_value"] = refused.get("bad_value", 0) + 1
-                continue
+            field = m.WhichOneof("value")
+            if field == "double_value" and dt == _DOUBLE:  # the common case, without a call
+                value: float | None = m.double_value
+            else:
+                try:
+                    value = schema.numeric_value(m, dt)
+                except ValueError:
+                    refused["bad_value"] = refused.get("bad_value", 0) + 1
+                    continue
             if value is None:
-                refused["missing_value"] = refused.get("missing_value", 0) + 1
+                if not births:  # a birth may declare a metric with no current value
+                    refused["missing_value"] = refused.get("missing_value", 0) + 1
                 continue
             if value - value != 0.0:  # NaN or infinite
                 refused["non_finite"] = refused.get("non_finite", 0) + 1
