@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
 import pysparkplug as psp
 import pytest
 from helpers import AgentProcess, Mosquitto, Publisher, agent_config, wait_for
 from sparkplug_peers import Host, ms
+
+from edge_agent.sparkplug.schema import DataType, Payload
 
 MT = psp.MessageType
 GROUP, NODE = "edge", "gw-test"
@@ -54,6 +57,14 @@ def session_seqs(host: Host) -> list[list[tuple[str, int]]]:
     return out
 
 
+def assert_births_first(sessions: list[list[tuple[str, int]]]) -> None:
+    """NBIRTH, then the DBIRTHs, before any data (tck-id-payloads-dbirth-order, -ndata-order)."""
+    for msgs in sessions:
+        types = [t for t, _ in msgs]
+        first_data = next((i for i, t in enumerate(types) if t in ("NDATA", "DDATA")), len(types))
+        assert types[0] == "NBIRTH" and set(types[1:first_data]) <= {"DBIRTH"} and "DBIRTH" in types[1:first_data], types[:10]
+
+
 def assert_seq_consecutive(sessions: list[list[tuple[str, int]]]) -> None:
     for msgs in sessions:
         assert msgs[0] == ("NBIRTH", 0)
@@ -64,6 +75,13 @@ def assert_seq_consecutive(sessions: list[list[tuple[str, int]]]) -> None:
 @pytest.mark.timeout(120)
 def test_host_decodes_births_data_and_death_and_sees_an_alarm_within_1s(tmp_path: Path, mosquitto: Mosquitto) -> None:
     host = Host(mosquitto, GROUP)
+    # The will's QoS shows in what a QoS 1 subscriber receives (the lower of the two).
+    will_qos: list[int] = []
+    death_sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="death-watch")
+    death_sub.on_message = lambda c, u, m: will_qos.append(m.qos)
+    death_sub.connect(mosquitto.host, mosquitto.port)
+    death_sub.subscribe(f"spBv1.0/{GROUP}/NDEATH/{NODE}", qos=1)
+    death_sub.loop_start()
     agent = node_agent(tmp_path, mosquitto)
     pub = Publisher(mosquitto)
     try:
@@ -99,11 +117,33 @@ def test_host_decodes_births_data_and_death_and_sees_an_alarm_within_1s(tmp_path
         assert_seq_consecutive(session_seqs(host))
         # Every message is QoS 0 and not retained (tck-id-topics-*-mqtt).
         assert {(q, r) for t, _, q, r in host.raw if "/STATE/" not in t} == {(0, False)}
+        # On the wire: a timestamp on every payload and metric; births name, alias and type every
+        # metric; data carry aliases only, no name, no datatype (tck-id-payloads-alias-*, -datatype-*).
+        aliases = [m.alias for topic, raw, _, _ in host.raw if "BIRTH" in topic for m in Payload.FromString(raw).metrics if m.HasField("alias")]
+        assert len(aliases) == len(set(aliases))  # unique across the edge node (tck-id-payloads-alias-uniqueness)
+        rebirth = next(m for m in Payload.FromString(host.raw[0][1]).metrics if m.name == "Node Control/Rebirth")
+        assert rebirth.datatype == DataType.Boolean and rebirth.boolean_value is False
+        for topic, raw, _, _ in host.raw:
+            p = Payload.FromString(raw)
+            assert p.timestamp and p.HasField("seq") and all(m.timestamp for m in p.metrics), topic
+            if "BIRTH" in topic:
+                assert all(m.name and m.datatype for m in p.metrics), topic
+                aliased = [m for m in p.metrics if m.name not in ("bdSeq", "Node Control/Rebirth")]
+                assert all(m.HasField("alias") for m in aliased) and not any(m.HasField("alias") for m in p.metrics if m.name == "Node Control/Rebirth")
+            else:
+                assert all(m.HasField("alias") and not m.name and not m.datatype for m in p.metrics), topic
         agent.kill()  # the broker publishes the will
         wait_for(lambda: host.of(MT.NDEATH), 10, "NDEATH")
         assert metric(host.of(MT.NDEATH)[0], "bdSeq") == 0
+        death = Payload.FromString(next(raw for topic, raw, _, _ in host.raw if "/NDEATH/" in topic))
+        assert not death.HasField("seq") and [m.name for m in death.metrics] == ["bdSeq"]  # tck-id-topics-ndeath-payload, -seq
+        assert death.metrics[0].datatype == DataType.Int64
+        assert [r for topic, _, _, r in host.raw if "/NDEATH/" in topic] == [False]  # the will is not retained
+        wait_for(lambda: will_qos, 5, "the will at the QoS 1 subscriber")
+        assert will_qos == [1]
         assert not host.errors
     finally:
+        death_sub.loop_stop()
         pub.close()
         host.close()
         agent.kill()
@@ -171,6 +211,7 @@ def test_rebirth_request_is_honoured(tmp_path: Path, mosquitto: Mosquitto) -> No
         assert all(b.payload.seq == 0 for b in births)
         assert len(host.of(MT.DBIRTH, "m1")) >= len(births)
         assert_seq_consecutive(session_seqs(host))
+        assert_births_first(session_seqs(host)[1:])  # the first session had no series yet at its NBIRTH
         assert not host.errors
     finally:
         pub.close()

@@ -56,3 +56,20 @@ def test_null_and_wrong_field() -> None:
     assert schema.numeric_value(Payload.Metric(is_null=True), DataType.Double) is None
     with pytest.raises(ValueError):
         schema.numeric_value(Payload.Metric(string_value="7"), DataType.Double)
+
+
+def test_ids_refused_in_config_and_device_ids_made_safe() -> None:
+    from edge_agent.config import AgentConfig
+    from edge_agent.sparkplug.devices import device_of
+
+    for key in ("group_id", "edge_node_id", "primary_host_id"):
+        for bad in ("a/b", "a+", "#", ""):
+            with pytest.raises(ValueError):
+                AgentConfig.model_validate({"sparkplug": {key: bad}})
+    assert device_of("m1/temp", 1) == ("m1", "temp/")
+    assert device_of("line1/m1/temp", 2) == ("line1:m1", "temp/")
+    assert device_of("temp", 1) == ("temp", "")
+    # + # / : % in a series' device part are encoded, so device ids are valid and distinct.
+    assert device_of("a+b#c/x", 1)[0] == "a%2Bb%23c"
+    assert device_of("a:b/c/x", 2)[0] != device_of("a/b:c/x", 2)[0]
+    assert all(schema.valid_id(device_of(s, 2)[0]) for s in ("a/b", "+/#", "%/:", "/x"))
