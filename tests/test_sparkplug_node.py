@@ -4,14 +4,24 @@ reconnects, broker and agent restarts, rebirth requests, and the primary host's 
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 import pysparkplug as psp
 import pytest
-from helpers import AgentProcess, Mosquitto, Publisher, agent_config, wait_for
+from helpers import (
+    AgentProcess,
+    Mosquitto,
+    Publisher,
+    Subscriber,
+    agent_config,
+    free_port,
+    wait_for,
+)
 from sparkplug_peers import Host, ms
 
 from edge_agent.sparkplug.schema import DataType, Payload
@@ -194,7 +204,8 @@ def test_seq_and_bdseq_across_broker_restart_and_agent_restart(tmp_path: Path, m
 @pytest.mark.timeout(90)
 def test_rebirth_request_is_honoured(tmp_path: Path, mosquitto: Mosquitto) -> None:
     host = Host(mosquitto, GROUP)
-    agent = node_agent(tmp_path, mosquitto, **{"sparkplug.rebirth_min_interval_s": 1.0})
+    port = free_port()
+    agent = node_agent(tmp_path, mosquitto, **{"sparkplug.rebirth_min_interval_s": 1.0, "http.enabled": True, "http.port": port})
     pub = Publisher(mosquitto)
     try:
         agent.wait_connected()
@@ -213,6 +224,11 @@ def test_rebirth_request_is_honoured(tmp_path: Path, mosquitto: Mosquitto) -> No
         assert_seq_consecutive(session_seqs(host))
         assert_births_first(session_seqs(host)[1:])  # the first session had no series yet at its NBIRTH
         assert not host.errors
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=5) as r:
+            doc = json.loads(r.read())
+        node = doc["sparkplug"]["edge_node"]
+        assert node["connected"] and node["born"] and node["bdseq"] == 0 and node["births"] == len(births)
+        assert node["rebirth_requests"] == 5 and doc["series"]["stale"] == 0
     finally:
         pub.close()
         host.close()
@@ -224,12 +240,13 @@ def test_waits_for_primary_host_and_replays_alarms_as_historical(tmp_path: Path,
     host = Host(mosquitto, GROUP)
     agent = node_agent(tmp_path, mosquitto, **{"sparkplug.primary_host_id": "scada1"})
     pub = Publisher(mosquitto)
+    scada = Subscriber(mosquitto, "edge/gw-test/alerts/#")
     try:
         agent.wait_connected()
         t0 = time.time() - 100
         train(pub, agent, t0)
         pub.reading("plant/l1/m1/temp", 50.0, t0 + TRAIN + 10).wait_for_publish(5)
-        wait_for(lambda: "raised" in agent.log() or agent.log().count("alarm") > 0, 5, "alarm")
+        wait_for(lambda: scada.json(), 5, "the JSON alarm")  # committed to both outboxes by then
         time.sleep(1.0)
         assert host.all() == []  # no birth, no data while the primary host is not online
         ts = ms()
@@ -254,6 +271,7 @@ def test_waits_for_primary_host_and_replays_alarms_as_historical(tmp_path: Path,
         assert metric(host.of(MT.NBIRTH)[1], "bdSeq") == 1
         assert not host.errors
     finally:
+        scada.close()
         pub.close()
         host.close()
         agent.kill()

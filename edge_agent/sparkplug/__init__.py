@@ -36,6 +36,13 @@ class Sparkplug:
     def tasks(self) -> list[Any]:
         return self.node.tasks() if self.node is not None else []
 
+    def stats(self) -> dict[str, Any]:
+        """For /healthcheck: the ingest's nodes and rebirth requests, the edge node's session."""
+        return {
+            "ingest": self.ingest.stats() if self.ingest is not None else None,
+            "edge_node": self.node.stats() if self.node is not None else None,
+        }
+
     def problems(self) -> list[str]:
         return self.node.problems() if self.node is not None else []
 

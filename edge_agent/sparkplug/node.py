@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 _MAX_COMMAND_BYTES = 65536
 _DEVICES_PER_PASS = 20  # DBIRTHs encoded per event-loop pass during a birth sequence
+_SERIES_PER_PASS = 500  # series compared per event-loop pass in the periodic scan
 
 # Node metrics: (name, alias, datatype, value from the agent)
 NODE_METRICS: list[tuple[str, int, int, Any]] = [
@@ -449,11 +450,15 @@ class EdgeNode:
             if not self._dbirth(device, sids):
                 return
         deadband = self.cfg.score_deadband
-        for i, (device, sids) in enumerate(list(self.declared.items())):
-            if i % 50 == 49:
+        compared = 0
+        for device, sids in list(self.declared.items()):
+            if compared >= _SERIES_PER_PASS:
+                # Thousands of series: let readings in between (a few µs per series compared).
+                compared = 0
                 await asyncio.sleep(0)
                 if session != self.session or not self.born:
                     return
+            compared += len(sids)
             p = Payload(timestamp=ts)
             for sid in sids:
                 s = series.get(sid)
