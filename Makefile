@@ -4,12 +4,13 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install run demo test test-fast lint bench clean
+.PHONY: install run demo test test-fast lint bench proto clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
@@ -32,6 +33,9 @@ lint: install
 
 bench: install  ## performance report: bench/report.md and bench/report.json
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+proto: install  ## regenerate edge_agent/sparkplug/sparkplug_b_pb2.py from its .proto (grpcio-tools, a test dependency)
+	$(BIN)/python -m grpc_tools.protoc -Iedge_agent/sparkplug --python_out=edge_agent/sparkplug edge_agent/sparkplug/sparkplug_b.proto
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

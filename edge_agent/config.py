@@ -92,7 +92,7 @@ class MqttConfig(_Strict):
 class SubscriptionConfig(_Strict):
     topic: str = "plant/{line}/{machine}/{sensor}"
     series: str = "{machine}/{sensor}"
-    format: Literal["number", "json", "json_batch", "json_multi"] = "json"
+    format: Literal["number", "json", "json_batch", "json_multi", "sparkplug_b"] = "json"
     qos: Literal[0, 1, 2] = 1
     value_field: str = "value"
     ts_field: str = "ts"
@@ -107,6 +107,27 @@ class SubscriptionConfig(_Strict):
     def _templates(self) -> SubscriptionConfig:
         from edge_agent.topics import TopicTemplate, check_series_template, template_fields
 
+        if self.format == "sparkplug_b":
+            # Sparkplug topics are fixed by the specification: the subscription is a filter
+            # and the series template names parts of each message (edge_agent/sparkplug/ingest.py).
+            from edge_agent.sparkplug.schema import (
+                DEFAULT_FILTER,
+                DEFAULT_SERIES,
+                check_series,
+                parse_filter,
+            )
+
+            if self.share_group:
+                raise ValueError("share_group cannot be used with format sparkplug_b: each edge node's messages must reach one agent, in order (seq)")
+            if self.machine is not None:
+                raise ValueError("machine is not supported with format sparkplug_b yet (docs/machines.md)")
+            if "topic" not in self.model_fields_set:
+                self.topic = DEFAULT_FILTER
+            if "series" not in self.model_fields_set:
+                self.series = DEFAULT_SERIES
+            self.topic = parse_filter(self.topic)
+            check_series(self.series)
+            return self
         topic = TopicTemplate.parse(self.topic)
         # TemplateError is a ValueError: pydantic reports it under this subscription's key.
         if self.format == "json_multi":
@@ -270,6 +291,41 @@ class S3Config(_Strict):
         return self
 
 
+def _sparkplug_id(value: str | None, what: str) -> str | None:
+    if value is not None and (not value or any(c in value for c in "+/#\x00")):
+        raise ValueError(f"{what} {value!r} must be non-empty, without + / # (Sparkplug topic rules)")
+    return value
+
+
+class SparkplugIngestConfig(_Strict):
+    request_rebirth: bool = True
+    rebirth_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    rebirth_requests_per_s: Annotated[float, Field(gt=0)] = 5.0
+    max_nodes: Annotated[int, Field(ge=1)] = 10_000
+    max_metrics_per_birth: Annotated[int, Field(ge=1)] = 10_000
+    max_metrics: Annotated[int, Field(ge=1)] = 200_000
+
+
+class SparkplugConfig(_Strict):
+    enabled: bool = False
+    group_id: str = "edge-agent"
+    edge_node_id: str | None = None
+    primary_host_id: str | None = None
+    client_id: str | None = None
+    device_segments: Annotated[int, Field(ge=1, le=32)] = 1
+    score_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    score_deadband: Annotated[float, Field(ge=0)] = 0.0
+    rebirth_min_interval_s: Annotated[float, Field(ge=0)] = 2.0
+    ingest: SparkplugIngestConfig = SparkplugIngestConfig()
+
+    @model_validator(mode="after")
+    def _ids(self) -> SparkplugConfig:
+        _sparkplug_id(self.group_id, "sparkplug.group_id")
+        _sparkplug_id(self.edge_node_id, "sparkplug.edge_node_id")
+        _sparkplug_id(self.primary_host_id, "sparkplug.primary_host_id")
+        return self
+
+
 class HttpConfig(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -296,6 +352,7 @@ class AgentConfig(_Strict):
     commands: CommandsConfig = CommandsConfig()
     s3: S3Config = S3Config()
     http: HttpConfig = HttpConfig()
+    sparkplug: SparkplugConfig = SparkplugConfig()
 
     @field_validator("subscriptions")
     @classmethod
