@@ -38,6 +38,13 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
                        ("uvloop/edge_framing", "edge framing, uvloop (event_loop: uvloop)")):
         _h(h, f"scoring.receive.{key.replace('/', '.')}_us", "scoring", f"loop CPU per arriving reading, {label}",
            (rp.get(key) or {}).get("median_us"), "µs")
+    mc = P.get("machines", {})
+    _h(h, "machines.score_row_8.p99_us", "machines", "machine row scored p99, 8 sensors (baseline_t2)", _get(mc, "score_row", "8", "p99"), "µs", 30.0)
+    _h(h, "machines.feed_row.p99_us", "machines", "MachineSet.feed_row p99 (assemble + score + decide, 8 sensors)", _get(mc, "machineset_feed_row_per_row", "p99"), "µs")
+    _h(h, "machines.ingest_json_multi.p99_us", "machines", "Ingest.handle p99, json_multi of 8 (8 series + the machine)",
+       _get(mc, "ingest_json_multi", "series_and_machine", "p99"), "µs")
+    _h(h, "machines.memory_kb", "machines", "memory per machine (8 sensors, model + full row buffer)",
+       (_get(mc, "memory", "bytes_per_machine") or 0) / 1024 or None, "kB")
     tp = P.get("throughput", {})
     _h(h, "throughput.agent_per_s", "throughput", "agent drain rate (readings/s, no loss)", _get(tp, "agent", "readings_per_s"), "/s")
     _h(h, "throughput.raw_per_s", "throughput", "mosquitto_sub raw receive rate", _get(tp, "raw", "messages_per_s"), "/s")
@@ -137,8 +144,8 @@ def markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         met = "" if v["met"] is None else ("✅" if v["met"] else "❌")
         L.append(f"| {v['label']} | {_fmt(v['value'])} {v['unit']} | {tgt} | {met} |")
     L.append("")
-    for name, fn in (("scoring", _md_scoring), ("throughput", _md_throughput), ("latency", _md_latency), ("sideload", _md_sideload),
-                     ("memory", _md_memory), ("startup", _md_startup), ("http", _md_http), ("sparkplug", _md_sparkplug)):
+    for name, fn in (("scoring", _md_scoring), ("machines", _md_machines), ("throughput", _md_throughput), ("latency", _md_latency),
+                     ("sideload", _md_sideload), ("memory", _md_memory), ("startup", _md_startup), ("http", _md_http), ("sparkplug", _md_sparkplug)):
         part = P.get(name)
         if part is None:
             continue
@@ -183,6 +190,29 @@ def _md_scoring(p: dict[str, Any]) -> list[str]:
             cells = [_fmt(rows.get(f"{lp}/{pr}", {}).get("median_us")) for pr in ("bare", "gmqtt_reader", "edge_framing")]
             L.append(f"| {lp} | " + " | ".join(cells) + " |")
         L.append("")
+    return L
+
+
+def _md_machines(p: dict[str, Any]) -> list[str]:
+    L = ["## 1b. Machines (in process)", "",
+         f"`baseline_t2` fitted on the first 400 rows of {p.get('data')} (8 sensors; 16 and 32 synthetic), each row timed "
+         f"with `perf_counter_ns` over {_fmt(p.get('calls'))} calls (a quarter for 16/32), GC off. Microseconds.", ""]
+    L += _stat_header("path", ["median corr.", "p99 corr."])
+    for n, s in sorted((p.get("score_row") or {}).items(), key=lambda kv: int(kv[0])):
+        L.append(_stat_row(f"score_row, {n} sensors", s, [_fmt(s["median_corrected"]), _fmt(s["p99_corrected"])]))
+    for key, label in (("machineset_feed_row_per_row", "MachineSet.feed_row (one message of 8)"),
+                       ("machineset_feed_per_row", "MachineSet.feed x 8 (one topic per sensor)")):
+        s = p.get(key)
+        if s:
+            L.append(_stat_row(label, s, [_fmt(s["median_corrected"]), _fmt(s["p99_corrected"])]))
+    for key, label in (("series_and_machine", "Ingest.handle json_multi, 8 series + machine"), ("series_only", "Ingest.handle json_multi, 8 series only")):
+        s = _get(p, "ingest_json_multi", key)
+        if s:
+            L.append(_stat_row(label, s, [_fmt(s["median_corrected"]), _fmt(s["p99_corrected"])]))
+    mem = p.get("memory") or {}
+    L += ["", f"Memory per machine ({_fmt(mem.get('sensors'))} sensors, fitted, {_fmt(mem.get('buffer_rows'))} complete rows held): "
+          f"{_fmt((mem.get('bytes_per_machine') or 0) / 1024)} kB by tracemalloc over {_fmt(mem.get('machines'))} machines, "
+          f"of which the row buffer {_fmt((mem.get('buffer_bytes_per_machine') or 0) / 1024)} kB (`machines.buffer_rows`).", ""]
     return L
 
 

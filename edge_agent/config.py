@@ -92,16 +92,20 @@ class MqttConfig(_Strict):
 class SubscriptionConfig(_Strict):
     topic: str = "plant/{line}/{machine}/{sensor}"
     series: str = "{machine}/{sensor}"
-    format: Literal["number", "json", "json_batch", "sparkplug_b"] = "json"
+    format: Literal["number", "json", "json_batch", "json_multi", "sparkplug_b"] = "json"
     qos: Literal[0, 1, 2] = 1
     value_field: str = "value"
     ts_field: str = "ts"
     ts_unit: Literal["auto", "s", "ms", "iso"] = "auto"
     share_group: str | None = None
+    # Machine-level detection (docs/machines.md): the machine id, from the topic's fields,
+    # and the sensor's name within it (json_multi: each payload key is a sensor).
+    machine: str | None = None
+    sensor: str = "{sensor}"
 
     @model_validator(mode="after")
     def _templates(self) -> SubscriptionConfig:
-        from edge_agent.topics import TopicTemplate, check_series_template
+        from edge_agent.topics import TopicTemplate, check_series_template, template_fields
 
         if self.format == "sparkplug_b":
             # Sparkplug topics are fixed by the specification: the subscription is a filter
@@ -115,6 +119,8 @@ class SubscriptionConfig(_Strict):
 
             if self.share_group:
                 raise ValueError("share_group cannot be used with format sparkplug_b: each edge node's messages must reach one agent, in order (seq)")
+            if self.machine is not None:
+                raise ValueError("machine is not supported with format sparkplug_b yet (docs/machines.md)")
             if "topic" not in self.model_fields_set:
                 self.topic = DEFAULT_FILTER
             if "series" not in self.model_fields_set:
@@ -122,7 +128,24 @@ class SubscriptionConfig(_Strict):
             self.topic = parse_filter(self.topic)
             check_series(self.series)
             return self
-        check_series_template(self.series, TopicTemplate.parse(self.topic))  # TemplateError is a ValueError
+        topic = TopicTemplate.parse(self.topic)
+        # TemplateError is a ValueError: pydantic reports it under this subscription's key.
+        if self.format == "json_multi":
+            if "sensor" in topic.fields:
+                raise ValueError(f"format json_multi: the payload's keys name the sensors, so topic {self.topic!r} must not define {{sensor}}")
+            if "sensor" not in template_fields(self.series):
+                raise ValueError(f"format json_multi: series template {self.series!r} must use {{sensor}} (the payload key), or every key would feed one series")
+            check_series_template(self.series, topic, extra=("sensor",))
+        else:
+            check_series_template(self.series, topic)
+        if self.machine is not None:
+            if not self.machine.strip():
+                raise ValueError("machine template is empty")
+            if self.format == "json_batch":
+                raise ValueError("format json_batch (many readings of one sensor) cannot feed a machine row: use json or json_multi")
+            check_series_template(self.machine, topic, what="machine")
+            if self.format != "json_multi":
+                check_series_template(self.sensor, topic, what="sensor")
         return self
 
 
@@ -153,6 +176,53 @@ class DetectorConfig(_Strict):
             detectors.create(self.name, self.params)
         except TypeError as exc:  # an unknown param; pydantic reports ValueErrors with the key path
             raise ValueError(str(exc)) from None
+        return self
+
+
+def _default_machine_detector() -> str:
+    from edge_agent import machine_detectors
+
+    return machine_detectors.DEFAULT
+
+
+class MachineDetectorConfig(_Strict):
+    name: str = Field(default_factory=_default_machine_detector)
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _known_detector(self) -> MachineDetectorConfig:
+        from edge_agent import machine_detectors
+
+        try:
+            machine_detectors.create(self.name, self.params)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class MachineRowsConfig(_Strict):
+    max_skew_s: Annotated[float, Field(ge=0)] = 0.5
+    stale_after_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class MachineAlarmsConfig(_Strict):
+    clear_after: Annotated[int, Field(ge=1)] = 10
+    clear_ratio: Annotated[float, Field(gt=0, le=1)] = 0.8
+
+
+class MachinesConfig(_Strict):
+    detector: MachineDetectorConfig = MachineDetectorConfig()
+    min_train_rows: Annotated[int, Field(ge=50)] = 400
+    buffer_rows: Annotated[int, Field(ge=64, le=1_000_000)] = 512
+    max_machines: Annotated[int, Field(ge=1)] = 1000
+    max_sensors: Annotated[int, Field(ge=1, le=256)] = 64
+    rows: MachineRowsConfig = MachineRowsConfig()
+    alarms: MachineAlarmsConfig = MachineAlarmsConfig()
+
+    @model_validator(mode="after")
+    def _buffer_holds_a_fit(self) -> MachinesConfig:
+        if self.buffer_rows < self.min_train_rows:
+            raise ValueError(f"machines.buffer_rows ({self.buffer_rows}) must hold machines.min_train_rows ({self.min_train_rows})")
         return self
 
 
@@ -274,6 +344,7 @@ class AgentConfig(_Strict):
     subscriptions: list[SubscriptionConfig] = Field(default_factory=lambda: [SubscriptionConfig()])
     detector: DetectorConfig = DetectorConfig()
     series: SeriesConfig = SeriesConfig()
+    machines: MachinesConfig = MachinesConfig()
     alarms: AlarmConfig = AlarmConfig()
     status: StatusConfig = StatusConfig()
     ingest: IngestConfig = IngestConfig()

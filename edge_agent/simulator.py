@@ -10,6 +10,15 @@ a test can compare what was injected with the alarms that arrived:
 - ``stuck``: the sensor repeats its last value (a frozen transmitter).
 
 Topics are ``plant/{line}/{machine}/{sensor}`` with ``{"value": v, "ts": epoch_seconds}``.
+
+``--pumps N`` adds pumps ``p1..pN`` whose five sensors follow a common load (``pump_sim.py``)
+and whose injected fault is ``relation_break``: current rises as flow falls, each inside its
+normal band, for ``--break-seconds``. They publish on the same per-sensor topics, or with
+``--pump-format json_multi`` one message per pump on ``plc/{line}/{machine}``
+(``{"ts": .., "flow": .., "current": .., ...}``). Machine-level detection sees them when the
+agent's subscription names the machine (``machine: "{line}/{machine}"``, docs/machines.md).
+Pumps publish JSON also with ``--sparkplug``.
+
 With ``--sparkplug`` the plant is a Sparkplug B edge node instead (``SparkplugPlant``): node
 ``{line}`` in group ``--group``, one device per machine, its sensors as aliased metrics; NBIRTH
 and DBIRTHs on connect and on a rebirth request, one DDATA per machine and tick, NDEATH as the
@@ -26,6 +35,10 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
+
+from edge_agent.pump_sim import SENSORS as SENSOR_NAMES
+from edge_agent.pump_sim import Pump
 
 SENSORS = {
     # name: (base level, noise sigma, daily amplitude)
@@ -63,6 +76,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--day-seconds", type=float, default=600.0, help="length of one simulated daily cycle")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--qos", type=int, choices=[0, 1], default=1)
+    p.add_argument("--pumps", type=int, default=0, help="pumps with correlated sensors (p1..pN); default none")
+    p.add_argument("--pump-format", choices=["topics", "json_multi"], default="topics",
+                   help="pumps publish one topic per sensor (default) or one json_multi message per pump")
+    p.add_argument("--break-rate", type=float, default=None, help="relation breaks per pump per hour (default: --fault-rate)")
+    p.add_argument("--break-seconds", type=float, default=60.0, help="how long a relation break lasts")
     p.add_argument("--sparkplug", action="store_true", help="publish as a Sparkplug B edge node (group --group, node --line)")
     p.add_argument("--group", default="plant", help="Sparkplug group id (with --sparkplug)")
 
@@ -107,6 +125,12 @@ async def simulate(args: argparse.Namespace) -> int:
         for i in range(args.machines)
         for name, (base, sigma, amp) in SENSORS.items()
     ]
+    # getattr: callers that build their own Namespace (demo.py) predate the pump options.
+    pumps = [Pump.random(f"p{i + 1}", rng) for i in range(getattr(args, "pumps", 0))]
+    for pump in pumps:
+        pump.duration_s = getattr(args, "break_seconds", 60.0)
+    break_rate = getattr(args, "break_rate", None)
+    break_p = (args.fault_rate if break_rate is None else break_rate) / 3600.0 / args.rate
     sparkplug = SparkplugPlant(args.group, args.line, sensors) if getattr(args, "sparkplug", False) else None
     client = gmqtt.Client(f"edge-sim-{rng.randrange(1 << 30):x}", will_message=sparkplug.will() if sparkplug else None)
     if sparkplug is not None:
@@ -119,7 +143,11 @@ async def simulate(args: argparse.Namespace) -> int:
     start = time.time()
     n = 0
     prefix = f"{args.group}/{args.line}/" if sparkplug else ""
-    print(json.dumps({"event": "start", "broker": args.broker, "series": [f"{prefix}{s.machine}/{s.sensor}" for s in sensors], "rate_hz": args.rate}), flush=True)
+    series = [f"{prefix}{s.machine}/{s.sensor}" for s in sensors] + [f"{p.machine}/{s}" for p in pumps for s in SENSOR_NAMES]
+    start_event = {"event": "start", "broker": args.broker, "series": series, "rate_hz": args.rate}
+    if pumps:
+        start_event["machines"] = [p.machine for p in pumps]
+    print(json.dumps(start_event), flush=True)
     try:
         next_tick = time.monotonic()
         while args.duration <= 0 or time.time() - start < args.duration:
@@ -139,6 +167,8 @@ async def simulate(args: argparse.Namespace) -> int:
             if sparkplug is not None:
                 for machine, readings in tick.items():
                     sparkplug.ddata(machine, readings, now)
+            for pump in pumps:
+                n += publish_pump(client, args, pump, t, interval, now, rng, break_p)
             next_tick += interval
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
     except asyncio.CancelledError:
@@ -152,6 +182,23 @@ async def simulate(args: argparse.Namespace) -> int:
         except Exception:
             pass
     return 0
+
+
+def publish_pump(client: Any, args: argparse.Namespace, pump: Pump, t: float, dt: float, now: float, rng: random.Random, break_p: float) -> int:
+    values, fault = pump.step(t, dt, rng, break_p, t >= args.warmup)
+    ts = round(now, 3)
+    if getattr(args, "pump_format", "topics") == "json_multi":
+        doc = {"ts": ts, **{k: round(v, 4) for k, v in values.items()}}
+        client.publish(f"plc/{args.line}/{pump.machine}", json.dumps(doc), qos=args.qos)
+        sent = len(values)
+    else:
+        for sensor, value in values.items():
+            client.publish(f"plant/{args.line}/{pump.machine}/{sensor}", json.dumps({"value": round(value, 4), "ts": ts}), qos=args.qos)
+        sent = len(values)
+    if fault:
+        print(json.dumps({"event": "fault", "machine": pump.machine, "series": [f"{pump.machine}/{s}" for s in fault["sensors"]],
+                          "ts": ts, **fault}), flush=True)
+    return sent
 
 
 class SparkplugPlant:
