@@ -8,12 +8,14 @@ set -euo pipefail
 
 usage() {
     cat <<'EOF'
-Usage: scripts/build_wheel_and_smoke.sh [--out DIR] [--python PY] [--no-smoke]
+Usage: scripts/build_wheel_and_smoke.sh [--out DIR] [--python PY] [--extras LIST] [--no-smoke]
 
-  --out DIR     where the wheel goes (default: <repo>/dist)
-  --python PY   interpreter to build and smoke-test with, >= 3.11 (default: python3)
-  --no-smoke    only build the wheel
-  -h, --help    show this help
+  --out DIR       where the wheel goes (default: <repo>/dist)
+  --python PY     interpreter to build and smoke-test with, >= 3.11 (default: python3)
+  --extras LIST   pip extras to install with the wheel, as the Dockerfile's EXTRAS build
+                  argument (default: none, the core runtime, as the image's default)
+  --no-smoke      only build the wheel
+  -h, --help      show this help
 
 Build inputs are the files the Dockerfile COPYs (pyproject.toml, README.md if present,
 edge_agent/; requirements.lock constrains the install), copied to a temporary source tree, so the wheel contains what the image would
@@ -22,7 +24,7 @@ with its dependencies (versions pinned by requirements.lock) into a new venv and
 repository (so nothing is imported from the source tree):
   edge-agent --help
   edge-agent check-config config/agent.example.yaml
-  python -c "import edge_agent.notify, edge_agent.agent"
+  python -c "import edge_agent.notify, edge_agent.agent, edge_agent.http.server"
 EOF
 }
 
@@ -30,10 +32,12 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$repo/dist"
 python=python3
 smoke=1
+extras=""
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --out) [ -n "${2:-}" ] || { echo "--out needs a value" >&2; exit 2; }; out="$2"; shift 2 ;;
         --python) [ -n "${2:-}" ] || { echo "--python needs a value" >&2; exit 2; }; python="$2"; shift 2 ;;
+        --extras) extras="${2-}"; shift 2 ;;
         --no-smoke) smoke=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
@@ -66,7 +70,7 @@ echo "built $wheel"
 # --- runtime stage (keep identical to the Dockerfile)
 "$python" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --upgrade pip >/dev/null
-"$work/venv/bin/python" -m pip install --constraint "$repo/requirements.lock" "$wheel"   # docker:runtime
+"$work/venv/bin/python" -m pip install --constraint "$repo/requirements.lock" "$wheel${extras:+[$extras]}"   # docker:runtime
 
 example="$repo/config/agent.example.yaml"
 [ -f "$example" ] || { echo "missing $example" >&2; exit 1; }
@@ -74,5 +78,5 @@ cd "$work"   # not the repository: prove the installed wheel is self-sufficient
 export MPLCONFIGDIR="$work/mpl" NUMBA_CACHE_DIR="$work/numba"
 "$work/venv/bin/edge-agent" --help >/dev/null
 "$work/venv/bin/edge-agent" check-config "$example"
-"$work/venv/bin/python" -c "import edge_agent.notify, edge_agent.agent"
-echo "smoke OK: $wheel"
+"$work/venv/bin/python" -c "import edge_agent.notify, edge_agent.agent, edge_agent.http.server"
+echo "smoke OK: $wheel${extras:+ [$extras]} ($(du -sm "$work/venv" | cut -f1) MB venv)"
