@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the agent")
-    r.add_argument("-c", "--config", required=True, help="YAML config file")
+    r.add_argument("-c", "--config", required=True, help="YAML config file (EDGE_AGENT__... environment overrides apply)")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser(
@@ -187,13 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check_config)
 
     m = sub.add_parser("models", help="inspect or roll back the local model store (offline)")
-    m.add_argument("action", choices=["list", "show", "rollback"])
-    m.add_argument("series", nargs="?")
+    m.add_argument("action", choices=["list", "show", "rollback"], help="list all series, show one model's metadata, or roll one back")
+    m.add_argument("series", nargs="?", help="series id, e.g. m1/temp (show, rollback)")
     m.add_argument("--version", type=int, help="version to show or roll back to (default: active / previous)")
     src = m.add_mutually_exclusive_group(required=True)
-    src.add_argument("-c", "--config")
-    src.add_argument("--state-dir")
-    m.add_argument("--json", action="store_true")
+    src.add_argument("-c", "--config", help="take the state directory from this config file")
+    src.add_argument("--state-dir", help="the agent's state directory (holds models/)")
+    m.add_argument("--json", action="store_true", help="list: print JSON instead of a table")
     m.set_defaults(func=cmd_models)
 
     s = sub.add_parser("simulate", help="publish realistic sensor readings with injected faults")
@@ -204,16 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="embedded broker + agent + simulator, all in one")
     d.add_argument("--broker", help="HOST:PORT of an existing broker (default: start an embedded one)")
-    d.add_argument("--machines", type=int, default=3)
-    d.add_argument("--rate", type=float, default=20.0)
-    d.add_argument("--http-port", type=int, default=8000)
+    d.add_argument("--machines", type=int, default=3, help="simulated machines, 3 sensors each (default %(default)s)")
+    d.add_argument("--rate", type=float, default=20.0, help="readings per second per sensor (default %(default)s)")
+    d.add_argument("--http-port", type=int, default=8000, help="status page port, or the next free one (default %(default)s)")
     d.add_argument("--warmup", type=float, default=30.0, help="seconds before the simulator injects faults")
-    d.add_argument("--state-dir", default="./demo-state")
+    d.add_argument("--state-dir", default="./demo-state", help="where the demo keeps models and its outbox (default %(default)s)")
     d.set_defaults(func=cmd_demo)
 
     for name, module, help_text in (
         ("evaluate", "edge_agent.evaluation.evaluate", "score detectors on a labelled corpus (NAB)"),
         ("sign-command", "edge_agent.command_auth", "sign a remote command for mosquitto_pub"),
+        ("keygen", "edge_agent.keygen", "create the command HMAC key and the HTTP token files (mode 0600)"),
     ):
         plugin = _plugin(module)
         if plugin is None:
