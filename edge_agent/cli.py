@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     # The checks check-config does, before anything connects: a missing secret or TLS file
     # stops here with its key, file and line, not as a traceback or a reconnect loop.
-    report = preflight(cfg, create_state_dir=True)
+    report = preflight(cfg, for_run=True)
     if report.errors:
         _print_issues(cfg.source, "problem(s) found before starting (edge-agent check-config shows the same)", report.errors)
         return 2
@@ -63,7 +63,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    report = preflight(cfg, create_state_dir=False)
+    report = preflight(cfg, for_run=False)
     if report.warnings:
         _print_issues(args.file, "warning(s)", report.warnings)
     if report.errors:

@@ -44,13 +44,15 @@ class Report:
         return not self.errors
 
 
-def preflight(cfg: AgentConfig, *, create_state_dir: bool = False) -> Report:
-    """Every check ``run`` does before connecting. ``create_state_dir``: make it (``run``) or
-    only check it could be made (``check-config``, which changes nothing)."""
+def preflight(cfg: AgentConfig, *, for_run: bool = False) -> Report:
+    """Every check ``run`` does before connecting. ``for_run``: create the state directory
+    (``check-config`` only checks it could be made: it changes nothing), and treat a
+    ``credential:NAME`` with no ``$CREDENTIALS_DIRECTORY`` as an error (``check-config`` run
+    outside the systemd unit cannot see the credentials: a warning)."""
     report = Report()
-    _secrets(cfg, report)
-    _tls(cfg, report)
-    _state_dir(cfg, report, create_state_dir)
+    _secrets(cfg, report, for_run)
+    _tls(cfg, report, for_run)
+    _state_dir(cfg, report, for_run)
     _templates(cfg, report)
     _extras(cfg, report)
     return report
@@ -72,7 +74,26 @@ def _value(cfg: AgentConfig, path: tuple[str, ...]) -> object:
 
 
 # ---- secrets -----------------------------------------------------------------------------
-def _secrets(cfg: AgentConfig, report: Report) -> None:
+def _unseen_credential(cfg: AgentConfig, report: Report, path: tuple[str, ...], ref: str, for_run: bool) -> bool:
+    """True (and a finding) for a ``credential:NAME`` that cannot be looked at here."""
+    if not ref.startswith("credential:") or os.environ.get("CREDENTIALS_DIRECTORY"):
+        return False
+    msg = f"{ref}: CREDENTIALS_DIRECTORY is not set (not started by systemd with LoadCredential=?)"
+    if for_run:
+        _err(report, cfg, path, msg)
+    else:
+        _warn(report, cfg, path, f"{ref} not checked: it is a systemd credential, visible only inside the unit")
+    return True
+
+
+def credential_path(ref: str) -> str:
+    """A ``*_file`` value as a filesystem path (``credential:NAME`` under $CREDENTIALS_DIRECTORY)."""
+    if ref.startswith("credential:"):
+        return os.path.join(os.environ.get("CREDENTIALS_DIRECTORY", ""), ref.split(":", 1)[1])
+    return ref
+
+
+def _secrets(cfg: AgentConfig, report: Report, for_run: bool) -> None:
     wanted = (
         (("mqtt", "password_file"), True),
         (("commands", "key_file"), cfg.commands.enabled),
@@ -81,7 +102,7 @@ def _secrets(cfg: AgentConfig, report: Report) -> None:
     )
     for path, used in wanted:
         ref = _value(cfg, path)
-        if not ref or not used:
+        if not ref or not used or _unseen_credential(cfg, report, path, str(ref), for_run):
             continue
         try:
             text = read_secret(str(ref))
@@ -107,7 +128,7 @@ def _secrets(cfg: AgentConfig, report: Report) -> None:
 
 def _loose_permissions(cfg: AgentConfig, report: Report, path: tuple[str, ...], ref: str) -> None:
     if ref.startswith("credential:"):
-        return
+        return  # systemd's copy, private to the unit
     try:
         mode = os.stat(ref).st_mode
     except OSError:
@@ -120,13 +141,14 @@ def _loose_permissions(cfg: AgentConfig, report: Report, path: tuple[str, ...], 
 def tls_context(cfg: AgentConfig) -> ssl.SSLContext:
     """The client context ``mqtt.tls`` describes; ssl/OS errors propagate."""
     tls = cfg.mqtt.tls
-    ctx = ssl.create_default_context(cafile=tls.ca_file)
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    ca, cert, key = (credential_path(f) if f else None for f in (tls.ca_file, tls.cert_file, tls.key_file))
+    ctx = ssl.create_default_context(cafile=ca)
+    if cert:
+        ctx.load_cert_chain(cert, key)
     return ctx
 
 
-def _tls(cfg: AgentConfig, report: Report) -> None:
+def _tls(cfg: AgentConfig, report: Report, for_run: bool) -> None:
     tls = cfg.mqtt.tls
     files = {"ca_file": tls.ca_file, "cert_file": tls.cert_file, "key_file": tls.key_file}
     if not tls.enabled:
@@ -136,8 +158,10 @@ def _tls(cfg: AgentConfig, report: Report) -> None:
         return
     bad = False
     for name, value in files.items():
-        if value and not os.access(value, os.R_OK):
-            why = "does not exist" if not os.path.exists(value) else "is not readable by this user"
+        if value and _unseen_credential(cfg, report, ("mqtt", "tls", name), value, for_run):
+            bad = True  # cannot load the set without it
+        elif value and not os.access(credential_path(value), os.R_OK):
+            why = "does not exist" if not os.path.exists(credential_path(value)) else "is not readable by this user"
             _err(report, cfg, ("mqtt", "tls", name), f"{value} {why}")
             bad = True
     if tls.key_file and not tls.cert_file:
@@ -146,7 +170,7 @@ def _tls(cfg: AgentConfig, report: Report) -> None:
     if bad:
         return
     try:
-        ssl.create_default_context(cafile=tls.ca_file)
+        ssl.create_default_context(cafile=credential_path(tls.ca_file) if tls.ca_file else None)
     except (ssl.SSLError, OSError) as exc:
         _err(report, cfg, ("mqtt", "tls", "ca_file"), f"{tls.ca_file} is not a PEM CA bundle ({_ssl_reason(exc)})")
         return

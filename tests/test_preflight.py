@@ -160,3 +160,22 @@ def test_warnings_do_not_stop_the_agent(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "commands.key_file: the key is 5 characters" in res.stderr
     assert "is readable by others (mode 0644); chmod 600 it" in res.stderr
+
+
+def test_systemd_credentials_are_checked_inside_the_unit_only(tmp_path: Path) -> None:
+    cfg = base(tmp_path)
+    cfg["commands"] = {"key_file": "credential:command-key"}
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    # Outside the unit (no CREDENTIALS_DIRECTORY): check-config cannot look, and says so.
+    outside = edge_agent("check-config", str(path))
+    assert outside.returncode == 0 and "credential:command-key not checked" in outside.stderr, outside.stderr
+    # `run` without the credentials cannot work: it stops.
+    run = edge_agent("run", "-c", str(path), timeout=30)
+    assert run.returncode == 2 and "CREDENTIALS_DIRECTORY is not set" in run.stderr, run.stderr
+    # Inside (the directory systemd fills): the credential is checked like a file.
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "command-key").write_text("")
+    inside = edge_agent("check-config", str(path), env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert inside.returncode == 2 and "commands.key_file: credential:command-key is empty" in inside.stderr, inside.stderr
