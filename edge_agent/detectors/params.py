@@ -18,8 +18,11 @@ import math
 from typing import Any
 
 
-class ParamProblems(ValueError):
-    """Bad ``params`` for one detector: ``problems`` lists ``(param name or "", message)``."""
+class ParamProblems(ValueError, TypeError):
+    """Bad ``params`` for one detector: ``problems`` lists ``(param name or "", message)``.
+
+    Both a ValueError (what pydantic reports as a validation error) and a TypeError (what the
+    detector protocol promised for an unknown param, before these checks)."""
 
     def __init__(self, detector: str, problems: list[tuple[str, str]]):
         self.detector = detector
