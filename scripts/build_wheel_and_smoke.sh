@@ -25,6 +25,8 @@ repository (so nothing is imported from the source tree):
   edge-agent --help
   edge-agent check-config config/agent.example.yaml
   python -c "import edge_agent.notify, edge_agent.agent, edge_agent.http.server"
+and, with no --extras, that check-config names the extras a config needs (isolation-forest,
+s3) and that the demo names its own.
 EOF
 }
 
@@ -79,4 +81,20 @@ export MPLCONFIGDIR="$work/mpl" NUMBA_CACHE_DIR="$work/numba"
 "$work/venv/bin/edge-agent" --help >/dev/null
 "$work/venv/bin/edge-agent" check-config "$example"
 "$work/venv/bin/python" -c "import edge_agent.notify, edge_agent.agent, edge_agent.http.server"
+if [ -z "$extras" ]; then
+    # The core alone: a config that needs an extra is refused before it runs, naming the extra,
+    # and the demo says what its embedded broker needs.
+    printf 'state_dir: %s\ndetector: {name: isolation_forest}\ns3: {enabled: true, bucket: b}\n' "$work/state" >"$work/extras.yaml"
+    if out="$("$work/venv/bin/edge-agent" check-config "$work/extras.yaml" 2>&1)"; then
+        echo "check-config accepted a config that needs extras the core lacks" >&2; exit 1
+    fi
+    for extra in isolation-forest s3; do
+        grep -qF "edge-agent[$extra]" <<<"$out" || { echo "check-config did not name the $extra extra:" >&2; echo "$out" >&2; exit 1; }
+    done
+    if out="$("$work/venv/bin/edge-agent" demo 2>&1)"; then
+        echo "demo ran without its embedded broker's package" >&2; exit 1
+    fi
+    grep -qF "edge-agent[demo]" <<<"$out" || { echo "demo did not name the demo extra:" >&2; echo "$out" >&2; exit 1; }
+    echo "core install: check-config and demo name the extras they need"
+fi
 echo "smoke OK: $wheel${extras:+ [$extras]} ($(du -sm "$work/venv" | cut -f1) MB venv)"
