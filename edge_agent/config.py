@@ -322,4 +322,7 @@ def masked_dump(cfg: AgentConfig) -> dict:
             return node if key.endswith("_file") else "***"
         return node
 
-    return mask(cfg.model_dump(mode="json"))
+    data = cfg.model_dump(mode="json")
+    # Rules as written: a key a rule leaves out means "keep the earlier setting", not null.
+    data["rules"] = [r.model_dump(mode="json", exclude_unset=True) for r in cfg.rules]
+    return mask(data)
