@@ -11,7 +11,7 @@ STAMP   = $(VENV)/.installed
 DEV_STAMP = $(VENV)/.installed-dev
 PIP     = $(BIN)/python -m pip --quiet
 
-.PHONY: install dev run demo test test-fast lint bench clean
+.PHONY: install dev run demo test test-fast lint bench proto clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PIP) install --constraint requirements.lock -e '.[demo]'
 	touch $(STAMP)
 
-$(DEV_STAMP): $(STAMP) requirements-dev.lock
+$(DEV_STAMP): $(STAMP) requirements-dev.lock requirements-nodeps.lock
 	$(PIP) install --constraint requirements.lock --constraint requirements-dev.lock -e '.[all,test,bench]'
+	$(PIP) install --no-deps -r requirements-nodeps.lock
 	touch $(DEV_STAMP)
 
 install: $(STAMP)  ## create .venv with the edge-agent command in .venv/bin (runtime only)
@@ -44,6 +45,9 @@ lint: dev
 
 bench: dev  ## performance report: bench/report.md and bench/report.json
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+proto: dev  ## regenerate edge_agent/sparkplug/sparkplug_b_pb2.py from its .proto (grpcio-tools, a test dependency)
+	$(BIN)/python -m grpc_tools.protoc -Iedge_agent/sparkplug --python_out=edge_agent/sparkplug edge_agent/sparkplug/sparkplug_b.proto
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

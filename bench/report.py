@@ -66,6 +66,12 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     hp = P.get("http", {})
     _h(h, "http.req_per_s", "http", "POST /predict requests/s at 100 clients", _get(hp, "requests_per_s"), "/s")
     _h(h, "http.p99_ms", "http", "POST /predict latency p99", _get(hp, "latency_ms", "p99"), "ms")
+    spb = P.get("sparkplug", {})
+    for k in ("1", "10", "100"):
+        _h(h, f"sparkplug.decode_{k}.us_per_metric", "sparkplug", f"Sparkplug DDATA decode per metric, {k}-metric messages (median)",
+           _get(spb, "decode", k, "us_per_metric_median"), "µs")
+    _h(h, "sparkplug.ratio_1", "sparkplug", "Sparkplug ingest / JSON ingest, readings/s (1 metric per DDATA)", _get(spb, "ratio_1_metric"), "×")
+    _h(h, "sparkplug.ratio_10", "sparkplug", "Sparkplug ingest / JSON ingest, readings/s (10 metrics per DDATA)", _get(spb, "ratio_10_metrics"), "×")
     return h
 
 
@@ -132,7 +138,7 @@ def markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         L.append(f"| {v['label']} | {_fmt(v['value'])} {v['unit']} | {tgt} | {met} |")
     L.append("")
     for name, fn in (("scoring", _md_scoring), ("throughput", _md_throughput), ("latency", _md_latency), ("sideload", _md_sideload),
-                     ("memory", _md_memory), ("startup", _md_startup), ("http", _md_http)):
+                     ("memory", _md_memory), ("startup", _md_startup), ("http", _md_http), ("sparkplug", _md_sparkplug)):
         part = P.get(name)
         if part is None:
             continue
@@ -280,6 +286,23 @@ def _md_http(p: dict[str, Any]) -> list[str]:
           "0.33 ms average inference, 1,723 predictions/s over HTTP.", ""]
     if p.get("notes"):
         L += [f"- {n}" for n in p["notes"]] + [""]
+    return L
+
+
+def _md_sparkplug(p: dict[str, Any]) -> list[str]:
+    L = ["## 8. Sparkplug B ingest (in process)", "", p.get("method", ""), ""]
+    L += _stat_header("per message (µs)", ["metrics/msg", "bytes/msg", "readings/s", "µs/metric (median msg)"])
+    for key, name in (("json", "JSON Ingest.handle, 1 reading"), ("sparkplug_1", "SparkplugIngest.handle, DDATA 1 metric"),
+                      ("sparkplug_10", "SparkplugIngest.handle, DDATA 10 metrics")):
+        d = p.get(key) or {}
+        L.append(_stat_row(name, d, [_fmt(d.get("metrics_per_message", 1)), _fmt(d.get("message_bytes")), _fmt(d.get("readings_per_s")),
+                                     _fmt(d.get("us_per_metric_median"))]))
+    for k, d in sorted((p.get("decode") or {}).items(), key=lambda kv: int(kv[0])):
+        L.append(_stat_row(f"decode only, DDATA {k} metric(s)", d, [k, _fmt(d.get("message_bytes")), _fmt(d.get("readings_per_s")),
+                                                                    _fmt(d.get("us_per_metric_median"))]))
+    L += ["", f"Throughput ratio Sparkplug / JSON in this run (wall clock): {_fmt(p.get('ratio_1_metric'))} × with 1 metric per DDATA, "
+          f"{_fmt(p.get('ratio_10_metrics'))} × with 10; from the median message: {_fmt(p.get('ratio_median_1_metric'))} × and "
+          f"{_fmt(p.get('ratio_median_10_metrics'))} ×.", ""]
     return L
 
 

@@ -93,7 +93,7 @@ class MqttConfig(_Strict):
 class SubscriptionConfig(_Strict):
     topic: str = "plant/{line}/{machine}/{sensor}"
     series: str = "{machine}/{sensor}"
-    format: Literal["number", "json", "json_batch"] = "json"
+    format: Literal["number", "json", "json_batch", "sparkplug_b"] = "json"
     qos: Literal[0, 1, 2] = 1
     value_field: str = "value"
     ts_field: str = "ts"
@@ -104,6 +104,25 @@ class SubscriptionConfig(_Strict):
     def _templates(self) -> SubscriptionConfig:
         from edge_agent.topics import TopicTemplate, check_series_template
 
+        if self.format == "sparkplug_b":
+            # Sparkplug topics are fixed by the specification: the subscription is a filter
+            # and the series template names parts of each message (edge_agent/sparkplug/ingest.py).
+            from edge_agent.sparkplug.schema import (
+                DEFAULT_FILTER,
+                DEFAULT_SERIES,
+                check_series,
+                parse_filter,
+            )
+
+            if self.share_group:
+                raise ValueError("share_group cannot be used with format sparkplug_b: each edge node's messages must reach one agent, in order (seq)")
+            if "topic" not in self.model_fields_set:
+                self.topic = DEFAULT_FILTER
+            if "series" not in self.model_fields_set:
+                self.series = DEFAULT_SERIES
+            self.topic = parse_filter(self.topic)
+            check_series(self.series)
+            return self
         check_series_template(self.series, TopicTemplate.parse(self.topic))  # TemplateError is a ValueError
         return self
 
@@ -202,6 +221,41 @@ class S3Config(_Strict):
         return self
 
 
+def _sparkplug_id(value: str | None, what: str) -> str | None:
+    if value is not None and (not value or any(c in value for c in "+/#\x00")):
+        raise ValueError(f"{what} {value!r} must be non-empty, without + / # (Sparkplug topic rules)")
+    return value
+
+
+class SparkplugIngestConfig(_Strict):
+    request_rebirth: bool = True
+    rebirth_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    rebirth_requests_per_s: Annotated[float, Field(gt=0)] = 5.0
+    max_nodes: Annotated[int, Field(ge=1)] = 10_000
+    max_metrics_per_birth: Annotated[int, Field(ge=1)] = 10_000
+    max_metrics: Annotated[int, Field(ge=1)] = 200_000
+
+
+class SparkplugConfig(_Strict):
+    enabled: bool = False
+    group_id: str = "edge-agent"
+    edge_node_id: str | None = None
+    primary_host_id: str | None = None
+    client_id: str | None = None
+    device_segments: Annotated[int, Field(ge=1, le=32)] = 1
+    score_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    score_deadband: Annotated[float, Field(ge=0)] = 0.0
+    rebirth_min_interval_s: Annotated[float, Field(ge=0)] = 2.0
+    ingest: SparkplugIngestConfig = SparkplugIngestConfig()
+
+    @model_validator(mode="after")
+    def _ids(self) -> SparkplugConfig:
+        _sparkplug_id(self.group_id, "sparkplug.group_id")
+        _sparkplug_id(self.edge_node_id, "sparkplug.edge_node_id")
+        _sparkplug_id(self.primary_host_id, "sparkplug.primary_host_id")
+        return self
+
+
 class HttpConfig(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -227,6 +281,7 @@ class AgentConfig(_Strict):
     commands: CommandsConfig = CommandsConfig()
     s3: S3Config = S3Config()
     http: HttpConfig = HttpConfig()
+    sparkplug: SparkplugConfig = SparkplugConfig()
     # Per-series rules (rules.py): matched in order, later ones override earlier ones key by key.
     rules: list[SeriesRule] = Field(default_factory=list)
 
@@ -240,13 +295,12 @@ class AgentConfig(_Strict):
     @field_validator("rules")
     @classmethod
     def _rule_fields(cls, rules: list[SeriesRule], info: ValidationInfo) -> list[SeriesRule]:
-        from edge_agent.rules import check_rule_fields
-        from edge_agent.topics import TopicTemplate
+        from edge_agent.rules import check_rule_fields, subscription_fields
 
         subs = info.data.get("subscriptions")
         if not subs:
             return rules  # the subscriptions have errors of their own
-        known = {f for s in subs for f in TopicTemplate.parse(s.topic).fields}
+        known = {f for s in subs for f in subscription_fields(s)}
         problems = check_rule_fields(rules, known)
         if problems:
             raise Located([(p[1:], m) for p, m in problems])  # relative to `rules`

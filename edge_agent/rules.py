@@ -151,6 +151,18 @@ class SeriesRule(_Strict):
         return tuple((k, tuple(v) if isinstance(v, list) else (v,)) for k, v in self.match.items())
 
 
+def subscription_fields(sub: Any) -> tuple[str, ...]:
+    """The fields a subscription gives its series: its topic template's, or for ``sparkplug_b``
+    the parts of each message (group, node, device, metric)."""
+    if sub.format == "sparkplug_b":
+        from edge_agent.sparkplug.schema import SERIES_FIELDS
+
+        return tuple(SERIES_FIELDS)
+    from edge_agent.topics import TopicTemplate
+
+    return TopicTemplate.parse(sub.topic).fields
+
+
 def check_rule_fields(rules: list[SeriesRule], known: set[str]) -> list[tuple[tuple[str | int, ...], str]]:
     """``(path, message)`` for match keys that no subscription's topic template defines."""
     out: list[tuple[tuple[str | int, ...], str]] = []
@@ -243,7 +255,8 @@ class RuleSet:
         self.cfg = cfg
         self.rules: list[SeriesRule] = list(getattr(cfg, "rules", None) or [])
         self._patterns = [r.patterns() for r in self.rules]
-        self._topics = [(TopicTemplate.parse(s.topic), s.series) for s in cfg.subscriptions]
+        # Sparkplug B subscriptions take their fields from each message, not from a topic template.
+        self._topics = [(TopicTemplate.parse(s.topic), s.series) for s in cfg.subscriptions if s.format != "sparkplug_b"]
         self._series_templates = []
         for _, series_tpl in self._topics:
             try:
@@ -294,7 +307,9 @@ class RuleSet:
             fields = tpl.match(topic)
             if fields is not None:
                 return self.resolve(render(series_tpl, fields), fields)
-        raise UnknownTopic(f"topic {topic!r} matches no subscription ({', '.join(t.template for t, _ in self._topics)})")
+        raise UnknownTopic(f"topic {topic!r} matches no subscription topic template "
+                           f"({', '.join(t.template for t, _ in self._topics) or 'none'}; "
+                           "for Sparkplug B series use --series)")
 
     def resolve(self, series_id: str, fields: Mapping[str, str] | None = None) -> SeriesSettings:
         """The settings of ``series_id`` whose reading arrived with topic ``fields``.

@@ -10,6 +10,10 @@ a test can compare what was injected with the alarms that arrived:
 - ``stuck``: the sensor repeats its last value (a frozen transmitter).
 
 Topics are ``plant/{line}/{machine}/{sensor}`` with ``{"value": v, "ts": epoch_seconds}``.
+With ``--sparkplug`` the plant is a Sparkplug B edge node instead (``SparkplugPlant``): node
+``{line}`` in group ``--group``, one device per machine, its sensors as aliased metrics; NBIRTH
+and DBIRTHs on connect and on a rebirth request, one DDATA per machine and tick, NDEATH as the
+will and on stop. The agent names these series ``{group}/{line}/{machine}/{sensor}``.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--day-seconds", type=float, default=600.0, help="length of one simulated daily cycle")
     p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable run (default: a new one each run)")
     p.add_argument("--qos", type=int, choices=[0, 1], default=1, help="MQTT QoS of the readings (default %(default)s)")
+    p.add_argument("--sparkplug", action="store_true", help="publish as a Sparkplug B edge node (group --group, node --line)")
+    p.add_argument("--group", default="plant", help="Sparkplug group id (with --sparkplug)")
 
 
 def step(s: SensorState, t: float, rng: random.Random, day: float, fault_p: float, allow_faults: bool) -> tuple[float, dict | None]:
@@ -101,36 +107,129 @@ async def simulate(args: argparse.Namespace) -> int:
         for i in range(args.machines)
         for name, (base, sigma, amp) in SENSORS.items()
     ]
-    client = gmqtt.Client(f"edge-sim-{rng.randrange(1 << 30):x}")
+    sparkplug = SparkplugPlant(args.group, args.line, sensors) if getattr(args, "sparkplug", False) else None
+    client = gmqtt.Client(f"edge-sim-{rng.randrange(1 << 30):x}", will_message=sparkplug.will() if sparkplug else None)
+    if sparkplug is not None:
+        sparkplug.attach(client)
     await client.connect(host or "127.0.0.1", int(port or 1883), version=MQTTv311)
+    if sparkplug is not None:
+        sparkplug.birth()
     interval = 1.0 / args.rate
     fault_p = args.fault_rate / 3600.0 / args.rate
     start = time.time()
     n = 0
-    print(json.dumps({"event": "start", "broker": args.broker, "series": [f"{s.machine}/{s.sensor}" for s in sensors], "rate_hz": args.rate}), flush=True)
+    prefix = f"{args.group}/{args.line}/" if sparkplug else ""
+    print(json.dumps({"event": "start", "broker": args.broker, "series": [f"{prefix}{s.machine}/{s.sensor}" for s in sensors], "rate_hz": args.rate}), flush=True)
     try:
         next_tick = time.monotonic()
         while args.duration <= 0 or time.time() - start < args.duration:
             now = time.time()
             t = now - start
+            tick: dict[str, list[tuple[SensorState, float]]] = {}
             for s in sensors:
                 value, fault = step(s, t, rng, args.day_seconds, fault_p, t >= args.warmup)
-                topic = f"plant/{args.line}/{s.machine}/{s.sensor}"
-                client.publish(topic, json.dumps({"value": round(value, 4), "ts": round(now, 3)}), qos=args.qos)
+                if sparkplug is not None:
+                    tick.setdefault(s.machine, []).append((s, value))
+                else:
+                    topic = f"plant/{args.line}/{s.machine}/{s.sensor}"
+                    client.publish(topic, json.dumps({"value": round(value, 4), "ts": round(now, 3)}), qos=args.qos)
                 n += 1
                 if fault:
-                    print(json.dumps({"event": "fault", "series": f"{s.machine}/{s.sensor}", "ts": round(now, 3), **fault}), flush=True)
+                    print(json.dumps({"event": "fault", "series": f"{prefix}{s.machine}/{s.sensor}", "ts": round(now, 3), **fault}), flush=True)
+            if sparkplug is not None:
+                for machine, readings in tick.items():
+                    sparkplug.ddata(machine, readings, now)
             next_tick += interval
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
     except asyncio.CancelledError:
         pass
     finally:
         print(json.dumps({"event": "stop", "published": n}), flush=True)
+        if sparkplug is not None:
+            sparkplug.death()
         try:
             await asyncio.wait_for(client.disconnect(), 2)
         except Exception:
             pass
     return 0
+
+
+class SparkplugPlant:
+    """The simulated plant as a Sparkplug B edge node (encoded with edge_agent.sparkplug.schema)."""
+
+    def __init__(self, group: str, node: str, sensors: list[SensorState]) -> None:
+        from edge_agent.sparkplug import schema
+
+        self.schema = schema
+        self.group, self.node = group, node
+        self.client: object = None
+        self.seq = 0
+        self.bdseq = 0  # one CONNECT per run
+        self.alias = {(s.machine, s.sensor): i + 1 for i, s in enumerate(sensors)}
+        self.sensors = sensors
+        self.last = {(s.machine, s.sensor): s.base for s in sensors}
+
+    def _bdseq_payload(self) -> bytes:
+        P = self.schema.Payload
+        ts = self.schema.now_ms()
+        p = P(timestamp=ts)
+        p.metrics.add(name="bdSeq", timestamp=ts, datatype=self.schema.DataType.Int64, long_value=self.bdseq)
+        return p.SerializeToString()
+
+    def will(self):  # noqa: ANN201 - a gmqtt.Message
+        import gmqtt
+
+        return gmqtt.Message(self.schema.topic(self.group, "NDEATH", self.node), self._bdseq_payload(), qos=1, retain=False)
+
+    def attach(self, client) -> None:  # noqa: ANN001 - gmqtt.Client
+        self.client = client
+
+        def on_message(c, topic, payload, qos, props):  # noqa: ANN001 - gmqtt callback
+            try:
+                p = self.schema.Payload.FromString(payload)
+            except Exception:
+                return 0
+            if any(m.name == self.schema.REBIRTH and m.boolean_value for m in p.metrics):
+                self.birth()
+            return 0
+
+        def on_connect(c, flags, rc, props):  # noqa: ANN001 - gmqtt callback
+            c.subscribe(self.schema.topic(self.group, "NCMD", self.node), qos=1)
+
+        client.on_message = on_message
+        client.on_connect = on_connect
+
+    def _publish(self, mtype: str, device: str | None, p) -> None:  # noqa: ANN001 - a Payload
+        self.client.publish(self.schema.topic(self.group, mtype, self.node, device), p.SerializeToString(), qos=0)  # type: ignore[attr-defined]
+
+    def birth(self) -> None:
+        sc, DT = self.schema, self.schema.DataType
+        ts = sc.now_ms()
+        p = sc.Payload(timestamp=ts, seq=0)
+        p.metrics.add(name="bdSeq", timestamp=ts, datatype=DT.Int64, long_value=self.bdseq)
+        p.metrics.add(name=sc.REBIRTH, timestamp=ts, datatype=DT.Boolean, boolean_value=False)
+        self.seq = 0
+        self._publish("NBIRTH", None, p)
+        for machine in dict.fromkeys(s.machine for s in self.sensors):
+            self.seq = (self.seq + 1) & 0xFF
+            p = sc.Payload(timestamp=ts, seq=self.seq)
+            for s in self.sensors:
+                if s.machine == machine:
+                    p.metrics.add(name=s.sensor, alias=self.alias[(machine, s.sensor)], timestamp=ts, datatype=DT.Double,
+                                  double_value=round(self.last[(machine, s.sensor)], 4))
+            self._publish("DBIRTH", machine, p)
+
+    def ddata(self, machine: str, readings: list[tuple[SensorState, float]], now: float) -> None:
+        ts = int(now * 1000)
+        self.seq = (self.seq + 1) & 0xFF
+        p = self.schema.Payload(timestamp=ts, seq=self.seq)
+        for s, value in readings:
+            self.last[(machine, s.sensor)] = value
+            p.metrics.add(alias=self.alias[(machine, s.sensor)], timestamp=ts, double_value=round(value, 4))
+        self._publish("DDATA", machine, p)
+
+    def death(self) -> None:
+        self.client.publish(self.schema.topic(self.group, "NDEATH", self.node), self._bdseq_payload(), qos=0)  # type: ignore[attr-defined]
 
 
 def main(args: argparse.Namespace) -> int:

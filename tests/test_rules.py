@@ -134,3 +134,15 @@ def test_check_config_series_and_topic(example: Path) -> None:
     assert doc["set_by"]["unit"].startswith("rules[1] 'temperatures'")
     bad = cli("--topic", "other/x")
     assert bad.returncode == 2 and "matches no subscription" in bad.stderr
+
+
+def test_sparkplug_subscriptions_offer_their_message_fields(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("subscriptions:\n  - format: sparkplug_b\nrules:\n  - match: {metric: 'Temp*', group: plant}\n    unit: degC\n")
+    rules = RuleSet(load_config(path, environ={}))
+    assert rules.resolve("plant/line1/m1/Temperature", {"group": "plant", "node": "line1", "device": "m1",
+                                                        "metric": "Temperature"}).unit == "degC"
+    path.write_text("subscriptions:\n  - format: sparkplug_b\nrules:\n  - match: {sensor: 'temp*'}\n    unit: degC\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert "rules[0].match.sensor: no subscription topic defines {sensor}" in str(err.value)
