@@ -233,6 +233,12 @@ def _probe(directory: Path) -> str | None:
 
 # ---- topic templates -----------------------------------------------------------------------
 def _templates(cfg: AgentConfig, report: Report) -> None:
+    from edge_agent.ingest import build_subscriptions
+
+    try:
+        build_subscriptions(cfg)  # what Ingest builds at start (the schema checked each template)
+    except (ValueError, TypeError, KeyError) as exc:
+        _err(report, cfg, ("subscriptions",), str(exc))
     for path, allowed in _PUBLISH_TOPICS:
         template = _value(cfg, path)
         if template:
