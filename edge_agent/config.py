@@ -15,25 +15,26 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-ENV_PREFIX = "EDGE_AGENT__"
+from edge_agent import config_source
+from edge_agent.config_source import ENV_PREFIX, ConfigError, Issue, Located, Origins
+from edge_agent.rules import SeriesRule
+
+__all__ = ["AgentConfig", "ConfigError", "Issue", "ENV_PREFIX", "load_config", "masked_dump", "read_secret"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-class ConfigError(Exception):
-    """A config file that cannot be used; ``errors`` lists ``(key.path, message)`` pairs."""
-
-    def __init__(self, source: str, errors: list[tuple[str, str]]):
-        self.source = source
-        self.errors = errors
-        lines = [f"{source}: {len(errors)} config error(s)"]
-        lines += [f"  {key}: {msg}" for key, msg in errors]
-        super().__init__("\n".join(lines))
 
 
 def read_secret(ref: str | None) -> str | None:
@@ -172,10 +173,9 @@ class DetectorConfig(_Strict):
     def _known_detector(self) -> DetectorConfig:
         from edge_agent import detectors
 
-        try:
-            detectors.create(self.name, self.params)
-        except TypeError as exc:  # an unknown param; pydantic reports ValueErrors with the key path
-            raise ValueError(str(exc)) from None
+        # ParamProblems (a ValueError) is reported under detector.params.<name> by config_source;
+        # a detector whose optional packages are missing is a preflight error, not a schema one.
+        detectors.check_params(self.name, self.params)
         return self
 
 
@@ -353,6 +353,8 @@ class AgentConfig(_Strict):
     s3: S3Config = S3Config()
     http: HttpConfig = HttpConfig()
     sparkplug: SparkplugConfig = SparkplugConfig()
+    # Per-series rules (rules.py): matched in order, later ones override earlier ones key by key.
+    rules: list[SeriesRule] = Field(default_factory=list)
 
     @field_validator("subscriptions")
     @classmethod
@@ -360,6 +362,34 @@ class AgentConfig(_Strict):
         if not v:
             raise ValueError("at least one subscription is required")
         return v
+
+    @field_validator("rules")
+    @classmethod
+    def _rule_fields(cls, rules: list[SeriesRule], info: ValidationInfo) -> list[SeriesRule]:
+        from edge_agent.rules import check_rule_fields, subscription_fields
+
+        subs = info.data.get("subscriptions")
+        if not subs:
+            return rules  # the subscriptions have errors of their own
+        known = {f for s in subs for f in subscription_fields(s)}
+        problems = check_rule_fields(rules, known)
+        if problems:
+            raise Located([(p[1:], m) for p, m in problems])  # relative to `rules`
+        return rules
+
+    _origins: Origins | None = PrivateAttr(default=None)
+
+    def where(self, *path: str | int) -> str | None:
+        """Where the key at ``path`` was set: ``file:line``, an environment variable, or None."""
+        return self._origins.where(path) if self._origins is not None else None
+
+    def set_at(self, *path: str | int) -> str | None:
+        """Where exactly the key at ``path`` was set; None when it has its default."""
+        return self._origins.exact(path) if self._origins is not None else None
+
+    @property
+    def source(self) -> str:
+        return self._origins.source if self._origins is not None else "(defaults)"
 
     @property
     def client_id(self) -> str:
@@ -369,74 +399,35 @@ class AgentConfig(_Strict):
         return Path(self.state_dir).joinpath(*parts)
 
 
-def _env_overrides(environ: dict[str, str]) -> list[tuple[list[str], Any]]:
-    out = []
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
-        if not path:
-            continue
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        out.append((path, value))
-    return out
-
-
-def _apply(data: dict, path: list[str], value: Any) -> None:
-    node = data
-    for i, key in enumerate(path[:-1]):
-        if isinstance(node, list):
-            idx = int(key)
-            node = node[idx]
-            continue
-        nxt = node.get(key)
-        if nxt is None:
-            nxt = [] if (i + 1 < len(path) and path[i + 1].isdigit()) else {}
-            node[key] = nxt
-        node = nxt
-    last = path[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
-def _format_errors(exc: ValidationError) -> list[tuple[str, str]]:
-    return [(".".join(str(p) for p in err["loc"]) or "(root)", err["msg"]) for err in exc.errors()]
-
-
 def load_config(path: str | os.PathLike | None, environ: dict[str, str] | None = None) -> AgentConfig:
-    """Load, override from the environment, and validate. Raises ConfigError naming every bad key."""
+    """Load, override from the environment, and validate. Raises ConfigError naming every bad
+    key with the file and line (or the environment variable) that set it."""
     environ = dict(os.environ) if environ is None else environ
     source = str(path) if path else "(defaults)"
     data: Any = {}
+    origins = Origins(source)
+    errors: list[Issue] = []
     if path:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(source, [("(file)", f"cannot read: {exc.strerror}")]) from exc
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(source, [("(yaml)", str(exc).replace("\n", " "))]) from exc
+            raise ConfigError(source, [Issue("(file)", f"cannot read: {exc.strerror}", source)]) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(source, [Issue("(file)", f"not UTF-8 text ({exc.reason} at byte {exc.start})", source)]) from exc
+        data, origins, errors = config_source.parse_yaml(text, source)
+        if data is None:
+            data = {}
         if not isinstance(data, dict):
-            raise ConfigError(source, [("(root)", "the file must hold a mapping of keys")])
-    errors: list[tuple[str, str]] = []
-    for key_path, value in _env_overrides(environ):
-        try:
-            _apply(data, key_path, value)
-        except (ValueError, IndexError, TypeError, AttributeError):
-            errors.append((".".join(key_path), f"environment override {ENV_PREFIX}{'__'.join(key_path).upper()} does not fit the config"))
+            raise ConfigError(source, [Issue("(root)", "the file must hold a mapping of keys", f"{source}:1")])
+    errors += config_source.apply_env(data, environ, origins)
     try:
         cfg = AgentConfig.model_validate(data)
     except ValidationError as exc:
-        errors += _format_errors(exc)
-        raise ConfigError(source, errors) from None
+        errors += config_source.issues(exc, AgentConfig, origins)
+        raise ConfigError(source, config_source.by_place(errors)) from None
     if errors:
-        raise ConfigError(source, errors)
+        raise ConfigError(source, config_source.by_place(errors))
+    cfg._origins = origins
     return cfg
 
 
@@ -456,4 +447,7 @@ def masked_dump(cfg: AgentConfig) -> dict:
             return node if key.endswith("_file") else "***"
         return node
 
-    return mask(cfg.model_dump(mode="json"))
+    data = cfg.model_dump(mode="json")
+    # Rules as written: a key a rule leaves out means "keep the earlier setting", not null.
+    data["rules"] = [r.model_dump(mode="json", exclude_unset=True) for r in cfg.rules]
+    return mask(data)

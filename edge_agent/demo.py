@@ -38,8 +38,18 @@ def _free_port(preferred: int) -> int:
         return s.getsockname()[1]
 
 
+class NoEmbeddedBroker(OSError):
+    pass
+
+
 async def _start_broker(port: int):
-    from amqtt.broker import Broker
+    try:
+        from amqtt.broker import Broker
+    except ImportError:
+        raise NoEmbeddedBroker(
+            "the embedded broker needs amqtt, which is not installed: pip install 'edge-agent[demo]' "
+            "(make install includes it), or give --broker HOST:PORT of a broker you run"
+        ) from None
 
     broker = Broker(
         {

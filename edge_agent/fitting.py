@@ -122,3 +122,12 @@ def _fit_and_save_machine(store_root: str | None, fsync: bool, req: MachineFitRe
         meta = {"detector": det.name, "n_samples": len(req.rows), "stats": stats, "trained_at": time.time(), **extra}
     params, arrays = det.get_state()
     return version, meta, params, arrays
+
+
+def few_samples_warning(n_samples: int, min_train_samples: int) -> str | None:
+    """A manual fit (command or HTTP) on fewer readings than automatic training waits for is
+    done as asked (the engineer may hold a known-good sample), but the answer says so."""
+    if n_samples >= min_train_samples:
+        return None
+    return (f"trained on {n_samples} readings, fewer than detector.min_train_samples ({min_train_samples}): "
+            "the model may alarm on normal variation it has not seen")

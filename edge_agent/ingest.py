@@ -102,8 +102,8 @@ class Ingest:
         self.rejected: dict[str, int] = {}
         self.on_reject = on_reject
         self._log_interval = cfg.ingest.reject_log_interval_s
-        self._last_log = 0.0
-        self._suppressed = 0
+        self._last_log: dict[str, float] = {}  # per reject reason
+        self._suppressed: dict[str, int] = {}
 
     def route(self, topic: str) -> tuple[Subscription, str] | None:
         """(subscription, series id); for json_multi the id holds ``_KEY`` where each key goes."""
@@ -233,12 +233,13 @@ class Ingest:
         self.rejected[reason] = self.rejected.get(reason, 0) + count
         if self.on_reject is not None:
             self.on_reject(reason, payload, topic, detail)
+        # Rate-limited per reason: a flood of one kind must not hide the first of another.
         now = time.monotonic()
-        if now - self._last_log >= self._log_interval:
-            extra = f" ({self._suppressed} more rejected since the last message)" if self._suppressed else ""
+        if now - self._last_log.get(reason, -self._log_interval) >= self._log_interval:
+            suppressed = self._suppressed.pop(reason, 0)
+            extra = f" ({suppressed} more {reason} since the last message)" if suppressed else ""
             totals = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items()))
             log.warning("rejected reading on %r: %s %s%s; rejected so far: %s", topic[:200], reason, detail[:200], extra, totals)
-            self._last_log = now
-            self._suppressed = 0
+            self._last_log[reason] = now
         else:
-            self._suppressed += 1
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + count

@@ -346,7 +346,10 @@ class ModelStore:
         active = self.active_version(series_id)
         versions = self.versions(series_id)
         if to is None:
-            older = [v for v in versions if active is not None and v < active]
+            if active is None:
+                raise ModelLoadError(f"series {series_id!r} has no model to roll back" if not versions else
+                                     f"series {series_id!r} has no active model; name a version ({versions})")
+            older = [v for v in versions if v < active]
             if not older:
                 raise ModelLoadError(f"series {series_id!r} has no version before {active}")
             to = older[-1]

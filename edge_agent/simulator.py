@@ -67,15 +67,15 @@ class SensorState:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default %(default)s)")
-    p.add_argument("--machines", type=int, default=3)
-    p.add_argument("--rate", type=float, default=10.0, help="readings per second per sensor")
+    p.add_argument("--machines", type=int, default=3, help="machines to simulate, each with temp, vibration and pressure sensors (default %(default)s)")
+    p.add_argument("--rate", type=float, default=10.0, help="readings per second per sensor (default %(default)s)")
     p.add_argument("--duration", type=float, default=0.0, help="seconds to run (0: until Ctrl-C)")
-    p.add_argument("--line", default="line1")
+    p.add_argument("--line", default="line1", help="production line in the topics plant/LINE/m<N>/<sensor> (default %(default)s)")
     p.add_argument("--fault-rate", type=float, default=2.0, help="faults per sensor per hour of readings")
     p.add_argument("--warmup", type=float, default=60.0, help="seconds without faults at the start (models train)")
     p.add_argument("--day-seconds", type=float, default=600.0, help="length of one simulated daily cycle")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--qos", type=int, choices=[0, 1], default=1)
+    p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable run (default: a new one each run)")
+    p.add_argument("--qos", type=int, choices=[0, 1], default=1, help="MQTT QoS of the readings (default %(default)s)")
     p.add_argument("--pumps", type=int, default=0, help="pumps with correlated sensors (p1..pN); default none")
     p.add_argument("--pump-format", choices=["topics", "json_multi"], default="topics",
                    help="pumps publish one topic per sensor (default) or one json_multi message per pump")

@@ -31,6 +31,7 @@ class FitResult(BaseModel):
     detector: str
     n_samples: int
     train_ms: float | None
+    warnings: list[str] = []
 
 
 class PredictBody(BaseModel):
