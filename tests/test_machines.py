@@ -308,4 +308,4 @@ def test_without_machines_ingest_is_unchanged_and_config_mistakes_name_the_key()
     ):
         with pytest.raises(ConfigError) as info:
             load_config(None, environ={"EDGE_AGENT__SUBSCRIPTIONS": json.dumps([sub])})
-        assert "subscriptions.0" in str(info.value) and needle in str(info.value)
+        assert "subscriptions[0]" in str(info.value) and needle in str(info.value)

@@ -65,7 +65,7 @@ def test_provenance_names_the_rule_and_its_line(example: Path) -> None:
     assert temp.sources["limits"] == "default (built in)"
     assert temp.sources["clear_after"].startswith("rules[1]")
     vib = rules.resolve("m2/vibration")
-    assert vib.sources["clear_after"] == f"alarms.clear_after ({example}:{line_of('clear_after: 10')})"
+    assert vib.sources["clear_after"] == f"alarms.clear_after ({example}:{line_of('clear_after: 10', next(i for i, t in enumerate(lines, 1) if t.startswith('alarms:')))})"
     assert vib.matched == (0, 2)
 
 
