@@ -130,6 +130,8 @@ async def healthcheck(request: Request) -> dict[str, Any]:
             "unsendable": dict(agent.unsendable),
         },
     }
+    if agent.sparkplug is not None:
+        doc["sparkplug"] = agent.sparkplug.stats()
     doc["trained_series"] = doc["series"]["trained"]
     doc["alarms"]["active"] = doc["series"]["alarm"]
     return doc

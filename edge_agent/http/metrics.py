@@ -105,9 +105,9 @@ class AgentCollector(Collector):
         series = pipe.series
         snap = self.index.latest if self.index is not None else None
         if snap is not None and time.monotonic() - snap.taken < 5.0:
-            states = {st: snap.counts[st] for st in ("learning", "normal", "alarm")}
+            states = {st: len(snap.by_state.get(st, ())) for st in ("learning", "normal", "alarm", "stale")}
         else:  # no fresh snapshot (a collector used without the handler): count here
-            states = {"learning": 0, "normal": 0, "alarm": 0}
+            states = {"learning": 0, "normal": 0, "alarm": 0, "stale": 0}
             for s in series.values():
                 states[s.state] += 1
         by_state = GaugeMetricFamily(P + "series", "Series held, by state", labels=["state"])
