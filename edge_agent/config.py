@@ -179,6 +179,7 @@ class DetectorConfig(_Strict):
         # ParamProblems (a ValueError) is reported under detector.params.<name> by config_source;
         # a detector whose optional packages are missing is a preflight error, not a schema one.
         detectors.check_params(self.name, self.params)
+        check_fit_params(self.name, self.params)  # what a fit may cost (edge_agent/fit_bounds.py)
         return self
 
 
@@ -200,7 +201,6 @@ class MachineDetectorConfig(_Strict):
             machine_detectors.create(self.name, self.params)
         except TypeError as exc:
             raise ValueError(str(exc)) from None
-        check_fit_params(self.name, self.params)
         return self
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge_agent.detectors.params import ParamProblems
+
 # detector name -> parameter -> (lowest, highest), inclusive.
 BOUNDS: dict[str, dict[str, tuple[int, int]]] = {
     "isolation_forest": {
@@ -33,7 +35,8 @@ BOUNDS: dict[str, dict[str, tuple[int, int]]] = {
 
 
 def check_fit_params(detector: str, params: dict[str, Any] | None) -> None:
-    """Raise ValueError naming the first parameter outside its bounds."""
+    """Raise ``ParamProblems`` (a ValueError, reported under ``detector.params.<name>`` in a
+    config) naming the first parameter outside its bounds."""
     bounds = BOUNDS.get(detector)
     if not bounds or not params:
         return
@@ -42,5 +45,5 @@ def check_fit_params(detector: str, params: dict[str, Any] | None) -> None:
             continue
         value = params[name]
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise ValueError(f"detector {detector!r}: {name}={value!r} is outside its bounds [{lo}, {hi}] (see edge_agent/fit_bounds.py)")
+            raise ParamProblems(detector, [(name, f"detector {detector!r}: {name}={value!r} is outside its bounds [{lo}, {hi}] (see edge_agent/fit_bounds.py)")])
 

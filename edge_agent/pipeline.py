@@ -233,8 +233,11 @@ class ProcessTrainer:
 
         h.timed_out = True
         self.timeouts += 1
-        exc = FitTimeout(f"fit of {h.request.series_id!r} ({h.request.detector}, {len(h.request.values)} readings) took longer "
-                         f"than detector.fit_timeout_s={self.timeout_s:g} s; its worker was replaced")
+        req = h.request  # a FitRequest, or a machines MachineFitRequest (same trainer)
+        what = getattr(req, "series_id", None) or f"machine {getattr(req, 'machine_id', '?')}"
+        size = len(getattr(req, "values", getattr(req, "rows", ())))
+        exc = FitTimeout(f"fit of {what!r} ({req.detector}, {size} samples) took longer than "
+                         f"detector.fit_timeout_s={self.timeout_s:g} s; its worker was replaced")
         log.error("%s", exc)
         self._killed.append(h.pool)
         del self._killed[:-4]

@@ -147,6 +147,6 @@ def test_fit_parameters_beyond_their_bounds_are_a_config_error(tmp_path: Path) -
     path.write_text("detector:\n  name: isolation_forest\n  params: {n_estimators: 20000}\n")
     with pytest.raises(ConfigError) as exc:
         load_config(path, environ={})
-    assert exc.value.errors[0][0] == "detector" and "n_estimators=20000 is outside its bounds [1, 1000]" in exc.value.errors[0][1]
+    assert exc.value.errors[0][0] == "detector.params.n_estimators" and "n_estimators=20000 is outside its bounds [1, 1000]" in exc.value.errors[0][1]
     path.write_text("detector:\n  name: isolation_forest\n  params: {n_estimators: 1000, max_samples: 4096, window: 1024}\n")
     assert load_config(path, environ={}).detector.params["n_estimators"] == 1000

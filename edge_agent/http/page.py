@@ -96,7 +96,7 @@ async def status_page(
     snap = await index_of(request.app.state, agent).snapshot()
     counts = snap.counts
     live = agent.pipeline.series if agent.pipeline is not None else {}
-    shown = list(islice(snap.ids(sorted(STATE_ORDER, key=STATE_ORDER.__getitem__)), limit))
+    shown = list(islice(snap.ids(sorted(snap.by_state, key=lambda st: STATE_ORDER.get(st, 3))), limit))
     parts = []
     for i in range(0, len(shown), ROWS_PER_PASS):
         parts += [_row(s) for sid in shown[i:i + ROWS_PER_PASS] if (s := live.get(sid)) is not None]

@@ -24,15 +24,15 @@ from typing import Any
 CHUNK = 2000  # series per loop pass: well under a millisecond each (measured ~0.3-0.5 ms)
 ROWS_PER_PASS = 100  # rows drawn (summary, HTML) per loop pass: ~5-10 us each
 MAX_AGE_S = 1.0
-STATES = ("alarm", "learning", "normal")
+STATES = ("alarm", "learning", "normal", "stale")  # Series.state values, in the status page's order
 
 
 @dataclass
 class Snapshot:
     taken: float
-    by_state: dict[str, list[str]]  # each sorted by id
+    by_state: dict[str, list[str]]  # by Series.state, each sorted by id
     all_ids: list[str]  # sorted by id
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # /healthcheck's: by model, alarm and stale
 
     def ids(self, states: Iterable[str] | None = None) -> list[str] | Iterable[str]:
         """Ids sorted by id (``states`` None), or state by state in the order given."""
@@ -87,22 +87,26 @@ class SeriesIndex:
         series = pipe.series if pipe is not None else {}
         ids = list(series)  # one C-level copy; the dict may change while we yield below
         by_state: dict[str, list[str]] = {st: [] for st in STATES}
-        trained = 0
+        counts = {"total": 0, "trained": 0, "learning": 0, "normal": 0, "alarm": 0, "stale": 0}
         for i in range(0, len(ids), CHUNK):
             for sid in ids[i:i + CHUNK]:
                 s = series.get(sid)
                 if s is None:
                     continue
+                by_state.setdefault(s.state, []).append(sid)
+                # As /healthcheck always counted: by model, then alarm; stale on top (a series
+                # whose Sparkplug source died is also learning or normal by its model).
+                counts["total"] += 1
+                counts["stale"] += bool(getattr(s, "stale", False))
                 if s.model is None:
-                    by_state["learning"].append(sid)
+                    counts["learning"] += 1
                 else:
-                    trained += 1
-                    by_state["alarm" if s.active else "normal"].append(sid)
+                    counts["trained"] += 1
+                    counts["alarm" if s.active else "normal"] += 1
             await asyncio.sleep(0)
-        for st in STATES:
+        for st in list(by_state):
             by_state[st] = await _sorted(by_state[st])
-        all_ids = await _merge([by_state[st] for st in STATES])
-        counts = {"total": len(all_ids), "trained": trained, **{st: len(by_state[st]) for st in STATES}}
+        all_ids = await _merge(list(by_state.values()))
         snap = Snapshot(time.monotonic(), by_state, all_ids, counts)
         self.latest = snap
         return snap
