@@ -90,7 +90,13 @@ class Campaign:
         self._ts: dict[str, float] = {}
         self._t0 = time.time() - 3600
         if start_agent:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                # The factory never gets the object to close it: stop what was started here,
+                # or a failed start leaves an agent and a broker running after the test.
+                self.close()
+                raise
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
