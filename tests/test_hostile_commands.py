@@ -166,3 +166,60 @@ def test_nobody_can_make_the_agent_answer_onto_the_alarm_topics(make_campaign) -
         op.close()
         answers.close()
         ops.close()
+
+
+@pytest.mark.timeout(120)
+def test_selecting_every_series_for_a_command_yields_to_the_loop(tmp_path) -> None:
+    """A signed ``status`` or ``fit`` with a glob matched and sorted every series in one loop
+    pass: with 100,000 series that held the loop for tens of milliseconds per command (every
+    reading and alarm waited). The scan and the sort now go a slice per loop pass
+    (edge_agent/chunked.py). In process, with the real CommandHandler and Pipeline: the
+    longest loop pass during the selection, against the selection's total time (a ratio,
+    so machine load does not decide it)."""
+    import asyncio
+    import inspect
+    import random
+
+    from edge_agent.agent import Agent
+    from edge_agent.commands import CommandHandler
+    from edge_agent.config import AgentConfig
+    from edge_agent.pipeline import InlineTrainer, Pipeline
+
+    cfg = AgentConfig.model_validate({"state_dir": str(tmp_path / "state"), "series": {"buffer_size": 16}})
+    ids = [f"m{i:06d}/temp" for i in range(100_000)]
+    random.Random(3).shuffle(ids)  # series appear in no particular order, as on a plant
+
+    async def main() -> tuple[float, float, list[str], list[str]]:
+        agent = Agent(cfg)
+        agent.pipeline = Pipeline(cfg, InlineTrainer(), lambda ev: None)
+        for sid in ids:
+            agent.pipeline.get_or_create(sid)
+        handler = CommandHandler(agent)
+        gaps: list[float] = []
+        stop = asyncio.Event()
+
+        async def watch() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        watcher = asyncio.ensure_future(watch())
+        await asyncio.sleep(0)
+        t0 = time.perf_counter()
+        globbed = handler._select({"series": "m*5/temp"})
+        globbed = await globbed if inspect.isawaitable(globbed) else globbed  # (it was not a coroutine before)
+        everything = handler._select({}, require=False)
+        everything = await everything if inspect.isawaitable(everything) else everything
+        total = time.perf_counter() - t0
+        stop.set()
+        await watcher
+        handler.journal.close()
+        return max(gaps), total, globbed, everything
+
+    longest, total, globbed, everything = asyncio.run(main())
+    assert globbed == sorted(s for s in ids if s.endswith("5/temp")) and everything == sorted(ids)
+    print(f"selection over 100,000 series: {total * 1e3:.0f} ms in all, longest loop pass {longest * 1e3:.1f} ms")
+    assert longest < total / 5, (longest, total)
