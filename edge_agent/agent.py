@@ -337,7 +337,8 @@ class Agent:
                 s = self.pipeline.get_or_create(sid)
             except Exception:
                 continue
-            s.active, s.raised_id, s.raised_ts, s.last_alarm_ts = True, aid, ts, ts
+            s.alarm.raise_at(ts)
+            s.raised_id, s.last_alarm_ts = aid, ts
         self.models_loaded = True
         log.info("loaded %d model(s) from %s; %d alarm(s) open", len(loaded), self.store.root, len(open_alarms))
         self.outbox.on_ready = self._outbox_ready

@@ -52,6 +52,13 @@ def lower_priority() -> None:
         pass
 
 
+def warm_up() -> int:
+    """A no-op the agent sends a new worker so it starts (spawn, imports) before the first fit."""
+    import os
+
+    return os.getpid()
+
+
 def train(req: FitRequest) -> tuple[Detector, dict[str, Any], float]:
     t0 = time.perf_counter()
     det = detectors.create(req.detector, req.params)
