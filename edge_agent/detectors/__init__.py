@@ -11,12 +11,14 @@ from typing import Any
 from edge_agent.detectors.adaptive import AdaptiveDetector
 from edge_agent.detectors.base import Detector
 from edge_agent.detectors.isolation_forest import IsolationForestDetector
+from edge_agent.detectors.robust import RobustDetector
 from edge_agent.detectors.statistical import StatisticalDetector
 
 REGISTRY: dict[str, type] = {
     StatisticalDetector.name: StatisticalDetector,
     IsolationForestDetector.name: IsolationForestDetector,
     AdaptiveDetector.name: AdaptiveDetector,
+    RobustDetector.name: RobustDetector,
 }
 
 # adaptive scores best on the NAB subset with default params (docs/detectors.md).
