@@ -29,6 +29,7 @@ class FitRequest:
     params: dict[str, Any]
     reason: str
     activate: bool = True
+    ts: np.ndarray | None = None  # the readings' timestamps, when known (a seasonal profile uses them)
 
 
 def lower_priority() -> None:
@@ -62,7 +63,7 @@ def warm_up() -> int:
 def train(req: FitRequest) -> tuple[Detector, dict[str, Any], float]:
     t0 = time.perf_counter()
     det = detectors.create(req.detector, req.params)
-    stats = det.fit(req.values)
+    stats = det.fit(req.values, req.ts)
     return det, stats, time.perf_counter() - t0
 
 

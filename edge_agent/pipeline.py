@@ -319,12 +319,12 @@ class Pipeline:
             return
         det = model.detector
         if s.n_readings & 7:
-            score = det.score_one(value)
+            score = det.score_one(value, ts)
         else:
             # Timing every reading would cost as much as scoring it; every 8th is plenty
             # for the latency summary and histogram.
             t0 = time.perf_counter()
-            score = det.score_one(value)
+            score = det.score_one(value, ts)
             self.score_latency.observe(time.perf_counter() - t0)
         if score >= det.threshold or s.alarm.active or self.retrain_on:
             self._decide(s, model, value, ts, score)
@@ -394,7 +394,7 @@ class Pipeline:
             self.score_latency.observe((time.perf_counter() - t0) / max(1, values.shape[0]))
             return
         t0 = time.perf_counter()
-        scores = det.score_many(values)
+        scores = det.score_many(values, ts)
         self.score_latency.observe((time.perf_counter() - t0) / max(1, values.shape[0]))
         anomalous = scores >= det.threshold
         if not s.alarm.active and not anomalous.any() and not self.retrain_on:
@@ -412,7 +412,7 @@ class Pipeline:
         det = model.detector
         score_one = det.score_one
         for v, t in zip(values, ts, strict=True):
-            score = score_one(v)
+            score = score_one(v, t)
             if score >= det.threshold or s.alarm.active or self.retrain_on:
                 self._decide(s, model, v, t, score)
             else:
@@ -489,7 +489,7 @@ class Pipeline:
             return
         if s.fit_pending:
             return
-        n = max(self.min_train, s.alarm.held)
+        n = min(self.buffer_size, max(self.min_train, s.alarm.held))
         self.request_fit(s, reason="accept", values=s.recent_values(n), detector=det.name,
                          params=model.meta.get("init_params", self.cfg.detector.params))
 
@@ -549,8 +549,9 @@ class Pipeline:
         params: dict[str, Any] | None = None,
         done: Callable[[Model | None, BaseException | None], None] | None = None,
     ) -> FitRequest:
+        ts = None
         if values is None:
-            values = s.recent_values(self.buffer_size if reason != "initial" else self.min_train)
+            ts, values = s.recent(self.buffer_size if reason != "initial" else self.min_train)
         if detector is None:
             if s.model is not None and reason in ("every_n", "drift"):
                 detector, params = s.model.detector.name, s.model.meta.get("init_params", self.cfg.detector.params)
@@ -558,7 +559,7 @@ class Pipeline:
                 detector = self.cfg.detector.name
         if params is None:
             params = self.cfg.detector.params
-        req = FitRequest(s.id, values, detector, dict(params), reason)
+        req = FitRequest(s.id, values, detector, dict(params), reason, ts=ts)
         s.fit_pending = True
         if s.model is None:
             # Readings arriving until this first model is installed wait here to be scored by it.

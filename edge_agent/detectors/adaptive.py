@@ -71,7 +71,7 @@ class AdaptiveDetector:
         self.hi = 0.0
         self.z_peak = 0.0
 
-    def fit(self, values: np.ndarray) -> dict[str, Any]:
+    def fit(self, values: np.ndarray, ts: np.ndarray | None = None) -> dict[str, Any]:
         v = np.asarray(values, dtype=np.float64)
         if v.ndim != 1 or v.shape[0] < 2 or not np.isfinite(v).all():
             raise ValueError("fit needs at least 2 finite values")
@@ -83,7 +83,7 @@ class AdaptiveDetector:
         self.z_peak = 0.0
         return {"mean": self.mean, "std": math.sqrt(self.var), "min": self.lo, "max": self.hi}
 
-    def score_one(self, x: float) -> float:
+    def score_one(self, x: float, ts: float | None = None) -> float:
         x = float(x)
         lo, hi = self.lo, self.hi
         rng = hi - lo
@@ -114,7 +114,7 @@ class AdaptiveDetector:
             self.lo = x
         return s
 
-    def score_many(self, xs: np.ndarray) -> np.ndarray:
+    def score_many(self, xs: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
         # The state update is a strict recurrence (each score depends on all earlier readings),
         # so the batch form is the same loop; this keeps it exactly equal to score_one.
         arr = np.asarray(xs, dtype=np.float64)

@@ -8,11 +8,13 @@ Lifecycle, per series:
 
 1. ``Detector(**params)``: params come from ``detector.params`` in the config or a ``fit``
    command; an unknown param is a ``TypeError`` naming it.
-2. ``fit(values)`` once, on the first ``min_train_samples`` readings (or a retrain).
-   Returns training statistics that end up in the model's metadata.
-3. ``score_one(x)`` for every later reading, in arrival order. Streaming detectors may update
-   their own state here (score first, then learn), so the call order matters.
-   ``score_many(xs)`` is the vectorised equivalent of calling ``score_one`` on each in order.
+2. ``fit(values, ts)`` once, on the first ``min_train_samples`` readings (or a retrain), with
+   their timestamps when known (None otherwise). Returns training statistics that end up in
+   the model's metadata.
+3. ``score_one(x, ts)`` for every later reading, in arrival order, with the reading's own
+   timestamp (epoch seconds; None when there is none, e.g. ``POST /predict``). Streaming
+   detectors may update their own state here (score first, then learn), so the call order
+   matters. ``score_many(xs, ts)`` is the vectorised equivalent of ``score_one`` on each in order.
 4. ``get_state()`` / ``from_state()`` round-trip the fitted model through JSON-safe params and
    plain numpy arrays (stored as ``.npz`` with ``allow_pickle=False``): nothing is unpickled.
 
@@ -62,11 +64,11 @@ class Detector(Protocol):
     name: ClassVar[str]
     threshold: float
 
-    def fit(self, values: np.ndarray) -> dict[str, Any]: ...
+    def fit(self, values: np.ndarray, ts: np.ndarray | None = None) -> dict[str, Any]: ...
 
-    def score_one(self, x: float) -> float: ...
+    def score_one(self, x: float, ts: float | None = None) -> float: ...
 
-    def score_many(self, xs: np.ndarray) -> np.ndarray: ...
+    def score_many(self, xs: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray: ...
 
     def band(self) -> tuple[float, float] | None:
         """The value range that scores below the threshold right now (for plots), if it has one."""

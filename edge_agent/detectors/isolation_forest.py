@@ -407,7 +407,7 @@ class IsolationForestDetector:
         self._layout: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
 
     # ---- training ------------------------------------------------------------------------
-    def fit(self, values: np.ndarray) -> dict[str, Any]:
+    def fit(self, values: np.ndarray, ts: np.ndarray | None = None) -> dict[str, Any]:
         from sklearn.ensemble import IsolationForest  # training only; scoring never needs it
 
         v = np.asarray(values, dtype=np.float64)
@@ -454,7 +454,7 @@ class IsolationForestDetector:
             _kernel("depth_sum")(a["left"], a["right"], a["feature"], a["threshold"], a["leaf_value"], a["roots"], Xf, out)
         return np.exp2(-out / self._denominator)
 
-    def score_one(self, x: float) -> float:
+    def score_one(self, x: float, ts: float | None = None) -> float:
         a = self._require_fitted()
         layout = self._scoring_layout()
         x = float(x)
@@ -492,7 +492,7 @@ class IsolationForestDetector:
             total = float(self._out[0])
         return 2.0 ** (-total / self._denominator)
 
-    def score_many(self, xs: np.ndarray) -> np.ndarray:
+    def score_many(self, xs: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
         xs = np.asarray(xs, dtype=np.float64)
         if xs.shape[0] == 0:
             return np.empty(0, dtype=np.float64)

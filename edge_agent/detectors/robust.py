@@ -1,4 +1,10 @@
-"""A model of normal that a fault cannot rewrite: a robust streaming baseline, six fault channels."""
+"""A model of normal that a fault cannot rewrite: robust streaming baselines, six fault channels.
+
+Written by hand: what it must do (stop learning from a fault, hold, calibrate each channel
+on the series' own history, in O(1) per reading and a few microseconds of pure Python) is
+the product itself, not a solved problem a library offers. The design and every default,
+with the data each was chosen on, are in docs/detectors.md.
+"""
 
 from __future__ import annotations
 
@@ -10,70 +16,94 @@ import numpy as np
 from edge_agent.detectors import base
 from edge_agent.detectors.base import Explanation
 
-_N_CAL = 4  # calibrated channels: spike, level, drift, variance
+# Calibrated channels, in the order of the calibrator lists: the spike channel, then level and
+# drift against the plain model of normal, then against the seasonal one, then variance.
+SPIKE, LEVEL, DRIFT, LEVEL_S, DRIFT_S, VAR = range(6)
+_N_CAL = 6
 _ALPHAS = (0.003, 0.01, 0.03, 0.1, 0.3)  # candidate rates of the short-term predictor
 _SLOW = 0.01  # the model of normal follows at most this fast (~100 readings)
 _LAMBDA_LEVEL = 0.15  # the level channel: EWMA of residuals, ~7 readings
 _LAMBDA_DRIFT = 0.02  # the drift channel: EWMA of residuals, ~50 readings
 _LAMBDA_VAR = 0.03  # the variance channel: EWMA of |first difference|
+_SD_LEVEL = math.sqrt(_LAMBDA_LEVEL / (2.0 - _LAMBDA_LEVEL))  # their spread on independent residuals
+_SD_DRIFT = math.sqrt(_LAMBDA_DRIFT / (2.0 - _LAMBDA_DRIFT))
+_DRIFT_MIN = 1.0  # ... and a drift must reach at least a whole noise scale
 _VAR_CLIP = 4.0  # one difference counts at most 4 x its normal size (a spike is not noise)
+_LEVEL_CLIP = 4.0  # a residual counts at most 4 scales towards the level and drift channels
+_CLIP = 2.5  # ... and at most 2.5 scales towards a scale, a spread or the predictor (Huber)
 _TAIL_P = 0.98  # calibrators track this quantile and the mean excess above it
-_Q_STEP = 0.001
-_M_STEP = 0.01  # ~100 exceedances (~5,000 readings) of memory for the tail's scale
-_EXCESS_CLIP = 4.0  # one excess counts at most 4 x the tail's mean (a robust mean)
+_SLOW_EVERY = 4  # the slow statistics and the tails learn on every 4th calm reading (cost)
+_Q_STEP = 0.001  # per reading (x _SLOW_EVERY per update)
+_M_STEP = 0.02  # per update (every _SLOW_EVERY readings): ~50 updates on exceedances, ~10,000 readings
+_EXCESS_CLIP = 4.0  # one excess counts at most 4 x the tail's mean (a robust mean) ...
 _EPISODE_CLIP = 20.0  # ... and an anomalous episode's first reading at most 20 x
-_PRIOR_EXCESS = 10.0  # pseudo-exceedances of the gaussian prior at fit
-# Per channel: (prior quantile, prior mean excess, floor of the threshold), in channel units,
-# for independent gaussian residuals. The floors: never alarm on what independent gaussian
-# noise produces once in ~30,000 readings, however quiet the training window was.
-_PRIOR = (
-    (2.33, 0.38, 4.0),  # spike: |e| / scale
-    (0.66, 0.108, 4.0 * 0.285),  # level: |EWMA_0.15(e)| / scale (sd 0.285)
-    (0.234, 0.038, 1.0),  # drift: |EWMA_0.02(e)| / scale (sd 0.1005); floor: a whole scale
-    (0.19, 0.04, 0.5),  # variance: EWMA(|dx|) / its normal value - 1
-)
+_PRIOR_EXCESS = 10.0  # pseudo-exceedances of the prior at fit
+# Per channel: (prior quantile, prior mean excess, floor of the threshold). The first five are
+# standardised (divided by their own spread): the prior is |N(0, 1)|, and the floor, 4, is what
+# independent gaussian noise reaches once in ~30,000 readings. Variance: EWMA(|dx|) / normal - 1.
+_GAUSS = (2.33, 0.38, 4.0)
+_PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.19, 0.04, 0.5))
+_FLOORS = tuple(p[2] for p in _PRIOR)
 _STUCK_MIN = 10  # a value repeated this often is "stuck" on a series that never repeats one
 _STUCK_FACTOR = 3.0  # ... else this many times the longest repeat seen in normal readings
 _RANGE_MARGIN = 0.2  # out of range: beyond the learned range by 20 % of its width ...
-_RANGE_Z = 5.0  # ... and 5 noise scales from the prediction
+_RANGE_Z = 5.0  # ... and 5 noise scales from the short-term prediction
+_REACQUIRE = 3  # the short-term predictor jumps to a level held this many readings beyond its clip
 _RELEARN_AFTER = 10  # after an anomalous reading, learning resumes after this many calm ones
-_LEVEL_CLIP = 4.0  # a residual counts at most 4 scales towards the level and drift channels
-_CLIP = 2.5  # a residual counts at most 2.5 scales towards a scale or the predictor (Huber)
+_PERIOD_S = 86400.0  # the seasonal profile: one day ...
+_BINS = 96  # ... in 15-minute bins, linearly interpolated
+_PROFILE_DAYS = 3.0  # a bin's value remembers about this many days of visits
+_SEASONAL_ON = 0.75  # the profile serves as the model of normal once its error is this x the plain one's
+_SEASONAL_OFF = 0.9  # ... and stops when it is above this x
+_EXPECTED = 3.0  # a reading within this many scales of the daily profile is expected there
+_FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
+           "ds_level", "s_scale", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
+           "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas")
+_MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
+_INTS = ("run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out")
 
 
 class RobustDetector:
     """The agent's default: six fault channels over a model of normal that faults cannot teach.
 
-    Two baselines per series:
+    Per series, two baselines:
 
     * a **short-term predictor** (Holt's linear smoothing, its rate chosen at fit as the
       steadiest that predicts the training window about as well as the best): what the next
       reading should be. It always learns, each residual clipped at 2.5 scales (Huber), so a
-      spike barely moves it and a step is followed within a few readings;
-    * the **model of normal** (a level with a trend, Brown's double smoothing, at most as
-      fast as ``_SLOW``): where the series belongs. It stops learning when a channel
+      spike barely moves it and a lasting step is followed within a few readings;
+    * the **model of normal**: where the series belongs. Either plain (a level and trend,
+      Brown's double smoothing, at most as fast as ``_SLOW``), or seasonal (a slow level plus a
+      daily profile of 96 interpolated bins by time of day), whichever has predicted better
+      recently once the profile has seen a whole day. It stops learning when a channel
       reaches its threshold and resumes after ``_RELEARN_AFTER`` readings below
-      ``learn_below``: a lasting fault stays a deviation from it, so its alarm stays raised
-      while the fault lasts; ``rebaseline()`` accepts a lasting change as the new normal.
+      ``learn_below`` (the alarm's own hysteresis): a lasting fault stays a deviation from it,
+      so its alarm stays raised while the fault lasts. ``rebaseline()`` accepts a lasting
+      change as the new normal.
 
     Also learned from normal readings only: the noise scale of each baseline (floored at half
     the smallest step the series has taken, so a quantised signal is not over-sensitive), the
-    normal size of a first difference, the longest run of a repeated value, the value range.
+    spread of each channel, the normal size of a first difference, the longest run of a
+    repeated value, the value range.
 
     Channels, each divided by its own threshold (``score = max``, 1.0 = anomalous):
 
     * ``spike``: |reading - short-term prediction| / its scale;
-    * ``level_shift``: |EWMA of the model-of-normal residual| (~7 readings) / its scale;
-    * ``drift``: the same over ~50 readings: a steady move away, faster than normal trends;
+    * ``level_shift``: the model-of-normal residual averaged over ~7 readings, / its spread;
+    * ``drift``: the same over ~50 readings (and at least a whole noise scale): a steady move
+      away from normal, faster than the series' own trends and wander;
     * ``variance``: EWMA of |first difference| (each clipped at 4x normal) / its normal - 1;
     * ``stuck``: readings repeating one value / max(10, 3 x the longest normal run);
     * ``out_of_range``: beyond the learned range by 20 % of its width and 5 scales from the
       short-term prediction.
 
-    The first four thresholds are calibrated on the series' own history of each channel (a
-    quantile tracker at 98 % plus the mean excess above it, extrapolated as an exponential
-    tail to ``rate`` per reading), floored at what independent gaussian noise reaches once
-    in ~30,000 readings. Work and memory per reading are O(1).
+    Thresholds are calibrated on the series' own history of each channel: a quantile tracker
+    at 98 % plus the mean excess above it, extrapolated as an exponential tail to ``rate``
+    per reading, floored at what independent gaussian noise reaches once in ~30,000 readings.
+    The tails learn from calm readings and from the first reading of each anomalous episode
+    (so a series whose spikes are routine stops alarming on them after a dozen or so, while a
+    few identical spikes each raise their own alarm), never from the rest of an episode.
+    Work and memory per reading are O(1).
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -89,6 +119,13 @@ class RobustDetector:
 
     name: ClassVar[str] = "robust"
     streaming: ClassVar[bool] = True
+
+    __slots__ = ("rate", "learn_below", "threshold", "_k", "f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "f_out",
+                 "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "first_ts", "last_ts",
+                 "dt", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
+                 "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "run", "run_max", "lo", "hi",
+                 "cal_q", "cal_m", "thr", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "_last", "_qfloor",
+                 "_stuck_lim", "_w_min")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         for pname, value, ok in (
@@ -106,71 +143,113 @@ class RobustDetector:
         self.f_alpha, self.f_beta = 0.03, 0.0
         self.f_level = self.f_trend = 0.0
         self.f_scale = 1.0
-        # model of normal
+        self.f_out = 0  # consecutive readings beyond the predictor's clip (+ above, - below)
+        # plain model of normal
         self.alpha, self.beta = 0.01, 0.0
         self.level = self.trend = 0.0
         self.scale = 1.0
-        # channels and the rest of what normal looks like
+        # seasonal model of normal: a deseasonalised level plus a daily profile
+        self.ds_level = 0.0
+        self.s_scale = 1.0
+        self.prof = [0.0] * _BINS
+        self.seen = [0] * _BINS
+        self.first_ts = math.nan  # the first reading the profile learned from
+        self.last_ts = math.nan
+        self.dt = 0.0  # typical interval between readings (s)
+        self.err_plain = self.err_seas = 0.0  # the two models' recent mean absolute errors
+        self.seasonal = False  # which model of normal the level and drift channels use
+        # channel state
+        self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
+        self.v_level = self.v_drift = self.v_level_s = self.v_drift_s = 0.0  # their mean |value| on normal readings
+        self.d_norm = self.d_fast = 1.0  # normal and recent E|dx| (clipped)
         self.quantum = 0.0  # smallest nonzero |step| seen
         self.prev = 0.0
-        self.m_level = self.m_drift = 0.0
-        self.d_norm = self.d_fast = 1.0  # normal and recent E|dx| (clipped)
         self.run = self.run_max = 0
         self.lo = self.hi = 0.0
         self.cal_q = [p[0] for p in _PRIOR]
         self.cal_m = [p[1] for p in _PRIOR]
         self.thr = [0.0] * _N_CAL
-        self.shadow, self.shadow_n = 0.0, 0  # where the readings went while normal stood still
+        # where the readings went while the model of normal stood still (raw, and less the profile)
+        self.shadow = self.s_shadow = 0.0
+        self.shadow_n = 0
         self.calm = _RELEARN_AFTER  # consecutive readings with every channel below learn_below
         self.calm_level = _RELEARN_AFTER  # ... with every channel but drift below it
-        self._last: tuple[float, ...] = (0.0,) * 8  # the last reading's figures, for explain()
+        self.n = 0  # readings learned from since fit
+        self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0, False)
+        self._qfloor = 1e-300
+        self._stuck_lim = float(_STUCK_MIN)
+        self._w_min = 0.0  # the profile's slowest learning rate per visit, from the reading interval
         self._update_thresholds()
 
     # ---- fitting ---------------------------------------------------------------------------
-    def fit(self, values: np.ndarray) -> dict[str, Any]:
+    def fit(self, values: np.ndarray, ts: np.ndarray | None = None) -> dict[str, Any]:
         v = np.asarray(values, dtype=np.float64)
         if v.ndim != 1 or v.shape[0] < 10 or not np.isfinite(v).all():
             raise ValueError("fit needs at least 10 finite values")
+        fresh = type(self)(self.rate, self.learn_below, self.threshold)
+        for k in self.__slots__:
+            setattr(self, k, getattr(fresh, k))
         d = np.abs(np.diff(v))
         nz = d[d > 0]
         self.quantum = float(nz.min()) if nz.size else 0.0
+        self._limits()
         self.f_alpha, self.f_beta = _choose_smoothing(v)
         self.alpha = min(self.f_alpha, _SLOW)
         self.beta = self.alpha * self.alpha / 4.0  # Brown: a trend as steady as the level
         start = float(np.median(v[:20]))
-        self.f_level = self.level = start
-        self.f_trend = self.trend = 0.0
-        noise = max(_mad_scale(np.diff(v)) / math.sqrt(2.0), self._floor())
-        self.f_scale = self.scale = noise
+        self.f_level = self.level = self.ds_level = start
+        # The noise: the MAD of the first differences, or their (trimmed) mean when more than
+        # half of them are zero or tiny (a signal that holds a value and jumps a quantum at a
+        # time, where the MAD says ~0 and would make every jump a 200-sigma spike).
+        trimmed = d[d <= np.quantile(d, 0.98)] if d.size else d
+        noise = max(_mad_scale(np.diff(v)) / math.sqrt(2.0), float(np.mean(trimmed)) / 1.128 if trimmed.size else 0.0, self._floor())
+        self.f_scale = self.scale = self.s_scale = noise
+        self.v_level = self.v_level_s = noise * _SD_LEVEL / 1.2533
+        self.v_drift = self.v_drift_s = noise * _SD_DRIFT / 1.2533
         self.d_norm = self.d_fast = max(float(np.mean(d)), self._floor())
         self.prev = float(v[0])
         self.lo, self.hi = float(np.min(v)), float(np.max(v))
-        self.run, self.run_max = 0, _longest_run(v)
-        self.m_level = self.m_drift = 0.0
-        self.shadow, self.shadow_n = 0.0, 0
-        self.calm = self.calm_level = _RELEARN_AFTER
-        # One pass learning from every reading, collecting each channel's values once the
-        # baselines have settled, to calibrate its threshold.
+        self.run_max = _longest_run(v)
+        self._limits()
+        times: list[Any] = [None] * v.shape[0]
+        if ts is not None:
+            t = np.asarray(ts, dtype=np.float64)
+            if t.shape == v.shape and np.isfinite(t).all():
+                times = t.tolist()
+        # One pass learning from every reading (the profile too, when the timestamps are
+        # known), collecting each channel's values once the baselines have settled.
         collected: list[list[float]] = [[] for _ in range(_N_CAL)]
         warm = min(100, v.shape[0] // 4)
         step = self._step
         for i, x in enumerate(v.tolist()):
-            step(x, True, collected if i >= warm else None)
+            step(x, times[i], True, collected if i >= warm else None)
+        spreads = (1.0, self.v_level, self.v_drift, self.v_level_s, self.v_drift_s, 1.0)
         for c in range(_N_CAL):
-            self.cal_q[c], self.cal_m[c] = _calibrate(np.asarray(collected[c]), *_PRIOR[c][:2], iid=c == 0)
+            z = np.asarray(collected[c])
+            if 0 < c < VAR:  # the smoothed channels, standardised by the spread just learned
+                z = z / max(1.2533 * spreads[c], 1e-300)
+            self.cal_q[c], self.cal_m[c] = _calibrate(z, *_PRIOR[c][:2])
         self._update_thresholds()
         self.run_max = max(self.run_max, self.run)
+        self._limits()
+        self.n = 0
         return {
             "level": self.level, "trend": self.trend, "scale": self.scale, "alpha": self.alpha,
             "predictor_alpha": self.f_alpha, "predictor_trend": self.f_beta > 0, "predictor_scale": self.f_scale,
-            "quantum": self.quantum, "run_max": self.run_max, "min": self.lo, "max": self.hi,
-            "thresholds": {"spike": self.thr[0], "level": self.thr[1], "drift": self.thr[2], "variance": self.thr[3]},
+            "quantum": self.quantum, "run_max": self.run_max, "min": self.lo, "max": self.hi, "seasonal": self.seasonal,
+            "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance"), self.thr, strict=True)),
         }
 
     def _floor(self) -> float:
         # Half the smallest step: a quantised signal cannot show noise finer than its quantum.
         # A tiny relative floor keeps a dead-flat signal finite without hiding any real change.
-        return max(0.5 * self.quantum, 1e-9 * abs(self.level), 1e-300)
+        return max(self._qfloor, 1e-9 * abs(self.level))
+
+    def _limits(self) -> None:
+        """Cache what changes only with the quantum and the longest normal run."""
+        self._qfloor = max(0.5 * self.quantum, 1e-300)
+        lim = _STUCK_FACTOR * self.run_max
+        self._stuck_lim = lim if lim > _STUCK_MIN else float(_STUCK_MIN)
 
     def _update_thresholds(self) -> None:
         k = self._k
@@ -179,196 +258,365 @@ class RobustDetector:
             floor = _PRIOR[c][2]
             self.thr[c] = t if t > floor else floor
 
-    def _stuck_limit(self) -> float:
-        lim = _STUCK_FACTOR * self.run_max
-        return lim if lim > _STUCK_MIN else float(_STUCK_MIN)
 
     # ---- scoring ---------------------------------------------------------------------------
-    def score_one(self, x: float) -> float:
-        return self._step(float(x), False, None)
+    def score_one(self, x: float, ts: float | None = None) -> float:
+        return self._step(float(x), ts, False, None)
 
-    def _step(self, x: float, training: bool, collect: list[list[float]] | None) -> float:
-        floor = self._floor()
+    def score_many(self, xs: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
+        # A strict recurrence (each score depends on all earlier readings): the same loop.
+        arr = np.asarray(xs, dtype=np.float64)
+        out = np.empty(arr.shape[0], dtype=np.float64)
+        step = self._step
+        times: list[Any] = [None] * arr.shape[0] if ts is None else np.asarray(ts, dtype=np.float64).tolist()
+        for i, x in enumerate(arr.tolist()):
+            out[i] = step(x, times[i], False, None)
+        return out
+
+    def _step(self, x: float, ts: float | None, training: bool, collect: list[list[float]] | None) -> float:
+        # The per-reading path: written for CPython's speed (locals, no calls on the common
+        # path); the slow statistics learn every _SLOW_EVERY calm readings in _learn_slow.
         thr = self.thr
-        # short-term predictor: the spike channel
+        floor = self._qfloor
+        level = self.level
+        if floor < 1e-9 * (level if level > 0.0 else -level):
+            floor = 1e-9 * (level if level > 0.0 else -level)
+        # -- the spike channel: the short-term predictor
         f_pred = self.f_level + self.f_trend
         e_f = x - f_pred
         f_scale = self.f_scale if self.f_scale > floor else floor
-        z = abs(e_f) / f_scale
-        # model of normal: the level and drift channels
-        pred = self.level + self.trend
+        z = (e_f if e_f > 0.0 else -e_f) / f_scale
+        # -- level and drift: against the plain model of normal ...
+        pred = level + self.trend
         e = x - pred
         scale = self.scale if self.scale > floor else floor
         c = _LEVEL_CLIP * scale  # a level is what persists: one reading moves it at most this much
-        ec = e if -c < e < c else (c if e > 0 else -c)
+        ec = e if -c < e < c else (c if e > 0.0 else -c)
         m_level = self.m_level + _LAMBDA_LEVEL * (ec - self.m_level)
         m_drift = self.m_drift + _LAMBDA_DRIFT * (ec - self.m_drift)
-        # noise and repeats
-        dx = abs(x - self.prev)
+        self.m_level = m_level
+        self.m_drift = m_drift
+        # ... and against the seasonal one, when the reading has a time
+        bin_i = -1
+        frac = pv = e_s = 0.0
+        s_scale = 1.0
+        seasonal = False
+        if ts is not None and ts == ts:
+            ph = (ts % _PERIOD_S) * (_BINS / _PERIOD_S)
+            bin_i = int(ph)
+            if bin_i >= _BINS:
+                bin_i = _BINS - 1
+            frac = ph - bin_i
+            prof = self.prof
+            pv = prof[bin_i]
+            pv += frac * (prof[bin_i + 1 if bin_i + 1 < _BINS else 0] - pv)
+            e_s = x - self.ds_level - pv
+            s_scale = self.s_scale if self.s_scale > floor else floor
+            c = _LEVEL_CLIP * s_scale
+            ec = e_s if -c < e_s < c else (c if e_s > 0.0 else -c)
+            self.m_level_s += _LAMBDA_LEVEL * (ec - self.m_level_s)
+            self.m_drift_s += _LAMBDA_DRIFT * (ec - self.m_drift_s)
+            seasonal = self.seasonal
+        if seasonal:
+            # A reading the daily profile expects (within _EXPECTED of its scales) is no spike,
+            # however far it jumps from the last few: a daily step change, a shift start.
+            zs = (e_s if e_s > 0.0 else -e_s) / s_scale
+            if zs < _EXPECTED and zs < z:
+                z = zs
+            n_level, n_drift, n_scale = self.m_level_s, self.m_drift_s, s_scale
+            sd_l = 1.2533 * self.v_level_s * thr[LEVEL_S]
+            t_drift = 1.2533 * self.v_drift_s * thr[DRIFT_S]
+        else:
+            n_level, n_drift, n_scale = m_level, m_drift, scale
+            sd_l = 1.2533 * self.v_level * thr[LEVEL]
+            t_drift = 1.2533 * self.v_drift * thr[DRIFT]
+        s_level = (n_level if n_level > 0.0 else -n_level) / sd_l
+        if t_drift < _DRIFT_MIN * n_scale:
+            t_drift = _DRIFT_MIN * n_scale
+        # The drift channel counts only as far as the recent level still shows the deviation:
+        # during a ramp the ~7-reading level is ahead of the ~50-reading drift (ratio >= 1);
+        # once the signal is back, the drift channel's long memory must not hold the alarm.
+        s_drift = 0.0
+        if n_drift != 0.0:
+            agree = n_level / n_drift
+            if agree > 0.0:
+                s_drift = (n_drift if n_drift > 0.0 else -n_drift) / t_drift
+                if agree < 1.0:
+                    s_drift *= agree
+        # -- noise and repeats
+        dx = x - self.prev
+        if dx < 0.0:
+            dx = -dx
+        self.prev = x
         d_norm = self.d_norm
         cap = _VAR_CLIP * d_norm
         d_fast = self.d_fast + _LAMBDA_VAR * ((dx if dx < cap else cap) - self.d_fast)
-        run = self.run + 1 if dx == 0.0 else 0
-        s_spike = z / thr[0]
-        s_level = abs(m_level) / scale / thr[1]
-        s_drift = abs(m_drift) / scale / thr[2]
-        s_var = (d_fast / d_norm - 1.0) / thr[3] if d_norm > 0.0 else 0.0
-        s_stuck = run / self._stuck_limit() if self.quantum > 0.0 else 0.0
+        self.d_fast = d_fast
+        s_var = (d_fast / d_norm - 1.0) / thr[VAR]
+        ended_run = 0
+        if dx == 0.0:
+            run = self.run = self.run + 1
+            s_stuck = run / self._stuck_lim if self.quantum > 0.0 else 0.0
+        else:
+            ended_run = self.run
+            run = self.run = 0
+            s_stuck = 0.0
         s_range = 0.0
         if z >= _RANGE_Z:
             margin = _RANGE_MARGIN * (self.hi - self.lo)
             if x > self.hi + margin or x < self.lo - margin:
                 s_range = z / _RANGE_Z
-        score = max(s_spike, s_level, s_drift, s_var, s_stuck, s_range)
-        self._last = (e_f, f_pred, f_scale, e, m_level, m_drift, d_fast, float(run))
-        if collect is not None:
-            collect[0].append(z)
-            collect[1].append(abs(m_level) / scale)
-            collect[2].append(abs(m_drift) / scale)
-            collect[3].append(max(0.0, d_fast / d_norm - 1.0) if d_norm > 0.0 else 0.0)
-        ended_run = self.run if run == 0 else 0
-        self.m_level, self.m_drift, self.d_fast, self.run, self.prev = m_level, m_drift, d_fast, run, x
-        # The short-term predictor always learns, Huber-limited.
-        cf = _CLIP * f_scale
-        ecf = e_f if -cf < e_f < cf else (cf if e_f > 0 else -cf)
-        self.f_level = f_pred + self.f_alpha * ecf
-        self.f_trend += self.f_beta * ecf
-        # What the model of normal may learn. A part stops learning when a channel that
-        # watches it reaches its threshold, and resumes after _RELEARN_AFTER readings with
-        # those channels below learn_below (the alarm's own hysteresis): the level, by every
-        # channel but drift; the scales, repeat length and range, by every channel. Readings
-        # that merely look unusual are learned: freezing on them turned the large natural
-        # moves of fast-moving series into alarms (the frozen model stays behind). And the
-        # level is not frozen by the drift channel, so it keeps following a slow wander; a
-        # fault drift faster than it follows shows up in the level channel.
+        s_spike = z / thr[SPIKE]
+        score = s_spike
+        if s_level > score:
+            score = s_level
+        if s_drift > score:
+            score = s_drift
+        if s_var > score:
+            score = s_var
+        if s_stuck > score:
+            score = s_stuck
+        if s_range > score:
+            score = s_range
         lb = self.learn_below
-        was_calm = self.calm >= _RELEARN_AFTER
-        if s_spike >= 1.0 or s_level >= 1.0 or s_range >= 1.0 or s_var >= 1.0 or s_stuck >= 1.0:
-            self.calm_level = self.calm = 0
-        elif self.calm_level < _RELEARN_AFTER and (s_spike >= lb or s_level >= lb or s_range >= lb or s_var >= lb or s_stuck >= lb):
-            self.calm_level = self.calm = 0
+        if score >= lb:  # what explain() needs (it is called only for a reading that raises)
+            self._last = (e_f, f_pred, f_scale, n_level, n_drift, sd_l, t_drift, d_fast, run, s_range, seasonal)
+        if collect is not None:
+            collect[SPIKE].append(z)
+            collect[LEVEL].append(abs(m_level))
+            collect[DRIFT].append(abs(m_drift))
+            collect[VAR].append(max(0.0, d_fast / d_norm - 1.0))
+            if bin_i >= 0 and ts - self.first_ts >= _PERIOD_S:  # type: ignore[operator]
+                collect[LEVEL_S].append(abs(self.m_level_s))
+                collect[DRIFT_S].append(abs(self.m_drift_s))
+        # -- learning. The short-term predictor always learns, Huber-limited; a residual beyond
+        # the clip on _REACQUIRE readings in a row, all on one side, is not an outlier but a
+        # new level: the predictor jumps to it (the model of normal does not).
+        cf = _CLIP * f_scale
+        if -cf < e_f < cf:
+            self.f_out = 0
+            self.f_level = f_pred + self.f_alpha * e_f
+            if self.f_beta:
+                self.f_trend += self.f_beta * e_f
         else:
-            self.calm_level += 1
-            if s_drift >= 1.0 or (self.calm < _RELEARN_AFTER and s_drift >= lb):
-                self.calm = 0
+            out = self.f_out
+            out = (out + 1 if out > 0 else 1) if e_f > 0.0 else (out - 1 if out < 0 else -1)
+            if out >= _REACQUIRE or out <= -_REACQUIRE:
+                self.f_level, self.f_trend, self.f_out = x, 0.0, 0
             else:
-                self.calm += 1
-        if training:
-            self._learn_level(e)
-            self._learn_noise(x, e_f, e, dx, ended_run, True)
-            return score * self.threshold
-        if self.calm_level >= _RELEARN_AFTER:
-            self._learn_level(e)
+                self.f_out = out
+                ecf = cf if e_f > 0.0 else -cf
+                self.f_level = f_pred + self.f_alpha * ecf
+                if self.f_beta:
+                    self.f_trend += self.f_beta * ecf
+        # The model of normal: a part stops learning when a channel that watches it reaches its
+        # threshold, and resumes after _RELEARN_AFTER readings with those channels below
+        # learn_below: the level, by every channel but drift; the scales, spreads, repeat
+        # length, range and tails, by every channel. Readings that merely look unusual are
+        # learned: freezing on them turned the large natural moves of fast-moving series into
+        # alarms (the frozen model stays behind). The level is not frozen by the drift channel,
+        # so it keeps following a slow wander; a fault drifting faster than it follows shows in
+        # the level channel.
+        was_calm = self.calm >= _RELEARN_AFTER
+        if score < lb:
+            calm_level = self.calm_level = self.calm_level + 1
+            calm = self.calm = self.calm + 1
+        elif s_spike >= 1.0 or s_level >= 1.0 or s_range >= 1.0 or s_var >= 1.0 or s_stuck >= 1.0:
+            calm_level = self.calm_level = calm = self.calm = 0
+        elif self.calm_level < _RELEARN_AFTER and (s_spike >= lb or s_level >= lb or s_range >= lb or s_var >= lb or s_stuck >= lb):
+            calm_level = self.calm_level = calm = self.calm = 0
+        else:
+            calm_level = self.calm_level = self.calm_level + 1
+            if s_drift >= 1.0 or (self.calm < _RELEARN_AFTER and s_drift >= lb):
+                calm = self.calm = 0
+            else:
+                calm = self.calm = self.calm + 1
+        if training or calm_level >= _RELEARN_AFTER:
+            self.level = pred + self.alpha * e
+            if self.beta:
+                self.trend += self.beta * e
             self.shadow_n = 0
-            self.shadow = x
+            if bin_i >= 0:
+                if self.first_ts != self.first_ts:
+                    self.first_ts = ts  # type: ignore[assignment]
+                    self.ds_level = x
+                else:
+                    # The daily profile: the two bins around this time of day follow the
+                    # deseasonalised reading; each forgets over ~_PROFILE_DAYS of its visits.
+                    self.ds_level += self.alpha * e_s
+                    r = x - self.ds_level
+                    prof, seen, w_min = self.prof, self.seen, self._w_min
+                    n = seen[bin_i] + 1
+                    seen[bin_i] = n
+                    w = 1.0 / n if n * w_min < 1.0 else w_min
+                    prof[bin_i] += (1.0 - frac) * w * (r - prof[bin_i])
+                    j = bin_i + 1 if bin_i + 1 < _BINS else 0
+                    n = seen[j] + 1
+                    seen[j] = n
+                    w = 1.0 / n if n * w_min < 1.0 else w_min
+                    prof[j] += frac * w * (r - prof[j])
         else:
             # Not normal: the model of normal stays where it was (its trend runs on); the
             # readings feed only the shadow, which a rebaseline adopts.
             self.level = pred
             n = self.shadow_n + 1
             self.shadow_n = n
-            self.shadow += (x - self.shadow) * (1.0 / n if n < 50 else 0.02)
-        if self.calm >= _RELEARN_AFTER:
-            self._learn_noise(x, e_f, e, dx, ended_run, False)
-            if score < lb:  # the tails learn from readings well inside them ...
-                self._learn_tails(z, m_level, m_drift, d_fast, scale)
-        elif was_calm:
+            if n == 1:
+                self.shadow, self.s_shadow = x, x - pv
+            else:
+                w = 1.0 / n if n < 50 else 0.02
+                self.shadow += (x - self.shadow) * w
+                self.s_shadow += (x - pv - self.s_shadow) * w
+        if ended_run > self.run_max and calm >= _RELEARN_AFTER and not training:
+            self.run_max = ended_run  # a run of repeats that ended as normal behaviour
+            self._limits()
+        if training or calm >= _RELEARN_AFTER:
+            k = self.n = self.n + 1
+            phase = k % _SLOW_EVERY
+            if training or not phase:
+                self._learn_slow(x, e_f, e, dx, training)
+            if bin_i >= 0 and (training or phase == 1):
+                self._learn_slow_seasonal(e, e_s, ts, training)  # type: ignore[arg-type]
+            elif phase == 2 and score < lb and not training:  # the tails learn from readings well inside them ...
+                self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, ts, _EXCESS_CLIP, _SLOW_EVERY)
+        elif was_calm and not training:
             # ... and from the first reading of each anomalous episode, its excess clipped at
-            # 4 x the tail's mean: a series whose spikes are routine learns to expect them
-            # over a few dozen of them, while a handful of identical spikes each still raise
-            # their own alarm; the rest of an episode (a lasting fault) teaches nothing.
-            self._learn_tails(z, m_level, m_drift, d_fast, scale, _EPISODE_CLIP)
+            # 20 x the tail's mean: a series whose spikes are routine learns to expect them
+            # over a dozen or so of them, while a few identical spikes each still raise their
+            # own alarm; the rest of an episode (a lasting fault) teaches nothing.
+            self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, ts, _EPISODE_CLIP, 1)
         return score * self.threshold
 
-    def _learn_level(self, e: float) -> None:
-        self.level = self.level + self.trend + self.alpha * e
-        self.trend += self.beta * e
-
-    def _learn_noise(self, x: float, e_f: float, e: float, dx: float, ended_run: int, training: bool) -> None:
-        # Slowly (~500 readings; ~100 in training), Huber-limited: a drift or a noise burst
-        # must not teach the model that its residuals are noise before the channels see it.
-        rate = 0.01 if training else 0.002
-        a = 1.2533 * abs(e_f)
+    def _learn_slow(self, x: float, e_f: float, e: float, dx: float, training: bool) -> None:
+        """The slow statistics, on every _SLOW_EVERY-th calm reading (each step that much
+        larger): the scales, the channels' spreads, the normal first difference, the range, the
+        quantum, the reading interval and the comparison of the two models of normal. Slowly
+        (~500 readings; ~100 in training) and Huber-limited: a drift or a noise burst must not
+        teach the model that its residuals are noise before the channels see it."""
+        rate = 0.01 if training else 0.002 * _SLOW_EVERY
+        a = 1.2533 * (e_f if e_f > 0.0 else -e_f)
         cap = _CLIP * self.f_scale
         self.f_scale += rate * ((a if a < cap else cap) - self.f_scale)
-        a = 1.2533 * abs(e)
+        a = 1.2533 * (e if e > 0.0 else -e)
         cap = _CLIP * self.scale
         self.scale += rate * ((a if a < cap else cap) - self.scale)
+        a = abs(self.m_level)
+        cap = _CLIP * self.v_level
+        self.v_level += rate * ((a if a < cap else cap) - self.v_level)
+        a = abs(self.m_drift)
+        cap = _CLIP * self.v_drift
+        self.v_drift += rate * ((a if a < cap else cap) - self.v_drift)
+        cap = _CLIP * self.d_norm
+        self.d_norm += (0.005 if training else 0.005 * _SLOW_EVERY) * ((dx if dx < cap else cap) - self.d_norm)
         if 0.0 < dx and (dx < self.quantum or self.quantum == 0.0):
             self.quantum = dx
-        cap = _CLIP * self.d_norm
-        self.d_norm += 0.005 * ((dx if dx < cap else cap) - self.d_norm)
-        if ended_run > self.run_max and not training:
-            self.run_max = ended_run  # a run of repeats that ended as normal behaviour
+            self._limits()
         if x < self.lo:
             self.lo = x
         elif x > self.hi:
             self.hi = x
 
-    def _learn_tails(self, z: float, m_level: float, m_drift: float, d_fast: float, scale: float, clip: float = _EXCESS_CLIP) -> None:
-        """The calibrators: each channel's tail as seen on calm readings."""
-        vals = (z, abs(m_level) / scale, abs(m_drift) / scale, max(0.0, d_fast / self.d_norm - 1.0) if self.d_norm > 0 else 0.0)
-        q, m = self.cal_q, self.cal_m
-        changed = False
-        for c in range(_N_CAL):
-            zc = vals[c]
-            if zc > q[c]:
-                excess = zc - q[c]
-                cap = clip * m[c]
-                m[c] += _M_STEP * ((excess if excess < cap else cap) - m[c])
-                q[c] += _Q_STEP * m[c] * _TAIL_P / (1.0 - _TAIL_P)
-                changed = True
-            else:
-                q[c] -= _Q_STEP * m[c]
-        if changed:
-            self._update_thresholds()
+    def _learn_slow_seasonal(self, e: float, e_s: float, ts: float, training: bool) -> None:
+        """The seasonal half of the slow statistics (on its own phase of _SLOW_EVERY)."""
+        if self.first_ts != self.first_ts:
+            return
+        rate = 0.01 if training else 0.002 * _SLOW_EVERY
+        a = 1.2533 * (e_s if e_s > 0.0 else -e_s)
+        cap = _CLIP * self.s_scale
+        self.s_scale += rate * ((a if a < cap else cap) - self.s_scale)
+        a = abs(self.m_level_s)
+        cap = _CLIP * self.v_level_s
+        self.v_level_s += rate * ((a if a < cap else cap) - self.v_level_s)
+        a = abs(self.m_drift_s)
+        cap = _CLIP * self.v_drift_s
+        self.v_drift_s += rate * ((a if a < cap else cap) - self.v_drift_s)
+        last = self.last_ts
+        self.last_ts = ts
+        if last == last and ts > last:
+            gap = (ts - last) / (1 if training else _SLOW_EVERY)
+            self.dt = gap if self.dt == 0.0 else self.dt + 0.05 * (gap - self.dt)
+            per_day = (_PERIOD_S / _BINS) / self.dt
+            self._w_min = 1.0 / (_PROFILE_DAYS * per_day + 1.0)
+        if ts - self.first_ts < _PERIOD_S:
+            return  # not a whole day seen yet: the profile cannot serve
+        step = 0.005 * (1 if training else _SLOW_EVERY)
+        if self.err_plain == 0.0:
+            self.err_plain, self.err_seas = self.scale, self.s_scale
+        self.err_plain += step * (abs(e) - self.err_plain)
+        self.err_seas += step * (abs(e_s) - self.err_seas)
+        if self.seasonal:
+            if self.err_seas > _SEASONAL_OFF * self.err_plain:
+                self.seasonal = False
+        elif self.err_seas < _SEASONAL_ON * self.err_plain and self._profile_full():
+            self.seasonal = True
 
-    def score_many(self, xs: np.ndarray) -> np.ndarray:
-        # A strict recurrence (each score depends on all earlier readings): the same loop.
-        arr = np.asarray(xs, dtype=np.float64)
-        out = np.empty(arr.shape[0], dtype=np.float64)
-        one = self.score_one
-        for i, x in enumerate(arr.tolist()):
-            out[i] = one(x)
-        return out
+    def _profile_full(self) -> bool:
+        """Every bin of the profile has been visited (checked only while the seasonal model is
+        better but not yet serving: rare)."""
+        return min(self.seen) > 0
+
+    def _learn_tails(self, z: float, m_level: float, m_drift: float, m_level_s: float, m_drift_s: float, d_fast: float,
+                     bin_i: int, ts: float | None, clip: float, weight: int) -> None:
+        """The calibrators: each channel's standardised tail, and so its threshold."""
+        q, m, thr, k = self.cal_q, self.cal_m, self.thr, self._k
+        up = weight * _Q_STEP * _TAIL_P / (1.0 - _TAIL_P)
+        down = weight * _Q_STEP
+        m_step = _M_STEP * weight / _SLOW_EVERY  # one reading's worth of the tail's memory
+        vals = [(SPIKE, z), (LEVEL, abs(m_level) / (1.2533 * self.v_level)), (DRIFT, abs(m_drift) / (1.2533 * self.v_drift)),
+                (VAR, d_fast / self.d_norm - 1.0)]
+        if bin_i >= 0 and ts - self.first_ts >= _PERIOD_S:  # type: ignore[operator]
+            vals.append((LEVEL_S, abs(m_level_s) / (1.2533 * self.v_level_s)))
+            vals.append((DRIFT_S, abs(m_drift_s) / (1.2533 * self.v_drift_s)))
+        for c, zc in vals:
+            qc, mc = q[c], m[c]
+            if zc > qc:
+                excess = zc - qc
+                cap = clip * mc
+                mc += m_step * ((excess if excess < cap else cap) - mc)
+                m[c] = mc
+                qc += up * mc
+            else:
+                qc -= down * mc
+            q[c] = qc
+            t = qc + k * mc
+            floor = _FLOORS[c]
+            thr[c] = t if t > floor else floor
 
     # ---- explaining, accepting ----------------------------------------------------------------
     def explain(self, x: float) -> Explanation:
         """Why the reading ``x``, just scored, scored as it did."""
-        e_f, f_pred, f_scale, e, m_level, m_drift, d_fast, run = self._last
+        e_f, f_pred, f_scale, m_level, m_drift, sd_l, t_drift, d_fast, run, s_range, seasonal = self._last
         thr = self.thr
-        scale = max(self.scale, self._floor())
-        lo, hi = f_pred - thr[0] * f_scale, f_pred + thr[0] * f_scale
+        lo, hi = f_pred - thr[SPIKE] * f_scale, f_pred + thr[SPIKE] * f_scale
         z = abs(e_f) / f_scale
+        normal, t_level = ("the daily profile", thr[LEVEL_S]) if seasonal else ("normal", thr[LEVEL])
         chans = [
-            (z / thr[0], base.SPIKE, e_f, f"{z:.1f} noise scales from the expected {f_pred:.6g}"),
-            (abs(m_level) / scale / thr[1], base.LEVEL_SHIFT, m_level, f"the level is {m_level:+.4g} off normal"),
-            (abs(m_drift) / scale / thr[2], base.DRIFT, m_drift, f"moving away from normal: {m_drift:+.4g} over ~50 readings"),
-            ((d_fast / self.d_norm - 1.0) / thr[3] if self.d_norm > 0 else 0.0, base.VARIANCE, 1.0,
-             f"noise {d_fast / self.d_norm:.1f}x its normal" if self.d_norm > 0 else "noise up"),
-            (run / self._stuck_limit() if self.quantum > 0 else 0.0, base.STUCK, 0.0,
+            (z / thr[SPIKE], base.SPIKE, e_f, f"{z:.1f} noise scales from the expected {f_pred:.6g}"),
+            (abs(m_level) / (sd_l * t_level), base.LEVEL_SHIFT, m_level, f"the level is {m_level:+.4g} off {normal}"),
+            (abs(m_drift) / t_drift, base.DRIFT, m_drift, f"moving away from {normal}: {m_drift:+.4g} over ~50 readings"),
+            ((d_fast / self.d_norm - 1.0) / thr[VAR], base.VARIANCE, 1.0, f"noise {d_fast / self.d_norm:.1f}x its normal"),
+            (run / self._stuck_lim if self.quantum > 0 else 0.0, base.STUCK, 0.0,
              f"the same value for {int(run)} readings (longest normal run {self.run_max})"),
+            (s_range, base.OUT_OF_RANGE, e_f, f"outside the learned range {self.lo:.6g} to {self.hi:.6g}"),
         ]
-        margin = _RANGE_MARGIN * (self.hi - self.lo)
-        if z >= _RANGE_Z and (x > self.hi + margin or x < self.lo - margin):
-            chans.append((z / _RANGE_Z, base.OUT_OF_RANGE, e_f, f"outside the learned range {self.lo:.6g} to {self.hi:.6g}"))
         # A spike that reaches its own threshold is a spike, even when another channel scores
         # higher: the operator sees the jump first.
-        if chans[0][0] >= 1.0:
-            ratio, kind, sign, detail = chans[0]
-        else:
-            ratio, kind, sign, detail = max(chans, key=lambda ch: ch[0])
+        _, kind, sign, detail = chans[0] if chans[0][0] >= 1.0 else max(chans, key=lambda ch: ch[0])
         direction = None if kind == base.STUCK else ("up" if sign > 0 else "down")
         return Explanation(kind, direction, lo, hi, detail)
 
     def rebaseline(self) -> None:
         """Accept what the recent readings show as the new normal (the shadow kept while the
         model of normal stood still)."""
-        self.level = self.shadow if self.shadow_n else self.prev
+        if self.shadow_n:
+            self.level, self.ds_level = self.shadow, self.s_shadow
+        else:
+            self.level = self.ds_level = self.prev
         self.trend = 0.0
-        self.m_level = self.m_drift = 0.0
+        self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
         self.d_norm = max(self.d_norm, self.d_fast)
         self.run_max = max(self.run_max, self.run)
+        self._limits()
         self.calm = self.calm_level = _RELEARN_AFTER
         self.lo = min(self.lo, self.level)
         self.hi = max(self.hi, self.level)
@@ -376,58 +624,57 @@ class RobustDetector:
 
     def band(self) -> tuple[float, float] | None:
         pred = self.f_level + self.f_trend
-        w = self.thr[0] * max(self.f_scale, self._floor()) * self.threshold
+        w = self.thr[SPIKE] * max(self.f_scale, self._floor()) * self.threshold
         return (pred - w, pred + w)
 
     # ---- state -------------------------------------------------------------------------------
-    _STATE_FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
-                     "quantum", "prev", "m_level", "m_drift", "d_norm", "d_fast", "lo", "hi", "shadow")
-    _STATE_INTS = ("run", "run_max", "shadow_n", "calm", "calm_level")
-
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         params: dict[str, Any] = {"rate": self.rate, "learn_below": self.learn_below, "threshold": self.threshold}
-        params.update({k: getattr(self, k) for k in self._STATE_FLOATS + self._STATE_INTS})
-        params.update({"cal_q": list(self.cal_q), "cal_m": list(self.cal_m)})
-        return params, {}
+        params.update({k: getattr(self, k) for k in _FLOATS + _INTS})
+        params.update({k: None if getattr(self, k) != getattr(self, k) else getattr(self, k) for k in _MAYBE_NAN})
+        params.update({"cal_q": list(self.cal_q), "cal_m": list(self.cal_m), "seasonal": self.seasonal})
+        return params, {"profile": np.asarray(self.prof, dtype=np.float64), "seen": np.asarray(self.seen, dtype=np.int64)}
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> RobustDetector:
         d = cls(rate=params["rate"], learn_below=params["learn_below"], threshold=params["threshold"])
-        for k in cls._STATE_FLOATS:
+        for k in _FLOATS:
             value = float(params[k])
             if not math.isfinite(value):
                 raise ValueError(f"state {k}={value!r} is not finite")
             setattr(d, k, value)
-        for k in cls._STATE_INTS:
+        for k in _INTS:
             setattr(d, k, int(params[k]))
+        for k in _MAYBE_NAN:
+            setattr(d, k, math.nan if params[k] is None else float(params[k]))
+        d.seasonal = bool(params["seasonal"])
         cq, cm = [float(x) for x in params["cal_q"]], [float(x) for x in params["cal_m"]]
         if len(cq) != _N_CAL or len(cm) != _N_CAL or not all(map(math.isfinite, cq + cm)):
-            raise ValueError("state cal_q / cal_m: expected 4 finite numbers each")
+            raise ValueError(f"state cal_q / cal_m: expected {_N_CAL} finite numbers each")
         d.cal_q, d.cal_m = cq, cm
+        prof, seen = np.asarray(arrays["profile"], dtype=np.float64), np.asarray(arrays["seen"], dtype=np.int64)
+        if prof.shape != (_BINS,) or seen.shape != (_BINS,) or not np.isfinite(prof).all():
+            raise ValueError(f"state arrays: expected a finite profile and counts of {_BINS} bins")
+        d.prof, d.seen = prof.tolist(), seen.tolist()
         d._update_thresholds()
+        d._limits()
+        if d.dt > 0.0:
+            d._w_min = 1.0 / (_PROFILE_DAYS * (_PERIOD_S / _BINS) / d.dt + 1.0)
         return d
 
 
-def _calibrate(z: np.ndarray, q0: float, m0: float, iid: bool) -> tuple[float, float]:
-    """(quantile, mean excess) of a channel's training values, for its tail model.
-
-    The spike channel's values are close to independent: the empirical tail is blended with
-    the gaussian prior (``_PRIOR_EXCESS`` pseudo-exceedances). The level, drift and variance
-    channels are smoothed, so their values come in correlated runs and a training window
-    holds few independent exceedances: there the prior is only a lower bound, and the mean
-    excess is raised by its uncertainty, 1 / sqrt(exceedance clusters).
-    """
+def _calibrate(z: np.ndarray, q0: float, m0: float) -> tuple[float, float]:
+    """(98 % quantile, mean excess above it) of a channel's standardised training values,
+    blended with the prior at ``_PRIOR_EXCESS`` pseudo-exceedances; the prior alone when
+    there are too few values (e.g. the profile's channels when training spanned under a day)."""
+    if z.size < 50:
+        return q0, m0
     q_emp = float(np.quantile(z, _TAIL_P))
-    over = z > q_emp
-    exc = z[over] - q_emp
+    exc = z[z > q_emp] - q_emp
     n = float(exc.size)
     m_emp = float(exc.mean()) if exc.size else 0.0
-    if iid:
-        w = _PRIOR_EXCESS
-        return max((n * q_emp + w * q0) / (n + w), q_emp), (n * m_emp + w * m0) / (n + w)
-    clusters = int(np.count_nonzero(over[1:] & ~over[:-1])) + int(bool(over[0])) if z.size else 0
-    inflate = 1.0 + 1.0 / math.sqrt(clusters) if clusters else 2.0
-    return max(q_emp, q0), max(m_emp * inflate, m0)
+    w = _PRIOR_EXCESS
+    return max((n * q_emp + w * q0) / (n + w), q_emp), (n * m_emp + w * m0) / (n + w)
 
 
 def _mad_scale(x: np.ndarray) -> float:
@@ -449,11 +696,10 @@ def _longest_run(v: np.ndarray) -> int:
 
 
 def _choose_smoothing(v: np.ndarray) -> tuple[float, float]:
-    """(level gain, trend gain): the steadiest baseline whose one-step error on v is within
-    3 % of the best. Candidates: a level alone at each rate of ``_ALPHAS``, then the same with
-    a trend (Brown's double smoothing: trend gain alpha^2 / 4); fewer moving parts win ties,
-    because a trend estimated from noise, extrapolated while the model is frozen during an
-    alarm, walks the baseline away from where the signal returns to."""
+    """(level gain, trend gain) of the short-term predictor: the steadiest whose one-step error
+    on v is within 3 % of the best. Candidates: a level alone at each rate of ``_ALPHAS``, then
+    the same with a trend (Brown's double smoothing: trend gain alpha^2 / 4); fewer moving
+    parts win ties, since a trend estimated from noise walks the prediction away."""
     candidates = [(a, 0.0) for a in _ALPHAS] + [(a, a * a / 4.0) for a in _ALPHAS]
     xs = v.tolist()
     errs = []

@@ -32,7 +32,7 @@ class StatisticalDetector:
         self.std = 1.0
         self._inv_std = 1.0
 
-    def fit(self, values: np.ndarray) -> dict[str, Any]:
+    def fit(self, values: np.ndarray, ts: np.ndarray | None = None) -> dict[str, Any]:
         values = np.asarray(values, dtype=np.float64)
         self.mean = float(values.mean())
         # A flat training signal has std 0; a floor keeps any change from it detectable
@@ -41,10 +41,10 @@ class StatisticalDetector:
         self._inv_std = 1.0 / self.std
         return {"mean": self.mean, "std": self.std, "min": float(values.min()), "max": float(values.max())}
 
-    def score_one(self, x: float) -> float:
+    def score_one(self, x: float, ts: float | None = None) -> float:
         return abs(x - self.mean) * self._inv_std
 
-    def score_many(self, xs: np.ndarray) -> np.ndarray:
+    def score_many(self, xs: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
         return np.abs(np.asarray(xs, dtype=np.float64) - self.mean) * self._inv_std
 
     def band(self) -> tuple[float, float] | None:

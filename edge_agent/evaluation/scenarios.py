@@ -20,12 +20,16 @@ interval decides how many readings a cycle spans), a mean-reverting ``wander`` (
 level with a one-hour time constant), and a ``quantised`` signal (a wander rounded to a
 quantum of twice the noise, so most readings repeat one of two or three values).
 
-Fault kinds, each sized in units of the series' own one-step noise (``u``: the standard
-deviation of the fault-free signal's first differences over the training window, divided by
-sqrt 2, so a fault is as visible on a wandering signal as on a still one): three identical
-``spike``s (each must raise its own alarm), a ``step`` that lasts and then returns, a
-``drift`` that is fast for the series (a ramp), a ``noise`` burst, and a ``stuck`` sensor that
-repeats its last value.
+Fault kinds, each sized against the series' own variability, so that a fault is as visible
+on a wandering signal as on a still one: three identical ``spike``s of 10 ``u`` (each must
+raise its own alarm), a ``step`` of 5 ``U`` that lasts and then returns, a ``drift`` that is
+fast for the series (a ramp of 0.1 ``U`` per reading), a ``noise`` burst (4 x), and a
+``stuck`` sensor that repeats its last value. ``u`` is the one-step noise: the standard
+deviation of the fault-free signal's first differences over the training window, over
+sqrt 2. ``U`` is the same over the length of a sustained fault (300 readings), of the signal's
+random part (its cycle or trend taken out), and at least ``u``: on white noise ``U = u``,
+while a level that wanders by several noise widths within 300 readings needs a step larger
+than its wander to be a fault at all.
 
 Everything is generated from a seed: the suite is deterministic.
 """
@@ -88,19 +92,22 @@ class ScenarioResult:
 
 
 # ---- generating ----------------------------------------------------------------------------
-def normal_signal(kind: str, n: int, sigma: float, dt: float, rng: np.random.Generator, level: float = 50.0) -> np.ndarray:
-    """A fault-free signal of one kind: n readings dt seconds apart, measurement noise sigma."""
+def normal_signal(kind: str, n: int, sigma: float, dt: float, rng: np.random.Generator, level: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
+    """A fault-free signal of one kind, n readings dt seconds apart with measurement noise
+    sigma, and its deterministic part (level, trend or cycle)."""
     t = np.arange(n) * dt
     noise = rng.normal(0.0, sigma, n)
     if kind == "noise":
-        return level + noise
+        return level + noise, np.full(n, level)
     if kind == "trend":
         # Slow: 2 % of the noise per reading at most (5 noise sigmas over 250 readings).
         slope = sigma * rng.uniform(0.002, 0.02) * rng.choice([-1.0, 1.0])
-        return level + slope * np.arange(n) + noise
+        det = level + slope * np.arange(n)
+        return det + noise, det
     if kind == "cycle":
         amp = sigma * rng.uniform(5.0, 20.0)
-        return level + amp * np.sin(2 * math.pi * t / DAY_S + rng.uniform(0, 2 * math.pi)) + noise
+        det = level + amp * np.sin(2 * math.pi * t / DAY_S + rng.uniform(0, 2 * math.pi))
+        return det + noise, det
     if kind in ("wander", "quantised"):
         tau = 3600.0
         phi = math.exp(-dt / tau)
@@ -114,26 +121,27 @@ def normal_signal(kind: str, n: int, sigma: float, dt: float, rng: np.random.Gen
         if kind == "quantised":
             q = 2.0 * sigma
             x = np.round(x / q) * q
-        return x
+        return x, np.full(n, level)
     raise ValueError(f"unknown normal kind {kind!r}")
 
 
-def one_step_noise(x: np.ndarray) -> float:
-    d = np.diff(x)
-    u = float(np.std(d)) / math.sqrt(2.0)
-    return u if u > 0 else 1.0
+def noise_over(x: np.ndarray, lag: int) -> float:
+    """Standard deviation of x[t + lag] - x[t], over sqrt 2 (the noise seen over lag readings)."""
+    if x.shape[0] <= lag:
+        return 0.0
+    return float(np.std(x[lag:] - x[:-lag])) / math.sqrt(2.0)
 
 
-def inject(x: np.ndarray, fault: Fault, u: float, rng: np.random.Generator) -> None:
-    """Apply one fault to x in place."""
+def inject(x: np.ndarray, fault: Fault, u: float, big_u: float, rng: np.random.Generator) -> None:
+    """Apply one fault to x in place (u: one-step noise; big_u: noise over a sustained fault)."""
     s, e = fault.start, fault.end + 1
     sign = rng.choice([-1.0, 1.0])
     if fault.kind == "spike":
         x[s] += sign * SPIKE_U * u
     elif fault.kind == "step":
-        x[s:e] += sign * STEP_U * u
+        x[s:e] += sign * STEP_U * big_u
     elif fault.kind == "drift":
-        x[s:e] += sign * DRIFT_U_PER_READING * u * np.arange(1, e - s + 1)
+        x[s:e] += sign * DRIFT_U_PER_READING * big_u * np.arange(1, e - s + 1)
     elif fault.kind == "noise":
         x[s:e] += rng.normal(0.0, u * math.sqrt(NOISE_FACTOR**2 - 1.0), e - s)
     elif fault.kind == "stuck":
@@ -170,22 +178,23 @@ def build_suite(size: str = "full", train: int = 500, seed: int = 0) -> list[Sce
                     for n in spec.clean_lengths:
                         rng = np.random.default_rng([seed, rep, k])
                         k += 1
-                        x = normal_signal(kind, train + n, sigma, dt, rng)
+                        x, _ = normal_signal(kind, train + n, sigma, dt, rng)
                         ts = 1.7e9 + np.arange(train + n) * dt
                         out.append(Scenario(f"{kind}/clean/s{sigma:g}/dt{dt:g}/n{n}/r{rep}", kind, sigma, dt, x, ts))
                     for fk in FAULT_KINDS:
                         rng = np.random.default_rng([seed, rep, k])
                         k += 1
                         n = train + spec.fault_length
-                        x = normal_signal(kind, n, sigma, dt, rng)
-                        u = one_step_noise(x[:train])
+                        x, det = normal_signal(kind, n, sigma, dt, rng)
+                        u = noise_over(x[:train], 1) or 1.0
+                        big_u = max(u, noise_over(x - det, SUSTAINED_READINGS))
                         first = train + int(rng.integers(300, 500))
                         if fk == "spike":
                             faults = [Fault("spike", first + g, first + g) for g in SPIKE_GAPS]
                         else:
                             faults = [Fault(fk, first, first + SUSTAINED_READINGS - 1)]
                         for f in faults:
-                            inject(x, f, u, rng)
+                            inject(x, f, u, big_u, rng)
                         ts = 1.7e9 + np.arange(n) * dt
                         out.append(Scenario(f"{kind}/{fk}/s{sigma:g}/dt{dt:g}/r{rep}", kind, sigma, dt, x, ts, faults))
     return out
