@@ -73,8 +73,13 @@ class AlarmState:
         self.held = 0  # readings since the raise
         self.peak = 0.0  # highest score / threshold since the raise
 
-    def update(self, score: float, threshold: float, ts: float, policy: AlarmPolicy) -> int:
-        """One reading's score; returns NONE, RAISED, CLEARED or ACCEPTED."""
+    def update(self, score: float, threshold: float, ts: float, policy: AlarmPolicy, normal: float = 0.0) -> int:
+        """One reading's score; returns NONE, RAISED, CLEARED or ACCEPTED.
+
+        ``normal`` is the score of an ordinary reading (0 for most detectors; about 0.5 for an
+        isolation forest): the alarm is held while the score stays ``hold_ratio`` of the way
+        from it to the threshold.
+        """
         if not self.active:
             if score >= threshold:
                 self.raise_at(ts, score / threshold if threshold > 0 else 0.0)
@@ -84,7 +89,7 @@ class AlarmState:
         ratio = score / threshold if threshold > 0 else 0.0
         if ratio > self.peak:
             self.peak = ratio
-        if ratio >= policy.hold_ratio:
+        if score >= normal + policy.hold_ratio * (threshold - normal):
             self.quiet = 0
         else:
             self.quiet += 1

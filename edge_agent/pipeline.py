@@ -429,7 +429,7 @@ class Pipeline:
         if score >= threshold:
             s.n_anomalous += 1
         if score >= threshold or s.alarm.active:
-            transition = s.alarm.update(score, threshold, ts, self.policy)
+            transition = s.alarm.update(score, threshold, ts, self.policy, getattr(det, "normal_score", 0.0))
             if transition:
                 self._transition(transition, s, model, value, ts, score)
         if self.retrain_on:

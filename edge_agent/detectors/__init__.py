@@ -21,8 +21,10 @@ REGISTRY: dict[str, type] = {
     RobustDetector.name: RobustDetector,
 }
 
-# adaptive scores best on the NAB subset with default params (docs/detectors.md).
-DEFAULT = "adaptive"
+# robust: a model of normal that faults cannot rewrite, alarms held while a fault lasts
+# (docs/detectors.md has why, and its figures on NAB, SKAB and the fault-scenario suite).
+# adaptive was the default before; its stored models keep loading and scoring.
+DEFAULT = "robust"
 
 
 class UnknownDetector(ValueError):

@@ -7,6 +7,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge_agent.detectors import base
+from edge_agent.detectors.base import Explanation
+
 
 class AdaptiveDetector:
     """The agent's default: learns every reading, so drift and level shifts need no retrain.
@@ -36,6 +39,7 @@ class AdaptiveDetector:
     """
 
     name: ClassVar[str] = "adaptive"
+    streaming: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -128,6 +132,14 @@ class AdaptiveDetector:
         sd = max(math.sqrt(self.var), self.rel_floor * (self.hi - self.lo))
         k = max(self.k_min, self.surprise * self.z_peak) * self.threshold
         return (self.mean - k * sd, self.mean + k * sd)
+
+    def explain(self, x: float) -> Explanation:
+        """A new extreme beyond the range seen so far, or a spike against the running mean."""
+        lo, hi = self.band()  # type: ignore[misc]
+        direction = "up" if x > self.mean else "down"
+        if x > self.hi or x < self.lo:
+            return Explanation(base.OUT_OF_RANGE, direction, lo, hi, f"beyond the range seen so far, {self.lo:.6g} to {self.hi:.6g}")
+        return Explanation(base.SPIKE, direction, lo, hi, f"far from the running mean {self.mean:.6g}")
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         params = {

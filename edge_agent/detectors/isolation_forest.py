@@ -15,6 +15,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge_agent.detectors import base
+from edge_agent.detectors.base import Explanation
+
 N_FEATURES = 4  # value, first difference, rolling mean, rolling std
 
 _ARRAY_KEYS = ("left", "right", "feature", "threshold", "leaf_value", "roots")
@@ -391,6 +394,11 @@ class IsolationForestDetector:
         self.fixed_threshold = None if threshold is None else float(threshold)
         self.random_state = int(random_state)
         self.threshold = 1.0 if threshold is None else float(threshold)
+        # The training data, for explanations (value range, median) and the alarm's hysteresis
+        # (normal_score: the median training score; a held alarm clears below hold_ratio of
+        # the way from it to the threshold, since ~0.5 is an ordinary score, not 0).
+        self.normal_score = 0.0
+        self.train_lo = self.train_hi = self.train_median = 0.0
         self._arrays: dict[str, np.ndarray] | None = None
         self._denominator = 1.0
         # Streaming feature state: the last `window` values and their running sums.
@@ -429,6 +437,9 @@ class IsolationForestDetector:
         else:
             self.threshold = self.fixed_threshold
         self._reset_stream(v[-self.window:])
+        self.normal_score = float(np.median(train_scores))
+        self.train_lo, self.train_hi = float(np.quantile(v, 0.005)), float(np.quantile(v, 0.995))
+        self.train_median = float(np.median(v))
         return {
             "n_trees": int(self._arrays["roots"].shape[0]),
             "n_nodes": int(self._arrays["left"].shape[0]),
@@ -507,6 +518,14 @@ class IsolationForestDetector:
     def band(self) -> tuple[float, float] | None:
         return None  # a forest has no single value band
 
+    def explain(self, x: float) -> Explanation:
+        """Out of the training range (its 0.5-99.5 % quantiles), or an unusual shape."""
+        lo, hi = self.train_lo, self.train_hi
+        direction = "up" if x > self.train_median else "down"
+        if x > hi or x < lo:
+            return Explanation(base.OUT_OF_RANGE, direction, lo, hi, "outside 99 % of the training readings")
+        return Explanation(base.SHAPE, direction, lo, hi, "an unusual combination of value, step and recent mean and spread")
+
     # ---- state ---------------------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         a = self._require_fitted()
@@ -520,6 +539,10 @@ class IsolationForestDetector:
             "random_state": self.random_state,
             "threshold": self.threshold,
             "denominator": self._denominator,
+            "normal_score": self.normal_score,
+            "train_lo": self.train_lo,
+            "train_hi": self.train_hi,
+            "train_median": self.train_median,
         }
         arrays = dict(a)
         arrays["history"] = np.fromiter(self._buf, dtype=np.float64, count=len(self._buf))
@@ -538,6 +561,11 @@ class IsolationForestDetector:
         )
         d.threshold = float(params["threshold"])
         d._denominator = float(params["denominator"])
+        # Stored before explanations existed: no range known, a hysteresis from 0 as before.
+        d.normal_score = float(params.get("normal_score", 0.0))
+        d.train_lo = float(params.get("train_lo", -math.inf))
+        d.train_hi = float(params.get("train_hi", math.inf))
+        d.train_median = float(params.get("train_median", 0.0))
         dtypes = {"left": np.int32, "right": np.int32, "feature": np.int32, "roots": np.int32, "threshold": np.float64, "leaf_value": np.float64}
         d._arrays = {k: np.ascontiguousarray(arrays[k], dtype=dtypes[k]) for k in _ARRAY_KEYS}
         d._scoring_layout()  # validates the arrays (ValueError for a corrupt model) up front

@@ -28,6 +28,9 @@ _LAMBDA_VAR = 0.03  # the variance channel: EWMA of |first difference|
 _SD_LEVEL = math.sqrt(_LAMBDA_LEVEL / (2.0 - _LAMBDA_LEVEL))  # their spread on independent residuals
 _SD_DRIFT = math.sqrt(_LAMBDA_DRIFT / (2.0 - _LAMBDA_DRIFT))
 _DRIFT_MIN = 1.0  # ... and a drift must reach at least a whole noise scale
+_V_LEVEL_MIN = 0.5 * _SD_LEVEL / 1.2533  # their mean |value| on normal readings, at least half
+_V_DRIFT_MIN = 0.5 * _SD_DRIFT / 1.2533  # what independent residuals would give (x the scale)
+_ABS_FLOOR = 1e-12  # no scale below this: scores stay finite for any finite reading (|x| <= 1e15)
 _VAR_CLIP = 4.0  # one difference counts at most 4 x its normal size (a spike is not noise)
 _LEVEL_CLIP = 4.0  # a residual counts at most 4 scales towards the level and drift channels
 _CLIP = 2.5  # ... and at most 2.5 scales towards a scale, a spread or the predictor (Huber)
@@ -56,11 +59,12 @@ _PROFILE_DAYS = 3.0  # a bin's value remembers about this many days of visits
 _SEASONAL_ON = 0.75  # the profile serves as the model of normal once its error is this x the plain one's
 _SEASONAL_OFF = 0.9  # ... and stops when it is above this x
 _EXPECTED = 3.0  # a reading within this many scales of the daily profile is expected there
+_SETTLED = 50  # updates of the profile's statistics before it may serve
 _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
            "ds_level", "s_scale", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas")
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out")
+_INTS = ("run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "n_season")
 
 
 class RobustDetector:
@@ -124,8 +128,8 @@ class RobustDetector:
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "first_ts", "last_ts",
                  "dt", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
                  "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "run", "run_max", "lo", "hi",
-                 "cal_q", "cal_m", "thr", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "_last", "_qfloor",
-                 "_stuck_lim", "_w_min")
+                 "cal_q", "cal_m", "thr", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "unseen", "s_n", "n_season", "_last", "_qfloor",
+                 "_stuck_lim", "_w_min", "_a_ds")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         for pname, value, ok in (
@@ -158,6 +162,9 @@ class RobustDetector:
         self.dt = 0.0  # typical interval between readings (s)
         self.err_plain = self.err_seas = 0.0  # the two models' recent mean absolute errors
         self.seasonal = False  # which model of normal the level and drift channels use
+        self.unseen = _BINS  # bins of the profile not visited yet
+        self.s_n = 0  # updates of the profile's statistics since it could serve (0: not yet)
+        self.n_season = 0  # updates of the profile's slow statistics
         # channel state
         self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
         self.v_level = self.v_drift = self.v_level_s = self.v_drift_s = 0.0  # their mean |value| on normal readings
@@ -176,9 +183,10 @@ class RobustDetector:
         self.calm_level = _RELEARN_AFTER  # ... with every channel but drift below it
         self.n = 0  # readings learned from since fit
         self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0, False)
-        self._qfloor = 1e-300
+        self._qfloor = _ABS_FLOOR
         self._stuck_lim = float(_STUCK_MIN)
         self._w_min = 0.0  # the profile's slowest learning rate per visit, from the reading interval
+        self._a_ds = 0.01  # the rate of the level under the profile
         self._update_thresholds()
 
     # ---- fitting ---------------------------------------------------------------------------
@@ -223,7 +231,9 @@ class RobustDetector:
         step = self._step
         for i, x in enumerate(v.tolist()):
             step(x, times[i], True, collected if i >= warm else None)
-        spreads = (1.0, self.v_level, self.v_drift, self.v_level_s, self.v_drift_s, 1.0)
+        scale, s_scale = max(self.scale, self._floor()), max(self.s_scale, self._floor())
+        spreads = (1.0, max(self.v_level, _V_LEVEL_MIN * scale), max(self.v_drift, _V_DRIFT_MIN * scale),
+                   max(self.v_level_s, _V_LEVEL_MIN * s_scale), max(self.v_drift_s, _V_DRIFT_MIN * s_scale), 1.0)
         for c in range(_N_CAL):
             z = np.asarray(collected[c])
             if 0 < c < VAR:  # the smoothed channels, standardised by the spread just learned
@@ -242,12 +252,22 @@ class RobustDetector:
 
     def _floor(self) -> float:
         # Half the smallest step: a quantised signal cannot show noise finer than its quantum.
-        # A tiny relative floor keeps a dead-flat signal finite without hiding any real change.
+        # Tiny absolute and relative floors keep a dead-flat signal's scores finite without
+        # hiding any real change.
         return max(self._qfloor, 1e-9 * abs(self.level))
+
+    def _set_rates(self) -> None:
+        """The profile's rates, from the reading interval: each bin forgets over ~_PROFILE_DAYS
+        of its visits, and the level under it moves as slowly (else the two chase each other:
+        a level that follows the day's shape teaches the bins a wiggle, and back)."""
+        if self.dt > 0.0:
+            self._w_min = 1.0 / (_PROFILE_DAYS * (_PERIOD_S / _BINS) / self.dt + 1.0)
+            a = self.dt / (_PROFILE_DAYS * _PERIOD_S)
+            self._a_ds = a if a < self.alpha else self.alpha
 
     def _limits(self) -> None:
         """Cache what changes only with the quantum and the longest normal run."""
-        self._qfloor = max(0.5 * self.quantum, 1e-300)
+        self._qfloor = max(0.5 * self.quantum, _ABS_FLOOR)
         lim = _STUCK_FACTOR * self.run_max
         self._stuck_lim = lim if lim > _STUCK_MIN else float(_STUCK_MIN)
 
@@ -324,12 +344,17 @@ class RobustDetector:
             if zs < _EXPECTED and zs < z:
                 z = zs
             n_level, n_drift, n_scale = self.m_level_s, self.m_drift_s, s_scale
-            sd_l = 1.2533 * self.v_level_s * thr[LEVEL_S]
-            t_drift = 1.2533 * self.v_drift_s * thr[DRIFT_S]
+            v_l, v_d, t_l, t_d = self.v_level_s, self.v_drift_s, thr[LEVEL_S], thr[DRIFT_S]
         else:
             n_level, n_drift, n_scale = m_level, m_drift, scale
-            sd_l = 1.2533 * self.v_level * thr[LEVEL]
-            t_drift = 1.2533 * self.v_drift * thr[DRIFT]
+            v_l, v_d, t_l, t_d = self.v_level, self.v_drift, thr[LEVEL], thr[DRIFT]
+        # The channels' spreads, floored at half what independent residuals would give.
+        if v_l < _V_LEVEL_MIN * n_scale:
+            v_l = _V_LEVEL_MIN * n_scale
+        if v_d < _V_DRIFT_MIN * n_scale:
+            v_d = _V_DRIFT_MIN * n_scale
+        sd_l = 1.2533 * v_l * t_l
+        t_drift = 1.2533 * v_d * t_d
         s_level = (n_level if n_level > 0.0 else -n_level) / sd_l
         if t_drift < _DRIFT_MIN * n_scale:
             t_drift = _DRIFT_MIN * n_scale
@@ -386,7 +411,7 @@ class RobustDetector:
             collect[LEVEL].append(abs(m_level))
             collect[DRIFT].append(abs(m_drift))
             collect[VAR].append(max(0.0, d_fast / d_norm - 1.0))
-            if bin_i >= 0 and ts - self.first_ts >= _PERIOD_S:  # type: ignore[operator]
+            if bin_i >= 0 and self.s_n >= _SETTLED:
                 collect[LEVEL_S].append(abs(self.m_level_s))
                 collect[DRIFT_S].append(abs(self.m_drift_s))
         # -- learning. The short-term predictor always learns, Huber-limited; a residual beyond
@@ -443,18 +468,25 @@ class RobustDetector:
                 else:
                     # The daily profile: the two bins around this time of day follow the
                     # deseasonalised reading; each forgets over ~_PROFILE_DAYS of its visits.
-                    self.ds_level += self.alpha * e_s
+                    # Once it serves, a reading it does not expect teaches it a tenth as much:
+                    # a bin learns fast, and would take in a step that has not yet alarmed.
+                    self.ds_level += self._a_ds * e_s
                     r = x - self.ds_level
                     prof, seen, w_min = self.prof, self.seen, self._w_min
+                    g = 0.1 if self.s_n and (e_s if e_s > 0.0 else -e_s) > _EXPECTED * s_scale else 1.0
                     n = seen[bin_i] + 1
                     seen[bin_i] = n
+                    if n == 1:
+                        self.unseen -= 1
                     w = 1.0 / n if n * w_min < 1.0 else w_min
-                    prof[bin_i] += (1.0 - frac) * w * (r - prof[bin_i])
+                    prof[bin_i] += g * (1.0 - frac) * w * (r - prof[bin_i])
                     j = bin_i + 1 if bin_i + 1 < _BINS else 0
                     n = seen[j] + 1
                     seen[j] = n
+                    if n == 1:
+                        self.unseen -= 1
                     w = 1.0 / n if n * w_min < 1.0 else w_min
-                    prof[j] += frac * w * (r - prof[j])
+                    prof[j] += g * frac * w * (r - prof[j])
         else:
             # Not normal: the model of normal stays where it was (its trend runs on); the
             # readings feed only the shadow, which a rebaseline adopts.
@@ -517,43 +549,49 @@ class RobustDetector:
             self.hi = x
 
     def _learn_slow_seasonal(self, e: float, e_s: float, ts: float, training: bool) -> None:
-        """The seasonal half of the slow statistics (on its own phase of _SLOW_EVERY)."""
+        """The seasonal half of the slow statistics (on its own phase of _SLOW_EVERY).
+
+        The profile serves only once it has seen a whole day and every bin; from then on its
+        scale, its channels' spreads and the two models' errors are learned as running means
+        first (so they settle in a few dozen updates rather than carry what the half-learned
+        profile looked like), then slowly. The better model serves the channels once both
+        errors have settled."""
         if self.first_ts != self.first_ts:
             return
-        rate = 0.01 if training else 0.002 * _SLOW_EVERY
-        a = 1.2533 * (e_s if e_s > 0.0 else -e_s)
-        cap = _CLIP * self.s_scale
-        self.s_scale += rate * ((a if a < cap else cap) - self.s_scale)
-        a = abs(self.m_level_s)
-        cap = _CLIP * self.v_level_s
-        self.v_level_s += rate * ((a if a < cap else cap) - self.v_level_s)
-        a = abs(self.m_drift_s)
-        cap = _CLIP * self.v_drift_s
-        self.v_drift_s += rate * ((a if a < cap else cap) - self.v_drift_s)
         last = self.last_ts
         self.last_ts = ts
         if last == last and ts > last:
             gap = (ts - last) / (1 if training else _SLOW_EVERY)
             self.dt = gap if self.dt == 0.0 else self.dt + 0.05 * (gap - self.dt)
-            per_day = (_PERIOD_S / _BINS) / self.dt
-            self._w_min = 1.0 / (_PROFILE_DAYS * per_day + 1.0)
-        if ts - self.first_ts < _PERIOD_S:
+            self._set_rates()
+        self.n_season += 1
+        if not self.n_season % _BINS and not self.unseen:
+            # Keep the profile's mean at zero and the level under it carrying the level: else
+            # an offset left in the bins from the first day fades only as slowly as they learn.
+            mean = sum(self.prof) / _BINS
+            self.prof = [p - mean for p in self.prof]
+            self.ds_level += mean
+        if not self.s_n and (self.unseen > 0 or ts - self.first_ts < _PERIOD_S):
             return  # not a whole day seen yet: the profile cannot serve
-        step = 0.005 * (1 if training else _SLOW_EVERY)
-        if self.err_plain == 0.0:
-            self.err_plain, self.err_seas = self.scale, self.s_scale
-        self.err_plain += step * (abs(e) - self.err_plain)
-        self.err_seas += step * (abs(e_s) - self.err_seas)
+        n = self.s_n = self.s_n + 1
+        base_rate = 0.01 if training else 0.002 * _SLOW_EVERY
+        rate = 1.0 / n if n * base_rate < 1.0 else base_rate
+        a = 1.2533 * (e_s if e_s > 0.0 else -e_s)
+        cap = _CLIP * self.s_scale
+        self.s_scale += rate * ((a if a < cap or n < _SETTLED else cap) - self.s_scale)
+        a = abs(self.m_level_s)
+        cap = _CLIP * self.v_level_s
+        self.v_level_s += rate * ((a if a < cap or n < _SETTLED else cap) - self.v_level_s)
+        a = abs(self.m_drift_s)
+        cap = _CLIP * self.v_drift_s
+        self.v_drift_s += rate * ((a if a < cap or n < _SETTLED else cap) - self.v_drift_s)
+        self.err_plain += rate * ((e if e > 0.0 else -e) - self.err_plain)
+        self.err_seas += rate * ((e_s if e_s > 0.0 else -e_s) - self.err_seas)
         if self.seasonal:
             if self.err_seas > _SEASONAL_OFF * self.err_plain:
                 self.seasonal = False
-        elif self.err_seas < _SEASONAL_ON * self.err_plain and self._profile_full():
+        elif n >= _SETTLED and self.err_seas < _SEASONAL_ON * self.err_plain:
             self.seasonal = True
-
-    def _profile_full(self) -> bool:
-        """Every bin of the profile has been visited (checked only while the seasonal model is
-        better but not yet serving: rare)."""
-        return min(self.seen) > 0
 
     def _learn_tails(self, z: float, m_level: float, m_drift: float, m_level_s: float, m_drift_s: float, d_fast: float,
                      bin_i: int, ts: float | None, clip: float, weight: int) -> None:
@@ -562,11 +600,14 @@ class RobustDetector:
         up = weight * _Q_STEP * _TAIL_P / (1.0 - _TAIL_P)
         down = weight * _Q_STEP
         m_step = _M_STEP * weight / _SLOW_EVERY  # one reading's worth of the tail's memory
-        vals = [(SPIKE, z), (LEVEL, abs(m_level) / (1.2533 * self.v_level)), (DRIFT, abs(m_drift) / (1.2533 * self.v_drift)),
-                (VAR, d_fast / self.d_norm - 1.0)]
-        if bin_i >= 0 and ts - self.first_ts >= _PERIOD_S:  # type: ignore[operator]
-            vals.append((LEVEL_S, abs(m_level_s) / (1.2533 * self.v_level_s)))
-            vals.append((DRIFT_S, abs(m_drift_s) / (1.2533 * self.v_drift_s)))
+        floor = self._floor()
+        scale = self.scale if self.scale > floor else floor
+        vals = [(SPIKE, z), (LEVEL, abs(m_level) / (1.2533 * max(self.v_level, _V_LEVEL_MIN * scale))),
+                (DRIFT, abs(m_drift) / (1.2533 * max(self.v_drift, _V_DRIFT_MIN * scale))), (VAR, d_fast / self.d_norm - 1.0)]
+        if bin_i >= 0 and self.s_n >= _SETTLED:
+            s_scale = self.s_scale if self.s_scale > floor else floor
+            vals.append((LEVEL_S, abs(m_level_s) / (1.2533 * max(self.v_level_s, _V_LEVEL_MIN * s_scale))))
+            vals.append((DRIFT_S, abs(m_drift_s) / (1.2533 * max(self.v_drift_s, _V_DRIFT_MIN * s_scale))))
         for c, zc in vals:
             qc, mc = q[c], m[c]
             if zc > qc:
@@ -658,8 +699,7 @@ class RobustDetector:
         d.prof, d.seen = prof.tolist(), seen.tolist()
         d._update_thresholds()
         d._limits()
-        if d.dt > 0.0:
-            d._w_min = 1.0 / (_PROFILE_DAYS * (_PERIOD_S / _BINS) / d.dt + 1.0)
+        d._set_rates()
         return d
 
 

@@ -7,6 +7,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge_agent.detectors import base
+from edge_agent.detectors.base import Explanation
+
 
 class StatisticalDetector:
     """Score = |x - mean| / std of the training data; anomalous when score >= k.
@@ -49,6 +52,12 @@ class StatisticalDetector:
 
     def band(self) -> tuple[float, float] | None:
         return (self.mean - self.k * self.std, self.mean + self.k * self.std)
+
+    def explain(self, x: float) -> Explanation:
+        """Outside the band learned at fit (mean +- k sigma): the only deviation this model knows."""
+        lo, hi = self.band()  # type: ignore[misc]
+        z = (x - self.mean) * self._inv_std
+        return Explanation(base.OUT_OF_RANGE, "up" if z > 0 else "down", lo, hi, f"{abs(z):.1f} standard deviations from the training mean {self.mean:.6g}")
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"k": self.k, "min_std": self.min_std, "mean": self.mean, "std": self.std}, {}
