@@ -53,10 +53,15 @@ def lower_priority() -> None:
         pass
 
 
-def warm_up() -> int:
-    """A no-op the agent sends a new worker so it starts (spawn, imports) before the first fit."""
+def warm_up(detector: str | None = None) -> int:
+    """Sent to a new worker so that it starts (spawn, imports) before the first fit, and
+    imports what fitting ``detector`` needs (e.g. scikit-learn for the isolation forest)."""
     import os
 
+    if detector is not None:
+        prepare = getattr(detectors.REGISTRY.get(detector), "prepare_fit", None)
+        if prepare is not None:
+            prepare()
     return os.getpid()
 
 

@@ -74,6 +74,7 @@ class AdaptiveDetector:
         self.lo = 0.0
         self.hi = 0.0
         self.z_peak = 0.0
+        self._out = 0.0
 
     def fit(self, values: np.ndarray, ts: np.ndarray | None = None) -> dict[str, Any]:
         v = np.asarray(values, dtype=np.float64)
@@ -102,6 +103,7 @@ class AdaptiveDetector:
         peak = self.surprise * self.z_peak
         s = z / (peak if peak > self.k_min else self.k_min)
         out = x - hi if x > hi else (lo - x if x < lo else 0.0)
+        self._out = out  # for explain(): the range is updated below
         if out > 0.0:
             r = out / (self.margin * rng)
             if r > s:
@@ -137,8 +139,8 @@ class AdaptiveDetector:
         """A new extreme beyond the range seen so far, or a spike against the running mean."""
         lo, hi = self.band()  # type: ignore[misc]
         direction = "up" if x > self.mean else "down"
-        if x > self.hi or x < self.lo:
-            return Explanation(base.OUT_OF_RANGE, direction, lo, hi, f"beyond the range seen so far, {self.lo:.6g} to {self.hi:.6g}")
+        if self._out > 0.0:
+            return Explanation(base.OUT_OF_RANGE, direction, lo, hi, f"{self._out:.4g} beyond the range seen before it")
         return Explanation(base.SPIKE, direction, lo, hi, f"far from the running mean {self.mean:.6g}")
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

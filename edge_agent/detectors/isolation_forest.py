@@ -415,6 +415,11 @@ class IsolationForestDetector:
         self._layout: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
 
     # ---- training ------------------------------------------------------------------------
+    @staticmethod
+    def prepare_fit() -> None:
+        """Import scikit-learn ahead of the first fit (~1 s): a warm fit worker calls it."""
+        import sklearn.ensemble  # noqa: F401
+
     def fit(self, values: np.ndarray, ts: np.ndarray | None = None) -> dict[str, Any]:
         from sklearn.ensemble import IsolationForest  # training only; scoring never needs it
 
@@ -433,7 +438,11 @@ class IsolationForestDetector:
         train_scores = self.score_features(X)
         if self.fixed_threshold is None:
             q = float(np.quantile(train_scores, 1.0 - self.contamination))
-            self.threshold = min(1.0, q * self.threshold_scale)
+            # A forest's score saturates for readings far outside everything it saw (they are
+            # isolated at the first split on the value, whatever their size): when the training
+            # quantile lies above that, no spike could ever alarm (1 series in 10 of issue 13's
+            # black-box run). The threshold stays reachable by a reading far outside the range.
+            self.threshold = min(1.0, q * self.threshold_scale, self._far_score(v) - 1e-9)
         else:
             self.threshold = self.fixed_threshold
         self._reset_stream(v[-self.window:])
@@ -447,6 +456,15 @@ class IsolationForestDetector:
             "train_score_median": float(np.median(train_scores)),
             "train_score_max": float(train_scores.max()),
         }
+
+    def _far_score(self, v: np.ndarray) -> float:
+        """The lower score of a reading far above and of one far below the training range,
+        arriving after the last training readings (its features as ``score_one`` sees them)."""
+        lo, hi = float(v.min()), float(v.max())
+        span = max(hi - lo, abs(hi), abs(lo), 1e-12)
+        tail = v[-(self.window - 1):]
+        rows = [shape_features(np.append(tail, far), self.window)[-1] for far in (hi + 10 * span, lo - 10 * span)]
+        return float(self.score_features(np.array(rows)).min())
 
     # ---- scoring -------------------------------------------------------------------------
     def score_features(self, X: np.ndarray) -> np.ndarray:

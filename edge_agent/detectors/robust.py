@@ -64,7 +64,7 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "ds_level", "s_scale", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas")
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "n_season")
+_INTS = ("run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "n_season", "high_run")
 
 
 class RobustDetector:
@@ -128,7 +128,7 @@ class RobustDetector:
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "first_ts", "last_ts",
                  "dt", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
                  "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "run", "run_max", "lo", "hi",
-                 "cal_q", "cal_m", "thr", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "unseen", "s_n", "n_season", "_last", "_qfloor",
+                 "cal_q", "cal_m", "thr", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "n_season", "_last", "_qfloor",
                  "_stuck_lim", "_w_min", "_a_ds")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
@@ -182,6 +182,7 @@ class RobustDetector:
         self.calm = _RELEARN_AFTER  # consecutive readings with every channel below learn_below
         self.calm_level = _RELEARN_AFTER  # ... with every channel but drift below it
         self.n = 0  # readings learned from since fit
+        self.high_run = 0  # consecutive readings scoring at or above learn_below
         self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0, False)
         self._qfloor = _ABS_FLOOR
         self._stuck_lim = float(_STUCK_MIN)
@@ -502,16 +503,23 @@ class RobustDetector:
         if ended_run > self.run_max and calm >= _RELEARN_AFTER and not training:
             self.run_max = ended_run  # a run of repeats that ended as normal behaviour
             self._limits()
-        if training or calm >= _RELEARN_AFTER:
+        if score < lb:
+            self.high_run = 0
+        else:
+            self.high_run += 1
+        if training or (calm >= _RELEARN_AFTER and self.high_run < _RELEARN_AFTER):
+            # The slow statistics stop learning, too, while readings stay near a threshold
+            # (_RELEARN_AFTER in a row): a deviation held just under the alarm would otherwise
+            # teach them, over its length, that it is noise.
             k = self.n = self.n + 1
             phase = k % _SLOW_EVERY
             if training or not phase:
                 self._learn_slow(x, e_f, e, dx, training)
             if bin_i >= 0 and (training or phase == 1):
                 self._learn_slow_seasonal(e, e_s, ts, training)  # type: ignore[arg-type]
-            elif phase == 2 and score < lb and not training:  # the tails learn from readings well inside them ...
+            elif phase == 2 and not training and score < lb:  # the tails learn from readings well inside them ...
                 self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, ts, _EXCESS_CLIP, _SLOW_EVERY)
-        elif was_calm and not training:
+        elif was_calm and not training and calm < _RELEARN_AFTER:
             # ... and from the first reading of each anomalous episode, its excess clipped at
             # 20 x the tail's mean: a series whose spikes are routine learns to expect them
             # over a dozen or so of them, while a few identical spikes each still raise their
