@@ -9,6 +9,7 @@ with the data each was chosen on, are in docs/detectors.md.
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Any, ClassVar
 
 import numpy as np
@@ -61,10 +62,10 @@ _SEASONAL_OFF = 0.9  # ... and stops when it is above this x
 _EXPECTED = 3.0  # a reading within this many scales of the daily profile is expected there
 _SETTLED = 50  # updates of the profile's statistics before it may serve
 _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
-           "ds_level", "s_scale", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
+           "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas")
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "n_season", "high_run")
+_INTS = ("run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run")
 
 
 class RobustDetector:
@@ -128,7 +129,7 @@ class RobustDetector:
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "first_ts", "last_ts",
                  "dt", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
                  "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "run", "run_max", "lo", "hi",
-                 "cal_q", "cal_m", "thr", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "n_season", "_last", "_qfloor",
+                 "cal_q", "cal_m", "thr", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
                  "_stuck_lim", "_w_min", "_a_ds")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
@@ -155,8 +156,9 @@ class RobustDetector:
         # seasonal model of normal: a deseasonalised level plus a daily profile
         self.ds_level = 0.0
         self.s_scale = 1.0
-        self.prof = [0.0] * _BINS
-        self.seen = [0] * _BINS
+        # array, not list: 768 bytes each per series instead of ~3 kB (the per-series memory budget)
+        self.prof = array("d", bytes(8 * _BINS))
+        self.seen = array("q", bytes(8 * _BINS))
         self.first_ts = math.nan  # the first reading the profile learned from
         self.last_ts = math.nan
         self.dt = 0.0  # typical interval between readings (s)
@@ -164,7 +166,8 @@ class RobustDetector:
         self.seasonal = False  # which model of normal the level and drift channels use
         self.unseen = _BINS  # bins of the profile not visited yet
         self.s_n = 0  # updates of the profile's statistics since it could serve (0: not yet)
-        self.n_season = 0  # updates of the profile's slow statistics
+        self.prof_sum = 0.0  # sum of the bins as stored
+        self.prof_shift = 0.0  # subtracted from every bin where it is read (the re-centring)
         # channel state
         self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
         self.v_level = self.v_drift = self.v_level_s = self.v_drift_s = 0.0  # their mean |value| on normal readings
@@ -330,7 +333,7 @@ class RobustDetector:
             frac = ph - bin_i
             prof = self.prof
             pv = prof[bin_i]
-            pv += frac * (prof[bin_i + 1 if bin_i + 1 < _BINS else 0] - pv)
+            pv += frac * (prof[bin_i + 1 if bin_i + 1 < _BINS else 0] - pv) - self.prof_shift
             e_s = x - self.ds_level - pv
             s_scale = self.s_scale if self.s_scale > floor else floor
             c = _LEVEL_CLIP * s_scale
@@ -472,7 +475,7 @@ class RobustDetector:
                     # Once it serves, a reading it does not expect teaches it a tenth as much:
                     # a bin learns fast, and would take in a step that has not yet alarmed.
                     self.ds_level += self._a_ds * e_s
-                    r = x - self.ds_level
+                    r = x - self.ds_level + self.prof_shift  # in the bins' own (unshifted) terms
                     prof, seen, w_min = self.prof, self.seen, self._w_min
                     g = 0.1 if self.s_n and (e_s if e_s > 0.0 else -e_s) > _EXPECTED * s_scale else 1.0
                     n = seen[bin_i] + 1
@@ -480,14 +483,18 @@ class RobustDetector:
                     if n == 1:
                         self.unseen -= 1
                     w = 1.0 / n if n * w_min < 1.0 else w_min
-                    prof[bin_i] += g * (1.0 - frac) * w * (r - prof[bin_i])
+                    delta = g * (1.0 - frac) * w * (r - prof[bin_i])
+                    prof[bin_i] += delta
+                    self.prof_sum += delta
                     j = bin_i + 1 if bin_i + 1 < _BINS else 0
                     n = seen[j] + 1
                     seen[j] = n
                     if n == 1:
                         self.unseen -= 1
                     w = 1.0 / n if n * w_min < 1.0 else w_min
-                    prof[j] += g * frac * w * (r - prof[j])
+                    delta = g * frac * w * (r - prof[j])
+                    prof[j] += delta
+                    self.prof_sum += delta
         else:
             # Not normal: the model of normal stays where it was (its trend runs on); the
             # readings feed only the shadow, which a rebaseline adopts.
@@ -517,14 +524,14 @@ class RobustDetector:
                 self._learn_slow(x, e_f, e, dx, training)
             if bin_i >= 0 and (training or phase == 1):
                 self._learn_slow_seasonal(e, e_s, ts, training)  # type: ignore[arg-type]
-            elif phase == 2 and not training and score < lb:  # the tails learn from readings well inside them ...
-                self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, ts, _EXCESS_CLIP, _SLOW_EVERY)
+            elif phase >= 2 and not training and score < lb:  # the tails learn from readings well inside them ...
+                self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EXCESS_CLIP, _SLOW_EVERY, phase - 2)
         elif was_calm and not training and calm < _RELEARN_AFTER:
             # ... and from the first reading of each anomalous episode, its excess clipped at
             # 20 x the tail's mean: a series whose spikes are routine learns to expect them
             # over a dozen or so of them, while a few identical spikes each still raise their
             # own alarm; the rest of an episode (a lasting fault) teaches nothing.
-            self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, ts, _EPISODE_CLIP, 1)
+            self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EPISODE_CLIP, 1, -1)
         return score * self.threshold
 
     def _learn_slow(self, x: float, e_f: float, e: float, dx: float, training: bool) -> None:
@@ -572,12 +579,12 @@ class RobustDetector:
             gap = (ts - last) / (1 if training else _SLOW_EVERY)
             self.dt = gap if self.dt == 0.0 else self.dt + 0.05 * (gap - self.dt)
             self._set_rates()
-        self.n_season += 1
-        if not self.n_season % _BINS and not self.unseen:
+        if not self.unseen:
             # Keep the profile's mean at zero and the level under it carrying the level: else
             # an offset left in the bins from the first day fades only as slowly as they learn.
-            mean = sum(self.prof) / _BINS
-            self.prof = [p - mean for p in self.prof]
+            # O(1): the bins' sum is kept as they learn, and the shift applied where they are read.
+            mean = self.prof_sum / _BINS - self.prof_shift
+            self.prof_shift += mean
             self.ds_level += mean
         if not self.s_n and (self.unseen > 0 or ts - self.first_ts < _PERIOD_S):
             return  # not a whole day seen yet: the profile cannot serve
@@ -602,20 +609,26 @@ class RobustDetector:
             self.seasonal = True
 
     def _learn_tails(self, z: float, m_level: float, m_drift: float, m_level_s: float, m_drift_s: float, d_fast: float,
-                     bin_i: int, ts: float | None, clip: float, weight: int) -> None:
-        """The calibrators: each channel's standardised tail, and so its threshold."""
+                     bin_i: int, clip: float, weight: int, part: int) -> None:
+        """The calibrators: each channel's standardised tail, and so its threshold. ``part``
+        0: spike, level and drift; 1: variance and the profile's level and drift (on
+        alternate updates, to spread the cost); -1: all six."""
         q, m, thr, k = self.cal_q, self.cal_m, self.thr, self._k
         up = weight * _Q_STEP * _TAIL_P / (1.0 - _TAIL_P)
         down = weight * _Q_STEP
         m_step = _M_STEP * weight / _SLOW_EVERY  # one reading's worth of the tail's memory
         floor = self._floor()
-        scale = self.scale if self.scale > floor else floor
-        vals = [(SPIKE, z), (LEVEL, abs(m_level) / (1.2533 * max(self.v_level, _V_LEVEL_MIN * scale))),
-                (DRIFT, abs(m_drift) / (1.2533 * max(self.v_drift, _V_DRIFT_MIN * scale))), (VAR, d_fast / self.d_norm - 1.0)]
-        if bin_i >= 0 and self.s_n >= _SETTLED:
-            s_scale = self.s_scale if self.s_scale > floor else floor
-            vals.append((LEVEL_S, abs(m_level_s) / (1.2533 * max(self.v_level_s, _V_LEVEL_MIN * s_scale))))
-            vals.append((DRIFT_S, abs(m_drift_s) / (1.2533 * max(self.v_drift_s, _V_DRIFT_MIN * s_scale))))
+        vals = []
+        if part <= 0:
+            scale = self.scale if self.scale > floor else floor
+            vals += [(SPIKE, z), (LEVEL, abs(m_level) / (1.2533 * max(self.v_level, _V_LEVEL_MIN * scale))),
+                     (DRIFT, abs(m_drift) / (1.2533 * max(self.v_drift, _V_DRIFT_MIN * scale)))]
+        if part != 0:
+            vals.append((VAR, d_fast / self.d_norm - 1.0))
+            if bin_i >= 0 and self.s_n >= _SETTLED:
+                s_scale = self.s_scale if self.s_scale > floor else floor
+                vals.append((LEVEL_S, abs(m_level_s) / (1.2533 * max(self.v_level_s, _V_LEVEL_MIN * s_scale))))
+                vals.append((DRIFT_S, abs(m_drift_s) / (1.2533 * max(self.v_drift_s, _V_DRIFT_MIN * s_scale))))
         for c, zc in vals:
             qc, mc = q[c], m[c]
             if zc > qc:
@@ -704,7 +717,7 @@ class RobustDetector:
         prof, seen = np.asarray(arrays["profile"], dtype=np.float64), np.asarray(arrays["seen"], dtype=np.int64)
         if prof.shape != (_BINS,) or seen.shape != (_BINS,) or not np.isfinite(prof).all():
             raise ValueError(f"state arrays: expected a finite profile and counts of {_BINS} bins")
-        d.prof, d.seen = prof.tolist(), seen.tolist()
+        d.prof, d.seen = array("d", prof.tolist()), array("q", seen.tolist())
         d._update_thresholds()
         d._limits()
         d._set_rates()
