@@ -133,6 +133,11 @@ class RobustDetector:
                  "_stuck_lim", "_w_min", "_a_ds")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
+        """``rate``: the per-reading probability at which each channel's calibrated tail puts
+        its threshold (the nuisance budget); ``learn_below``: readings scoring below this (of a
+        channel's threshold) are normal enough to learn from after an anomaly; ``threshold``:
+        the alarm decision, ``score >= threshold``, on scores where 1.0 is a channel at its
+        calibrated threshold (raise it to alarm only on larger deviations)."""
         for pname, value, ok in (
             ("rate", rate, 0.0 < rate < 0.01),
             ("learn_below", learn_below, 0.0 < learn_below <= 1.0),
@@ -532,7 +537,7 @@ class RobustDetector:
             # over a dozen or so of them, while a few identical spikes each still raise their
             # own alarm; the rest of an episode (a lasting fault) teaches nothing.
             self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EPISODE_CLIP, 1, -1)
-        return score * self.threshold
+        return score
 
     def _learn_slow(self, x: float, e_f: float, e: float, dx: float, training: bool) -> None:
         """The slow statistics, on every _SLOW_EVERY-th calm reading (each step that much
