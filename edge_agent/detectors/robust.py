@@ -36,9 +36,11 @@ _VAR_CLIP = 4.0  # one difference counts at most 4 x its normal size (a spike is
 _LEVEL_CLIP = 4.0  # a residual counts at most 4 scales towards the level and drift channels
 _CLIP = 2.5  # ... and at most 2.5 scales towards a scale, a spread or the predictor (Huber)
 _TAIL_P = 0.98  # calibrators track this quantile and the mean excess above it
-_SLOW_EVERY = 4  # the slow statistics and the tails learn on every 4th calm reading (cost)
-_Q_STEP = 0.001  # per reading (x _SLOW_EVERY per update)
-_M_STEP = 0.02  # per update (every _SLOW_EVERY readings): ~50 updates on exceedances, ~10,000 readings
+# The slow statistics and the tails learn on calm readings in turn, one part per reading over a
+# cycle of _SLOW_EVERY (each step that much larger): no reading pays for all of them (p99 cost).
+_SLOW_EVERY = 4
+_Q_STEP = 0.001  # per reading
+_M_STEP = 0.005  # per reading: ~200 exceedances (~10,000 readings) of memory for a tail's scale
 _EXCESS_CLIP = 4.0  # one excess counts at most 4 x the tail's mean (a robust mean) ...
 _EPISODE_CLIP = 20.0  # ... and an anomalous episode's first reading at most 20 x
 _PRIOR_EXCESS = 10.0  # pseudo-exceedances of the prior at fit
@@ -65,7 +67,7 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas")
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run")
+_INTS = ("run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n")
 
 
 class RobustDetector:
@@ -127,7 +129,7 @@ class RobustDetector:
 
     __slots__ = ("rate", "learn_below", "threshold", "_k", "f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "f_out",
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "first_ts", "last_ts",
-                 "dt", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
+                 "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
                  "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "run", "run_max", "lo", "hi",
                  "cal_q", "cal_m", "thr", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
                  "_stuck_lim", "_w_min", "_a_ds")
@@ -166,6 +168,7 @@ class RobustDetector:
         self.seen = array("q", bytes(8 * _BINS))
         self.first_ts = math.nan  # the first reading the profile learned from
         self.last_ts = math.nan
+        self.last_n = 0  # self.n at last_ts
         self.dt = 0.0  # typical interval between readings (s)
         self.err_plain = self.err_seas = 0.0  # the two models' recent mean absolute errors
         self.seasonal = False  # which model of normal the level and drift channels use
@@ -475,7 +478,7 @@ class RobustDetector:
                     self.first_ts = ts  # type: ignore[assignment]
                     self.ds_level = x
                 else:
-                    # The daily profile: the two bins around this time of day follow the
+                    # The daily profile: the bin nearest this time of day follows the
                     # deseasonalised reading; each forgets over ~_PROFILE_DAYS of its visits.
                     # Once it serves, a reading it does not expect teaches it a tenth as much:
                     # a bin learns fast, and would take in a step that has not yet alarmed.
@@ -483,22 +486,14 @@ class RobustDetector:
                     r = x - self.ds_level + self.prof_shift  # in the bins' own (unshifted) terms
                     prof, seen, w_min = self.prof, self.seen, self._w_min
                     g = 0.1 if self.s_n and (e_s if e_s > 0.0 else -e_s) > _EXPECTED * s_scale else 1.0
-                    n = seen[bin_i] + 1
-                    seen[bin_i] = n
+                    b = bin_i if frac < 0.5 else (bin_i + 1 if bin_i + 1 < _BINS else 0)  # the nearest bin
+                    n = seen[b] + 1
+                    seen[b] = n
                     if n == 1:
                         self.unseen -= 1
                     w = 1.0 / n if n * w_min < 1.0 else w_min
-                    delta = g * (1.0 - frac) * w * (r - prof[bin_i])
-                    prof[bin_i] += delta
-                    self.prof_sum += delta
-                    j = bin_i + 1 if bin_i + 1 < _BINS else 0
-                    n = seen[j] + 1
-                    seen[j] = n
-                    if n == 1:
-                        self.unseen -= 1
-                    w = 1.0 / n if n * w_min < 1.0 else w_min
-                    delta = g * frac * w * (r - prof[j])
-                    prof[j] += delta
+                    delta = g * w * (r - prof[b])
+                    prof[b] += delta
                     self.prof_sum += delta
         else:
             # Not normal: the model of normal stays where it was (its trend runs on); the
@@ -525,11 +520,18 @@ class RobustDetector:
             # teach them, over its length, that it is noise.
             k = self.n = self.n + 1
             phase = k % _SLOW_EVERY
-            if training or not phase:
-                self._learn_slow(x, e_f, e, dx, training)
-            if bin_i >= 0 and (training or phase == 1):
-                self._learn_slow_seasonal(e, e_s, ts, training)  # type: ignore[arg-type]
-            elif phase >= 2 and not training and score < lb:  # the tails learn from readings well inside them ...
+            if training:
+                self._learn_slow(x, e_f, e, dx, True)
+                if bin_i >= 0:
+                    self._learn_slow_seasonal(e, e_s, ts, True)  # type: ignore[arg-type]
+            elif phase == 0:
+                self._learn_slow(x, e_f, e, dx, False)
+                if bin_i >= 0 and score < lb:
+                    self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EXCESS_CLIP, _SLOW_EVERY, 2)
+            elif phase == 1:
+                if bin_i >= 0:
+                    self._learn_slow_seasonal(e, e_s, ts, False)  # type: ignore[arg-type]
+            elif score < lb:  # the tails learn from readings well inside them ...
                 self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EXCESS_CLIP, _SLOW_EVERY, phase - 2)
         elif was_calm and not training and calm < _RELEARN_AFTER:
             # ... and from the first reading of each anomalous episode, its excess clipped at
@@ -558,7 +560,10 @@ class RobustDetector:
         a = abs(self.m_drift)
         cap = _CLIP * self.v_drift
         self.v_drift += rate * ((a if a < cap else cap) - self.v_drift)
-        cap = _CLIP * self.d_norm
+        # The same clip as the variance channel's recent estimate: both are means of the same
+        # clipped statistic, so their ratio is 1 in normal operation by construction (a tighter
+        # clip here biased it above 1 on signals whose steps are mostly 0 and sometimes a quantum).
+        cap = _VAR_CLIP * self.d_norm
         self.d_norm += (0.005 if training else 0.005 * _SLOW_EVERY) * ((dx if dx < cap else cap) - self.d_norm)
         if 0.0 < dx and (dx < self.quantum or self.quantum == 0.0):
             self.quantum = dx
@@ -578,10 +583,10 @@ class RobustDetector:
         errors have settled."""
         if self.first_ts != self.first_ts:
             return
-        last = self.last_ts
-        self.last_ts = ts
-        if last == last and ts > last:
-            gap = (ts - last) / (1 if training else _SLOW_EVERY)
+        last, last_n = self.last_ts, self.last_n
+        self.last_ts, self.last_n = ts, self.n
+        if last == last and ts > last and self.n > last_n:
+            gap = (ts - last) / (self.n - last_n)  # the mean interval since the last update
             self.dt = gap if self.dt == 0.0 else self.dt + 0.05 * (gap - self.dt)
             self._set_rates()
         if not self.unseen:
@@ -616,38 +621,50 @@ class RobustDetector:
     def _learn_tails(self, z: float, m_level: float, m_drift: float, m_level_s: float, m_drift_s: float, d_fast: float,
                      bin_i: int, clip: float, weight: int, part: int) -> None:
         """The calibrators: each channel's standardised tail, and so its threshold. ``part``
-        0: spike, level and drift; 1: variance and the profile's level and drift (on
-        alternate updates, to spread the cost); -1: all six."""
-        q, m, thr, k = self.cal_q, self.cal_m, self.thr, self._k
-        up = weight * _Q_STEP * _TAIL_P / (1.0 - _TAIL_P)
-        down = weight * _Q_STEP
-        m_step = _M_STEP * weight / _SLOW_EVERY  # one reading's worth of the tail's memory
+        0: spike and level; 1: drift and variance; 2: the profile's level and drift (one part
+        per update, to spread the cost); -1: all six."""
         floor = self._floor()
-        vals = []
         if part <= 0:
             scale = self.scale if self.scale > floor else floor
-            vals += [(SPIKE, z), (LEVEL, abs(m_level) / (1.2533 * max(self.v_level, _V_LEVEL_MIN * scale))),
-                     (DRIFT, abs(m_drift) / (1.2533 * max(self.v_drift, _V_DRIFT_MIN * scale)))]
-        if part != 0:
-            vals.append((VAR, d_fast / self.d_norm - 1.0))
-            if bin_i >= 0 and self.s_n >= _SETTLED:
-                s_scale = self.s_scale if self.s_scale > floor else floor
-                vals.append((LEVEL_S, abs(m_level_s) / (1.2533 * max(self.v_level_s, _V_LEVEL_MIN * s_scale))))
-                vals.append((DRIFT_S, abs(m_drift_s) / (1.2533 * max(self.v_drift_s, _V_DRIFT_MIN * s_scale))))
-        for c, zc in vals:
-            qc, mc = q[c], m[c]
-            if zc > qc:
-                excess = zc - qc
-                cap = clip * mc
-                mc += m_step * ((excess if excess < cap else cap) - mc)
-                m[c] = mc
-                qc += up * mc
-            else:
-                qc -= down * mc
-            q[c] = qc
-            t = qc + k * mc
-            floor = _FLOORS[c]
-            thr[c] = t if t > floor else floor
+            v = self.v_level
+            if v < _V_LEVEL_MIN * scale:
+                v = _V_LEVEL_MIN * scale
+            self._tail(SPIKE, z, clip, weight)
+            self._tail(LEVEL, (m_level if m_level > 0.0 else -m_level) / (1.2533 * v), clip, weight)
+        if part == 1 or part < 0:
+            scale = self.scale if self.scale > floor else floor
+            v = self.v_drift
+            if v < _V_DRIFT_MIN * scale:
+                v = _V_DRIFT_MIN * scale
+            self._tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight)
+            self._tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
+        if (part == 2 or part < 0) and bin_i >= 0 and self.s_n >= _SETTLED:
+            s_scale = self.s_scale if self.s_scale > floor else floor
+            v = self.v_level_s
+            if v < _V_LEVEL_MIN * s_scale:
+                v = _V_LEVEL_MIN * s_scale
+            self._tail(LEVEL_S, (m_level_s if m_level_s > 0.0 else -m_level_s) / (1.2533 * v), clip, weight)
+            v = self.v_drift_s
+            if v < _V_DRIFT_MIN * s_scale:
+                v = _V_DRIFT_MIN * s_scale
+            self._tail(DRIFT_S, (m_drift_s if m_drift_s > 0.0 else -m_drift_s) / (1.2533 * v), clip, weight)
+
+    def _tail(self, c: int, zc: float, clip: float, weight: int) -> None:
+        """One channel's tail: the quantile tracker, the mean excess above it, the threshold."""
+        q, m = self.cal_q, self.cal_m
+        qc, mc = q[c], m[c]
+        if zc > qc:
+            excess = zc - qc
+            cap = clip * mc
+            mc += _M_STEP * weight * ((excess if excess < cap else cap) - mc)
+            m[c] = mc
+            qc += weight * _Q_STEP * (_TAIL_P / (1.0 - _TAIL_P)) * mc
+        else:
+            qc -= weight * _Q_STEP * mc
+        q[c] = qc
+        t = qc + self._k * mc
+        floor = _FLOORS[c]
+        self.thr[c] = t if t > floor else floor
 
     # ---- explaining, accepting ----------------------------------------------------------------
     def explain(self, x: float) -> Explanation:
