@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_agent import detectors
+from edge_agent import alarm_message, detectors
 from edge_agent.alarm_state import ACCEPTED, NAMES, RAISED, AlarmPolicy
 from edge_agent.config import AgentConfig
 from edge_agent.detectors.base import Explanation
@@ -67,30 +67,6 @@ class AlarmEvent:
     message: str = ""  # one line an operator reads without a plot
     held_s: float | None = None  # cleared / accepted: reading time since the raise
     peak_score: float | None = None  # cleared / accepted: highest score / threshold while raised
-
-
-def _num(x: float) -> str:
-    return f"{x:.6g}"
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
-def raised_message(exp: Explanation | None, value: float, score: float, threshold: float) -> str:
-    ratio = f"score {score / threshold:.2g} x threshold" if threshold > 0 else f"score {score:.3g}"
-    if exp is None:
-        return f"value {_num(value)}, {ratio}"
-    what = exp.kind.replace("_", " ") + (f" {exp.direction}" if exp.direction else "")
-    detail = f" {exp.detail}," if exp.detail else ""
-    return f"{what}:{detail} value {_num(value)}, expected {_num(exp.expected_low)} to {_num(exp.expected_high)} ({ratio})"
 
 
 def alert_id(gateway_id: str, series: str, state: str, ts: float) -> str:
@@ -450,7 +426,7 @@ class Pipeline:
             self.n_raised += 1
             s.marks.append(AlarmMark(ts, value, state))
             ev = AlarmEvent(aid, s.id, state, ts, value, score, threshold, det.name, model.version,
-                            message=raised_message(exp, value, score, threshold))
+                            message=alarm_message.raised(exp, value, score, threshold))
             if exp is not None:
                 ev.kind, ev.direction, ev.expected_low, ev.expected_high = exp.kind, exp.direction, exp.expected_low, exp.expected_high
             self.on_alarm(ev)
@@ -461,12 +437,11 @@ class Pipeline:
         s.marks.append(AlarmMark(ts, value, state))
         if transition == ACCEPTED:
             self.n_accepted += 1
-            message = (f"accepted as the new normal: deviating for {_duration(held)} (alarms.accept_after_s); "
-                       f"the model now learns from the current behaviour")
+            message = alarm_message.accepted(held, "the acceptance time (alarms.accept_after_s)")
             self._accept(s, model)
         else:
             self.n_cleared += 1
-            message = f"back to normal after {_duration(held)} (peak score {peak:.2g} x threshold)"
+            message = alarm_message.cleared(held, peak)
         self.on_alarm(AlarmEvent(aid, s.id, state, ts, value, score, threshold, det.name, model.version, s.raised_id,
                                  message=message, held_s=held, peak_score=peak))
 
@@ -516,7 +491,7 @@ class Pipeline:
             out["accepted_alert_id"] = s.raised_id
             self.on_alarm(AlarmEvent(aid, s.id, "accepted", ts, s.last_value, s.last_score, float(model.detector.threshold),
                                      model.detector.name, model.version, s.raised_id,
-                                     message=f"accepted as the new normal by {by} after {_duration(ts - raised_ts)}",
+                                     message=alarm_message.accepted(ts - raised_ts, by),
                                      held_s=ts - raised_ts, peak_score=peak))
         self._accept(s, model)
         out["method"] = "in place" if hasattr(model.detector, "rebaseline") else "refit"

@@ -72,3 +72,13 @@ def test_policy_from_config_and_bad_values() -> None:
         AlarmPolicy(hold_ratio=0.0)
     with pytest.raises(ValueError):
         AgentConfig.model_validate({"alarms": {"hold_ratio": 1.5}})
+
+
+def test_runnable_examples() -> None:
+    import doctest
+
+    from edge_agent import alarm_message, alarm_state
+
+    for module in (alarm_state, alarm_message):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
