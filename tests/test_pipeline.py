@@ -186,3 +186,88 @@ def test_batch_drops_stale_readings_and_reports_how_many() -> None:
     assert n == 2 and ev == [] and p.series["s"].n_readings == 52 and p.series["s"].last_ts == 1051.0
     assert p.process_batch("s", np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 2  # all stale, nothing scored
     assert p.series["s"].n_readings == 52
+
+
+class DeferredTrainer:
+    """Holds fit requests until released: a fit worker that is slow to answer."""
+
+    def __init__(self) -> None:
+        self.pending: list = []
+
+    def submit(self, pipeline: Pipeline, request, done=None) -> None:  # noqa: ANN001
+        self.pending.append((pipeline, request, done))
+
+    def release(self) -> None:
+        while self.pending:
+            pipeline, request, done = self.pending.pop(0)
+            pipeline.install(request, pipeline.fit_model(request))
+
+
+def test_readings_arriving_during_the_first_fit_are_scored_in_order_when_it_lands() -> None:
+    """Before, every reading that arrived while the first fit ran passed unscored: a fast
+    series (or a backlog after an outage) lost its first faults. Now they are kept and scored
+    by the new model, in order, before any later reading."""
+    cfg = AgentConfig.model_validate({"detector": {"name": "statistical", "min_train_samples": 50}, "alarms": {"clear_after": 2}})
+    trainer = DeferredTrainer()
+    events: list = []
+    p = Pipeline(cfg, trainer, events.append)
+    feed(p, np.random.default_rng(8).uniform(-1, 1, 50))
+    assert p.series["s"].fit_pending and len(trainer.pending) == 1
+    feed(p, [0.0, 40.0, 0.0, 0.0, 0.0, -40.0, 0.0, 0.0], t0=2000)  # the fit has not landed yet
+    batch = np.array([0.1, 0.2, 50.0]), np.array([2008.0, 2009.0, 2010.0])
+    p.process_batch("s", *batch)
+    assert events == [] and p.series["s"].n_scored == 0
+    trainer.release()
+    assert [(e.state, e.ts) for e in events] == [("raised", 2001.0), ("cleared", 2003.0), ("raised", 2005.0), ("cleared", 2007.0), ("raised", 2010.0)]
+    assert p.series["s"].n_scored == 11 and p.n_backlog_scored == 11
+    p.process("s", 0.0, 2011.0)  # later readings go on from there
+    assert p.series["s"].n_scored == 12
+
+
+def test_backlog_is_bounded_by_the_buffer_and_counted() -> None:
+    cfg = AgentConfig.model_validate({"detector": {"name": "statistical", "min_train_samples": 20}, "series": {"buffer_size": 32}})
+    trainer = DeferredTrainer()
+    p = Pipeline(cfg, trainer, lambda e: None)
+    feed(p, np.random.default_rng(9).uniform(-1, 1, 20 + 100))
+    assert p.n_backlog_dropped == 100 - 32
+    trainer.release()
+    assert p.series["s"].n_scored == 32
+
+
+def test_a_raised_alarm_says_why() -> None:
+    p, ev = make(clear_after=3)
+    feed(p, np.random.default_rng(10).uniform(-1, 1, 50))
+    feed(p, [25.0], t0=2000)
+    (e,) = ev
+    assert (e.kind, e.direction) == ("out_of_range", "up")
+    assert e.expected_low < 0.0 < e.expected_high < 25.0
+    assert e.message.startswith("out of range up:") and "value 25" in e.message
+
+
+def test_a_lasting_deviation_is_accepted_after_the_acceptance_time_and_the_model_follows() -> None:
+    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": 3600.0, "accept_min_readings": 100}})
+    ev: list = []
+    p = Pipeline(cfg, InlineTrainer(), ev.append)
+    rng = np.random.default_rng(11)
+    for i, v in enumerate(np.concatenate([rng.normal(10, 1, 600), rng.normal(30, 1, 400)])):
+        p.process("s", float(v), 1000.0 + 10.0 * i)  # a reading every 10 s: 3600 s = 360 readings
+    states = [(e.state, e.ts) for e in ev]
+    assert states[0] == ("raised", 1000.0 + 6000.0)
+    assert states[1][0] == "accepted" and states[1][1] == 1000.0 + 10.0 * (600 + 360)
+    assert len(states) == 2  # the new level is normal now: nothing more
+    acc = ev[1]
+    assert acc.raised_alert_id == ev[0].alert_id and acc.held_s == 3600.0 and "accepted as the new normal" in acc.message
+    assert p.n_accepted == 1 and p.series["s"].state == "normal"
+
+
+def test_rebaseline_ends_a_raised_alarm_as_accepted_and_refits_a_frozen_model() -> None:
+    p, ev = make(clear_after=3)
+    feed(p, np.random.default_rng(12).uniform(-1, 1, 50))
+    feed(p, [40.0, 41.0, 40.5], t0=2000)
+    assert [e.state for e in ev] == ["raised"]
+    out = p.rebaseline("s")
+    assert out == {"series": "s", "was_in_alarm": True, "accepted_alert_id": ev[0].alert_id, "method": "refit"}
+    assert [e.state for e in ev] == ["raised", "accepted"] and ev[1].raised_alert_id == ev[0].alert_id
+    assert p.series["s"].model.version == 2  # statistical cannot re-centre: refitted on recent readings
+    with pytest.raises(ValueError, match="no model"):
+        p.rebaseline("nope")
