@@ -283,7 +283,7 @@ class CommandHandler:
         """Accept each selected series' current behaviour as its new normal: a raised alarm
         ends with an ``accepted`` message (not ``cleared``), and the model learns from now on."""
         results = []
-        for sid in self._select(args):
+        for sid in await self._select(args):
             try:
                 results.append(self.agent.rebaseline_series(sid))
             except ValueError as exc:

@@ -139,7 +139,7 @@ class ProcessTrainer:
     clock of a request starts when it is among the oldest ``workers`` handed to the pool
     (the pool runs them in order), not while it waits behind another. Requests handed to
     the killed worker alongside it go back to the head of the queue. The first request of
-    a new worker gets ``WORKER_START_GRACE_S`` more (starting a worker and importing numpy
+    a new pool (started by ``warm()`` or by that request) gets ``WORKER_START_GRACE_S`` more (starting a worker and importing numpy
     takes seconds on a loaded gateway). Workers die with the agent (``workers.die_with_parent``).
     """
 
@@ -154,6 +154,7 @@ class ProcessTrainer:
         self.handed: list[_Handed] = []  # requests in the pool, oldest first
         self.timeouts = 0
         self._killed: list[Executor] = []  # pools whose workers we killed (their failures are ours)
+        self._grace_pending = False  # the next request is a new pool's first (warm() may have made it)
 
     @property
     def inflight(self) -> int:
@@ -175,6 +176,7 @@ class ProcessTrainer:
                 max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=init_worker, initargs=(os.getpid(),),
             )
+            self._grace_pending = True  # its first fit also waits for the worker to start
         return self.pool
 
     def submit(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None = None) -> None:
@@ -211,7 +213,6 @@ class ProcessTrainer:
     def _start(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None) -> None:
         root = str(self.store.root) if self.store is not None else None
         fsync = self.store.fsync if self.store is not None else False
-        fresh = self.pool is None
         try:
             pool = self._pool()
             fut = self.loop.run_in_executor(pool, fit_and_save, root, fsync, request)
@@ -221,7 +222,8 @@ class ProcessTrainer:
             if done:
                 done(None, exc)
             return
-        h = _Handed(fut, pool, pipeline, request, done, grace=WORKER_START_GRACE_S if fresh else 0.0)
+        h = _Handed(fut, pool, pipeline, request, done, grace=WORKER_START_GRACE_S if self._grace_pending else 0.0)
+        self._grace_pending = False
         self.handed.append(h)
         fut.add_done_callback(lambda f: self._finished(h, f))
 
