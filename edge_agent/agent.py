@@ -323,11 +323,18 @@ class Agent:
             loaded = []
             self.state_errors["models"] = f"cannot read model store: {exc}"
             log.error("cannot read model store %s: %s", self.store.root, exc)
+        self.pipeline.tick(time.monotonic())
+        self.pipeline.restorer = self._restore_model
+        deferred = 0
         for sid, model in loaded:
             try:
-                self.pipeline.adopt(sid, model)
+                if self.pipeline.adopt(sid, model) is None:
+                    deferred += 1
             except Exception as exc:
                 log.error("cannot adopt model for %r: %s", sid, exc)
+        if deferred:
+            log.warning("%d stored model(s) beyond the series budget (series.max_series / max_bytes): each loads "
+                        "when its series' readings come", deferred)
         # Alarms raised before a restart stay raised, so their "cleared" is sent in due course.
         from edge_agent.outbox import read_alarm_states
 
@@ -364,6 +371,53 @@ class Agent:
             self.commands = CommandHandler(self)
             await self.commands.install()
 
+    def _restore_model(self, s: Series) -> None:
+        """An evicted series' readings are back: load its model off the loop (Pipeline._restore)."""
+        assert self.loop is not None and self.pipeline is not None
+        pipeline = self.pipeline
+
+        def load() -> Model | None:
+            model, errors = self.store.load_active(s.id)
+            for err in errors:
+                log.error("model store: %s", err)
+            return model
+
+        def done(fut: asyncio.Future[Model | None]) -> None:
+            model = None
+            if not fut.cancelled():
+                exc = fut.exception()
+                if exc is not None:
+                    log.error("series %r: cannot reload its model: %r", s.id, exc)
+                else:
+                    model = fut.result()
+            pipeline.restored(s, model)
+            if model is not None:
+                log.info("series %r: model v%d reloaded (the series had been evicted)", s.id, model.version)
+
+        self.loop.run_in_executor(self.executor, load).add_done_callback(done)
+
+    async def housekeeping(self, interval_s: float = 1.0) -> None:
+        """Every second: the pipeline's clock and idle sweep, evictions when over budget, and a
+        rate-limited log line about evictions."""
+        assert self.pipeline is not None
+        pipe = self.pipeline
+        logged = sum(pipe.n_evicted.values())
+        last_log = 0.0
+        while True:
+            await asyncio.sleep(interval_s)
+            now = time.monotonic()
+            pipe.tick(now)
+            if pipe.over_budget():
+                pipe.make_room()
+            total = sum(pipe.n_evicted.values())
+            if total != logged and now - last_log >= self.cfg.ingest.reject_log_interval_s:
+                log.warning(
+                    "evicted %d series to stay within the series budget (%d so far: %s); holding %d series, %.1f of %.1f MB",
+                    total - logged, total, ", ".join(f"{k}={v}" for k, v in pipe.n_evicted.items()), len(pipe.series),
+                    pipe.series_bytes.bytes / 1e6, pipe.max_bytes / 1e6,
+                )
+                logged, last_log = total, now
+
     def _dead_letter(self, reason: str, payload: bytes, topic: str, detail: str) -> None:
         doc = {"reason": reason, "detail": detail[:200], "topic": topic[:1024], "payload_prefix": payload[:256].decode("utf-8", "replace")}
         dl = render(self.cfg.ingest.dead_letter_topic or "", {"gateway_id": self.cfg.gateway_id})
@@ -380,7 +434,39 @@ class Agent:
         problems += [f"{k}: {v}" for k, v in self.state_errors.items()]
         if self.commands is not None and self.commands.journal.error:
             problems.append(self.commands.journal.error)
+        problems += self._budget_problems()
         return {"ok": not problems, "problems": problems, "model_errors": self.model_errors[-20:]}
+
+    def _budget_problems(self) -> list[str]:
+        p = self.pipeline
+        if p is None:
+            return []
+        out = []
+        if p.last_refused is not None and p.clock - p.last_refused < 600:
+            out.append(
+                f"series budget full: {p.n_series_refused} reading(s) of new series refused (too_many_series), the last "
+                f"{p.clock - p.last_refused:.0f} s ago; raise series.max_series / series.max_bytes or find the topics"
+            )
+        if p.over_budget():
+            out.append(f"series state over budget and nothing idle to evict: {len(p.series)} series, "
+                       f"{p.series_bytes.bytes / 1e6:.1f} of {p.max_bytes / 1e6:.1f} MB")
+        return out
+
+    def series_budget(self) -> dict[str, Any]:
+        """The series memory budget, its use and what it did (for /healthcheck)."""
+        p = self.pipeline
+        if p is None:
+            return {}
+        return {
+            "max_series": p.max_series,
+            "max_bytes": p.max_bytes,
+            "series": len(p.series),
+            "bytes": p.series_bytes.bytes,
+            "evicted": dict(p.n_evicted),
+            "refused_readings": p.n_series_refused,
+            "models_on_disk_only": len(p.evicted_models),
+            "models_reloaded": p.n_restored,
+        }
 
     def status_line(self) -> str:
         p = self.pipeline
@@ -483,6 +569,7 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
     for factory in extra_tasks or []:
         tasks.append(asyncio.create_task(factory(agent)))
     tasks.append(asyncio.create_task(_freeze_startup_heap(agent), name="gc-freeze"))
+    tasks.append(asyncio.create_task(agent.housekeeping(), name="housekeeping"))
     await stop.wait()
     notifier.stopping("shutting down: flushing the outbox")
     await agent.shutdown()

@@ -140,6 +140,8 @@ class DetectorConfig(_Strict):
 class SeriesConfig(_Strict):
     buffer_size: Annotated[int, Field(ge=16, le=1_000_000)] = 4096
     max_series: Annotated[int, Field(ge=1)] = 100_000
+    max_bytes: Annotated[int, Field(ge=1_048_576)] = 384 * 1024 * 1024
+    idle_s: Annotated[float, Field(gt=0)] = 600.0
 
 
 class AlarmConfig(_Strict):

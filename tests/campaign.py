@@ -18,12 +18,23 @@ attacks, then calls ``assert_invariants()``. Every wait has a deadline.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from helpers import AgentProcess, Mosquitto, Publisher, Subscriber, agent_config, wait_for
+import paho.mqtt.client as paho
+from helpers import (
+    AgentProcess,
+    Mosquitto,
+    Publisher,
+    Subscriber,
+    agent_config,
+    free_port,
+    wait_for,
+)
 
 CANARY_TOPIC = "plant/canary/c0/probe"
 CANARY_SERIES = "c0/probe"
@@ -41,6 +52,8 @@ class Campaign:
     def __init__(self, tmp: Path, broker_extra: str = "", start_agent: bool = True, **overrides: Any) -> None:
         self.tmp = tmp
         self.broker = Mosquitto(tmp / "broker", extra=broker_extra).start()
+        if overrides.get("http.enabled") and "http.port" not in overrides:
+            overrides["http.port"] = free_port()
         self.config = agent_config(tmp, self.broker, **overrides)
         self.gateway_id = self.config["gateway_id"]
         self.agent = AgentProcess(tmp, self.config)
@@ -115,3 +128,43 @@ class Campaign:
         alarm = self.spike(CANARY_TOPIC, CANARY_SERIES, timeout=timeout)
         assert alarm["value"] == SPIKE
         return alarm
+
+    # ---- helpers for the attack classes (harden-data) ---------------------------------------
+    def http(self, path: str, timeout: float = 5.0) -> bytes:
+        """GET from the agent's HTTP port (make the campaign with ``**{"http.enabled": True}``)."""
+        port = self.config["http"]["port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.read()
+
+    def healthcheck(self) -> dict[str, Any]:
+        return json.loads(self.http("/healthcheck"))
+
+    def metrics(self) -> dict[str, float]:
+        """``/metrics`` samples as ``{'name{labels}': value}`` (``name`` alone without labels)."""
+        out = {}
+        for line in self.http("/metrics").decode().splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    def flood(self, messages: list[tuple[str, bytes]], qos: int = 0, timeout: float = 60.0) -> None:
+        """Publish many messages as fast as a second paho client can, and wait until sent."""
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"flood-{free_port()}")
+        client.max_queued_messages_set(0)
+        client.max_inflight_messages_set(1000)
+        client.connect(self.broker.host, self.broker.port)
+        client.loop_start()
+        try:
+            infos = [client.publish(t, p, qos=qos) for t, p in messages]
+            deadline = time.monotonic() + timeout
+            for info in infos[-200:]:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+    def wait_received(self, n: int, timeout: float = 60.0) -> None:
+        """Until the agent counts ``n`` messages received on its reading subscriptions (HTTP)."""
+        wait_for(lambda: self.metrics().get("edge_agent_messages_received_total", 0) >= n, timeout,
+                 f"{n} messages received by the agent", interval=0.2)

@@ -97,6 +97,7 @@ async def healthcheck(request: Request) -> dict[str, Any]:
         "event_loop": event_loop.name(asyncio.get_running_loop()),
         "ready": agent.ready(),
         "series": series_counts(agent),
+        "series_budget": agent.series_budget(),
         "trained_series": 0,
         "readings_total": ingest.readings if ingest else 0,
         "readings_per_second": round(request.app.state.reading_rate.rate(), 3),

@@ -94,6 +94,15 @@ class AgentCollector(Collector):
         yield counter(P + "model_fit_failures", "Fits that failed", pipe.n_fit_failed)
         yield gauge(P + "model_load_errors", "Stored model versions that could not be loaded at start", len(agent.model_errors))
         yield counter(P + "series_refused", "Readings refused because the series limit was reached", pipe.n_series_refused)
+        evicted = CounterMetricFamily(P + "series_evicted", "Series evicted to stay within the series budget, by class", labels=["class"])
+        for cls, n in pipe.n_evicted.items():
+            evicted.add_metric([cls], n)
+        yield evicted
+        yield gauge(P + "series_bytes", "Memory the series state takes, as the budget counts it (rings and bookkeeping)", pipe.series_bytes.bytes)
+        yield gauge(P + "series_max_bytes", "series.max_bytes: the series memory budget", pipe.max_bytes)
+        yield gauge(P + "series_max", "series.max_series: the most series held at once", pipe.max_series)
+        yield gauge(P + "series_models_on_disk_only", "Series evicted with a model, reloaded when their readings return", len(pipe.evicted_models))
+        yield counter(P + "series_models_reloaded", "Models of evicted series reloaded from disk", pipe.n_restored)
 
         series = pipe.series
         states = {"learning": 0, "normal": 0, "alarm": 0}
