@@ -435,7 +435,12 @@ class Agent:
         if self.commands is not None and self.commands.journal.error:
             problems.append(self.commands.journal.error)
         problems += self._budget_problems()
-        return {"ok": not problems, "problems": problems, "model_errors": self.model_errors[-20:]}
+        warnings = []
+        if self.ingest is not None and self.ingest.shared:
+            shared = self.ingest.shared
+            warnings.append(f"{len(shared)} series fed by more than one topic, their readings mixed in one model "
+                            f"(e.g. {next(iter(shared))!r}); see subscriptions[].series")
+        return {"ok": not problems, "problems": problems, "warnings": warnings, "model_errors": self.model_errors[-20:]}
 
     def _budget_problems(self) -> list[str]:
         p = self.pipeline

@@ -161,6 +161,7 @@ class IngestConfig(_Strict):
     max_future_skew_s: Annotated[float, Field(ge=0)] = 86400.0
     max_past_age_s: Annotated[float, Field(ge=0)] = 365 * 86400.0
     replay_window_s: Annotated[float, Field(ge=0)] = 1800.0
+    clock_step_after_s: Annotated[float, Field(ge=0)] = 2.0
     dead_letter_topic: str | None = None
     reject_log_interval_s: Annotated[float, Field(ge=0)] = 10.0
 

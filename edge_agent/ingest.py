@@ -4,6 +4,10 @@ This runs inside the MQTT client's packet callback, once per message, so it is k
 a dict lookup for topics already seen, one decode, one pipeline call. Nothing here queues:
 when scoring cannot keep up, TCP flow control pushes back to the broker, which holds QoS 1
 readings in the agent's persistent session (bounded by the broker's own queue limits).
+
+Replay protection lives here, per topic (``replay.py``): a broker redelivers a reading on the
+topic it came on, and each topic keeps its own clock. The common case (a reading at or after
+its topic's newest) costs two comparisons and a store.
 """
 
 from __future__ import annotations
@@ -12,16 +16,22 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from edge_agent.config import AgentConfig, SubscriptionConfig
 from edge_agent.payloads import FORMATS, Rejected, TsLimits
 from edge_agent.pipeline import Pipeline, TooManySeries
+from edge_agent.replay import NEVER, ReplayGuard, Route
+from edge_agent.series import Series
 from edge_agent.topics import TopicTemplate, check_series_template, render
 
 log = logging.getLogger(__name__)
 
 _MAX_SERIES_ID = 256
 _ROUTE_CACHE_MAX = 200_000
+_SHARED_TOPICS_KEPT = 8  # topics remembered per series fed by several (they are reported)
 
 
 def max_packet_bytes(cfg: AgentConfig) -> int:
@@ -68,9 +78,18 @@ class Ingest:
         self.subscriptions = build_subscriptions(cfg)
         self.limits = TsLimits(cfg.ingest.max_future_skew_s, cfg.ingest.max_past_age_s)
         self.max_payload = cfg.ingest.max_payload_bytes
-        # topic -> (subscription, series id), for topics that delivered a good reading. Junk
-        # is never cached: a flood of unique hostile topics must not grow memory.
-        self.routes: dict[str, tuple[Subscription, str]] = {}
+        # topic -> Route (subscription, series id, the topic's clock), for topics that delivered
+        # a good reading. Junk is never cached: a flood of unique hostile topics must not grow
+        # memory. Routes of evicted series go with them (forget_series).
+        self.routes: dict[str, Route] = {}
+        self.window = cfg.ingest.replay_window_s
+        self.guard = ReplayGuard(cfg.ingest.replay_window_s, cfg.ingest.clock_step_after_s)
+        # series id -> the newest reading ts it is known to have scored before a restart (the
+        # last alarm edge, from the outbox): a new route of the series starts from there.
+        self.floors: dict[str, float] = {}
+        # series fed by more than one topic -> the other topics (first few), reported loudly.
+        self.shared: dict[str, list[str]] = {}
+        pipeline.on_evict.append(self.forget_series)
         self.received = 0
         self.readings = 0
         self.rejected: dict[str, int] = {}
@@ -95,33 +114,31 @@ class Ingest:
         r = self.routes.get(topic)
         cached = r is not None
         if r is None:
-            r = self.route(topic)
-            if r is None:
+            found = self.route(topic)
+            if found is None:
                 self.reject("unknown_topic", topic, payload, "topic matches no subscription or yields a bad series id")
                 return
-        sub, sid = r
+            r = Route(found[0], found[1], self.floors.get(found[1], NEVER))
+        sub = r.sub
         if len(payload) > self.max_payload:
             self.reject("too_large", topic, b"", f"{len(payload)} bytes")
             return
         now = time.time()
         try:
             if sub.is_batch:
-                values, ts, dropped = sub.decode(payload, now, sub.opts, self.limits)
-                if dropped:
-                    self.reject("non_finite", topic, b"", f"{dropped} value(s) dropped from a batch", count=dropped)
-                stale = self.pipeline.process_batch(sid, values, ts)
-                self.readings += int(values.shape[0]) - stale
-                if stale:
-                    self.reject("stale", topic, b"", f"{stale} reading(s) of a batch older than the series' newest reading", count=stale)
+                self._batch(r, topic, payload, now)
             else:
                 value, ts = sub.decode(payload, now, sub.opts, self.limits)
-                self.pipeline.process(sid, value, ts)
-                # Counted once taken: a refused reading is counted under its reason instead.
-                self.readings += 1
+                newest = r.newest
+                if (ts < newest and newest - ts <= self.window) or r.held is not None:
+                    self._behind(r, topic, [(value, ts)], now)
+                else:
+                    r.newest = ts if ts < now else now
+                    self.pipeline.process(r.sid, value, ts)
+                    # Counted once taken: a refused reading is counted under its reason instead.
+                    self.readings += 1
             if not cached:
-                if len(self.routes) >= _ROUTE_CACHE_MAX:
-                    self.routes.clear()
-                self.routes[topic] = r
+                self._cache(topic, r)
         except Rejected as exc:
             self.reject(exc.reason, topic, payload, exc.detail)
         except TooManySeries as exc:
@@ -129,6 +146,76 @@ class Ingest:
         except Exception as exc:  # a bug must cost one reading, never the agent
             log.exception("unexpected error handling a reading on %r", topic[:200])
             self.reject("internal_error", topic, payload, repr(exc))
+
+    def _batch(self, r: Route, topic: str, payload: bytes, now: float) -> None:
+        sub = r.sub
+        values, ts, dropped = sub.decode(payload, now, sub.opts, self.limits)
+        if dropped:
+            self.reject("non_finite", topic, b"", f"{dropped} value(s) dropped from a batch", count=dropped)
+        newest = r.newest
+        first = float(ts[0])
+        if r.held is None and not (first < newest and newest - first <= self.window) and (ts.shape[0] == 1 or not (ts[1:] < ts[:-1]).any()):
+            last = float(ts[-1])
+            r.newest = last if last < now else now
+            self.pipeline.process_batch(r.sid, values, ts)
+            self.readings += int(values.shape[0])
+        else:  # out of order somewhere: reading by reading, exactly as single readings would go
+            self._behind(r, topic, zip(values.tolist(), ts.tolist(), strict=True), now, batch=True)
+
+    def _behind(self, r: Route, topic: str, readings: Any, now: float, batch: bool = False) -> None:
+        """Readings of a topic with held readings or behind its newest: the replay guard decides."""
+        mono = time.monotonic()
+        take: list[tuple[float, float]] = []
+        stale = 0
+        for value, ts in readings:
+            out, n = self.guard.accept(r, value, ts, now, mono)
+            take += out
+            stale += n
+        if stale:
+            self.reject("stale", topic, b"", f"{stale} reading(s) older than the topic's newest, redelivered (not a clock step)", count=stale)
+        if not take:
+            return
+        if batch or len(take) > 1:
+            self.pipeline.process_batch(r.sid, np.array([v for v, _ in take]), np.array([t for _, t in take]))
+        else:
+            self.pipeline.process(r.sid, take[0][0], take[0][1])
+        self.readings += len(take)
+
+    def _cache(self, topic: str, r: Route) -> None:
+        if len(self.routes) >= _ROUTE_CACHE_MAX:
+            # The older half goes (dict order is insertion order): a flood of fresh topics must
+            # not wipe the clocks of the topics that have been here all along.
+            for old in list(self.routes)[: _ROUTE_CACHE_MAX // 2]:
+                self.guard.discard(self.routes.pop(old))
+        self.routes[topic] = r
+        s = self.pipeline.series.get(r.sid)
+        if s is None:
+            return
+        if s.topic is None:
+            s.topic = topic
+        elif s.topic != topic:
+            self._shared(s, topic)
+
+    def _shared(self, s: Series, topic: str) -> None:
+        """A second topic feeds a series: readings of two sources go into one model. Said loudly."""
+        others = self.shared.setdefault(s.id, [])
+        if topic in others:
+            return
+        if len(others) < _SHARED_TOPICS_KEPT:
+            others.append(topic)
+        if len(others) == 1 and len(self.shared) <= 20:
+            log.warning(
+                "series %r is fed by more than one topic (%r, %r, ...): their readings go into one model. If they are "
+                "different sensors, give subscriptions[].series a field that tells them apart (e.g. {line}/{machine}/{sensor})",
+                s.id, s.topic[:200] if s.topic else None, topic[:200],
+            )
+
+    def forget_series(self, s: Series) -> None:
+        """An evicted series' routes go too (Pipeline.on_evict)."""
+        for topic in [s.topic, *self.shared.pop(s.id, ())]:
+            r = self.routes.pop(topic, None) if topic is not None else None
+            if r is not None:
+                self.guard.discard(r)
 
     def oversize(self, topic: str, packet_bytes: int) -> None:
         """A PUBLISH the link discarded unread because of its size."""

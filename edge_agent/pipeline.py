@@ -5,10 +5,8 @@ Live ingest (``agent.py``) and offline evaluation (``evaluation/evaluate.py``) b
 worker process so the event loop never waits on a fit, a disk write or the GIL a fit holds;
 evaluation fits inline so results are deterministic.
 
-Per reading:
-0. a reading older than its series' newest (within ``ingest.replay_window_s``) is refused as
-   ``stale``: a broker restarted from its persistence file redelivers readings already scored,
-   and scoring one again would raise its alarm a second time and clear it at the wrong reading;
+Per reading (readings a broker redelivers were already refused by ingest, per topic: see
+``replay.py``):
 1. append to the series' ring buffer;
 2. no model yet: once ``min_train_samples`` readings are held, ask the trainer for a fit;
    no alarm is raised while learning;
@@ -34,7 +32,6 @@ from edge_agent import detectors
 from edge_agent.config import AgentConfig
 from edge_agent.fitting import FitRequest, fit_and_save, lower_priority, train
 from edge_agent.model_store import Model, ModelStore
-from edge_agent.payloads.common import Rejected
 from edge_agent.series import AlarmMark, Series, SeriesBytes
 from edge_agent.series_budget import CLASSES, pick
 from edge_agent.stats import LatencyRecorder
@@ -65,26 +62,6 @@ def alert_id(gateway_id: str, series: str, state: str, ts: float) -> str:
 
 class TooManySeries(Exception):
     pass
-
-
-class StaleReading(Rejected):
-    def __init__(self, behind_s: float) -> None:
-        super().__init__("stale", f"{behind_s:.3f} s older than the series' newest reading (redelivered or out of order)")
-
-
-def stale_mask(newest: float, ts: np.ndarray, window: float) -> np.ndarray | None:
-    """Which of a batch's readings ``Pipeline.process`` would refuse as stale, one by one;
-    None when there are none (the common case, checked without a Python loop)."""
-    n = ts.shape[0]
-    if not window or not n or (not ts[0] < newest and not (n > 1 and (ts[1:] < ts[:-1]).any())):
-        return None
-    stale = np.zeros(n, dtype=bool)
-    for i, t in enumerate(ts.tolist()):
-        if t < newest and newest - t <= window:
-            stale[i] = True
-        else:
-            newest = t
-    return stale if stale.any() else None
 
 
 class Trainer(Protocol):
@@ -235,7 +212,6 @@ class Pipeline:
         self.last_refused: float | None = None  # clock of the last too_many_series refusal
         self.min_train = cfg.detector.min_train_samples
         self.clear_after = cfg.alarms.clear_after
-        self.replay_window = cfg.ingest.replay_window_s
         self.retrain_every = cfg.detector.retrain.every_n
         self.drift_on = cfg.detector.retrain.on_drift
         self.drift_window = cfg.detector.retrain.drift_window
@@ -362,8 +338,6 @@ class Pipeline:
         s = self.series.get(series_id)
         if s is None:
             s = self.get_or_create(series_id)
-        elif ts < s.last_ts and s.last_ts - ts <= self.replay_window:
-            raise StaleReading(s.last_ts - ts)
         s.append(value, ts)
         model = s.model
         if model is None:
@@ -381,20 +355,11 @@ class Pipeline:
             self.score_latency.observe(time.perf_counter() - t0)
         self._decide(s, model, value, ts, score, score >= det.threshold)
 
-    def process_batch(self, series_id: str, values: np.ndarray, ts: np.ndarray) -> int:
-        """Returns how many of the readings were refused as stale (see ``process``)."""
+    def process_batch(self, series_id: str, values: np.ndarray, ts: np.ndarray) -> None:
         s = self.series.get(series_id)
         if s is None:
             s = self.get_or_create(series_id)
-        stale = stale_mask(s.last_ts, ts, self.replay_window)
-        n_stale = 0
-        if stale is not None:
-            n_stale = int(stale.sum())
-            values, ts = values[~stale], ts[~stale]
-            if not values.shape[0]:
-                return n_stale
         self._process_batch(s, values, ts)
-        return n_stale
 
     def _process_batch(self, s: Series, values: np.ndarray, ts: np.ndarray) -> None:
         model = s.model

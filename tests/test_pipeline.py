@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from edge_agent.config import AgentConfig
-from edge_agent.pipeline import InlineTrainer, Pipeline, StaleReading, alert_id, stale_mask
+from edge_agent.pipeline import InlineTrainer, Pipeline, alert_id
 
 
 def make(clear_after: int = 10, min_train: int = 50, **retrain: object) -> tuple[Pipeline, list]:
@@ -114,75 +113,3 @@ def test_process_trainer_feeds_the_worker_a_few_fits_at_a_time(tmp_path) -> None
     assert peak == 2
     assert order == [f"m{k:02d}/temp" for k in range(40)]
     assert set(versions.values()) == {1}
-
-
-def make_windowed(window: float, clear_after: int = 3) -> tuple[Pipeline, list]:
-    cfg = AgentConfig.model_validate(
-        {"detector": {"name": "statistical", "min_train_samples": 50}, "alarms": {"clear_after": clear_after},
-         "ingest": {"replay_window_s": window}}
-    )
-    events: list = []
-    return Pipeline(cfg, InlineTrainer(), events.append), events
-
-
-def test_a_replayed_spike_is_refused_and_does_not_raise_or_clear_again() -> None:
-    # What a broker restarted from an old persistence file does: readings already scored come
-    # back, out of order, among new ones. Scored again, the old spike would raise its alarm a
-    # second time and the fresh readings after it would clear it at a reading that never
-    # cleared anything.
-    p, ev = make_windowed(1800.0)
-    feed(p, np.random.default_rng(3).uniform(-1, 1, 50))
-    feed(p, [50, 0, 0, 0, 0.1], t0=2000)
-    assert [(e.state, e.ts) for e in ev] == [("raised", 2000.0), ("cleared", 2003.0)]
-    for t, v in ((2000.0, 50.0), (2001.0, 0.0)):
-        with pytest.raises(StaleReading) as exc:
-            p.process("s", v, t)
-        assert exc.value.reason == "stale" and "s older than the series' newest" in exc.value.detail
-    feed(p, [0.2, 0.3, 0.1, 0.0], t0=2005)
-    assert [(e.state, e.ts) for e in ev] == [("raised", 2000.0), ("cleared", 2003.0)]
-    s = p.series["s"]
-    assert s.n_readings == 59 and s.last_ts == 2008.0
-
-
-def test_equal_timestamps_are_scored_and_a_reset_clock_is_followed() -> None:
-    p, ev = make_windowed(1800.0)
-    feed(p, np.random.default_rng(4).uniform(-1, 1, 50))
-    p.process("s", 0.5, 1049.0)  # same second as the newest: a coarse device clock, not a replay
-    assert p.series["s"].n_readings == 51
-    p.process("s", 60.0, 1049.0 - 1801.0)  # further back than the window: the clock was reset
-    assert [(e.state, e.ts) for e in ev] == [("raised", 1049.0 - 1801.0)]
-    p.process("s", 0.0, 1049.0 - 1800.0)  # and the series goes on from the new clock
-    assert p.series["s"].last_ts == 1049.0 - 1800.0
-
-
-def test_window_zero_scores_every_reading() -> None:
-    p, ev = make_windowed(0.0)
-    feed(p, np.random.default_rng(5).uniform(-1, 1, 50))
-    p.process("s", 70.0, 10.0)
-    assert [(e.state, e.ts) for e in ev] == [("raised", 10.0)]
-
-
-def test_batch_refuses_exactly_what_single_readings_would() -> None:
-    rng = np.random.default_rng(6)
-    for trial in range(200):
-        window = float(rng.choice([0.0, 5.0, 50.0]))
-        newest = float(rng.choice([np.nan, 100.0]))
-        ts = 100.0 + np.cumsum(rng.choice([-60.0, -3.0, 0.0, 1.0, 2.0], size=int(rng.integers(1, 30))))
-        expected, last = [], newest
-        for t in ts.tolist():
-            refused = t < last and last - t <= window
-            expected.append(refused)
-            if not refused:
-                last = t
-        mask = stale_mask(newest, ts, window)
-        got = [False] * len(ts) if mask is None else mask.tolist()
-        assert got == expected, (trial, window, newest, ts.tolist())
-
-
-def test_batch_drops_stale_readings_and_reports_how_many() -> None:
-    p, ev = make_windowed(1800.0)
-    feed(p, np.random.default_rng(7).uniform(-1, 1, 50))
-    n = p.process_batch("s", np.array([0.0, 80.0, 0.1, 0.2]), np.array([1050.0, 1030.0, 1051.0, 1049.0]))
-    assert n == 2 and ev == [] and p.series["s"].n_readings == 52 and p.series["s"].last_ts == 1051.0
-    assert p.process_batch("s", np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 2  # all stale, nothing scored
-    assert p.series["s"].n_readings == 52

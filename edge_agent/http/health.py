@@ -90,6 +90,7 @@ async def healthcheck(request: Request) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "status": "ok" if health["ok"] else "degraded",
         "problems": health["problems"],
+        "warnings": health["warnings"],
         "model_errors": health["model_errors"],
         "gateway_id": agent.cfg.gateway_id,
         "agent_version": __version__,

@@ -77,6 +77,12 @@ class AgentCollector(Collector):
         for reason, n in sorted((ingest.rejected if ingest else {}).items()):
             rej.add_metric([reason], n)
         yield rej
+        if ingest is not None:
+            guard = ingest.guard
+            yield gauge(P + "readings_held", "Readings behind their topic's newest, held until the topic shows replay or clock step", guard.held_total)
+            yield counter(P + "replays_refused", "Runs of held readings refused as a replay (their readings count as rejected stale)", guard.n_replays)
+            yield counter(P + "clock_steps_followed", "Runs of held readings scored as a device clock stepped back", guard.n_steps)
+            yield gauge(P + "series_shared_topics", "Series fed by more than one topic (their readings share one model)", len(ingest.shared))
 
     def _pipeline(self) -> Iterator[Metric]:
         agent = self.agent
