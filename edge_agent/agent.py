@@ -96,7 +96,7 @@ class Agent:
         retain: bool = False,
         props: dict[str, Any] | None = None,
         kind: str = "",
-        alarm: tuple[str, str, str, float] | None = None,
+        alarm: tuple[str, str, str, float, int] | None = None,
     ) -> None:
         """Commit a message to the outbox; it is published once durable, and retried until acked."""
         expiry = self.cfg.mqtt.message_expiry_s
@@ -127,11 +127,12 @@ class Agent:
         }
         if ev.raised_alert_id:
             doc["raised_alert_id"] = ev.raised_alert_id
+        doc["seq"] = ev.seq
         payload = json.dumps(doc, separators=(",", ":")).encode()
         values = {"gateway_id": self.cfg.gateway_id, "series": ev.series}
         self.publish_durable(
             render(self.cfg.alarms.topic, values), payload, self.cfg.alarms.qos, kind="alarm",
-            alarm=(ev.state, ev.series, ev.raised_alert_id or ev.alert_id, ev.ts),
+            alarm=(ev.state, ev.series, ev.raised_alert_id or ev.alert_id, ev.ts, ev.seq),
         )
         if self.cfg.alarms.state_topic:
             self.publish_durable(render(self.cfg.alarms.state_topic, values), payload, 1, retain=True)
@@ -323,6 +324,15 @@ class Agent:
             loaded = []
             self.state_errors["models"] = f"cannot read model store: {exc}"
             log.error("cannot read model store %s: %s", self.store.root, exc)
+        from edge_agent.outbox import read_alarm_seqs, read_alarm_states
+
+        open_alarms = await self.loop.run_in_executor(self.executor, read_alarm_states, self.outbox.path)
+        seqs = await self.loop.run_in_executor(self.executor, read_alarm_seqs, self.outbox.path)
+        # Alarm ids go on from each series' last sequence number (set before any series exists);
+        # and readings the broker redelivers from before a series' last alarm edge were scored
+        # by the last run.
+        self.pipeline.alarm_seqs = {sid: seq for sid, (seq, _) in seqs.items()}
+        self.ingest.floors = {sid: ts for sid, (_, ts) in seqs.items()}
         self.pipeline.tick(time.monotonic())
         self.pipeline.restorer = self._restore_model
         deferred = 0
@@ -336,9 +346,6 @@ class Agent:
             log.warning("%d stored model(s) beyond the series budget (series.max_series / max_bytes): each loads "
                         "when its series' readings come", deferred)
         # Alarms raised before a restart stay raised, so their "cleared" is sent in due course.
-        from edge_agent.outbox import read_alarm_states
-
-        open_alarms = await self.loop.run_in_executor(self.executor, read_alarm_states, self.outbox.path)
         for sid, (aid, ts) in open_alarms.items():
             try:
                 s = self.pipeline.get_or_create(sid)

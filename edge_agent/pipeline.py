@@ -51,12 +51,21 @@ class AlarmEvent:
     detector: str
     version: int
     raised_alert_id: str | None = None
+    seq: int = 0  # the series' alarm sequence number: 1 for its first alarm, then 2, ...
 
 
-def alert_id(gateway_id: str, series: str, state: str, ts: float) -> str:
-    """Deterministic: the same reading crossing the same edge always yields the same id, so a
-    replay after a crash (or a re-delivered reading) can be deduplicated by subscribers."""
-    raw = f"{gateway_id}\x1f{series}\x1f{state}\x1f{ts!r}".encode("utf-8", "surrogateescape")
+def alert_id(gateway_id: str, series: str, state: str, seq: int, raised_ts: float) -> str:
+    """One id per alarm edge, the same whenever that edge is sent again.
+
+    ``seq`` numbers a series' alarms (persisted in the outbox's ``alarm_seq`` table, so a
+    restart does not reuse it) and ``raised_ts`` is the timestamp of the reading that raised
+    the alarm; a raise and its clear share both. An id hashed from the reading timestamp alone
+    gave two alarms within one device timestamp (coarse clocks, a json_batch stamped with its
+    receive time) one id, and a SCADA deduplicating on it dropped the second alarm and its
+    clear. With the timestamp in as well, a sequence number lost with a degraded outbox still
+    cannot collide with an earlier alarm's id unless it was raised by the very same reading.
+    """
+    raw = f"{gateway_id}\x1f{series}\x1f{state}\x1f{seq}\x1f{raised_ts!r}".encode("utf-8", "surrogateescape")
     return hashlib.blake2b(raw, digest_size=12).hexdigest()
 
 
@@ -209,6 +218,9 @@ class Pipeline:
         self.on_evict: list[Callable[[Series], None]] = []
         self.n_evicted = dict.fromkeys(CLASSES, 0)
         self.n_restored = 0
+        # series id -> its last alarm sequence number (kept for series evicted since; the agent
+        # restores it from the outbox at start).
+        self.alarm_seqs: dict[str, int] = {}
         self.last_refused: float | None = None  # clock of the last too_many_series refusal
         self.min_train = cfg.detector.min_train_samples
         self.clear_after = cfg.alarms.clear_after
@@ -237,6 +249,7 @@ class Pipeline:
                 self.make_room(1)
             s = self.series[series_id] = Series(series_id, self.buffer_size, self.series_bytes)
             s.seen = self.clock
+            s.alarm_seq = self.alarm_seqs.get(series_id, 0)
             if series_id in self.evicted_models:
                 self._restore(s)
         return s
@@ -404,12 +417,14 @@ class Pipeline:
             s.normal_run = 0
             if not s.active:
                 s.active = True
-                aid = alert_id(self.gateway_id, s.id, "raised", ts)
+                s.alarm_seq += 1
+                self.alarm_seqs[s.id] = s.alarm_seq
+                aid = alert_id(self.gateway_id, s.id, "raised", s.alarm_seq, ts)
                 s.raised_id, s.raised_ts, s.last_alarm_ts = aid, ts, ts
                 s.n_alarms += 1
                 self.n_raised += 1
                 s.marks.append(AlarmMark(ts, value, "raised"))
-                self.on_alarm(AlarmEvent(aid, s.id, "raised", ts, value, score, float(model.detector.threshold), model.detector.name, model.version))
+                self.on_alarm(AlarmEvent(aid, s.id, "raised", ts, value, score, float(model.detector.threshold), model.detector.name, model.version, seq=s.alarm_seq))
         elif s.active:
             s.normal_run += 1
             if s.normal_run >= self.clear_after:
@@ -417,7 +432,8 @@ class Pipeline:
                 s.normal_run = 0
                 self.n_cleared += 1
                 s.marks.append(AlarmMark(ts, value, "cleared"))
-                self.on_alarm(AlarmEvent(alert_id(self.gateway_id, s.id, "cleared", ts), s.id, "cleared", ts, value, score, float(model.detector.threshold), model.detector.name, model.version, s.raised_id))
+                cid = alert_id(self.gateway_id, s.id, "cleared", s.alarm_seq, s.raised_ts if s.raised_ts is not None else ts)
+                self.on_alarm(AlarmEvent(cid, s.id, "cleared", ts, value, score, float(model.detector.threshold), model.detector.name, model.version, s.raised_id, seq=s.alarm_seq))
         if self.retrain_every or self.drift_on:
             self._retrain_policy(s, score)
 

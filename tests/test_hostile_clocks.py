@@ -4,13 +4,21 @@ real agent; each case asserts its anomaly is alarmed, then the campaign's invari
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 from campaign import MIN_TRAIN, SPIKE, Campaign
 from helpers import wait_for
 
-OVERRIDES = {"http.enabled": True, "alarms.clear_after": 3}
+OVERRIDES = {
+    "http.enabled": True,
+    "alarms.clear_after": 3,
+    "subscriptions": [
+        {"topic": "plant/{line}/{machine}/{sensor}", "series": "{machine}/{sensor}"},
+        {"topic": "batch/{machine}/{sensor}", "series": "b/{machine}/{sensor}", "format": "json_batch"},
+    ],
+}
 
 
 @pytest.fixture
@@ -83,4 +91,57 @@ def test_two_lines_with_clocks_apart_feeding_one_series_are_both_scored(c: Campa
     health = c.healthcheck()
     assert any("more than one topic" in w for w in health["warnings"]), health["warnings"]
     assert c.metrics()["edge_agent_series_shared_topics"] >= 1
+    c.assert_invariants()
+
+
+def test_two_alarms_within_one_device_timestamp_have_two_ids(c: Campaign) -> None:
+    # Issue 15, finding 3: alert_id hashed the reading timestamp, so a coarse device clock gave
+    # two different alarms (and their clears) one id, and SCADA, deduplicating on it, lost them.
+    topic, series = "plant/clk/coarse/temp", "coarse/temp"
+    train_live(c, topic)
+    t = time.time()
+    for v in (SPIKE, 0.0, 0.1, 0.2, SPIKE, 0.0, 0.1, 0.2):
+        c.plc.reading(topic, v, t).wait_for_publish(10)
+    wait_for(lambda: len(c.alarms(series)) == 4, 10, "two alarms raised and cleared")
+    alarms = c.alarms(series)
+    assert [(a["state"], a["ts"], a["seq"]) for a in alarms] == [("raised", t, 1), ("cleared", t, 1), ("raised", t, 2), ("cleared", t, 2)]
+    assert len({a["alert_id"] for a in alarms}) == 4
+    assert alarms[1]["raised_alert_id"] == alarms[0]["alert_id"] and alarms[3]["raised_alert_id"] == alarms[2]["alert_id"]
+    c.assert_invariants()
+
+
+def test_two_alarms_in_one_json_batch_without_timestamps_have_two_ids(c: Campaign) -> None:
+    # A json_batch without timestamps stamps every reading with its receive time.
+    topic, series = "batch/jb/temp", "b/jb/temp"
+    before = c.agent.models_active()
+    c.plc.publish(topic, json.dumps({"values": noise(c, MIN_TRAIN)})).wait_for_publish(10)
+    wait_for(lambda: c.agent.models_active() > before, 30, f"a model for {series}")
+    c.plc.publish(topic, json.dumps({"values": [SPIKE, 0.0, 0.1, 0.2, SPIKE, 0.0, 0.1, 0.2]})).wait_for_publish(10)
+    wait_for(lambda: len(c.alarms(series)) == 4, 10, "two alarms raised and cleared")
+    alarms = c.alarms(series)
+    assert len({a["ts"] for a in alarms}) == 1 and len({a["alert_id"] for a in alarms}) == 4
+    c.assert_invariants()
+
+
+def test_alarm_numbers_survive_a_crash_and_a_redelivered_spike_raises_nothing(make_campaign) -> None:
+    # The sequence number is committed with the alarm (outbox alarm_seq): a restart neither
+    # reuses it nor scores again, with a new id, a reading from before the last alarm edge.
+    c: Campaign = make_campaign(**{"alarms.clear_after": 3})
+    topic, series = "plant/crash/k1/temp", "k1/temp"
+    c.train(topic)
+    t_spike = c.next_ts(topic)
+    first = [(SPIKE, t_spike)] + [(0.1 * k, c.next_ts(topic)) for k in range(3)]
+    for v, t in first:
+        c.publish(topic, v, t)
+    wait_for(lambda: len(c.alarms(series)) == 2, 10, "the first alarm raised and cleared")
+    c.agent.kill()
+    c.agent.start()
+    c.agent.wait_connected()
+    for v, t in first[:2]:  # the broker redelivers what the crash left unacknowledged
+        c.publish(topic, v, t)
+    c.calm(topic, 3)
+    spike = c.spike(topic, series)
+    raised = c.alarms(series, "raised")
+    assert [a["seq"] for a in raised] == [1, 2] and spike["ts"] > t_spike
+    assert raised[0]["alert_id"] != raised[1]["alert_id"]
     c.assert_invariants()

@@ -39,9 +39,23 @@ def test_alarm_raised_once_and_cleared_after_n_normal() -> None:
 
 
 def test_alert_ids_are_deterministic_and_distinct() -> None:
-    a = alert_id("gw", "s", "raised", 1.5)
-    assert a == alert_id("gw", "s", "raised", 1.5)
-    assert len({a, alert_id("gw", "s", "cleared", 1.5), alert_id("gw", "t", "raised", 1.5), alert_id("gw", "s", "raised", 1.6)}) == 4
+    a = alert_id("gw", "s", "raised", 1, 1.5)
+    assert a == alert_id("gw", "s", "raised", 1, 1.5)
+    others = [alert_id("gw", "s", "cleared", 1, 1.5), alert_id("gw", "t", "raised", 1, 1.5),
+              alert_id("gw", "s", "raised", 1, 1.6), alert_id("gw", "s", "raised", 2, 1.5)]
+    assert len({a, *others}) == 5
+
+
+def test_two_alarms_within_one_timestamp_have_two_ids_and_a_clear_shares_its_raise_seq() -> None:
+    # Issue 15, finding 3: a coarse device clock stamps many readings alike; the id was a hash
+    # of the reading timestamp, so two different alarms had one id.
+    p, ev = make(clear_after=2)
+    feed(p, np.random.default_rng(9).uniform(-1, 1, 50))
+    for v in (40.0, 0.0, 0.0, 40.0, 0.0, 0.0):
+        p.process("s", v, 2000.0)
+    assert [(e.state, e.seq) for e in ev] == [("raised", 1), ("cleared", 1), ("raised", 2), ("cleared", 2)]
+    assert len({e.alert_id for e in ev}) == 4
+    assert ev[1].raised_alert_id == ev[0].alert_id and ev[3].raised_alert_id == ev[2].alert_id
 
 
 def test_retrain_every_n_creates_new_versions() -> None:
