@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -31,6 +32,23 @@ from edge_agent.series import Series
 from edge_agent.topics import render
 
 log = logging.getLogger(__name__)
+
+
+def strict_json(doc: dict[str, Any]) -> bytes:
+    """An alarm payload as strict JSON (RFC 8259: no NaN or Infinity, which JavaScript and
+    orjson refuse). Ingest bounds values to keep every score finite at the source; should a
+    detector still produce a non-finite number, it goes out as null and is logged, rather than
+    as invalid JSON or not at all."""
+    try:
+        return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        def finite(v: Any) -> Any:
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            return {k: finite(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+        log.error("alarm for %r carries a non-finite number (sent as null): %r", doc.get("series"), doc)
+        return json.dumps(finite(doc), separators=(",", ":"), allow_nan=False).encode()
 
 
 class Agent:
@@ -128,7 +146,7 @@ class Agent:
         if ev.raised_alert_id:
             doc["raised_alert_id"] = ev.raised_alert_id
         doc["seq"] = ev.seq
-        payload = json.dumps(doc, separators=(",", ":")).encode()
+        payload = strict_json(doc)
         values = {"gateway_id": self.cfg.gateway_id, "series": ev.series}
         self.publish_durable(
             render(self.cfg.alarms.topic, values), payload, self.cfg.alarms.qos, kind="alarm",
@@ -242,8 +260,9 @@ class Agent:
                 raise ValueError(f"series {series_id!r} has no readings to train on")
             values = s.recent_values(last_n)
         values = np.asarray(values, dtype=np.float64)
-        if values.ndim != 1 or values.shape[0] < 2 or not np.isfinite(values).all():
-            raise ValueError("training values must be at least 2 finite numbers")
+        limit = self.cfg.ingest.max_abs_value
+        if values.ndim != 1 or values.shape[0] < 2 or not (np.abs(values) <= limit).all():
+            raise ValueError(f"training values must be at least 2 finite numbers within +-ingest.max_abs_value ({limit:g})")
         if s is None:
             s = self.pipeline.get_or_create(series_id)
         fut: asyncio.Future[Model] = self.loop.create_future()

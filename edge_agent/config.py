@@ -20,6 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ENV_PREFIX = "EDGE_AGENT__"
 
+# The largest ingest.max_abs_value allowed. Readings within +-1e30 keep every detector's state
+# and score finite: squares of differences (4e60) summed over a 1e6-reading buffer stay far
+# below float64's 1.8e308, and the Isolation Forest's float32 features (value, difference,
+# rolling mean and std) below float32's 3.4e38. tests/test_detector_limits.py checks every
+# registered detector at this limit.
+MAX_ABS_LIMIT = 1e30
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
@@ -98,6 +105,7 @@ class SubscriptionConfig(_Strict):
     ts_field: str = "ts"
     ts_unit: Literal["auto", "s", "ms", "iso"] = "auto"
     share_group: str | None = None
+    max_abs_value: Annotated[float, Field(gt=0, le=MAX_ABS_LIMIT)] | None = None
 
     @model_validator(mode="after")
     def _templates(self) -> SubscriptionConfig:
@@ -157,6 +165,7 @@ class StatusConfig(_Strict):
 
 class IngestConfig(_Strict):
     max_payload_bytes: Annotated[int, Field(ge=16)] = 1_048_576
+    max_abs_value: Annotated[float, Field(gt=0, le=MAX_ABS_LIMIT)] = 1e20
     max_batch: Annotated[int, Field(ge=1)] = 10_000
     max_future_skew_s: Annotated[float, Field(ge=0)] = 86400.0
     max_past_age_s: Annotated[float, Field(ge=0)] = 365 * 86400.0

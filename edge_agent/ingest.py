@@ -46,6 +46,7 @@ class DecodeOptions:
     ts_field: str
     ts_unit: str
     max_batch: int
+    max_abs: float  # readings beyond +-max_abs are rejected (out_of_range)
 
 
 @dataclass(slots=True)
@@ -67,7 +68,10 @@ def build_subscriptions(cfg: AgentConfig) -> list[Subscription]:
         flt = tpl.mqtt_filter()
         if sc.share_group:
             flt = f"$share/{sc.share_group}/{flt}"
-        subs.append(Subscription(sc, tpl, flt, decode, is_batch, DecodeOptions(sc.value_field, sc.ts_field, sc.ts_unit, cfg.ingest.max_batch)))
+        subs.append(Subscription(sc, tpl, flt, decode, is_batch, DecodeOptions(
+            sc.value_field, sc.ts_field, sc.ts_unit, cfg.ingest.max_batch,
+            sc.max_abs_value if sc.max_abs_value is not None else cfg.ingest.max_abs_value,
+        )))
     return subs
 
 
@@ -150,8 +154,8 @@ class Ingest:
     def _batch(self, r: Route, topic: str, payload: bytes, now: float) -> None:
         sub = r.sub
         values, ts, dropped = sub.decode(payload, now, sub.opts, self.limits)
-        if dropped:
-            self.reject("non_finite", topic, b"", f"{dropped} value(s) dropped from a batch", count=dropped)
+        for reason, n in dropped.items():
+            self.reject(reason, topic, b"", f"{n} value(s) dropped from a batch", count=n)
         newest = r.newest
         first = float(ts[0])
         if r.held is None and not (first < newest and newest - first <= self.window) and (ts.shape[0] == 1 or not (ts[1:] < ts[:-1]).any()):

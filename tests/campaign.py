@@ -127,7 +127,17 @@ class Campaign:
             self.calm(CANARY_TOPIC)
         alarm = self.spike(CANARY_TOPIC, CANARY_SERIES, timeout=timeout)
         assert alarm["value"] == SPIKE
+        self.assert_strict_json()
         return alarm
+
+    def assert_strict_json(self) -> None:
+        """Every alarm SCADA received parses as strict JSON (no NaN or Infinity: JavaScript and
+        orjson refuse them, though Python's json takes them)."""
+        with self.scada.lock:
+            payloads = [p for _, p, _ in self.scada.messages]
+        for p in payloads:
+            strict_loads(p)
+
 
     # ---- helpers for the attack classes (harden-data) ---------------------------------------
     def http(self, path: str, timeout: float = 5.0) -> bytes:
@@ -168,3 +178,11 @@ class Campaign:
         """Until the agent counts ``n`` messages received on its reading subscriptions (HTTP)."""
         wait_for(lambda: self.metrics().get("edge_agent_messages_received_total", 0) >= n, timeout,
                  f"{n} messages received by the agent", interval=0.2)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def strict_loads(payload: bytes) -> Any:
+    return json.loads(payload, parse_constant=_no_constants)
