@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from edge_agent import __version__, event_loop
+from edge_agent import __version__, event_loop, series_budget
 from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest, max_packet_bytes
 from edge_agent.model_store import Model, ModelStore
@@ -90,6 +90,9 @@ class Agent:
         self.hooks_on_model: list[Any] = []
         self.message_handlers: list[tuple[str, Any]] = []  # (mqtt filter prefix, handler) for command topics
         self.state_errors: dict[str, str] = {}
+        # The last fit that failed because the store could not be written (full, read-only):
+        # health says so until a fit saves again.
+        self.store_error: str | None = None
         self.commands: Any = None  # CommandHandler when commands.enabled
         self.s3: Any = None  # S3Sync when s3.enabled
 
@@ -228,6 +231,9 @@ class Agent:
             self.inflight.clear()
 
     def on_model(self, series: Series, model: Model, req: FitRequest) -> None:
+        if self.store_error is not None:
+            log.warning("model store works again (%s saved v%d); it was: %s", series.id, model.version, self.store_error)
+            self.store_error = None
         log.info("series %r: model v%d (%s) active after %s fit on %d readings", series.id, model.version, model.detector.name, req.reason, len(req.values))
         for hook in self.hooks_on_model:
             hook(series, model, req)
@@ -286,7 +292,10 @@ class Agent:
                 s = self.pipeline.series.get(sid) if self.pipeline else None
                 current = s.model.version if s is not None and s.model is not None else None
                 if active is not None and active != current:
-                    model, errors = self.store.load_active(sid)
+                    try:
+                        model, errors = self.store.load_active(sid)
+                    except Exception as exc:
+                        model, errors = None, [f"{sid!r}: cannot load ({exc!r})"]
                     self.model_errors.extend(errors)
                     if model is not None:
                         out.append((sid, model))
@@ -310,16 +319,28 @@ class Agent:
 
     # ---- lifecycle -------------------------------------------------------------------------
     def _load_models(self) -> list[tuple[str, Model]]:
+        """Every stored series' active model. A bad file costs its model (reported in the log,
+        health, /metrics and ``models list``), never the start: the agent used to exit 1 on every
+        start over one deeply nested meta.json."""
         self.store.cleanup_temp()
+        scan = self.store.scan(repair=True)
+        for problem in scan.problems:
+            log.error("model store: %s", problem)
+        self.model_errors.extend(scan.problems)
         out = []
-        for sid in self.store.list_series():
-            model, errors = self.store.load_active(sid)
+        for sid in scan.series:
+            try:
+                model, errors = self.store.load_active(sid)
+            except Exception as exc:  # a bug or an OS error on one series must not stop the rest
+                model, errors = None, [f"{sid!r}: cannot load ({exc!r})"]
             for err in errors:
                 log.error("model store: %s", err)
             self.model_errors.extend(errors)
             if model is not None:
                 if errors:
-                    log.warning("series %r: serving older version v%d", sid, model.version)
+                    active = self.store.active_version(sid)
+                    older = "older " if active is not None and model.version < active else ""
+                    log.warning("series %r: serving %sversion v%d", sid, older, model.version)
                 out.append((sid, model))
         return out
 
@@ -354,6 +375,7 @@ class Agent:
         self.ingest.floors = {sid: ts for sid, (_, ts) in seqs.items()}
         self.pipeline.tick(time.monotonic())
         self.pipeline.restorer = self._restore_model
+        self.pipeline.on_store_error = self._store_failed
         deferred = 0
         for sid, model in loaded:
             try:
@@ -397,6 +419,9 @@ class Agent:
             self.commands = CommandHandler(self)
             await self.commands.install()
 
+    def _store_failed(self, error: str) -> None:
+        self.store_error = error
+
     def _restore_model(self, s: Series) -> None:
         """An evicted series' readings are back: load its model off the loop (Pipeline._restore)."""
         assert self.loop is not None and self.pipeline is not None
@@ -422,28 +447,6 @@ class Agent:
 
         self.loop.run_in_executor(self.executor, load).add_done_callback(done)
 
-    async def housekeeping(self, interval_s: float = 1.0) -> None:
-        """Every second: the pipeline's clock and idle sweep, evictions when over budget, and a
-        rate-limited log line about evictions."""
-        assert self.pipeline is not None
-        pipe = self.pipeline
-        logged = sum(pipe.n_evicted.values())
-        last_log = 0.0
-        while True:
-            await asyncio.sleep(interval_s)
-            now = time.monotonic()
-            pipe.tick(now)
-            if pipe.over_budget():
-                pipe.make_room()
-            total = sum(pipe.n_evicted.values())
-            if total != logged and now - last_log >= self.cfg.ingest.reject_log_interval_s:
-                log.warning(
-                    "evicted %d series to stay within the series budget (%d so far: %s); holding %d series, %.1f of %.1f MB",
-                    total - logged, total, ", ".join(f"{k}={v}" for k, v in pipe.n_evicted.items()), len(pipe.series),
-                    pipe.series_bytes.bytes / 1e6, pipe.max_bytes / 1e6,
-                )
-                logged, last_log = total, now
-
     def _dead_letter(self, reason: str, payload: bytes, topic: str, detail: str) -> None:
         doc = {"reason": reason, "detail": detail[:200], "topic": topic[:1024], "payload_prefix": payload[:256].decode("utf-8", "replace")}
         dl = render(self.cfg.ingest.dead_letter_topic or "", {"gateway_id": self.cfg.gateway_id})
@@ -460,44 +463,18 @@ class Agent:
         problems += [f"{k}: {v}" for k, v in self.state_errors.items()]
         if self.commands is not None and self.commands.journal.error:
             problems.append(self.commands.journal.error)
-        problems += self._budget_problems()
+        problems += series_budget.problems(self.pipeline) if self.pipeline is not None else []
+        if self.store_error is not None:
+            problems.append(f"model store degraded, fits cannot be saved (series keep learning): {self.store_error}")
+        if self.model_errors:
+            problems.append(f"{len(self.model_errors)} problem(s) with stored models (see model_errors, "
+                            "`edge-agent models list`); affected series serve an older version or learn again")
         warnings = []
         if self.ingest is not None and self.ingest.shared:
             shared = self.ingest.shared
             warnings.append(f"{len(shared)} series fed by more than one topic, their readings mixed in one model "
                             f"(e.g. {next(iter(shared))!r}); see subscriptions[].series")
         return {"ok": not problems, "problems": problems, "warnings": warnings, "model_errors": self.model_errors[-20:]}
-
-    def _budget_problems(self) -> list[str]:
-        p = self.pipeline
-        if p is None:
-            return []
-        out = []
-        if p.last_refused is not None and p.clock - p.last_refused < 600:
-            out.append(
-                f"series budget full: {p.n_series_refused} reading(s) of new series refused (too_many_series), the last "
-                f"{p.clock - p.last_refused:.0f} s ago; raise series.max_series / series.max_bytes or find the topics"
-            )
-        if p.over_budget():
-            out.append(f"series state over budget and nothing idle to evict: {len(p.series)} series, "
-                       f"{p.series_bytes.bytes / 1e6:.1f} of {p.max_bytes / 1e6:.1f} MB")
-        return out
-
-    def series_budget(self) -> dict[str, Any]:
-        """The series memory budget, its use and what it did (for /healthcheck)."""
-        p = self.pipeline
-        if p is None:
-            return {}
-        return {
-            "max_series": p.max_series,
-            "max_bytes": p.max_bytes,
-            "series": len(p.series),
-            "bytes": p.series_bytes.bytes,
-            "evicted": dict(p.n_evicted),
-            "refused_readings": p.n_series_refused,
-            "models_on_disk_only": len(p.evicted_models),
-            "models_reloaded": p.n_restored,
-        }
 
     def status_line(self) -> str:
         p = self.pipeline
@@ -600,7 +577,7 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
     for factory in extra_tasks or []:
         tasks.append(asyncio.create_task(factory(agent)))
     tasks.append(asyncio.create_task(_freeze_startup_heap(agent), name="gc-freeze"))
-    tasks.append(asyncio.create_task(agent.housekeeping(), name="housekeeping"))
+    tasks.append(asyncio.create_task(series_budget.upkeep(agent.pipeline, cfg.ingest.reject_log_interval_s), name="series-upkeep"))
     await stop.wait()
     notifier.stopping("shutting down: flushing the outbox")
     await agent.shutdown()

@@ -216,6 +216,8 @@ class Pipeline:
         # a restorer (offline use, tests) it is loaded here.
         self.restorer: Callable[[Series], None] | None = None
         self.on_evict: list[Callable[[Series], None]] = []
+        # Told when a fit fails on the model store itself (OSError: full, read-only, gone).
+        self.on_store_error: Callable[[str], None] | None = None
         self.n_evicted = dict.fromkeys(CLASSES, 0)
         self.n_restored = 0
         # series id -> its last alarm sequence number (kept for series evicted since; the agent
@@ -528,3 +530,5 @@ class Pipeline:
         self.n_fit_failed += 1
         self.last_fit_error = f"{req.series_id}: {exc!r}"
         log.error("fit failed for series %r (%s): %r", req.series_id, req.reason, exc)
+        if isinstance(exc, OSError) and self.on_store_error is not None:
+            self.on_store_error(f"{req.series_id}: {exc}")

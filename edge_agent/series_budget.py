@@ -26,10 +26,19 @@ series that cannot be admitted is refused at the cost of a dict lookup.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
+import logging
+import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.series import Series
+
+if TYPE_CHECKING:
+    from edge_agent.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
 
 CLASSES = ("new", "idle", "idle_model")
 
@@ -65,3 +74,54 @@ def pick(series: Iterable[Series], clock: float, idle_s: float, models_on_disk: 
         out.append((cls, s))
         freed += s.nbytes
     return out
+
+
+# ---- what the agent runs and reports ----------------------------------------------------------
+async def upkeep(pipe: Pipeline, log_interval_s: float, interval_s: float = 1.0) -> None:
+    """Every second: the pipeline's clock and idle sweep, evictions when over budget (rings grow
+    without a new series asking for room), and a rate-limited log line about evictions."""
+    logged = sum(pipe.n_evicted.values())
+    last_log = 0.0
+    while True:
+        await asyncio.sleep(interval_s)
+        now = time.monotonic()
+        pipe.tick(now)
+        if pipe.over_budget():
+            pipe.make_room()
+        total = sum(pipe.n_evicted.values())
+        if total != logged and now - last_log >= log_interval_s:
+            log.warning(
+                "evicted %d series to stay within the series budget (%d so far: %s); holding %d series, %.1f of %.1f MB",
+                total - logged, total, ", ".join(f"{k}={v}" for k, v in pipe.n_evicted.items()), len(pipe.series),
+                pipe.series_bytes.bytes / 1e6, pipe.max_bytes / 1e6,
+            )
+            logged, last_log = total, now
+
+
+def problems(pipe: Pipeline) -> list[str]:
+    """Health problems: new series refused in the last 10 minutes, or over budget with nothing
+    left to evict."""
+    out = []
+    if pipe.last_refused is not None and pipe.clock - pipe.last_refused < 600:
+        out.append(
+            f"series budget full: {pipe.n_series_refused} reading(s) of new series refused (too_many_series), the last "
+            f"{pipe.clock - pipe.last_refused:.0f} s ago; raise series.max_series / series.max_bytes or find the topics"
+        )
+    if pipe.over_budget():
+        out.append(f"series state over budget and nothing idle to evict: {len(pipe.series)} series, "
+                   f"{pipe.series_bytes.bytes / 1e6:.1f} of {pipe.max_bytes / 1e6:.1f} MB")
+    return out
+
+
+def view(pipe: Pipeline) -> dict[str, Any]:
+    """The budget, its use and what it did (``/healthcheck`` ``series_budget``)."""
+    return {
+        "max_series": pipe.max_series,
+        "max_bytes": pipe.max_bytes,
+        "series": len(pipe.series),
+        "bytes": pipe.series_bytes.bytes,
+        "evicted": dict(pipe.n_evicted),
+        "refused_readings": pipe.n_series_refused,
+        "models_on_disk_only": len(pipe.evicted_models),
+        "models_reloaded": pipe.n_restored,
+    }

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -141,10 +142,26 @@ class Campaign:
 
     # ---- helpers for the attack classes (harden-data) ---------------------------------------
     def http(self, path: str, timeout: float = 5.0) -> bytes:
-        """GET from the agent's HTTP port (make the campaign with ``**{"http.enabled": True}``)."""
+        """GET from the agent's HTTP port (make the campaign with ``**{"http.enabled": True}``);
+        waits for the port to listen (it opens a moment after the broker connection)."""
         port = self.config["http"]["port"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
-            return r.read()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+                    return r.read()
+            except urllib.error.URLError as exc:
+                if not isinstance(exc.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def restart(self, kill: bool = False) -> None:
+        """Stop the agent (SIGTERM, or SIGKILL with ``kill``), start it again on the same state,
+        and wait for its new broker connection (its log keeps the old run's lines)."""
+        connected = self.agent.log().count("connected to")
+        self.agent.kill() if kill else self.agent.stop()
+        self.agent.start()
+        wait_for(lambda: self.agent.log().count("connected to") > connected, 20, "the restarted agent connected")
 
     def healthcheck(self) -> dict[str, Any]:
         return json.loads(self.http("/healthcheck"))

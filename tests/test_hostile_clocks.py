@@ -134,9 +134,7 @@ def test_alarm_numbers_survive_a_crash_and_a_redelivered_spike_raises_nothing(ma
     for v, t in first:
         c.publish(topic, v, t)
     wait_for(lambda: len(c.alarms(series)) == 2, 10, "the first alarm raised and cleared")
-    c.agent.kill()
-    c.agent.start()
-    c.agent.wait_connected()
+    c.restart(kill=True)
     for v, t in first[:2]:  # the broker redelivers what the crash left unacknowledged
         c.publish(topic, v, t)
     c.calm(topic, 3)

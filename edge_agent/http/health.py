@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from edge_agent import __version__, event_loop
+from edge_agent import __version__, event_loop, series_budget
 from edge_agent.agent import Agent
 from edge_agent.http.schemas import Liveness, Readiness
 from edge_agent.http.series_view import num
@@ -98,7 +98,7 @@ async def healthcheck(request: Request) -> dict[str, Any]:
         "event_loop": event_loop.name(asyncio.get_running_loop()),
         "ready": agent.ready(),
         "series": series_counts(agent),
-        "series_budget": agent.series_budget(),
+        "series_budget": series_budget.view(pipe) if pipe else {},
         "trained_series": 0,
         "readings_total": ingest.readings if ingest else 0,
         "readings_per_second": round(request.app.state.reading_rate.rate(), 3),
