@@ -4,10 +4,12 @@ leaves in the model store. The agent starts, reports each bad file (log, /health
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from campaign import Campaign
 from faults import deep_json, npz_bomb
-from helpers import wait_for
+from helpers import Subscriber, wait_for
 
 from edge_agent.detectors.statistical import StatisticalDetector
 from edge_agent.model_store import ModelStore
@@ -43,6 +45,8 @@ def test_hostile_model_files_are_reported_and_never_stop_the_agent(make_campaign
     for expected in ("nested too deeply", "members declare", "ACTIVE: unreadable", "recovered from its versions", "no version names the series"):
         assert expected in errors, (expected, errors)
     assert c.metrics()["edge_agent_model_load_errors"] >= 5
+    ready = json.loads(c.http("/readyz"))
+    assert ready["ready"] is True and any("stored models" in p for p in ready["degraded"])
     assert c.agent.rss_kb() < 400 * 1024, "a model file inflated in memory"
     assert (store.series_dir("index/temp") / "series.json").exists()  # rewritten
     # Each series that still has a good version scores with it: no relearning.
@@ -63,10 +67,6 @@ def test_a_model_pulled_into_the_store_while_running_cannot_stop_the_agent(make_
     wait_for(lambda: store.active_version("live/temp") == 1, 10, "the model on disk")
     store.save("live/temp", fitted(), n_samples=3, activate=False)
     (store.version_dir("live/temp", 2) / "meta.json").write_bytes(deep_json(100_000))
-    import json
-
-    from helpers import Subscriber
-
     answers = Subscriber(c.broker, "edge/gw-test/cmd/+/response")
     try:
         c.plc.publish("edge/gw-test/cmd/rollback", json.dumps({"cmd": "rollback", "args": {"series": "live/temp", "version": 2}})).wait_for_publish(10)

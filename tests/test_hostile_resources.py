@@ -72,6 +72,8 @@ def test_a_budget_full_of_busy_series_refuses_new_ones_and_health_says_so(make_c
     health = c.healthcheck()
     assert health["status"] == "degraded"
     assert any("series budget full" in p for p in health["problems"]), health["problems"]
+    ready = json.loads(c.http("/readyz"))  # still serving: 200, and it says what is wrong
+    assert ready["ready"] is True and any("series budget full" in p for p in ready["degraded"])
     assert c.metrics()["edge_agent_series_refused_total"] >= 1
     c.assert_invariants()
 

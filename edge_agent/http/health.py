@@ -78,7 +78,8 @@ async def healthz() -> Liveness:
 async def readyz(request: Request) -> Any:
     agent = _agent(request)
     reasons = not_ready_reasons(agent)
-    body = Readiness(ready=not reasons, reasons=reasons)
+    degraded = [p for p in agent.health()["problems"] if p not in reasons]
+    body = Readiness(ready=not reasons, reasons=reasons, degraded=degraded)
     return body if not reasons else JSONResponse(body.model_dump(), status_code=503)
 
 
