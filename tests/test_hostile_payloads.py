@@ -5,11 +5,11 @@ the campaign's invariants, which include that every alarm SCADA received is stri
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from campaign import MIN_TRAIN, SPIKE, Campaign, strict_loads
 from helpers import wait_for
+from hostile_strategies import payloads
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -47,39 +47,7 @@ def test_a_1e200_reading_leaves_the_series_able_to_alarm(make_campaign, detector
     c.assert_invariants()
 
 
-# ---- the generator ----------------------------------------------------------------------------
-scalars = st.one_of(
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.integers(min_value=-(10**30), max_value=10**30),
-    st.sampled_from([1e200, -1e300, 10**400, 0, -0.0, 2**64, 1e-320]),
-    st.text(max_size=8), st.booleans(), st.none(),
-)
-timestamps = st.one_of(
-    st.none(), st.just("now"), st.floats(allow_nan=False), st.integers(), st.text(max_size=30),
-    st.sampled_from(["2024-01-01T00:00:00", "1e999", "now-7200", "now+90000"]),
-)
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=12)
-
-
-@st.composite
-def payloads(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["reading", "object", "raw", "text"]))
-    if kind == "raw":
-        return draw(st.binary(max_size=200))
-    if kind == "text":
-        return draw(st.sampled_from([b"NaN", b"Infinity", b'{"value": NaN}', b'{"value": 1e999}', b"[" * 5000, b'{"value": 1', b""]))
-    if kind == "object":
-        return json.dumps(draw(json_values)).encode()
-    doc: dict[str, object] = {"value": draw(scalars)}
-    ts = draw(timestamps)
-    if ts is not None:
-        now = time.time()
-        doc["ts"] = {"now": now, "now-7200": now - 7200, "now+90000": now + 90000}.get(ts, ts) if isinstance(ts, str) else ts
-    for k, v in draw(st.dictionaries(st.text(max_size=5), scalars, max_size=3)).items():
-        doc.setdefault(k, v)
-    return json.dumps(doc).encode()
-
-
+# ---- the generator (strategies in hostile_strategies.py) ----------------------------------------
 @pytest.fixture(scope="module")
 def gen(module_campaign) -> Campaign:
     return module_campaign(**{"http.enabled": True, "alarms.clear_after": 3})
