@@ -27,7 +27,7 @@ from edge_agent.ingest import Ingest, max_packet_bytes
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.outbox import Outbox, OutMessage
-from edge_agent.pipeline import AlarmEvent, FitRequest, Pipeline, ProcessTrainer
+from edge_agent.pipeline import AlarmEvent, FitRequest, Pipeline, ProcessTrainer, TooManySeries
 from edge_agent.series import Series
 from edge_agent.topics import render
 
@@ -302,7 +302,11 @@ class Agent:
             return out
 
         for sid, model in await self.loop.run_in_executor(self.executor, changed):
-            s = self.pipeline.get_or_create(sid)
+            try:
+                s = self.pipeline.get_or_create(sid)
+            except TooManySeries:  # no room now: the model loads when the series' readings come
+                self.pipeline.evicted_models.add(sid)
+                continue
             s.model = model
             s.changes += 1
             log.info("series %r: model v%d (%s) pulled from S3 is active", sid, model.version, model.detector.name)
