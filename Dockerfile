@@ -33,8 +33,12 @@ RUN groupadd --system --gid 10001 edge-agent \
 
 COPY --from=builder /dist /tmp/dist
 COPY --from=builder /src/requirements.lock /tmp/dist/requirements.lock
+# Optional features, as pip extras: s3 (model sync), isolation-forest (that detector), uvloop.
+# The default image is the core runtime; e.g. --build-arg EXTRAS=s3,isolation-forest adds them.
+# `edge-agent check-config` names the extra a config needs that the image lacks.
+ARG EXTRAS=""
 # The lock file as constraints: the image gets exactly the dependency versions CI tested.
-RUN python -m pip install --constraint /tmp/dist/requirements.lock /tmp/dist/*.whl \
+RUN python -m pip install --constraint /tmp/dist/requirements.lock "$(echo /tmp/dist/*.whl)${EXTRAS:+[$EXTRAS]}" \
  && rm -rf /tmp/dist
 
 # State (models/, outbox.sqlite) survives container replacement only on a volume.

@@ -38,6 +38,13 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
                        ("uvloop/edge_framing", "edge framing, uvloop (event_loop: uvloop)")):
         _h(h, f"scoring.receive.{key.replace('/', '.')}_us", "scoring", f"loop CPU per arriving reading, {label}",
            (rp.get(key) or {}).get("median_us"), "µs")
+    mc = P.get("machines", {})
+    _h(h, "machines.score_row_8.p99_us", "machines", "machine row scored p99, 8 sensors (baseline_t2)", _get(mc, "score_row", "8", "p99"), "µs", 30.0)
+    _h(h, "machines.feed_row.p99_us", "machines", "MachineSet.feed_row p99 (assemble + score + decide, 8 sensors)", _get(mc, "machineset_feed_row_per_row", "p99"), "µs")
+    _h(h, "machines.ingest_json_multi.p99_us", "machines", "Ingest.handle p99, json_multi of 8 (8 series + the machine)",
+       _get(mc, "ingest_json_multi", "series_and_machine", "p99"), "µs")
+    _h(h, "machines.memory_kb", "machines", "memory per machine (8 sensors, model + full row buffer)",
+       (_get(mc, "memory", "bytes_per_machine") or 0) / 1024 or None, "kB")
     tp = P.get("throughput", {})
     _h(h, "throughput.agent_per_s", "throughput", "agent drain rate (readings/s, no loss)", _get(tp, "agent", "readings_per_s"), "/s")
     _h(h, "throughput.raw_per_s", "throughput", "mosquitto_sub raw receive rate", _get(tp, "raw", "messages_per_s"), "/s")
@@ -67,6 +74,12 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     hp = P.get("http", {})
     _h(h, "http.req_per_s", "http", "POST /predict requests/s at 100 clients", _get(hp, "requests_per_s"), "/s")
     _h(h, "http.p99_ms", "http", "POST /predict latency p99", _get(hp, "latency_ms", "p99"), "ms")
+    spb = P.get("sparkplug", {})
+    for k in ("1", "10", "100"):
+        _h(h, f"sparkplug.decode_{k}.us_per_metric", "sparkplug", f"Sparkplug DDATA decode per metric, {k}-metric messages (median)",
+           _get(spb, "decode", k, "us_per_metric_median"), "µs")
+    _h(h, "sparkplug.ratio_1", "sparkplug", "Sparkplug ingest / JSON ingest, readings/s (1 metric per DDATA)", _get(spb, "ratio_1_metric"), "×")
+    _h(h, "sparkplug.ratio_10", "sparkplug", "Sparkplug ingest / JSON ingest, readings/s (10 metrics per DDATA)", _get(spb, "ratio_10_metrics"), "×")
     return h
 
 
@@ -132,8 +145,8 @@ def markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         met = "" if v["met"] is None else ("✅" if v["met"] else "❌")
         L.append(f"| {v['label']} | {_fmt(v['value'])} {v['unit']} | {tgt} | {met} |")
     L.append("")
-    for name, fn in (("scoring", _md_scoring), ("throughput", _md_throughput), ("latency", _md_latency), ("sideload", _md_sideload),
-                     ("memory", _md_memory), ("startup", _md_startup), ("http", _md_http)):
+    for name, fn in (("scoring", _md_scoring), ("machines", _md_machines), ("throughput", _md_throughput), ("latency", _md_latency),
+                     ("sideload", _md_sideload), ("memory", _md_memory), ("startup", _md_startup), ("http", _md_http), ("sparkplug", _md_sparkplug)):
         part = P.get(name)
         if part is None:
             continue
@@ -178,6 +191,29 @@ def _md_scoring(p: dict[str, Any]) -> list[str]:
             cells = [_fmt(rows.get(f"{lp}/{pr}", {}).get("median_us")) for pr in ("bare", "gmqtt_reader", "edge_framing")]
             L.append(f"| {lp} | " + " | ".join(cells) + " |")
         L.append("")
+    return L
+
+
+def _md_machines(p: dict[str, Any]) -> list[str]:
+    L = ["## 1b. Machines (in process)", "",
+         f"`baseline_t2` fitted on the first 400 rows of {p.get('data')} (8 sensors; 16 and 32 synthetic), each row timed "
+         f"with `perf_counter_ns` over {_fmt(p.get('calls'))} calls (a quarter for 16/32), GC off. Microseconds.", ""]
+    L += _stat_header("path", ["median corr.", "p99 corr."])
+    for n, s in sorted((p.get("score_row") or {}).items(), key=lambda kv: int(kv[0])):
+        L.append(_stat_row(f"score_row, {n} sensors", s, [_fmt(s["median_corrected"]), _fmt(s["p99_corrected"])]))
+    for key, label in (("machineset_feed_row_per_row", "MachineSet.feed_row (one message of 8)"),
+                       ("machineset_feed_per_row", "MachineSet.feed x 8 (one topic per sensor)")):
+        s = p.get(key)
+        if s:
+            L.append(_stat_row(label, s, [_fmt(s["median_corrected"]), _fmt(s["p99_corrected"])]))
+    for key, label in (("series_and_machine", "Ingest.handle json_multi, 8 series + machine"), ("series_only", "Ingest.handle json_multi, 8 series only")):
+        s = _get(p, "ingest_json_multi", key)
+        if s:
+            L.append(_stat_row(label, s, [_fmt(s["median_corrected"]), _fmt(s["p99_corrected"])]))
+    mem = p.get("memory") or {}
+    L += ["", f"Memory per machine ({_fmt(mem.get('sensors'))} sensors, fitted, {_fmt(mem.get('buffer_rows'))} complete rows held): "
+          f"{_fmt((mem.get('bytes_per_machine') or 0) / 1024)} kB by tracemalloc over {_fmt(mem.get('machines'))} machines, "
+          f"of which the row buffer {_fmt((mem.get('buffer_bytes_per_machine') or 0) / 1024)} kB (`machines.buffer_rows`).", ""]
     return L
 
 
@@ -286,6 +322,23 @@ def _md_http(p: dict[str, Any]) -> list[str]:
           "0.33 ms average inference, 1,723 predictions/s over HTTP.", ""]
     if p.get("notes"):
         L += [f"- {n}" for n in p["notes"]] + [""]
+    return L
+
+
+def _md_sparkplug(p: dict[str, Any]) -> list[str]:
+    L = ["## 8. Sparkplug B ingest (in process)", "", p.get("method", ""), ""]
+    L += _stat_header("per message (µs)", ["metrics/msg", "bytes/msg", "readings/s", "µs/metric (median msg)"])
+    for key, name in (("json", "JSON Ingest.handle, 1 reading"), ("sparkplug_1", "SparkplugIngest.handle, DDATA 1 metric"),
+                      ("sparkplug_10", "SparkplugIngest.handle, DDATA 10 metrics")):
+        d = p.get(key) or {}
+        L.append(_stat_row(name, d, [_fmt(d.get("metrics_per_message", 1)), _fmt(d.get("message_bytes")), _fmt(d.get("readings_per_s")),
+                                     _fmt(d.get("us_per_metric_median"))]))
+    for k, d in sorted((p.get("decode") or {}).items(), key=lambda kv: int(kv[0])):
+        L.append(_stat_row(f"decode only, DDATA {k} metric(s)", d, [k, _fmt(d.get("message_bytes")), _fmt(d.get("readings_per_s")),
+                                                                    _fmt(d.get("us_per_metric_median"))]))
+    L += ["", f"Throughput ratio Sparkplug / JSON in this run (wall clock): {_fmt(p.get('ratio_1_metric'))} × with 1 metric per DDATA, "
+          f"{_fmt(p.get('ratio_10_metrics'))} × with 10; from the median message: {_fmt(p.get('ratio_median_1_metric'))} × and "
+          f"{_fmt(p.get('ratio_median_10_metrics'))} ×.", ""]
     return L
 
 

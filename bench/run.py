@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.common import cleanup_all, machine_info
 
-PARTS = ["scoring", "memory", "startup", "throughput", "latency", "sideload", "http"]
+PARTS = ["scoring", "machines", "memory", "startup", "throughput", "latency", "sideload", "http", "sparkplug"]
 MODULES = {p: f"bench.part_{p}" for p in PARTS}
 HERE = Path(__file__).resolve().parent
 

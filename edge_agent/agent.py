@@ -88,6 +88,7 @@ class Agent:
         self.broker_rejected = 0
         self.alarm_latency = None  # set in start(); LatencyRecorder of reading ts -> alarm publish
         self.hooks_on_model: list[Any] = []
+        self.hooks_on_alarm: list[Any] = []  # called with each AlarmEvent once its message is queued
         self.message_handlers: list[tuple[str, Any]] = []  # (mqtt filter prefix, handler) for command topics
         self.state_errors: dict[str, str] = {}
         # The last fit that failed because the store could not be written (full, read-only):
@@ -95,6 +96,7 @@ class Agent:
         self.store_error: str | None = None
         self.commands: Any = None  # CommandHandler when commands.enabled
         self.s3: Any = None  # S3Sync when s3.enabled
+        self.sparkplug: Any = None  # edge_agent.sparkplug.Sparkplug when a Sparkplug part is configured
 
     # ---- messages --------------------------------------------------------------------------
     def _status_payload(self, state: str, reason: str | None = None) -> bytes:
@@ -157,6 +159,8 @@ class Agent:
         )
         if self.cfg.alarms.state_topic:
             self.publish_durable(render(self.cfg.alarms.state_topic, values), payload, 1, retain=True)
+        for hook in self.hooks_on_alarm:
+            hook(ev)
 
     def on_message(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> None:
         for prefix, handler in self.message_handlers:
@@ -422,6 +426,10 @@ class Agent:
 
             self.commands = CommandHandler(self)
             await self.commands.install()
+        from edge_agent import sparkplug
+
+        if sparkplug.wanted(self.cfg):
+            self.sparkplug = await sparkplug.install(self)
 
     def _store_failed(self, error: str) -> None:
         self.store_error = error
@@ -467,6 +475,8 @@ class Agent:
         problems += [f"{k}: {v}" for k, v in self.state_errors.items()]
         if self.commands is not None and self.commands.journal.error:
             problems.append(self.commands.journal.error)
+        if self.sparkplug is not None:
+            problems += self.sparkplug.problems()
         problems += series_budget.problems(self.pipeline) if self.pipeline is not None else []
         if self.store_error is not None:
             problems.append(f"model store degraded, fits cannot be saved (series keep learning): {self.store_error}")
@@ -511,6 +521,8 @@ class Agent:
         if not flushed:
             left = max(self.outbox.depth, len(self.inflight) + len(self.outbox.ready))
             log.warning("shutdown: broker unreachable; %d message(s) stay in the outbox for the next start", left)
+        if self.sparkplug is not None:
+            await self.sparkplug.stop()
         await self.link.stop()
         await self.outbox.close(1.0)
         if self.s3 is not None:
@@ -578,6 +590,8 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
             tasks.append(asyncio.create_task(serve(agent), name="http"))
     if agent.s3 is not None:
         tasks.append(asyncio.create_task(agent.s3.run_forever(agent.s3_wake, on_report=agent.after_sync), name="s3-sync"))
+    if agent.sparkplug is not None:
+        tasks += agent.sparkplug.tasks()
     for factory in extra_tasks or []:
         tasks.append(asyncio.create_task(factory(agent)))
     tasks.append(asyncio.create_task(_freeze_startup_heap(agent), name="gc-freeze"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from edge_agent import __version__
-from edge_agent.config import AgentConfig, ConfigError, load_config, masked_dump
+from edge_agent.config import AgentConfig, ConfigError, Issue, load_config, masked_dump
 
 
 def _load(path: str | None) -> AgentConfig:
@@ -23,13 +24,28 @@ def _load(path: str | None) -> AgentConfig:
         raise SystemExit(2) from None
 
 
+def _print_issues(source: str, what: str, issues: list[Issue]) -> None:
+    print(f"{source}: {len(issues)} {what}", file=sys.stderr)
+    for issue in issues:
+        print(f"  {issue}", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent import event_loop
     from edge_agent.agent import run_agent
     from edge_agent.logsetup import setup_logging
+    from edge_agent.preflight import preflight
 
     cfg = _load(args.config)
+    # The checks check-config does, before anything connects: a missing secret or TLS file
+    # stops here with its key, file and line, not as a traceback or a reconnect loop.
+    report = preflight(cfg, for_run=True)
+    if report.errors:
+        _print_issues(cfg.source, "problem(s) found before starting (edge-agent check-config shows the same)", report.errors)
+        return 2
     setup_logging(cfg.log.level, cfg.log.format)
+    for issue in report.warnings:
+        logging.getLogger("edge_agent.preflight").warning("%s", issue)
     try:
         return event_loop.run(run_agent(cfg), cfg.event_loop)
     except event_loop.EventLoopUnavailable as exc:
@@ -40,21 +56,39 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from edge_agent.preflight import preflight
+
     try:
         cfg = load_config(args.file)
-        from edge_agent.detectors import create
-        from edge_agent.ingest import build_subscriptions
-
-        build_subscriptions(cfg)
-        create(cfg.detector.name, cfg.detector.params)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except (ValueError, TypeError) as exc:
-        print(f"{args.file}: {exc}", file=sys.stderr)
+    report = preflight(cfg, for_run=False)
+    if report.warnings:
+        _print_issues(args.file, "warning(s)", report.warnings)
+    if report.errors:
+        _print_issues(args.file, "problem(s) that stop `edge-agent run`", report.errors)
         return 2
+    if args.series is not None or args.topic is not None:
+        return _show_series(cfg, args)
     print(f"# {args.file}: OK (edge-agent {__version__})")
     print(yaml.safe_dump(masked_dump(cfg), sort_keys=False), end="")
+    return 0
+
+
+def _show_series(cfg: AgentConfig, args: argparse.Namespace) -> int:
+    from edge_agent.rules import RuleSet, UnknownTopic
+
+    rules = RuleSet(cfg)
+    try:
+        settings = rules.for_topic(args.topic) if args.topic is not None else rules.resolve(args.series, {})
+    except UnknownTopic as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(settings.as_dict(), indent=1))
+    else:
+        print(settings.describe())
     return 0
 
 
@@ -144,21 +178,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the agent")
-    r.add_argument("-c", "--config", required=True, help="YAML config file")
+    r.add_argument("-c", "--config", required=True, help="YAML config file (EDGE_AGENT__... environment overrides apply)")
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("check-config", help="validate a config file and print it resolved (secrets masked)")
-    c.add_argument("file")
+    c = sub.add_parser(
+        "check-config",
+        help="check a config file as `run` would, and print it resolved (secrets masked)",
+        description="Validate FILE and everything it points at (secret and TLS files, the state "
+        "directory, optional packages), as `run` does before it connects. Exit 0 when `run` "
+        "would start, 2 otherwise, with every problem named by key, file and line.",
+    )
+    c.add_argument("file", help="YAML config file (EDGE_AGENT__... environment overrides apply)")
+    which = c.add_mutually_exclusive_group()
+    which.add_argument("--series", metavar="ID", help="print the settings the rules resolve for this series id, and which rule set each")
+    which.add_argument("--topic", metavar="TOPIC", help="as --series, for the series a reading on this MQTT topic belongs to "
+                       "(rules that match topic fields such as sensor: need it)")
+    c.add_argument("--json", action="store_true", help="with --series/--topic: print JSON instead of a table")
     c.set_defaults(func=cmd_check_config)
 
     m = sub.add_parser("models", help="inspect or roll back the local model store (offline)")
-    m.add_argument("action", choices=["list", "show", "rollback"])
-    m.add_argument("series", nargs="?")
+    m.add_argument("action", choices=["list", "show", "rollback"], help="list all series, show one model's metadata, or roll one back")
+    m.add_argument("series", nargs="?", help="series id, e.g. m1/temp (show, rollback)")
     m.add_argument("--version", type=int, help="version to show or roll back to (default: active / previous)")
     src = m.add_mutually_exclusive_group(required=True)
-    src.add_argument("-c", "--config")
-    src.add_argument("--state-dir")
-    m.add_argument("--json", action="store_true")
+    src.add_argument("-c", "--config", help="take the state directory from this config file")
+    src.add_argument("--state-dir", help="the agent's state directory (holds models/)")
+    m.add_argument("--json", action="store_true", help="list: print JSON instead of a table")
     m.set_defaults(func=cmd_models)
 
     s = sub.add_parser("simulate", help="publish realistic sensor readings with injected faults")
@@ -169,16 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="embedded broker + agent + simulator, all in one")
     d.add_argument("--broker", help="HOST:PORT of an existing broker (default: start an embedded one)")
-    d.add_argument("--machines", type=int, default=3)
-    d.add_argument("--rate", type=float, default=20.0)
-    d.add_argument("--http-port", type=int, default=8000)
+    d.add_argument("--machines", type=int, default=3, help="simulated machines, 3 sensors each (default %(default)s)")
+    d.add_argument("--rate", type=float, default=20.0, help="readings per second per sensor (default %(default)s)")
+    d.add_argument("--http-port", type=int, default=8000, help="status page port, or the next free one (default %(default)s)")
     d.add_argument("--warmup", type=float, default=30.0, help="seconds before the simulator injects faults")
-    d.add_argument("--state-dir", default="./demo-state")
+    d.add_argument("--state-dir", default="./demo-state", help="where the demo keeps models and its outbox (default %(default)s)")
+    d.add_argument("--sparkplug", action="store_true", help="the plant speaks Sparkplug B, and the agent publishes as a Sparkplug edge node")
     d.set_defaults(func=cmd_demo)
 
     for name, module, help_text in (
         ("evaluate", "edge_agent.evaluation.evaluate", "score detectors on a labelled corpus (NAB)"),
         ("sign-command", "edge_agent.command_auth", "sign a remote command for mosquitto_pub"),
+        ("keygen", "edge_agent.keygen", "create the command HMAC key and the HTTP token files (mode 0600)"),
     ):
         plugin = _plugin(module)
         if plugin is None:

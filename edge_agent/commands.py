@@ -168,13 +168,19 @@ class CommandHandler:
                 model = await self.agent.fit_series(sid, values=values, detector=args.get("detector"), params=params, last_n=last_n)
             except Exception as exc:
                 return {"series": sid, "error": str(exc)}
-            return {
+            from edge_agent.fitting import few_samples_warning
+
+            out = {
                 "series": sid,
                 "version": model.version,
                 "detector": model.detector.name,
                 "n_samples": model.meta.get("n_samples"),
                 "train_ms": round(1000 * float(model.meta.get("train_seconds", 0.0)), 3),
             }
+            warning = few_samples_warning(int(model.meta.get("n_samples") or 0), self.agent.cfg.detector.min_train_samples)
+            if warning:
+                out["warning"] = warning
+            return out
 
         # Preparing a fit runs on the loop (copy the series' buffer, queue the request): tens of
         # µs each. A 100-series command prepared in one loop pass held the readings arriving

@@ -15,10 +15,22 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-ENV_PREFIX = "EDGE_AGENT__"
+from edge_agent import config_source
+from edge_agent.config_source import ENV_PREFIX, ConfigError, Issue, Located, Origins
+from edge_agent.rules import SeriesRule
+
+__all__ = ["AgentConfig", "ConfigError", "Issue", "ENV_PREFIX", "load_config", "masked_dump", "read_secret"]
 
 # The largest ingest.max_abs_value allowed. Readings within +-1e30 keep every detector's state
 # and score finite: squares of differences (4e60) summed over a 1e6-reading buffer stay far
@@ -30,17 +42,6 @@ MAX_ABS_LIMIT = 1e30
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-class ConfigError(Exception):
-    """A config file that cannot be used; ``errors`` lists ``(key.path, message)`` pairs."""
-
-    def __init__(self, source: str, errors: list[tuple[str, str]]):
-        self.source = source
-        self.errors = errors
-        lines = [f"{source}: {len(errors)} config error(s)"]
-        lines += [f"  {key}: {msg}" for key, msg in errors]
-        super().__init__("\n".join(lines))
 
 
 def read_secret(ref: str | None) -> str | None:
@@ -99,19 +100,61 @@ class MqttConfig(_Strict):
 class SubscriptionConfig(_Strict):
     topic: str = "plant/{line}/{machine}/{sensor}"
     series: str = "{machine}/{sensor}"
-    format: Literal["number", "json", "json_batch"] = "json"
+    format: Literal["number", "json", "json_batch", "json_multi", "sparkplug_b"] = "json"
     qos: Literal[0, 1, 2] = 1
     value_field: str = "value"
     ts_field: str = "ts"
     ts_unit: Literal["auto", "s", "ms", "iso"] = "auto"
     share_group: str | None = None
     max_abs_value: Annotated[float, Field(gt=0, le=MAX_ABS_LIMIT)] | None = None
+    # Machine-level detection (docs/machines.md): the machine id, from the topic's fields,
+    # and the sensor's name within it (json_multi: each payload key is a sensor).
+    machine: str | None = None
+    sensor: str = "{sensor}"
 
     @model_validator(mode="after")
     def _templates(self) -> SubscriptionConfig:
-        from edge_agent.topics import TopicTemplate, check_series_template
+        from edge_agent.topics import TopicTemplate, check_series_template, template_fields
 
-        check_series_template(self.series, TopicTemplate.parse(self.topic))  # TemplateError is a ValueError
+        if self.format == "sparkplug_b":
+            # Sparkplug topics are fixed by the specification: the subscription is a filter
+            # and the series template names parts of each message (edge_agent/sparkplug/ingest.py).
+            from edge_agent.sparkplug.schema import (
+                DEFAULT_FILTER,
+                DEFAULT_SERIES,
+                check_series,
+                parse_filter,
+            )
+
+            if self.share_group:
+                raise ValueError("share_group cannot be used with format sparkplug_b: each edge node's messages must reach one agent, in order (seq)")
+            if self.machine is not None:
+                raise ValueError("machine is not supported with format sparkplug_b yet (docs/machines.md)")
+            if "topic" not in self.model_fields_set:
+                self.topic = DEFAULT_FILTER
+            if "series" not in self.model_fields_set:
+                self.series = DEFAULT_SERIES
+            self.topic = parse_filter(self.topic)
+            check_series(self.series)
+            return self
+        topic = TopicTemplate.parse(self.topic)
+        # TemplateError is a ValueError: pydantic reports it under this subscription's key.
+        if self.format == "json_multi":
+            if "sensor" in topic.fields:
+                raise ValueError(f"format json_multi: the payload's keys name the sensors, so topic {self.topic!r} must not define {{sensor}}")
+            if "sensor" not in template_fields(self.series):
+                raise ValueError(f"format json_multi: series template {self.series!r} must use {{sensor}} (the payload key), or every key would feed one series")
+            check_series_template(self.series, topic, extra=("sensor",))
+        else:
+            check_series_template(self.series, topic)
+        if self.machine is not None:
+            if not self.machine.strip():
+                raise ValueError("machine template is empty")
+            if self.format == "json_batch":
+                raise ValueError("format json_batch (many readings of one sensor) cannot feed a machine row: use json or json_multi")
+            check_series_template(self.machine, topic, what="machine")
+            if self.format != "json_multi":
+                check_series_template(self.sensor, topic, what="sensor")
         return self
 
 
@@ -138,10 +181,56 @@ class DetectorConfig(_Strict):
     def _known_detector(self) -> DetectorConfig:
         from edge_agent import detectors
 
+        # ParamProblems (a ValueError) is reported under detector.params.<name> by config_source;
+        # a detector whose optional packages are missing is a preflight error, not a schema one.
+        detectors.check_params(self.name, self.params)
+        return self
+
+
+def _default_machine_detector() -> str:
+    from edge_agent import machine_detectors
+
+    return machine_detectors.DEFAULT
+
+
+class MachineDetectorConfig(_Strict):
+    name: str = Field(default_factory=_default_machine_detector)
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _known_detector(self) -> MachineDetectorConfig:
+        from edge_agent import machine_detectors
+
         try:
-            detectors.create(self.name, self.params)
-        except TypeError as exc:  # an unknown param; pydantic reports ValueErrors with the key path
+            machine_detectors.create(self.name, self.params)
+        except TypeError as exc:
             raise ValueError(str(exc)) from None
+        return self
+
+
+class MachineRowsConfig(_Strict):
+    max_skew_s: Annotated[float, Field(ge=0)] = 0.5
+    stale_after_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class MachineAlarmsConfig(_Strict):
+    clear_after: Annotated[int, Field(ge=1)] = 10
+    clear_ratio: Annotated[float, Field(gt=0, le=1)] = 0.8
+
+
+class MachinesConfig(_Strict):
+    detector: MachineDetectorConfig = MachineDetectorConfig()
+    min_train_rows: Annotated[int, Field(ge=50)] = 400
+    buffer_rows: Annotated[int, Field(ge=64, le=1_000_000)] = 512
+    max_machines: Annotated[int, Field(ge=1)] = 1000
+    max_sensors: Annotated[int, Field(ge=1, le=256)] = 64
+    rows: MachineRowsConfig = MachineRowsConfig()
+    alarms: MachineAlarmsConfig = MachineAlarmsConfig()
+
+    @model_validator(mode="after")
+    def _buffer_holds_a_fit(self) -> MachinesConfig:
+        if self.buffer_rows < self.min_train_rows:
+            raise ValueError(f"machines.buffer_rows ({self.buffer_rows}) must hold machines.min_train_rows ({self.min_train_rows})")
         return self
 
 
@@ -214,6 +303,41 @@ class S3Config(_Strict):
         return self
 
 
+def _sparkplug_id(value: str | None, what: str) -> str | None:
+    if value is not None and (not value or any(c in value for c in "+/#\x00")):
+        raise ValueError(f"{what} {value!r} must be non-empty, without + / # (Sparkplug topic rules)")
+    return value
+
+
+class SparkplugIngestConfig(_Strict):
+    request_rebirth: bool = True
+    rebirth_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    rebirth_requests_per_s: Annotated[float, Field(gt=0)] = 5.0
+    max_nodes: Annotated[int, Field(ge=1)] = 10_000
+    max_metrics_per_birth: Annotated[int, Field(ge=1)] = 10_000
+    max_metrics: Annotated[int, Field(ge=1)] = 200_000
+
+
+class SparkplugConfig(_Strict):
+    enabled: bool = False
+    group_id: str = "edge-agent"
+    edge_node_id: str | None = None
+    primary_host_id: str | None = None
+    client_id: str | None = None
+    device_segments: Annotated[int, Field(ge=1, le=32)] = 1
+    score_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    score_deadband: Annotated[float, Field(ge=0)] = 0.0
+    rebirth_min_interval_s: Annotated[float, Field(ge=0)] = 2.0
+    ingest: SparkplugIngestConfig = SparkplugIngestConfig()
+
+    @model_validator(mode="after")
+    def _ids(self) -> SparkplugConfig:
+        _sparkplug_id(self.group_id, "sparkplug.group_id")
+        _sparkplug_id(self.edge_node_id, "sparkplug.edge_node_id")
+        _sparkplug_id(self.primary_host_id, "sparkplug.primary_host_id")
+        return self
+
+
 class HttpConfig(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -232,6 +356,7 @@ class AgentConfig(_Strict):
     subscriptions: list[SubscriptionConfig] = Field(default_factory=lambda: [SubscriptionConfig()])
     detector: DetectorConfig = DetectorConfig()
     series: SeriesConfig = SeriesConfig()
+    machines: MachinesConfig = MachinesConfig()
     alarms: AlarmConfig = AlarmConfig()
     status: StatusConfig = StatusConfig()
     ingest: IngestConfig = IngestConfig()
@@ -239,6 +364,9 @@ class AgentConfig(_Strict):
     commands: CommandsConfig = CommandsConfig()
     s3: S3Config = S3Config()
     http: HttpConfig = HttpConfig()
+    sparkplug: SparkplugConfig = SparkplugConfig()
+    # Per-series rules (rules.py): matched in order, later ones override earlier ones key by key.
+    rules: list[SeriesRule] = Field(default_factory=list)
 
     @field_validator("subscriptions")
     @classmethod
@@ -246,6 +374,34 @@ class AgentConfig(_Strict):
         if not v:
             raise ValueError("at least one subscription is required")
         return v
+
+    @field_validator("rules")
+    @classmethod
+    def _rule_fields(cls, rules: list[SeriesRule], info: ValidationInfo) -> list[SeriesRule]:
+        from edge_agent.rules import check_rule_fields, subscription_fields
+
+        subs = info.data.get("subscriptions")
+        if not subs:
+            return rules  # the subscriptions have errors of their own
+        known = {f for s in subs for f in subscription_fields(s)}
+        problems = check_rule_fields(rules, known)
+        if problems:
+            raise Located([(p[1:], m) for p, m in problems])  # relative to `rules`
+        return rules
+
+    _origins: Origins | None = PrivateAttr(default=None)
+
+    def where(self, *path: str | int) -> str | None:
+        """Where the key at ``path`` was set: ``file:line``, an environment variable, or None."""
+        return self._origins.where(path) if self._origins is not None else None
+
+    def set_at(self, *path: str | int) -> str | None:
+        """Where exactly the key at ``path`` was set; None when it has its default."""
+        return self._origins.exact(path) if self._origins is not None else None
+
+    @property
+    def source(self) -> str:
+        return self._origins.source if self._origins is not None else "(defaults)"
 
     @property
     def client_id(self) -> str:
@@ -255,74 +411,35 @@ class AgentConfig(_Strict):
         return Path(self.state_dir).joinpath(*parts)
 
 
-def _env_overrides(environ: dict[str, str]) -> list[tuple[list[str], Any]]:
-    out = []
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
-        if not path:
-            continue
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        out.append((path, value))
-    return out
-
-
-def _apply(data: dict, path: list[str], value: Any) -> None:
-    node = data
-    for i, key in enumerate(path[:-1]):
-        if isinstance(node, list):
-            idx = int(key)
-            node = node[idx]
-            continue
-        nxt = node.get(key)
-        if nxt is None:
-            nxt = [] if (i + 1 < len(path) and path[i + 1].isdigit()) else {}
-            node[key] = nxt
-        node = nxt
-    last = path[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
-def _format_errors(exc: ValidationError) -> list[tuple[str, str]]:
-    return [(".".join(str(p) for p in err["loc"]) or "(root)", err["msg"]) for err in exc.errors()]
-
-
 def load_config(path: str | os.PathLike | None, environ: dict[str, str] | None = None) -> AgentConfig:
-    """Load, override from the environment, and validate. Raises ConfigError naming every bad key."""
+    """Load, override from the environment, and validate. Raises ConfigError naming every bad
+    key with the file and line (or the environment variable) that set it."""
     environ = dict(os.environ) if environ is None else environ
     source = str(path) if path else "(defaults)"
     data: Any = {}
+    origins = Origins(source)
+    errors: list[Issue] = []
     if path:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(source, [("(file)", f"cannot read: {exc.strerror}")]) from exc
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(source, [("(yaml)", str(exc).replace("\n", " "))]) from exc
+            raise ConfigError(source, [Issue("(file)", f"cannot read: {exc.strerror}", source)]) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(source, [Issue("(file)", f"not UTF-8 text ({exc.reason} at byte {exc.start})", source)]) from exc
+        data, origins, errors = config_source.parse_yaml(text, source)
+        if data is None:
+            data = {}
         if not isinstance(data, dict):
-            raise ConfigError(source, [("(root)", "the file must hold a mapping of keys")])
-    errors: list[tuple[str, str]] = []
-    for key_path, value in _env_overrides(environ):
-        try:
-            _apply(data, key_path, value)
-        except (ValueError, IndexError, TypeError, AttributeError):
-            errors.append((".".join(key_path), f"environment override {ENV_PREFIX}{'__'.join(key_path).upper()} does not fit the config"))
+            raise ConfigError(source, [Issue("(root)", "the file must hold a mapping of keys", f"{source}:1")])
+    errors += config_source.apply_env(data, environ, origins)
     try:
         cfg = AgentConfig.model_validate(data)
     except ValidationError as exc:
-        errors += _format_errors(exc)
-        raise ConfigError(source, errors) from None
+        errors += config_source.issues(exc, AgentConfig, origins)
+        raise ConfigError(source, config_source.by_place(errors)) from None
     if errors:
-        raise ConfigError(source, errors)
+        raise ConfigError(source, config_source.by_place(errors))
+    cfg._origins = origins
     return cfg
 
 
@@ -342,4 +459,7 @@ def masked_dump(cfg: AgentConfig) -> dict:
             return node if key.endswith("_file") else "***"
         return node
 
-    return mask(cfg.model_dump(mode="json"))
+    data = cfg.model_dump(mode="json")
+    # Rules as written: a key a rule leaves out means "keep the earlier setting", not null.
+    data["rules"] = [r.model_dump(mode="json", exclude_unset=True) for r in cfg.rules]
+    return mask(data)

@@ -38,8 +38,18 @@ def _free_port(preferred: int) -> int:
         return s.getsockname()[1]
 
 
+class NoEmbeddedBroker(OSError):
+    pass
+
+
 async def _start_broker(port: int):
-    from amqtt.broker import Broker
+    try:
+        from amqtt.broker import Broker
+    except ImportError:
+        raise NoEmbeddedBroker(
+            "the embedded broker needs amqtt, which is not installed: pip install 'edge-agent[demo]' "
+            "(make install includes it), or give --broker HOST:PORT of a broker you run"
+        ) from None
 
     broker = Broker(
         {
@@ -93,22 +103,31 @@ async def demo(args: argparse.Namespace) -> int:
         host, port = "127.0.0.1", _free_port(1883)
         broker = await _start_broker(port)
     http_port = _free_port(args.http_port)
-    cfg = AgentConfig.model_validate(
-        {
-            "gateway_id": GATEWAY,
-            "state_dir": args.state_dir,
-            # amqtt never answers an MQTT 5 CONNECT: a short timeout makes the fallback quick.
-            "mqtt": {"host": host, "port": port, "connect_timeout_s": 3.0},
-            "detector": {"min_train_samples": 200},
-            "http": {"port": http_port},
-        }
-    )
+    sparkplug = getattr(args, "sparkplug", False)
+    doc = {
+        "gateway_id": GATEWAY,
+        "state_dir": args.state_dir,
+        # amqtt never answers an MQTT 5 CONNECT: a short timeout makes the fallback quick.
+        "mqtt": {"host": host, "port": port, "connect_timeout_s": 3.0},
+        "detector": {"min_train_samples": 200},
+        "http": {"port": http_port},
+    }
+    if sparkplug:
+        # The simulated plant is a Sparkplug edge node (group "plant", node "line1"); the agent
+        # reads it and is itself an edge node (group "edge-agent", node GATEWAY) for SCADA.
+        doc["subscriptions"] = [{"format": "sparkplug_b", "topic": "spBv1.0/plant/+/+/#"}]
+        doc["sparkplug"] = {"enabled": True, "score_interval_s": 5.0}
+    cfg = AgentConfig.model_validate(doc)
+    readings = (f"spBv1.0/plant/DDATA/line1/m<N> (Sparkplug B, {args.machines} machines x 3 sensors at {args.rate:g} Hz)"
+                if sparkplug else f"plant/line1/m<N>/<sensor>  ({args.machines} machines x 3 sensors at {args.rate:g} Hz)")
+    series = "plant/line1/<machine>/<sensor>" if sparkplug else "<machine>/<sensor>"
+    spb_out = f"\n  sparkplug   spBv1.0/edge-agent/+/{GATEWAY}/#  (NBIRTH, DBIRTH per machine, DDATA, NDEATH)" if sparkplug else ""
     print(
         f"""
 edge-agent demo
   broker      {host}:{port} ({'embedded amqtt, MQTT 3.1.1' if broker else 'yours'})
-  readings    plant/line1/m<N>/<sensor>  ({args.machines} machines x 3 sensors at {args.rate:g} Hz)
-  alarms      edge/{GATEWAY}/alerts/<machine>/<sensor>
+  readings    {readings}
+  alarms      edge/{GATEWAY}/alerts/{series}{spb_out}
   status page http://127.0.0.1:{http_port}/   metrics http://127.0.0.1:{http_port}/metrics
 
   watch the alarms:  mosquitto_sub -h {host} -p {port} -t 'edge/{GATEWAY}/#' -v
@@ -122,6 +141,7 @@ edge-agent demo
     sim_args = argparse.Namespace(
         broker=f"{host}:{port}", machines=args.machines, rate=args.rate, duration=0.0, line="line1",
         fault_rate=120.0, warmup=args.warmup, day_seconds=300.0, seed=None, qos=1,
+        sparkplug=sparkplug, group="plant",
     )
     sim = asyncio.create_task(simulate(sim_args))
     scada = asyncio.create_task(_print_alarms(host, port))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent import detectors
+from edge_agent import detectors, machine_detectors
 from edge_agent.detectors import Detector
 from edge_agent.model_store import ModelStore
 
@@ -25,6 +25,20 @@ from edge_agent.model_store import ModelStore
 class FitRequest:
     series_id: str
     values: np.ndarray
+    detector: str
+    params: dict[str, Any]
+    reason: str
+    activate: bool = True
+
+
+@dataclass(slots=True)
+class MachineFitRequest:
+    """A machine model to fit: complete rows of ``sensors`` (``(n, len(sensors))``) and their times."""
+
+    machine_id: str
+    rows: np.ndarray
+    ts: np.ndarray
+    sensors: list[str]
     detector: str
     params: dict[str, Any]
     reason: str
@@ -59,11 +73,28 @@ def train(req: FitRequest) -> tuple[Detector, dict[str, Any], float]:
     return det, stats, time.perf_counter() - t0
 
 
-def fit_and_save(store_root: str | None, fsync: bool, req: FitRequest) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+def train_machine(req: MachineFitRequest) -> tuple[Any, dict[str, Any], float]:
+    t0 = time.perf_counter()
+    det = machine_detectors.create(req.detector, req.params)
+    stats = det.fit(req.rows, req.ts, req.sensors)
+    return det, stats, time.perf_counter() - t0
+
+
+def fit_extra(req: MachineFitRequest, seconds: float) -> dict[str, Any]:
+    """What a machine model's metadata records about its fit."""
+    return {"init_params": req.params, "train_seconds": seconds, "reason": req.reason, "sensors": list(req.sensors),
+            "last_row_ts": float(req.ts[-1]) if len(req.ts) else None}
+
+
+def fit_and_save(store_root: str | None, fsync: bool, req: FitRequest | MachineFitRequest) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """Fit, persist (when there is a store), and return (version, meta, params, arrays).
 
-    ``version`` is 0 without a store: the caller numbers in-memory models itself.
+    ``version`` is 0 without a store: the caller numbers in-memory models itself. A
+    ``MachineFitRequest`` is fitted by a machine detector and saved in a machine store
+    (``store_root`` is then that store's root): ``ProcessTrainer`` serves both unchanged.
     """
+    if isinstance(req, MachineFitRequest):
+        return _fit_and_save_machine(store_root, fsync, req)
     det, stats, seconds = train(req)
     extra = {"init_params": req.params, "train_seconds": seconds, "reason": req.reason}
     if store_root is not None:
@@ -76,3 +107,27 @@ def fit_and_save(store_root: str | None, fsync: bool, req: FitRequest) -> tuple[
         meta = {"detector": det.name, "n_samples": len(req.values), "stats": stats, "trained_at": time.time(), **extra}
     params, arrays = det.get_state()
     return version, meta, params, arrays
+
+
+def _fit_and_save_machine(store_root: str | None, fsync: bool, req: MachineFitRequest) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    det, stats, seconds = train_machine(req)
+    extra = fit_extra(req, seconds)
+    if store_root is not None:
+        model = ModelStore.for_machines(store_root, fsync=fsync).save(
+            req.machine_id, det, n_samples=len(req.rows), stats=stats, activate=req.activate, extra=extra
+        )
+        version, meta = model.version, model.meta
+    else:
+        version = 0
+        meta = {"detector": det.name, "n_samples": len(req.rows), "stats": stats, "trained_at": time.time(), **extra}
+    params, arrays = det.get_state()
+    return version, meta, params, arrays
+
+
+def few_samples_warning(n_samples: int, min_train_samples: int) -> str | None:
+    """A manual fit (command or HTTP) on fewer readings than automatic training waits for is
+    done as asked (the engineer may hold a known-good sample), but the answer says so."""
+    if n_samples >= min_train_samples:
+        return None
+    return (f"trained on {n_samples} readings, fewer than detector.min_train_samples ({min_train_samples}): "
+            "the model may alarm on normal variation it has not seen")

@@ -25,6 +25,11 @@ that loads; both are reported. Every file is read with the bounds of ``safe_load
 Series ids come from MQTT topics and are hostile by assumption: they are never used as
 paths. ``safe_name`` percent-encodes every byte outside ``[A-Za-z0-9_-]`` (so ``.``, ``/``
 and NUL cannot survive) and shortens long ids with a hash.
+
+Machine models (``edge_agent.machine_detectors``) use the same store, under their own root
+and with the machine-detector registry (``ModelStore.for_machines``): a machine id is made
+path-safe exactly like a series id, and a machine ``m1`` never shares a directory with a
+series ``m1``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,11 +161,20 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 class ModelStore:
-    def __init__(self, root: str | os.PathLike, fsync: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike, fsync: bool = True, registry: Callable[[str], type] | None = None) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        # name -> detector class, for load(): per-series detectors unless told otherwise.
+        self.registry = registry or detectors.detector_class
         # Fits run on a small thread pool; version numbers are allocated under this lock.
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_machines(cls, root: str | os.PathLike, fsync: bool = True) -> ModelStore:
+        """The store of machine models (ids are machine ids), e.g. under ``{state_dir}/machine_models``."""
+        from edge_agent import machine_detectors
+
+        return cls(root, fsync=fsync, registry=machine_detectors.detector_class)
 
     # ---- paths -------------------------------------------------------------------------
     def series_dir(self, series_id: str) -> Path:
@@ -237,7 +252,7 @@ class ModelStore:
                 reason = exc.reason if exc.reason.startswith("corrupt arrays") else f"corrupt arrays ({exc.reason})"
                 raise ModelLoadError(f"{exc.what}: {reason}") from None
         try:
-            cls = detectors.detector_class(meta["detector"])
+            cls = self.registry(meta["detector"])
             det = cls.from_state(meta["params"], arrays)
         except Exception as exc:
             raise ModelLoadError(f"{vdir}: cannot rebuild detector ({exc!r})") from None
@@ -389,7 +404,10 @@ class ModelStore:
         active = self.active_version(series_id)
         versions = self.versions(series_id)
         if to is None:
-            older = [v for v in versions if active is not None and v < active]
+            if active is None:
+                raise ModelLoadError(f"series {series_id!r} has no model to roll back" if not versions else
+                                     f"series {series_id!r} has no active model; name a version ({versions})")
+            older = [v for v in versions if v < active]
             if not older:
                 raise ModelLoadError(f"series {series_id!r} has no version before {active}")
             to = older[-1]

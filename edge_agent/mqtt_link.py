@@ -84,9 +84,10 @@ class MqttLink:
         on_connected: Callable[[], Awaitable[None]],
         on_disconnected: Callable[[], None],
         on_ack: Callable[[int, int], None],
-        will: tuple[str, bytes] | None = None,
+        will: tuple[str, bytes] | Callable[[], tuple[str, bytes, int, bool]] | None = None,
         on_oversize: Callable[[str, int], None] | None = None,
         max_packet_bytes: int = 0,
+        before_connect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.client_id = client_id
@@ -94,7 +95,10 @@ class MqttLink:
         self.on_connected = on_connected
         self.on_disconnected = on_disconnected
         self.on_ack = on_ack
+        # (topic, payload): retained QoS 1; or a function giving (topic, payload, qos, retain)
+        # afresh for every CONNECT (a Sparkplug NDEATH carries the connection's bdSeq).
         self.will = will
+        self.before_connect = before_connect
         self.on_oversize = on_oversize
         self.max_packet_bytes = max_packet_bytes
         self.subscriptions: list[tuple[str, int]] = []
@@ -148,7 +152,10 @@ class MqttLink:
         if self.version == MQTTv50:
             props["session_expiry_interval"] = int(self.cfg.session_expiry_s)
         will = None
-        if self.will is not None:
+        if callable(self.will):
+            w_topic, w_payload, w_qos, w_retain = self.will()
+            will = gmqtt.Message(w_topic, w_payload, qos=w_qos, retain=w_retain)
+        elif self.will is not None:
             will = gmqtt.Message(self.will[0], self.will[1], qos=1, retain=True)
         client = _Client(
             self.client_id,
@@ -281,6 +288,8 @@ class MqttLink:
 
     async def _connect_once(self) -> None:
         self._lost.clear()
+        if self.before_connect is not None:
+            await self.before_connect()
         client = self._new_client()
         self.client = client
         ctx = self._ssl_context()
@@ -380,13 +389,20 @@ class MqttLink:
         except TimeoutError:
             pass
 
-    async def stop(self, timeout: float = 2.0) -> None:
+    def drop(self) -> None:
+        """Close the current connection (the broker publishes the will); the supervisor reconnects."""
+        if self.connected.is_set():
+            self._lost.set()
+
+    async def stop(self, timeout: float = 2.0, reason_code: int = 0) -> None:
+        """Disconnect for good. ``reason_code`` (MQTT 5 only): 0x04 asks the broker to publish the will."""
         self._stopping = True
         self._wake.set()
         client = self.client
         if client is not None and self.connected.is_set():
             try:
-                await asyncio.wait_for(client.disconnect(), timeout)
+                code = reason_code if self.version == MQTTv50 else 0
+                await asyncio.wait_for(client.disconnect(reason_code=code), timeout)
             except Exception:
                 pass
         self._lost.set()

@@ -41,18 +41,19 @@ from __future__ import annotations
 from array import array
 from typing import Any
 
-# Readings held over all topics at most (16 bytes each): beyond, new ones are refused at once.
+# Readings held over all topics at most (~40 bytes each): beyond, new ones are refused at once.
 MAX_HELD = 100_000
 NEVER = float("-inf")
 
 
 class Held:
-    """A run of readings behind their topic's newest, in order among themselves."""
+    """A run of readings behind their topic's newest, in order among themselves. An item is a
+    reading's value, or a whole row for a message carrying several (json_multi)."""
 
-    __slots__ = ("values", "ts", "since")
+    __slots__ = ("items", "ts", "since")
 
     def __init__(self, since: float) -> None:
-        self.values = array("d")
+        self.items: list[Any] = []
         self.ts = array("d")
         self.since = since  # monotonic receive time of the first
 
@@ -98,14 +99,14 @@ class ReplayGuard:
             self.held_total -= len(r.held.ts)
             r.held = None
 
-    def accept(self, r: Route, value: float, ts: float, now: float, mono: float) -> tuple[list[tuple[float, float]], int]:
-        """One reading of ``r``'s topic: returns the readings to score now, in order, and how
-        many were refused as stale."""
+    def accept(self, r: Route, item: Any, ts: float, now: float, mono: float) -> tuple[list[tuple[Any, float]], int]:
+        """One reading (``item``: its value, or a row) of ``r``'s topic: returns the
+        (item, ts) pairs to score now, in order, and how many were refused as stale."""
         newest = r.newest
         if not (ts < newest and newest - ts <= self.window):
             stale = self.drop(r)
             r.newest = ts if ts < now else now
-            return [(value, ts)], stale
+            return [(item, ts)], stale
         stale = 0
         h = r.held
         if h is not None and ts < h.ts[-1]:
@@ -115,12 +116,12 @@ class ReplayGuard:
             return [], stale + 1
         if h is None:
             h = r.held = Held(mono)
-        h.values.append(value)
+        h.items.append(item)
         h.ts.append(ts)
         self.held_total += 1
         span = mono - h.since
         if len(h.ts) >= 2 and span >= self.step_after_s and ts - h.ts[0] >= span / 2:
-            out = list(zip(h.values, h.ts, strict=True))
+            out = list(zip(h.items, h.ts, strict=True))
             self.held_total -= len(out)
             r.held = None
             r.newest = ts if ts < now else now

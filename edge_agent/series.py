@@ -53,8 +53,8 @@ class Series:
         "id", "values", "bts", "size", "pos", "count", "model", "active", "normal_run", "raised_id",
         "raised_ts", "last_value", "last_ts", "n_readings", "n_scored", "n_anomalous",
         "n_alarms", "since_fit", "fit_pending", "last_score", "drift_base",
-        "drift_sum", "drift_n", "last_alarm_ts", "changes", "next_fit_at", "_marks", "seen", "seen_n", "topic",
-        "alarm_seq", "budget",
+        "drift_sum", "drift_n", "last_alarm_ts", "changes", "next_fit_at", "stale", "_marks", "seen", "seen_n",
+        "topic", "alarm_seq", "budget",
     )
 
     def __init__(self, series_id: str, buffer_size: int, budget: SeriesBytes | None = None) -> None:
@@ -90,6 +90,9 @@ class Series:
         self.changes = 0
         # After a failed fit, the reading count at which to try again (no retry storm).
         self.next_fit_at = 0
+        # The source said it stopped reporting (a Sparkplug NDEATH/DDEATH): readings are not
+        # expected until it is born again. Set and cleared by edge_agent/sparkplug/ingest.py.
+        self.stale = False
         # Pipeline.clock when a sweep last saw n_readings move (seen_n): what eviction ranks by.
         self.seen = 0.0
         self.seen_n = 0
@@ -220,6 +223,9 @@ class Series:
 
     @property
     def state(self) -> str:
-        if self.model is None:
-            return "learning"
-        return "alarm" if self.active else "normal"
+        # An open alarm stays visible while its source is away; it clears on normal readings.
+        if self.active:
+            return "alarm"
+        if self.stale:
+            return "stale"
+        return "learning" if self.model is None else "normal"

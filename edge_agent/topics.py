@@ -96,9 +96,15 @@ def render(template: str, values: dict[str, str]) -> str:
     return _REF.sub(sub, template)
 
 
-def check_series_template(series_template: str, topic: TopicTemplate) -> None:
+def check_series_template(series_template: str, topic: TopicTemplate, extra: tuple[str, ...] = (), what: str = "series") -> None:
+    """Every ``{name}`` in the template is a field of the topic (or one of ``extra``)."""
     for name in _REF.findall(series_template):
-        if name not in topic.fields:
+        if name not in topic.fields and name not in extra:
             raise TemplateError(
-                f"series template {series_template!r} uses {{{name}}}, which topic {topic.template!r} does not define"
+                f"{what} template {series_template!r} uses {{{name}}}, which topic {topic.template!r} does not define"
             )
+
+
+def template_fields(template: str) -> list[str]:
+    """The ``{name}`` references of a rendering template, in order."""
+    return _REF.findall(template)

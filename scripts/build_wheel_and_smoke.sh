@@ -8,12 +8,14 @@ set -euo pipefail
 
 usage() {
     cat <<'EOF'
-Usage: scripts/build_wheel_and_smoke.sh [--out DIR] [--python PY] [--no-smoke]
+Usage: scripts/build_wheel_and_smoke.sh [--out DIR] [--python PY] [--extras LIST] [--no-smoke]
 
-  --out DIR     where the wheel goes (default: <repo>/dist)
-  --python PY   interpreter to build and smoke-test with, >= 3.11 (default: python3)
-  --no-smoke    only build the wheel
-  -h, --help    show this help
+  --out DIR       where the wheel goes (default: <repo>/dist)
+  --python PY     interpreter to build and smoke-test with, >= 3.11 (default: python3)
+  --extras LIST   pip extras to install with the wheel, as the Dockerfile's EXTRAS build
+                  argument (default: none, the core runtime, as the image's default)
+  --no-smoke      only build the wheel
+  -h, --help      show this help
 
 Build inputs are the files the Dockerfile COPYs (pyproject.toml, README.md if present,
 edge_agent/; requirements.lock constrains the install), copied to a temporary source tree, so the wheel contains what the image would
@@ -22,7 +24,9 @@ with its dependencies (versions pinned by requirements.lock) into a new venv and
 repository (so nothing is imported from the source tree):
   edge-agent --help
   edge-agent check-config config/agent.example.yaml
-  python -c "import edge_agent.notify, edge_agent.agent"
+  python -c "import edge_agent.notify, edge_agent.agent, edge_agent.http.server"
+and, with no --extras, that check-config names the extras a config needs (isolation-forest,
+s3) and that the demo names its own.
 EOF
 }
 
@@ -30,10 +34,12 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$repo/dist"
 python=python3
 smoke=1
+extras=""
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --out) [ -n "${2:-}" ] || { echo "--out needs a value" >&2; exit 2; }; out="$2"; shift 2 ;;
         --python) [ -n "${2:-}" ] || { echo "--python needs a value" >&2; exit 2; }; python="$2"; shift 2 ;;
+        --extras) extras="${2-}"; shift 2 ;;
         --no-smoke) smoke=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
@@ -66,7 +72,7 @@ echo "built $wheel"
 # --- runtime stage (keep identical to the Dockerfile)
 "$python" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --upgrade pip >/dev/null
-"$work/venv/bin/python" -m pip install --constraint "$repo/requirements.lock" "$wheel"   # docker:runtime
+"$work/venv/bin/python" -m pip install --constraint "$repo/requirements.lock" "$wheel${extras:+[$extras]}"   # docker:runtime
 
 example="$repo/config/agent.example.yaml"
 [ -f "$example" ] || { echo "missing $example" >&2; exit 1; }
@@ -74,5 +80,21 @@ cd "$work"   # not the repository: prove the installed wheel is self-sufficient
 export MPLCONFIGDIR="$work/mpl" NUMBA_CACHE_DIR="$work/numba"
 "$work/venv/bin/edge-agent" --help >/dev/null
 "$work/venv/bin/edge-agent" check-config "$example"
-"$work/venv/bin/python" -c "import edge_agent.notify, edge_agent.agent"
-echo "smoke OK: $wheel"
+"$work/venv/bin/python" -c "import edge_agent.notify, edge_agent.agent, edge_agent.http.server"
+if [ -z "$extras" ]; then
+    # The core alone: a config that needs an extra is refused before it runs, naming the extra,
+    # and the demo says what its embedded broker needs.
+    printf 'state_dir: %s\ndetector: {name: isolation_forest}\ns3: {enabled: true, bucket: b}\n' "$work/state" >"$work/extras.yaml"
+    if out="$("$work/venv/bin/edge-agent" check-config "$work/extras.yaml" 2>&1)"; then
+        echo "check-config accepted a config that needs extras the core lacks" >&2; exit 1
+    fi
+    for extra in isolation-forest s3; do
+        grep -qF "edge-agent[$extra]" <<<"$out" || { echo "check-config did not name the $extra extra:" >&2; echo "$out" >&2; exit 1; }
+    done
+    if out="$("$work/venv/bin/edge-agent" demo 2>&1)"; then
+        echo "demo ran without its embedded broker's package" >&2; exit 1
+    fi
+    grep -qF "edge-agent[demo]" <<<"$out" || { echo "demo did not name the demo extra:" >&2; echo "$out" >&2; exit 1; }
+    echo "core install: check-config and demo name the extras they need"
+fi
+echo "smoke OK: $wheel${extras:+ [$extras]} ($(du -sm "$work/venv" | cut -f1) MB venv)"

@@ -23,6 +23,8 @@ Options:
   --unit-dir DIR      where the unit file goes             (default /etc/systemd/system)
   --credstore DIR     systemd credential store             (default /etc/credstore)
   --python PY         interpreter for the venv, >= 3.11    (default python3)
+  --extras LIST       pip extras to install with the wheel, e.g. s3,isolation-forest
+                      (default: none, the core runtime; check-config names what a config needs)
   --no-deps           install the wheel without dependencies (staging/tests only)
   --no-systemctl      do not call systemctl (staging into a temporary prefix)
   --enable            systemctl enable edge-agent and (re)start it
@@ -44,6 +46,7 @@ unit_dir=/etc/systemd/system
 credstore=/etc/credstore
 python=python3
 no_deps=0
+extras=""
 use_systemctl=1
 enable=0
 
@@ -58,6 +61,7 @@ while [ "$#" -gt 0 ]; do
         --unit-dir) need_arg "$@"; unit_dir="$2"; shift 2 ;;
         --credstore) need_arg "$@"; credstore="$2"; shift 2 ;;
         --python) need_arg "$@"; python="$2"; shift 2 ;;
+        --extras) need_arg "$@"; extras="$2"; shift 2 ;;
         --no-deps) no_deps=1; shift ;;
         --no-systemctl) use_systemctl=0; shift ;;
         --enable) enable=1; shift ;;
@@ -96,7 +100,10 @@ if [ "$no_deps" = 1 ]; then
 else
     # Dependencies first (no-op when satisfied), then the agent itself even if the version
     # string did not change (a rebuilt wheel of the same version must still replace the old).
-    "$venv/bin/python" -m pip install --quiet "$wheel"
+    # The versions CI tested (requirements.lock) when the repository is beside this script.
+    constraint=()
+    [ -f "$repo/requirements.lock" ] && constraint=(--constraint "$repo/requirements.lock")
+    "$venv/bin/python" -m pip install --quiet "${constraint[@]}" "$wheel${extras:+[$extras]}"
     "$venv/bin/python" -m pip install --quiet --no-deps --force-reinstall "$wheel"
 fi
 "$venv/bin/edge-agent" --help >/dev/null || die "the installed edge-agent does not run"

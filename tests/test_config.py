@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,16 @@ def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out |= _keys(ann, path + ".")
         elif inner and isinstance(inner[0], type) and issubclass(inner[0], BaseModel):
-            out |= _keys(inner[0], path + ".0.")  # lists of models: the first item documents them
+            # lists of models: the first item documents them; Optional[model]: the model
+            out |= _keys(inner[0], path + (".0." if typing.get_origin(ann) is list else "."))
     return out
+
+
+def example_rules() -> dict:
+    """The commented example rule set in the example config, uncommented."""
+    text = EXAMPLE.read_text()
+    block = text.split("# --- example rules\n", 1)[1].split("# --- end of example rules", 1)[0]
+    return yaml.safe_load("\n".join(line[2:] for line in block.splitlines()))
 
 
 def _yaml_keys(node: object, prefix: str = "") -> set[str]:
@@ -35,13 +44,16 @@ def _yaml_keys(node: object, prefix: str = "") -> set[str]:
             out.add(f"{prefix}{k}")
             if k != "params":
                 out |= _yaml_keys(v, f"{prefix}{k}.")
-    elif isinstance(node, list) and node:
-        out |= _yaml_keys(node[0], f"{prefix}0.")
+    elif isinstance(node, list):
+        for item in node:  # any item may document a key of the list's model
+            out |= _yaml_keys(item, f"{prefix}0.")
     return out
 
 
 def test_example_config_documents_every_key_and_validates() -> None:
     data = yaml.safe_load(EXAMPLE.read_text())
+    assert data["rules"] == []  # the example rule set is commented out: it documents the keys
+    data["rules"] = example_rules()["rules"]
     missing = _keys(AgentConfig) - _yaml_keys(data)
     assert not missing, f"keys not documented in {EXAMPLE.name}: {sorted(missing)}"
     cfg = load_config(EXAMPLE, environ={})

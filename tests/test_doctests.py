@@ -7,6 +7,7 @@ import importlib
 
 import pytest
 
+from edge_agent import machine_detectors
 from edge_agent.detectors import REGISTRY
 
 
@@ -16,3 +17,17 @@ def test_detector_docstring_examples(name: str) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0, f"{module.__name__} has no runnable example"
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("name", sorted(machine_detectors.REGISTRY))
+def test_machine_detector_docstring_examples(name: str) -> None:
+    module = importlib.import_module(machine_detectors.REGISTRY[name].__module__)
+    result = doctest.testmod(module)
+    assert result.attempted > 0, f"{module.__name__} has no runnable example"
+    assert result.failed == 0
+
+
+@pytest.mark.parametrize("module_name", ["edge_agent.machines.alarm_state"])
+def test_other_docstring_examples(module_name: str) -> None:
+    result = doctest.testmod(importlib.import_module(module_name))
+    assert result.attempted > 0 and result.failed == 0

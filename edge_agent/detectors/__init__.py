@@ -6,17 +6,27 @@ to ``REGISTRY`` below.
 
 from __future__ import annotations
 
+import importlib.util
+from functools import cache
 from typing import Any
 
 from edge_agent.detectors.adaptive import AdaptiveDetector
 from edge_agent.detectors.base import Detector
 from edge_agent.detectors.isolation_forest import IsolationForestDetector
+from edge_agent.detectors.params import ParamProblems
+from edge_agent.detectors.params import check as params_check
 from edge_agent.detectors.statistical import StatisticalDetector
 
 REGISTRY: dict[str, type] = {
     StatisticalDetector.name: StatisticalDetector,
     IsolationForestDetector.name: IsolationForestDetector,
     AdaptiveDetector.name: AdaptiveDetector,
+}
+
+# Detectors whose packages are an optional install: name -> (pip extra, modules it provides).
+# The core install runs the others; `edge-agent check-config` names the extra to install.
+EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    IsolationForestDetector.name: ("isolation-forest", ("sklearn", "numba")),
 }
 
 # adaptive scores best on the NAB subset with default params (docs/detectors.md).
@@ -27,20 +37,52 @@ class UnknownDetector(ValueError):
     pass
 
 
+class DetectorUnavailable(ValueError):
+    """A known detector whose optional packages are not installed."""
+
+
+@cache
+def missing_packages(name: str) -> tuple[str, ...]:
+    """The modules detector ``name`` needs that are not installed (looked up once per process)."""
+    _, modules = EXTRAS.get(name, ("", ()))
+    return tuple(m for m in modules if importlib.util.find_spec(m) is None)
+
+
 def detector_class(name: str) -> type:
     try:
-        return REGISTRY[name]
+        cls = REGISTRY[name]
     except KeyError:
         raise UnknownDetector(f"unknown detector {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+    missing = missing_packages(name)
+    if missing:
+        extra = EXTRAS[name][0]
+        raise DetectorUnavailable(
+            f"detector {name!r} needs {', '.join(missing)}, which is not installed: "
+            f"pip install 'edge-agent[{extra}]' (or make dev in a checkout)"
+        )
+    return cls
+
+
+def check_params(name: str, params: dict[str, Any] | None) -> None:
+    """Raise ``ParamProblems`` (a ValueError naming each bad param) unless ``params`` fit ``name``.
+
+    Needs only the detector's class, not its optional packages: a config can be checked on a
+    machine without them (``detector_class`` says what to install)."""
+    try:
+        cls = REGISTRY[name]
+    except KeyError:
+        raise UnknownDetector(f"unknown detector {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+    problems = params_check(name, cls, params)
+    if problems:
+        raise ParamProblems(name, problems)
 
 
 def create(name: str, params: dict[str, Any] | None = None) -> Detector:
-    """A new, unfitted detector. Bad params raise ValueError/TypeError naming the param."""
+    """A new, unfitted detector. Bad params raise ValueError (``ParamProblems``) naming the param."""
     cls = detector_class(name)
-    try:
-        return cls(**(params or {}))
-    except TypeError as exc:
-        raise TypeError(f"detector {name!r}: {exc}") from None
+    check_params(name, params)
+    return cls(**(params or {}))
 
 
-__all__ = ["Detector", "REGISTRY", "DEFAULT", "create", "detector_class", "UnknownDetector"]
+__all__ = ["Detector", "REGISTRY", "EXTRAS", "DEFAULT", "create", "detector_class", "UnknownDetector", "DetectorUnavailable",
+           "ParamProblems", "check_params"]

@@ -1,5 +1,8 @@
 """``edge-agent evaluate``: replay labelled CSV files through the live streaming path, NAB-score it.
 
+``--skab DIR --machine`` evaluates machine-level detection on the SKAB pump bench instead
+(``skab_machine.py``).
+
 Every row goes through ``Pipeline.process`` exactly as a live reading does (same ring buffer,
 same inline fit on the first ``min_train_samples`` readings, same raise-once/clear-after alarm
 state machine), so the numbers describe what the agent would have alarmed on. A detection is
@@ -45,6 +48,20 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
             nxt = node[key] = {}
         node = nxt
     node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set key=value`` items as {dotted key: YAML scalar}; ValueError naming a bad item."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
 
 
 def build_config_data(config_path: str | None, detector: str | None, overrides: list[str]) -> dict[str, Any]:
@@ -210,8 +227,11 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="folder holding the CSV files (timestamp,value)")
-    parser.add_argument("--labels", required=True, help="windows.json: {relative file: [[start, end], ...]}")
+    from edge_agent.evaluation import skab_machine
+
+    parser.add_argument("--data", help="folder holding the CSV files (timestamp,value); required without --skab")
+    parser.add_argument("--labels", help="windows.json: {relative file: [[start, end], ...]}; required without --skab")
+    skab_machine.add_arguments(parser)
     parser.add_argument("--detector", default=None, help="detector name (default: the config's detector.name)")
     parser.add_argument("--config", default=None, help="agent YAML config to start from (default: built-in defaults)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -224,6 +244,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge_agent.config import ConfigError
 
+    if getattr(args, "skab", None):
+        from edge_agent.evaluation import skab_machine
+
+        try:
+            overrides = parse_overrides(args.overrides)
+        except ValueError as exc:
+            print(f"evaluate: {exc}", file=sys.stderr)
+            return 2
+        return skab_machine.run(args, overrides)
+    if not args.data or not args.labels:
+        print("evaluate: --data and --labels are required (or --skab DIR --machine)", file=sys.stderr)
+        return 2
     try:
         cfg_data = build_config_data(args.config, args.detector, args.overrides)
     except (ConfigError, ValueError) as exc:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from edge_agent.agent import Agent
 from edge_agent.detectors import UnknownDetector
+from edge_agent.fitting import few_samples_warning
 from edge_agent.http import series_view
 from edge_agent.http.auth import require_token
 from edge_agent.http.errors import ApiError, responses
@@ -55,7 +56,7 @@ def _series(agent: Agent, series_id: str) -> Series:
 @router.get("/series", response_model=SeriesList, summary="All series, sorted by id", responses=responses(422))
 async def list_series(
     request: Request,
-    state: str | None = Query(None, pattern="^(learning|normal|alarm)$", description="Only series in this state"),
+    state: str | None = Query(None, pattern="^(learning|normal|alarm|stale)$", description="Only series in this state"),
     offset: int = Query(0, ge=0, le=10_000_000),
     limit: int = Query(1000, ge=1, le=10_000),
 ) -> dict[str, Any]:
@@ -117,12 +118,15 @@ async def fit(request: Request, series_id: str, body: FitBody) -> FitResult:
     except OSError as exc:
         raise ApiError(503, "model_store_unavailable", f"cannot store the model: {exc}") from None
     train_s = model.meta.get("train_seconds")
+    n_samples = int(model.meta.get("n_samples", 0))
+    warning = few_samples_warning(n_samples, agent.cfg.detector.min_train_samples)
     return FitResult(
         series=series_id,
         version=model.version,
         detector=model.detector.name,
-        n_samples=int(model.meta.get("n_samples", 0)),
+        n_samples=n_samples,
         train_ms=float(train_s) * 1e3 if isinstance(train_s, int | float) else None,
+        warnings=[warning] if warning else [],
     )
 
 

@@ -51,11 +51,12 @@ def s3_state(agent: Agent) -> dict[str, Any]:
 
 
 def series_counts(agent: Agent) -> dict[str, int]:
-    counts = {"total": 0, "trained": 0, "learning": 0, "normal": 0, "alarm": 0}
+    counts = {"total": 0, "trained": 0, "learning": 0, "normal": 0, "alarm": 0, "stale": 0}
     if agent.pipeline is None:
         return counts
     for s in agent.pipeline.series.values():
         counts["total"] += 1
+        counts["stale"] += s.stale  # its Sparkplug source died (also counted below by model)
         if s.model is None:
             counts["learning"] += 1
         else:
@@ -133,6 +134,8 @@ async def healthcheck(request: Request) -> dict[str, Any]:
             "dropped": dict(out.dropped),
         },
     }
+    if agent.sparkplug is not None:
+        doc["sparkplug"] = agent.sparkplug.stats()
     doc["trained_series"] = doc["series"]["trained"]
     doc["alarms"]["active"] = doc["series"]["alarm"]
     return doc

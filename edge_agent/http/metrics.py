@@ -112,7 +112,7 @@ class AgentCollector(Collector):
         yield counter(P + "series_models_reloaded", "Models of evicted series reloaded from disk", pipe.n_restored)
 
         series = pipe.series
-        states = {"learning": 0, "normal": 0, "alarm": 0}
+        states = {"learning": 0, "normal": 0, "alarm": 0, "stale": 0}
         for s in series.values():
             states[s.state] += 1
         by_state = GaugeMetricFamily(P + "series", "Series held, by state", labels=["state"])

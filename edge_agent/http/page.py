@@ -30,7 +30,7 @@ table{border-collapse:collapse;width:100%} th,td{padding:.3em .6em;border-bottom
 th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .state{display:inline-block;min-width:5.5em;text-align:center;border-radius:3px;padding:.1em .4em;font-weight:600}
 .state-alarm{background:#e41a1c;color:#fff} .state-normal{background:#c7e9c0;color:#1b5e20}
-.state-learning{background:#ffe8a3;color:#6d4c00}
+.state-learning{background:#ffe8a3;color:#6d4c00} .state-stale{background:#ddd;color:#444}
 .ok{color:#1b5e20} .bad{color:#b71c1c}
 """
 

@@ -31,6 +31,7 @@ class FitResult(BaseModel):
     detector: str
     n_samples: int
     train_ms: float | None
+    warnings: list[str] = []
 
 
 class PredictBody(BaseModel):
@@ -77,7 +78,7 @@ class ModelInfo(BaseModel):
 
 class SeriesSummary(BaseModel):
     id: str
-    state: str = Field(description="learning | normal | alarm")
+    state: str = Field(description="learning | normal | alarm | stale (its Sparkplug source died)")
     model_version: int | None
     detector: str | None
     last_value: float | None

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from edge_agent import __version__
 from edge_agent.agent import Agent
-from edge_agent.http import api, errors, health, metrics, page, plots
+from edge_agent.http import api, docs, errors, health, metrics, page, plots
 from edge_agent.http.auth import TokenSource
 from edge_agent.http.limits import BodyLimit
 from edge_agent.http.rates import RateMeter
@@ -33,6 +33,8 @@ def create_app(agent: Agent) -> FastAPI:
         title="edge-agent",
         version=__version__,
         description="Health, metrics, series state, plots and the fit/predict API of one edge-agent gateway.",
+        docs_url=None,  # served by http/docs.py from an installed package, not a CDN
+        redoc_url=None,
     )
     app.state.agent = agent
     app.state.tokens = TokenSource(agent.cfg.http)
@@ -43,6 +45,7 @@ def create_app(agent: Agent) -> FastAPI:
     app.add_middleware(BodyLimit)
     for module in (health, metrics, api, plots, page):
         app.include_router(module.router)
+    docs.install(app)
     return app
 
 

@@ -26,6 +26,9 @@ def loads_object(payload: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         doc = _slow_loads(payload)
     if not isinstance(doc, dict):
+        if isinstance(doc, int | float) and not isinstance(doc, bool):
+            raise Rejected("not_an_object", "a bare JSON number: if the sensor sends plain numbers, "
+                           "set format: number on this subscription")
         raise Rejected("not_an_object", f"JSON {type(doc).__name__}")
     return doc
 

@@ -1,0 +1,416 @@
+"""Per-sensor drift-tracking baselines, gated while a sensor deviates, plus Hotelling T² across sensors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edge_agent.machine_detectors.base import Contribution
+from edge_agent.machine_detectors.estimates import (
+    noise_floor,
+    relations,
+    steady_gain,
+    t2_limit,
+    variogram_noise_and_drift,
+)
+
+_MAX_SENSORS = 256
+
+
+class BaselineT2Detector:
+    """Machine rows scored against each sensor's own adaptive baseline and against their relations.
+
+    Why this shape (measured on the SKAB pump bench, ``docs/machines.md``): a static model of
+    normal fails on a real machine because slow quantities drift (the bench's temperatures move
+    3-15 sigma within minutes), while a baseline that simply follows every sensor also follows
+    the fault. So each sensor gets a **local-level Kalman filter** whose drift rate ``q`` and
+    noise ``r`` are read off the fit rows' variogram (``Var(x[t+L] - x[t]) = 2 r + L q``): a
+    sensor that drifts gets a baseline that moves, a stationary one a baseline that stays.
+
+    A baseline is never allowed to learn faster than the smoothing below (``gain_cap`` x the
+    smoothing rate): one that did would learn a step before the smoothed deviation showed it
+    (the blind-spot check in ``docs/machines.md`` found 6-sigma steps of four of SKAB's eight
+    sensors unflagged without the cap). A capped baseline's larger tracking error is taken
+    into its spread.
+
+    Per row and sensor:
+
+    * ``deviation``: the innovation ``x - baseline``, smoothed by an EWMA over ``tau_s``
+      seconds (a fault is a sustained deviation; one noisy reading is not);
+    * ``z = deviation / (c * sqrt(zn2 * r + P))``: the deviation in units of its own normal
+      spread, which is the smoothed measurement noise plus the baseline's uncertainty ``P``.
+      ``c >= 1`` inflates it to the spread actually seen on the fit rows (real sensors are
+      not the ideal model);
+    * **gate**: while ``|z| >= k`` the sensor's baseline does not learn, so a fault stays
+      visible instead of being learnt as the new normal. Its uncertainty still grows by ``q``
+      per second, so a drifting sensor's frozen baseline loses its authority at the rate that
+      sensor drifted in the fit rows (a temperature lets go in minutes, a flow holds), and a
+      deviation that lasts ``hold_s`` seconds is accepted as the new normal: the baseline
+      jumps to the sensor's smoothed level. ``hold_s`` is the one guess about how long a
+      fault lasts; it is explicit and documented, not learnt.
+
+    Score: ``max(max_j |z_j| / k, sqrt(z' R^-1 z) / k_t2)``. The first term is the largest
+    single-sensor deviation; the second is Hotelling's T² of the ``z`` vector with ``R`` the
+    correlation of ``z`` over the fit rows (shrunk towards the identity by ``shrink`` so that
+    400 rows never make it near-singular), so that sensors which normally move together and
+    now move apart score even when each stays inside its own band. ``k_t2`` is set so that
+    both terms have the same false-alarm probability for independent Gaussian ``z`` (from
+    ``k`` and the number of sensors), not tuned. Anomalous when ``score >= threshold`` (1.0).
+
+    Cost: O(p²) pure Python per row of p sensors, ~10-20 µs for 8 (``make bench``).
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> load = np.zeros(600)                                  # a pump's load, fluctuating
+    >>> for i in range(1, 600):
+    ...     load[i] = 0.9 * load[i - 1] + rng.normal(0, 0.05)
+    >>> rows = np.column_stack([10 + load + rng.normal(0, 0.01, 600),      # flow follows the load,
+    ...                         5 + 2 * load + rng.normal(0, 0.02, 600)])  # and so does current
+    >>> d = BaselineT2Detector()
+    >>> stats = d.fit(rows[:400], np.arange(400.0), ["flow", "current"])
+    >>> max(d.score_row(r, 1.0) for r in rows[400:].tolist()) < d.threshold
+    True
+    >>> broken = (rows[-1] + [-0.06, 0.12]).tolist()  # flow falls as current rises: both in band
+    >>> bool(rows[:, 0].min() < broken[0] and broken[1] < rows[:, 1].max())
+    True
+    >>> max(d.score_row(broken, 1.0) for _ in range(30)) >= d.threshold
+    True
+    >>> [(c.sensor, "high" if c.z > 0 else "low") for c in d.contributions()]
+    [('flow', 'low'), ('current', 'high')]
+    """
+
+    name: ClassVar[str] = "baseline_t2"
+
+    def __init__(
+        self,
+        tau_s: float = 10.0,
+        k: float = 5.0,
+        hold_s: float = 600.0,
+        shrink: float = 0.2,
+        relation_r2: float = 0.5,
+        gain_cap: float = 1.0,
+        drift_significance: float = 0.0,
+        max_lag: int = 32,
+        warmup_rows: int = 30,
+        threshold: float = 1.0,
+    ) -> None:
+        for pname, value, ok in (
+            ("tau_s", tau_s, tau_s > 0),
+            ("k", k, k > 0),
+            ("hold_s", hold_s, hold_s > 0),
+            ("shrink", shrink, 0.0 <= shrink <= 1.0),
+            ("relation_r2", relation_r2, 0.0 < relation_r2 <= 1.0),
+            ("gain_cap", gain_cap, gain_cap > 0.0),
+            ("drift_significance", drift_significance, drift_significance >= 0.0),
+            ("max_lag", max_lag, max_lag >= 2),
+            ("warmup_rows", warmup_rows, warmup_rows >= 1),
+            ("threshold", threshold, threshold > 0),
+        ):
+            if isinstance(value, bool) or not (ok and math.isfinite(value)):
+                raise ValueError(f"{pname}={value!r} is out of range")
+        self.tau_s = float(tau_s)
+        self.k = float(k)
+        self.hold_s = float(hold_s)
+        self.shrink = float(shrink)
+        self.relation_r2 = float(relation_r2)
+        self.gain_cap = float(gain_cap)
+        self.drift_significance = float(drift_significance)
+        self.max_lag = int(max_lag)
+        self.warmup_rows = int(warmup_rows)
+        self.threshold = float(threshold)
+        self.sensors: list[str] = []
+        self._set_arrays(0, [], [])
+
+    # ---- state -----------------------------------------------------------------------------
+    def _set_arrays(self, p: int, rel_target: list[int], rel_coef: list[list[float]]) -> None:
+        """Channels 0..p-1 are the sensors; channel p+i is relation i: sensor ``rel_target[i]``
+        minus what its relation predicts from the others (``sum(rel_coef[i][k] * x[k])``)."""
+        n = p + len(rel_target)
+        self.rel_target = list(rel_target)
+        self.rel_coef = [list(row) for row in rel_coef]
+        # Plain lists of floats: indexing a list is ~3x cheaper than a numpy scalar, and the
+        # per-row loop is the hot path.
+        self.q = [0.0] * n  # baseline drift variance per second
+        self.r = [1.0] * n  # measurement noise variance
+        self.c = [1.0] * n  # spread inflation measured on the fit rows
+        self.p_steady = [0.0] * n  # the baseline's steady-state posterior variance
+        self.capped = [0.0] * n  # the gain per row when capped below the Kalman gain, else 0
+        self.m = [0.0] * n  # baseline
+        self.pv = [0.0] * n  # baseline variance now
+        self.e = [0.0] * n  # smoothed innovation
+        self.held = [0.0] * n  # seconds the gate has been closed
+        self.cinv: list[list[float]] = [[0.0] * p for _ in range(p)]
+        self.k_t2 = 1.0
+        self.dt0 = 1.0
+        self.zn2 = 0.0
+        # The last row scored, for contributions().
+        self.last_x = [math.nan] * n
+        self.last_expected = [math.nan] * n
+        self.last_z = [0.0] * n
+        self._pred = [0.0] * n  # scratch: each channel's predicted baseline variance
+        self._parts = [0.0] * p  # scratch: each sensor's part of T²
+        self._gated = [False] * n  # scratch: which channels do not learn this row
+        # For each relation channel: the relation channels of the sensors it is computed from.
+        channel_of = {target: p + i for i, target in enumerate(rel_target)}
+        self._rel_partners = [[channel_of[k] for k in range(p) if row[k] and k in channel_of] for row in self.rel_coef]
+
+    def _derived(self) -> None:
+        b0 = -math.expm1(-self.dt0 / self.tau_s)
+        self.zn2 = b0 / (2.0 - b0)  # variance of an EWMA of unit white noise
+        self._b0 = b0
+
+    def _channels(self, x: np.ndarray) -> np.ndarray:
+        """Rows of sensor values -> rows of channel values (sensors, then relation residuals)."""
+        if not self.rel_target:
+            return x
+        coef = np.asarray(self.rel_coef)
+        resid = x[:, self.rel_target] - x @ coef.T
+        return np.hstack([x, resid])
+
+    # ---- fitting ---------------------------------------------------------------------------
+    def fit(self, rows: np.ndarray, ts: np.ndarray, sensors: Sequence[str]) -> dict[str, Any]:
+        x = np.asarray(rows, dtype=np.float64)
+        t = np.asarray(ts, dtype=np.float64)
+        sensors = [str(s) for s in sensors]
+        if x.ndim != 2 or x.shape[1] != len(sensors) or not 1 <= len(sensors) <= _MAX_SENSORS:
+            raise ValueError(f"rows must be (n, {len(sensors)}) for {len(sensors)} sensors (1..{_MAX_SENSORS})")
+        n, p = x.shape
+        if n < 50 or t.shape != (n,):
+            raise ValueError(f"fit needs at least 50 rows with one timestamp each, got {n}")
+        warm = min(self.warmup_rows, n // 4)
+        if not (np.isfinite(x).all() and np.isfinite(t).all()):
+            raise ValueError("fit rows must be finite")
+        if len(set(sensors)) != p:
+            raise ValueError("sensor names must be unique")
+        steps = np.diff(t)
+        steps = steps[steps > 0]
+        self.sensors = sensors
+        # Relations over half the smoothing window: the movements the detector looks at.
+        rel_lag = max(1, round(self.tau_s / (2.0 * self.dt0)))
+        rel_target, rel_coef, rel_r2 = relations(x, self.relation_r2, rel_lag)
+        self._set_arrays(p, rel_target, rel_coef)
+        self.dt0 = float(np.median(steps)) if steps.size else 1.0
+        self._derived()
+        xc = self._channels(x)
+        nch = xc.shape[1]
+        lags = [lag for lag in (2**i for i in range(12)) if lag <= self.max_lag and lag < n // 4]
+        for j in range(nch):
+            r, q_row = variogram_noise_and_drift(xc[:, j], lags, self.drift_significance)
+            floor = noise_floor(xc[:, j])
+            r = max(r, 0.5 * floor * floor)
+            # A drift slower than this moves the level by less than the standard error of the
+            # fit rows' mean over the whole fit window: the fit rows cannot show it.
+            q_row = max(q_row, r / (n * n))
+            self.r[j] = r
+            self.q[j] = q_row / self.dt0
+            gain = steady_gain(q_row / r)
+            cap = self.gain_cap * self._b0
+            if gain > cap:
+                # A baseline faster than the smoothing would learn a step before the smoothed
+                # deviation shows it: cap the gain, and take the larger steady-state error of
+                # the slower baseline (an EWMA tracking a random walk) as its spread.
+                self.capped[j] = cap
+                self.p_steady[j] = (q_row * (1.0 - cap) ** 2 + cap * cap * r) / (1.0 - (1.0 - cap) ** 2)
+            else:
+                self.p_steady[j] = gain * r
+        # Prequential pass over the fit rows (no gate): warms the state up, and measures how
+        # far the real z spread exceeds the model's and how the sensors' z move together.
+        self.m = [float(v) for v in xc[:warm].mean(axis=0)]
+        self.pv = list(self.p_steady)
+        z_rows = np.empty((n, nch))
+        for i in range(n):
+            dt = float(t[i] - t[i - 1]) if i else self.dt0
+            self._step(x[i].tolist(), dt if dt > 0 else 0.0, gate=False)
+            z_rows[i] = self.last_z
+        z_rows = z_rows[warm:]
+        rms = np.sqrt(np.mean(z_rows * z_rows, axis=0))
+        self.c = [max(1.0, float(v)) for v in rms]
+        zs = z_rows[:, :p] / np.asarray(self.c[:p])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.corrcoef(zs.T) if p > 1 else np.ones((1, 1))
+        corr = np.nan_to_num(np.atleast_2d(corr), nan=0.0)
+        np.fill_diagonal(corr, 1.0)
+        corr = (1.0 - self.shrink) * corr + self.shrink * np.eye(p)
+        self.cinv = np.linalg.pinv(corr).tolist()
+        self.k_t2 = t2_limit(self.k, p)
+        self.held = [0.0] * nch
+        stats: dict[str, Any] = {"rows": n, "interval_s": self.dt0, "k_t2": self.k_t2, "sensors": {}, "relations": {}}
+        for j in range(nch):
+            gain = self.capped[j] or steady_gain(self.q[j] * self.dt0 / self.r[j])
+            info = {
+                "noise_sd": math.sqrt(self.r[j]),
+                "drift_sd_per_s": math.sqrt(self.q[j]),
+                "baseline_time_constant_s": self.dt0 / gain if gain > 0 else None,
+                "spread_inflation": self.c[j],
+            }
+            if j < p:
+                stats["sensors"][sensors[j]] = info
+            else:
+                i = j - p
+                target = sensors[rel_target[i]]
+                info["r2"] = rel_r2[i]
+                info["from"] = {sensors[k]: rel_coef[i][k] for k in range(p) if rel_coef[i][k]}
+                stats["relations"][target] = info
+        return stats
+
+    # ---- scoring ---------------------------------------------------------------------------
+    def _step(self, x: list[float], dt: float, gate: bool = True) -> float:
+        """Advance every channel by one row; returns the score (without ``threshold``)."""
+        p = len(x)
+        if self.rel_target:
+            xs = list(x)
+            for target, coef in zip(self.rel_target, self.rel_coef, strict=True):
+                acc = x[target]
+                for k in range(p):
+                    acc -= coef[k] * x[k]
+                xs.append(acc)
+        else:
+            xs = x
+        beta = self._b0 if dt == self.dt0 else -math.expm1(-dt / self.tau_s)
+        zn2, k = self.zn2, self.k
+        m, pv, e, q, r, c = self.m, self.pv, self.e, self.q, self.r, self.c
+        z, expected, pred = self.last_z, self.last_expected, self._pred
+        nch = len(xs)
+        worst = 0.0
+        for j in range(nch):
+            mj = m[j]
+            expected[j] = mj
+            pp = pv[j] + q[j] * dt
+            pred[j] = pp
+            ej = e[j] + beta * (xs[j] - mj - e[j])
+            e[j] = ej
+            zj = ej / (c[j] * math.sqrt(zn2 * r[j] + pp))
+            z[j] = zj
+            if zj > worst:
+                worst = zj
+            elif -zj > worst:
+                worst = -zj
+        # Hotelling T² over the sensors and each sensor's part of it.
+        parts = self._parts
+        t2 = 0.0
+        for i in range(p):
+            row = self.cinv[i]
+            acc = 0.0
+            for j in range(p):
+                acc += row[j] * z[j]
+            parts[i] = z[i] * acc
+            t2 += parts[i]
+        t2 = t2 if t2 > 0.0 else 0.0
+        single = worst / k
+        joint = math.sqrt(t2) / self.k_t2
+        # Gate: a channel deviating on its own, a sensor carrying an above-average part of a
+        # joint deviation, and the relation channels of a broken relation's partners stop
+        # learning: otherwise a fast baseline learns the fault within seconds.
+        joint_limit = t2 / p if joint >= 1.0 else math.inf
+        gated = self._gated
+        any_gated = False
+        for j in range(nch):
+            zj = z[j]
+            g = gate and (zj >= k or zj <= -k or (j < p and parts[j] >= joint_limit))
+            gated[j] = g
+            any_gated |= g
+        if any_gated and self.rel_target:
+            for i, partners in enumerate(self._rel_partners):
+                if gated[p + i]:
+                    for ch in partners:
+                        gated[ch] = True
+        held, hold, capped = self.held, self.hold_s, self.capped
+        for j in range(nch):
+            pp = pred[j]
+            if gated[j]:
+                h = held[j] + dt
+                if h > hold:
+                    # Accepted as the new normal: the baseline takes the smoothed level.
+                    m[j] += e[j]
+                    e[j] = 0.0
+                    pv[j] = self.p_steady[j]
+                    held[j] = 0.0
+                else:
+                    held[j] = h
+                    pv[j] = pp
+            else:
+                held[j] = 0.0
+                cap = capped[j]
+                if cap and pp <= self.p_steady[j] + q[j] * dt * 1.000001:
+                    # Steady state of a capped channel: the fixed, slower gain.
+                    gain = cap if dt == self.dt0 else -math.expm1(math.log1p(-cap) * dt / self.dt0)
+                    pv[j] = self.p_steady[j]
+                else:
+                    gain = pp / (pp + r[j])
+                    post = (1.0 - gain) * pp
+                    pv[j] = post if not cap or post > self.p_steady[j] else self.p_steady[j]
+                m[j] += gain * (xs[j] - m[j])
+        self.last_x = xs
+        return single if single > joint else joint
+
+    def score_row(self, values: Sequence[float], dt: float) -> float:
+        x = values if type(values) is list else [float(v) for v in values]
+        if len(x) != len(self.sensors):
+            raise ValueError(f"row has {len(x)} values, the model {len(self.sensors)} sensors")
+        return self._step(x, dt if dt > 0.0 else 0.0) * self.threshold
+
+    def contributions(self) -> list[Contribution]:
+        """Per sensor, ranked by |z|: its own channel, or its relation channel when that one
+        deviates more (then ``expected`` is what the other sensors say it should read)."""
+        p = len(self.sensors)
+        z, x, exp, e = self.last_z, self.last_x, self.last_expected, self.e
+        best = {j: (z[j], x[j], exp[j], e[j]) for j in range(p)}
+        for i, target in enumerate(self.rel_target):
+            ch = p + i
+            if abs(z[ch]) > abs(best[target][0]):
+                # value = residual + prediction, so expected = baseline + prediction.
+                predicted = x[target] - x[ch]
+                best[target] = (z[ch], x[target], exp[ch] + predicted, e[ch])
+        total = sum(v[0] * v[0] for v in best.values()) or 1.0
+        out = [Contribution(self.sensors[j], float(v), float(ex), float(dev), float(zz), float(zz * zz / total)) for j, (zz, v, ex, dev) in best.items()]
+        out.sort(key=lambda c: -abs(c.z))
+        return out
+
+    # ---- persistence -----------------------------------------------------------------------
+    _PARAMS = ("tau_s", "k", "hold_s", "shrink", "relation_r2", "gain_cap", "drift_significance", "max_lag", "warmup_rows", "threshold")
+    _ARRAYS = ("q", "r", "c", "p_steady", "capped", "m", "pv", "e", "held")
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        params: dict[str, Any] = {k: getattr(self, k) for k in self._PARAMS}
+        params.update({"sensors": list(self.sensors), "k_t2": self.k_t2, "dt0": self.dt0, "rel_target": list(self.rel_target)})
+        arrays = {k: np.asarray(getattr(self, k), dtype=np.float64) for k in self._ARRAYS}
+        p = len(self.sensors)
+        arrays["cinv"] = np.asarray(self.cinv, dtype=np.float64).reshape(p, p)
+        arrays["rel_coef"] = np.asarray(self.rel_coef, dtype=np.float64).reshape(len(self.rel_target), p)
+        return params, arrays
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BaselineT2Detector:
+        d = cls(**{k: params[k] for k in cls._PARAMS})
+        sensors, targets = params["sensors"], params.get("rel_target", [])
+        if not isinstance(sensors, list) or not all(isinstance(s, str) for s in sensors) or not 1 <= len(sensors) <= _MAX_SENSORS:
+            raise ValueError("sensors must be a list of 1..256 names")
+        p = len(sensors)
+        if not isinstance(targets, list) or len(targets) > p or not all(isinstance(i, int) and 0 <= i < p for i in targets):
+            raise ValueError("rel_target must list sensor indexes")
+        coef = np.asarray(arrays.get("rel_coef", np.zeros((0, p))), dtype=np.float64)
+        if coef.shape != (len(targets), p) or not np.isfinite(coef).all():
+            raise ValueError(f"array 'rel_coef' must be {len(targets)}x{p} and finite")
+        d.sensors = list(sensors)
+        d._set_arrays(p, targets, coef.tolist())
+        n = p + len(targets)
+        for k in cls._ARRAYS:
+            a = np.asarray(arrays[k], dtype=np.float64)
+            if a.shape != (n,) or not np.isfinite(a).all():
+                raise ValueError(f"array {k!r} must hold {n} finite values")
+            setattr(d, k, a.tolist())
+        cinv = np.asarray(arrays["cinv"], dtype=np.float64)
+        if cinv.shape != (p, p) or not np.isfinite(cinv).all():
+            raise ValueError(f"array 'cinv' must be {p}x{p} and finite")
+        if min(d.r) <= 0.0 or min(d.c) < 1.0 or min(d.q) < 0.0 or min(d.capped) < 0.0 or max(d.capped) >= 1.0:
+            raise ValueError("noise variances must be > 0, inflations >= 1, drift rates >= 0, capped gains in [0, 1)")
+        d.cinv = cinv.tolist()
+        d.k_t2 = float(params["k_t2"])
+        d.dt0 = float(params["dt0"])
+        if not (d.k_t2 > 0 and d.dt0 > 0 and math.isfinite(d.k_t2) and math.isfinite(d.dt0)):
+            raise ValueError("k_t2 and dt0 must be positive")
+        d._derived()
+        return d

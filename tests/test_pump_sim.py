@@ -1,0 +1,102 @@
+"""The simulated pump: correlated sensors, a relation break inside every band, and what sees it."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import REPO, Mosquitto, Subscriber
+
+from edge_agent.config import AgentConfig
+from edge_agent.ingest import Ingest
+from edge_agent.machines import MachineSet
+from edge_agent.pipeline import InlineTrainer, Pipeline
+from edge_agent.pump_sim import SENSORS, Pump
+
+
+def _trace(seconds: int, rate: float = 1.0, break_at: float | None = None, seed: int = 4) -> tuple[Pump, np.ndarray, np.ndarray]:
+    rng = random.Random(seed)
+    pump = Pump.random("p1", rng)
+    n = int(seconds * rate)
+    ts = np.arange(n) / rate
+    rows = np.empty((n, len(SENSORS)))
+    for i, t in enumerate(ts):
+        fire = break_at is not None and abs(t - break_at) < 0.5 / rate
+        values, _ = pump.step(float(t), 1.0 / rate, rng, 1.0 if fire else 0.0, fire)
+        rows[i] = [values[s] for s in SENSORS]
+    return pump, ts, rows
+
+
+def test_sensors_move_together_and_a_break_keeps_each_in_its_band() -> None:
+    pump, ts, rows = _trace(1800, break_at=1200.0)
+    normal = rows[:1200]
+    flow, current = SENSORS.index("flow"), SENSORS.index("current")
+    assert np.corrcoef(normal[:, flow], normal[:, current])[0, 1] > 0.95
+    broken = rows[1215:1260]  # fully broken (after the 10 s ramp)
+    for j in (flow, current):
+        lo, hi = pump.band(SENSORS[j])
+        assert lo <= broken[:, j].min() and broken[:, j].max() <= hi
+        assert normal[:, j].min() <= broken[:, j].min() and broken[:, j].max() <= normal[:, j].max()
+    # Against the relation: for its flow, the current is far higher than normal.
+    fit = np.polyfit(normal[:, flow], normal[:, current], 1)
+    resid_normal = normal[:, current] - np.polyval(fit, normal[:, flow])
+    resid_broken = broken[:, current] - np.polyval(fit, broken[:, flow])
+    assert resid_broken.mean() > 10 * resid_normal.std()
+    assert np.allclose(rows[1300:, flow], _trace(1800)[2][1300:, flow], atol=0.05 * (pump.band("flow")[1] - pump.band("flow")[0]))
+
+
+def test_the_machine_sees_the_break_that_the_series_do_not() -> None:
+    """One sensor per topic at 1 Hz, through Ingest.handle: the machine raises one alarm
+    naming current (high) and flow (low), held until the relation is restored; the
+    per-series default raises nothing."""
+    cfg = AgentConfig.model_validate({
+        "gateway_id": "gw-t",
+        "subscriptions": [{"topic": "plant/{line}/{machine}/{sensor}", "series": "{machine}/{sensor}", "machine": "{line}/{machine}"}],
+        "ingest": {"max_past_age_s": 1e10},
+    })
+    series_alarms: list = []
+    machine_alarms: list = []
+    pipe = Pipeline(cfg, trainer=InlineTrainer(), on_alarm=series_alarms.append)
+    ms = MachineSet(cfg, InlineTrainer(), machine_alarms.append)
+    ing = Ingest(cfg, pipe, machines=ms)
+    _, ts, rows = _trace(1500, break_at=1200.0)
+    t0 = time.time() - 2000
+    for t, row in zip(ts.tolist(), rows.tolist(), strict=True):
+        for j, s in enumerate(SENSORS):
+            ing.handle(f"plant/l1/p1/{s}", json.dumps({"value": row[j], "ts": t0 + t + 0.01 * j}).encode())
+    assert ing.rejected == {}
+    assert series_alarms == []
+    assert [e.state for e in machine_alarms] == ["raised", "cleared"]
+    raised, cleared = machine_alarms
+    assert 1200 <= raised.ts - t0 < 1215 and 1260 <= cleared.ts - t0 < 1320
+    top = {c.sensor: c for c in raised.sensors[:2]}
+    assert set(top) == {"current", "flow"} and top["current"].z > 0 and top["flow"].z < 0
+
+
+@pytest.mark.timeout(60)
+def test_simulate_publishes_pumps_and_prints_the_break(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    sub = Subscriber(mosquitto, "plc/#")
+    assert sub.subscribed.wait(10)
+    try:
+        sim = subprocess.run(
+            [sys.executable, "-m", "edge_agent", "simulate", "--broker", mosquitto.address, "--machines", "0", "--pumps", "2",
+             "--pump-format", "json_multi", "--rate", "20", "--duration", "3", "--warmup", "1", "--break-rate", "200000", "--seed", "3"],
+            capture_output=True, text=True, timeout=30, cwd=REPO,
+        )
+        assert sim.returncode == 0, sim.stderr
+        events = [json.loads(line) for line in sim.stdout.splitlines()]
+        assert events[0]["machines"] == ["p1", "p2"] and len(events[0]["series"]) == 10
+        breaks = [e for e in events if e["event"] == "fault"]
+        assert breaks and {b["fault"] for b in breaks} == {"relation_break"}
+        assert breaks[0]["series"] == [f"{breaks[0]['machine']}/current", f"{breaks[0]['machine']}/flow"]
+        time.sleep(0.5)
+        msgs = sub.json()
+        assert len(msgs) > 50 and set(msgs[0]) == {"ts", *SENSORS}
+    finally:
+        sub.close()
