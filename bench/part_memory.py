@@ -34,6 +34,19 @@ def _settled_rss(agent: BenchAgent, seconds: float = 2.0) -> int:
     return best
 
 
+def _publish_all(pub: Any, messages: Any, window: int) -> None:
+    """QoS 1, at most ``window`` unacknowledged at once."""
+    infos = []
+    for topic, body in messages:
+        infos.append(pub.publish(topic, body, qos=1))
+        if len(infos) >= window:
+            for inf in infos:
+                inf.wait_for_publish(60)
+            infos.clear()
+    for inf in infos:
+        inf.wait_for_publish(60)
+
+
 def _fill(agent: BenchAgent, broker: Any, n_series: int, per_series: int) -> float:
     """Send ``per_series`` readings to each series as json_batch messages; wait until all are in."""
     from bench.common import _h
@@ -44,18 +57,13 @@ def _fill(agent: BenchAgent, broker: Any, n_series: int, per_series: int) -> flo
     t0 = time.monotonic()
     try:
         base = agent.metric("readings_received")
-        infos = []
-        for i in range(n_series):
-            vals = np.round(rng.uniform(19.0, 21.0, per_series), 2).tolist()
-            body = json.dumps({"values": vals, "start": start, "interval_ms": 100}, separators=(",", ":"))
-            m = series_id(i).split("/")[0]
-            infos.append(pub.publish(f"bench/l1/{m}/temp", body, qos=1))
-            if len(infos) >= 500:
-                for inf in infos:
-                    inf.wait_for_publish(60)
-                infos.clear()
-        for inf in infos:
-            inf.wait_for_publish(60)
+
+        def messages() -> Any:
+            for i in range(n_series):
+                vals = np.round(rng.uniform(19.0, 21.0, per_series), 2).tolist()
+                yield f"bench/l1/{series_id(i).split('/')[0]}/temp", json.dumps({"values": vals, "start": start, "interval_ms": 100}, separators=(",", ":"))
+
+        _publish_all(pub, messages(), 500)
         want = base + n_series * per_series
         wait_for(lambda: agent.metric("readings_received") >= want, 300, f"{want} readings received", interval=0.5)
     finally:
@@ -102,15 +110,7 @@ def _junk(broker: Any, n: int) -> dict[str, Any]:
         before = _settled_rss(agent)
         base = agent.metric("readings_received")
         ts = time.time() - 60
-        infos = []
-        for k in range(n):
-            infos.append(pub.publish(f"plant/junk/j{k}/t", json.dumps({"value": 1.0, "ts": ts}), qos=1))
-            if len(infos) >= 1000:
-                for inf in infos:
-                    inf.wait_for_publish(60)
-                infos.clear()
-        for inf in infos:
-            inf.wait_for_publish(60)
+        _publish_all(pub, ((f"plant/junk/j{k}/t", json.dumps({"value": 1.0, "ts": ts})) for k in range(n)), 1000)
         wait_for(lambda: agent.metric("readings_received") >= base + n, 120, f"{n} junk readings received", interval=0.5)
         after = _settled_rss(agent)
         budget = agent.healthcheck().get("series_budget", {})

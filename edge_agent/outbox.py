@@ -76,34 +76,30 @@ def _create(db: sqlite3.Connection) -> None:
     db.execute(_SEQ_SCHEMA)
 
 
-def read_alarm_states(path: str | Path) -> dict[str, tuple[str, float]]:
-    """Open alarms recorded in an outbox file: series -> (raised alert_id, reading ts)."""
+def _read_rows(path: str | Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on an outbox file, read-only; none if the file or the table is missing
+    (a file of an older agent) or unreadable."""
     path = Path(path)
     if not path.is_file():
-        return {}
+        return []
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            return {s: (a, t) for s, a, t in db.execute("SELECT series, alert_id, ts FROM alarm_state")}
+            return db.execute(sql).fetchall()
         finally:
             db.close()
     except sqlite3.Error:
-        return {}
+        return []
+
+
+def read_alarm_states(path: str | Path) -> dict[str, tuple[str, float]]:
+    """Open alarms recorded in an outbox file: series -> (raised alert_id, reading ts)."""
+    return {s: (a, t) for s, a, t in _read_rows(path, "SELECT series, alert_id, ts FROM alarm_state")}
 
 
 def read_alarm_seqs(path: str | Path) -> dict[str, tuple[int, float]]:
     """Alarm sequence numbers in an outbox file: series -> (last seq, ts of its last alarm edge)."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return {s: (q, t) for s, q, t in db.execute("SELECT series, seq, last_ts FROM alarm_seq")}
-        finally:
-            db.close()
-    except sqlite3.Error:  # no such table (a file of an older agent), or unreadable
-        return {}
+    return {s: (q, t) for s, q, t in _read_rows(path, "SELECT series, seq, last_ts FROM alarm_seq")}
 
 
 @dataclass(slots=True)

@@ -33,7 +33,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.fitting import FitRequest, fit_and_save, lower_priority, train
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.series import AlarmMark, Series, SeriesBytes
-from edge_agent.series_budget import CLASSES, pick
+from edge_agent.series_budget import CLASSES, Evictor
 from edge_agent.stats import LatencyRecorder
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class Pipeline:
         self.clock = 0.0
         self._sweep: list[Series] = []
         self._sweep_pos = 0
-        self._no_room_until = -1.0
+        self.evictor = Evictor(cfg.series.idle_s, store is not None)
         # Series evicted with a model on disk: their model is reloaded when readings return.
         self.evicted_models: set[str] = set()
         # How a returning series gets its model back: the agent loads it off the loop; without
@@ -251,6 +251,7 @@ class Pipeline:
                 self.make_room(1)
             s = self.series[series_id] = Series(series_id, self.buffer_size, self.series_bytes)
             s.seen = self.clock
+            self.evictor.created(s)
             s.alarm_seq = self.alarm_seqs.get(series_id, 0)
             if series_id in self.evicted_models:
                 self._restore(s)
@@ -266,18 +267,16 @@ class Pipeline:
         need_bytes = self.series_bytes.bytes - self.max_bytes
         if need_count <= 0 and need_bytes < 0:
             return 0
-        evicted = 0
-        if self.clock >= self._no_room_until:
-            slack = self.max_series // 100 if n else 0
-            victims = pick(
-                self.series.values(), self.clock, self.idle_s, self.store is not None,
-                max(0, need_count + slack), max(0, need_bytes + (self.max_bytes // 100 if n else 0)),
-            )
-            for cls, s in victims:
-                self.evict(s, CLASSES[cls])
-            evicted = len(victims)
-            if not victims:
-                self._no_room_until = self.clock + 1.0  # nothing can go: do not rescan per reading
+        # A little more than needed, so that a flood of new topics evicts in batches.
+        count = need_count + (self.max_series // 100 if n else 0)
+        nbytes = need_bytes + (self.max_bytes // 100 if n else 0)
+        evicted = freed = 0
+        for cls, s in self.evictor.victims(self.series, self.clock, count, nbytes):
+            freed += s.nbytes
+            self.evict(s, CLASSES[cls])
+            evicted += 1
+            if evicted >= count and freed >= nbytes:
+                break
         if n and (len(self.series) + n > self.max_series or self.series_bytes.bytes >= self.max_bytes):
             self.n_series_refused += 1
             self.last_refused = self.clock
@@ -291,6 +290,7 @@ class Pipeline:
         if self.series.pop(s.id, None) is None:
             return
         s.release()
+        self.evictor.forget(s.id)
         if s.model is not None:
             self.evicted_models.add(s.id)
         self.n_evicted[why] = self.n_evicted.get(why, 0) + 1
@@ -331,12 +331,17 @@ class Pipeline:
             self._sweep = list(self.series.values())
             self._sweep_pos = 0
         end = self._sweep_pos + max(1000, len(self._sweep) // 10)
+        swept = self.evictor.swept
         for s in self._sweep[self._sweep_pos:end]:
             n = s.n_readings
             if n != s.seen_n:
                 s.seen_n = n
                 s.seen = now
+            if self.series.get(s.id) is s:
+                swept(s, now)
         self._sweep_pos = end
+        if end >= len(self._sweep):
+            self.evictor.sweep_done()
 
     def adopt(self, series_id: str, model: Model) -> Series | None:
         """Attach a model loaded from the store at start-up. Models beyond the budget are not

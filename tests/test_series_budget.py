@@ -114,24 +114,46 @@ def test_the_byte_budget_counts_rings_as_they_grow_and_evicts_within_it(tmp_path
     assert p.series_bytes.bytes == sum(s.nbytes for s in p.series.values())
 
 
-def test_a_budget_that_finds_nothing_to_evict_does_not_rescan_per_reading(tmp_path: Path) -> None:
-    p, _ = make(tmp_path, max_series=100, idle_s=10.0)
-    for k in range(100):
+def test_finding_victims_never_walks_all_series_on_the_reading_path(tmp_path: Path) -> None:
+    # A pass over 100,000 series took 140 ms; a flood of refused topics must cost a lookup each.
+    import edge_agent.series_budget as budget
+
+    p, _ = make(tmp_path, max_series=1000, idle_s=10.0)
+    for k in range(1000):
         p.process(f"busy{k}", 1.0, 1.0)
         p.process(f"busy{k}", 1.0, 2.0)
-    p.tick(1.0)
-    import edge_agent.pipeline as pipeline_module
-
     calls = []
-    real_pick = pipeline_module.pick
-    pipeline_module.pick = lambda *a, **kw: calls.append(1) or real_pick(*a, **kw)
+    real = budget.evictable_class
+    budget.evictable_class = lambda *a: calls.append(1) or real(*a)
     try:
-        for k in range(500):
+        with pytest.raises(TooManySeries):
+            p.process("new0", 1.0, 1.0)  # the first refusal drops the busy ones from the new queue
+        assert len(calls) == 1000
+        for k in range(1, 500):
             with pytest.raises(TooManySeries):
                 p.process(f"new{k}", 1.0, 1.0)
-        assert len(calls) == 1
-        p.tick(20.0)  # now they are idle
-        p.process("new", 1.0, 1.0)
-        assert len(calls) == 2 and "new" in p.series
+        assert len(calls) == 1000  # and the next ones look at nothing
+        p.tick(1.0)
+        p.tick(20.0)  # a sweep finds them idle...
+        calls.clear()
+        for k in range(200):  # ...and each batch of evictions takes from its heap
+            p.process(f"late{k}", 1.0, 1.0)
+            p.process(f"late{k}", 1.0, 2.0)
+        assert all(f"late{k}" in p.series for k in range(200)) and p.n_evicted["idle"] >= 200
+        assert len(calls) < 1000 + 2 * 400  # the sweep's look at each, and a few per eviction
     finally:
-        pipeline_module.pick = real_pick
+        budget.evictable_class = real
+
+
+def test_eviction_at_a_full_100k_budget_costs_microseconds_per_new_series() -> None:
+    import time
+
+    p, _ = make(None, max_series=100_000)
+    for k in range(100_000):
+        p.process(f"j{k}", 1.0, 1.0)
+    t0 = time.perf_counter()
+    for k in range(100_000, 110_000):
+        p.process(f"j{k}", 1.0, 1.0)
+    per_series = (time.perf_counter() - t0) / 10_000
+    assert p.n_evicted["new"] >= 10_000 and len(p.series) <= 100_000
+    assert per_series < 200e-6, f"{per_series * 1e6:.0f} us per new series"
