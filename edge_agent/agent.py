@@ -150,6 +150,14 @@ class Agent:
         }
         if ev.raised_alert_id:
             doc["raised_alert_id"] = ev.raised_alert_id
+        if ev.kind is not None:
+            doc["kind"] = ev.kind
+            doc["direction"] = ev.direction
+            doc["expected"] = {"low": _finite(ev.expected_low), "high": _finite(ev.expected_high)}
+        if ev.held_s is not None:
+            doc["held_s"] = round(ev.held_s, 3)
+            doc["peak_score"] = ev.peak_score
+        doc["message"] = ev.message
         doc["seq"] = ev.seq
         payload = strict_json(doc)
         values = {"gateway_id": self.cfg.gateway_id, "series": ev.series}
@@ -284,6 +292,15 @@ class Agent:
         self.pipeline.request_fit(s, reason=reason, values=values, detector=name, params=params, done=done)
         return await fut
 
+    def rebaseline_series(self, series_id: str) -> dict[str, Any]:
+        """Accept a series' current behaviour as its new normal now (the ``rebaseline`` command).
+        A raised alarm ends with an ``accepted`` message. Raises ValueError for a series
+        without a model."""
+        assert self.pipeline is not None
+        result = self.pipeline.rebaseline(series_id, by="the rebaseline command")
+        log.info("series %r: rebaselined (%s)%s", series_id, result["method"], "; its alarm is accepted" if result["was_in_alarm"] else "")
+        return result
+
     async def after_sync(self, report: Any) -> None:
         """Adopt models a sync pulled and activated: the store changed under the running series."""
         if not getattr(report, "pulled", 0) or self.pipeline is None or self.loop is None:
@@ -400,7 +417,8 @@ class Agent:
                 s = self.pipeline.get_or_create(sid)
             except Exception:
                 continue
-            s.active, s.raised_id, s.raised_ts, s.last_alarm_ts = True, aid, ts, ts
+            s.alarm.raise_at(ts)
+            s.raised_id, s.last_alarm_ts = aid, ts
         self.models_loaded = True
         log.info("loaded %d model(s) from %s; %d alarm(s) open", len(loaded), self.store.root, len(open_alarms))
         self.outbox.on_ready = self._outbox_ready
@@ -604,6 +622,11 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
     await asyncio.gather(*tasks, return_exceptions=True)
     log.info("stopped")
     return 0
+
+
+def _finite(x: float | None) -> float | None:
+    """A float for a JSON payload: None rather than NaN or infinity (not JSON)."""
+    return x if x is not None and math.isfinite(x) else None
 
 
 def _writable_parent(path: str) -> bool:

@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     for name, module, help_text in (
-        ("evaluate", "edge_agent.evaluation.evaluate", "score detectors on a labelled corpus (NAB)"),
+        ("evaluate", "edge_agent.evaluation.evaluate", "score detectors on NAB, SKAB or the fault-scenario suite"),
         ("sign-command", "edge_agent.command_auth", "sign a remote command for mosquitto_pub"),
         ("keygen", "edge_agent.keygen", "create the command HMAC key and the HTTP token files (mode 0600)"),
     ):

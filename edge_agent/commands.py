@@ -1,4 +1,4 @@
-"""Remote commands on ``edge/{gateway_id}/cmd/{command}``: fit, rollback, status, sync.
+"""Remote commands on ``edge/{gateway_id}/cmd/{command}``: fit, rollback, status, sync, rebaseline.
 
 Every command is verified first (``command_auth.py``: HMAC signature, freshness, nonce).
 A refused command changes nothing and is answered ``refused`` with the reason. An accepted
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("fit", "rollback", "status", "sync")
+COMMANDS = ("fit", "rollback", "status", "sync", "rebaseline")
 _MAX_STATUS_SERIES = 1000
 _FITS_PER_PASS = 8  # fit requests prepared per event-loop pass (see cmd_fit)
 
@@ -195,6 +195,20 @@ class CommandHandler:
         if errors and len(errors) == len(results):
             raise CommandError("; ".join(f"{r['series']}: {r['error']}" for r in errors[:10]))
         return {"fitted": [r for r in results if "error" not in r], "errors": errors}
+
+    async def cmd_rebaseline(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Accept each selected series' current behaviour as its new normal: a raised alarm
+        ends with an ``accepted`` message (not ``cleared``), and the model learns from now on."""
+        results = []
+        for sid in self._select(args):
+            try:
+                results.append(self.agent.rebaseline_series(sid))
+            except ValueError as exc:
+                results.append({"series": sid, "error": str(exc)})
+        errors = [r for r in results if "error" in r]
+        if errors and len(errors) == len(results):
+            raise CommandError("; ".join(f"{r['series']}: {r['error']}" for r in errors[:10]))
+        return {"rebaselined": [r for r in results if "error" not in r], "errors": errors}
 
     async def cmd_rollback(self, args: dict[str, Any]) -> dict[str, Any]:
         sid = args.get("series")

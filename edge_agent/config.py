@@ -242,7 +242,11 @@ class SeriesConfig(_Strict):
 
 
 class AlarmConfig(_Strict):
+    # Raise / hold / clear / accept: see alarm_state.py, which reads these four keys.
+    hold_ratio: Annotated[float, Field(gt=0, le=1)] = 0.7
     clear_after: Annotated[int, Field(ge=1)] = 10
+    accept_after_s: Annotated[float, Field(ge=0)] | None = 7 * 86400.0
+    accept_min_readings: Annotated[int, Field(ge=1)] = 1000
     topic: str = "edge/{gateway_id}/alerts/{series}"
     qos: Literal[0, 1, 2] = 1
     state_topic: str | None = None

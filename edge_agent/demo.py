@@ -71,8 +71,8 @@ async def _print_alarms(host: str, port: int) -> None:
     def on_message(client, topic, payload, qos, props):  # noqa: ANN001 - gmqtt callback
         try:
             a = json.loads(payload)
-            print(f"ALARM {a['state']:8} {a['series']:14} value={a['value']:.3f} score={a['score']:.2f} "
-                  f"threshold={a['threshold']:.2f} model={a['model']['detector']} v{a['model']['version']} id={a['alert_id']}", flush=True)
+            print(f"ALARM {a['state']:8} {a['series']:14} ts={a['ts']:.2f} {a.get('message', '')} "
+                  f"[{a['model']['detector']} v{a['model']['version']}, id {a['alert_id']}]", flush=True)
         except (ValueError, KeyError, TypeError):
             pass
         return 0

@@ -29,6 +29,7 @@ class FitRequest:
     params: dict[str, Any]
     reason: str
     activate: bool = True
+    ts: np.ndarray | None = None  # the readings' timestamps, when known (a seasonal profile uses them)
 
 
 @dataclass(slots=True)
@@ -66,10 +67,22 @@ def lower_priority() -> None:
         pass
 
 
+def warm_up(detector: str | None = None) -> int:
+    """Sent to a new worker so that it starts (spawn, imports) before the first fit, and
+    imports what fitting ``detector`` needs (e.g. scikit-learn for the isolation forest)."""
+    import os
+
+    if detector is not None:
+        prepare = getattr(detectors.REGISTRY.get(detector), "prepare_fit", None)
+        if prepare is not None:
+            prepare()
+    return os.getpid()
+
+
 def train(req: FitRequest) -> tuple[Detector, dict[str, Any], float]:
     t0 = time.perf_counter()
     det = detectors.create(req.detector, req.params)
-    stats = det.fit(req.values)
+    stats = det.fit(req.values, req.ts)
     return det, stats, time.perf_counter() - t0
 
 

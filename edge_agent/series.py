@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_agent.alarm_state import AlarmState
 from edge_agent.model_store import Model
 
 
@@ -51,8 +52,8 @@ class AlarmMark:
 
 class Series:
     __slots__ = (
-        "id", "values", "bts", "size", "pos", "count", "model", "active", "normal_run", "raised_id",
-        "raised_ts", "last_value", "last_ts", "n_readings", "n_scored", "n_anomalous",
+        "id", "values", "bts", "size", "pos", "count", "model", "alarm", "raised_id",
+        "last_value", "last_ts", "n_readings", "n_scored", "n_anomalous",
         "n_alarms", "since_fit", "fit_pending", "last_score", "drift_base",
         "drift_sum", "drift_n", "last_alarm_ts", "changes", "next_fit_at", "stale", "_marks", "seen", "seen_n",
         "topic", "alarm_seq", "budget",
@@ -69,10 +70,8 @@ class Series:
         self.pos = 0  # next write index
         self.count = 0  # readings held (<= buffer size)
         self.model: Model | None = None
-        self.active = False  # alarm raised and not yet cleared
-        self.normal_run = 0
+        self.alarm = AlarmState()  # raise / hold / clear / accept (alarm_state.py)
         self.raised_id: str | None = None
-        self.raised_ts: float | None = None
         self.last_value = float("nan")
         self.last_ts = float("nan")
         self.last_score = float("nan")
@@ -221,6 +220,15 @@ class Series:
             anchor_t = np.append(anchor_t, self.last_ts)
         times = np.interp(seq_of_idx.astype(np.float64), anchor_x, anchor_t)
         return times, values
+
+    @property
+    def active(self) -> bool:
+        """An alarm is raised and not yet cleared."""
+        return self.alarm.active
+
+    @property
+    def raised_ts(self) -> float | None:
+        return self.alarm.raised_ts
 
     @property
     def state(self) -> str:

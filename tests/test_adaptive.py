@@ -81,8 +81,9 @@ def test_score_many_equals_score_one_and_state_round_trip() -> None:
     np.testing.assert_array_equal(back.score_many(later[500:]), a.score_many(later[500:]))
 
 
-def test_registered_as_default_and_params_checked() -> None:
-    assert detectors.DEFAULT == "adaptive"
+def test_registered_and_params_checked() -> None:
+    # The default until robust replaced it; still registered, so its stored models load.
+    assert "adaptive" in detectors.REGISTRY and detectors.DEFAULT == "robust"
     assert isinstance(detectors.create("adaptive", {"k_min": 5}), AdaptiveDetector)
     with pytest.raises(ValueError, match="alpha"):
         AdaptiveDetector(alpha=2.0)
@@ -92,3 +93,29 @@ def test_registered_as_default_and_params_checked() -> None:
 
 def test_doctest() -> None:
     assert doctest.testmod(adaptive).failed == 0
+
+
+def test_a_model_stored_by_an_earlier_agent_still_loads_scores_and_explains(tmp_path) -> None:
+    """Gateways upgraded from the release whose default was adaptive keep their models: the
+    files below are what that release wrote (format 1, params only, no arrays)."""
+    from edge_agent.config import AgentConfig
+    from edge_agent.model_store import ModelStore
+    from edge_agent.pipeline import InlineTrainer, Pipeline
+
+    vdir = tmp_path / "models" / "m1%2Ftemp" / "v000001"
+    vdir.mkdir(parents=True)
+    (vdir.parent / "series.json").write_text(json.dumps({"series": "m1/temp"}))
+    (vdir.parent / "ACTIVE").write_text("1\n")
+    params = {"alpha": 0.005, "k_min": 7.0, "surprise": 1.1, "memory": 0.9999, "margin": 0.05, "rel_floor": 0.01,
+              "threshold": 1.0, "mean": 20.0, "var": 1.0, "lo": 17.0, "hi": 23.0, "z_peak": 3.0}
+    (vdir / "meta.json").write_text(json.dumps({"format": 1, "series": "m1/temp", "detector": "adaptive", "params": params,
+                                                "threshold": 1.0, "trained_at": 0, "n_samples": 500, "stats": {}, "version": 1}))
+    model, errors = ModelStore(tmp_path / "models").load_active("m1/temp")
+    assert errors == [] and model is not None and model.detector.name == "adaptive"
+    events: list = []
+    pipe = Pipeline(AgentConfig.model_validate({"detector": {"min_train_samples": 500}}), InlineTrainer(), events.append)
+    pipe.adopt("m1/temp", model)
+    for i, v in enumerate([20.1, 19.8, 60.0]):
+        pipe.process("m1/temp", v, 1000.0 + i)
+    (ev,) = events
+    assert (ev.state, ev.detector, ev.kind, ev.direction) == ("raised", "adaptive", "out_of_range", "up")

@@ -201,3 +201,44 @@ def test_a_nonce_accepted_before_a_restart_is_refused_after_it(agent: AgentProce
     finally:
         pub.close()
         replies.close()
+
+
+@pytest.mark.timeout(90)
+def test_rebaseline_accepts_a_lasting_level_as_the_new_normal(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    key = tmp_path / "cmd.key"
+    key.write_bytes(KEY + b"\n")
+    cfg = agent_config(tmp_path, mosquitto, **{"commands.key_file": str(key), "detector": {"name": "robust", "min_train_samples": 200}})
+    a = AgentProcess(tmp_path, cfg).start()
+    pub = Publisher(mosquitto)
+    alarms = Subscriber(mosquitto, "edge/gw-test/alerts/#")
+    replies = Subscriber(mosquitto, "edge/gw-test/cmd/+/response")
+    try:
+        a.wait_connected()
+        rng = np.random.default_rng(4)
+        t0 = time.time() - 1000
+        for k, v in enumerate(rng.normal(20.0, 1.0, 200)):
+            pub.reading("plant/l1/m1/temp", float(v), t0 + k).wait_for_publish(10)
+        wait_for(lambda: a.models_active() == 1, 20, "model")
+        for k, v in enumerate(rng.normal(35.0, 1.0, 50)):  # a new level that lasts
+            pub.reading("plant/l1/m1/temp", float(v), t0 + 200 + k).wait_for_publish(10)
+        wait_for(lambda: alarms.json(), 10, "raised")
+        time.sleep(0.5)
+        assert [m["state"] for m in alarms.json()] == ["raised"]  # held, not cleared
+        pub.publish("edge/gw-test/cmd/rebaseline", sign(KEY, "rebaseline", {"series": "m1/*"}, request_id="rb")).wait_for_publish(10)
+        wait_for(lambda: [r for r in replies.json() if r["status"] == "done"], 10, "rebaseline done")
+        done = [r for r in replies.json() if r["status"] == "done"][0]
+        (r,) = done["result"]["rebaselined"]
+        raised = alarms.json()[0]
+        assert r == {"series": "m1/temp", "was_in_alarm": True, "accepted_alert_id": raised["alert_id"], "method": "in place"}
+        wait_for(lambda: len(alarms.json()) == 2, 10, "accepted")
+        acc = alarms.json()[1]
+        assert acc["state"] == "accepted" and acc["raised_alert_id"] == raised["alert_id"] and "rebaseline command" in acc["message"]
+        for k, v in enumerate(rng.normal(35.0, 1.0, 50)):  # the new normal raises nothing
+            pub.reading("plant/l1/m1/temp", float(v), t0 + 300 + k).wait_for_publish(10)
+        time.sleep(1.0)
+        assert len(alarms.json()) == 2
+    finally:
+        pub.close()
+        alarms.close()
+        replies.close()
+        assert a.stop() == 0

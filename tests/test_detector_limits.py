@@ -51,7 +51,7 @@ extreme = st.one_of(
 
 @pytest.mark.parametrize("name", NAMES)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(train=st.lists(extreme, min_size=2, max_size=64), stream=st.lists(extreme, min_size=1, max_size=64))
+@given(train=st.lists(extreme, min_size=32, max_size=96), stream=st.lists(extreme, min_size=1, max_size=64))
 def test_fitting_and_scoring_values_up_to_the_limit_stay_finite(name: str, train: list[float], stream: list[float]) -> None:
     det = detectors.create(name, PARAMS.get(name, {}))
     det.fit(np.asarray(train, dtype=np.float64))

@@ -33,7 +33,8 @@ def publish_all(pub: Publisher, rows: list[tuple[str, float, float]]) -> None:
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_20000_readings_50_series_exact_alarms(tmp_path: Path, mosquitto: Mosquitto, loop: str) -> None:
-    agent = AgentProcess(tmp_path, agent_config(tmp_path, mosquitto, **{"alarms.clear_after": 10, "event_loop": loop})).start()
+    # hold_ratio 1: every clear exactly 10 readings after its raise (hysteresis: test_alarm_state.py)
+    agent = AgentProcess(tmp_path, agent_config(tmp_path, mosquitto, **{"alarms.clear_after": 10, "alarms.hold_ratio": 1.0, "event_loop": loop})).start()
     scada = Subscriber(mosquitto, "edge/gw-test/alerts/#")
     pub = Publisher(mosquitto)
     try:

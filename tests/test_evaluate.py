@@ -73,3 +73,56 @@ def test_bad_input_is_a_clear_error(labels_file: Path, capsys) -> None:
     assert rc == 2 and "unknown detector" in err
     rc, _, err = _run(labels_file, "--set", "detector.params", capsys=capsys)
     assert rc == 2 and "key=value" in err
+
+
+def test_default_detector_json_keeps_the_shape_the_pre_stop_hook_reads(labels_file: Path, capsys) -> None:
+    rc, summary, _ = _run(labels_file, capsys=capsys)
+    assert rc == 0 and summary["detector"] == "robust"
+    t = summary["total"]
+    for key in ("windows_detected", "windows", "false_positives"):
+        assert isinstance(t[key], int)
+    assert set(t["score"]) >= {"standard", "reward_low_FP_rate"}
+    files = {f["file"]: f for f in summary["files"]}
+    assert files["artificialNoAnomaly/art_flatline.csv"]["alarms"] == 0
+
+
+def test_leave_one_category_out(labels_file: Path, capsys) -> None:
+    rc, summary, _ = _run(labels_file, "--loco", "detector.params.threshold=1.0,1.5", capsys=capsys)
+    assert rc == 0
+    loco = summary["loco"]
+    assert loco["key"] == "detector.params.threshold"
+    std = loco["standard"]
+    assert {c["category"] for c in std["per_category"]} == {"realAdExchange", "artificialNoAnomaly"}
+    assert set(std["score_by_value"]) == {"1.0", "1.5"}
+    # The held-out score uses, per category, the value chosen on the other categories only.
+    assert std["loco_score"] <= std["in_sample_best"]["score"] + 1e-9
+    rc, _, err = _run(labels_file, "--loco", "detector.params.threshold=1.0", capsys=capsys)
+    assert rc == 2 and "at least two values" in err
+
+
+SKAB_DIR = NAB_DIR.parent / "skab" / "data"
+
+
+@pytest.mark.skipif(not (SKAB_DIR / "valve1").is_dir(), reason=f"SKAB not found at {SKAB_DIR}")
+def test_skab_per_sensor_beside_the_published_results(capsys) -> None:
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    rc = evaluate.run(parser.parse_args(["--skab", str(SKAB_DIR), "--json", "--quiet", "--jobs", "1"]))
+    assert rc == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["files"] == 16 and s["rows_scored"] == 11_760
+    assert len(s["per_sensor"]) == 8 and "Conv-AE" in s["published_outlier"]
+    o = s["outlier"]
+    assert o["tp"] + o["fn"] > 0 and 0.0 <= o["f1"] <= 1.0
+    assert s["anomaly_free"]["rows_scored"] == 9405 - 400
+
+
+def test_scenarios_command_and_bad_modes(capsys) -> None:
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    rc = evaluate.run(parser.parse_args(["--scenarios", "small", "--detector", "statistical", "--json", "--quiet", "--jobs", "1"]))
+    assert rc == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["detector"] == "statistical" and s["scenarios"] == 60 and s["total"]["faults"] == 70
+    rc = evaluate.run(parser.parse_args(["--quiet"]))
+    assert rc == 2 and "give one of" in capsys.readouterr().err

@@ -57,7 +57,9 @@ def expected(t0: float, spikes: tuple[int, ...]) -> set[tuple[str, str, float]]:
 @pytest.mark.timeout(150)
 def test_agent_sigkill_loses_no_committed_alarm_and_resumes(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
-    cfg = agent_config(tmp_path, broker, **{"alarms.clear_after": CLEAR_AFTER})
+    # hold_ratio 1: every clear exactly CLEAR_AFTER readings after its raise (this test is about
+    # durability; a noise reading above 0.7 x threshold would otherwise hold an alarm a little longer)
+    cfg = agent_config(tmp_path, broker, **{"alarms.clear_after": CLEAR_AFTER, "alarms.hold_ratio": 1.0})
     agent = AgentProcess(tmp_path, cfg, name="first").start()
     scada = Collector(broker, "edge/gw-test/alerts/#", client_id="scada-persistent")
     pub = PacedPublisher(broker)

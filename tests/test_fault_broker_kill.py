@@ -38,7 +38,8 @@ def topic(i: int) -> str:
 @pytest.mark.timeout(150)
 def test_broker_sigkill_mid_stream_loses_no_alarm(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
-    agent = AgentProcess(tmp_path, agent_config(tmp_path, broker, **{"alarms.clear_after": CLEAR_AFTER})).start()
+    # hold_ratio 1: every clear exactly CLEAR_AFTER readings after its raise (see test_fault_agent_kill)
+    agent = AgentProcess(tmp_path, agent_config(tmp_path, broker, **{"alarms.clear_after": CLEAR_AFTER, "alarms.hold_ratio": 1.0})).start()
     scada = Collector(broker, "edge/gw-test/alerts/#", client_id="scada-persistent")
     t_subscribed = time.time()
     pub = PacedPublisher(broker)

@@ -7,6 +7,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge_agent.detectors import base
+from edge_agent.detectors.base import Explanation
+
 
 class AdaptiveDetector:
     """The agent's default: learns every reading, so drift and level shifts need no retrain.
@@ -36,6 +39,7 @@ class AdaptiveDetector:
     """
 
     name: ClassVar[str] = "adaptive"
+    streaming: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -70,8 +74,9 @@ class AdaptiveDetector:
         self.lo = 0.0
         self.hi = 0.0
         self.z_peak = 0.0
+        self._out = 0.0
 
-    def fit(self, values: np.ndarray) -> dict[str, Any]:
+    def fit(self, values: np.ndarray, ts: np.ndarray | None = None) -> dict[str, Any]:
         v = np.asarray(values, dtype=np.float64)
         if v.ndim != 1 or v.shape[0] < 2 or not np.isfinite(v).all():
             raise ValueError("fit needs at least 2 finite values")
@@ -83,7 +88,7 @@ class AdaptiveDetector:
         self.z_peak = 0.0
         return {"mean": self.mean, "std": math.sqrt(self.var), "min": self.lo, "max": self.hi}
 
-    def score_one(self, x: float) -> float:
+    def score_one(self, x: float, ts: float | None = None) -> float:
         x = float(x)
         lo, hi = self.lo, self.hi
         rng = hi - lo
@@ -98,6 +103,7 @@ class AdaptiveDetector:
         peak = self.surprise * self.z_peak
         s = z / (peak if peak > self.k_min else self.k_min)
         out = x - hi if x > hi else (lo - x if x < lo else 0.0)
+        self._out = out  # for explain(): the range is updated below
         if out > 0.0:
             r = out / (self.margin * rng)
             if r > s:
@@ -114,7 +120,7 @@ class AdaptiveDetector:
             self.lo = x
         return s
 
-    def score_many(self, xs: np.ndarray) -> np.ndarray:
+    def score_many(self, xs: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
         # The state update is a strict recurrence (each score depends on all earlier readings),
         # so the batch form is the same loop; this keeps it exactly equal to score_one.
         arr = np.asarray(xs, dtype=np.float64)
@@ -128,6 +134,14 @@ class AdaptiveDetector:
         sd = max(math.sqrt(self.var), self.rel_floor * (self.hi - self.lo))
         k = max(self.k_min, self.surprise * self.z_peak) * self.threshold
         return (self.mean - k * sd, self.mean + k * sd)
+
+    def explain(self, x: float) -> Explanation:
+        """A new extreme beyond the range seen so far, or a spike against the running mean."""
+        lo, hi = self.band()  # type: ignore[misc]
+        direction = "up" if x > self.mean else "down"
+        if self._out > 0.0:
+            return Explanation(base.OUT_OF_RANGE, direction, lo, hi, f"{self._out:.4g} beyond the range seen before it")
+        return Explanation(base.SPIKE, direction, lo, hi, f"far from the running mean {self.mean:.6g}")
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         params = {

@@ -15,6 +15,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge_agent.detectors import base
+from edge_agent.detectors.base import Explanation
+
 N_FEATURES = 4  # value, first difference, rolling mean, rolling std
 
 _ARRAY_KEYS = ("left", "right", "feature", "threshold", "leaf_value", "roots")
@@ -391,6 +394,11 @@ class IsolationForestDetector:
         self.fixed_threshold = None if threshold is None else float(threshold)
         self.random_state = int(random_state)
         self.threshold = 1.0 if threshold is None else float(threshold)
+        # The training data, for explanations (value range, median) and the alarm's hysteresis
+        # (normal_score: the median training score; a held alarm clears below hold_ratio of
+        # the way from it to the threshold, since ~0.5 is an ordinary score, not 0).
+        self.normal_score = 0.0
+        self.train_lo = self.train_hi = self.train_median = 0.0
         self._arrays: dict[str, np.ndarray] | None = None
         self._denominator = 1.0
         # Streaming feature state: the last `window` values and their running sums.
@@ -407,7 +415,12 @@ class IsolationForestDetector:
         self._layout: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
 
     # ---- training ------------------------------------------------------------------------
-    def fit(self, values: np.ndarray) -> dict[str, Any]:
+    @staticmethod
+    def prepare_fit() -> None:
+        """Import scikit-learn ahead of the first fit (~1 s): a warm fit worker calls it."""
+        import sklearn.ensemble  # noqa: F401
+
+    def fit(self, values: np.ndarray, ts: np.ndarray | None = None) -> dict[str, Any]:
         from sklearn.ensemble import IsolationForest  # training only; scoring never needs it
 
         v = np.asarray(values, dtype=np.float64)
@@ -425,10 +438,17 @@ class IsolationForestDetector:
         train_scores = self.score_features(X)
         if self.fixed_threshold is None:
             q = float(np.quantile(train_scores, 1.0 - self.contamination))
-            self.threshold = min(1.0, q * self.threshold_scale)
+            # A forest's score saturates for readings far outside everything it saw (they are
+            # isolated at the first split on the value, whatever their size): when the training
+            # quantile lies above that, no spike could ever alarm (1 series in 10 of issue 13's
+            # black-box run). The threshold stays reachable by a reading far outside the range.
+            self.threshold = min(1.0, q * self.threshold_scale, self._far_score(v) - 1e-9)
         else:
             self.threshold = self.fixed_threshold
         self._reset_stream(v[-self.window:])
+        self.normal_score = float(np.median(train_scores))
+        self.train_lo, self.train_hi = float(np.quantile(v, 0.005)), float(np.quantile(v, 0.995))
+        self.train_median = float(np.median(v))
         return {
             "n_trees": int(self._arrays["roots"].shape[0]),
             "n_nodes": int(self._arrays["left"].shape[0]),
@@ -436,6 +456,15 @@ class IsolationForestDetector:
             "train_score_median": float(np.median(train_scores)),
             "train_score_max": float(train_scores.max()),
         }
+
+    def _far_score(self, v: np.ndarray) -> float:
+        """The lower score of a reading far above and of one far below the training range,
+        arriving after the last training readings (its features as ``score_one`` sees them)."""
+        lo, hi = float(v.min()), float(v.max())
+        span = max(hi - lo, abs(hi), abs(lo), 1e-12)
+        tail = v[-(self.window - 1):]
+        rows = [shape_features(np.append(tail, far), self.window)[-1] for far in (hi + 10 * span, lo - 10 * span)]
+        return float(self.score_features(np.array(rows)).min())
 
     # ---- scoring -------------------------------------------------------------------------
     def score_features(self, X: np.ndarray) -> np.ndarray:
@@ -454,7 +483,7 @@ class IsolationForestDetector:
             _kernel("depth_sum")(a["left"], a["right"], a["feature"], a["threshold"], a["leaf_value"], a["roots"], Xf, out)
         return np.exp2(-out / self._denominator)
 
-    def score_one(self, x: float) -> float:
+    def score_one(self, x: float, ts: float | None = None) -> float:
         a = self._require_fitted()
         layout = self._scoring_layout()
         x = float(x)
@@ -492,7 +521,7 @@ class IsolationForestDetector:
             total = float(self._out[0])
         return 2.0 ** (-total / self._denominator)
 
-    def score_many(self, xs: np.ndarray) -> np.ndarray:
+    def score_many(self, xs: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
         xs = np.asarray(xs, dtype=np.float64)
         if xs.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
@@ -507,6 +536,14 @@ class IsolationForestDetector:
     def band(self) -> tuple[float, float] | None:
         return None  # a forest has no single value band
 
+    def explain(self, x: float) -> Explanation:
+        """Out of the training range (its 0.5-99.5 % quantiles), or an unusual shape."""
+        lo, hi = self.train_lo, self.train_hi
+        direction = "up" if x > self.train_median else "down"
+        if x > hi or x < lo:
+            return Explanation(base.OUT_OF_RANGE, direction, lo, hi, "outside 99 % of the training readings")
+        return Explanation(base.SHAPE, direction, lo, hi, "an unusual combination of value, step and recent mean and spread")
+
     # ---- state ---------------------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         a = self._require_fitted()
@@ -520,6 +557,10 @@ class IsolationForestDetector:
             "random_state": self.random_state,
             "threshold": self.threshold,
             "denominator": self._denominator,
+            "normal_score": self.normal_score,
+            "train_lo": self.train_lo,
+            "train_hi": self.train_hi,
+            "train_median": self.train_median,
         }
         arrays = dict(a)
         arrays["history"] = np.fromiter(self._buf, dtype=np.float64, count=len(self._buf))
@@ -538,6 +579,11 @@ class IsolationForestDetector:
         )
         d.threshold = float(params["threshold"])
         d._denominator = float(params["denominator"])
+        # Stored before explanations existed: no range known, a hysteresis from 0 as before.
+        d.normal_score = float(params.get("normal_score", 0.0))
+        d.train_lo = float(params.get("train_lo", -math.inf))
+        d.train_hi = float(params.get("train_hi", math.inf))
+        d.train_median = float(params.get("train_median", 0.0))
         dtypes = {"left": np.int32, "right": np.int32, "feature": np.int32, "roots": np.int32, "threshold": np.float64, "leaf_value": np.float64}
         d._arrays = {k: np.ascontiguousarray(arrays[k], dtype=dtypes[k]) for k in _ARRAY_KEYS}
         d._scoring_layout()  # validates the arrays (ValueError for a corrupt model) up front

@@ -7,6 +7,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge_agent.detectors import base
+from edge_agent.detectors.base import Explanation
+
 
 class StatisticalDetector:
     """Score = |x - mean| / std of the training data; anomalous when score >= k.
@@ -32,7 +35,7 @@ class StatisticalDetector:
         self.std = 1.0
         self._inv_std = 1.0
 
-    def fit(self, values: np.ndarray) -> dict[str, Any]:
+    def fit(self, values: np.ndarray, ts: np.ndarray | None = None) -> dict[str, Any]:
         values = np.asarray(values, dtype=np.float64)
         self.mean = float(values.mean())
         # A flat training signal has std 0; a floor keeps any change from it detectable
@@ -41,14 +44,20 @@ class StatisticalDetector:
         self._inv_std = 1.0 / self.std
         return {"mean": self.mean, "std": self.std, "min": float(values.min()), "max": float(values.max())}
 
-    def score_one(self, x: float) -> float:
+    def score_one(self, x: float, ts: float | None = None) -> float:
         return abs(x - self.mean) * self._inv_std
 
-    def score_many(self, xs: np.ndarray) -> np.ndarray:
+    def score_many(self, xs: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
         return np.abs(np.asarray(xs, dtype=np.float64) - self.mean) * self._inv_std
 
     def band(self) -> tuple[float, float] | None:
         return (self.mean - self.k * self.std, self.mean + self.k * self.std)
+
+    def explain(self, x: float) -> Explanation:
+        """Outside the band learned at fit (mean +- k sigma): the only deviation this model knows."""
+        lo, hi = self.band()  # type: ignore[misc]
+        z = (x - self.mean) * self._inv_std
+        return Explanation(base.OUT_OF_RANGE, "up" if z > 0 else "down", lo, hi, f"{abs(z):.1f} standard deviations from the training mean {self.mean:.6g}")
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"k": self.k, "min_std": self.min_std, "mean": self.mean, "std": self.std}, {}

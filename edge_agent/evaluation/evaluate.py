@@ -1,16 +1,20 @@
-"""``edge-agent evaluate``: replay labelled CSV files through the live streaming path, NAB-score it.
+"""``edge-agent evaluate``: replay data through the live streaming path and score what it alarms on.
 
-``--skab DIR --machine`` evaluates machine-level detection on the SKAB pump bench instead
-(``skab_machine.py``).
+Three kinds of data, one command:
 
-Every row goes through ``Pipeline.process`` exactly as a live reading does (same ring buffer,
-same inline fit on the first ``min_train_samples`` readings, same raise-once/clear-after alarm
-state machine), so the numbers describe what the agent would have alarmed on. A detection is
-the reading at which an alarm was *raised*; a still-raised alarm does not fire again, exactly
-as an operator would see it.
-
-Files are the keys of the labels file (NAB's ``windows.json`` layout); they are scored in a
-process pool because series are independent.
+* **NAB** (``--data DIR --labels windows.json``): every row goes through ``Pipeline.process``
+  exactly as a live reading does (same ring buffer, same inline fit on the first
+  ``min_train_samples`` readings, same raise / hold / clear state machine), so the numbers
+  describe what the agent would have alarmed on. A detection is the reading at which an
+  alarm was *raised*; a still-raised alarm does not fire again, exactly as an operator would
+  see it. Files are the keys of the labels file (NAB's ``windows.json`` layout), scored in a
+  process pool because series are independent. ``--loco KEY=v1,v2,...`` adds NAB's
+  leave-one-category-out figure for that setting (``loco.py``).
+* **SKAB** (``--skab DIR``): each sensor of the pump test bench its own series, the
+  benchmark's split and metrics, beside the published results (``skab_eval.py``); with
+  ``--machine``, the bench's eight sensors as one machine model instead (``skab_machine.py``).
+* **Fault scenarios** (``--scenarios small|full``): generated signals with known faults:
+  faults caught, held to their end, detection delay, nuisance alarms (``scenarios.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from edge_agent.evaluation import nab
+from edge_agent.evaluation import loco, nab, scenarios
 
 
 @dataclass
@@ -229,9 +233,13 @@ def format_table(summary: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from edge_agent.evaluation import skab_machine
 
-    parser.add_argument("--data", help="folder holding the CSV files (timestamp,value); required without --skab")
-    parser.add_argument("--labels", help="windows.json: {relative file: [[start, end], ...]}; required without --skab")
-    skab_machine.add_arguments(parser)
+    parser.add_argument("--data", default=None, help="NAB: folder holding the CSV files (timestamp,value)")
+    parser.add_argument("--labels", default=None, help="NAB: windows.json: {relative file: [[start, end], ...]}")
+    skab_machine.add_arguments(parser)  # --skab DIR, and --machine / --lofo / --blind-spot
+    parser.add_argument("--scenarios", nargs="?", const="full", default=None, choices=sorted(scenarios.SIZES),
+                        help="the generated fault-scenario suite (default size: full)")
+    parser.add_argument("--loco", default=None, metavar="KEY=V1,V2,...",
+                        help="NAB: also report leave-one-category-out tuning of this setting, e.g. detector.params.threshold=0.8,1,1.25")
     parser.add_argument("--detector", default=None, help="detector name (default: the config's detector.name)")
     parser.add_argument("--config", default=None, help="agent YAML config to start from (default: built-in defaults)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -241,10 +249,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
+def _describe(cfg_data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "detector": cfg_data["detector"]["name"],
+        "params": cfg_data["detector"]["params"],
+        "min_train_samples": cfg_data["detector"]["min_train_samples"],
+        "clear_after": cfg_data["alarms"]["clear_after"],
+        "hold_ratio": cfg_data["alarms"]["hold_ratio"],
+    }
+
+
+def _header(summary: dict[str, Any]) -> str:
+    return (f"detector={summary['detector']} params={json.dumps(summary['params'])} min_train_samples={summary['min_train_samples']} "
+            f"hold_ratio={summary['hold_ratio']} clear_after={summary['clear_after']}")
+
+
 def run(args: argparse.Namespace) -> int:
     from edge_agent.config import ConfigError
 
-    if getattr(args, "skab", None):
+    if getattr(args, "skab", None) and args.machine:
         from edge_agent.evaluation import skab_machine
 
         try:
@@ -253,38 +276,93 @@ def run(args: argparse.Namespace) -> int:
             print(f"evaluate: {exc}", file=sys.stderr)
             return 2
         return skab_machine.run(args, overrides)
-    if not args.data or not args.labels:
-        print("evaluate: --data and --labels are required (or --skab DIR --machine)", file=sys.stderr)
+    modes = [m for m in ("nab", "skab", "scenarios") if (m == "nab" and (args.data or args.labels)) or getattr(args, m, None)]
+    if len(modes) != 1:
+        print("evaluate: give one of --data DIR --labels FILE (NAB), --skab DIR [--machine], or --scenarios", file=sys.stderr)
         return 2
     try:
         cfg_data = build_config_data(args.config, args.detector, args.overrides)
     except (ConfigError, ValueError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
+    t0 = time.perf_counter()
+    if modes[0] == "skab":
+        return _run_skab(args, cfg_data, t0)
+    if modes[0] == "scenarios":
+        return _run_scenarios(args, cfg_data, t0)
+    if not (args.data and args.labels):
+        print("evaluate: NAB needs both --data and --labels", file=sys.stderr)
+        return 2
     try:
         labels = nab.load_windows(args.labels)
     except (OSError, ValueError) as exc:
         print(f"evaluate: cannot read labels {args.labels}: {exc}", file=sys.stderr)
         return 2
-    t0 = time.perf_counter()
+    grid = None
+    if args.loco:
+        try:
+            grid = loco.parse_grid(args.loco)
+            for value in grid[1]:
+                build_config_data(args.config, args.detector, [*args.overrides, f"{grid[0]}={value}"])
+        except (ConfigError, ValueError) as exc:
+            print(f"evaluate: {exc}", file=sys.stderr)
+            return 2
     try:
         results = evaluate(args.data, labels, cfg_data, jobs=args.jobs, progress=not args.quiet)
+        summary = summarise(results)
+        if grid is not None:
+            key, values = grid
+            per_value = {}
+            for value in values:
+                if not args.quiet:
+                    print(f"[loco] {key}={value}", file=sys.stderr, flush=True)
+                cfg_v = build_config_data(args.config, args.detector, [*args.overrides, f"{key}={value}"])
+                per_value[value] = summarise(evaluate(args.data, labels, cfg_v, jobs=args.jobs))
+            summary["loco"] = {"key": key, **{p.name: loco.leave_one_category_out(per_value, p) for p in nab.PROFILES}}
     except (OSError, ValueError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
-    summary = summarise(results)
-    summary["detector"] = cfg_data["detector"]["name"]
-    summary["params"] = cfg_data["detector"]["params"]
-    summary["min_train_samples"] = cfg_data["detector"]["min_train_samples"]
-    summary["clear_after"] = cfg_data["alarms"]["clear_after"]
+    summary.update(_describe(cfg_data))
     summary["wall_seconds"] = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps(summary, indent=1, default=str))
+    else:
+        print(_header(summary))
+        print(format_table(summary))
+        print(f"{summary['total']['us_per_reading']:.1f} us/reading through Pipeline.process, {summary['wall_seconds']:.1f}s wall")
+        if "loco" in summary:
+            print(loco.format_report(summary["loco"]["key"], {p.name: summary["loco"][p.name] for p in nab.PROFILES}))
+    return 0
+
+
+def _run_skab(args: argparse.Namespace, cfg_data: dict[str, Any], t0: float) -> int:
+    from edge_agent.evaluation import skab_eval
+
+    try:
+        runs, free = skab_eval.run(args.skab, cfg_data, jobs=args.jobs)
+    except (OSError, ValueError) as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
+    summary = {**_describe(cfg_data), **skab_eval.summarise(runs, free), "wall_seconds": time.perf_counter() - t0}
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        print(f"detector={summary['detector']} params={json.dumps(summary['params'])} "
-              f"min_train_samples={summary['min_train_samples']} clear_after={summary['clear_after']}")
-        print(format_table(summary))
-        print(f"{summary['total']['us_per_reading']:.1f} us/reading through Pipeline.process, {summary['wall_seconds']:.1f}s wall")
+        print(_header(summary))
+        print(skab_eval.format_summary(summary))
+        print(f"{summary['wall_seconds']:.1f}s wall")
+    return 0
+
+
+def _run_scenarios(args: argparse.Namespace, cfg_data: dict[str, Any], t0: float) -> int:
+    suite = scenarios.build_suite(args.scenarios)
+    results = scenarios.run_suite(suite, cfg_data, jobs=args.jobs, progress=not args.quiet)
+    summary = {**_describe(cfg_data), "size": args.scenarios, **scenarios.summarise(results), "wall_seconds": time.perf_counter() - t0}
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(_header(summary))
+        print(scenarios.format_summary(summary))
+        print(f"{summary['wall_seconds']:.1f}s wall")
     return 0
 
 

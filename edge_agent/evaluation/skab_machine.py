@@ -222,7 +222,8 @@ def lofo(root: str, names: list[str], base: dict[str, Any], jobs: int, progress:
 # ---- the command -----------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of the SKAB mode; ``evaluate.py`` adds them to its own parser."""
-    parser.add_argument("--skab", metavar="DIR", help="SKAB data folder (holding valve1/ and anomaly-free/): evaluate on SKAB")
+    parser.add_argument("--skab", default=None, metavar="DIR",
+                        help="SKAB: the folder holding valve1/ and anomaly-free/ (each sensor its own series; --machine: one machine)")
     parser.add_argument("--machine", action="store_true", help="with --skab: the bench's eight sensors as one machine (MachineSet)")
     parser.add_argument("--lofo", action="store_true", help="with --skab --machine: leave-one-file-out over k and tau_s")
     parser.add_argument("--blind-spot", action="store_true", help="with --skab --machine: steps and ramps injected into each sensor")
@@ -231,9 +232,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from edge_agent.evaluation import skab_blind_spot
 
-    if not args.machine:
-        print("evaluate --skab: only the machine mode (--machine) is implemented here", file=sys.stderr)
-        return 2
     root = args.skab
     try:
         names = skab.list_files(root)

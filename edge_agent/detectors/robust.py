@@ -1,0 +1,803 @@
+"""A model of normal that a fault cannot rewrite: robust streaming baselines, six fault channels.
+
+Written by hand: what it must do (stop learning from a fault, hold, calibrate each channel
+on the series' own history, in O(1) per reading and a few microseconds of pure Python) is
+the product itself, not a solved problem a library offers. The design and every default,
+with the data each was chosen on, are in docs/detectors.md.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edge_agent.detectors import base
+from edge_agent.detectors.base import Explanation
+
+# Calibrated channels, in the order of the calibrator lists: the spike channel, then level and
+# drift against the plain model of normal, then against the seasonal one, then variance.
+SPIKE, LEVEL, DRIFT, LEVEL_S, DRIFT_S, VAR = range(6)
+_N_CAL = 6
+_ALPHAS = (0.003, 0.01, 0.03, 0.1, 0.3)  # candidate rates of the short-term predictor
+_SLOW = 0.01  # the model of normal follows at most this fast (~100 readings)
+_LAMBDA_LEVEL = 0.15  # the level channel: EWMA of residuals, ~7 readings
+_LAMBDA_DRIFT = 0.02  # the drift channel: EWMA of residuals, ~50 readings
+_LAMBDA_VAR = 0.03  # the variance channel: EWMA of |first difference|
+_SD_LEVEL = math.sqrt(_LAMBDA_LEVEL / (2.0 - _LAMBDA_LEVEL))  # their spread on independent residuals
+_SD_DRIFT = math.sqrt(_LAMBDA_DRIFT / (2.0 - _LAMBDA_DRIFT))
+_DRIFT_MIN = 1.0  # ... and a drift must reach at least a whole noise scale
+_V_LEVEL_MIN = 0.5 * _SD_LEVEL / 1.2533  # their mean |value| on normal readings, at least half
+_V_DRIFT_MIN = 0.5 * _SD_DRIFT / 1.2533  # what independent residuals would give (x the scale)
+_ABS_FLOOR = 1e-12  # no scale below this: scores stay finite for any finite reading (|x| <= 1e15)
+_VAR_CLIP = 4.0  # one difference counts at most 4 x its normal size (a spike is not noise)
+_LEVEL_CLIP = 4.0  # a residual counts at most 4 scales towards the level and drift channels
+_CLIP = 2.5  # ... and at most 2.5 scales towards a scale, a spread or the predictor (Huber)
+_TAIL_P = 0.98  # calibrators track this quantile and the mean excess above it
+# The slow statistics and the tails learn on calm readings in turn, one part per reading over a
+# cycle of _SLOW_EVERY (each step that much larger): no reading pays for all of them (p99 cost).
+_SLOW_EVERY = 4
+_Q_STEP = 0.001  # per reading
+_M_STEP = 0.005  # per reading: ~200 exceedances (~10,000 readings) of memory for a tail's scale
+_EXCESS_CLIP = 4.0  # one excess counts at most 4 x the tail's mean (a robust mean) ...
+_EPISODE_CLIP = 20.0  # ... and an anomalous episode's first reading at most 20 x
+_PRIOR_EXCESS = 10.0  # pseudo-exceedances of the prior at fit
+# Per channel: (prior quantile, prior mean excess, floor of the threshold). The first five are
+# standardised (divided by their own spread): the prior is |N(0, 1)|, and the floor, 4, is what
+# independent gaussian noise reaches once in ~30,000 readings. Variance: EWMA(|dx|) / normal - 1.
+_GAUSS = (2.33, 0.38, 4.0)
+_PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.19, 0.04, 0.5))
+_FLOORS = tuple(p[2] for p in _PRIOR)
+_STUCK_MIN = 10  # a value repeated this often is "stuck" on a series that never repeats one
+_STUCK_FACTOR = 3.0  # ... else this many times the longest repeat seen in normal readings
+_RANGE_MARGIN = 0.2  # out of range: beyond the learned range by 20 % of its width ...
+_RANGE_Z = 5.0  # ... and 5 noise scales from the short-term prediction
+_REACQUIRE = 3  # the short-term predictor jumps to a level held this many readings beyond its clip
+_RELEARN_AFTER = 10  # after an anomalous reading, learning resumes after this many calm ones
+_PERIOD_S = 86400.0  # the seasonal profile: one day ...
+_BINS = 96  # ... in 15-minute bins, linearly interpolated
+_PROFILE_DAYS = 3.0  # a bin's value remembers about this many days of visits
+_SEASONAL_ON = 0.75  # the profile serves as the model of normal once its error is this x the plain one's
+_SEASONAL_OFF = 0.9  # ... and stops when it is above this x
+_EXPECTED = 3.0  # a reading within this many scales of the daily profile is expected there
+_SETTLED = 50  # updates of the profile's statistics before it may serve
+_FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
+           "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
+           "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas")
+_MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
+_INTS = ("run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n")
+
+
+class RobustDetector:
+    """The agent's default: six fault channels over a model of normal that faults cannot teach.
+
+    Per series, two baselines:
+
+    * a **short-term predictor** (Holt's linear smoothing, its rate chosen at fit as the
+      steadiest that predicts the training window about as well as the best): what the next
+      reading should be. It always learns, each residual clipped at 2.5 scales (Huber), so a
+      spike barely moves it and a lasting step is followed within a few readings;
+    * the **model of normal**: where the series belongs. Either plain (a level and trend,
+      Brown's double smoothing, at most as fast as ``_SLOW``), or seasonal (a slow level plus a
+      daily profile of 96 interpolated bins by time of day), whichever has predicted better
+      recently once the profile has seen a whole day. It stops learning when a channel
+      reaches its threshold and resumes after ``_RELEARN_AFTER`` readings below
+      ``learn_below`` (the alarm's own hysteresis): a lasting fault stays a deviation from it,
+      so its alarm stays raised while the fault lasts. ``rebaseline()`` accepts a lasting
+      change as the new normal.
+
+    Also learned from normal readings only: the noise scale of each baseline (floored at half
+    the smallest step the series has taken, so a quantised signal is not over-sensitive), the
+    spread of each channel, the normal size of a first difference, the longest run of a
+    repeated value, the value range.
+
+    Channels, each divided by its own threshold (``score = max``, 1.0 = anomalous):
+
+    * ``spike``: |reading - short-term prediction| / its scale;
+    * ``level_shift``: the model-of-normal residual averaged over ~7 readings, / its spread;
+    * ``drift``: the same over ~50 readings (and at least a whole noise scale): a steady move
+      away from normal, faster than the series' own trends and wander;
+    * ``variance``: EWMA of |first difference| (each clipped at 4x normal) / its normal - 1;
+    * ``stuck``: readings repeating one value / max(10, 3 x the longest normal run);
+    * ``out_of_range``: beyond the learned range by 20 % of its width and 5 scales from the
+      short-term prediction.
+
+    Thresholds are calibrated on the series' own history of each channel: a quantile tracker
+    at 98 % plus the mean excess above it, extrapolated as an exponential tail to ``rate``
+    per reading, floored at what independent gaussian noise reaches once in ~30,000 readings.
+    The tails learn from calm readings and from the first reading of each anomalous episode
+    (so a series whose spikes are routine stops alarming on them after a dozen or so, while a
+    few identical spikes each raise their own alarm), never from the rest of an episode.
+    Work and memory per reading are O(1).
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> d = RobustDetector()
+    >>> stats = d.fit(20.0 + rng.normal(0, 1, 500))
+    >>> d.score_one(20.5) < d.threshold
+    True
+    >>> d.score_one(35.0) >= d.threshold
+    True
+    >>> d.explain(35.0).kind
+    'spike'
+    """
+
+    name: ClassVar[str] = "robust"
+    streaming: ClassVar[bool] = True
+
+    __slots__ = ("rate", "learn_below", "threshold", "_k", "f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "f_out",
+                 "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "first_ts", "last_ts",
+                 "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
+                 "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "run", "run_max", "lo", "hi",
+                 "cal_q", "cal_m", "thr", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
+                 "_stuck_lim", "_w_min", "_a_ds")
+
+    def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
+        """``rate``: the per-reading probability at which each channel's calibrated tail puts
+        its threshold (the nuisance budget); ``learn_below``: readings scoring below this (of a
+        channel's threshold) are normal enough to learn from after an anomaly; ``threshold``:
+        the alarm decision, ``score >= threshold``, on scores where 1.0 is a channel at its
+        calibrated threshold (raise it to alarm only on larger deviations)."""
+        for pname, value, ok in (
+            ("rate", rate, 0.0 < rate < 0.01),
+            ("learn_below", learn_below, 0.0 < learn_below <= 1.0),
+            ("threshold", threshold, threshold > 0),
+        ):
+            if not (ok and math.isfinite(value)):
+                raise ValueError(f"{pname}={value!r} is out of range")
+        self.rate = float(rate)
+        self.learn_below = float(learn_below)
+        self.threshold = float(threshold)
+        self._k = math.log((1.0 - _TAIL_P) / self.rate)
+        # short-term predictor
+        self.f_alpha, self.f_beta = 0.03, 0.0
+        self.f_level = self.f_trend = 0.0
+        self.f_scale = 1.0
+        self.f_out = 0  # consecutive readings beyond the predictor's clip (+ above, - below)
+        # plain model of normal
+        self.alpha, self.beta = 0.01, 0.0
+        self.level = self.trend = 0.0
+        self.scale = 1.0
+        # seasonal model of normal: a deseasonalised level plus a daily profile
+        self.ds_level = 0.0
+        self.s_scale = 1.0
+        # array, not list: 768 bytes each per series instead of ~3 kB (the per-series memory budget)
+        self.prof = array("d", bytes(8 * _BINS))
+        self.seen = array("q", bytes(8 * _BINS))
+        self.first_ts = math.nan  # the first reading the profile learned from
+        self.last_ts = math.nan
+        self.last_n = 0  # self.n at last_ts
+        self.dt = 0.0  # typical interval between readings (s)
+        self.err_plain = self.err_seas = 0.0  # the two models' recent mean absolute errors
+        self.seasonal = False  # which model of normal the level and drift channels use
+        self.unseen = _BINS  # bins of the profile not visited yet
+        self.s_n = 0  # updates of the profile's statistics since it could serve (0: not yet)
+        self.prof_sum = 0.0  # sum of the bins as stored
+        self.prof_shift = 0.0  # subtracted from every bin where it is read (the re-centring)
+        # channel state
+        self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
+        self.v_level = self.v_drift = self.v_level_s = self.v_drift_s = 0.0  # their mean |value| on normal readings
+        self.d_norm = self.d_fast = 1.0  # normal and recent E|dx| (clipped)
+        self.quantum = 0.0  # smallest nonzero |step| seen
+        self.prev = 0.0
+        self.run = self.run_max = 0
+        self.lo = self.hi = 0.0
+        self.cal_q = [p[0] for p in _PRIOR]
+        self.cal_m = [p[1] for p in _PRIOR]
+        self.thr = [0.0] * _N_CAL
+        # where the readings went while the model of normal stood still (raw, and less the profile)
+        self.shadow = self.s_shadow = 0.0
+        self.shadow_n = 0
+        self.calm = _RELEARN_AFTER  # consecutive readings with every channel below learn_below
+        self.calm_level = _RELEARN_AFTER  # ... with every channel but drift below it
+        self.n = 0  # readings learned from since fit
+        self.high_run = 0  # consecutive readings scoring at or above learn_below
+        self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0, False)
+        self._qfloor = _ABS_FLOOR
+        self._stuck_lim = float(_STUCK_MIN)
+        self._w_min = 0.0  # the profile's slowest learning rate per visit, from the reading interval
+        self._a_ds = 0.01  # the rate of the level under the profile
+        self._update_thresholds()
+
+    # ---- fitting ---------------------------------------------------------------------------
+    def fit(self, values: np.ndarray, ts: np.ndarray | None = None) -> dict[str, Any]:
+        v = np.asarray(values, dtype=np.float64)
+        if v.ndim != 1 or v.shape[0] < 10 or not np.isfinite(v).all():
+            raise ValueError("fit needs at least 10 finite values")
+        fresh = type(self)(self.rate, self.learn_below, self.threshold)
+        for k in self.__slots__:
+            setattr(self, k, getattr(fresh, k))
+        d = np.abs(np.diff(v))
+        nz = d[d > 0]
+        self.quantum = float(nz.min()) if nz.size else 0.0
+        self._limits()
+        self.f_alpha, self.f_beta = _choose_smoothing(v)
+        self.alpha = min(self.f_alpha, _SLOW)
+        self.beta = self.alpha * self.alpha / 4.0  # Brown: a trend as steady as the level
+        start = float(np.median(v[:20]))
+        self.f_level = self.level = self.ds_level = start
+        # The noise: the MAD of the first differences, or their (trimmed) mean when more than
+        # half of them are zero or tiny (a signal that holds a value and jumps a quantum at a
+        # time, where the MAD says ~0 and would make every jump a 200-sigma spike).
+        trimmed = d[d <= np.quantile(d, 0.98)] if d.size else d
+        noise = max(_mad_scale(np.diff(v)) / math.sqrt(2.0), float(np.mean(trimmed)) / 1.128 if trimmed.size else 0.0, self._floor())
+        self.f_scale = self.scale = self.s_scale = noise
+        self.v_level = self.v_level_s = noise * _SD_LEVEL / 1.2533
+        self.v_drift = self.v_drift_s = noise * _SD_DRIFT / 1.2533
+        self.d_norm = self.d_fast = max(float(np.mean(d)), self._floor())
+        self.prev = float(v[0])
+        self.lo, self.hi = float(np.min(v)), float(np.max(v))
+        self.run_max = _longest_run(v)
+        self._limits()
+        times: list[Any] = [None] * v.shape[0]
+        if ts is not None:
+            t = np.asarray(ts, dtype=np.float64)
+            if t.shape == v.shape and np.isfinite(t).all():
+                times = t.tolist()
+        # One pass learning from every reading (the profile too, when the timestamps are
+        # known), collecting each channel's values once the baselines have settled.
+        collected: list[list[float]] = [[] for _ in range(_N_CAL)]
+        warm = min(100, v.shape[0] // 4)
+        step = self._step
+        for i, x in enumerate(v.tolist()):
+            step(x, times[i], True, collected if i >= warm else None)
+        scale, s_scale = max(self.scale, self._floor()), max(self.s_scale, self._floor())
+        spreads = (1.0, max(self.v_level, _V_LEVEL_MIN * scale), max(self.v_drift, _V_DRIFT_MIN * scale),
+                   max(self.v_level_s, _V_LEVEL_MIN * s_scale), max(self.v_drift_s, _V_DRIFT_MIN * s_scale), 1.0)
+        for c in range(_N_CAL):
+            z = np.asarray(collected[c])
+            if 0 < c < VAR:  # the smoothed channels, standardised by the spread just learned
+                z = z / max(1.2533 * spreads[c], 1e-300)
+            self.cal_q[c], self.cal_m[c] = _calibrate(z, *_PRIOR[c][:2])
+        self._update_thresholds()
+        self.run_max = max(self.run_max, self.run)
+        self._limits()
+        self.n = 0
+        return {
+            "level": self.level, "trend": self.trend, "scale": self.scale, "alpha": self.alpha,
+            "predictor_alpha": self.f_alpha, "predictor_trend": self.f_beta > 0, "predictor_scale": self.f_scale,
+            "quantum": self.quantum, "run_max": self.run_max, "min": self.lo, "max": self.hi, "seasonal": self.seasonal,
+            "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance"), self.thr, strict=True)),
+        }
+
+    def _floor(self) -> float:
+        # Half the smallest step: a quantised signal cannot show noise finer than its quantum.
+        # Tiny absolute and relative floors keep a dead-flat signal's scores finite without
+        # hiding any real change.
+        return max(self._qfloor, 1e-9 * abs(self.level))
+
+    def _set_rates(self) -> None:
+        """The profile's rates, from the reading interval: each bin forgets over ~_PROFILE_DAYS
+        of its visits, and the level under it moves as slowly (else the two chase each other:
+        a level that follows the day's shape teaches the bins a wiggle, and back)."""
+        if self.dt > 0.0:
+            self._w_min = 1.0 / (_PROFILE_DAYS * (_PERIOD_S / _BINS) / self.dt + 1.0)
+            a = self.dt / (_PROFILE_DAYS * _PERIOD_S)
+            self._a_ds = a if a < self.alpha else self.alpha
+
+    def _limits(self) -> None:
+        """Cache what changes only with the quantum and the longest normal run."""
+        self._qfloor = max(0.5 * self.quantum, _ABS_FLOOR)
+        lim = _STUCK_FACTOR * self.run_max
+        self._stuck_lim = lim if lim > _STUCK_MIN else float(_STUCK_MIN)
+
+    def _update_thresholds(self) -> None:
+        k = self._k
+        for c in range(_N_CAL):
+            t = self.cal_q[c] + k * self.cal_m[c]
+            floor = _PRIOR[c][2]
+            self.thr[c] = t if t > floor else floor
+
+
+    # ---- scoring ---------------------------------------------------------------------------
+    def score_one(self, x: float, ts: float | None = None) -> float:
+        return self._step(float(x), ts, False, None)
+
+    def score_many(self, xs: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
+        # A strict recurrence (each score depends on all earlier readings): the same loop.
+        arr = np.asarray(xs, dtype=np.float64)
+        out = np.empty(arr.shape[0], dtype=np.float64)
+        step = self._step
+        times: list[Any] = [None] * arr.shape[0] if ts is None else np.asarray(ts, dtype=np.float64).tolist()
+        for i, x in enumerate(arr.tolist()):
+            out[i] = step(x, times[i], False, None)
+        return out
+
+    def _step(self, x: float, ts: float | None, training: bool, collect: list[list[float]] | None) -> float:
+        # The per-reading path: written for CPython's speed (locals, no calls on the common
+        # path); the slow statistics learn every _SLOW_EVERY calm readings in _learn_slow.
+        thr = self.thr
+        floor = self._qfloor
+        level = self.level
+        if floor < 1e-9 * (level if level > 0.0 else -level):
+            floor = 1e-9 * (level if level > 0.0 else -level)
+        # -- the spike channel: the short-term predictor
+        f_pred = self.f_level + self.f_trend
+        e_f = x - f_pred
+        f_scale = self.f_scale if self.f_scale > floor else floor
+        z = (e_f if e_f > 0.0 else -e_f) / f_scale
+        # -- level and drift: against the plain model of normal ...
+        pred = level + self.trend
+        e = x - pred
+        scale = self.scale if self.scale > floor else floor
+        c = _LEVEL_CLIP * scale  # a level is what persists: one reading moves it at most this much
+        ec = e if -c < e < c else (c if e > 0.0 else -c)
+        m_level = self.m_level + _LAMBDA_LEVEL * (ec - self.m_level)
+        m_drift = self.m_drift + _LAMBDA_DRIFT * (ec - self.m_drift)
+        self.m_level = m_level
+        self.m_drift = m_drift
+        # ... and against the seasonal one, when the reading has a time
+        bin_i = -1
+        frac = pv = e_s = 0.0
+        s_scale = 1.0
+        seasonal = False
+        if ts is not None and ts == ts:
+            ph = (ts % _PERIOD_S) * (_BINS / _PERIOD_S)
+            bin_i = int(ph)
+            if bin_i >= _BINS:
+                bin_i = _BINS - 1
+            frac = ph - bin_i
+            prof = self.prof
+            pv = prof[bin_i]
+            pv += frac * (prof[bin_i + 1 if bin_i + 1 < _BINS else 0] - pv) - self.prof_shift
+            e_s = x - self.ds_level - pv
+            s_scale = self.s_scale if self.s_scale > floor else floor
+            c = _LEVEL_CLIP * s_scale
+            ec = e_s if -c < e_s < c else (c if e_s > 0.0 else -c)
+            self.m_level_s += _LAMBDA_LEVEL * (ec - self.m_level_s)
+            self.m_drift_s += _LAMBDA_DRIFT * (ec - self.m_drift_s)
+            seasonal = self.seasonal
+        if seasonal:
+            # A reading the daily profile expects (within _EXPECTED of its scales) is no spike,
+            # however far it jumps from the last few: a daily step change, a shift start.
+            zs = (e_s if e_s > 0.0 else -e_s) / s_scale
+            if zs < _EXPECTED and zs < z:
+                z = zs
+            n_level, n_drift, n_scale = self.m_level_s, self.m_drift_s, s_scale
+            v_l, v_d, t_l, t_d = self.v_level_s, self.v_drift_s, thr[LEVEL_S], thr[DRIFT_S]
+        else:
+            n_level, n_drift, n_scale = m_level, m_drift, scale
+            v_l, v_d, t_l, t_d = self.v_level, self.v_drift, thr[LEVEL], thr[DRIFT]
+        # The channels' spreads, floored at half what independent residuals would give.
+        if v_l < _V_LEVEL_MIN * n_scale:
+            v_l = _V_LEVEL_MIN * n_scale
+        if v_d < _V_DRIFT_MIN * n_scale:
+            v_d = _V_DRIFT_MIN * n_scale
+        sd_l = 1.2533 * v_l * t_l
+        t_drift = 1.2533 * v_d * t_d
+        s_level = (n_level if n_level > 0.0 else -n_level) / sd_l
+        if t_drift < _DRIFT_MIN * n_scale:
+            t_drift = _DRIFT_MIN * n_scale
+        # The drift channel counts only as far as the recent level still shows the deviation:
+        # during a ramp the ~7-reading level is ahead of the ~50-reading drift (ratio >= 1);
+        # once the signal is back, the drift channel's long memory must not hold the alarm.
+        s_drift = 0.0
+        if n_drift != 0.0:
+            agree = n_level / n_drift
+            if agree > 0.0:
+                s_drift = (n_drift if n_drift > 0.0 else -n_drift) / t_drift
+                if agree < 1.0:
+                    s_drift *= agree
+        # -- noise and repeats
+        dx = x - self.prev
+        if dx < 0.0:
+            dx = -dx
+        self.prev = x
+        d_norm = self.d_norm
+        cap = _VAR_CLIP * d_norm
+        d_fast = self.d_fast + _LAMBDA_VAR * ((dx if dx < cap else cap) - self.d_fast)
+        self.d_fast = d_fast
+        s_var = (d_fast / d_norm - 1.0) / thr[VAR]
+        ended_run = 0
+        if dx == 0.0:
+            run = self.run = self.run + 1
+            s_stuck = run / self._stuck_lim if self.quantum > 0.0 else 0.0
+        else:
+            ended_run = self.run
+            run = self.run = 0
+            s_stuck = 0.0
+        s_range = 0.0
+        if z >= _RANGE_Z:
+            margin = _RANGE_MARGIN * (self.hi - self.lo)
+            if x > self.hi + margin or x < self.lo - margin:
+                s_range = z / _RANGE_Z
+        s_spike = z / thr[SPIKE]
+        score = s_spike
+        if s_level > score:
+            score = s_level
+        if s_drift > score:
+            score = s_drift
+        if s_var > score:
+            score = s_var
+        if s_stuck > score:
+            score = s_stuck
+        if s_range > score:
+            score = s_range
+        lb = self.learn_below
+        if score >= lb:  # what explain() needs (it is called only for a reading that raises)
+            self._last = (e_f, f_pred, f_scale, n_level, n_drift, sd_l, t_drift, d_fast, run, s_range, seasonal)
+        if collect is not None:
+            collect[SPIKE].append(z)
+            collect[LEVEL].append(abs(m_level))
+            collect[DRIFT].append(abs(m_drift))
+            collect[VAR].append(max(0.0, d_fast / d_norm - 1.0))
+            if bin_i >= 0 and self.s_n >= _SETTLED:
+                collect[LEVEL_S].append(abs(self.m_level_s))
+                collect[DRIFT_S].append(abs(self.m_drift_s))
+        # -- learning. The short-term predictor always learns, Huber-limited; a residual beyond
+        # the clip on _REACQUIRE readings in a row, all on one side, is not an outlier but a
+        # new level: the predictor jumps to it (the model of normal does not).
+        cf = _CLIP * f_scale
+        if -cf < e_f < cf:
+            self.f_out = 0
+            self.f_level = f_pred + self.f_alpha * e_f
+            if self.f_beta:
+                self.f_trend += self.f_beta * e_f
+        else:
+            out = self.f_out
+            out = (out + 1 if out > 0 else 1) if e_f > 0.0 else (out - 1 if out < 0 else -1)
+            if out >= _REACQUIRE or out <= -_REACQUIRE:
+                self.f_level, self.f_trend, self.f_out = x, 0.0, 0
+            else:
+                self.f_out = out
+                ecf = cf if e_f > 0.0 else -cf
+                self.f_level = f_pred + self.f_alpha * ecf
+                if self.f_beta:
+                    self.f_trend += self.f_beta * ecf
+        # The model of normal: a part stops learning when a channel that watches it reaches its
+        # threshold, and resumes after _RELEARN_AFTER readings with those channels below
+        # learn_below: the level, by every channel but drift; the scales, spreads, repeat
+        # length, range and tails, by every channel. Readings that merely look unusual are
+        # learned: freezing on them turned the large natural moves of fast-moving series into
+        # alarms (the frozen model stays behind). The level is not frozen by the drift channel,
+        # so it keeps following a slow wander; a fault drifting faster than it follows shows in
+        # the level channel.
+        was_calm = self.calm >= _RELEARN_AFTER
+        if score < lb:
+            calm_level = self.calm_level = self.calm_level + 1
+            calm = self.calm = self.calm + 1
+        elif s_spike >= 1.0 or s_level >= 1.0 or s_range >= 1.0 or s_var >= 1.0 or s_stuck >= 1.0:
+            calm_level = self.calm_level = calm = self.calm = 0
+        elif self.calm_level < _RELEARN_AFTER and (s_spike >= lb or s_level >= lb or s_range >= lb or s_var >= lb or s_stuck >= lb):
+            calm_level = self.calm_level = calm = self.calm = 0
+        else:
+            calm_level = self.calm_level = self.calm_level + 1
+            if s_drift >= 1.0 or (self.calm < _RELEARN_AFTER and s_drift >= lb):
+                calm = self.calm = 0
+            else:
+                calm = self.calm = self.calm + 1
+        if training or calm_level >= _RELEARN_AFTER:
+            self.level = pred + self.alpha * e
+            if self.beta:
+                self.trend += self.beta * e
+            self.shadow_n = 0
+            if bin_i >= 0:
+                if self.first_ts != self.first_ts:
+                    self.first_ts = ts  # type: ignore[assignment]
+                    self.ds_level = x
+                else:
+                    # The daily profile: the bin nearest this time of day follows the
+                    # deseasonalised reading; each forgets over ~_PROFILE_DAYS of its visits.
+                    # Once it serves, a reading it does not expect teaches it a tenth as much:
+                    # a bin learns fast, and would take in a step that has not yet alarmed.
+                    self.ds_level += self._a_ds * e_s
+                    r = x - self.ds_level + self.prof_shift  # in the bins' own (unshifted) terms
+                    prof, seen, w_min = self.prof, self.seen, self._w_min
+                    g = 0.1 if self.s_n and (e_s if e_s > 0.0 else -e_s) > _EXPECTED * s_scale else 1.0
+                    b = bin_i if frac < 0.5 else (bin_i + 1 if bin_i + 1 < _BINS else 0)  # the nearest bin
+                    n = seen[b] + 1
+                    seen[b] = n
+                    if n == 1:
+                        self.unseen -= 1
+                    w = 1.0 / n if n * w_min < 1.0 else w_min
+                    delta = g * w * (r - prof[b])
+                    prof[b] += delta
+                    self.prof_sum += delta
+        else:
+            # Not normal: the model of normal stays where it was (its trend runs on); the
+            # readings feed only the shadow, which a rebaseline adopts.
+            self.level = pred
+            n = self.shadow_n + 1
+            self.shadow_n = n
+            if n == 1:
+                self.shadow, self.s_shadow = x, x - pv
+            else:
+                w = 1.0 / n if n < 50 else 0.02
+                self.shadow += (x - self.shadow) * w
+                self.s_shadow += (x - pv - self.s_shadow) * w
+        if ended_run > self.run_max and calm >= _RELEARN_AFTER and not training:
+            self.run_max = ended_run  # a run of repeats that ended as normal behaviour
+            self._limits()
+        if score < lb:
+            self.high_run = 0
+        else:
+            self.high_run += 1
+        if training or (calm >= _RELEARN_AFTER and self.high_run < _RELEARN_AFTER):
+            # The slow statistics stop learning, too, while readings stay near a threshold
+            # (_RELEARN_AFTER in a row): a deviation held just under the alarm would otherwise
+            # teach them, over its length, that it is noise.
+            k = self.n = self.n + 1
+            phase = k % _SLOW_EVERY
+            if training:
+                self._learn_slow(x, e_f, e, dx, True)
+                if bin_i >= 0:
+                    self._learn_slow_seasonal(e, e_s, ts, True)  # type: ignore[arg-type]
+            elif phase == 0:
+                self._learn_slow(x, e_f, e, dx, False)
+                if bin_i >= 0 and score < lb:
+                    self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EXCESS_CLIP, _SLOW_EVERY, 2)
+            elif phase == 1:
+                if bin_i >= 0:
+                    self._learn_slow_seasonal(e, e_s, ts, False)  # type: ignore[arg-type]
+            elif score < lb:  # the tails learn from readings well inside them ...
+                self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EXCESS_CLIP, _SLOW_EVERY, phase - 2)
+        elif was_calm and not training and calm < _RELEARN_AFTER:
+            # ... and from the first reading of each anomalous episode, its excess clipped at
+            # 20 x the tail's mean: a series whose spikes are routine learns to expect them
+            # over a dozen or so of them, while a few identical spikes each still raise their
+            # own alarm; the rest of an episode (a lasting fault) teaches nothing.
+            self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EPISODE_CLIP, 1, -1)
+        return score
+
+    def _learn_slow(self, x: float, e_f: float, e: float, dx: float, training: bool) -> None:
+        """The slow statistics, on every _SLOW_EVERY-th calm reading (each step that much
+        larger): the scales, the channels' spreads, the normal first difference, the range, the
+        quantum, the reading interval and the comparison of the two models of normal. Slowly
+        (~500 readings; ~100 in training) and Huber-limited: a drift or a noise burst must not
+        teach the model that its residuals are noise before the channels see it."""
+        rate = 0.01 if training else 0.002 * _SLOW_EVERY
+        a = 1.2533 * (e_f if e_f > 0.0 else -e_f)
+        cap = _CLIP * self.f_scale
+        self.f_scale += rate * ((a if a < cap else cap) - self.f_scale)
+        a = 1.2533 * (e if e > 0.0 else -e)
+        cap = _CLIP * self.scale
+        self.scale += rate * ((a if a < cap else cap) - self.scale)
+        a = abs(self.m_level)
+        cap = _CLIP * self.v_level
+        self.v_level += rate * ((a if a < cap else cap) - self.v_level)
+        a = abs(self.m_drift)
+        cap = _CLIP * self.v_drift
+        self.v_drift += rate * ((a if a < cap else cap) - self.v_drift)
+        # The same clip as the variance channel's recent estimate: both are means of the same
+        # clipped statistic, so their ratio is 1 in normal operation by construction (a tighter
+        # clip here biased it above 1 on signals whose steps are mostly 0 and sometimes a quantum).
+        cap = _VAR_CLIP * self.d_norm
+        self.d_norm += (0.005 if training else 0.005 * _SLOW_EVERY) * ((dx if dx < cap else cap) - self.d_norm)
+        if 0.0 < dx and (dx < self.quantum or self.quantum == 0.0):
+            self.quantum = dx
+            self._limits()
+        if x < self.lo:
+            self.lo = x
+        elif x > self.hi:
+            self.hi = x
+
+    def _learn_slow_seasonal(self, e: float, e_s: float, ts: float, training: bool) -> None:
+        """The seasonal half of the slow statistics (on its own phase of _SLOW_EVERY).
+
+        The profile serves only once it has seen a whole day and every bin; from then on its
+        scale, its channels' spreads and the two models' errors are learned as running means
+        first (so they settle in a few dozen updates rather than carry what the half-learned
+        profile looked like), then slowly. The better model serves the channels once both
+        errors have settled."""
+        if self.first_ts != self.first_ts:
+            return
+        last, last_n = self.last_ts, self.last_n
+        self.last_ts, self.last_n = ts, self.n
+        if last == last and ts > last and self.n > last_n:
+            gap = (ts - last) / (self.n - last_n)  # the mean interval since the last update
+            self.dt = gap if self.dt == 0.0 else self.dt + 0.05 * (gap - self.dt)
+            self._set_rates()
+        if not self.unseen:
+            # Keep the profile's mean at zero and the level under it carrying the level: else
+            # an offset left in the bins from the first day fades only as slowly as they learn.
+            # O(1): the bins' sum is kept as they learn, and the shift applied where they are read.
+            mean = self.prof_sum / _BINS - self.prof_shift
+            self.prof_shift += mean
+            self.ds_level += mean
+        if not self.s_n and (self.unseen > 0 or ts - self.first_ts < _PERIOD_S):
+            return  # not a whole day seen yet: the profile cannot serve
+        n = self.s_n = self.s_n + 1
+        base_rate = 0.01 if training else 0.002 * _SLOW_EVERY
+        rate = 1.0 / n if n * base_rate < 1.0 else base_rate
+        a = 1.2533 * (e_s if e_s > 0.0 else -e_s)
+        cap = _CLIP * self.s_scale
+        self.s_scale += rate * ((a if a < cap or n < _SETTLED else cap) - self.s_scale)
+        a = abs(self.m_level_s)
+        cap = _CLIP * self.v_level_s
+        self.v_level_s += rate * ((a if a < cap or n < _SETTLED else cap) - self.v_level_s)
+        a = abs(self.m_drift_s)
+        cap = _CLIP * self.v_drift_s
+        self.v_drift_s += rate * ((a if a < cap or n < _SETTLED else cap) - self.v_drift_s)
+        self.err_plain += rate * ((e if e > 0.0 else -e) - self.err_plain)
+        self.err_seas += rate * ((e_s if e_s > 0.0 else -e_s) - self.err_seas)
+        if self.seasonal:
+            if self.err_seas > _SEASONAL_OFF * self.err_plain:
+                self.seasonal = False
+        elif n >= _SETTLED and self.err_seas < _SEASONAL_ON * self.err_plain:
+            self.seasonal = True
+
+    def _learn_tails(self, z: float, m_level: float, m_drift: float, m_level_s: float, m_drift_s: float, d_fast: float,
+                     bin_i: int, clip: float, weight: int, part: int) -> None:
+        """The calibrators: each channel's standardised tail, and so its threshold. ``part``
+        0: spike and level; 1: drift and variance; 2: the profile's level and drift (one part
+        per update, to spread the cost); -1: all six."""
+        floor = self._floor()
+        if part <= 0:
+            scale = self.scale if self.scale > floor else floor
+            v = self.v_level
+            if v < _V_LEVEL_MIN * scale:
+                v = _V_LEVEL_MIN * scale
+            self._tail(SPIKE, z, clip, weight)
+            self._tail(LEVEL, (m_level if m_level > 0.0 else -m_level) / (1.2533 * v), clip, weight)
+        if part == 1 or part < 0:
+            scale = self.scale if self.scale > floor else floor
+            v = self.v_drift
+            if v < _V_DRIFT_MIN * scale:
+                v = _V_DRIFT_MIN * scale
+            self._tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight)
+            self._tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
+        if (part == 2 or part < 0) and bin_i >= 0 and self.s_n >= _SETTLED:
+            s_scale = self.s_scale if self.s_scale > floor else floor
+            v = self.v_level_s
+            if v < _V_LEVEL_MIN * s_scale:
+                v = _V_LEVEL_MIN * s_scale
+            self._tail(LEVEL_S, (m_level_s if m_level_s > 0.0 else -m_level_s) / (1.2533 * v), clip, weight)
+            v = self.v_drift_s
+            if v < _V_DRIFT_MIN * s_scale:
+                v = _V_DRIFT_MIN * s_scale
+            self._tail(DRIFT_S, (m_drift_s if m_drift_s > 0.0 else -m_drift_s) / (1.2533 * v), clip, weight)
+
+    def _tail(self, c: int, zc: float, clip: float, weight: int) -> None:
+        """One channel's tail: the quantile tracker, the mean excess above it, the threshold."""
+        q, m = self.cal_q, self.cal_m
+        qc, mc = q[c], m[c]
+        if zc > qc:
+            excess = zc - qc
+            cap = clip * mc
+            mc += _M_STEP * weight * ((excess if excess < cap else cap) - mc)
+            m[c] = mc
+            qc += weight * _Q_STEP * (_TAIL_P / (1.0 - _TAIL_P)) * mc
+        else:
+            qc -= weight * _Q_STEP * mc
+        q[c] = qc
+        t = qc + self._k * mc
+        floor = _FLOORS[c]
+        self.thr[c] = t if t > floor else floor
+
+    # ---- explaining, accepting ----------------------------------------------------------------
+    def explain(self, x: float) -> Explanation:
+        """Why the reading ``x``, just scored, scored as it did."""
+        e_f, f_pred, f_scale, m_level, m_drift, sd_l, t_drift, d_fast, run, s_range, seasonal = self._last
+        thr = self.thr
+        lo, hi = f_pred - thr[SPIKE] * f_scale, f_pred + thr[SPIKE] * f_scale
+        z = abs(e_f) / f_scale
+        normal, t_level = ("the daily profile", thr[LEVEL_S]) if seasonal else ("normal", thr[LEVEL])
+        chans = [
+            (z / thr[SPIKE], base.SPIKE, e_f, f"{z:.1f} noise scales from the expected {f_pred:.6g}"),
+            (abs(m_level) / (sd_l * t_level), base.LEVEL_SHIFT, m_level, f"the level is {m_level:+.4g} off {normal}"),
+            (abs(m_drift) / t_drift, base.DRIFT, m_drift, f"moving away from {normal}: {m_drift:+.4g} over ~50 readings"),
+            ((d_fast / self.d_norm - 1.0) / thr[VAR], base.VARIANCE, 1.0, f"noise {d_fast / self.d_norm:.1f}x its normal"),
+            (run / self._stuck_lim if self.quantum > 0 else 0.0, base.STUCK, 0.0,
+             f"the same value for {int(run)} readings (longest normal run {self.run_max})"),
+            (s_range, base.OUT_OF_RANGE, e_f, f"outside the learned range {self.lo:.6g} to {self.hi:.6g}"),
+        ]
+        # A spike that reaches its own threshold is a spike, even when another channel scores
+        # higher: the operator sees the jump first.
+        _, kind, sign, detail = chans[0] if chans[0][0] >= 1.0 else max(chans, key=lambda ch: ch[0])
+        direction = None if kind == base.STUCK else ("up" if sign > 0 else "down")
+        return Explanation(kind, direction, lo, hi, detail)
+
+    def rebaseline(self) -> None:
+        """Accept what the recent readings show as the new normal (the shadow kept while the
+        model of normal stood still)."""
+        if self.shadow_n:
+            self.level, self.ds_level = self.shadow, self.s_shadow
+        else:
+            self.level = self.ds_level = self.prev
+        self.trend = 0.0
+        self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
+        self.d_norm = max(self.d_norm, self.d_fast)
+        self.run_max = max(self.run_max, self.run)
+        self._limits()
+        self.calm = self.calm_level = _RELEARN_AFTER
+        self.lo = min(self.lo, self.level)
+        self.hi = max(self.hi, self.level)
+        self.shadow_n = 0
+
+    def band(self) -> tuple[float, float] | None:
+        pred = self.f_level + self.f_trend
+        w = self.thr[SPIKE] * max(self.f_scale, self._floor()) * self.threshold
+        return (pred - w, pred + w)
+
+    # ---- state -------------------------------------------------------------------------------
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        params: dict[str, Any] = {"rate": self.rate, "learn_below": self.learn_below, "threshold": self.threshold}
+        params.update({k: getattr(self, k) for k in _FLOATS + _INTS})
+        params.update({k: None if getattr(self, k) != getattr(self, k) else getattr(self, k) for k in _MAYBE_NAN})
+        params.update({"cal_q": list(self.cal_q), "cal_m": list(self.cal_m), "seasonal": self.seasonal})
+        return params, {"profile": np.asarray(self.prof, dtype=np.float64), "seen": np.asarray(self.seen, dtype=np.int64)}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> RobustDetector:
+        d = cls(rate=params["rate"], learn_below=params["learn_below"], threshold=params["threshold"])
+        for k in _FLOATS:
+            value = float(params[k])
+            if not math.isfinite(value):
+                raise ValueError(f"state {k}={value!r} is not finite")
+            setattr(d, k, value)
+        for k in _INTS:
+            setattr(d, k, int(params[k]))
+        for k in _MAYBE_NAN:
+            setattr(d, k, math.nan if params[k] is None else float(params[k]))
+        d.seasonal = bool(params["seasonal"])
+        cq, cm = [float(x) for x in params["cal_q"]], [float(x) for x in params["cal_m"]]
+        if len(cq) != _N_CAL or len(cm) != _N_CAL or not all(map(math.isfinite, cq + cm)):
+            raise ValueError(f"state cal_q / cal_m: expected {_N_CAL} finite numbers each")
+        d.cal_q, d.cal_m = cq, cm
+        prof, seen = np.asarray(arrays["profile"], dtype=np.float64), np.asarray(arrays["seen"], dtype=np.int64)
+        if prof.shape != (_BINS,) or seen.shape != (_BINS,) or not np.isfinite(prof).all():
+            raise ValueError(f"state arrays: expected a finite profile and counts of {_BINS} bins")
+        d.prof, d.seen = array("d", prof.tolist()), array("q", seen.tolist())
+        d._update_thresholds()
+        d._limits()
+        d._set_rates()
+        return d
+
+
+def _calibrate(z: np.ndarray, q0: float, m0: float) -> tuple[float, float]:
+    """(98 % quantile, mean excess above it) of a channel's standardised training values,
+    blended with the prior at ``_PRIOR_EXCESS`` pseudo-exceedances; the prior alone when
+    there are too few values (e.g. the profile's channels when training spanned under a day)."""
+    if z.size < 50:
+        return q0, m0
+    q_emp = float(np.quantile(z, _TAIL_P))
+    exc = z[z > q_emp] - q_emp
+    n = float(exc.size)
+    m_emp = float(exc.mean()) if exc.size else 0.0
+    w = _PRIOR_EXCESS
+    return max((n * q_emp + w * q0) / (n + w), q_emp), (n * m_emp + w * m0) / (n + w)
+
+
+def _mad_scale(x: np.ndarray) -> float:
+    if x.size == 0:
+        return 0.0
+    med = float(np.median(x))
+    return 1.4826 * float(np.median(np.abs(x - med)))
+
+
+def _longest_run(v: np.ndarray) -> int:
+    """Longest run of readings equal to the one before, in v."""
+    same = np.concatenate(([False], v[1:] == v[:-1]))
+    best = cur = 0
+    for s in same.tolist():
+        cur = cur + 1 if s else 0
+        if cur > best:
+            best = cur
+    return best
+
+
+def _choose_smoothing(v: np.ndarray) -> tuple[float, float]:
+    """(level gain, trend gain) of the short-term predictor: the steadiest whose one-step error
+    on v is within 3 % of the best. Candidates: a level alone at each rate of ``_ALPHAS``, then
+    the same with a trend (Brown's double smoothing: trend gain alpha^2 / 4); fewer moving
+    parts win ties, since a trend estimated from noise walks the prediction away."""
+    candidates = [(a, 0.0) for a in _ALPHAS] + [(a, a * a / 4.0) for a in _ALPHAS]
+    xs = v.tolist()
+    errs = []
+    for a, b in candidates:
+        level, trend = xs[0], 0.0
+        total = 0.0
+        for x in xs[1:]:
+            pred = level + trend
+            e = x - pred
+            total += abs(e)
+            level = pred + a * e
+            trend += b * e
+        errs.append(total)
+    best = min(errs)
+    for (a, b), err in zip(candidates, errs, strict=True):
+        if err <= 1.03 * best:
+            return a, b
+    return candidates[-1]

@@ -1,0 +1,195 @@
+"""RobustDetector: what it alarms on, what it holds, why it says so, and that it stays finite.
+
+Alarm semantics (raise / hold / clear) are checked through ``Pipeline.process``, as live.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent import detectors
+from edge_agent.config import AgentConfig
+from edge_agent.detectors.robust import RobustDetector
+from edge_agent.model_store import ModelStore
+from edge_agent.pipeline import InlineTrainer, Pipeline
+
+T0 = 1.7e9
+
+
+def noise(n: int, seed: int = 0, level: float = 20.0, sd: float = 1.0) -> np.ndarray:
+    return level + np.random.default_rng(seed).normal(0.0, sd, n)
+
+
+def alarms(values: np.ndarray, dt: float = 60.0, **alarm_cfg: object) -> list[tuple[int, str, str | None]]:
+    """Stream through a Pipeline (first 500 readings train); (index, state, kind) per alarm event."""
+    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None, **alarm_cfg}})
+    events: list = []
+    pipe = Pipeline(cfg, InlineTrainer(), events.append)
+    out = []
+    for i, v in enumerate(values.tolist()):
+        n = len(events)
+        pipe.process("s", v, T0 + i * dt)
+        out += [(i, e.state, e.kind) for e in events[n:]]
+    return out
+
+
+def test_is_the_default_and_checks_its_params() -> None:
+    assert detectors.DEFAULT == "robust"
+    assert isinstance(detectors.create("robust", {"rate": 1e-7}), RobustDetector)
+    for bad in ({"rate": 0.5}, {"learn_below": 0.0}, {"threshold": -1.0}):
+        with pytest.raises(ValueError):
+            RobustDetector(**bad)  # type: ignore[arg-type]
+
+
+def test_no_alarm_on_long_gaussian_noise_and_each_identical_spike_alarms() -> None:
+    x = noise(20500, seed=1)
+    assert alarms(x) == []
+    for at in (3000, 3700, 4500):  # three identical spikes, 700-800 readings apart
+        x[at] += 25.0
+    ev = alarms(x)
+    assert [(i, s) for i, s, _ in ev if s == "raised"] == [(3000, "raised"), (3700, "raised"), (4500, "raised")]
+    assert {k for _, s, k in ev if s == "raised"} == {"spike"}
+
+
+def test_a_step_is_held_while_it_lasts_and_cleared_when_it_returns() -> None:
+    x = noise(3000, seed=2)
+    x[1000:1600] += 6.0  # six noise widths, for 600 readings
+    ev = alarms(x)
+    assert [s for _, s, _ in ev] == ["raised", "cleared"]
+    (raised_at, _, _), (cleared_at, _, _) = ev
+    assert 1000 <= raised_at <= 1005
+    assert 1600 <= cleared_at <= 1600 + 30  # back to normal: cleared within a few dozen readings
+
+
+def test_stuck_sensor_is_caught_and_held_then_cleared() -> None:
+    x = noise(2500, seed=3)
+    x[1200:1500] = x[1199]  # the transmitter repeats its last value
+    ev = alarms(x)
+    assert [(s, k) for _, s, k in ev] == [("raised", "stuck"), ("cleared", None)]
+    assert 1205 <= ev[0][0] <= 1215 and 1500 <= ev[1][0] <= 1520
+
+
+def test_noise_burst_is_held_until_it_ends() -> None:
+    x = noise(3000, seed=4)
+    x[1000:1300] += np.random.default_rng(5).normal(0.0, 4.0, 300)
+    ev = alarms(x)
+    raised = [e for e in ev if e[1] == "raised"]
+    assert len(raised) == 1 and 1000 <= raised[0][0] <= 1030 and raised[0][2] in ("variance", "spike", "out_of_range")
+    cleared = [i for i, s, _ in ev if s == "cleared"]
+    assert cleared and cleared[0] >= 1300
+
+
+def test_no_alarm_on_slow_trend_wander_and_quantised_signals() -> None:
+    rng = np.random.default_rng(6)
+    n = 8000
+    trend = noise(n, seed=7) + 0.01 * np.arange(n)  # 80 noise widths over the series, steadily
+    w = np.zeros(n)
+    for i in range(1, n):
+        w[i] = 0.98 * w[i - 1] + rng.normal(0.0, 0.6)  # a mean-reverting wander, 3 noise widths
+    wander = 20.0 + w + rng.normal(0.0, 1.0, n)
+    quantised = np.round(wander / 2.0) * 2.0  # most readings one of two or three values
+    for name, x in (("trend", trend), ("wander", wander), ("quantised", quantised)):
+        assert alarms(x) == [], name
+
+
+def test_daily_cycle_raises_nothing_and_a_step_on_it_is_held() -> None:
+    n = 4000
+    t = np.arange(n) * 300.0  # 5-minute readings: 288 a day
+    cycle = 50.0 + 10.0 * np.sin(2 * math.pi * t / 86400.0) + np.random.default_rng(8).normal(0.0, 0.5, n)
+    assert alarms(cycle, dt=300.0) == []
+    stepped = cycle.copy()
+    stepped[2000:2300] += 4.0  # eight noise widths on a cycle of 40
+    ev = alarms(stepped, dt=300.0)
+    assert [s for _, s, _ in ev] == ["raised", "cleared"]
+    assert 2000 <= ev[0][0] <= 2010 and ev[1][0] >= 2300
+
+
+def test_flat_signal_never_alarms_until_it_moves() -> None:
+    x = np.full(2000, 7.0)
+    assert alarms(x) == []
+    x[1500] = 7.5
+    assert [(i, s) for i, s, _ in alarms(x)][:1] == [(1500, "raised")]
+
+
+def test_state_round_trips_through_the_model_store_mid_stream(tmp_path) -> None:
+    x = 50.0 + 5.0 * np.sin(np.arange(3000) * 2 * math.pi / 288) + np.random.default_rng(9).normal(0, 0.5, 3000)
+    ts = T0 + np.arange(3000) * 300.0
+    a = RobustDetector()
+    a.fit(x[:500], ts[:500])
+    a.score_many(x[500:2000], ts[500:2000])
+    store = ModelStore(tmp_path / "models", fsync=False)
+    store.save("s", a, n_samples=500)
+    model, errors = store.load_active("s")
+    assert errors == [] and model is not None
+    b = model.detector
+    params, arrays = a.get_state()
+    json.dumps(params)  # JSON-safe, nothing pickled
+    assert set(arrays) == {"profile", "seen"}
+    np.testing.assert_array_equal(b.score_many(x[2000:], ts[2000:]), a.score_many(x[2000:], ts[2000:]))
+
+
+def test_score_many_equals_score_one() -> None:
+    x = noise(1500, seed=10)
+    x[900] += 30
+    a, b = RobustDetector(), RobustDetector()
+    a.fit(x[:500])
+    b.fit(x[:500])
+    one = np.array([a.score_one(v) for v in x[500:]])
+    np.testing.assert_array_equal(b.score_many(x[500:]), one)
+
+
+def test_explanations_name_the_deviation_and_the_expected_range() -> None:
+    d = RobustDetector()
+    d.fit(noise(500, seed=11))
+    for v in noise(200, seed=12):
+        d.score_one(v)
+    assert d.score_one(35.0) >= d.threshold
+    e = d.explain(35.0)
+    assert (e.kind, e.direction) == ("spike", "up") and e.expected_low < 20.0 < e.expected_high < 35.0
+    assert "noise scales from the expected" in e.detail
+
+
+def test_rebaseline_accepts_a_lasting_level_as_normal() -> None:
+    d = RobustDetector()
+    d.fit(noise(500, seed=13))
+    scores = d.score_many(noise(300, seed=14, level=30.0))
+    assert (scores[-100:] >= d.threshold).all()  # held: the model did not learn the new level
+    d.rebaseline()
+    after = d.score_many(noise(300, seed=15, level=30.0))
+    assert (after >= d.threshold).sum() == 0
+
+
+finite_values = st.floats(min_value=-1e15, max_value=1e15, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    train=st.lists(finite_values, min_size=10, max_size=60),
+    later=st.lists(st.one_of(finite_values, st.sampled_from([0.0, 1e15, -1e15, 5e-324, 1e-300])), min_size=1, max_size=200),
+    step=st.floats(min_value=1.0, max_value=1e7),
+)
+def test_any_finite_readings_keep_scores_and_state_finite(train: list[float], later: list[float], step: float) -> None:
+    d = RobustDetector()
+    d.fit(np.array(train))
+    ts = T0
+    for v in later:
+        ts += step
+        s = d.score_one(v, ts)
+        assert math.isfinite(s) and s >= 0.0
+        if s >= d.threshold:
+            e = d.explain(v)
+            assert math.isfinite(e.expected_low) and math.isfinite(e.expected_high)
+    d.rebaseline()
+    params, arrays = d.get_state()
+    for k, v in params.items():
+        if isinstance(v, float):
+            assert math.isfinite(v), k
+    assert all(math.isfinite(x) for x in params["cal_q"] + params["cal_m"])
+    assert np.isfinite(arrays["profile"]).all()
+    RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
