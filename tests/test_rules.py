@@ -11,6 +11,7 @@ import pytest
 import yaml
 from test_config import EXAMPLE, example_rules
 
+from edge_agent import detectors
 from edge_agent.config import ConfigError, load_config
 from edge_agent.priority import Priority
 from edge_agent.rules import RuleSet
@@ -38,7 +39,7 @@ def test_three_rules_resolve_as_documented(example: Path) -> None:
     assert temp.limits is None and temp.enabled
 
     vib = rules.for_topic("plant/line1/m2/vibration")
-    assert (vib.detector, vib.min_train_samples, vib.priority, vib.unit) == ("adaptive", 2000, Priority.MEDIUM, "mm/s")
+    assert (vib.detector, vib.min_train_samples, vib.priority, vib.unit) == (detectors.DEFAULT, 2000, Priority.MEDIUM, "mm/s")
     assert vib.clear_after == 10  # the global alarms.clear_after
 
     p = rules.for_topic("plant/line2/m7/pressure")
@@ -46,7 +47,7 @@ def test_three_rules_resolve_as_documented(example: Path) -> None:
     assert p.limits is not None and (p.limits.hihi, p.limits.hi, p.limits.lo, p.limits.lolo) == (9.5, 8.0, 1.0, 0.5)
     assert p.limits.deadband == 0.2 and p.limits_priority is Priority.CRITICAL
     other = rules.for_topic("plant/line2/m8/pressure")
-    assert other.limits is None and other.priority is Priority.LOW and other.detector == "adaptive"
+    assert other.limits is None and other.priority is Priority.LOW and other.detector == detectors.DEFAULT
 
 
 def test_provenance_names_the_rule_and_its_line(example: Path) -> None:
