@@ -38,9 +38,9 @@ _EMPTY = array("d")
 _FIRST = BLOCK  # readings held after the first growth step
 # Bytes a series costs besides its ring arrays, measured with tracemalloc over 10,000
 # one-reading series (tests/test_series.py keeps it honest): the object and its float
-# fields, the id string, its slots in the pipeline's dict and eviction queue, and the route
-# cached for its topic.
-OVERHEAD_BYTES = 790
+# fields, its alarm state, the id string, its slots in the pipeline's dict and eviction queue,
+# and the route cached for its topic.
+OVERHEAD_BYTES = 840
 
 
 @dataclass(slots=True)
