@@ -66,6 +66,7 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         n = st["series"]
         _h(h, f"memory.rss_{n}_mb", "memory", f"RSS with {n:,} series (full buffers)", st["rss_full_buffers_mb"], "MB", 120.0 if n == 1000 else None)
         _h(h, f"memory.per_series_{n}_kb", "memory", f"per series ({n:,})", st["per_series_kb"], "kB")
+    _h(h, "memory.junk_per_series_bytes", "memory", "per one-reading junk series (RSS growth)", _get(mem, "junk_one_reading_series", "per_series_bytes"), "B")
     su = P.get("startup", {})
     for st in _get(su, "by_models", default=[]):
         n = st["models"]
@@ -289,7 +290,12 @@ def _md_memory(p: dict[str, Any]) -> list[str]:
     for st in p.get("stages", []):
         L.append(f"| models loaded, buffers empty | {_fmt(st['series'])} | {_fmt(st['rss_models_loaded_empty_buffers_mb'])} | {_fmt(st['per_series_kb_models_only'])} |")
         L.append(f"| models + {_fmt(st['readings_per_series'])} readings per series | {_fmt(st['series'])} | {_fmt(st['rss_full_buffers_mb'])} | {_fmt(st['per_series_kb'])} |")
-    L += ["", f"A full ring buffer is {_fmt(p.get('ring_buffer_bytes_per_series'))} bytes per series (float64 values + float32 times × buffer_size).", ""]
+    junk = p.get("junk_one_reading_series")
+    if junk:
+        L.append(f"| one reading each, junk topics, no model | {_fmt(junk['series'])} | {_fmt(junk['rss_after_mb'])} | "
+                 f"{_fmt(junk['per_series_bytes'] / 1024)} (above {_fmt(junk['rss_before_mb'])} MB) |")
+    L += ["", f"A full ring buffer is {_fmt(p.get('ring_buffer_bytes_per_series'))} bytes per series (float64 values, one "
+          "float64 timestamp per block of 16 readings); a series' ring grows to it as its readings arrive.", ""]
     if p.get("notes"):
         L += [f"- {n}" for n in p["notes"]] + [""]
     return L

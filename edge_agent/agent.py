@@ -21,14 +21,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from edge_agent import __version__, event_loop
+from edge_agent import __version__, event_loop, series_budget
 from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest, max_packet_bytes
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.mqtt_limits import Unsendable, check_publish, payload_budget, properties_bytes
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.outbox import Outbox, OutMessage
-from edge_agent.pipeline import AlarmEvent, FitRequest, Pipeline, ProcessTrainer
+from edge_agent.pipeline import AlarmEvent, FitRequest, Pipeline, ProcessTrainer, TooManySeries
 from edge_agent.ratelimit import RateLimitedLog, clip
 from edge_agent.series import Series
 from edge_agent.topics import render
@@ -46,6 +46,23 @@ FLAP_CONNECTS = 4
 FLAP_WINDOW_S = 60.0
 # A quarantined message keeps health degraded this long after it happened.
 QUARANTINE_WARN_S = 3600.0
+
+
+def strict_json(doc: dict[str, Any]) -> bytes:
+    """An alarm payload as strict JSON (RFC 8259: no NaN or Infinity, which JavaScript and
+    orjson refuse). Ingest bounds values to keep every score finite at the source; should a
+    detector still produce a non-finite number, it goes out as null and is logged, rather than
+    as invalid JSON or not at all."""
+    try:
+        return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        def finite(v: Any) -> Any:
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            return {k: finite(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+        log.error("alarm for %r carries a non-finite number (sent as null): %r", doc.get("series"), doc)
+        return json.dumps(finite(doc), separators=(",", ":"), allow_nan=False).encode()
 
 
 class Agent:
@@ -92,6 +109,9 @@ class Agent:
         self.hooks_on_alarm: list[Any] = []  # called with each AlarmEvent once its message is queued
         self.message_handlers: list[tuple[str, Any]] = []  # (mqtt filter prefix, handler) for command topics
         self.state_errors: dict[str, str] = {}
+        # The last fit that failed because the store could not be written (full, read-only):
+        # health says so until a fit saves again.
+        self.store_error: str | None = None
         self.commands: Any = None  # CommandHandler when commands.enabled
         self.s3: Any = None  # S3Sync when s3.enabled
         self.sparkplug: Any = None  # edge_agent.sparkplug.Sparkplug when a Sparkplug part is configured
@@ -117,7 +137,7 @@ class Agent:
         retain: bool = False,
         props: dict[str, Any] | None = None,
         kind: str = "",
-        alarm: tuple[str, str, str, float] | None = None,
+        alarm: tuple[str, str, str, float, int] | None = None,
     ) -> bool:
         """Commit a message to the outbox; it is published once durable, and retried until acked.
 
@@ -174,11 +194,12 @@ class Agent:
             doc["held_s"] = round(ev.held_s, 3)
             doc["peak_score"] = ev.peak_score
         doc["message"] = ev.message
-        payload = json.dumps(doc, separators=(",", ":")).encode()
+        doc["seq"] = ev.seq
+        payload = strict_json(doc)
         values = {"gateway_id": self.cfg.gateway_id, "series": ev.series}
         self.publish_durable(
             render(self.cfg.alarms.topic, values), payload, self.cfg.alarms.qos, kind="alarm",
-            alarm=(ev.state, ev.series, ev.raised_alert_id or ev.alert_id, ev.ts),
+            alarm=(ev.state, ev.series, ev.raised_alert_id or ev.alert_id, ev.ts, ev.seq),
         )
         if self.cfg.alarms.state_topic:
             self.publish_durable(render(self.cfg.alarms.state_topic, values), payload, 1, retain=True)
@@ -285,6 +306,9 @@ class Agent:
         self.outbox.requeue(msgs)
 
     def on_model(self, series: Series, model: Model, req: FitRequest) -> None:
+        if self.store_error is not None:
+            log.warning("model store works again (%s saved v%d); it was: %s", series.id, model.version, self.store_error)
+            self.store_error = None
         log.info("series %r: model v%d (%s) active after %s fit on %d readings", series.id, model.version, model.detector.name, req.reason, len(req.values))
         for hook in self.hooks_on_model:
             hook(series, model, req)
@@ -320,8 +344,9 @@ class Agent:
                 raise ValueError(f"series {series_id!r} has no readings to train on")
             values = s.recent_values(last_n)
         values = np.asarray(values, dtype=np.float64)
-        if values.ndim != 1 or values.shape[0] < 2 or not np.isfinite(values).all():
-            raise ValueError("training values must be at least 2 finite numbers")
+        limit = self.cfg.ingest.max_abs_value
+        if values.ndim != 1 or values.shape[0] < 2 or not (np.abs(values) <= limit).all():
+            raise ValueError(f"training values must be at least 2 finite numbers within +-ingest.max_abs_value ({limit:g})")
         if s is None:
             s = self.pipeline.get_or_create(series_id)
         fut: asyncio.Future[Model] = self.loop.create_future()
@@ -354,14 +379,21 @@ class Agent:
                 s = self.pipeline.series.get(sid) if self.pipeline else None
                 current = s.model.version if s is not None and s.model is not None else None
                 if active is not None and active != current:
-                    model, errors = self.store.load_active(sid)
+                    try:
+                        model, errors = self.store.load_active(sid)
+                    except Exception as exc:
+                        model, errors = None, [f"{sid!r}: cannot load ({exc!r})"]
                     self.model_errors.extend(errors)
                     if model is not None:
                         out.append((sid, model))
             return out
 
         for sid, model in await self.loop.run_in_executor(self.executor, changed):
-            s = self.pipeline.get_or_create(sid)
+            try:
+                s = self.pipeline.get_or_create(sid)
+            except TooManySeries:  # no room now: the model loads when the series' readings come
+                self.pipeline.evicted_models.add(sid)
+                continue
             s.model = model
             s.changes += 1
             log.info("series %r: model v%d (%s) pulled from S3 is active", sid, model.version, model.detector.name)
@@ -378,16 +410,28 @@ class Agent:
 
     # ---- lifecycle -------------------------------------------------------------------------
     def _load_models(self) -> list[tuple[str, Model]]:
+        """Every stored series' active model. A bad file costs its model (reported in the log,
+        health, /metrics and ``models list``), never the start: the agent used to exit 1 on every
+        start over one deeply nested meta.json."""
         self.store.cleanup_temp()
+        scan = self.store.scan(repair=True)
+        for problem in scan.problems:
+            log.error("model store: %s", problem)
+        self.model_errors.extend(scan.problems)
         out = []
-        for sid in self.store.list_series():
-            model, errors = self.store.load_active(sid)
+        for sid in scan.series:
+            try:
+                model, errors = self.store.load_active(sid)
+            except Exception as exc:  # a bug or an OS error on one series must not stop the rest
+                model, errors = None, [f"{sid!r}: cannot load ({exc!r})"]
             for err in errors:
                 log.error("model store: %s", err)
             self.model_errors.extend(errors)
             if model is not None:
                 if errors:
-                    log.warning("series %r: serving older version v%d", sid, model.version)
+                    active = self.store.active_version(sid)
+                    older = "older " if active is not None and model.version < active else ""
+                    log.warning("series %r: serving %sversion v%d", sid, older, model.version)
                 out.append((sid, model))
         return out
 
@@ -411,15 +455,29 @@ class Agent:
             loaded = []
             self.state_errors["models"] = f"cannot read model store: {exc}"
             log.error("cannot read model store %s: %s", self.store.root, exc)
-        for sid, model in loaded:
-            try:
-                self.pipeline.adopt(sid, model)
-            except Exception as exc:
-                log.error("cannot adopt model for %r: %s", sid, exc)
-        # Alarms raised before a restart stay raised, so their "cleared" is sent in due course.
-        from edge_agent.outbox import read_alarm_states
+        from edge_agent.outbox import read_alarm_seqs, read_alarm_states
 
         open_alarms = await self.loop.run_in_executor(self.executor, read_alarm_states, self.outbox.path)
+        seqs = await self.loop.run_in_executor(self.executor, read_alarm_seqs, self.outbox.path)
+        # Alarm ids go on from each series' last sequence number (set before any series exists);
+        # and readings the broker redelivers from before a series' last alarm edge were scored
+        # by the last run.
+        self.pipeline.alarm_seqs = {sid: seq for sid, (seq, _) in seqs.items()}
+        self.ingest.floors = {sid: ts for sid, (_, ts) in seqs.items()}
+        self.pipeline.tick(time.monotonic())
+        self.pipeline.restorer = self._restore_model
+        self.pipeline.on_store_error = self._store_failed
+        deferred = 0
+        for sid, model in loaded:
+            try:
+                if self.pipeline.adopt(sid, model) is None:
+                    deferred += 1
+            except Exception as exc:
+                log.error("cannot adopt model for %r: %s", sid, exc)
+        if deferred:
+            log.warning("%d stored model(s) beyond the series budget (series.max_series / max_bytes): each loads "
+                        "when its series' readings come", deferred)
+        # Alarms raised before a restart stay raised, so their "cleared" is sent in due course.
         for sid, (aid, ts) in open_alarms.items():
             try:
                 s = self.pipeline.get_or_create(sid)
@@ -456,6 +514,34 @@ class Agent:
 
         if sparkplug.wanted(self.cfg):
             self.sparkplug = await sparkplug.install(self)
+
+    def _store_failed(self, error: str) -> None:
+        self.store_error = error
+
+    def _restore_model(self, s: Series) -> None:
+        """An evicted series' readings are back: load its model off the loop (Pipeline._restore)."""
+        assert self.loop is not None and self.pipeline is not None
+        pipeline = self.pipeline
+
+        def load() -> Model | None:
+            model, errors = self.store.load_active(s.id)
+            for err in errors:
+                log.error("model store: %s", err)
+            return model
+
+        def done(fut: asyncio.Future[Model | None]) -> None:
+            model = None
+            if not fut.cancelled():
+                exc = fut.exception()
+                if exc is not None:
+                    log.error("series %r: cannot reload its model: %r", s.id, exc)
+                else:
+                    model = fut.result()
+            pipeline.restored(s, model)
+            if model is not None:
+                log.info("series %r: model v%d reloaded (the series had been evicted)", s.id, model.version)
+
+        self.loop.run_in_executor(self.executor, load).add_done_callback(done)
 
     def _dead_letter(self, reason: str, payload: bytes, topic: str, detail: str) -> None:
         doc = {"reason": reason, "detail": detail[:200], "topic": topic[:1024], "payload_prefix": payload[:256].decode("utf-8", "replace")}
@@ -500,7 +586,18 @@ class Agent:
             problems.append(self.commands.journal.error)
         if self.sparkplug is not None:
             problems += self.sparkplug.problems()
-        return {"ok": not problems, "problems": problems, "model_errors": self.model_errors[-20:]}
+        problems += series_budget.problems(self.pipeline) if self.pipeline is not None else []
+        if self.store_error is not None:
+            problems.append(f"model store degraded, fits cannot be saved (series keep learning): {self.store_error}")
+        if self.model_errors:
+            problems.append(f"{len(self.model_errors)} problem(s) with stored models (see model_errors, "
+                            "`edge-agent models list`); affected series serve an older version or learn again")
+        warnings = []
+        if self.ingest is not None and self.ingest.shared:
+            shared = self.ingest.shared
+            warnings.append(f"{len(shared)} series fed by more than one topic, their readings mixed in one model "
+                            f"(e.g. {next(iter(shared))!r}); see subscriptions[].series")
+        return {"ok": not problems, "problems": problems, "warnings": warnings, "model_errors": self.model_errors[-20:]}
 
     def status_line(self) -> str:
         p = self.pipeline
@@ -625,6 +722,7 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
         tasks.append(asyncio.create_task(factory(agent)))
     tasks.append(asyncio.create_task(_freeze_startup_heap(agent), name="gc-freeze"))
     tasks.append(asyncio.create_task(_probe_loop_lag(agent), name="loop-lag"))
+    tasks.append(asyncio.create_task(series_budget.upkeep(agent.pipeline, cfg.ingest.reject_log_interval_s), name="series-upkeep"))
     await stop.wait()
     notifier.stopping("shutting down: flushing the outbox")
     await agent.shutdown()

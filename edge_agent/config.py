@@ -32,6 +32,13 @@ from edge_agent.rules import SeriesRule
 
 __all__ = ["AgentConfig", "ConfigError", "Issue", "ENV_PREFIX", "load_config", "masked_dump", "read_secret"]
 
+# The largest ingest.max_abs_value allowed. Readings within +-1e30 keep every detector's state
+# and score finite: squares of differences (4e60) summed over a 1e6-reading buffer stay far
+# below float64's 1.8e308, and the Isolation Forest's float32 features (value, difference,
+# rolling mean and std) below float32's 3.4e38. tests/test_detector_limits.py checks every
+# registered detector at this limit.
+MAX_ABS_LIMIT = 1e30
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
@@ -100,6 +107,7 @@ class SubscriptionConfig(_Strict):
     ts_field: str = "ts"
     ts_unit: Literal["auto", "s", "ms", "iso"] = "auto"
     share_group: str | None = None
+    max_abs_value: Annotated[float, Field(gt=0, le=MAX_ABS_LIMIT)] | None = None
     # Machine-level detection (docs/machines.md): the machine id, from the topic's fields,
     # and the sensor's name within it (json_multi: each payload key is a sensor).
     machine: str | None = None
@@ -233,6 +241,8 @@ class MachinesConfig(_Strict):
 class SeriesConfig(_Strict):
     buffer_size: Annotated[int, Field(ge=16, le=1_000_000)] = 4096
     max_series: Annotated[int, Field(ge=1)] = 100_000
+    max_bytes: Annotated[int, Field(ge=1_048_576)] = 384 * 1024 * 1024
+    idle_s: Annotated[float, Field(gt=0)] = 600.0
 
 
 class AlarmConfig(_Strict):
@@ -252,10 +262,12 @@ class StatusConfig(_Strict):
 
 class IngestConfig(_Strict):
     max_payload_bytes: Annotated[int, Field(ge=16)] = 1_048_576
+    max_abs_value: Annotated[float, Field(gt=0, le=MAX_ABS_LIMIT)] = 1e20
     max_batch: Annotated[int, Field(ge=1)] = 10_000
     max_future_skew_s: Annotated[float, Field(ge=0)] = 86400.0
     max_past_age_s: Annotated[float, Field(ge=0)] = 365 * 86400.0
     replay_window_s: Annotated[float, Field(ge=0)] = 1800.0
+    clock_step_after_s: Annotated[float, Field(ge=0)] = 2.0
     dead_letter_topic: str | None = None
     reject_log_interval_s: Annotated[float, Field(ge=0)] = 10.0
 

@@ -82,25 +82,51 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
+# Each series' last alarm sequence number and the timestamp of its last alarm edge (raise or
+# clear), written in the same transaction as the alarm message. The sequence number is part of
+# alert_id, so a restart must not reuse it; the edge timestamp tells a restarted agent which
+# redelivered readings it has already scored (ingest's replay floor). A table of its own rather
+# than columns of alarm_state: an older agent (a downgrade) writes alarm_state with three values.
+_SEQ_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alarm_seq (
+    series TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    last_ts REAL NOT NULL
+)
+"""
+
+
 def _create(db: sqlite3.Connection) -> None:
     db.execute(_SCHEMA)
     db.execute(_STATE_SCHEMA)
     db.execute(_QUARANTINE_SCHEMA)
+    db.execute(_SEQ_SCHEMA)
+
+
+def _read_rows(path: str | Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on an outbox file, read-only; none if the file or the table is missing
+    (a file of an older agent) or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return db.execute(sql).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return []
 
 
 def read_alarm_states(path: str | Path) -> dict[str, tuple[str, float]]:
     """Open alarms recorded in an outbox file: series -> (raised alert_id, reading ts)."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return {s: (a, t) for s, a, t in db.execute("SELECT series, alert_id, ts FROM alarm_state")}
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return {}
+    return {s: (a, t) for s, a, t in _read_rows(path, "SELECT series, alert_id, ts FROM alarm_state")}
+
+
+def read_alarm_seqs(path: str | Path) -> dict[str, tuple[int, float]]:
+    """Alarm sequence numbers in an outbox file: series -> (last seq, ts of its last alarm edge)."""
+    return {s: (q, t) for s, q, t in _read_rows(path, "SELECT series, seq, last_ts FROM alarm_seq")}
 
 
 @dataclass(slots=True)
@@ -114,7 +140,8 @@ class OutMessage:
     id: int = 0
     created: float = 0.0
     kind: str = ""  # "alarm" for latency accounting; not persisted
-    alarm: tuple[str, str, str, float] | None = None  # (state, series, alert_id, ts): updates alarm_state
+    # (state, series, alert_id, ts, seq): updates alarm_state and alarm_seq
+    alarm: tuple[str, str, str, float, int] | None = None
     attempts: int = 0  # sends that ended in a dropped connection or an error (this run only)
     sent_at: float = 0.0  # monotonic time of the last send
 
@@ -175,6 +202,7 @@ class Outbox:
         self._next_retry = 0.0
         self._idle = threading.Event()
         self._alarm_states: dict[str, tuple[str, float]] = {}  # writer side, authoritative
+        self._alarm_seqs: dict[str, tuple[int, float]] = {}  # writer side: series -> (seq, last edge ts)
         # While in memory: the highest file row id copied into memory, or None when the file
         # could not be read at all (its rows are then merged back on recovery without collisions).
         self._seed_max: int | None = None
@@ -309,6 +337,7 @@ class Outbox:
             self.degraded = None
             self._alarm_states = {s: (a, t) for s, a, t in self._db.execute("SELECT series, alert_id, ts FROM alarm_state")}
             (self.quarantine_rows,) = self._db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
+            self._alarm_seqs = {s: (q, t) for s, q, t in self._db.execute("SELECT series, seq, last_ts FROM alarm_seq")}
         except (sqlite3.Error, OSError) as exc:
             self._go_memory(f"cannot open {self.path}: {exc}")
             return
@@ -321,6 +350,8 @@ class Outbox:
         _create(mem)
         if not self._alarm_states:
             self._alarm_states = read_alarm_states(self.path)
+        if not self._alarm_seqs:
+            self._alarm_seqs = read_alarm_seqs(self.path)
         # Copy what the file holds (the open file after a failed write; at start, a read-only
         # view if the file can at least be read) so undelivered rows keep being published and
         # ids keep increasing across the switch, which the loop's ordering relies on.
@@ -385,6 +416,8 @@ class Outbox:
                 fdb.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox', ?)", (top,))
             fdb.execute("DELETE FROM alarm_state")
             fdb.executemany("INSERT INTO alarm_state VALUES (?,?,?)", [(k, a, t) for k, (a, t) in self._alarm_states.items()])
+            fdb.execute("DELETE FROM alarm_seq")
+            fdb.executemany("INSERT INTO alarm_seq VALUES (?,?,?)", [(k, q, t) for k, (q, t) in self._alarm_seqs.items()])
             fdb.execute("COMMIT")
         except sqlite3.Error:
             fdb.close()
@@ -481,20 +514,22 @@ class Outbox:
                 )
                 m.id = int(cur.lastrowid or 0)
                 if m.alarm is not None:
-                    state, series, aid, ts = m.alarm
+                    state, series, aid, ts, seq = m.alarm
                     if state == "raised":
                         db.execute("INSERT OR REPLACE INTO alarm_state VALUES (?,?,?)", (series, aid, ts))
                     else:
                         db.execute("DELETE FROM alarm_state WHERE series = ?", (series,))
+                    db.execute("INSERT OR REPLACE INTO alarm_seq VALUES (?,?,?)", (series, seq, ts))
 
         self._exec_batch(work)
         for m in msgs:
             if m.alarm is not None:
-                state, series, aid, ts = m.alarm
+                state, series, aid, ts, seq = m.alarm
                 if state == "raised":
                     self._alarm_states[series] = (aid, ts)
                 else:
                     self._alarm_states.pop(series, None)
+                self._alarm_seqs[series] = (seq, ts)
         self.depth += len(msgs)
         self.bytes += sum(m.size for m in msgs)
         if self.oldest_created is None:

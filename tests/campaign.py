@@ -16,7 +16,7 @@ attacks, then calls ``assert_invariants()``. Every wait has a deadline.
         c.assert_invariants()
 
 Options beyond the overrides: ``broker_extra`` (mosquitto config lines), ``http=True`` (the
-agent's HTTP port on a free loopback port with a bearer token, ``c.get``/``c.post``),
+agent's HTTP port on a free loopback port with a bearer token, ``c.get``/``c.post``/``c.request``),
 ``signed_commands=True`` (a command key, ``c.sign``), ``agent_preexec`` (run in the agent's
 child process before exec, e.g. to lower its file-descriptor limit).
 """
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import paho.mqtt.client as paho
 from helpers import (
     AgentProcess,
     Mosquitto,
@@ -79,6 +80,8 @@ class Campaign:
         if signed_commands:
             (tmp / "cmd.key").write_bytes(COMMAND_KEY + b"\n")
             overrides = {"commands.key_file": str(tmp / "cmd.key"), **overrides}
+        if overrides.get("http.enabled") and "http.port" not in overrides:
+            overrides["http.port"] = free_port()
         self.config = agent_config(tmp, self.broker, **overrides)
         self.gateway_id = self.config["gateway_id"]
         self.agent = AgentProcess(tmp, self.config, preexec_fn=agent_preexec)
@@ -122,7 +125,7 @@ class Campaign:
 
         return sign(COMMAND_KEY, command, args or {}, **kw)
 
-    def http(self, method: str, path: str, body: Any = None, token: str | None = HTTP_TOKEN, timeout: float = 10.0) -> tuple[int, Any]:
+    def request(self, method: str, path: str, body: Any = None, token: str | None = HTTP_TOKEN, timeout: float = 10.0) -> tuple[int, Any]:
         """One request to the agent's HTTP port: (status, parsed JSON or raw bytes)."""
         assert self.http_port is not None, "make_campaign(http=True)"
         data = None if body is None else json.dumps(body).encode()
@@ -142,10 +145,10 @@ class Campaign:
             return status, raw
 
     def get(self, path: str, **kw: Any) -> tuple[int, Any]:
-        return self.http("GET", path, **kw)
+        return self.request("GET", path, **kw)
 
     def post(self, path: str, body: Any, **kw: Any) -> tuple[int, Any]:
-        return self.http("POST", path, body, **kw)
+        return self.request("POST", path, body, **kw)
 
     def close(self) -> None:
         for part in (self.plc, self.scada):
@@ -208,4 +211,83 @@ class Campaign:
             self.calm(CANARY_TOPIC)
         alarm = self.spike(CANARY_TOPIC, CANARY_SERIES, timeout=timeout)
         assert alarm["value"] == SPIKE
+        self.assert_strict_json()
         return alarm
+
+    def assert_strict_json(self) -> None:
+        """Every alarm SCADA received parses as strict JSON (no NaN or Infinity: JavaScript and
+        orjson refuse them, though Python's json takes them)."""
+        with self.scada.lock:
+            payloads = [p for _, p, _ in self.scada.messages]
+        for p in payloads:
+            strict_loads(p)
+
+
+    # ---- helpers for the attack classes (harden-data) ---------------------------------------
+    def http(self, path: str, timeout: float = 5.0) -> bytes:
+        """GET from the agent's HTTP port (make the campaign with ``**{"http.enabled": True}``);
+        waits for the port to listen (it opens a moment after the broker connection)."""
+        port = self.config["http"]["port"]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+                    return r.read()
+            except urllib.error.URLError as exc:
+                if not isinstance(exc.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def restart(self, kill: bool = False) -> None:
+        """Stop the agent (SIGTERM, or SIGKILL with ``kill``), start it again on the same state,
+        and wait for its new broker connection (its log keeps the old run's lines)."""
+        connected = self.agent.log().count("connected to")
+        self.agent.kill() if kill else self.agent.stop()
+        self.agent.start()
+        wait_for(lambda: self.agent.log().count("connected to") > connected, 20, "the restarted agent connected")
+
+    def healthcheck(self) -> dict[str, Any]:
+        return json.loads(self.http("/healthcheck"))
+
+    def metrics(self) -> dict[str, float]:
+        """``/metrics`` samples as ``{'name{labels}': value}`` (``name`` alone without labels)."""
+        out = {}
+        for line in self.http("/metrics").decode().splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    def flood(self, messages: list[tuple[str, bytes]], qos: int = 0, timeout: float = 60.0) -> None:
+        """Publish many messages as fast as a second paho client can, and wait until sent."""
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"flood-{free_port()}")
+        client.max_queued_messages_set(0)
+        client.max_inflight_messages_set(1000)
+        dropped: list[Any] = []
+        client.on_disconnect = lambda c, u, flags, rc, props=None: dropped.append(rc)
+        client.connect(self.broker.host, self.broker.port)
+        client.loop_start()
+        try:
+            infos = [client.publish(t, p, qos=qos) for t, p in messages]
+            deadline = time.monotonic() + timeout
+            for info in infos[-200:]:
+                while not info.is_published():
+                    assert not dropped, f"the broker dropped the flood client ({dropped[0]}): it refused a topic or payload"
+                    assert time.monotonic() < deadline, "flood not sent in time"
+                    time.sleep(0.01)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+    def wait_received(self, n: int, timeout: float = 60.0) -> None:
+        """Until the agent counts ``n`` messages received on its reading subscriptions (HTTP)."""
+        wait_for(lambda: self.metrics().get("edge_agent_messages_received_total", 0) >= n, timeout,
+                 f"{n} messages received by the agent", interval=0.2)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def strict_loads(payload: bytes) -> Any:
+    return json.loads(payload, parse_constant=_no_constants)

@@ -154,13 +154,14 @@ class AgentProcess:
         self.log_path = tmp / f"{name}.log"
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
+        self._log_from = 0
 
     def start(self) -> AgentProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        # wait_log looks at what this run logs: after a restart the file (appended to) still
-        # holds the last run's "connected to", and a wait that returned on it let a test stop
-        # the new process before it had even set up its signal handlers.
-        self._log_mark = len(self.log())
+        # wait_log looks at this run's lines only: the file keeps those of earlier runs, and a
+        # "connected to" of the last run made wait_connected return before this one had even
+        # set its signal handlers (a SIGTERM then killed it: stop() returned -15).
+        self._log_from = len(self.log())
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge_agent", "run", "-c", str(self.cfg_path)],
@@ -169,9 +170,8 @@ class AgentProcess:
         return self
 
     def wait_log(self, text: str, timeout: float = 20.0) -> None:
-        """Wait for ``text`` in what the agent logged since its last ``start()``."""
-        mark = getattr(self, "_log_mark", 0)
-        wait_for(lambda: text in self.log()[mark:], timeout, f"{text!r} in the agent log\n{self.log()[-3000:]}")
+        """Until ``text`` is in the log of the current run (since the last start())."""
+        wait_for(lambda: text in self.log()[self._log_from:], timeout, f"{text!r} in the agent log\n{self.log()[-3000:]}")
 
     def wait_connected(self, timeout: float = 20.0) -> None:
         self.wait_log("connected to", timeout)

@@ -204,7 +204,7 @@ def test_token_guessing_is_throttled_counted_and_logged_at_a_rate_limit(make_cam
     log_before = len(c.agent.log())
     statuses = [c.post(f"/rollback/{CANARY_SERIES}", {}, token=f"guess-{i}")[0] for i in range(300)]
     assert statuses[:10] == [403] * 10 and set(statuses[10:]) == {429}
-    status, body = c.http("POST", f"/rollback/{CANARY_SERIES}", token=None)
+    status, body = c.request("POST", f"/rollback/{CANARY_SERIES}", token=None)
     assert status == 401  # no token at all is not a guess, and says what to send
     status, body = c.post(f"/rollback/{CANARY_SERIES}", {})  # the right token, same address: throttled too
     assert status == 429 and body["error"] == "too_many_attempts"

@@ -331,3 +331,25 @@ async def test_quarantine_moves_a_row_aside_keeps_the_queue_moving_and_is_bounde
     again = await opened(path, max_quarantine=3)
     assert again.quarantine_rows == 3 and await take_all(again, 1, timeout=0.3) == []
     await again.close()
+
+
+async def test_alarm_sequence_numbers_are_committed_with_their_alarm_and_read_back(tmp_path: Path) -> None:
+    # alert_id includes the series' alarm sequence number: a restart must go on from the last.
+    from edge_agent.outbox import read_alarm_seqs, read_alarm_states
+
+    path = tmp_path / "outbox.sqlite"
+    old = sqlite3.connect(path)  # a file of an agent before alarm_seq existed
+    old.execute("CREATE TABLE alarm_state (series TEXT PRIMARY KEY, alert_id TEXT NOT NULL, ts REAL NOT NULL)")
+    old.commit()
+    old.close()
+    assert read_alarm_seqs(path) == {}
+    ob = await opened(path)
+    ob.put(msg(0, alarm=("raised", "a", "id-a1", 10.0, 1)))
+    ob.put(msg(1, alarm=("cleared", "a", "id-a1", 13.0, 1)))
+    ob.put(msg(2, alarm=("raised", "a", "id-a2", 20.0, 2)))
+    ob.put(msg(3, alarm=("raised", "b", "id-b1", 21.0, 1)))
+    ob.put(msg(4, alarm=("cleared", "b", "id-b1", 22.0, 1)))
+    await take_all(ob, 5)
+    await ob.close(1.0)
+    assert read_alarm_seqs(path) == {"a": (2, 20.0), "b": (1, 22.0)}
+    assert read_alarm_states(path) == {"a": ("id-a2", 20.0)}

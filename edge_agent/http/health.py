@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from edge_agent import __version__, event_loop
+from edge_agent import __version__, event_loop, series_budget
 from edge_agent.agent import Agent
 from edge_agent.http.schemas import Liveness, Readiness
 from edge_agent.http.series_index import index_of
@@ -73,7 +73,8 @@ async def healthz(request: Request) -> Liveness:
 async def readyz(request: Request) -> Any:
     agent = _agent(request)
     reasons = not_ready_reasons(agent)
-    body = Readiness(ready=not reasons, reasons=reasons)
+    degraded = [p for p in agent.health()["problems"] if p not in reasons]
+    body = Readiness(ready=not reasons, reasons=reasons, degraded=degraded)
     return body if not reasons else JSONResponse(body.model_dump(), status_code=503)
 
 
@@ -85,6 +86,7 @@ async def healthcheck(request: Request) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "status": "ok" if health["ok"] else "degraded",
         "problems": health["problems"],
+        "warnings": health["warnings"],
         "model_errors": health["model_errors"],
         "gateway_id": agent.cfg.gateway_id,
         "agent_version": __version__,
@@ -92,6 +94,7 @@ async def healthcheck(request: Request) -> dict[str, Any]:
         "event_loop": event_loop.name(asyncio.get_running_loop()),
         "ready": agent.ready(),
         "series": (await index_of(request.app.state, agent).snapshot()).counts,
+        "series_budget": series_budget.view(pipe) if pipe else {},
         "trained_series": 0,
         "readings_total": ingest.readings if ingest else 0,
         "readings_per_second": round(request.app.state.reading_rate.rate(), 3),

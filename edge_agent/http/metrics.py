@@ -82,6 +82,12 @@ class AgentCollector(Collector):
         for reason, n in sorted((ingest.rejected if ingest else {}).items()):
             rej.add_metric([reason], n)
         yield rej
+        if ingest is not None:
+            guard = ingest.guard
+            yield gauge(P + "readings_held", "Readings behind their topic's newest, held until the topic shows replay or clock step", guard.held_total)
+            yield counter(P + "replays_refused", "Runs of held readings refused as a replay (their readings count as rejected stale)", guard.n_replays)
+            yield counter(P + "clock_steps_followed", "Runs of held readings scored as a device clock stepped back", guard.n_steps)
+            yield gauge(P + "series_shared_topics", "Series fed by more than one topic (their readings share one model)", len(ingest.shared))
 
     def _pipeline(self) -> Iterator[Metric]:
         agent = self.agent
@@ -99,8 +105,18 @@ class AgentCollector(Collector):
         yield counter(P + "alarms_cleared", "Alarms cleared", pipe.n_cleared)
         yield counter(P + "models_trained", "Models fitted and stored", pipe.n_models_trained)
         yield counter(P + "model_fit_failures", "Fits that failed", pipe.n_fit_failed)
-        yield gauge(P + "model_load_errors", "Stored model versions that could not be loaded at start", len(agent.model_errors))
+        yield gauge(P + "model_load_errors", "Problems with stored models found at start or sync (unloadable versions, bad index or ACTIVE files)", len(agent.model_errors))
+        yield gauge(P + "model_store_degraded", "1 while fits fail because the model store cannot be written", float(agent.store_error is not None))
         yield counter(P + "series_refused", "Readings refused because the series limit was reached", pipe.n_series_refused)
+        evicted = CounterMetricFamily(P + "series_evicted", "Series evicted to stay within the series budget, by class", labels=["class"])
+        for cls, n in pipe.n_evicted.items():
+            evicted.add_metric([cls], n)
+        yield evicted
+        yield gauge(P + "series_bytes", "Memory the series state takes, as the budget counts it (rings and bookkeeping)", pipe.series_bytes.bytes)
+        yield gauge(P + "series_max_bytes", "series.max_bytes: the series memory budget", pipe.max_bytes)
+        yield gauge(P + "series_max", "series.max_series: the most series held at once", pipe.max_series)
+        yield gauge(P + "series_models_on_disk_only", "Series evicted with a model, reloaded when their readings return", len(pipe.evicted_models))
+        yield counter(P + "series_models_reloaded", "Models of evicted series reloaded from disk", pipe.n_restored)
 
         series = pipe.series
         snap = self.index.latest if self.index is not None else None
