@@ -25,13 +25,27 @@ from edge_agent import __version__, event_loop, series_budget
 from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest, max_packet_bytes
 from edge_agent.model_store import Model, ModelStore
+from edge_agent.mqtt_limits import Unsendable, check_publish, payload_budget, properties_bytes
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.outbox import Outbox, OutMessage
 from edge_agent.pipeline import AlarmEvent, FitRequest, Pipeline, ProcessTrainer, TooManySeries
+from edge_agent.ratelimit import RateLimitedLog, clip
 from edge_agent.series import Series
 from edge_agent.topics import render
 
 log = logging.getLogger(__name__)
+
+# A connection lost within this long of sending a message counts as one failed attempt of
+# the oldest message then unacknowledged (the broker handles a connection's packets in
+# order, so that is the one it stopped at). After ``outbox.max_attempts`` it is quarantined.
+BLAME_WINDOW_S = 10.0
+# MQTT 5 DISCONNECT reasons that name the message just sent: quarantined at once.
+_POISON_DISCONNECTS = {0x90: "topic name invalid", 0x95: "packet too large", 0x99: "payload format invalid"}
+# Connects within FLAP_WINDOW_S beyond which the broker link counts as unstable (not ready).
+FLAP_CONNECTS = 4
+FLAP_WINDOW_S = 60.0
+# A quarantined message keeps health degraded this long after it happened.
+QUARANTINE_WARN_S = 3600.0
 
 
 def strict_json(doc: dict[str, Any]) -> bytes:
@@ -70,6 +84,9 @@ class Agent:
             max_age_s=cfg.outbox.max_age_s,
             retry_s=cfg.outbox.retry_s,
         )
+        self.unsendable: dict[str, int] = {}  # messages refused before queueing, by reason
+        self.last_unsendable: tuple[float, str] | None = None
+        self._unsendable_log = RateLimitedLog(log, 10.0)
         self.status_topic = render(cfg.status.topic, {"gateway_id": cfg.gateway_id})
         self.link = MqttLink(
             cfg.mqtt,
@@ -87,6 +104,7 @@ class Agent:
         self.model_errors: list[str] = []
         self.broker_rejected = 0
         self.alarm_latency = None  # set in start(); LatencyRecorder of reading ts -> alarm publish
+        self.loop_lag: Any = None  # LatencyRecorder of event-loop timer lateness (run_agent's probe)
         self.hooks_on_model: list[Any] = []
         self.hooks_on_alarm: list[Any] = []  # called with each AlarmEvent once its message is queued
         self.message_handlers: list[tuple[str, Any]] = []  # (mqtt filter prefix, handler) for command topics
@@ -120,9 +138,22 @@ class Agent:
         props: dict[str, Any] | None = None,
         kind: str = "",
         alarm: tuple[str, str, str, float, int] | None = None,
-    ) -> None:
-        """Commit a message to the outbox; it is published once durable, and retried until acked."""
+    ) -> bool:
+        """Commit a message to the outbox; it is published once durable, and retried until acked.
+
+        A message that can never be delivered (bad topic, larger than MQTT or the broker
+        allows) is refused here, counted in ``unsendable`` and logged, and False returned:
+        queued, it could only be quarantined later (``mqtt_limits``).
+        """
         expiry = self.cfg.mqtt.message_expiry_s
+        corr = props.get("correlation_data") if props else None
+        try:
+            check_publish(topic, len(payload), qos, properties_bytes(bool(expiry), corr.encode("latin-1") if corr else None), self.link.max_packet)
+        except Unsendable as exc:
+            self.unsendable[exc.reason] = self.unsendable.get(exc.reason, 0) + 1
+            self.last_unsendable = (time.time(), f"{kind or 'response/status'} to {topic[:120]!r}: {exc}")
+            self._unsendable_log.error("not sending a %s message to %s: %s", kind or "response/status", clip(topic), exc)
+            return False
         self.outbox.put(
             OutMessage(
                 topic,
@@ -135,6 +166,11 @@ class Agent:
                 alarm=alarm,
             )
         )
+        return True
+
+    def payload_budget(self, topic: str, qos: int, correlation: bytes | None = None) -> int:
+        """The largest payload ``publish_durable`` takes for ``topic`` on the current broker."""
+        return payload_budget(topic, qos, properties_bytes(bool(self.cfg.mqtt.message_expiry_s), correlation), self.link.max_packet)
 
     def on_alarm(self, ev: AlarmEvent) -> None:
         doc: dict[str, Any] = {
@@ -198,10 +234,15 @@ class Agent:
                     if "correlation_data" in extra:
                         extra["correlation_data"] = extra["correlation_data"].encode("latin-1")
                     props.update(extra)
-                mid = link.publish(msg.topic, msg.payload, msg.qos, msg.retain, **props)
+                try:
+                    mid = link.publish(msg.topic, msg.payload, msg.qos, msg.retain, **props)
+                except Unsendable as exc:  # e.g. a row older than the broker's lower limit
+                    self.outbox.quarantine(msg, exc.reason, exc.detail)
+                    continue
                 if mid is None:
                     self.outbox.requeue(batch[i:])
                     return
+                msg.sent_at = time.monotonic()
                 if msg.kind == "alarm" and self.alarm_latency is not None:
                     # Reading received -> alarm on the wire (the alarm is created in the same
                     # callback that received the reading).
@@ -231,16 +272,38 @@ class Agent:
     async def on_connected(self) -> None:
         # Anything in flight on the old connection is sent again, in order; subscribers
         # deduplicate on alert_id.
-        if self.inflight:
-            self.outbox.requeue(list(self.inflight.values()))
-            self.inflight.clear()
+        self._requeue_inflight()
         self.publish_durable(self.status_topic, self._status_payload("online"), 1, retain=True)
         self.pump()
 
     def on_disconnected(self) -> None:
-        if self.inflight:
-            self.outbox.requeue(list(self.inflight.values()))
-            self.inflight.clear()
+        self._requeue_inflight()
+
+    def _requeue_inflight(self) -> None:
+        """Put unacknowledged messages back at the head, minus the one the broker choked on.
+
+        A message the broker cannot take may make it drop the connection (a packet over a
+        limit it did not advertise, a 3.1.1 broker's ACL): resent first after every
+        reconnect, it would hold back every alarm behind it. The oldest unacknowledged
+        message sent shortly before the loss is blamed; after ``outbox.max_attempts``
+        blames (at once, for a DISCONNECT reason that names it) it is quarantined.
+        """
+        if not self.inflight:
+            return
+        msgs = sorted(self.inflight.values(), key=lambda m: m.id)
+        self.inflight.clear()
+        head = msgs[0]
+        reason = self.link.disconnect_reason
+        self.link.disconnect_reason = None
+        if reason in _POISON_DISCONNECTS:
+            head.attempts = self.cfg.outbox.max_attempts
+        elif time.monotonic() - head.sent_at <= BLAME_WINDOW_S:
+            head.attempts += 1
+        if head.attempts >= self.cfg.outbox.max_attempts:
+            why = _POISON_DISCONNECTS.get(reason or 0, "no acknowledgement")
+            self.outbox.quarantine(head, "broker_disconnect", f"the broker dropped the connection {head.attempts} time(s) after it was sent ({why})")
+            msgs = msgs[1:]
+        self.outbox.requeue(msgs)
 
     def on_model(self, series: Series, model: Model, req: FitRequest) -> None:
         if self.store_error is not None:
@@ -270,8 +333,11 @@ class Agent:
         from edge_agent import detectors
 
         assert self.pipeline is not None and self.loop is not None
+        from edge_agent.fit_bounds import check_fit_params
+
         name = detector or self.cfg.detector.name
         detectors.create(name, params if params is not None else self.cfg.detector.params)  # fail fast on bad params
+        check_fit_params(name, params)  # what a fit may cost (the command and POST /fit come here)
         s = self.pipeline.series.get(series_id)
         if values is None:
             if s is None or s.count < 2:
@@ -374,7 +440,7 @@ class Agent:
         from edge_agent.stats import LatencyRecorder
 
         self.alarm_latency = LatencyRecorder()
-        self.trainer = ProcessTrainer(self.loop, self.store)
+        self.trainer = ProcessTrainer(self.loop, self.store, timeout_s=self.cfg.detector.fit_timeout_s)
         self.pipeline = Pipeline(
             self.cfg,
             trainer=self.trainer,
@@ -480,14 +546,39 @@ class Agent:
     def _dead_letter(self, reason: str, payload: bytes, topic: str, detail: str) -> None:
         doc = {"reason": reason, "detail": detail[:200], "topic": topic[:1024], "payload_prefix": payload[:256].decode("utf-8", "replace")}
         dl = render(self.cfg.ingest.dead_letter_topic or "", {"gateway_id": self.cfg.gateway_id})
-        self.link.publish(dl, json.dumps(doc).encode(), qos=0)
+        try:
+            self.link.publish(dl, json.dumps(doc).encode(), qos=0)
+        except Unsendable as exc:  # best effort: a broker limit below ~2 KB
+            self.unsendable[exc.reason] = self.unsendable.get(exc.reason, 0) + 1
+
+    def not_ready_reasons(self) -> list[str]:
+        """Why the agent is not doing its job now (``/readyz`` fails with these)."""
+        reasons = []
+        link = self.link
+        if not link.connected.is_set():
+            reasons.append(f"broker not connected: {link.last_error or 'connecting'}")
+        connects = link.recent_connects(FLAP_WINDOW_S)
+        if connects >= FLAP_CONNECTS:
+            reasons.append(f"broker connection unstable: {connects} connects in the last {FLAP_WINDOW_S:g} s")
+        if not self.models_loaded:
+            reasons.append("models not loaded yet")
+        waited = self.outbox.oldest_age()
+        if link.connected.is_set() and self.outbox.depth and waited > self.cfg.outbox.stuck_after_s:
+            reasons.append(
+                f"outbox not draining: its oldest message has waited {waited:.0f} s (outbox.stuck_after_s is "
+                f"{self.cfg.outbox.stuck_after_s:g}), {self.outbox.depth} message(s) queued"
+            )
+        return reasons
 
     def health(self) -> dict[str, Any]:
-        problems = []
-        if not self.link.connected.is_set():
-            problems.append(f"broker not connected: {self.link.last_error or 'connecting'}")
-        if not self.models_loaded:
-            problems.append("models not loaded yet")
+        problems = self.not_ready_reasons()
+        last = self.outbox.last_quarantine
+        if last is not None and time.time() - last[0] < QUARANTINE_WARN_S:
+            n = sum(self.outbox.quarantined.values())
+            problems.append(f"outbox: {n} undeliverable message(s) quarantined since start, the last to {last[2]!r} ({last[1]})")
+        if self.last_unsendable is not None and time.time() - self.last_unsendable[0] < QUARANTINE_WARN_S:
+            n = sum(self.unsendable.values())
+            problems.append(f"{n} message(s) could not be sent at all since start (MQTT or broker limits), the last a {self.last_unsendable[1]}")
         if self.outbox.degraded:
             problems.append(f"outbox degraded: {self.outbox.degraded}")
         problems += [f"{k}: {v}" for k, v in self.state_errors.items()]
@@ -519,7 +610,7 @@ class Agent:
         )
 
     def ready(self) -> bool:
-        return self.link.connected.is_set() and self.models_loaded
+        return not self.not_ready_reasons()
 
     async def flush(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -570,6 +661,23 @@ async def _freeze_startup_heap(agent: Agent, settle_s: float = 2.0) -> None:
     log.debug("start-up heap frozen: %d objects no longer scanned by the cyclic collector", gc.get_freeze_count())
 
 
+LOOP_PROBE_S = 0.05
+
+
+async def _probe_loop_lag(agent: Agent) -> None:
+    """How late the event loop runs a timer: every alarm waits as long as the loop is busy
+    with something else (a large HTTP request, a plot, a listing of every series). Exported
+    as ``edge_agent_event_loop_lag_seconds``; 20 probes a second cost nothing measurable."""
+    from edge_agent.stats import LatencyRecorder
+
+    loop = asyncio.get_running_loop()
+    agent.loop_lag = LatencyRecorder()
+    while True:
+        t0 = loop.time()
+        await asyncio.sleep(LOOP_PROBE_S)
+        agent.loop_lag.observe(max(0.0, loop.time() - t0 - LOOP_PROBE_S))
+
+
 async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop: asyncio.Event | None = None) -> int:
     # Worker threads (outbox writer, fits, S3) hand the GIL back to the event loop only every
     # switch interval; at the 5 ms default a commit or a fit adds up to 5 ms to an alarm's
@@ -613,6 +721,7 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
     for factory in extra_tasks or []:
         tasks.append(asyncio.create_task(factory(agent)))
     tasks.append(asyncio.create_task(_freeze_startup_heap(agent), name="gc-freeze"))
+    tasks.append(asyncio.create_task(_probe_loop_lag(agent), name="loop-lag"))
     tasks.append(asyncio.create_task(series_budget.upkeep(agent.pipeline, cfg.ingest.reject_log_interval_s), name="series-upkeep"))
     await stop.wait()
     notifier.stopping("shutting down: flushing the outbox")

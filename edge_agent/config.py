@@ -95,6 +95,7 @@ class MqttConfig(_Strict):
     tls: TlsConfig = TlsConfig()
     max_inflight: Annotated[int, Field(ge=1, le=65000)] = 200
     message_expiry_s: Annotated[int, Field(ge=0)] = 86400
+    max_packet_bytes: Annotated[int, Field(ge=0, le=268_435_460)] = 0
 
 
 class SubscriptionConfig(_Strict):
@@ -176,14 +177,17 @@ class DetectorConfig(_Strict):
     params: dict[str, Any] = {}
     min_train_samples: Annotated[int, Field(ge=2)] = 500
     retrain: RetrainConfig = RetrainConfig()
+    fit_timeout_s: Annotated[float, Field(gt=0)] = 300.0
 
     @model_validator(mode="after")
     def _known_detector(self) -> DetectorConfig:
         from edge_agent import detectors
+        from edge_agent.fit_bounds import check_fit_params
 
         # ParamProblems (a ValueError) is reported under detector.params.<name> by config_source;
         # a detector whose optional packages are missing is a preflight error, not a schema one.
         detectors.check_params(self.name, self.params)
+        check_fit_params(self.name, self.params)  # what a fit may cost (edge_agent/fit_bounds.py)
         return self
 
 
@@ -275,6 +279,8 @@ class OutboxConfig(_Strict):
     max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     max_age_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
     retry_s: Annotated[float, Field(gt=0)] = 30.0
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 5
+    stuck_after_s: Annotated[float, Field(gt=0)] = 60.0
 
 
 class CommandsConfig(_Strict):
@@ -284,6 +290,9 @@ class CommandsConfig(_Strict):
     allow_unsigned: bool = False
     max_age_s: Annotated[float, Field(gt=0)] = 60.0
     qos: Literal[0, 1, 2] = 1
+    refusal_answers_per_s: Annotated[float, Field(ge=0)] = 1.0
+    refusal_answer_burst: Annotated[int, Field(ge=0)] = 10
+    refusal_log_interval_s: Annotated[float, Field(ge=0)] = 10.0
 
 
 class S3Config(_Strict):
@@ -349,6 +358,11 @@ class HttpConfig(_Strict):
     token_file: str | None = None
     series_label_limit: Annotated[int, Field(ge=0)] = 100
     plot_concurrency: Annotated[int, Field(ge=1, le=8)] = 2
+    max_connections: Annotated[int, Field(ge=4, le=100_000)] = 100
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    auth_max_failures: Annotated[int, Field(ge=1)] = 10
+    auth_window_s: Annotated[float, Field(gt=0)] = 60.0
 
 
 class AgentConfig(_Strict):

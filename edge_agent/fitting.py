@@ -46,6 +46,14 @@ class MachineFitRequest:
     activate: bool = True
 
 
+def init_worker(parent_pid: int) -> None:
+    """Fit-worker initializer: die with the agent (``workers.py``), then yield the CPU."""
+    from edge_agent.workers import die_with_parent
+
+    die_with_parent(parent_pid)
+    lower_priority()
+
+
 def lower_priority() -> None:
     """Worker-process initializer: side work (fits, plots) yields the CPU to scoring.
 

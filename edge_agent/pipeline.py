@@ -36,7 +36,7 @@ from edge_agent import alarm_message, detectors
 from edge_agent.alarm_state import ACCEPTED, NAMES, RAISED, AlarmPolicy
 from edge_agent.config import AgentConfig
 from edge_agent.detectors.base import Explanation
-from edge_agent.fitting import FitRequest, fit_and_save, lower_priority, train, warm_up
+from edge_agent.fitting import FitRequest, fit_and_save, init_worker, train, warm_up
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.series import AlarmMark, Series, SeriesBytes
 from edge_agent.series_budget import CLASSES, Evictor
@@ -107,6 +107,9 @@ class InlineTrainer:
             done(model, None)
 
 
+WORKER_START_GRACE_S = 30.0
+
+
 class ProcessTrainer:
     """Fits in a worker process; the finished model is swapped in on the event loop thread.
 
@@ -117,16 +120,32 @@ class ProcessTrainer:
     time. Handing it a whole 100-series ``fit`` command at once made the loop pickle and
     queue 100 requests in one go (the worker can only take one at a time anyway), and the
     readings behind that burst waited.
+
+    A fit that runs longer than ``timeout_s`` is reported failed (``FitTimeout``) and its
+    worker killed and replaced: every other series' fit waits behind it otherwise. The
+    clock of a request starts when it is among the oldest ``workers`` handed to the pool
+    (the pool runs them in order), not while it waits behind another. Requests handed to
+    the killed worker alongside it go back to the head of the queue. The first request of
+    a new pool (started by ``warm()`` or by that request) gets ``WORKER_START_GRACE_S`` more (starting a worker and importing numpy
+    takes seconds on a loaded gateway). Workers die with the agent (``workers.die_with_parent``).
     """
 
-    def __init__(self, loop: Any, store: ModelStore | None, workers: int = 1) -> None:
+    def __init__(self, loop: Any, store: ModelStore | None, workers: int = 1, timeout_s: float | None = None) -> None:
         self.loop = loop
         self.store = store
         self.workers = workers
         self.max_inflight = 2 * workers
+        self.timeout_s = timeout_s
         self.pool: Executor | None = None
         self.queue: deque[tuple[Pipeline, FitRequest, Callable[[Model | None, BaseException | None], None] | None]] = deque()
-        self.inflight = 0
+        self.handed: list[_Handed] = []  # requests in the pool, oldest first
+        self.timeouts = 0
+        self._killed: list[Executor] = []  # pools whose workers we killed (their failures are ours)
+        self._grace_pending = False  # the next request is a new pool's first (warm() may have made it)
+
+    @property
+    def inflight(self) -> int:
+        return len(self.handed)
 
     @property
     def running(self) -> int:
@@ -136,12 +155,15 @@ class ProcessTrainer:
     def _pool(self) -> Executor:
         if self.pool is None:
             import multiprocessing
+            import os
             from concurrent.futures import ProcessPoolExecutor
 
             # spawn, not fork: the agent has threads, and a forked child could inherit a held lock.
             self.pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker, initargs=(os.getpid(),),
             )
+            self._grace_pending = True  # its first fit also waits for the worker to start
         return self.pool
 
     def submit(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None = None) -> None:
@@ -166,40 +188,84 @@ class ProcessTrainer:
     def _start_next(self) -> None:
         while self.queue and self.inflight < self.max_inflight:
             self._start(*self.queue.popleft())
+        self._arm_timers()
+
+    def _arm_timers(self) -> None:
+        if not self.timeout_s:
+            return
+        for h in self.handed[:self.workers]:
+            if h.timer is None:
+                h.timer = self.loop.call_later(self.timeout_s + h.grace, self._timed_out, h)
 
     def _start(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None) -> None:
         root = str(self.store.root) if self.store is not None else None
         fsync = self.store.fsync if self.store is not None else False
         try:
-            fut = self.loop.run_in_executor(self._pool(), fit_and_save, root, fsync, request)
+            pool = self._pool()
+            fut = self.loop.run_in_executor(pool, fit_and_save, root, fsync, request)
         except Exception as exc:  # pool broken or shut down
             self.pool = None
             pipeline.fit_failed(request, exc)
             if done:
                 done(None, exc)
             return
-        self.inflight += 1
+        h = _Handed(fut, pool, pipeline, request, done, grace=WORKER_START_GRACE_S if self._grace_pending else 0.0)
+        self._grace_pending = False
+        self.handed.append(h)
+        fut.add_done_callback(lambda f: self._finished(h, f))
 
-        def finished(f: Any) -> None:
-            self.inflight -= 1
-            model: Model | None = None
-            exc = f.exception() if not f.cancelled() else RuntimeError("fit cancelled")
-            if exc is None:
-                try:
-                    model = pipeline.model_from_worker(request, *f.result())
-                except Exception as rebuild_error:
-                    exc = rebuild_error
-            if exc is not None:
-                if "BrokenProcessPool" in type(exc).__name__:
-                    self.pool = None  # the worker died (OOM killer?): a new one next time
-                pipeline.fit_failed(request, exc)
-            else:
-                pipeline.install(request, model)  # type: ignore[arg-type]
-            if done:
-                done(model, exc)
+    def _finished(self, h: _Handed, f: Any) -> None:
+        if h.timer is not None:
+            h.timer.cancel()
+        self.handed.remove(h)
+        if h.timed_out:
+            self._start_next()  # already reported failed, and its worker replaced
+            return
+        pipeline, request, done = h.pipeline, h.request, h.done
+        model: Model | None = None
+        exc = f.exception() if not f.cancelled() else RuntimeError("fit cancelled")
+        if exc is not None and h.pool in self._killed:
+            # Its worker was killed for another request's timeout: not this one's fault.
+            self.queue.appendleft((pipeline, request, done))
             self._start_next()
+            return
+        if exc is None:
+            try:
+                model = pipeline.model_from_worker(request, *f.result())
+            except Exception as rebuild_error:
+                exc = rebuild_error
+        if exc is not None:
+            if "BrokenProcessPool" in type(exc).__name__:
+                self.pool = None  # the worker died (OOM killer?): a new one next time
+            pipeline.fit_failed(request, exc)
+        else:
+            pipeline.install(request, model)  # type: ignore[arg-type]
+        if done:
+            done(model, exc)
+        self._start_next()
 
-        fut.add_done_callback(finished)
+    def _timed_out(self, h: _Handed) -> None:
+        if h.fut.done():
+            return
+        from edge_agent.workers import kill_pool_workers
+
+        h.timed_out = True
+        self.timeouts += 1
+        req = h.request  # a FitRequest, or a machines MachineFitRequest (same trainer)
+        what = getattr(req, "series_id", None) or f"machine {getattr(req, 'machine_id', '?')}"
+        size = len(getattr(req, "values", getattr(req, "rows", ())))
+        exc = FitTimeout(f"fit of {what!r} ({req.detector}, {size} samples) took longer than "
+                         f"detector.fit_timeout_s={self.timeout_s:g} s; its worker was replaced")
+        log.error("%s", exc)
+        self._killed.append(h.pool)
+        del self._killed[:-4]
+        kill_pool_workers(h.pool)
+        h.pool.shutdown(wait=False, cancel_futures=True)
+        if self.pool is h.pool:
+            self.pool = None
+        h.pipeline.fit_failed(h.request, exc)
+        if h.done:
+            h.done(None, exc)
 
     def close(self) -> None:
         while self.queue:
@@ -209,6 +275,24 @@ class ProcessTrainer:
                 done(None, RuntimeError("agent shutting down"))
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(slots=True, eq=False)
+class _Handed:
+    """A fit request handed to the worker pool."""
+
+    fut: Any
+    pool: Executor
+    pipeline: Pipeline
+    request: FitRequest
+    done: Callable[[Model | None, BaseException | None], None] | None
+    grace: float = 0.0
+    timer: Any = None
+    timed_out: bool = False
+
+
+class FitTimeout(Exception):
+    """A fit ran longer than ``detector.fit_timeout_s``; its worker was killed."""
 
 
 class Pipeline:

@@ -14,6 +14,11 @@ attacks, then calls ``assert_invariants()``. Every wait has a deadline.
         c = make_campaign(**{"ingest.replay_window_s": 60})   # agent_config overrides
         ...attack through c.plc / mosquitto_pub / HTTP...
         c.assert_invariants()
+
+Options beyond the overrides: ``broker_extra`` (mosquitto config lines), ``http=True`` (the
+agent's HTTP port on a free loopback port with a bearer token, ``c.get``/``c.post``/``c.request``),
+``signed_commands=True`` (a command key, ``c.sign``), ``agent_preexec`` (run in the agent's
+child process before exec, e.g. to lower its file-descriptor limit).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,8 @@ CANARY_TOPIC = "plant/canary/c0/probe"
 CANARY_SERIES = "c0/probe"
 MIN_TRAIN = 100  # agent_config's detector.min_train_samples (statistical detector)
 SPIKE = 25.0  # uniform(-1, 1) noise has sigma 0.58: 25 scores ~43 sigma, far past k=3
+COMMAND_KEY = b"campaign-command-key-0123456789abcdef"
+HTTP_TOKEN = "campaign-http-token-0123456789"
 
 
 class Campaign:
@@ -50,14 +58,33 @@ class Campaign:
     mosquitto config (e.g. ``"max_packet_size 16384\\n"``).
     """
 
-    def __init__(self, tmp: Path, broker_extra: str = "", start_agent: bool = True, **overrides: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        broker_extra: str = "",
+        start_agent: bool = True,
+        *,
+        http: bool = False,
+        signed_commands: bool = False,
+        agent_preexec: Callable[[], None] | None = None,
+        **overrides: Any,
+    ) -> None:
         self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         self.broker = Mosquitto(tmp / "broker", extra=broker_extra).start()
+        self.http_port: int | None = None
+        if http:
+            self.http_port = free_port()
+            (tmp / "http.token").write_text(HTTP_TOKEN + "\n")
+            overrides = {"http.enabled": True, "http.port": self.http_port, "http.token_file": str(tmp / "http.token"), **overrides}
+        if signed_commands:
+            (tmp / "cmd.key").write_bytes(COMMAND_KEY + b"\n")
+            overrides = {"commands.key_file": str(tmp / "cmd.key"), **overrides}
         if overrides.get("http.enabled") and "http.port" not in overrides:
             overrides["http.port"] = free_port()
         self.config = agent_config(tmp, self.broker, **overrides)
         self.gateway_id = self.config["gateway_id"]
-        self.agent = AgentProcess(tmp, self.config)
+        self.agent = AgentProcess(tmp, self.config, preexec_fn=agent_preexec)
         self.scada = Subscriber(self.broker, f"edge/{self.gateway_id}/alerts/#")
         self.plc = Publisher(self.broker)
         self.rng = np.random.default_rng(7)
@@ -66,13 +93,62 @@ class Campaign:
         self._ts: dict[str, float] = {}
         self._t0 = time.time() - 3600
         if start_agent:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                # The factory never gets the object to close it: stop what was started here,
+                # or a failed start leaves an agent and a broker running after the test.
+                self.close()
+                raise
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         self.agent.start()
         self.agent.wait_connected()
+        if self.http_port is not None:
+            wait_for(lambda: "HTTP port listening" in self.agent.log(), 20, "the HTTP port")
         self.train(CANARY_TOPIC)
+
+    def restart_broker(self, down_s: float = 1.0) -> None:
+        """Stop the broker (SIGTERM: it saves its state), start it again on the same port, and
+        wait until the campaign's PLC and SCADA clients are back (SCADA subscribed again)."""
+        self.scada.subscribed.clear()
+        self.broker.stop()
+        time.sleep(down_s)
+        self.broker.start()
+        wait_for(lambda: self.plc.client.is_connected() and self.scada.subscribed.is_set(), 30, "PLC and SCADA back on the broker")
+
+    # ---- commands and HTTP -----------------------------------------------------------------
+    def sign(self, command: str, args: dict[str, Any] | None = None, **kw: Any) -> bytes:
+        """A command signed with the campaign's key (``signed_commands=True``)."""
+        from edge_agent.command_auth import sign
+
+        return sign(COMMAND_KEY, command, args or {}, **kw)
+
+    def request(self, method: str, path: str, body: Any = None, token: str | None = HTTP_TOKEN, timeout: float = 10.0) -> tuple[int, Any]:
+        """One request to the agent's HTTP port: (status, parsed JSON or raw bytes)."""
+        assert self.http_port is not None, "make_campaign(http=True)"
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw
+
+    def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any, **kw: Any) -> tuple[int, Any]:
+        return self.request("POST", path, body, **kw)
 
     def close(self) -> None:
         for part in (self.plc, self.scada):
@@ -108,11 +184,18 @@ class Campaign:
         return [a for a in self.scada.json() if (series is None or a.get("series") == series) and (state is None or a.get("state") == state)]
 
     def spike(self, topic: str, series: str, timeout: float = 10.0, value: float = SPIKE) -> dict[str, Any]:
-        """Publish one spike and return the ``raised`` alarm it produced, as SCADA received it."""
+        """Publish one spike and return the ``raised`` alarm it produced, as SCADA received it.
+        ``self.last_latency`` is then the time from handing the spike to the PLC's client to
+        SCADA's client receiving the alarm."""
         before = len(self.alarms(series, "raised"))
+        t0 = time.monotonic()
         self.publish(topic, value)
         wait_for(lambda: len(self.alarms(series, "raised")) > before, timeout, f"a raised alarm for {series} at SCADA")
-        return self.alarms(series, "raised")[before]
+        with self.scada.lock:
+            raised = [(at, json.loads(p)) for (t, p, _), at in zip(self.scada.messages, self.scada.received_at, strict=True)]
+        at, alarm = [(at, a) for at, a in raised if a.get("series") == series and a.get("state") == "raised"][before]
+        self.last_latency = at - t0
+        return alarm
 
     def calm(self, topic: str, n: int = 12) -> None:
         """Normal readings after a spike, so its alarm clears (clear_after defaults to 10)."""

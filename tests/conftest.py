@@ -30,8 +30,8 @@ def make_campaign(tmp_path: Path) -> Iterator:
 
     made: list[Campaign] = []
 
-    def make(broker_extra: str = "", start_agent: bool = True, **overrides: object) -> Campaign:
-        c = Campaign(tmp_path / f"c{len(made)}", broker_extra=broker_extra, start_agent=start_agent, **overrides)
+    def make(broker_extra: str = "", start_agent: bool = True, **options: object) -> Campaign:
+        c = Campaign(tmp_path / f"c{len(made)}", broker_extra=broker_extra, start_agent=start_agent, **options)  # type: ignore[arg-type]
         made.append(c)
         return c
 

@@ -138,8 +138,16 @@ def agent_config(tmp: Path, broker: Mosquitto, **overrides: Any) -> dict[str, An
 class AgentProcess:
     """``python -m edge_agent run -c <config>`` as a child process, its log in a file."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any], name: str = "agent", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        config: dict[str, Any],
+        name: str = "agent",
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.tmp = tmp
+        self.preexec_fn = preexec_fn
         self.config = config
         self.cfg_path = tmp / f"{name}.yaml"
         self.cfg_path.write_text(yaml.safe_dump(config))
@@ -157,7 +165,7 @@ class AgentProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge_agent", "run", "-c", str(self.cfg_path)],
-                stdout=log, stderr=log, env=env, cwd=REPO,
+                stdout=log, stderr=log, env=env, cwd=REPO, preexec_fn=self.preexec_fn,
             )
         return self
 
@@ -213,6 +221,7 @@ class Subscriber:
 
     def __init__(self, broker: Mosquitto, topic: str, client_id: str | None = None, qos: int = 1, clean: bool = True) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.received_at: list[float] = []  # time.monotonic() of each message, in order
         self.lock = threading.Lock()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id or f"scada-{free_port()}", clean_session=clean)
         self.client.on_message = self._on_message
@@ -227,6 +236,7 @@ class Subscriber:
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         with self.lock:
             self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.received_at.append(time.monotonic())
 
     def json(self, prefix: str = "") -> list[dict[str, Any]]:
         with self.lock:

@@ -141,6 +141,7 @@ class SeriesDetail(BaseModel):
 
 class Liveness(BaseModel):
     status: str
+    problems: list[str] = Field(default_factory=list, description="What health reports (the agent is alive regardless)")
 
 
 class Readiness(BaseModel):
