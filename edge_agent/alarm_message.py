@@ -46,3 +46,24 @@ def accepted(held_s: float, by: str) -> str:
     """An alarm ended because its level was accepted as the new normal: by ``by`` (a command,
     or the acceptance time ``alarms.accept_after_s``)."""
     return f"accepted as the new normal by {by} after {duration(held_s)} in alarm; the model now learns from the current behaviour"
+
+
+LIMIT_NAMES = {"hihi": "HiHi", "hi": "Hi", "lo": "Lo", "lolo": "LoLo"}
+
+
+def _with_unit(x: float, unit: str | None) -> str:
+    return f"{number(x)} {unit}" if unit else number(x)
+
+
+def limit_raised(limit: str, setpoint: float, value: float, unit: str | None) -> str:
+    """``HiHi limit 9.5 bar reached: value 9.7 bar``
+
+    >>> limit_raised("lo", 1.0, 0.8, None)
+    'Lo limit 1 reached: value 0.8'
+    """
+    return f"{LIMIT_NAMES.get(limit, limit)} limit {_with_unit(setpoint, unit)} reached: value {_with_unit(value, unit)}"
+
+
+def limit_cleared(limit: str, setpoint: float, deadband: float, held_s: float, unit: str | None) -> str:
+    back = f" (deadband {_with_unit(deadband, unit)})" if deadband else ""
+    return f"back inside the {LIMIT_NAMES.get(limit, limit)} limit {_with_unit(setpoint, unit)}{back} after {duration(held_s)}"

@@ -174,12 +174,17 @@ class Ingest:
             return
         now = time.time()
         try:
+            # A new route: its series gets its rules with the topic's fields (rules.py), once
+            # a reading decodes (junk must not create series).
+            fields = None if cached else (sub.template.match(topic) or {})
             if sub.is_batch:
-                self._batch(r, topic, payload, now)
+                self._batch(r, topic, payload, now, fields)
             elif sub.multi:
-                self._handle_multi(topic, r, payload, now)
+                self._handle_multi(topic, r, payload, now, fields)
             else:
                 value, ts = sub.decode(payload, now, sub.opts, self.limits)
+                if fields is not None:
+                    self._settle(r.sid, fields)
                 newest = r.newest
                 if (ts < newest and newest - ts <= self.window) or r.held is not None:
                     self._behind(r, topic, [(value, ts)], now)
@@ -209,9 +214,18 @@ class Ingest:
         else:
             self.machines.feed(key[0], key[1], value, ts)  # type: ignore[union-attr, arg-type]
 
-    def _batch(self, r: Route, topic: str, payload: bytes, now: float) -> None:
+    def _settle(self, sid: str, fields: dict[str, str]) -> None:
+        pipe = self.pipeline
+        if sid in pipe.series:
+            pipe.settle(sid, fields)
+        else:
+            pipe.get_or_create(sid, fields)
+
+    def _batch(self, r: Route, topic: str, payload: bytes, now: float, fields: dict[str, str] | None = None) -> None:
         sub = r.sub
         values, ts, dropped = sub.decode(payload, now, sub.opts, self.limits)
+        if fields is not None and values.shape[0]:
+            self._settle(r.sid, fields)
         for reason, n in dropped.items():
             self.reject(reason, topic, b"", f"{n} value(s) dropped from a batch", count=n)
         newest = r.newest
@@ -289,7 +303,7 @@ class Ingest:
             if r is not None:
                 self.guard.discard(r)
 
-    def _handle_multi(self, topic: str, r: Route, payload: bytes, now: float) -> None:
+    def _handle_multi(self, topic: str, r: Route, payload: bytes, now: float, fields: dict[str, str] | None = None) -> None:
         """A json_multi message: each reading to its own series, then the taken ones to the
         machine's row. A refused reading (bad value, series limit) is counted on its own; the
         others go on. Replay protection takes the message's row as one item (one timestamp)."""
@@ -306,12 +320,14 @@ class Ingest:
             r.newest = ts if ts < now else now
             rows = [(readings, ts)]
         for row, row_ts in rows:
-            self._multi_row(topic, sub, r.sid, row, row_ts, payload if first else b"")
+            self._multi_row(topic, sub, r.sid, row, row_ts, payload if first else b"", fields)
 
-    def _multi_row(self, topic: str, sub: Subscription, sid: str, readings: list[tuple[str, float]], ts: float, payload: bytes) -> None:
+    def _multi_row(self, topic: str, sub: Subscription, sid: str, readings: list[tuple[str, float]], ts: float, payload: bytes,
+                   fields: dict[str, str] | None = None) -> None:
         first = bool(payload)
         taken: list[tuple[str, float]] = []
         process = self.pipeline.process
+        known = self.pipeline.series
         for key, value in readings:
             series = sid.replace(_KEY, key)
             if len(series) > _MAX_SERIES_ID:
@@ -319,6 +335,8 @@ class Ingest:
                 first = False
                 continue
             try:
+                if fields is not None and series not in known:
+                    self.pipeline.get_or_create(series, {**fields, "sensor": key})  # its rules, with the topic's fields
                 process(series, value, ts)
             except Rejected as exc:
                 self.reject(exc.reason, topic, payload if first else b"", f"{key!r}: {exc.detail}")

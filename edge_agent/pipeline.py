@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_agent import alarm_message, detectors
+from edge_agent import alarm_message, checkpoints, detectors
 from edge_agent.alarm_state import ACCEPTED, NAMES, RAISED, AlarmPolicy
 from edge_agent.config import AgentConfig
 from edge_agent.detectors.base import Explanation
@@ -40,6 +40,7 @@ from edge_agent.fitting import FitRequest, fit_and_save, init_worker, train, war
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.series import AlarmMark, Series, SeriesBytes
 from edge_agent.series_budget import CLASSES, Evictor
+from edge_agent.series_settings import SettingsSource
 from edge_agent.stats import LatencyRecorder
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,18 @@ class AlarmEvent:
     held_s: float | None = None  # cleared / accepted: reading time since the raise
     peak_score: float | None = None  # cleared / accepted: highest score / threshold while raised
     seq: int = 0  # the series' alarm sequence number: 1 for its first alarm, then 2, ...
+    # Which condition (limits.py): the learned model ("model"), or an engineering limit
+    # ("limit", with ``limit`` hihi / hi / lo / lolo and its ``setpoint``). Each is its own alarm.
+    source: str = "model"
+    limit: str | None = None
+    setpoint: float | None = None
+    priority: int = 2  # priority.py: 1 low, 2 medium, 3 high, 4 critical
+    unit: str | None = None
+
+    @property
+    def condition(self) -> str:
+        """The alarm condition of its series this event belongs to: "model", or the limit."""
+        return self.limit or "model"
 
 
 def alert_id(gateway_id: str, series: str, state: str, seq: int, raised_ts: float) -> str:
@@ -339,6 +352,13 @@ class Pipeline:
         self.last_refused: float | None = None  # clock of the last too_many_series refusal
         self.min_train = cfg.detector.min_train_samples
         self.policy = AlarmPolicy.from_config(cfg.alarms)
+        # Per-series settings from the rules (series_settings.py), resolved once per series.
+        self.settings = SettingsSource(cfg)
+        # Topic fields of series about to be created by a source that knows them better than
+        # the series id does (Sparkplug births): taken at creation. Bounded.
+        self.pending_fields: dict[str, dict[str, str]] = {}
+        # A streaming detector's state is copied every this many readings (checkpoints.py).
+        self.checkpoint_every = max(16, cfg.series.buffer_size // 2)
         # Readings that arrive while a series' first fit runs, scored when it is installed.
         self.backlog: dict[str, deque[tuple[float, float]]] = {}
         self.retrain_every = cfg.detector.retrain.every_n
@@ -353,6 +373,7 @@ class Pipeline:
         self.fit_latency = LatencyRecorder()
         self.n_scored = 0
         self.n_raised = 0
+        self.n_limit_raised = 0  # of n_raised: engineering limits
         self.n_cleared = 0
         self.n_accepted = 0
         self.n_backlog_scored = 0
@@ -363,18 +384,51 @@ class Pipeline:
         self.last_fit_error: str | None = None
 
     # ---- series ------------------------------------------------------------------------
-    def get_or_create(self, series_id: str) -> Series:
+    def get_or_create(self, series_id: str, fields: dict[str, str] | None = None) -> Series:
         s = self.series.get(series_id)
         if s is None:
             if len(self.series) >= self.max_series or self.series_bytes.bytes >= self.max_bytes:
                 self.make_room(1)
-            s = self.series[series_id] = Series(series_id, self.buffer_size, self.series_bytes)
+            if fields is None and self.pending_fields:
+                fields = self.pending_fields.pop(series_id, None)
+            settings = self.settings.for_series(series_id, fields)
+            s = self.series[series_id] = Series(series_id, self.buffer_size, self.series_bytes, settings)
             s.seen = self.clock
             self.evictor.created(s)
             s.alarm_seq = self.alarm_seqs.get(series_id, 0)
             if series_id in self.evicted_models:
                 self._restore(s)
         return s
+
+    def settle(self, series_id: str, fields: dict[str, str]) -> None:
+        """A reading of ``series_id`` came with its topic's ``fields`` (a new route): a series
+        made without them (at start, from a stored model or an open alarm) whose rules needed
+        them is resolved again. Not per reading: only on a route's first reading."""
+        s = self.series.get(series_id)
+        if s is None or not s.settings.undecided or s.n_readings:
+            return
+        settings = self.settings.for_series(series_id, fields)
+        if settings is not s.settings:
+            self.apply(s, settings)
+
+    def apply(self, s: Series, settings: Any) -> None:
+        """Give ``s`` new settings (a series that had none for want of its topic fields)."""
+        from edge_agent.limits import LimitSpec, LimitState
+
+        s.settings = settings
+        s.limits = LimitState(LimitSpec.of(settings.limits)) if settings.limits is not None and settings.enabled else None
+        if not settings.enabled and s.model is not None:
+            s.model = None
+            s.changes += 1
+
+    def note_fields(self, series_id: str, fields: dict[str, str]) -> None:
+        """Fields for a series not created yet (a Sparkplug birth declares its metrics)."""
+        if series_id in self.series:
+            self.settle(series_id, fields)
+            return
+        if len(self.pending_fields) >= 200_000:
+            self.pending_fields.clear()
+        self.pending_fields[series_id] = fields
 
     def over_budget(self) -> bool:
         return len(self.series) > self.max_series or self.series_bytes.bytes > self.max_bytes
@@ -437,9 +491,10 @@ class Pipeline:
         """The reload of ``_restore`` finished (on the loop thread)."""
         backlog = self.backlog.pop(s.id, None)
         s.fit_pending = False
-        if model is not None and s.model is None and self.series.get(s.id) is s:
+        if model is not None and s.model is None and self.series.get(s.id) is s and s.settings.enabled:
             s.model = model
             s.changes += 1
+            checkpoints.take(s, model.detector, model.version, s.n_readings - len(backlog or ()))
             self.n_restored += 1
             if backlog:  # readings that came during the reload, in order
                 self.n_backlog_scored += len(backlog)
@@ -475,8 +530,18 @@ class Pipeline:
             self.evicted_models.add(series_id)
             return None
         s = self.get_or_create(series_id)
-        s.model = model
+        if s.settings.enabled:
+            s.model = model
+            checkpoints.take(s, model.detector, model.version, s.n_readings)
         return s
+
+    def activate(self, s: Series, model: Model) -> None:
+        """Put ``model`` to use for ``s`` now (a rollback, a model pulled from S3)."""
+        if not s.settings.enabled:
+            raise ValueError(f"series {s.id!r} is disabled by its rules (enabled: false)")
+        s.model = model
+        s.changes += 1
+        checkpoints.take(s, model.detector, model.version, s.n_readings)
 
     # ---- the hot path --------------------------------------------------------------------
     def process(self, series_id: str, value: float, ts: float) -> None:
@@ -484,6 +549,9 @@ class Pipeline:
         if s is None:
             s = self.get_or_create(series_id)
         s.append(value, ts)
+        lim = s.limits
+        if lim is not None and not lim.lo_edge < value < lim.hi_edge:
+            self._limit(s, lim, value, ts)  # engineering limits: beside the model, while learning too
         model = s.model
         if model is None:
             self._learning(s, value, ts)
@@ -493,7 +561,9 @@ class Pipeline:
             score = det.score_one(value, ts)
         else:
             # Timing every reading would cost as much as scoring it; every 8th is plenty
-            # for the latency summary and histogram.
+            # for the latency summary and histogram. The plot's checkpoints are taken here too.
+            if checkpoints.due(s, self.checkpoint_every):
+                checkpoints.take(s, det, model.version, s.n_readings - 1)
             t0 = time.perf_counter()
             score = det.score_one(value, ts)
             self.score_latency.observe(time.perf_counter() - t0)
@@ -511,12 +581,13 @@ class Pipeline:
                 if len(backlog) == backlog.maxlen:
                     self.n_backlog_dropped += 1
                 backlog.append((value, ts))
-        elif s.count >= self.min_train and s.n_readings >= s.next_fit_at:
-            self.request_fit(s, reason="initial")
-        elif s.n_readings == 1:
+        elif s.count >= s.settings.min_train and s.n_readings >= s.next_fit_at:
+            if s.settings.enabled:  # a disabled series keeps its readings (plots), nothing more
+                self.request_fit(s, reason="initial")
+        elif s.n_readings == 1 and s.settings.enabled:
             warm = getattr(self.trainer, "warm", None)
             if warm is not None:
-                warm(self.cfg.detector.name)  # a new series: have a fit worker ready by the time it has learned
+                warm(s.settings.detector)  # a new series: have a fit worker ready by the time it has learned
 
     def process_batch(self, series_id: str, values: np.ndarray, ts: np.ndarray) -> None:
         s = self.series.get(series_id)
@@ -525,15 +596,24 @@ class Pipeline:
         self._process_batch(s, values, ts)
 
     def _process_batch(self, s: Series, values: np.ndarray, ts: np.ndarray) -> None:
+        lim = s.limits
+        if lim is not None:
+            for v, t in zip(values.tolist(), ts.tolist(), strict=True):
+                if not lim.lo_edge < v < lim.hi_edge:
+                    self._limit(s, lim, v, t)
         model = s.model
         if model is None:
+            if not s.settings.enabled:
+                s.append_many(values, ts)
+                return
             # Readings up to the training size only fill the buffer; the rest are scored once
             # a model exists, which for an inline trainer is immediately.
-            need = max(0, self.min_train - s.count)
+            min_train = s.settings.min_train
+            need = max(0, min_train - s.count)
             head = min(need, values.shape[0])
             if head:
                 s.append_many(values[:head], ts[:head])
-            if s.count >= self.min_train and not s.fit_pending and s.n_readings >= s.next_fit_at:
+            if s.count >= min_train and not s.fit_pending and s.n_readings >= s.next_fit_at:
                 self.request_fit(s, reason="initial")
             if head == values.shape[0]:
                 return
@@ -549,6 +629,8 @@ class Pipeline:
                 return
         s.append_many(values, ts)
         det = model.detector
+        if checkpoints.due(s, self.checkpoint_every):
+            checkpoints.take(s, det, model.version, s.n_readings - values.shape[0])
         if getattr(det, "streaming", False):
             # The explanation of a raise describes the reading just scored: one at a time.
             t0 = time.perf_counter()
@@ -591,11 +673,58 @@ class Pipeline:
         if score >= threshold:
             s.n_anomalous += 1
         if score >= threshold or s.alarm.active:
-            transition = s.alarm.update(score, threshold, ts, self.policy, getattr(det, "normal_score", 0.0))
-            if transition:
-                self._transition(transition, s, model, value, ts, score)
+            # On-delay (the series' rules): a raise waits for on_delay consecutive readings at or
+            # above the threshold; the raise/hold/clear decision itself is alarm_state's.
+            if s.alarm.active or s.settings.on_delay <= 1 or self._on_delay_done(s):
+                transition = s.alarm.update(score, threshold, ts, s.settings.policy, getattr(det, "normal_score", 0.0))
+                if transition:
+                    self._transition(transition, s, model, value, ts, score)
         if self.retrain_on:
             self._retrain_policy(s, score)
+
+    @staticmethod
+    def _on_delay_done(s: Series) -> bool:
+        """Count this anomalous reading into the series' run; True once the run is on_delay long."""
+        n, run = s.n_scored, s.onset
+        if run is not None and run[1] == n - 1:
+            run[1] = n
+        else:
+            run = s.onset = [n, n]
+        if run[1] - run[0] + 1 >= s.settings.on_delay:
+            s.onset = None
+            return True
+        return False
+
+    def _limit(self, s: Series, lim: Any, value: float, ts: float) -> None:
+        """An engineering limit reached or left (limits.py): each limit is its own alarm."""
+        st = s.settings
+        for name, state, setpoint in lim.update(value, st.on_delay):
+            if state == "raised":
+                s.alarm_seq += 1
+                self.alarm_seqs[s.id] = s.alarm_seq
+                seq, raised_ts = s.alarm_seq, ts
+                aid = alert_id(self.gateway_id, s.id, state, seq, ts)
+                lim.raised[name] = (seq, ts, aid)
+                s.n_alarms += 1
+                self.n_raised += 1
+                self.n_limit_raised += 1
+                s.last_alarm_ts = ts
+                raised_id, held = None, None
+                message = alarm_message.limit_raised(name, setpoint, value, st.unit)
+            else:
+                seq, raised_ts, raised_id = lim.raised.pop(name, (s.alarm_seq, ts, None))
+                aid = alert_id(self.gateway_id, s.id, state, seq, raised_ts)
+                held = ts - raised_ts
+                self.n_cleared += 1
+                message = alarm_message.limit_cleared(name, setpoint, lim.spec.deadband, held, st.unit)
+            s.marks.append(AlarmMark(ts, value, state))
+            low, high = lim.spec.expected()
+            self.on_alarm(AlarmEvent(
+                aid, s.id, state, ts, value, value, setpoint, "limit", 0, raised_id, kind="limit",
+                direction="up" if name in ("hi", "hihi") else "down", expected_low=low, expected_high=high,
+                message=message, held_s=held, seq=seq, source="limit", limit=name, setpoint=setpoint,
+                priority=int(st.limits_priority), unit=st.unit,
+            ))
 
     def _transition(self, transition: int, s: Series, model: Model, value: float, ts: float, score: float) -> None:
         det = model.detector
@@ -607,17 +736,20 @@ class Pipeline:
             aid = alert_id(self.gateway_id, s.id, state, s.alarm_seq, ts)
             exp = self._explain(det, value)
             s.raised_id, s.last_alarm_ts = aid, ts
+            s.raised_seq = s.alarm_seq
             s.n_alarms += 1
             self.n_raised += 1
             s.marks.append(AlarmMark(ts, value, state))
             ev = AlarmEvent(aid, s.id, state, ts, value, score, threshold, det.name, model.version,
-                            message=alarm_message.raised(exp, value, score, threshold), seq=s.alarm_seq)
+                            message=alarm_message.raised(exp, value, score, threshold), seq=s.alarm_seq,
+                            priority=int(s.settings.priority), unit=s.settings.unit)
             if exp is not None:
                 ev.kind, ev.direction, ev.expected_low, ev.expected_high = exp.kind, exp.direction, exp.expected_low, exp.expected_high
             self.on_alarm(ev)
             return
         raised_ts = s.alarm.raised_ts if s.alarm.raised_ts is not None else ts
-        aid = alert_id(self.gateway_id, s.id, state, s.alarm_seq, raised_ts)
+        seq = s.raised_seq or s.alarm_seq
+        aid = alert_id(self.gateway_id, s.id, state, seq, raised_ts)
         held = ts - raised_ts
         peak = s.alarm.peak
         s.marks.append(AlarmMark(ts, value, state))
@@ -629,7 +761,8 @@ class Pipeline:
             self.n_cleared += 1
             message = alarm_message.cleared(held, peak)
         self.on_alarm(AlarmEvent(aid, s.id, state, ts, value, score, threshold, det.name, model.version, s.raised_id,
-                                 message=message, held_s=held, peak_score=peak, seq=s.alarm_seq))
+                                 message=message, held_s=held, peak_score=peak, seq=seq,
+                                 priority=int(s.settings.priority), unit=s.settings.unit))
 
     @staticmethod
     def _explain(det: Any, value: float) -> Explanation | None:
@@ -650,12 +783,13 @@ class Pipeline:
         if rebaseline is not None:
             rebaseline()
             s.changes += 1
+            checkpoints.take(s, det, model.version, s.n_readings)  # the plot replays from the new normal
             return
         if s.fit_pending:
             return
-        n = min(self.buffer_size, max(self.min_train, s.alarm.held))
+        n = min(self.buffer_size, max(s.settings.min_train, s.alarm.held))
         self.request_fit(s, reason="accept", values=s.recent_values(n), detector=det.name,
-                         params=model.meta.get("init_params", self.cfg.detector.params))
+                         params=model.meta.get("init_params", s.settings.params))
 
     def rebaseline(self, series_id: str, by: str = "command") -> dict[str, Any]:
         """Accept a series' current behaviour as normal now (the ``rebaseline`` command).
@@ -673,12 +807,14 @@ class Pipeline:
             s.alarm.end()
             self.n_accepted += 1
             s.marks.append(AlarmMark(ts, s.last_value, "accepted"))
-            aid = alert_id(self.gateway_id, s.id, "accepted", s.alarm_seq, raised_ts)
+            seq = s.raised_seq or s.alarm_seq
+            aid = alert_id(self.gateway_id, s.id, "accepted", seq, raised_ts)
             out["accepted_alert_id"] = s.raised_id
             self.on_alarm(AlarmEvent(aid, s.id, "accepted", ts, s.last_value, s.last_score, float(model.detector.threshold),
                                      model.detector.name, model.version, s.raised_id,
                                      message=alarm_message.accepted(ts - raised_ts, by),
-                                     held_s=ts - raised_ts, peak_score=peak, seq=s.alarm_seq))
+                                     held_s=ts - raised_ts, peak_score=peak, seq=seq,
+                                     priority=int(s.settings.priority), unit=s.settings.unit))
         self._accept(s, model)
         out["method"] = "in place" if hasattr(model.detector, "rebaseline") else "refit"
         return out
@@ -715,14 +851,16 @@ class Pipeline:
     ) -> FitRequest:
         ts = None
         if values is None:
-            ts, values = s.recent(self.buffer_size if reason != "initial" else self.min_train)
+            ts, values = s.recent(self.buffer_size if reason != "initial" else s.settings.min_train)
         if detector is None:
             if s.model is not None and reason in ("every_n", "drift"):
-                detector, params = s.model.detector.name, s.model.meta.get("init_params", self.cfg.detector.params)
+                detector, params = s.model.detector.name, s.model.meta.get("init_params", s.settings.params)
             else:
-                detector = self.cfg.detector.name
+                detector = s.settings.detector
+                if params is None:
+                    params = s.settings.params
         if params is None:
-            params = self.cfg.detector.params
+            params = s.settings.params if detector == s.settings.detector else {}
         req = FitRequest(s.id, values, detector, dict(params), reason, ts=ts)
         s.fit_pending = True
         if s.model is None:
@@ -760,9 +898,10 @@ class Pipeline:
             return
         s.fit_pending = False
         self.n_models_trained += 1
-        if not req.activate:
+        if not req.activate or not s.settings.enabled:
             return
         s.model = model
+        checkpoints.take(s, model.detector, model.version, s.n_readings - len(backlog or ()))
         s.since_fit = 0
         s.drift_base, s.drift_sum, s.drift_n = None, 0.0, 0
         s.changes += 1
@@ -781,7 +920,7 @@ class Pipeline:
             s.fit_pending = False
             # Back off: wait for another full training window before trying again.
             s.since_fit = 0
-            s.next_fit_at = s.n_readings + self.min_train
+            s.next_fit_at = s.n_readings + s.settings.min_train
         self.n_fit_failed += 1
         self.last_fit_error = f"{req.series_id}: {exc!r}"
         log.error("fit failed for series %r (%s): %r", req.series_id, req.reason, exc)

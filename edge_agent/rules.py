@@ -279,7 +279,8 @@ class RuleSet:
             "min_train_samples": (cfg.detector.min_train_samples, at("detector", "min_train_samples")),
             "on_delay": (1, BUILT_IN),
             "clear_after": (cfg.alarms.clear_after, at("alarms", "clear_after")),
-            "deadband": (0.0, BUILT_IN),
+            # The learned-model alarm's hysteresis: alarms.hold_ratio is the global form of the key.
+            "deadband": (round(1.0 - cfg.alarms.hold_ratio, 12), f"1 - {at('alarms', 'hold_ratio')}"),
             "priority": (DEFAULT_PRIORITY, BUILT_IN),
             "unit": (None, BUILT_IN),
             "description": (None, BUILT_IN),
@@ -310,6 +311,13 @@ class RuleSet:
         raise UnknownTopic(f"topic {topic!r} matches no subscription topic template "
                            f"({', '.join(t.template for t, _ in self._topics) or 'none'}; "
                            "for Sparkplug B series use --series)")
+
+    def defaults(self) -> SeriesSettings:
+        """What a series no rule matches gets."""
+        return SeriesSettings(
+            series="", fields={}, sources={k: s for k, (_, s) in self._defaults.items()},
+            **{k: (dict(v) if k == "params" else v) for k, (v, _) in self._defaults.items()},
+        )
 
     def resolve(self, series_id: str, fields: Mapping[str, str] | None = None) -> SeriesSettings:
         """The settings of ``series_id`` whose reading arrived with topic ``fields``.

@@ -13,11 +13,17 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge_agent.alarm_state import AlarmState
+from edge_agent.limits import LimitSpec, LimitState
 from edge_agent.model_store import Model
+
+if TYPE_CHECKING:
+    from edge_agent.checkpoints import Checkpoint
+    from edge_agent.series_settings import Settings
 
 
 class SeriesBytes:
@@ -56,10 +62,10 @@ class Series:
         "last_value", "last_ts", "n_readings", "n_scored", "n_anomalous",
         "n_alarms", "since_fit", "fit_pending", "last_score", "drift_base",
         "drift_sum", "drift_n", "last_alarm_ts", "changes", "next_fit_at", "stale", "_marks", "seen", "seen_n",
-        "topic", "alarm_seq", "budget",
+        "topic", "alarm_seq", "budget", "settings", "limits", "onset", "raised_seq", "checkpoints",
     )
 
-    def __init__(self, series_id: str, buffer_size: int, budget: SeriesBytes | None = None) -> None:
+    def __init__(self, series_id: str, buffer_size: int, budget: SeriesBytes | None = None, settings: Settings | None = None) -> None:
         self.id = series_id
         # array.array takes a scalar write in ~30 ns, a numpy array in ~100 ns: this is the
         # per-reading path. The rings grow as readings arrive (see _grow), so a series known
@@ -100,6 +106,19 @@ class Series:
         self.topic: str | None = None
         # Sequence number of the series' current (or last) alarm: part of its alert_id.
         self.alarm_seq = 0
+        # The settings its rules gave it (series_settings.py), resolved once at creation; shared.
+        self.settings: Settings = settings if settings is not None else _default_settings()
+        # Engineering limits' state (limits.py), when its settings have limits and it is enabled.
+        lim = self.settings.limits
+        self.limits: LimitState | None = LimitState(LimitSpec.of(lim)) if lim is not None and self.settings.enabled else None
+        # On-delay of the learned-model alarm: [first, last] scored-reading index of the current
+        # run of readings at or above the threshold (None: no run).
+        self.onset: list[int] | None = None
+        # Sequence number of the learned-model alarm raised now (limit alarms take numbers too).
+        self.raised_seq = 0
+        # Copies of a streaming detector's state taken as it scores (checkpoints.py): the plot
+        # replays the held readings from them to draw the band the detector used at each reading.
+        self.checkpoints: list[Checkpoint] | None = None
         # Where the ring's bytes are accounted (the pipeline's memory budget), if anywhere.
         self.budget = budget
         if budget is not None:
@@ -115,7 +134,8 @@ class Series:
     @property
     def nbytes(self) -> int:
         """What this series costs in memory, as the budget counts it."""
-        return OVERHEAD_BYTES + 8 * (len(self.values) + len(self.bts))
+        cps = self.checkpoints
+        return OVERHEAD_BYTES + 8 * (len(self.values) + len(self.bts)) + (sum(c.nbytes for c in cps) if cps else 0)
 
     def _grow(self, need: int) -> None:
         """Make room for at least ``need`` readings (at most the ring size): double, from 16.
@@ -140,6 +160,7 @@ class Series:
         """Give the ring back (the series is being evicted); returns the bytes freed."""
         freed = self.nbytes
         self.values = self.bts = _EMPTY
+        self.checkpoints = None
         if self.budget is not None:
             self.budget.bytes -= freed
             self.budget = None
@@ -223,8 +244,9 @@ class Series:
 
     @property
     def active(self) -> bool:
-        """An alarm is raised and not yet cleared."""
-        return self.alarm.active
+        """An alarm is raised and not yet cleared: the learned model's or an engineering limit's."""
+        lim = self.limits
+        return self.alarm.active or (lim is not None and bool(lim.high or lim.low))
 
     @property
     def raised_ts(self) -> float | None:
@@ -235,6 +257,21 @@ class Series:
         # An open alarm stays visible while its source is away; it clears on normal readings.
         if self.active:
             return "alarm"
+        if not self.settings.enabled:
+            return "disabled"
         if self.stale:
             return "stale"
         return "learning" if self.model is None else "normal"
+
+
+_DEFAULT: list[Settings] = []
+
+
+def _default_settings() -> Settings:
+    """Settings of a series made without any (tests, tools): the built-in defaults."""
+    if not _DEFAULT:
+        from edge_agent.config import AgentConfig
+        from edge_agent.series_settings import SettingsSource
+
+        _DEFAULT.append(SettingsSource(AgentConfig()).default)
+    return _DEFAULT[0]

@@ -292,6 +292,8 @@ class SparkplugIngest:
                 fields["metric"] = name
                 sid = "/".join(seg for seg in render(sub.series, fields).split("/") if seg)
                 info = (sid, dt, None) if 0 < len(sid) <= MAX_SERIES_ID and "\x00" not in sid else (None, dt, "bad_series_id")
+                if info[2] is None and self.pipeline.settings.rules.rules:
+                    self.pipeline.note_fields(sid, dict(fields))  # the series' rules match on these (rules.py)
             scope[name] = info
             if m.HasField("alias"):
                 scope[m.alias] = info
