@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -22,12 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from edge_agent import __version__, event_loop, series_budget
+from edge_agent.annunciator import Annunciator
 from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest, max_packet_bytes
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.mqtt_limits import Unsendable, check_publish, payload_budget, properties_bytes
 from edge_agent.mqtt_link import MqttLink
-from edge_agent.outbox import Outbox, OutMessage
+from edge_agent.outbox import Outbox, OutMessage, Record
 from edge_agent.pipeline import AlarmEvent, FitRequest, Pipeline, ProcessTrainer, TooManySeries
 from edge_agent.ratelimit import RateLimitedLog, clip
 from edge_agent.series import Series
@@ -46,23 +46,6 @@ FLAP_CONNECTS = 4
 FLAP_WINDOW_S = 60.0
 # A quarantined message keeps health degraded this long after it happened.
 QUARANTINE_WARN_S = 3600.0
-
-
-def strict_json(doc: dict[str, Any]) -> bytes:
-    """An alarm payload as strict JSON (RFC 8259: no NaN or Infinity, which JavaScript and
-    orjson refuse). Ingest bounds values to keep every score finite at the source; should a
-    detector still produce a non-finite number, it goes out as null and is logged, rather than
-    as invalid JSON or not at all."""
-    try:
-        return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError:
-        def finite(v: Any) -> Any:
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            return {k: finite(x) for k, x in v.items()} if isinstance(v, dict) else v
-
-        log.error("alarm for %r carries a non-finite number (sent as null): %r", doc.get("series"), doc)
-        return json.dumps(finite(doc), separators=(",", ":"), allow_nan=False).encode()
 
 
 class Agent:
@@ -115,6 +98,8 @@ class Agent:
         self.commands: Any = None  # CommandHandler when commands.enabled
         self.s3: Any = None  # S3Sync when s3.enabled
         self.sparkplug: Any = None  # edge_agent.sparkplug.Sparkplug when a Sparkplug part is configured
+        # Alarm conditions, acknowledgement, shelves, alarm rate (annunciator.py).
+        self.annunciator = Annunciator(cfg, self, lambda sid: self.pipeline.series.get(sid) if self.pipeline is not None else None)
 
     # ---- messages --------------------------------------------------------------------------
     def _status_payload(self, state: str, reason: str | None = None) -> bytes:
@@ -138,6 +123,8 @@ class Agent:
         props: dict[str, Any] | None = None,
         kind: str = "",
         alarm: tuple[str, str, str, float, int] | None = None,
+        condition: str = "model",
+        records: list[Record] | None = None,
     ) -> bool:
         """Commit a message to the outbox; it is published once durable, and retried until acked.
 
@@ -164,45 +151,24 @@ class Agent:
                 props=json.dumps(props) if props else None,
                 kind=kind,
                 alarm=alarm,
+                condition=condition,
+                records=records,
             )
         )
         return True
+
+    def record(self, records: list[Record], alarm: tuple[str, str, str, float, int] | None = None, condition: str = "model") -> None:
+        """Commit operator state (annunciator.py) with nothing to publish."""
+        self.outbox.record(records, alarm, condition)
 
     def payload_budget(self, topic: str, qos: int, correlation: bytes | None = None) -> int:
         """The largest payload ``publish_durable`` takes for ``topic`` on the current broker."""
         return payload_budget(topic, qos, properties_bytes(bool(self.cfg.mqtt.message_expiry_s), correlation), self.link.max_packet)
 
     def on_alarm(self, ev: AlarmEvent) -> None:
-        doc: dict[str, Any] = {
-            "alert_id": ev.alert_id,
-            "gateway_id": self.cfg.gateway_id,
-            "series": ev.series,
-            "state": ev.state,
-            "ts": ev.ts,
-            "value": ev.value,
-            "score": ev.score,
-            "threshold": ev.threshold,
-            "model": {"detector": ev.detector, "version": ev.version},
-        }
-        if ev.raised_alert_id:
-            doc["raised_alert_id"] = ev.raised_alert_id
-        if ev.kind is not None:
-            doc["kind"] = ev.kind
-            doc["direction"] = ev.direction
-            doc["expected"] = {"low": _finite(ev.expected_low), "high": _finite(ev.expected_high)}
-        if ev.held_s is not None:
-            doc["held_s"] = round(ev.held_s, 3)
-            doc["peak_score"] = ev.peak_score
-        doc["message"] = ev.message
-        doc["seq"] = ev.seq
-        payload = strict_json(doc)
-        values = {"gateway_id": self.cfg.gateway_id, "series": ev.series}
-        self.publish_durable(
-            render(self.cfg.alarms.topic, values), payload, self.cfg.alarms.qos, kind="alarm",
-            alarm=(ev.state, ev.series, ev.raised_alert_id or ev.alert_id, ev.ts, ev.seq),
-        )
-        if self.cfg.alarms.state_topic:
-            self.publish_durable(render(self.cfg.alarms.state_topic, values), payload, 1, retain=True)
+        # The payload (alarm_payload.py), shelving, acknowledgement and the retained state
+        # topic are the annunciator's; the hooks (Sparkplug) see every event, shelved or not.
+        self.annunciator.on_event(ev)
         for hook in self.hooks_on_alarm:
             hook(ev)
 
@@ -485,6 +451,7 @@ class Agent:
                 continue
             s.alarm.raise_at(ts)
             s.raised_id, s.last_alarm_ts = aid, ts
+        await self._restore_operator_state(open_alarms)
         self.models_loaded = True
         log.info("loaded %d model(s) from %s; %d alarm(s) open", len(loaded), self.store.root, len(open_alarms))
         self.outbox.on_ready = self._outbox_ready
@@ -514,6 +481,35 @@ class Agent:
 
         if sparkplug.wanted(self.cfg):
             self.sparkplug = await sparkplug.install(self)
+
+    async def _restore_operator_state(self, open_alarms: dict[str, tuple[str, float]]) -> None:
+        """Acknowledgements, shelves and engineering-limit alarms as the last run left them
+        (the outbox file's ``alarm_condition`` / ``alarm_shelve``, annunciator.py)."""
+        from edge_agent.outbox import read_operator_state
+
+        assert self.loop is not None and self.pipeline is not None
+        conditions, shelves = await self.loop.run_in_executor(self.executor, read_operator_state, self.outbox.path)
+        for sid, name, cond in self.annunciator.restore(conditions, shelves):
+            try:
+                s = self.pipeline.get_or_create(sid)
+            except Exception:
+                continue
+            seq = int(cond.raised.get("seq") or 0)
+            if name == "model":
+                s.raised_seq = seq
+            elif s.limits is not None and name in dict(s.limits.spec.highs + s.limits.spec.lows):
+                s.limits.restore(name)
+                s.limits.raised[name] = (seq, float(cond.raised["ts"]), str(cond.raised["alert_id"]))
+        for sid, (aid, ts) in open_alarms.items():
+            s = self.pipeline.series.get(sid)
+            self.annunciator.adopt_open(sid, aid, ts, int(s.settings.priority) if s is not None else 2)
+        log.info("operator state: %d alarm condition(s), %d shelve(s) restored", len(conditions), len(self.annunciator.shelves))
+
+    async def expire_shelves(self) -> None:
+        """End shelves whose duration is up (their still-active alarms are announced then)."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.annunciator.expire()
 
     def _store_failed(self, error: str) -> None:
         self.store_error = error
@@ -722,6 +718,7 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
         tasks.append(asyncio.create_task(factory(agent)))
     tasks.append(asyncio.create_task(_freeze_startup_heap(agent), name="gc-freeze"))
     tasks.append(asyncio.create_task(_probe_loop_lag(agent), name="loop-lag"))
+    tasks.append(asyncio.create_task(agent.expire_shelves(), name="shelve-expiry"))
     tasks.append(asyncio.create_task(series_budget.upkeep(agent.pipeline, cfg.ingest.reject_log_interval_s), name="series-upkeep"))
     await stop.wait()
     notifier.stopping("shutting down: flushing the outbox")
@@ -731,11 +728,6 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
     await asyncio.gather(*tasks, return_exceptions=True)
     log.info("stopped")
     return 0
-
-
-def _finite(x: float | None) -> float | None:
-    """A float for a JSON payload: None rather than NaN or infinity (not JSON)."""
-    return x if x is not None and math.isfinite(x) else None
 
 
 def _writable_parent(path: str) -> bool:

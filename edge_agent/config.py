@@ -254,6 +254,9 @@ class AlarmConfig(_Strict):
     topic: str = "edge/{gateway_id}/alerts/{series}"
     qos: Literal[0, 1, 2] = 1
     state_topic: str | None = None
+    # Operators (annunciator.py): the longest shelve, and the alarm rate called a flood.
+    max_shelve_s: Annotated[float, Field(gt=0)] = 86400.0
+    flood_per_10min: Annotated[int, Field(ge=1)] = 10
 
 
 class StatusConfig(_Strict):

@@ -96,11 +96,49 @@ CREATE TABLE IF NOT EXISTS alarm_seq (
 """
 
 
+# What operators did and see (annunciator.py): each alarm condition's state with its
+# acknowledgement, and each shelved series. Written in the same transaction as the message that
+# announces the change (the alarm, or the retained state), so a restart comes back to what SCADA
+# was last told. ``doc`` is the annunciator's JSON of the record.
+_CONDITION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alarm_condition (
+    series TEXT NOT NULL,
+    condition TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (series, condition)
+)
+"""
+_SHELVE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alarm_shelve (
+    series TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+)
+"""
+# A record: (table, key, doc); doc None deletes. table "condition" keys (series, condition),
+# "shelve" keys (series,).
+Record = tuple[str, tuple[str, ...], "str | None"]
+
+
 def _create(db: sqlite3.Connection) -> None:
     db.execute(_SCHEMA)
     db.execute(_STATE_SCHEMA)
     db.execute(_QUARANTINE_SCHEMA)
     db.execute(_SEQ_SCHEMA)
+    db.execute(_CONDITION_SCHEMA)
+    db.execute(_SHELVE_SCHEMA)
+
+
+def _write_records(db: sqlite3.Connection, records: list[Record]) -> None:
+    for table, key, doc in records:
+        if table == "condition":
+            if doc is None:
+                db.execute("DELETE FROM alarm_condition WHERE series = ? AND condition = ?", key)
+            else:
+                db.execute("INSERT OR REPLACE INTO alarm_condition VALUES (?,?,?)", (*key, doc))
+        elif doc is None:
+            db.execute("DELETE FROM alarm_shelve WHERE series = ?", key)
+        else:
+            db.execute("INSERT OR REPLACE INTO alarm_shelve VALUES (?,?)", (*key, doc))
 
 
 def _read_rows(path: str | Path, sql: str) -> list[tuple[Any, ...]]:
@@ -129,6 +167,18 @@ def read_alarm_seqs(path: str | Path) -> dict[str, tuple[int, float]]:
     return {s: (q, t) for s, q, t in _read_rows(path, "SELECT series, seq, last_ts FROM alarm_seq")}
 
 
+def read_operator_state(path: str | Path) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """Alarm conditions (series, condition, doc) and shelves (series, doc) in an outbox file."""
+    return (_read_rows(path, "SELECT series, condition, doc FROM alarm_condition"),
+            _read_rows(path, "SELECT series, doc FROM alarm_shelve"))
+
+
+def _operator_rows(conditions: list[tuple[str, str, str]], shelves: list[tuple[str, str]]) -> dict[tuple[str, tuple[str, ...]], str]:
+    out: dict[tuple[str, tuple[str, ...]], str] = {("condition", (s, c)): d for s, c, d in conditions}
+    out.update({("shelve", (s,)): d for s, d in shelves})
+    return out
+
+
 @dataclass(slots=True)
 class OutMessage:
     topic: str
@@ -140,8 +190,12 @@ class OutMessage:
     id: int = 0
     created: float = 0.0
     kind: str = ""  # "alarm" for latency accounting; not persisted
-    # (state, series, alert_id, ts, seq): updates alarm_state and alarm_seq
+    # (state, series, alert_id, ts, seq): updates alarm_seq, and alarm_state for the learned
+    # model's alarms (``condition`` "model"; engineering limits are other conditions)
     alarm: tuple[str, str, str, float, int] | None = None
+    condition: str = "model"
+    records: list[Record] | None = None  # operator state committed with this message
+    state_only: bool = False  # records (and alarm) only: nothing to publish
     attempts: int = 0  # sends that ended in a dropped connection or an error (this run only)
     sent_at: float = 0.0  # monotonic time of the last send
 
@@ -203,6 +257,7 @@ class Outbox:
         self._idle = threading.Event()
         self._alarm_states: dict[str, tuple[str, float]] = {}  # writer side, authoritative
         self._alarm_seqs: dict[str, tuple[int, float]] = {}  # writer side: series -> (seq, last edge ts)
+        self._operator: dict[tuple[str, tuple[str, ...]], str] = {}  # writer side: alarm_condition, alarm_shelve rows
         # While in memory: the highest file row id copied into memory, or None when the file
         # could not be read at all (its rows are then merged back on recovery without collisions).
         self._seed_max: int | None = None
@@ -228,6 +283,11 @@ class Outbox:
         self.put_total += 1
         self._cmd.append(("put", msg))
         self._wake.set()
+
+    def record(self, records: list[Record], alarm: tuple[str, str, str, float, int] | None = None, condition: str = "model") -> None:
+        """Commit operator state (and an alarm's sequence number) with nothing to publish: a
+        raise while its series is shelved, an acknowledgement without a state topic."""
+        self.put(OutMessage("", b"", alarm=alarm, condition=condition, records=records, state_only=True))
 
     def durable(self) -> bool:
         """True when every message put so far is committed (readings may be acknowledged)."""
@@ -276,6 +336,9 @@ class Outbox:
 
     def _committed(self, msgs: list[OutMessage]) -> None:
         self.committed_total += len(msgs)
+        msgs = [m for m in msgs if not m.state_only]
+        if not msgs:
+            return
         room = self.mem_rows - len(self.ready)
         if self.spilled or room <= 0:
             # Leave them on disk; a page load will bring them in, in order.
@@ -338,6 +401,8 @@ class Outbox:
             self._alarm_states = {s: (a, t) for s, a, t in self._db.execute("SELECT series, alert_id, ts FROM alarm_state")}
             (self.quarantine_rows,) = self._db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
             self._alarm_seqs = {s: (q, t) for s, q, t in self._db.execute("SELECT series, seq, last_ts FROM alarm_seq")}
+            self._operator = _operator_rows(self._db.execute("SELECT series, condition, doc FROM alarm_condition").fetchall(),
+                                            self._db.execute("SELECT series, doc FROM alarm_shelve").fetchall())
         except (sqlite3.Error, OSError) as exc:
             self._go_memory(f"cannot open {self.path}: {exc}")
             return
@@ -352,6 +417,8 @@ class Outbox:
             self._alarm_states = read_alarm_states(self.path)
         if not self._alarm_seqs:
             self._alarm_seqs = read_alarm_seqs(self.path)
+        if not self._operator:
+            self._operator = _operator_rows(*read_operator_state(self.path))
         # Copy what the file holds (the open file after a failed write; at start, a read-only
         # view if the file can at least be read) so undelivered rows keep being published and
         # ids keep increasing across the switch, which the loop's ordering relies on.
@@ -418,6 +485,9 @@ class Outbox:
             fdb.executemany("INSERT INTO alarm_state VALUES (?,?,?)", [(k, a, t) for k, (a, t) in self._alarm_states.items()])
             fdb.execute("DELETE FROM alarm_seq")
             fdb.executemany("INSERT INTO alarm_seq VALUES (?,?,?)", [(k, q, t) for k, (q, t) in self._alarm_seqs.items()])
+            fdb.execute("DELETE FROM alarm_condition")
+            fdb.execute("DELETE FROM alarm_shelve")
+            _write_records(fdb, [(table, key, doc) for (table, key), doc in self._operator.items()])
             fdb.execute("COMMIT")
         except sqlite3.Error:
             fdb.close()
@@ -508,32 +578,43 @@ class Outbox:
     def _insert(self, msgs: list[OutMessage]) -> None:
         def work(db: sqlite3.Connection) -> None:
             for m in msgs:
-                cur = db.execute(
-                    "INSERT INTO outbox(topic, payload, qos, retain, created, expires, props) VALUES (?,?,?,?,?,?,?)",
-                    (m.topic, m.payload, m.qos, int(m.retain), m.created, m.expires, m.props),
-                )
-                m.id = int(cur.lastrowid or 0)
+                if not m.state_only:
+                    cur = db.execute(
+                        "INSERT INTO outbox(topic, payload, qos, retain, created, expires, props) VALUES (?,?,?,?,?,?,?)",
+                        (m.topic, m.payload, m.qos, int(m.retain), m.created, m.expires, m.props),
+                    )
+                    m.id = int(cur.lastrowid or 0)
                 if m.alarm is not None:
                     state, series, aid, ts, seq = m.alarm
-                    if state == "raised":
-                        db.execute("INSERT OR REPLACE INTO alarm_state VALUES (?,?,?)", (series, aid, ts))
-                    else:
-                        db.execute("DELETE FROM alarm_state WHERE series = ?", (series,))
-                    db.execute("INSERT OR REPLACE INTO alarm_seq VALUES (?,?,?)", (series, seq, ts))
+                    if m.condition == "model":
+                        if state == "raised":
+                            db.execute("INSERT OR REPLACE INTO alarm_state VALUES (?,?,?)", (series, aid, ts))
+                        else:
+                            db.execute("DELETE FROM alarm_state WHERE series = ?", (series,))
+                    db.execute("INSERT OR REPLACE INTO alarm_seq VALUES (?,?,?)", (series, seq, max(ts, self._alarm_seqs.get(series, (0, ts))[1])))
+                if m.records:
+                    _write_records(db, m.records)
 
         self._exec_batch(work)
         for m in msgs:
             if m.alarm is not None:
                 state, series, aid, ts, seq = m.alarm
-                if state == "raised":
-                    self._alarm_states[series] = (aid, ts)
+                if m.condition == "model":
+                    if state == "raised":
+                        self._alarm_states[series] = (aid, ts)
+                    else:
+                        self._alarm_states.pop(series, None)
+                self._alarm_seqs[series] = (seq, max(ts, self._alarm_seqs.get(series, (0, ts))[1]))
+            for table, key, doc in m.records or ():
+                if doc is None:
+                    self._operator.pop((table, key), None)
                 else:
-                    self._alarm_states.pop(series, None)
-                self._alarm_seqs[series] = (seq, ts)
-        self.depth += len(msgs)
-        self.bytes += sum(m.size for m in msgs)
-        if self.oldest_created is None:
-            self.oldest_created = msgs[0].created
+                    self._operator[(table, key)] = doc
+        sent = [m for m in msgs if not m.state_only]
+        self.depth += len(sent)
+        self.bytes += sum(m.size for m in sent)
+        if self.oldest_created is None and sent:
+            self.oldest_created = sent[0].created
         self._post(self._committed, msgs)
         self._enforce_size()
 
