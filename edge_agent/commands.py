@@ -1,4 +1,5 @@
-"""Remote commands on ``edge/{gateway_id}/cmd/{command}``: fit, rollback, status, sync, rebaseline.
+"""Remote commands on ``edge/{gateway_id}/cmd/{command}``: fit, rollback, status, sync, rebaseline,
+ack, shelve, unshelve (the alarm operations are ``operations.py``'s, shared with HTTP).
 
 Every command is verified first (``command_auth.py``: HMAC signature, freshness, nonce).
 A refused command changes nothing and is answered ``refused`` with the reason. An accepted
@@ -40,6 +41,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_agent import operations
 from edge_agent.chunked import filtered, sorted_chunked
 from edge_agent.command_auth import CommandRefused, CommandVerifier, load_key
 from edge_agent.mqtt_limits import topic_problem
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("fit", "rollback", "status", "sync", "rebaseline")
+COMMANDS = ("fit", "rollback", "status", "sync", "rebaseline", "ack", "shelve", "unshelve")
 _MAX_STATUS_SERIES = 1000
 _FITS_PER_PASS = 8  # fit requests prepared per event-loop pass (see cmd_fit)
 MAX_RESPONSE_TOPIC_BYTES = 1024
@@ -339,6 +341,20 @@ class CommandHandler:
         if more:
             doc["next_offset"] = offset + len(page)
         return doc
+
+    async def cmd_ack(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{"series": id, "condition"?: "model"|"hihi"|..., "alert_id"?: ..., "note"?: ..., "by"?: name}``"""
+        return operations.ack(self.agent, args.get("series"), args.get("condition"), args.get("alert_id"),
+                              by=operations.who("command", args.get("by")), note=args.get("note"))
+
+    async def cmd_shelve(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{"series": id, "duration_s": seconds, "reason": text, "by"?: name}``"""
+        return operations.shelve(self.agent, args.get("series"), args.get("duration_s"), args.get("reason"),
+                                 by=operations.who("command", args.get("by")))
+
+    async def cmd_unshelve(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{"series": id, "by"?: name}``"""
+        return operations.unshelve(self.agent, args.get("series"), by=operations.who("command", args.get("by")))
 
     async def cmd_sync(self, args: dict[str, Any]) -> dict[str, Any]:
         s3 = getattr(self.agent, "s3", None)

@@ -60,7 +60,7 @@ def _series(agent: Agent, series_id: str) -> Series:
 @router.get("/series", response_model=SeriesList, summary="All series, sorted by id", responses=responses(422))
 async def list_series(
     request: Request,
-    state: str | None = Query(None, pattern="^(learning|normal|alarm|stale)$", description="Only series in this state"),
+    state: str | None = Query(None, pattern="^(learning|normal|alarm|stale|disabled)$", description="Only series in this state"),
     offset: int = Query(0, ge=0, le=10_000_000),
     limit: int = Query(1000, ge=1, le=10_000),
 ) -> Response:

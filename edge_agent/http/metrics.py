@@ -71,6 +71,29 @@ class AgentCollector(Collector):
         yield from self._broker()
         yield from self._commands()
         yield from self._s3()
+        yield from self._alarms()
+
+    def _alarms(self) -> Iterator[Metric]:
+        """What operators live with (annunciator.py): conditions by state and priority, shelves,
+        the alarm rate over 10 minutes and the flood state (EEMUA 191)."""
+        ann = getattr(self.agent, "annunciator", None)
+        if ann is None:
+            return
+        from edge_agent.annunciator import STATES as CONDITION_STATES
+        from edge_agent.priority import Priority
+
+        counts = ann.counts()
+        by = GaugeMetricFamily(P + "alarm_conditions", "Alarm conditions an operator sees, by state (active_unacked, "
+                               "active_acked, cleared_unacked) and priority (1 low .. 4 critical)", labels=["state", "priority"])
+        for st in CONDITION_STATES:
+            for pr in Priority:
+                by.add_metric([st, pr.label], counts.get((st, int(pr)), 0))
+        yield by
+        yield gauge(P + "alarm_series_shelved", "Series whose alarms are shelved now", len(ann.shelves))
+        yield counter(P + "alarms_suppressed", "Alarms raised while their series was shelved (not published then)", ann.suppressed)
+        yield counter(P + "alarm_acks", "Alarms acknowledged (command or HTTP)", ann.acks)
+        yield gauge(P + "alarm_rate_10min", "Alarms raised and published in the last 10 minutes (EEMUA 191: ~1 per operator is manageable)", ann.rate.count())
+        yield gauge(P + "alarm_flood", "1 while more than alarms.flood_per_10min alarms were raised in the last 10 minutes", float(ann.flood()))
 
     def _ingest(self) -> Iterator[Metric]:
         ingest = self.agent.ingest
@@ -121,9 +144,9 @@ class AgentCollector(Collector):
         series = pipe.series
         snap = self.index.latest if self.index is not None else None
         if snap is not None and time.monotonic() - snap.taken < 5.0:
-            states = {st: len(snap.by_state.get(st, ())) for st in ("learning", "normal", "alarm", "stale")}
+            states = {st: len(snap.by_state.get(st, ())) for st in ("learning", "normal", "alarm", "stale", "disabled")}
         else:  # no fresh snapshot (a collector used without the handler): count here
-            states = {"learning": 0, "normal": 0, "alarm": 0, "stale": 0}
+            states = {"learning": 0, "normal": 0, "alarm": 0, "stale": 0, "disabled": 0}
             for s in series.values():
                 states[s.state] += 1
         by_state = GaugeMetricFamily(P + "series", "Series held, by state", labels=["state"])

@@ -23,7 +23,7 @@ from edge_agent.chunked import CHUNK, merged, sorted_chunked
 
 ROWS_PER_PASS = 100  # rows drawn (summary, HTML) per loop pass: ~5-10 us each
 MAX_AGE_S = 1.0
-STATES = ("alarm", "learning", "normal", "stale")  # Series.state values, in the status page's order
+STATES = ("alarm", "learning", "normal", "stale", "disabled")  # Series.state values, in the status page's order
 
 
 @dataclass
