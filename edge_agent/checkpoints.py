@@ -11,10 +11,11 @@ a ~2 us robust reading (+35 %), and 8 bytes per held reading. Instead:
   reading branch, so the common reading pays nothing. A robust copy is ~2.6 kB and ~40 us;
   a series keeps those it can still replay from (at most ~3), counted in its memory budget;
 - **off the loop**, the plot worker replays the held readings from the oldest usable
-  checkpoint through that copy, asking after each reading for the range ``explain`` gives
-  (the same "expected" range an alarm message carries). Each reading's band is the one the
-  detector held when it scored it, up to the timestamps, which the ring keeps exactly only
-  once per 16 readings (robust reads them for its daily profile, in 15-minute bins).
+  checkpoint through that copy, asking before each reading for the detector's ``band()``.
+  Each reading's band is the one the detector held when it scored it, up to the timestamps,
+  which the ring keeps exactly only once per 16 readings (robust reads them for its daily
+  profile, in 15-minute bins). A reading outside it scores above the threshold on the
+  spike channel; robust's other channels (level, drift, variance, stuck) can alarm inside it.
 
 Non-streaming detectors (statistical, isolation forest) keep one range per model version: a
 checkpoint holds that range and no copy. Readings older than the oldest checkpoint the ring
@@ -128,18 +129,16 @@ def replay(values: np.ndarray, times: np.ndarray, first: int, checkpoints: list[
                 lo[a:b], hi[a:b] = cp.band
             continue
         det = copy.deepcopy(cp.detector)  # the worker's own: a checkpoint may be replayed twice
-        explain = getattr(det, "explain", None)
+        band_of = det.band
         try:
             for i in range(a, b):
-                x = float(values[i])
-                det.score_one(x, float(times[i]))
-                if explain is not None:
-                    e = explain(x)
-                    lo[i], hi[i] = e.expected_low, e.expected_high
-                else:
-                    band = det.band()
-                    if band is not None:
-                        lo[i], hi[i] = band
+                # The band the reading is judged against is the one held *before* it is scored.
+                # (Not explain()'s range: robust computes that only for readings that need an
+                # explanation; after a normal reading it is the last alarm's, measured stale.)
+                band = band_of()
+                if band is not None:
+                    lo[i], hi[i] = band
+                det.score_one(float(values[i]), float(times[i]))
         except Exception:  # a plot without its band rather than no plot
             log.exception("replaying %s for a plot failed", getattr(det, "name", "?"))
     return lo, hi

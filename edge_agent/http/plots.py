@@ -1,4 +1,4 @@
-"""``/plot/{series}.png``: recent readings, the detector's normal band, and raised alarms.
+"""``/plot/{series}.png``: recent readings, the band the detector used at each, limits and alarms.
 
 The data is copied on the loop thread (a few numpy slices); the drawing (``render.py``) runs
 in a small pool of worker *processes*, at most ``http.plot_concurrency`` at a time: rendering
@@ -22,6 +22,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from edge_agent import checkpoints
 from edge_agent.agent import Agent
 from edge_agent.http.errors import ApiError, responses
 from edge_agent.http.render import (
@@ -37,21 +38,36 @@ from edge_agent.series import Series
 __all__ = ["BAND_COLOR", "RAISED_COLOR", "PlotRenderer", "router", "snapshot"]
 
 def snapshot(s: Series, n: int, width: int, height: int) -> PlotData:
-    """Copy what the plot needs (loop thread): the ring buffer and the model change under us."""
-    times, values = s.recent(n)
+    """Copy what the plot needs (loop thread): the ring buffer and the model change under us.
+
+    With detector checkpoints (``checkpoints.py``) the copy starts at the checkpoint that covers
+    the first reading shown, so the worker can replay the band the detector used at each
+    reading; without, the model's current band is drawn over the whole window."""
     model = s.model
     band = None
-    if model is not None:
-        b = model.detector.band()
-        if b is not None and all(np.isfinite(b)):
-            band = (float(b[0]), float(b[1]))
-    t0 = float(times[0]) if times.shape[0] else float("inf")
+    cps: tuple[Any, ...] = ()
+    lead = 0
+    first = s.n_readings - min(n, s.count)
+    if model is not None and s.checkpoints:
+        start, first_shown, plan = checkpoints.plan(s, n)
+        cps, lead, first = tuple(plan), first_shown - start, start
+        times, values = s.recent(s.n_readings - start)
+    else:
+        times, values = s.recent(n)
+        if model is not None:
+            b = model.detector.band()
+            if b is not None and all(np.isfinite(b)):
+                band = (float(b[0]), float(b[1]))
+    t0 = float(times[lead]) if times.shape[0] > lead else float("inf")
     marks = tuple((m.ts, m.value, m.state) for m in s.marks if m.ts >= t0)
+    st = s.settings
+    spec = s.limits.spec if s.limits is not None else None
+    limits = tuple(spec.highs + spec.lows) if spec is not None else ()
     return PlotData(
         s.id, s.state, times, values, band, marks,
         model.detector.name if model is not None else None,
         model.version if model is not None else None,
-        width, height,
+        width, height, unit=st.unit, limits=limits, checkpoints=cps, first=first, lead=lead,
     )
 
 
@@ -80,7 +96,8 @@ class PlotRenderer:
         return self.executor
 
     async def png(self, s: Series, n: int, width: int, height: int) -> bytes:
-        key = (s.id, s.changes, s.model.version if s.model is not None else None, n, width, height)
+        # The readings count is in the key: the replayed band moves with every reading.
+        key = (s.id, s.changes, s.model.version if s.model is not None else None, s.n_readings, n, width, height)
         hit = self.cache.get(key)
         if hit is not None:
             self.cache.move_to_end(key)
@@ -127,7 +144,7 @@ router = APIRouter(tags=["plots"])
 async def plot(
     request: Request,
     series_id: str,
-    n: int = Query(500, ge=10, le=1_000_000, description="Readings to show (at most the series buffer size)"),
+    n: int | None = Query(None, ge=10, le=1_000_000, description="Readings to show; default and at most: all the series holds (series.buffer_size)"),
     width: int = Query(900, ge=200, le=2400, description="Width in pixels"),
     height: int = Query(360, ge=150, le=1600, description="Height in pixels"),
 ) -> Response:
@@ -136,5 +153,5 @@ async def plot(
     if s is None:
         raise ApiError(404, "unknown_series", f"no series {series_id!r}")
     renderer: PlotRenderer = request.app.state.plots
-    png = await renderer.png(s, min(n, agent.cfg.series.buffer_size), width, height)
+    png = await renderer.png(s, min(n or agent.cfg.series.buffer_size, agent.cfg.series.buffer_size), width, height)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})

@@ -12,6 +12,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,8 @@ LINE_COLOR = "#1f77b4"
 BAND_COLOR = "#c7e9c0"  # opaque, drawn under the data: tests look for exactly this colour
 RAISED_COLOR = "#e41a1c"
 CLEARED_COLOR = "#4d4d4d"
+LIMIT_COLOR = "#8b0000"
+_LIMIT_LABEL = {"hihi": "HiHi", "hi": "Hi", "lo": "Lo", "lolo": "LoLo"}
 DPI = 100
 CACHE_ENTRIES = 32
 
@@ -57,6 +60,13 @@ class PlotData:
     version: int | None
     width: int
     height: int
+    unit: str | None = None
+    limits: tuple[tuple[str, float], ...] = ()  # engineering limits: (hihi|hi|lo|lolo, setpoint)
+    # Detector checkpoints (checkpoints.py) to replay ``values`` through; ``first`` is the
+    # reading number of values[0]; the first ``lead`` readings are replayed, not shown.
+    checkpoints: tuple[Any, ...] = ()
+    first: int = 0
+    lead: int = 0
 
 
 def render_png(d: PlotData) -> bytes:
@@ -72,29 +82,50 @@ def render_png(d: PlotData) -> bytes:
     model = f"{d.detector} v{d.version}" if d.version is not None else "no model yet (learning)"
     # parse_math=False: series ids are hostile text, "$" must not reach mathtext.
     ax.set_title(f"{sid} - {model} - {d.state}", fontsize=10, parse_math=False)
-    if d.values.shape[0] == 0:
+    times, values = d.times, d.values
+    lo_band = hi_band = None
+    if d.checkpoints:
+        # numpy only; the checkpoints' detector copies come unpickled with the data
+        from edge_agent.checkpoints import replay
+
+        lo_band, hi_band = replay(values, times, d.first, list(d.checkpoints))
+        times, values, lo_band, hi_band = times[d.lead:], values[d.lead:], lo_band[d.lead:], hi_band[d.lead:]
+    if values.shape[0] == 0:
         ax.text(0.5, 0.5, "no readings yet", ha="center", va="center", transform=ax.transAxes)
     else:
-        x = (d.times * 1e3).astype("datetime64[ms]")
-        lo, hi = float(np.min(d.values)), float(np.max(d.values))
-        if d.band is not None:
+        x = (times * 1e3).astype("datetime64[ms]")
+        lo, hi = float(np.min(values)), float(np.max(values))
+        if lo_band is not None and hi_band is not None and np.isfinite(lo_band).any():
+            ok = np.isfinite(lo_band) & np.isfinite(hi_band)
+            ax.fill_between(x, np.where(ok, lo_band, np.nan), np.where(ok, hi_band, np.nan), step="mid", facecolor=BAND_COLOR,
+                            edgecolor="none", zorder=0, label="expected range (as scored)")
+            lo, hi = min(lo, float(np.min(lo_band[ok]))), max(hi, float(np.max(hi_band[ok])))
+        elif d.band is not None:
             ax.axhspan(d.band[0], d.band[1], facecolor=BAND_COLOR, edgecolor="none", zorder=0, label="normal band")
             lo, hi = min(lo, d.band[0]), max(hi, d.band[1])
-        ax.plot(x, d.values, color=LINE_COLOR, linewidth=1.0, zorder=2, label="readings")
+        ax.plot(x, values, color=LINE_COLOR, linewidth=1.0, zorder=2, label="readings")
+        for name, setpoint in d.limits:
+            high = name in ("hi", "hihi")
+            ax.axhline(setpoint, color=LIMIT_COLOR, linewidth=1.2 if name in ("hihi", "lolo") else 0.9,
+                       linestyle="-" if name in ("hihi", "lolo") else "--", zorder=1.5,
+                       label=f"{_LIMIT_LABEL[name]} {setpoint:g}" + (f" {d.unit}" if d.unit else ""))
+            lo, hi = (lo, max(hi, setpoint)) if high else (min(lo, setpoint), hi)
         raised = [(t, v) for t, v, state in d.marks if state == "raised"]
-        cleared = [(t, v) for t, v, state in d.marks if state == "cleared"]
+        cleared = [(t, v) for t, v, state in d.marks if state in ("cleared", "accepted")]
         if raised:
             rt = (np.array([t for t, _ in raised]) * 1e3).astype("datetime64[ms]")
             ax.scatter(rt, [v for _, v in raised], s=90, marker="v", color=RAISED_COLOR, zorder=4, label="alarm raised")
         if cleared:
             ct = (np.array([t for t, _ in cleared]) * 1e3).astype("datetime64[ms]")
-            ax.scatter(ct, [v for _, v in cleared], s=40, marker="o", color=CLEARED_COLOR, zorder=3, label="alarm cleared")
+            ax.scatter(ct, [v for _, v in cleared], s=40, marker="o", color=CLEARED_COLOR, zorder=3, label="alarm ended")
         pad = (hi - lo) * 0.08 or max(abs(hi), 1.0) * 0.05
         ax.set_ylim(lo - pad, hi + pad)
-        ax.legend(loc="upper left", fontsize=8)
+        # Outside the data, under the axes: a legend inside covered readings.
+        fig.legend(loc="outside lower center", ncols=min(5, len(ax.get_legend_handles_labels()[0])), fontsize=8, frameon=False)
         locator = AutoDateLocator()
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.set_ylabel(f"value ({d.unit})" if d.unit else "value", fontsize=9, parse_math=False)
     ax.grid(True, color="#e0e0e0", linewidth=0.5, zorder=1)
     ax.set_xlabel("time (UTC)", fontsize=8)
     ax.tick_params(labelsize=8)
