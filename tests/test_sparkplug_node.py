@@ -106,6 +106,8 @@ def test_host_decodes_births_data_and_death_and_sees_an_alarm_within_1s(tmp_path
         db = host.of(MT.DBIRTH, "m1")[-1]
         names = {m.name for m in db.payload.metrics}
         assert {"temp/Anomaly Score", "temp/Alarm", "temp/Threshold", "temp/Model Version", "temp/State", "vib/Alarm"} <= names
+        # AlarmEvent has kind and priority, so the DBIRTH declares them (devices.OPTIONAL_EVENT_FIELDS).
+        assert {"temp/Alarm Kind", "temp/Alarm Priority"} <= names
         assert all(m.alias is not None and m.timestamp for m in db.payload.metrics)
         # A spike: the host sees the alarm state change, decoded by alias through the DBIRTH.
         sent = time.time()
@@ -121,6 +123,7 @@ def test_host_decodes_births_data_and_death_and_sees_an_alarm_within_1s(tmp_path
         assert seen - sent < 1.0, f"alarm reached the host {seen - sent:.3f} s after the reading"
         dd = next(m for m in host.of(MT.DDATA) if metric(m, "temp/Alarm") is True)
         assert metric(dd, "temp/Alarm Id") and metric(dd, "temp/State") == "alarm" and metric(dd, "temp/Anomaly Score") > 3
+        assert metric(dd, "temp/Alarm Priority") == 2  # medium: no rule sets it
         assert all(m.name and m.alias is not None for m in dd.payload.metrics)  # resolved by the host from aliases
         time.sleep(1.0)  # scores flow as DDATA, at most every 0.3 s
         assert not host.errors
