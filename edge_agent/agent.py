@@ -13,14 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import signal
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from edge_agent import __version__, event_loop, series_budget
+from edge_agent import __version__, series_budget
 from edge_agent.annunciator import Annunciator
 from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest, max_packet_bytes
@@ -95,7 +92,7 @@ class Agent:
         # The last fit that failed because the store could not be written (full, read-only):
         # health says so until a fit saves again.
         self.store_error: str | None = None
-        self.commands: Any = None  # CommandHandler when commands.enabled
+        self.commands: Any = None  # CommandHandler when commands.enabled (installed by app.py)
         self.s3: Any = None  # S3Sync when s3.enabled
         self.sparkplug: Any = None  # edge_agent.sparkplug.Sparkplug when a Sparkplug part is configured
         # Alarm conditions, acknowledgement, shelves, alarm rate (annunciator.py).
@@ -279,60 +276,6 @@ class Agent:
         for hook in self.hooks_on_model:
             hook(series, model, req)
 
-    # ---- operations shared by the HTTP API and the command topics ------------------------------
-    async def fit_series(
-        self,
-        series_id: str,
-        values: Any = None,
-        detector: str | None = None,
-        params: dict[str, Any] | None = None,
-        last_n: int | None = None,
-        reason: str = "command",
-    ) -> Model:
-        """Fit a new version for one series (off the loop), activate it, and return it.
-
-        Training data: ``values`` if given, else the last ``last_n`` readings of the ring buffer.
-        Raises ValueError for an unknown series / too little data, TypeError for bad params.
-        """
-        import numpy as np
-
-        from edge_agent import detectors
-
-        assert self.pipeline is not None and self.loop is not None
-        from edge_agent.fit_bounds import check_fit_params
-
-        name = detector or self.cfg.detector.name
-        detectors.create(name, params if params is not None else self.cfg.detector.params)  # fail fast on bad params
-        check_fit_params(name, params)  # what a fit may cost (the command and POST /fit come here)
-        s = self.pipeline.series.get(series_id)
-        if values is None:
-            if s is None or s.count < 2:
-                raise ValueError(f"series {series_id!r} has no readings to train on")
-            values = s.recent_values(last_n)
-        values = np.asarray(values, dtype=np.float64)
-        limit = self.cfg.ingest.max_abs_value
-        if values.ndim != 1 or values.shape[0] < 2 or not (np.abs(values) <= limit).all():
-            raise ValueError(f"training values must be at least 2 finite numbers within +-ingest.max_abs_value ({limit:g})")
-        if s is None:
-            s = self.pipeline.get_or_create(series_id)
-        fut: asyncio.Future[Model] = self.loop.create_future()
-
-        def done(model: Model | None, exc: BaseException | None) -> None:
-            if not fut.done():
-                fut.set_exception(exc) if exc is not None else fut.set_result(model)  # type: ignore[arg-type]
-
-        self.pipeline.request_fit(s, reason=reason, values=values, detector=name, params=params, done=done)
-        return await fut
-
-    def rebaseline_series(self, series_id: str) -> dict[str, Any]:
-        """Accept a series' current behaviour as its new normal now (the ``rebaseline`` command).
-        A raised alarm ends with an ``accepted`` message. Raises ValueError for a series
-        without a model."""
-        assert self.pipeline is not None
-        result = self.pipeline.rebaseline(series_id, by="the rebaseline command")
-        log.info("series %r: rebaselined (%s)%s", series_id, result["method"], "; its alarm is accepted" if result["was_in_alarm"] else "")
-        return result
-
     async def after_sync(self, report: Any) -> None:
         """Adopt models a sync pulled and activated: the store changed under the running series."""
         if not getattr(report, "pulled", 0) or self.pipeline is None or self.loop is None:
@@ -360,19 +303,12 @@ class Agent:
             except TooManySeries:  # no room now: the model loads when the series' readings come
                 self.pipeline.evicted_models.add(sid)
                 continue
-            s.model = model
-            s.changes += 1
+            try:
+                self.pipeline.activate(s, model)
+            except ValueError as exc:  # disabled by its rules
+                log.warning("series %r: model v%d pulled from S3 not used: %s", sid, model.version, exc)
+                continue
             log.info("series %r: model v%d (%s) pulled from S3 is active", sid, model.version, model.detector.name)
-
-    async def rollback_series(self, series_id: str, version: int | None = None) -> Model:
-        """Activate an older stored version (default: the one before the active one)."""
-        assert self.pipeline is not None and self.loop is not None
-        model = await self.loop.run_in_executor(self.executor, self.store.rollback, series_id, version)
-        s = self.pipeline.get_or_create(series_id)
-        s.model = model
-        s.changes += 1
-        log.info("series %r: rolled back to v%d", series_id, model.version)
-        return model
 
     # ---- lifecycle -------------------------------------------------------------------------
     def _load_models(self) -> list[tuple[str, Model]]:
@@ -472,11 +408,6 @@ class Agent:
                 self.s3_wake.set()
 
             self.hooks_on_model.append(push_new_version)
-        if self.cfg.commands.enabled:
-            from edge_agent.commands import CommandHandler
-
-            self.commands = CommandHandler(self)
-            await self.commands.install()
         from edge_agent import sparkplug
 
         if sparkplug.wanted(self.cfg):
@@ -636,104 +567,3 @@ class Agent:
             self.commands.journal.close()
         self.trainer.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-async def _freeze_startup_heap(agent: Agent, settle_s: float = 2.0) -> None:
-    """Move everything alive after start-up out of the cyclic collector's sight.
-
-    Imports (numpy, FastAPI, boto3, ...) and the loaded models leave a few hundred thousand
-    long-lived objects. Python's full (generation 2) collection walks all of them, and it
-    runs on whichever thread allocates: measured in the side-load bench, the loop stalled
-    for 30-150 ms per full collection while fits were being installed, the largest share
-    of the reading-to-alarm p99. Frozen objects are still freed by reference counting;
-    only cycles among them would be kept, and start-up objects live until exit anyway.
-    """
-    import gc
-
-    await agent.link.connected.wait()
-    await asyncio.sleep(settle_s)  # let lazy imports of the first requests settle too
-    gc.collect()
-    gc.freeze()
-    log.debug("start-up heap frozen: %d objects no longer scanned by the cyclic collector", gc.get_freeze_count())
-
-
-LOOP_PROBE_S = 0.05
-
-
-async def _probe_loop_lag(agent: Agent) -> None:
-    """How late the event loop runs a timer: every alarm waits as long as the loop is busy
-    with something else (a large HTTP request, a plot, a listing of every series). Exported
-    as ``edge_agent_event_loop_lag_seconds``; 20 probes a second cost nothing measurable."""
-    from edge_agent.stats import LatencyRecorder
-
-    loop = asyncio.get_running_loop()
-    agent.loop_lag = LatencyRecorder()
-    while True:
-        t0 = loop.time()
-        await asyncio.sleep(LOOP_PROBE_S)
-        agent.loop_lag.observe(max(0.0, loop.time() - t0 - LOOP_PROBE_S))
-
-
-async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop: asyncio.Event | None = None) -> int:
-    # Worker threads (outbox writer, fits, S3) hand the GIL back to the event loop only every
-    # switch interval; at the 5 ms default a commit or a fit adds up to 5 ms to an alarm's
-    # latency. 0.5 ms keeps the loop responsive for a small cost in thread throughput.
-    sys.setswitchinterval(0.0005)
-    agent = Agent(cfg)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-    _writable_parent(cfg.state_dir)
-    log.info("edge-agent %s starting on the %s event loop", __version__, event_loop.name(loop))
-    from edge_agent.notify import Notifier, watchdog_loop
-
-    notifier = Notifier.from_env()
-    await agent.start()
-    tasks = [asyncio.create_task(agent.link.run(), name="mqtt-link")]
-    if notifier.enabled:
-
-        async def tell_systemd() -> None:
-            # READY=1 only once the agent does its job: connected, with its models loaded.
-            await agent.link.connected.wait()
-            notifier.ready(agent.status_line())
-            await watchdog_loop(notifier, agent.status_line)
-
-        tasks.append(asyncio.create_task(tell_systemd(), name="sd-notify"))
-    if cfg.http.enabled:
-        try:
-            from edge_agent.http.server import serve
-        except ImportError as exc:  # the HTTP port is optional at build time, never silently
-            log.error("HTTP port disabled: %s", exc)
-        else:
-            tasks.append(asyncio.create_task(serve(agent), name="http"))
-    if agent.s3 is not None:
-        tasks.append(asyncio.create_task(agent.s3.run_forever(agent.s3_wake, on_report=agent.after_sync), name="s3-sync"))
-    if agent.sparkplug is not None:
-        tasks += agent.sparkplug.tasks()
-    for factory in extra_tasks or []:
-        tasks.append(asyncio.create_task(factory(agent)))
-    tasks.append(asyncio.create_task(_freeze_startup_heap(agent), name="gc-freeze"))
-    tasks.append(asyncio.create_task(_probe_loop_lag(agent), name="loop-lag"))
-    tasks.append(asyncio.create_task(agent.expire_shelves(), name="shelve-expiry"))
-    tasks.append(asyncio.create_task(series_budget.upkeep(agent.pipeline, cfg.ingest.reject_log_interval_s), name="series-upkeep"))
-    await stop.wait()
-    notifier.stopping("shutting down: flushing the outbox")
-    await agent.shutdown()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    log.info("stopped")
-    return 0
-
-
-def _writable_parent(path: str) -> bool:
-    try:
-        os.makedirs(path, exist_ok=True)
-        return True
-    except OSError as exc:
-        log.error("state directory %s is not usable: %s", path, exc)
-        return False

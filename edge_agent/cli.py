@@ -32,7 +32,7 @@ def _print_issues(source: str, what: str, issues: list[Issue]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent import event_loop
-    from edge_agent.agent import run_agent
+    from edge_agent.app import run_agent
     from edge_agent.logsetup import setup_logging
     from edge_agent.preflight import preflight
 

@@ -250,7 +250,7 @@ class CommandHandler:
 
         async def one(sid: str) -> dict[str, Any]:
             try:
-                model = await self.agent.fit_series(sid, values=values, detector=args.get("detector"), params=params, last_n=last_n)
+                model = await operations.fit(self.agent, sid, values=values, detector=args.get("detector"), params=params, last_n=last_n)
             except Exception as exc:
                 return {"series": sid, "error": str(exc)}
             from edge_agent.fitting import few_samples_warning
@@ -287,7 +287,7 @@ class CommandHandler:
         results = []
         for sid in await self._select(args):
             try:
-                results.append(self.agent.rebaseline_series(sid))
+                results.append(operations.rebaseline(self.agent, sid))
             except ValueError as exc:
                 results.append({"series": sid, "error": str(exc)})
         errors = [r for r in results if "error" in r]
@@ -305,7 +305,7 @@ class CommandHandler:
         from edge_agent.model_store import ModelLoadError
 
         try:
-            model = await self.agent.rollback_series(sid, version)
+            model = await operations.rollback(self.agent, sid, version)
         except ModelLoadError as exc:
             raise CommandError(str(exc)) from None
         return {"series": sid, "version": model.version, "detector": model.detector.name}
@@ -357,11 +357,7 @@ class CommandHandler:
         return operations.unshelve(self.agent, args.get("series"), by=operations.who("command", args.get("by")))
 
     async def cmd_sync(self, args: dict[str, Any]) -> dict[str, Any]:
-        s3 = getattr(self.agent, "s3", None)
-        if s3 is None:
-            raise CommandError("S3 sync is not enabled (s3.enabled is false)")
-        report = await asyncio.to_thread(s3.sync_once)
-        await self.agent.after_sync(report)
+        report = await operations.sync(self.agent)
         if not report.ok:
             raise CommandError(f"sync failed: {report.error} ({report.pending} item(s) pending, will retry)")
         return report.as_dict()

@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 
-from edge_agent.agent import run_agent
+from edge_agent.app import run_agent
 from edge_agent.config import AgentConfig
 from edge_agent.logsetup import setup_logging
 from edge_agent.simulator import simulate

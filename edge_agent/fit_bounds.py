@@ -5,7 +5,7 @@ A fit runs in the agent's one worker process, and every other series' fit waits 
 maxrss on the 2-core test machine). The parameters that scale a fit's time or memory are
 bounded here, in one visible table, and checked wherever parameters enter: the config file
 (``detector.params``, at load), the ``fit`` command and ``POST /fit`` (both through
-``Agent.fit_series``). A value outside its bounds is refused with a message naming the
+``operations.fit``). A value outside its bounds is refused with a message naming the
 parameter and the bounds; nothing is clamped silently.
 
 Measured on the test machine (``isolation_forest``, 4,096 readings, worker maxrss including

@@ -2,6 +2,10 @@
 commands (``commands.py``) and the HTTP endpoints (``http/``): each checks its arguments in
 one place and answers plain data, so the two front ends say the same thing in the same words.
 
+Models: ``fit`` (off the loop, then active), ``rollback``, ``rebaseline``, ``sync`` (S3).
+Machines (``machines/operations.py``, another branch) dispatch from here once merged: see
+``MACHINE_DISPATCH``.
+
 Operators' alarm actions (``annunciator.py`` keeps the state):
 
 - ``ack``: acknowledge the unacknowledged alarms of a series (all of them, those of one
@@ -15,11 +19,18 @@ The front ends pass the narrow ``Operator`` below, never the agent: neither impo
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+from concurrent.futures import Executor
 from typing import Any, Protocol
 
 from edge_agent.annunciator import Annunciator
 from edge_agent.limits import NAMES as LIMIT_NAMES
+from edge_agent.model_store import Model, ModelStore
+from edge_agent.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
 
 CONDITIONS = ("model", *LIMIT_NAMES)
 MAX_REASON = 500
@@ -35,10 +46,109 @@ class NothingToDo(OperationError):
 
 
 class Operator(Protocol):
-    """What the alarm operations need of the running agent."""
+    """What the operations need of the running agent (``agent.Agent`` is one): the front ends
+    hold this, never the agent's class."""
 
     annunciator: Annunciator
     cfg: Any
+    pipeline: Pipeline | None
+    store: ModelStore
+    loop: asyncio.AbstractEventLoop | None
+    executor: Executor
+    s3: Any
+
+    async def after_sync(self, report: Any) -> None: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+# Where a machine id will dispatch to machines/operations.py (fit, rollback, status of a
+# machine) once that branch is merged: ``{"fit": ..., "rollback": ..., "status": ...}``.
+MACHINE_DISPATCH: dict[str, Any] = {}
+
+
+async def fit(
+    agent: Operator,
+    series_id: str,
+    values: Any = None,
+    detector: str | None = None,
+    params: dict[str, Any] | None = None,
+    last_n: int | None = None,
+    reason: str = "command",
+) -> Model:
+    """Fit a new version for one series (off the loop), activate it, and return it.
+
+    Training data: ``values`` if given, else the last ``last_n`` readings of the ring buffer.
+    Detector and params default to the series' own (its rules), else the configured ones.
+    Raises ValueError for an unknown series / too little data / a disabled series, TypeError
+    for bad params.
+    """
+    import numpy as np
+
+    from edge_agent import detectors
+    from edge_agent.fit_bounds import check_fit_params
+
+    pipe, loop = agent.pipeline, agent.loop
+    assert pipe is not None and loop is not None
+    s = pipe.series.get(series_id)
+    settings = s.settings if s is not None else pipe.settings.for_series(series_id)
+    if not settings.enabled:
+        raise ValueError(f"series {series_id!r} is disabled by its rules (enabled: false)")
+    name = detector or settings.detector
+    if params is None and name == settings.detector:
+        params = dict(settings.params)
+    detectors.create(name, params if params is not None else {})  # fail fast on bad params
+    check_fit_params(name, params)  # what a fit may cost (the command and POST /fit come here)
+    if values is None:
+        if s is None or s.count < 2:
+            raise ValueError(f"series {series_id!r} has no readings to train on")
+        values = s.recent_values(last_n)
+    values = np.asarray(values, dtype=np.float64)
+    limit = agent.cfg.ingest.max_abs_value
+    if values.ndim != 1 or values.shape[0] < 2 or not (np.abs(values) <= limit).all():
+        raise ValueError(f"training values must be at least 2 finite numbers within +-ingest.max_abs_value ({limit:g})")
+    if s is None:
+        s = pipe.get_or_create(series_id)
+    fut: asyncio.Future[Model] = loop.create_future()
+
+    def done(model: Model | None, exc: BaseException | None) -> None:
+        if not fut.done():
+            fut.set_exception(exc) if exc is not None else fut.set_result(model)  # type: ignore[arg-type]
+
+    pipe.request_fit(s, reason=reason, values=values, detector=name, params=params, done=done)
+    return await fut
+
+
+async def rollback(agent: Operator, series_id: str, version: int | None = None) -> Model:
+    """Activate an older stored version (default: the one before the active one)."""
+    pipe, loop = agent.pipeline, agent.loop
+    assert pipe is not None and loop is not None
+    model = await loop.run_in_executor(agent.executor, agent.store.rollback, series_id, version)
+    pipe.activate(pipe.get_or_create(series_id), model)
+    log.info("series %r: rolled back to v%d", series_id, model.version)
+    return model
+
+
+def rebaseline(agent: Operator, series_id: str, by: str = "the rebaseline command") -> dict[str, Any]:
+    """Accept a series' current behaviour as its new normal now. A raised alarm ends with an
+    ``accepted`` message. Raises ValueError for a series without a model."""
+    assert agent.pipeline is not None
+    result = agent.pipeline.rebaseline(series_id, by=by)
+    log.info("series %r: rebaselined (%s)%s", series_id, result["method"], "; its alarm is accepted" if result["was_in_alarm"] else "")
+    return result
+
+
+class NotEnabled(OperationError):
+    """The part an operation needs is not configured (S3 sync)."""
+
+
+async def sync(agent: Operator) -> Any:
+    """An S3 sync now; the models it pulled are put to use. Returns the sync report."""
+    if agent.s3 is None:
+        raise NotEnabled("S3 sync is not enabled (s3.enabled is false)")
+    report = await asyncio.to_thread(agent.s3.sync_once)
+    await agent.after_sync(report)
+    return report
 
 
 def _series(ann: Annunciator, series: Any) -> str:

@@ -11,14 +11,14 @@ import asyncio
 import copy
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from edge_agent.agent import Agent
+from edge_agent import operations
 from edge_agent.detectors import UnknownDetector
 from edge_agent.fitting import few_samples_warning
 from edge_agent.http import predict as predict_body
@@ -38,6 +38,9 @@ from edge_agent.http.series_index import ROWS_PER_PASS, index_of
 from edge_agent.model_store import ModelLoadError
 from edge_agent.pipeline import TooManySeries
 from edge_agent.series import Series
+
+if TYPE_CHECKING:  # the agent is composed in app.py; the HTTP layer never imports it at run time
+    from edge_agent.agent import Agent
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["series"])
@@ -118,7 +121,8 @@ async def fit(request: Request, series_id: str, body: FitBody) -> FitResult:
     if body.values is None and body.last_n is not None and body.last_n > agent.cfg.series.buffer_size:
         raise ApiError(400, "bad_request", f"last_n exceeds series.buffer_size ({agent.cfg.series.buffer_size})")
     try:
-        model = await agent.fit_series(
+        model = await operations.fit(
+            agent,
             series_id,
             values=np.asarray(body.values, dtype=np.float64) if body.values is not None else None,
             detector=body.detector,
@@ -197,7 +201,7 @@ async def rollback(
     if series_id not in agent.pipeline.series and not await asyncio.to_thread(agent.store.versions, series_id):
         raise ApiError(404, "unknown_series", f"no series {series_id!r}")
     try:
-        model = await agent.rollback_series(series_id, version)
+        model = await operations.rollback(agent, series_id, version)
     except ModelLoadError as exc:
         raise ApiError(409, "no_such_version", str(exc)) from None
     except TooManySeries as exc:

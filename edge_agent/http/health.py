@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from edge_agent import __version__, event_loop, series_budget
-from edge_agent.agent import Agent
 from edge_agent.http.schemas import Liveness, Readiness
 from edge_agent.http.series_index import index_of
 from edge_agent.http.series_view import num
+
+if TYPE_CHECKING:  # the agent is composed in app.py; the HTTP layer never imports it at run time
+    from edge_agent.agent import Agent
 
 router = APIRouter(tags=["health"])
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -30,9 +30,11 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from edge_agent import __version__
-from edge_agent.agent import Agent
 from edge_agent.http.series_index import SeriesIndex, index_of
 from edge_agent.stats import LatencyRecorder
+
+if TYPE_CHECKING:  # the agent is composed in app.py; the HTTP layer never imports it at run time
+    from edge_agent.agent import Agent
 
 P = "edge_agent_"
 

@@ -18,13 +18,13 @@ import asyncio
 import time
 from html import escape
 from itertools import islice
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from edge_agent import __version__
-from edge_agent.agent import Agent
 from edge_agent.chunked import filtered
 from edge_agent.http import page_parts as parts
 from edge_agent.http import series_view
@@ -32,6 +32,9 @@ from edge_agent.http.errors import ApiError, responses
 from edge_agent.http.health import not_ready_reasons
 from edge_agent.http.series_index import ROWS_PER_PASS, index_of
 from edge_agent.series import Series
+
+if TYPE_CHECKING:  # the agent is composed in app.py; the HTTP layer never imports it at run time
+    from edge_agent.agent import Agent
 
 router = APIRouter(tags=["page"])
 

@@ -16,14 +16,13 @@ import os
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from edge_agent import checkpoints
-from edge_agent.agent import Agent
 from edge_agent.http.errors import ApiError, responses
 from edge_agent.http.render import (
     BAND_COLOR,
@@ -34,6 +33,9 @@ from edge_agent.http.render import (
     render_png,
 )
 from edge_agent.series import Series
+
+if TYPE_CHECKING:  # the agent is composed in app.py; the HTTP layer never imports it at run time
+    from edge_agent.agent import Agent
 
 __all__ = ["BAND_COLOR", "RAISED_COLOR", "PlotRenderer", "router", "snapshot"]
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_agent.agent import Agent
 from edge_agent.series import Series
+
+if TYPE_CHECKING:  # the agent is composed in app.py; the HTTP layer never imports it at run time
+    from edge_agent.agent import Agent
 
 RECENT_SUMMARY = 256  # readings summarised in "recent" (min/max/mean)
 

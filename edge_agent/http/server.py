@@ -1,6 +1,6 @@
 """The HTTP port's app and server: uvicorn inside the agent's own event loop.
 
-``run_agent`` starts ``serve(agent)`` as a task. uvicorn normally installs SIGINT/SIGTERM
+``app.run_agent`` starts ``serve(agent)`` as a task. uvicorn normally installs SIGINT/SIGTERM
 handlers of its own; here the agent owns those signals (it must flush its outbox before it
 exits), so ``capture_signals`` is a no-op and the server stops when its task is cancelled.
 A port that cannot be bound is logged and the agent keeps running: alarms matter more than
@@ -13,18 +13,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
 
 from edge_agent import __version__
-from edge_agent.agent import Agent
 from edge_agent.http import alarms_api, api, docs, errors, health, metrics, page, plots
 from edge_agent.http.auth import AuthThrottle, TokenSource
 from edge_agent.http.connections import ACCEPT_BURST, ConnectionGuard
 from edge_agent.http.limits import BodyLimit
 from edge_agent.http.rates import RateMeter
 from edge_agent.http.series_index import SeriesIndex
+
+if TYPE_CHECKING:  # the agent is composed in app.py; the HTTP layer never imports it at run time
+    from edge_agent.agent import Agent
 
 log = logging.getLogger(__name__)
 
