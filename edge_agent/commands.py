@@ -314,33 +314,7 @@ class CommandHandler:
         series = await self._select(args, require=False)
         offset = _int_arg(args, "offset", 0, 0, 1 << 62)
         limit = _int_arg(args, "limit", _MAX_STATUS_SERIES, 1, _MAX_STATUS_SERIES)
-        pipe = self.agent.pipeline
-        out = []
-        page = series[offset:offset + limit]
-        for i, sid in enumerate(page):
-            if i and not i % 200:
-                await asyncio.sleep(0)  # a page of 1,000 entries is a few ms: let readings in
-            s = pipe.series.get(sid) if pipe else None
-            if s is None:
-                out.append({"series": sid, "state": "unknown"})
-                continue
-            out.append(
-                {
-                    "series": sid,
-                    "state": s.state,
-                    "model": None if s.model is None else {"detector": s.model.detector.name, "version": s.model.version},
-                    "last_value": s.last_value if s.n_readings else None,
-                    "last_ts": s.last_ts if s.n_readings else None,
-                    "readings": s.n_readings,
-                    "scored": s.n_scored,
-                    "alarms": s.n_alarms,
-                }
-            )
-        more = offset + len(page) < len(series)
-        doc: dict[str, Any] = {"series": out, "total": len(series), "offset": offset, "truncated": more, "health": self.agent.health()}
-        if more:
-            doc["next_offset"] = offset + len(page)
-        return doc
+        return await operations.status(self.agent, series, offset, limit)
 
     async def cmd_ack(self, args: dict[str, Any]) -> dict[str, Any]:
         """``{"series": id, "condition"?: "model"|"hihi"|..., "alert_id"?: ..., "note"?: ..., "by"?: name}``"""

@@ -138,6 +138,41 @@ def rebaseline(agent: Operator, series_id: str, by: str = "the rebaseline comman
     return result
 
 
+async def status(agent: Operator, series: list[str], offset: int = 0, limit: int = 1000) -> dict[str, Any]:
+    """A page of ``series`` (ids, sorted) with state, model, last reading, counts, priority
+    and shelve; the total, ``truncated`` and ``next_offset``; the agent's health."""
+    pipe = agent.pipeline
+    shelves = agent.annunciator.shelves
+    out = []
+    page = series[offset:offset + limit]
+    for i, sid in enumerate(page):
+        if i and not i % 200:
+            await asyncio.sleep(0)  # a page of 1,000 entries is a few ms: let readings in
+        s = pipe.series.get(sid) if pipe else None
+        if s is None:
+            out.append({"series": sid, "state": "unknown"})
+            continue
+        out.append(
+            {
+                "series": sid,
+                "state": s.state,
+                "model": None if s.model is None else {"detector": s.model.detector.name, "version": s.model.version},
+                "last_value": s.last_value if s.n_readings else None,
+                "last_ts": s.last_ts if s.n_readings else None,
+                "readings": s.n_readings,
+                "scored": s.n_scored,
+                "alarms": s.n_alarms,
+                "priority": int(s.settings.priority),
+                "shelved": sid in shelves,
+            }
+        )
+    more = offset + len(page) < len(series)
+    doc: dict[str, Any] = {"series": out, "total": len(series), "offset": offset, "truncated": more, "health": agent.health()}
+    if more:
+        doc["next_offset"] = offset + len(page)
+    return doc
+
+
 class NotEnabled(OperationError):
     """The part an operation needs is not configured (S3 sync)."""
 
