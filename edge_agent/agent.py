@@ -431,10 +431,28 @@ class Agent:
             elif s.limits is not None and name in dict(s.limits.spec.highs + s.limits.spec.lows):
                 s.limits.restore(name)
                 s.limits.raised[name] = (seq, float(cond.raised["ts"]), str(cond.raised["alert_id"]))
+            else:  # the limit is gone from the config (or the series disabled): end its alarm
+                self._end_removed_limit(sid, name, seq, cond.raised)
         for sid, (aid, ts) in open_alarms.items():
             s = self.pipeline.series.get(sid)
             self.annunciator.adopt_open(sid, aid, ts, int(s.settings.priority) if s is not None else 2)
         log.info("operator state: %d alarm condition(s), %d shelve(s) restored", len(conditions), len(self.annunciator.shelves))
+
+    def _end_removed_limit(self, sid: str, name: str, seq: int, raised: dict[str, Any]) -> None:
+        """A limit alarm open at the last stop whose limit the config no longer has: cleared
+        now, so SCADA does not keep it for ever."""
+        from edge_agent.pipeline import alert_id
+
+        raised_ts = float(raised.get("ts") or 0.0)
+        now = time.time()
+        log.warning("series %r: its %s alarm was open at the last stop and the limit is no longer configured: cleared", sid, name)
+        self.on_alarm(AlarmEvent(
+            alert_id(self.cfg.gateway_id, sid, "cleared", seq, raised_ts), sid, "cleared", now, float(raised.get("value") or 0.0),
+            float(raised.get("value") or 0.0), float(raised.get("setpoint") or 0.0), "limit", 0, str(raised.get("alert_id")),
+            kind="limit", direction=raised.get("direction"), message=f"the {name} limit is no longer configured (alarm ended at start-up)",
+            held_s=max(0.0, now - raised_ts), seq=seq, source="limit", limit=name, setpoint=raised.get("setpoint"),
+            priority=int(raised.get("priority") or 2), unit=raised.get("unit"),
+        ))
 
     async def expire_shelves(self) -> None:
         """End shelves whose duration is up (their still-active alarms are announced then)."""

@@ -81,3 +81,43 @@ def test_three_rules_show_in_the_alarms_scada_receives(tmp_path: Path, mosquitto
         scada.close()
         state.close()
         assert agent.stop() == 0
+
+
+@pytest.mark.timeout(120)
+def test_limit_alarms_survive_a_restart_and_end_when_the_limit_is_removed(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    rules = [{"match": {"series": "m7/pressure"}, "priority": "critical", "limits": {"hi": 8.0, "deadband": 0.2}}]
+    agent = AgentProcess(tmp_path, agent_config(tmp_path, mosquitto, rules=rules))
+    scada = Subscriber(mosquitto, "edge/gw-test/alerts/#")
+    pub = Publisher(mosquitto)
+    t0 = time.time() - 100
+
+    def ends() -> list[dict]:
+        return [a for a in scada.json() if a["state"] == "cleared"]
+
+    try:
+        agent.start().wait_connected()
+        pub.reading("plant/l1/m7/pressure", 8.5, t0).wait_for_publish(10)
+        wait_for(lambda: scada.json(), 10, "the Hi alarm")
+        first = scada.json()[0]
+        assert agent.stop() == 0
+        # Restarted: the Hi alarm is still open, and clears once the value is back inside.
+        agent.start().wait_connected()
+        pub.reading("plant/l1/m7/pressure", 7.0, t0 + 1).wait_for_publish(10)
+        wait_for(ends, 10, "the Hi alarm cleared after the restart")
+        assert (ends()[0]["raised_alert_id"], ends()[0]["seq"], ends()[0]["limit"]) == (first["alert_id"], first["seq"], "hi")
+        pub.reading("plant/l1/m7/pressure", 8.6, t0 + 2).wait_for_publish(10)
+        wait_for(lambda: len(scada.json()) == 3, 10, "a second Hi alarm")
+        second = scada.json()[2]
+        assert second["state"] == "raised" and second["seq"] == first["seq"] + 1
+        assert agent.stop() == 0
+        # The limit removed from the config: its open alarm ends at start-up.
+        agent = AgentProcess(tmp_path, agent_config(tmp_path, mosquitto, rules=[{"match": {"series": "m7/pressure"}, "priority": "critical"}]),
+                             name="agent-no-limits")
+        agent.start().wait_connected()
+        wait_for(lambda: len(ends()) == 2, 10, "the second Hi alarm ended")
+        end = ends()[1]
+        assert end["raised_alert_id"] == second["alert_id"] and end["limit"] == "hi" and "no longer configured" in end["message"]
+    finally:
+        pub.close()
+        scada.close()
+        assert agent.stop() == 0
