@@ -33,7 +33,8 @@ _V_LEVEL_MIN = 0.5 * _SD_LEVEL / 1.2533  # their mean |value| on normal readings
 _V_DRIFT_MIN = 0.5 * _SD_DRIFT / 1.2533  # what independent residuals would give (x the scale)
 _ABS_FLOOR = 1e-12  # no scale below this: scores stay finite for any finite reading (|x| <= 1e15)
 _VAR_CLIP = 4.0  # one difference counts at most 4 x its normal size (a spike is not noise)
-_LEVEL_CLIP = 4.0  # a residual counts at most 4 scales towards the level and drift channels
+_LEVEL_CLIP = 4.0  # a residual counts at most 4 scales towards the level and drift channels ...
+_LEVEL_CLIP_THR = 2.0  # ... or twice their thresholds, if more (else they could never reach them)
 _CLIP = 2.5  # ... and at most 2.5 scales towards a scale, a spread or the predictor (Huber)
 _TAIL_P = 0.98  # calibrators track this quantile and the mean excess above it
 # The slow statistics and the tails learn on calm readings in turn, one part per reading over a
@@ -283,6 +284,24 @@ class RobustDetector:
         lim = _STUCK_FACTOR * self.run_max
         self._stuck_lim = lim if lim > _STUCK_MIN else float(_STUCK_MIN)
 
+    @staticmethod
+    def _level_clip(scale: float, v_l: float, v_d: float, t_l: float, t_d: float) -> float:
+        """How far one residual may count towards the level and drift channels: a level is what
+        persists, so one reading moves them by a bounded amount (4 noise scales) ... but never
+        less than twice their thresholds: on a series whose residuals are correlated (a
+        wandering level, slow dynamics), the channels' spreads are several noise scales, and a
+        clip at 4 scales kept them below their thresholds whatever the fault."""
+        if v_l < _V_LEVEL_MIN * scale:
+            v_l = _V_LEVEL_MIN * scale
+        if v_d < _V_DRIFT_MIN * scale:
+            v_d = _V_DRIFT_MIN * scale
+        c = _LEVEL_CLIP * scale
+        t = _LEVEL_CLIP_THR * 1.2533 * v_l * t_l
+        if t > c:
+            c = t
+        t = _LEVEL_CLIP_THR * 1.2533 * v_d * t_d
+        return t if t > c else c
+
     def _update_thresholds(self) -> None:
         k = self._k
         for c in range(_N_CAL):
@@ -322,7 +341,7 @@ class RobustDetector:
         pred = level + self.trend
         e = x - pred
         scale = self.scale if self.scale > floor else floor
-        c = _LEVEL_CLIP * scale  # a level is what persists: one reading moves it at most this much
+        c = self._level_clip(scale, self.v_level, self.v_drift, thr[LEVEL], thr[DRIFT])
         ec = e if -c < e < c else (c if e > 0.0 else -c)
         m_level = self.m_level + _LAMBDA_LEVEL * (ec - self.m_level)
         m_drift = self.m_drift + _LAMBDA_DRIFT * (ec - self.m_drift)
@@ -344,7 +363,7 @@ class RobustDetector:
             pv += frac * (prof[bin_i + 1 if bin_i + 1 < _BINS else 0] - pv) - self.prof_shift
             e_s = x - self.ds_level - pv
             s_scale = self.s_scale if self.s_scale > floor else floor
-            c = _LEVEL_CLIP * s_scale
+            c = self._level_clip(s_scale, self.v_level_s, self.v_drift_s, thr[LEVEL_S], thr[DRIFT_S])
             ec = e_s if -c < e_s < c else (c if e_s > 0.0 else -c)
             self.m_level_s += _LAMBDA_LEVEL * (ec - self.m_level_s)
             self.m_drift_s += _LAMBDA_DRIFT * (ec - self.m_drift_s)
