@@ -99,6 +99,27 @@ def test_a_step_on_a_wandering_level_is_held_to_its_end(seed: int) -> None:
     assert not [i for i, s, _ in ev if s != "raised" and raised[0] < i < 1300]
 
 
+def held_and_jumping(seed: int, back_at: float = 32.5) -> np.ndarray:
+    """A flow meter like SKAB's: readings of a level near 32 rounded to whole units (with a
+    jitter of 0.01), so most readings repeat one value and jump a unit at a time; the level
+    drops by 3 units for 300 readings and comes back a fraction of a unit from where it was."""
+    rng = np.random.default_rng(seed)
+    level = np.full(1600, 32.2)
+    level[1100:] = back_at
+    x = np.round(level + rng.normal(0.0, 0.3, 1600)) + rng.uniform(-0.01, 0.01, 1600)
+    x[800:1100] -= 3.0
+    return x
+
+
+@pytest.mark.parametrize("seed", [2, 5])
+def test_an_alarm_clears_when_a_quantised_signal_is_back_within_its_normal_spread(seed: int) -> None:
+    # Its routine one-unit jumps score ~0.75 of the spike threshold: with the hold level
+    # measured from zero, they held the alarm to the end of the recording.
+    ev = alarms(held_and_jumping(seed), dt=1.0)
+    assert [s for _, s, _ in ev] == ["raised", "cleared"]
+    assert ev[0][0] == 800 and 1100 <= ev[1][0] <= 1150
+
+
 def test_no_alarm_on_slow_trend_wander_and_quantised_signals() -> None:
     rng = np.random.default_rng(6)
     n = 8000

@@ -132,7 +132,7 @@ class RobustDetector:
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "first_ts", "last_ts",
                  "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
                  "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "run", "run_max", "lo", "hi",
-                 "cal_q", "cal_m", "thr", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
+                 "cal_q", "cal_m", "thr", "off", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
                  "_stuck_lim", "_w_min", "_a_ds")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
@@ -188,6 +188,7 @@ class RobustDetector:
         self.cal_q = [p[0] for p in _PRIOR]
         self.cal_m = [p[1] for p in _PRIOR]
         self.thr = [0.0] * _N_CAL
+        self.off = [0.0] * _N_CAL  # each channel's normal (see _set_threshold)
         # where the readings went while the model of normal stood still (raw, and less the profile)
         self.shadow = self.s_shadow = 0.0
         self.shadow_n = 0
@@ -195,7 +196,7 @@ class RobustDetector:
         self.calm_level = _RELEARN_AFTER  # ... with every channel but drift below it
         self.n = 0  # readings learned from since fit
         self.high_run = 0  # consecutive readings scoring at or above learn_below
-        self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0, False)
+        self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self._qfloor = _ABS_FLOOR
         self._stuck_lim = float(_STUCK_MIN)
         self._w_min = 0.0  # the profile's slowest learning rate per visit, from the reading interval
@@ -303,11 +304,24 @@ class RobustDetector:
         return t if t > c else c
 
     def _update_thresholds(self) -> None:
-        k = self._k
         for c in range(_N_CAL):
-            t = self.cal_q[c] + k * self.cal_m[c]
-            floor = _PRIOR[c][2]
-            self.thr[c] = t if t > floor else floor
+            self._set_threshold(c, self.cal_q[c], self.cal_m[c])
+
+    def _set_threshold(self, c: int, q: float, m: float) -> None:
+        """A channel's threshold (its tail extrapolated to ``rate``, floored), and its normal:
+        the 98 % quantile it tracks (at most half the threshold). Each channel scores 0 at its
+        normal and 1 at its threshold, so the hysteresis of the alarm and of learning
+        (``learn_below``, ``alarms.hold_ratio``) is measured from what the channel does in
+        normal operation: back to normal means back within its own normal spread. Measured from
+        zero, a signal whose normal readings reach 0.7 of a threshold (the flow on SKAB's pump,
+        whose routine one-quantum jumps score 0.75 on the spike channel) held every alarm it
+        raised to the end of the recording."""
+        t = q + self._k * m
+        floor = _FLOORS[c]
+        if t < floor:
+            t = floor
+        self.thr[c] = t
+        self.off[c] = q if q < 0.5 * t else 0.5 * t
 
 
     # ---- scoring ---------------------------------------------------------------------------
@@ -328,6 +342,7 @@ class RobustDetector:
         # The per-reading path: written for CPython's speed (locals, no calls on the common
         # path); the slow statistics learn every _SLOW_EVERY calm readings in _learn_slow.
         thr = self.thr
+        off = self.off
         floor = self._qfloor
         level = self.level
         if floor < 1e-9 * (level if level > 0.0 else -level):
@@ -384,11 +399,18 @@ class RobustDetector:
             v_l = _V_LEVEL_MIN * n_scale
         if v_d < _V_DRIFT_MIN * n_scale:
             v_d = _V_DRIFT_MIN * n_scale
-        sd_l = 1.2533 * v_l * t_l
-        t_drift = 1.2533 * v_d * t_d
-        s_level = (n_level if n_level > 0.0 else -n_level) / sd_l
+        # Each channel scores 0 at its normal (off) and 1 at its threshold (see _update_thresholds).
+        u_l = 1.2533 * v_l
+        o_l = off[LEVEL_S] if seasonal else off[LEVEL]
+        sd_l = u_l * (t_l - o_l)
+        s_level = ((n_level if n_level > 0.0 else -n_level) - u_l * o_l) / sd_l
+        u_d = 1.2533 * v_d
+        t_drift = u_d * t_d
         if t_drift < _DRIFT_MIN * n_scale:
             t_drift = _DRIFT_MIN * n_scale
+        o_d = u_d * (off[DRIFT_S] if seasonal else off[DRIFT])
+        if o_d > 0.5 * t_drift:
+            o_d = 0.5 * t_drift
         # The drift channel counts only as far as the recent level still shows the deviation:
         # during a ramp the ~7-reading level is ahead of the ~50-reading drift (ratio >= 1);
         # once the signal is back, the drift channel's long memory must not hold the alarm.
@@ -396,9 +418,10 @@ class RobustDetector:
         if n_drift != 0.0:
             agree = n_level / n_drift
             if agree > 0.0:
-                s_drift = (n_drift if n_drift > 0.0 else -n_drift) / t_drift
+                a_d = n_drift if n_drift > 0.0 else -n_drift
                 if agree < 1.0:
-                    s_drift *= agree
+                    a_d *= agree
+                s_drift = (a_d - o_d) / (t_drift - o_d)
         # -- noise and repeats
         dx = x - self.prev
         if dx < 0.0:
@@ -408,7 +431,7 @@ class RobustDetector:
         cap = _VAR_CLIP * d_norm
         d_fast = self.d_fast + _LAMBDA_VAR * ((dx if dx < cap else cap) - self.d_fast)
         self.d_fast = d_fast
-        s_var = (d_fast / d_norm - 1.0) / thr[VAR]
+        s_var = (d_fast / d_norm - 1.0 - off[VAR]) / (thr[VAR] - off[VAR])
         ended_run = 0
         if dx == 0.0:
             run = self.run = self.run + 1
@@ -422,7 +445,7 @@ class RobustDetector:
             margin = _RANGE_MARGIN * (self.hi - self.lo)
             if x > self.hi + margin or x < self.lo - margin:
                 s_range = z / _RANGE_Z
-        s_spike = z / thr[SPIKE]
+        s_spike = (z - off[SPIKE]) / (thr[SPIKE] - off[SPIKE])
         score = s_spike
         if s_level > score:
             score = s_level
@@ -436,7 +459,7 @@ class RobustDetector:
             score = s_range
         lb = self.learn_below
         if score >= lb:  # what explain() needs (it is called only for a reading that raises)
-            self._last = (e_f, f_pred, f_scale, n_level, n_drift, sd_l, t_drift, d_fast, run, s_range, seasonal)
+            self._last = (e_f, f_pred, f_scale, n_level, n_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range)
         if collect is not None:
             collect[SPIKE].append(z)
             collect[LEVEL].append(abs(m_level))
@@ -681,30 +704,33 @@ class RobustDetector:
         else:
             qc -= weight * _Q_STEP * mc
         q[c] = qc
-        t = qc + self._k * mc
-        floor = _FLOORS[c]
-        self.thr[c] = t if t > floor else floor
+        self._set_threshold(c, qc, mc)
 
     # ---- explaining, accepting ----------------------------------------------------------------
     def explain(self, x: float) -> Explanation:
         """Why the reading ``x``, just scored, scored as it did."""
-        e_f, f_pred, f_scale, m_level, m_drift, sd_l, t_drift, d_fast, run, s_range, seasonal = self._last
+        e_f, f_pred, f_scale, m_level, m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range = self._last
         thr = self.thr
         lo, hi = f_pred - thr[SPIKE] * f_scale, f_pred + thr[SPIKE] * f_scale
         z = abs(e_f) / f_scale
-        normal, t_level = ("the daily profile", thr[LEVEL_S]) if seasonal else ("normal", thr[LEVEL])
+        normal = "the daily profile" if seasonal else "normal"
         chans = [
-            (z / thr[SPIKE], base.SPIKE, e_f, f"{z:.1f} noise scales from the expected {f_pred:.6g}"),
-            (abs(m_level) / (sd_l * t_level), base.LEVEL_SHIFT, m_level, f"the level is {m_level:+.4g} off {normal}"),
-            (abs(m_drift) / t_drift, base.DRIFT, m_drift, f"moving away from {normal}: {m_drift:+.4g} over ~50 readings"),
-            ((d_fast / self.d_norm - 1.0) / thr[VAR], base.VARIANCE, 1.0, f"noise {d_fast / self.d_norm:.1f}x its normal"),
-            (run / self._stuck_lim if self.quantum > 0 else 0.0, base.STUCK, 0.0,
-             f"the same value for {int(run)} readings (longest normal run {self.run_max})"),
+            (s_spike, base.SPIKE, e_f, f"{z:.1f} noise scales from the expected {f_pred:.6g}"),
+            (s_level, base.LEVEL_SHIFT, m_level, f"the level is {m_level:+.4g} off {normal}"),
+            (s_drift, base.DRIFT, m_drift, f"moving away from {normal}: {m_drift:+.4g} over ~50 readings"),
+            (s_var, base.VARIANCE, 1.0, f"noise {d_fast / self.d_norm:.1f}x its normal"),
+            (s_stuck, base.STUCK, 0.0, f"the same value for {int(run)} readings (longest normal run {self.run_max})"),
             (s_range, base.OUT_OF_RANGE, e_f, f"outside the learned range {self.lo:.6g} to {self.hi:.6g}"),
         ]
-        # A spike that reaches its own threshold is a spike, even when another channel scores
-        # higher: the operator sees the jump first.
-        _, kind, sign, detail = chans[0] if chans[0][0] >= 1.0 else max(chans, key=lambda ch: ch[0])
+        # A reading repeated to the stuck channel's threshold is stuck, and a spike that reaches
+        # its own threshold is a spike, even when another channel scores higher: the most
+        # specific diagnosis, and what the operator sees first.
+        if chans[4][0] >= 1.0:
+            _, kind, sign, detail = chans[4]
+        elif chans[0][0] >= 1.0:
+            _, kind, sign, detail = chans[0]
+        else:
+            _, kind, sign, detail = max(chans, key=lambda ch: ch[0])
         direction = None if kind == base.STUCK else ("up" if sign > 0 else "down")
         return Explanation(kind, direction, lo, hi, detail)
 
