@@ -549,6 +549,15 @@ class RobustDetector:
                 w = 1.0 / n if n < 50 else 0.02
                 self.shadow += (x - self.shadow) * w
                 self.s_shadow += (x - pv - self.s_shadow) * w
+        if was_calm or calm >= _RELEARN_AFTER:
+            # The learned range: every reading of normal operation, and the first reading of each
+            # anomalous episode (out of range means a new extreme: once seen and alarmed, it is
+            # not new; a repeat is caught by its own jump). From calm readings only, the range
+            # stayed the bulk of a spiky series, and each of its ordinary excursions alarmed.
+            if x < self.lo:
+                self.lo = x
+            elif x > self.hi:
+                self.hi = x
         if ended_run > self.run_max and calm >= _RELEARN_AFTER and not training:
             self.run_max = ended_run  # a run of repeats that ended as normal behaviour
             self._limits()
@@ -610,10 +619,6 @@ class RobustDetector:
         if 0.0 < dx and (dx < self.quantum or self.quantum == 0.0):
             self.quantum = dx
             self._limits()
-        if x < self.lo:
-            self.lo = x
-        elif x > self.hi:
-            self.hi = x
 
     def _learn_slow_seasonal(self, e: float, e_s: float, ts: float, training: bool) -> None:
         """The seasonal half of the slow statistics (on its own phase of _SLOW_EVERY).
