@@ -129,6 +129,15 @@ def test_out_of_range_means_a_new_extreme_not_a_routine_excursion() -> None:
     assert sum(1 for _, s, k in alarms(x) if s == "raised" and k == "out_of_range") <= 1
 
 
+def test_white_noise_that_visits_near_a_threshold_is_learned_as_normal() -> None:
+    # The suite's noise/clean/s5/dt300/n12000/r0: its variance channel spent stretches between
+    # the hold level and the threshold. With the tails learning only from readings below the
+    # hold level (a censored sample, biased low), its threshold sank until one such stretch
+    # raised a variance alarm at reading 1124.
+    x, _ = normal_signal("noise", 12500, 5.0, 300.0, np.random.default_rng([0, 0, 57]))
+    assert alarms(x, dt=300.0) == []
+
+
 def test_no_alarm_on_slow_trend_wander_and_quantised_signals() -> None:
     rng = np.random.default_rng(6)
     n = 8000

@@ -577,12 +577,12 @@ class RobustDetector:
                     self._learn_slow_seasonal(e, e_s, ts, True)  # type: ignore[arg-type]
             elif phase == 0:
                 self._learn_slow(x, e_f, e, dx, False)
-                if bin_i >= 0 and score < lb:
+                if bin_i >= 0:
                     self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EXCESS_CLIP, _SLOW_EVERY, 2)
             elif phase == 1:
                 if bin_i >= 0:
                     self._learn_slow_seasonal(e, e_s, ts, False)  # type: ignore[arg-type]
-            elif score < lb:  # the tails learn from readings well inside them ...
+            else:  # the tails learn from every reading of normal operation ...
                 self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EXCESS_CLIP, _SLOW_EVERY, phase - 2)
         elif was_calm and not training and calm < _RELEARN_AFTER:
             # ... and from the first reading of each anomalous episode, its excess clipped at
