@@ -138,6 +138,15 @@ def test_white_noise_that_visits_near_a_threshold_is_learned_as_normal() -> None
     assert alarms(x, dt=300.0) == []
 
 
+def test_spikes_in_the_training_window_do_not_move_normal() -> None:
+    # Like NAB's ec2_network_in_5abac7: two readings 2,000x the level near the end of the
+    # training window. Learned unclipped, they gave the model of normal a trend that put it
+    # far above every later reading: a level_shift alarm from the first scored reading on.
+    x = noise(2000, seed=11, level=70.0, sd=20.0)
+    x[461:463] = 1.5e5
+    assert alarms(x, dt=300.0) == []
+
+
 def test_no_alarm_on_slow_trend_wander_and_quantised_signals() -> None:
     rng = np.random.default_rng(6)
     n = 8000
