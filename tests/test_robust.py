@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from edge_agent import detectors
 from edge_agent.config import AgentConfig
-from edge_agent.detectors.robust import RobustDetector
+from edge_agent.detectors.robust import RobustDetector, _resolution
 from edge_agent.evaluation.scenarios import noise_over, normal_signal
 from edge_agent.model_store import ModelStore
 from edge_agent.pipeline import InlineTrainer, Pipeline
@@ -99,14 +99,17 @@ def test_a_step_on_a_wandering_level_is_held_to_its_end(seed: int) -> None:
     assert not [i for i, s, _ in ev if s != "raised" and raised[0] < i < 1300]
 
 
-def held_and_jumping(seed: int, back_at: float = 32.5) -> np.ndarray:
-    """A flow meter like SKAB's: readings of a level near 32 rounded to whole units (with a
-    jitter of 0.01), so most readings repeat one value and jump a unit at a time; the level
-    drops by 3 units for 300 readings and comes back a fraction of a unit from where it was."""
+def held_and_jumping(seed: int, back_at: float = 32.5, jittered: float = 1.0) -> np.ndarray:
+    """A flow meter like SKAB's: readings of a level near 32 rounded to whole units, a
+    ``jittered`` share of them off by up to 0.01-0.02, so most readings repeat one value and
+    jump a unit at a time; the level drops by 3 units for 300 readings and comes back a
+    fraction of a unit from where it was."""
     rng = np.random.default_rng(seed)
     level = np.full(1600, 32.2)
     level[1100:] = back_at
-    x = np.round(level + rng.normal(0.0, 0.3, 1600)) + rng.uniform(-0.01, 0.01, 1600)
+    x = np.round(level + rng.normal(0.0, 0.3, 1600))
+    jit = rng.random(1600) < jittered
+    x[jit] += rng.uniform(-0.02, 0.02, int(jit.sum())) if jittered < 1.0 else rng.uniform(-0.01, 0.01, int(jit.sum()))
     x[800:1100] -= 3.0
     return x
 
@@ -118,6 +121,30 @@ def test_an_alarm_clears_when_a_quantised_signal_is_back_within_its_normal_sprea
     ev = alarms(held_and_jumping(seed), dt=1.0)
     assert [s for _, s, _ in ev] == ["raised", "cleared"]
     assert ev[0][0] == 800 and 1100 <= ev[1][0] <= 1150
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_signal_that_holds_and_jumps_is_judged_at_its_resolution(seed: int) -> None:
+    # Like SKAB's flow meter: it repeats a value exactly, and 30 % of its readings carry a
+    # jitter of <= 0.02 between jumps of 1. Its smallest step (the jitter) is not its
+    # resolution; measured against it, the level's return half a unit above where it was
+    # (one more jump every few readings) held a variance alarm to the end (seeds 0, 1, 3, 4).
+    ev = alarms(held_and_jumping(seed, jittered=0.3), dt=1.0)
+    assert [(i, s) for i, s, _ in ev][:1] == [(800, "raised")]
+    assert [s for _, s, _ in ev] == ["raised", "cleared"] and 1100 <= ev[1][0] <= 1150
+
+
+def test_resolution_of_held_jittered_quantised_and_continuous_signals() -> None:
+    rng = np.random.default_rng(12)
+    held = np.abs(np.diff(held_and_jumping(0, jittered=0.3)[:500]))
+    assert _resolution(held) == (pytest.approx(1.0, abs=0.05), 1)
+    gaussian = np.abs(np.diff(rng.normal(0.0, 1.0, 500)))
+    assert _resolution(gaussian) == (gaussian[gaussian > 0].min(), 0)
+    quantised = np.abs(np.diff(np.round(rng.normal(0.0, 1.0, 500) / 0.25) * 0.25))
+    assert _resolution(quantised)[0] == pytest.approx(0.25)
+    spikes = rng.normal(240e3, 10e3, 500)
+    spikes[::12] = 3.2e6  # a baseline with regular bursts: continuous, whatever its big steps
+    assert _resolution(np.abs(np.diff(spikes)))[1] == 0
 
 
 def test_out_of_range_means_a_new_extreme_not_a_routine_excursion() -> None:
@@ -194,6 +221,15 @@ def test_state_round_trips_through_the_model_store_mid_stream(tmp_path) -> None:
     json.dumps(params)  # JSON-safe, nothing pickled
     assert set(arrays) == {"profile", "seen"}
     np.testing.assert_array_equal(b.score_many(x[2000:], ts[2000:]), a.score_many(x[2000:], ts[2000:]))
+
+
+def test_a_model_stored_by_the_first_release_still_loads() -> None:
+    d = RobustDetector()
+    d.fit(noise(600, seed=13))
+    params, arrays = d.get_state()
+    del params["jumps"]  # added in round 2 of issue 13
+    old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
+    assert old.jumps == 0 and old.score_one(20.0) == d.score_one(20.0)
 
 
 def test_score_many_equals_score_one() -> None:

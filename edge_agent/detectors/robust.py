@@ -67,8 +67,9 @@ _SETTLED = 50  # updates of the profile's statistics before it may serve
 _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas")
+_ADDED = {"jumps": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n")
+_INTS = ("jumps", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n")
 
 
 class RobustDetector:
@@ -131,7 +132,7 @@ class RobustDetector:
     __slots__ = ("rate", "learn_below", "threshold", "_k", "f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "f_out",
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "first_ts", "last_ts",
                  "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
-                 "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "run", "run_max", "lo", "hi",
+                 "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "prev", "run", "run_max", "lo", "hi",
                  "cal_q", "cal_m", "thr", "off", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
                  "_stuck_lim", "_w_min", "_a_ds")
 
@@ -181,7 +182,8 @@ class RobustDetector:
         self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
         self.v_level = self.v_drift = self.v_level_s = self.v_drift_s = 0.0  # their mean |value| on normal readings
         self.d_norm = self.d_fast = 1.0  # normal and recent E|dx| (clipped)
-        self.quantum = 0.0  # smallest nonzero |step| seen
+        self.quantum = 0.0  # the signal's resolution: its smallest nonzero |step|, or see _resolution
+        self.jumps = 0  # 1: the signal holds a value and jumps (see _resolution)
         self.prev = 0.0
         self.run = self.run_max = 0
         self.lo = self.hi = 0.0
@@ -212,8 +214,7 @@ class RobustDetector:
         for k in self.__slots__:
             setattr(self, k, getattr(fresh, k))
         d = np.abs(np.diff(v))
-        nz = d[d > 0]
-        self.quantum = float(nz.min()) if nz.size else 0.0
+        self.quantum, self.jumps = _resolution(d)
         self._limits()
         self.f_alpha, self.f_beta = _choose_smoothing(v)
         self.alpha = min(self.f_alpha, _SLOW)
@@ -629,7 +630,12 @@ class RobustDetector:
         # clip here biased it above 1 on signals whose steps are mostly 0 and sometimes a quantum).
         cap = _VAR_CLIP * self.d_norm
         self.d_norm += (0.005 if training else 0.005 * _SLOW_EVERY) * ((dx if dx < cap else cap) - self.d_norm)
-        if 0.0 < dx and (dx < self.quantum or self.quantum == 0.0):
+        if self.jumps and self.d_norm < self._qfloor:
+            # A signal cannot show noise finer than its resolution: how often it steps by one
+            # quantum depends on where its level sits between two quanta (SKAB's flow jumps
+            # 32 <-> 33 twice as often at 32.45 as at 32.2), not on its noise.
+            self.d_norm = self._qfloor
+        if not self.jumps and 0.0 < dx and (dx < self.quantum or self.quantum == 0.0):
             self.quantum = dx
             self._limits()
 
@@ -791,7 +797,7 @@ class RobustDetector:
                 raise ValueError(f"state {k}={value!r} is not finite")
             setattr(d, k, value)
         for k in _INTS:
-            setattr(d, k, int(params[k]))
+            setattr(d, k, int(params[k] if k in params or k not in _ADDED else _ADDED[k]))
         for k in _MAYBE_NAN:
             setattr(d, k, math.nan if params[k] is None else float(params[k]))
         d.seasonal = bool(params["seasonal"])
@@ -821,6 +827,34 @@ def _calibrate(z: np.ndarray, q0: float, m0: float) -> tuple[float, float]:
     m_emp = float(exc.mean()) if exc.size else 0.0
     w = _PRIOR_EXCESS
     return max((n * q_emp + w * q0) / (n + w), q_emp), (n * m_emp + w * m0) / (n + w)
+
+
+def _resolution(d: np.ndarray) -> tuple[float, int]:
+    """(resolution, holds-and-jumps) of a signal from its absolute first differences ``d``.
+
+    The resolution is the smallest step the signal makes: its smallest nonzero step, except
+    for a signal that holds a value and jumps by a steady amount with a jitter far below it
+    (a deadband or a coarse transmitter read through a noisy conversion), whose resolution
+    is the size of its jumps. SKAB's flow meter reads 32, 32, 33, 32.0077, 32 ...: its
+    smallest step says 0.001, yet a deviation smaller than one jump (~1) is no evidence of
+    anything. Such a signal repeats a value exactly in at least a tenth of its steps (it
+    holds; a continuous signal with rare large moves does not), a third or more of its
+    steps are zero or tiny against the steps that carry its movement (above 5 % of the step
+    below which half the total movement is made), and those are of one size (their lower
+    quartile at least half their median, unlike the bursts of a counter) and ten times its
+    smallest step."""
+    nz = np.sort(d[d > 0])
+    if not nz.size:
+        return 0.0, 0
+    smallest = float(nz[0])
+    moved = np.cumsum(nz)
+    carrying = float(nz[min(int(np.searchsorted(moved, 0.5 * moved[-1])), nz.size - 1)])
+    big = d[d >= 0.05 * carrying]
+    if big.size >= 10 and d.size - big.size >= d.size / 3.0 and d.size - nz.size >= d.size / 10.0:
+        jump = float(np.median(big))
+        if float(np.quantile(big, 0.25)) >= 0.5 * jump and jump > 10.0 * smallest:
+            return jump, 1
+    return smallest, 0
 
 
 def _mad_scale(x: np.ndarray) -> float:
