@@ -174,6 +174,17 @@ def test_spikes_in_the_training_window_do_not_move_normal() -> None:
     assert alarms(x, dt=300.0) == []
 
 
+@pytest.mark.parametrize("seed", [0, 2])
+def test_out_of_range_is_judged_against_the_spike_channel_calibration(seed: int) -> None:
+    # Heavy-tailed noise (t, 2 degrees of freedom) on a slow trend: its spike threshold is
+    # far above 5 noise scales, so a reading 5 noise scales out of the learned range is an
+    # ordinary one for it. Counted from 5 raw noise scales, these seeds raised an
+    # out_of_range alarm on such a reading.
+    rng = np.random.default_rng(seed)
+    x = 20.0 + rng.standard_t(2, 8000) + 0.002 * np.arange(8000)
+    assert [i for i, s, k in alarms(x) if s == "raised" and k == "out_of_range"] == []
+
+
 def test_no_alarm_on_slow_trend_wander_and_quantised_signals() -> None:
     rng = np.random.default_rng(6)
     n = 8000

@@ -54,7 +54,7 @@ _FLOORS = tuple(p[2] for p in _PRIOR)
 _STUCK_MIN = 10  # a value repeated this often is "stuck" on a series that never repeats one
 _STUCK_FACTOR = 3.0  # ... else this many times the longest repeat seen in normal readings
 _RANGE_MARGIN = 0.2  # out of range: beyond the learned range by 20 % of its width ...
-_RANGE_Z = 5.0  # ... and 5 noise scales from the short-term prediction
+_RANGE_SPIKE = 0.8  # ... and 0.8 of the way to the spike threshold (5.4 noise scales on gaussian noise)
 _REACQUIRE = 3  # the short-term predictor jumps to a level held this many readings beyond its clip
 _RELEARN_AFTER = 10  # after an anomalous reading, learning resumes after this many calm ones
 _PERIOD_S = 86400.0  # the seasonal profile: one day ...
@@ -103,8 +103,8 @@ class RobustDetector:
       away from normal, faster than the series' own trends and wander;
     * ``variance``: EWMA of |first difference| (each clipped at 4x normal) / its normal - 1;
     * ``stuck``: readings repeating one value / max(10, 3 x the longest normal run);
-    * ``out_of_range``: beyond the learned range by 20 % of its width and 5 scales from the
-      short-term prediction.
+    * ``out_of_range``: beyond the learned range by 20 % of its width and 0.8 of the way to
+      the spike threshold (a new extreme is suspicious at a smaller jump than a spike).
 
     Thresholds are calibrated on the series' own history of each channel: a quantile tracker
     at 98 % plus the mean excess above it, extrapolated as an exponential tail to ``rate``
@@ -441,12 +441,12 @@ class RobustDetector:
             ended_run = self.run
             run = self.run = 0
             s_stuck = 0.0
+        s_spike = (z - off[SPIKE]) / (thr[SPIKE] - off[SPIKE])
         s_range = 0.0
-        if z >= _RANGE_Z:
+        if s_spike >= _RANGE_SPIKE:
             margin = _RANGE_MARGIN * (self.hi - self.lo)
             if x > self.hi + margin or x < self.lo - margin:
-                s_range = z / _RANGE_Z
-        s_spike = (z - off[SPIKE]) / (thr[SPIKE] - off[SPIKE])
+                s_range = s_spike / _RANGE_SPIKE
         score = s_spike
         if s_level > score:
             score = s_level
