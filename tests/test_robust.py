@@ -58,6 +58,25 @@ def test_no_alarm_on_long_gaussian_noise_and_each_identical_spike_alarms() -> No
     assert {k for _, s, k in ev if s == "raised"} == {"spike"}
 
 
+def test_routine_spikes_are_learned_within_a_dozen_while_rare_ones_each_alarm() -> None:
+    # A series that starts spiking (30-100 noise widths) every 50-150 readings: after a dozen
+    # or so its spikes are its normal tail. Its first spikes taught the tails clipped at 20x
+    # their mean and at the weight of one reading, whatever their rate: 36 alarms, 17 of them
+    # after 2,000 readings of such spikes. Rare identical spikes (700-800 readings apart)
+    # still each raise their own, five in a row.
+    rng = np.random.default_rng(0)
+    x = noise(6000, seed=0)
+    at = 1000 + np.cumsum(rng.integers(50, 150, 60))
+    at = at[at < 6000]
+    x[at] += rng.uniform(30.0, 100.0, at.size)
+    raised = [i for i, s, _ in alarms(x) if s == "raised"]
+    assert len(raised) <= 15 and not [i for i in raised if i > 3000]
+    x = noise(20500, seed=1)
+    for i in (3000, 3700, 4500, 5300, 6000):
+        x[i] += 25.0
+    assert [i for i, s, _ in alarms(x) if s == "raised"] == [3000, 3700, 4500, 5300, 6000]
+
+
 def test_a_step_is_held_while_it_lasts_and_cleared_when_it_returns() -> None:
     x = noise(3000, seed=2)
     x[1000:1600] += 6.0  # six noise widths, for 600 readings

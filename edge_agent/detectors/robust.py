@@ -43,7 +43,9 @@ _SLOW_EVERY = 4
 _Q_STEP = 0.001  # per reading
 _M_STEP = 0.005  # per reading: ~200 exceedances (~10,000 readings) of memory for a tail's scale
 _EXCESS_CLIP = 4.0  # one excess counts at most 4 x the tail's mean (a robust mean) ...
-_EPISODE_CLIP = 20.0  # ... and an anomalous episode's first reading at most 20 x
+_EPISODE_CLIP = 20.0  # ... and an anomalous episode's first reading at most 20 x (when rare)
+_EP_MEMORY = 2000.0  # readings over which the rate of anomalous episodes is measured ...
+_ROUTINE = 300.0  # ... and one episode per this many readings or more is routine
 _PRIOR_EXCESS = 10.0  # pseudo-exceedances of the prior at fit
 # Per channel: (prior quantile, prior mean excess, floor of the threshold). The first five are
 # standardised (divided by their own spread): the prior is |N(0, 1)|, and the floor, 4, is what
@@ -66,8 +68,9 @@ _EXPECTED = 3.0  # a reading within this many scales of the daily profile is exp
 _SETTLED = 50  # updates of the profile's statistics before it may serve
 _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
-           "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas")
-_ADDED = {"jumps": 0}  # state keys added since the first release, and their value in an older model
+           "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
+           "ep_rate")
+_ADDED = {"jumps": 0, "ep_rate": 0.0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
 _INTS = ("jumps", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n")
 
@@ -133,7 +136,7 @@ class RobustDetector:
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "first_ts", "last_ts",
                  "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
                  "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "prev", "run", "run_max", "lo", "hi",
-                 "cal_q", "cal_m", "thr", "off", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
+                 "cal_q", "cal_m", "thr", "off", "ep_rate", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
                  "_stuck_lim", "_w_min", "_a_ds")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
@@ -191,6 +194,7 @@ class RobustDetector:
         self.cal_m = [p[1] for p in _PRIOR]
         self.thr = [0.0] * _N_CAL
         self.off = [0.0] * _N_CAL  # each channel's normal (see _set_threshold)
+        self.ep_rate = 0.0  # anomalous episodes per reading, over ~_EP_MEMORY readings
         # where the readings went while the model of normal stood still (raw, and less the profile)
         self.shadow = self.s_shadow = 0.0
         self.shadow_n = 0
@@ -253,7 +257,7 @@ class RobustDetector:
             z = np.asarray(collected[c])
             if 0 < c < VAR:  # the smoothed channels, standardised by the spread just learned
                 z = z / max(1.2533 * spreads[c], 1e-300)
-            self.cal_q[c], self.cal_m[c] = _calibrate(z, *_PRIOR[c][:2])
+            self.cal_q[c], self.cal_m[c] = _calibrate(z, *_PRIOR[c][:2], self._k)
         self._update_thresholds()
         self.run_max = max(self.run_max, self.run)
         self._limits()
@@ -497,7 +501,8 @@ class RobustDetector:
         # alarms (the frozen model stays behind). The level is not frozen by the drift channel,
         # so it keeps following a slow wander; a fault drifting faster than it follows shows in
         # the level channel.
-        was_calm = self.calm >= _RELEARN_AFTER
+        calm_before = self.calm
+        was_calm = calm_before >= _RELEARN_AFTER
         if score < lb:
             calm_level = self.calm_level = self.calm_level + 1
             calm = self.calm = self.calm + 1
@@ -599,11 +604,9 @@ class RobustDetector:
             else:  # the tails learn from every reading of normal operation ...
                 self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EXCESS_CLIP, _SLOW_EVERY, phase - 2)
         elif was_calm and not training and calm < _RELEARN_AFTER:
-            # ... and from the first reading of each anomalous episode, its excess clipped at
-            # 20 x the tail's mean: a series whose spikes are routine learns to expect them
-            # over a dozen or so of them, while a few identical spikes each still raise their
-            # own alarm; the rest of an episode (a lasting fault) teaches nothing.
-            self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EPISODE_CLIP, 1, -1)
+            # ... and from the first reading of each anomalous episode, as far as episodes are
+            # routine for this series: the rest of an episode (a lasting fault) teaches nothing.
+            self._learn_episode(z, m_level, m_drift, d_fast, bin_i, calm_before)
         return score
 
     def _learn_slow(self, x: float, e_f: float, e: float, dx: float, training: bool) -> None:
@@ -683,6 +686,23 @@ class RobustDetector:
                 self.seasonal = False
         elif n >= _SETTLED and self.err_seas < _SEASONAL_ON * self.err_plain:
             self.seasonal = True
+
+    def _learn_episode(self, z: float, m_level: float, m_drift: float, d_fast: float, bin_i: int, gap: int) -> None:
+        """The first reading of an anomalous episode teaches the tails in proportion to how
+        routine episodes are for this series (their rate over the last ~_EP_MEMORY readings,
+        against one per _ROUTINE readings). A rare one (three identical spikes 700 readings
+        apart) barely moves them, so each of them raises its own alarm; on a series that
+        spikes every hundred readings (NAB's tweet volumes, CPU and disk counters) the spikes
+        are its tail, and they are learned at full weight and nearly unclipped, as a
+        calibration on its own history should. Clipped at 20 x the tail's mean whatever
+        their rate, those series raised dozens of alarms on their routine spikes."""
+        rate = self.ep_rate * math.exp(-gap / _EP_MEMORY) + 1.0 / _EP_MEMORY
+        self.ep_rate = rate
+        routine = rate * _ROUTINE
+        if routine > 1.0:
+            routine = 1.0
+        clip = _EPISODE_CLIP / (1.0 - routine if routine < 0.95 else 0.05)
+        self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, clip, _SLOW_EVERY * routine, -1)
 
     def _learn_tails(self, z: float, m_level: float, m_drift: float, m_level_s: float, m_drift_s: float, d_fast: float,
                      bin_i: int, clip: float, weight: int, part: int) -> None:
@@ -792,7 +812,7 @@ class RobustDetector:
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> RobustDetector:
         d = cls(rate=params["rate"], learn_below=params["learn_below"], threshold=params["threshold"])
         for k in _FLOATS:
-            value = float(params[k])
+            value = float(params[k] if k in params or k not in _ADDED else _ADDED[k])
             if not math.isfinite(value):
                 raise ValueError(f"state {k}={value!r} is not finite")
             setattr(d, k, value)
@@ -815,7 +835,7 @@ class RobustDetector:
         return d
 
 
-def _calibrate(z: np.ndarray, q0: float, m0: float) -> tuple[float, float]:
+def _calibrate(z: np.ndarray, q0: float, m0: float, k: float) -> tuple[float, float]:
     """(98 % quantile, mean excess above it) of a channel's standardised training values,
     blended with the prior at ``_PRIOR_EXCESS`` pseudo-exceedances; the prior alone when
     there are too few values (e.g. the profile's channels when training spanned under a day)."""
