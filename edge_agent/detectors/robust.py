@@ -416,17 +416,18 @@ class RobustDetector:
         o_d = u_d * (off[DRIFT_S] if seasonal else off[DRIFT])
         if o_d > 0.5 * t_drift:
             o_d = 0.5 * t_drift
-        # The drift channel counts only as far as the recent level still shows the deviation:
-        # during a ramp the ~7-reading level is ahead of the ~50-reading drift (ratio >= 1);
-        # once the signal is back, the drift channel's long memory must not hold the alarm.
+        # The drift channel counts only as far as the recent level still shows the deviation
+        # beyond the level's own normal spread: during a ramp the ~7-reading level is ahead of
+        # the ~50-reading drift; once the signal is back, the drift channel's long memory must
+        # not hold the alarm, nor may the noisier ~7-reading level, compared with the drift's
+        # lower threshold, raise a new one (a drift alarm 54 readings after a step ended).
         s_drift = 0.0
-        if n_drift != 0.0:
-            agree = n_level / n_drift
-            if agree > 0.0:
-                a_d = n_drift if n_drift > 0.0 else -n_drift
-                if agree < 1.0:
-                    a_d *= agree
-                s_drift = (a_d - o_d) / (t_drift - o_d)
+        if n_drift != 0.0 and n_level / n_drift > 0.0:
+            a_d = n_drift if n_drift > 0.0 else -n_drift
+            a_l = (n_level if n_level > 0.0 else -n_level) - u_l * o_l
+            if a_l < a_d:
+                a_d = a_l
+            s_drift = (a_d - o_d) / (t_drift - o_d)
         # -- noise and repeats
         dx = x - self.prev
         if dx < 0.0:
