@@ -65,12 +65,16 @@ _PROFILE_DAYS = 3.0  # a bin's value remembers about this many days of visits
 _SEASONAL_ON = 0.75  # the profile serves as the model of normal once its error is this x the plain one's
 _SEASONAL_OFF = 0.9  # ... and stops when it is above this x
 _EXPECTED = 3.0  # a reading within this many scales of the daily profile is expected there
+_TRUST_DAYS = 2.0  # a bin of the profile serves once it has seen this many days ...
+_TRUST_DEV = 2.0  # ... and the later days' deviation from it is within twice its first day's
+# (plus a scale and the mean first-day deviation of all bins: a noise-free profile is not untrusted
+# for rounding)
 _SETTLED = 50  # updates of the profile's statistics before it may serve
 _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
-           "ep_rate")
-_ADDED = {"jumps": 0, "ep_rate": 0.0}  # state keys added since the first release, and their value in an older model
+           "ep_rate", "base_sum")
+_ADDED = {"jumps": 0, "ep_rate": 0.0, "base_sum": 0.0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
 _INTS = ("jumps", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n")
 
@@ -133,11 +137,11 @@ class RobustDetector:
     streaming: ClassVar[bool] = True
 
     __slots__ = ("rate", "learn_below", "threshold", "_k", "f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "f_out",
-                 "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "first_ts", "last_ts",
+                 "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "dev", "base", "base_sum", "first_ts", "last_ts",
                  "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
                  "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "prev", "run", "run_max", "lo", "hi",
                  "cal_q", "cal_m", "thr", "off", "ep_rate", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
-                 "_stuck_lim", "_w_min", "_a_ds")
+                 "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -171,6 +175,10 @@ class RobustDetector:
         # array, not list: 768 bytes each per series instead of ~3 kB (the per-series memory budget)
         self.prof = array("d", bytes(8 * _BINS))
         self.seen = array("q", bytes(8 * _BINS))
+        # each bin's mean |reading - bin| over its first day of visits, and over the later ones
+        self.base = array("d", bytes(8 * _BINS))
+        self.dev = array("d", bytes(8 * _BINS))
+        self.base_sum = 0.0  # the sum of base, kept as it learns
         self.first_ts = math.nan  # the first reading the profile learned from
         self.last_ts = math.nan
         self.last_n = 0  # self.n at last_ts
@@ -207,6 +215,9 @@ class RobustDetector:
         self._stuck_lim = float(_STUCK_MIN)
         self._w_min = 0.0  # the profile's slowest learning rate per visit, from the reading interval
         self._a_ds = 0.01  # the rate of the level under the profile
+        self._trust_n = 0  # visits a bin needs to serve: _TRUST_DAYS of them, from the reading interval
+        self._day_n = 0  # ... and visits in one day
+        self._trust_tol = 0.0  # s_scale + the mean of base (see _TRUST_DEV), refreshed in the slow phase
         self._update_thresholds()
 
     # ---- fitting ---------------------------------------------------------------------------
@@ -283,6 +294,8 @@ class RobustDetector:
             self._w_min = 1.0 / (_PROFILE_DAYS * (_PERIOD_S / _BINS) / self.dt + 1.0)
             a = self.dt / (_PROFILE_DAYS * _PERIOD_S)
             self._a_ds = a if a < self.alpha else self.alpha
+            self._day_n = int((_PERIOD_S / _BINS) / self.dt) or 1
+            self._trust_n = int(_TRUST_DAYS * self._day_n)
 
     def _limits(self) -> None:
         """Cache what changes only with the quantum and the longest normal run."""
@@ -387,7 +400,16 @@ class RobustDetector:
             ec = e_s if -c < e_s < c else (c if e_s > 0.0 else -c)
             self.m_level_s += _LAMBDA_LEVEL * (ec - self.m_level_s)
             self.m_drift_s += _LAMBDA_DRIFT * (ec - self.m_drift_s)
-            seasonal = self.seasonal
+            if self.seasonal:
+                # The profile serves where it can be trusted: both bins it interpolates have seen
+                # two days, and the later days agree with them about as well as their first day
+                # did. A bin learned from one day that held an unnoticed fault would otherwise
+                # alarm on every later day at that time, and, frozen by its own alarm, never learn.
+                seen, base, dev, tol = self.seen, self.base, self.dev, self._trust_n
+                b = bin_i + 1 if bin_i + 1 < _BINS else 0
+                t0 = self._trust_tol
+                seasonal = (seen[bin_i] >= tol and seen[b] >= tol and dev[bin_i] <= _TRUST_DEV * base[bin_i] + t0
+                            and dev[b] <= _TRUST_DEV * base[b] + t0)
         if seasonal:
             # A reading the daily profile expects (within _EXPECTED of its scales) is no spike,
             # however far it jumps from the last few: a daily step change, a shift start.
@@ -544,7 +566,8 @@ class RobustDetector:
                     self.ds_level += self._a_ds * (e_s if -c < e_s < c else (c if e_s > 0.0 else -c))
                     r = x - self.ds_level + self.prof_shift  # in the bins' own (unshifted) terms
                     prof, seen, w_min = self.prof, self.seen, self._w_min
-                    g = 0.1 if self.s_n and (e_s if e_s > 0.0 else -e_s) > _EXPECTED * s_scale else 1.0
+                    # Only where it serves (see above) does it learn at a tenth.
+                    g = 0.1 if seasonal and (e_s if e_s > 0.0 else -e_s) > _EXPECTED * s_scale else 1.0
                     b = bin_i if frac < 0.5 else (bin_i + 1 if bin_i + 1 < _BINS else 0)  # the nearest bin
                     n = seen[b] + 1
                     seen[b] = n
@@ -552,6 +575,17 @@ class RobustDetector:
                         self.unseen -= 1
                     w = 1.0 / n if n * w_min < 1.0 else w_min
                     delta = r - prof[b]
+                    if n > 1:
+                        k = n - self._day_n  # visits after the first day
+                        a = delta if delta > 0.0 else -delta
+                        if a > 10.0 * s_scale:  # one reading counts at most 10 scales
+                            a = 10.0 * s_scale
+                        if k <= 0:
+                            a = (a - self.base[b]) / (n - 1)
+                            self.base[b] += a
+                            self.base_sum += a
+                        else:
+                            self.dev[b] += (a - self.dev[b]) * (1.0 / k if k * w_min < 1.0 else w_min)
                     if n > 1 and not -c < delta < c:  # in training, Huber-limited once the bin has a value
                         delta = c if delta > 0.0 else -c
                     delta *= g * w
@@ -666,6 +700,7 @@ class RobustDetector:
             mean = self.prof_sum / _BINS - self.prof_shift
             self.prof_shift += mean
             self.ds_level += mean
+        self._trust_tol = self.s_scale + self.base_sum / _BINS
         if not self.s_n and (self.unseen > 0 or ts - self.first_ts < _PERIOD_S):
             return  # not a whole day seen yet: the profile cannot serve
         n = self.s_n = self.s_n + 1
@@ -807,7 +842,8 @@ class RobustDetector:
         params.update({k: getattr(self, k) for k in _FLOATS + _INTS})
         params.update({k: None if getattr(self, k) != getattr(self, k) else getattr(self, k) for k in _MAYBE_NAN})
         params.update({"cal_q": list(self.cal_q), "cal_m": list(self.cal_m), "seasonal": self.seasonal})
-        return params, {"profile": np.asarray(self.prof, dtype=np.float64), "seen": np.asarray(self.seen, dtype=np.int64)}
+        return params, {"profile": np.asarray(self.prof, dtype=np.float64), "seen": np.asarray(self.seen, dtype=np.int64),
+                        "base": np.asarray(self.base, dtype=np.float64), "dev": np.asarray(self.dev, dtype=np.float64)}
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> RobustDetector:
@@ -830,6 +866,14 @@ class RobustDetector:
         if prof.shape != (_BINS,) or seen.shape != (_BINS,) or not np.isfinite(prof).all():
             raise ValueError(f"state arrays: expected a finite profile and counts of {_BINS} bins")
         d.prof, d.seen = array("d", prof.tolist()), array("q", seen.tolist())
+        # Each bin's deviations (added in round 2 of issue 13): a model stored before has none;
+        # its bins take the same, so they serve as they did.
+        for key in ("base", "dev"):
+            dev = np.asarray(arrays[key], dtype=np.float64) if key in arrays else np.zeros(_BINS)
+            if dev.shape != (_BINS,) or not np.isfinite(dev).all():
+                raise ValueError(f"state arrays: expected a finite {key} of {_BINS} bins")
+            setattr(d, key, array("d", dev.tolist()))
+        d._trust_tol = d.s_scale + d.base_sum / _BINS
         d._update_thresholds()
         d._limits()
         d._set_rates()
