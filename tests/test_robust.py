@@ -224,6 +224,14 @@ def test_the_drift_channel_does_not_raise_on_a_level_that_is_back() -> None:
     assert [i for i, s, _ in ev if s == "raised" and not fault.start <= i <= fault.end + 20] == []
 
 
+@pytest.mark.parametrize("name", ["noise/clean/s0.5/dt1/n12000/r1", "trend/stuck/s5/dt60/r0"])
+def test_a_gaussian_tail_beyond_the_range_is_no_alarm(name: str) -> None:
+    # A 5.1-sigma reading of white noise beyond the learned range (and one at the edge of a
+    # trend's range) raised out_of_range alarms with the channel at 0.8 of the spike threshold.
+    sc, ev = scenario_alarms(name)
+    assert [i for i, s, _ in ev if s == "raised" and not any(f.start <= i <= f.end + 20 for f in sc.faults)] == []
+
+
 def test_no_alarm_on_slow_trend_wander_and_quantised_signals() -> None:
     rng = np.random.default_rng(6)
     n = 8000

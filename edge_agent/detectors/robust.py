@@ -56,7 +56,7 @@ _FLOORS = tuple(p[2] for p in _PRIOR)
 _STUCK_MIN = 10  # a value repeated this often is "stuck" on a series that never repeats one
 _STUCK_FACTOR = 3.0  # ... else this many times the longest repeat seen in normal readings
 _RANGE_MARGIN = 0.2  # out of range: beyond the learned range by 20 % of its width ...
-_RANGE_SPIKE = 0.8  # ... and 0.8 of the way to the spike threshold (5.4 noise scales on gaussian noise)
+_RANGE_SPIKE = 0.9  # ... and 0.9 of the way to the spike threshold (5.75 noise scales on gaussian noise)
 _REACQUIRE = 3  # the short-term predictor jumps to a level held this many readings beyond its clip
 _RELEARN_AFTER = 10  # after an anomalous reading, learning resumes after this many calm ones
 _PERIOD_S = 86400.0  # the seasonal profile: one day ...
@@ -110,7 +110,7 @@ class RobustDetector:
       away from normal, faster than the series' own trends and wander;
     * ``variance``: EWMA of |first difference| (each clipped at 4x normal) / its normal - 1;
     * ``stuck``: readings repeating one value / max(10, 3 x the longest normal run);
-    * ``out_of_range``: beyond the learned range by 20 % of its width and 0.8 of the way to
+    * ``out_of_range``: beyond the learned range by 20 % of its width and 0.9 of the way to
       the spike threshold (a new extreme is suspicious at a smaller jump than a spike).
 
     Thresholds are calibrated on the series' own history of each channel: a quantile tracker
