@@ -296,6 +296,27 @@ def test_state_round_trips_through_the_model_store_mid_stream(tmp_path) -> None:
     np.testing.assert_array_equal(b.score_many(x[2000:], ts[2000:]), a.score_many(x[2000:], ts[2000:]))
 
 
+def test_state_round_trips_exactly_mid_episode_and_between_background_ticks() -> None:
+    # At one reading a minute the profile learns in the background on one reading in three,
+    # and an episode's first reading teaches the tails over the next two: saved in between,
+    # a model must score on exactly as the one that was not saved.
+    rng = np.random.default_rng(3)
+    t = T0 + np.arange(3000) * 60.0
+    x = 50.0 + 3.0 * np.sin(2 * math.pi * t / 86400.0) + rng.normal(0.0, 0.5, 3000)
+    x[1000::250] += 8.0
+    seen_pending = seen_tick = False
+    for cut in (2001, 2002, 2003, 2004, 2005):  # a spike at 2000
+        a = RobustDetector()
+        a.fit(x[:500], t[:500])
+        a.score_many(x[500:cut], t[500:cut])
+        params, arrays = a.get_state()
+        seen_pending |= params["pending"] is not None
+        seen_tick |= params["tick"] is not None
+        b = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
+        np.testing.assert_array_equal(b.score_many(x[cut:], t[cut:]), a.score_many(x[cut:], t[cut:]))
+    assert seen_pending and seen_tick
+
+
 def test_a_model_stored_by_the_first_release_still_loads() -> None:
     d = RobustDetector()
     d.fit(noise(600, seed=13))
