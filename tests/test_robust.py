@@ -224,6 +224,20 @@ def test_the_drift_channel_does_not_raise_on_a_level_that_is_back() -> None:
     assert [i for i, s, _ in ev if s == "raised" and not fault.start <= i <= fault.end + 20] == []
 
 
+@pytest.mark.parametrize("name", ["trend/drift/s0.5/dt60/r0", "wander/drift/s0.5/dt300/r0", "quantised/drift/s5/dt60/r1"])
+def test_a_ramp_is_alarmed_while_it_lasts_not_when_it_ends(name: str) -> None:
+    # A ramp of 0.1 U a reading (30 U over 300 readings) stayed under learn_below while it
+    # began, so the slow statistics and the tails learned it as noise: the level and drift
+    # thresholds rose 3x, and the only alarm was the spike of its return to normal (which the
+    # suite's grace window counted as caught). The drift channel above its own normal for
+    # _RELEARN_AFTER readings in a row now stops them, as a reading near a threshold does.
+    sc, ev = scenario_alarms(name)
+    (fault,) = sc.faults
+    raised = [i for i, s, _ in ev if s == "raised"]
+    assert raised and fault.start <= raised[0] <= fault.end, raised
+    assert [s for i, s, _ in ev if raised[0] < i <= fault.end] == []  # held to its end
+
+
 @pytest.mark.parametrize("name", ["noise/clean/s0.5/dt1/n12000/r1", "trend/stuck/s5/dt60/r0"])
 def test_a_gaussian_tail_beyond_the_range_is_no_alarm(name: str) -> None:
     # A 5.1-sigma reading of white noise beyond the learned range (and one at the edge of a

@@ -212,7 +212,7 @@ class RobustDetector:
         self.calm = _RELEARN_AFTER  # consecutive readings with every channel below learn_below
         self.calm_level = _RELEARN_AFTER  # ... with every channel but drift below it
         self.n = 0  # readings learned from since fit
-        self.high_run = 0  # consecutive readings scoring at or above learn_below
+        self.high_run = 0  # consecutive readings at or above learn_below, or drifting beyond the drift's normal
         self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self._qfloor = _ABS_FLOOR
         self._stuck_lim = float(_STUCK_MIN)
@@ -657,14 +657,16 @@ class RobustDetector:
         if ended_run > self.run_max and calm >= _RELEARN_AFTER and not training:
             self.run_max = ended_run  # a run of repeats that ended as normal behaviour
             self._limits()
-        if score < lb:
+        if score < lb and s_drift <= 0.0:
             self.high_run = 0
         else:
             self.high_run += 1
         if training or (calm >= _RELEARN_AFTER and self.high_run < _RELEARN_AFTER):
-            # The slow statistics stop learning, too, while readings stay near a threshold
-            # (_RELEARN_AFTER in a row): a deviation held just under the alarm would otherwise
-            # teach them, over its length, that it is noise.
+            # The slow statistics stop learning, too, while readings stay near a threshold or the
+            # drift channel stays above its own normal (_RELEARN_AFTER in a row): a deviation held
+            # just under the alarm, or a ramp still on its way there, would otherwise teach them,
+            # over its length, that it is noise (a ramp of 30 u raised the level and drift
+            # thresholds 3x before it reached them, and was alarmed only when it ended).
             k = self.n = self.n + 1
             phase = k % _SLOW_EVERY
             if training:
