@@ -1,5 +1,6 @@
 """Part 5, memory: VmRSS of the agent idle, with 1,000 and with 10,000 series (trained models
-plus ring buffers filled to series.buffer_size readings)."""
+plus ring buffers filled to series.buffer_size readings), and what one-reading series on junk
+topics cost (rings grow with their readings; issue 15 measured ~36 kB each before)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,19 @@ def _settled_rss(agent: BenchAgent, seconds: float = 2.0) -> int:
     return best
 
 
+def _publish_all(pub: Any, messages: Any, window: int) -> None:
+    """QoS 1, at most ``window`` unacknowledged at once."""
+    infos = []
+    for topic, body in messages:
+        infos.append(pub.publish(topic, body, qos=1))
+        if len(infos) >= window:
+            for inf in infos:
+                inf.wait_for_publish(60)
+            infos.clear()
+    for inf in infos:
+        inf.wait_for_publish(60)
+
+
 def _fill(agent: BenchAgent, broker: Any, n_series: int, per_series: int) -> float:
     """Send ``per_series`` readings to each series as json_batch messages; wait until all are in."""
     from bench.common import _h
@@ -43,18 +57,13 @@ def _fill(agent: BenchAgent, broker: Any, n_series: int, per_series: int) -> flo
     t0 = time.monotonic()
     try:
         base = agent.metric("readings_received")
-        infos = []
-        for i in range(n_series):
-            vals = np.round(rng.uniform(19.0, 21.0, per_series), 2).tolist()
-            body = json.dumps({"values": vals, "start": start, "interval_ms": 100}, separators=(",", ":"))
-            m = series_id(i).split("/")[0]
-            infos.append(pub.publish(f"bench/l1/{m}/temp", body, qos=1))
-            if len(infos) >= 500:
-                for inf in infos:
-                    inf.wait_for_publish(60)
-                infos.clear()
-        for inf in infos:
-            inf.wait_for_publish(60)
+
+        def messages() -> Any:
+            for i in range(n_series):
+                vals = np.round(rng.uniform(19.0, 21.0, per_series), 2).tolist()
+                yield f"bench/l1/{series_id(i).split('/')[0]}/temp", json.dumps({"values": vals, "start": start, "interval_ms": 100}, separators=(",", ":"))
+
+        _publish_all(pub, messages(), 500)
         want = base + n_series * per_series
         wait_for(lambda: agent.metric("readings_received") >= want, 300, f"{want} readings received", interval=0.5)
     finally:
@@ -87,6 +96,36 @@ def _one(broker: Any, n_series: int, per_series: int) -> dict[str, Any]:
         agent.stop()
 
 
+def _junk(broker: Any, n: int) -> dict[str, Any]:
+    """RSS growth over ``n`` one-reading series on fresh topics (a junk flood), per series."""
+    from bench.common import _h
+
+    tmp = workdir(f"memory-junk-{n}")
+    agent = BenchAgent(tmp, broker, name="junk", **{"mqtt.client_id": f"mem-junk-{n}"})
+    agent.start()
+    pub = _h.Publisher(broker)
+    try:
+        agent.wait_ready(60)
+        time.sleep(1.0)
+        before = _settled_rss(agent)
+        base = agent.metric("readings_received")
+        ts = time.time() - 60
+        _publish_all(pub, ((f"plant/junk/j{k}/t", json.dumps({"value": 1.0, "ts": ts})) for k in range(n)), 1000)
+        wait_for(lambda: agent.metric("readings_received") >= base + n, 120, f"{n} junk readings received", interval=0.5)
+        after = _settled_rss(agent)
+        budget = agent.healthcheck().get("series_budget", {})
+        return {
+            "series": n,
+            "rss_before_mb": before / 1024,
+            "rss_after_mb": after / 1024,
+            "per_series_bytes": (after - before) * 1024 / n,
+            "budget_counts_bytes_per_series": budget.get("bytes", 0) / max(1, budget.get("series", 1)),
+        }
+    finally:
+        pub.close()
+        agent.stop()
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     broker = start_broker("broker-memory")
     try:
@@ -116,7 +155,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             st["per_series_kb"] = (st["rss_full_buffers_mb"] * 1024 - idle) / n
             st["per_series_kb_models_only"] = (st["rss_models_loaded_empty_buffers_mb"] * 1024 - idle) / n
             out["stages"].append(st)
-        out["ring_buffer_bytes_per_series"] = buffer_size * (8 + 4)
+        out["ring_buffer_bytes_per_series"] = buffer_size * 8 + buffer_size // 16 * 8  # values, one ts per 16
+        out["junk_one_reading_series"] = _junk(broker, 10_000 if quick else 30_000)
         return out
     finally:
         broker.stop()

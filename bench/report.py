@@ -66,10 +66,15 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         n = st["series"]
         _h(h, f"memory.rss_{n}_mb", "memory", f"RSS with {n:,} series (full buffers)", st["rss_full_buffers_mb"], "MB", 120.0 if n == 1000 else None)
         _h(h, f"memory.per_series_{n}_kb", "memory", f"per series ({n:,})", st["per_series_kb"], "kB")
+    _h(h, "memory.junk_per_series_bytes", "memory", "per one-reading junk series (RSS growth)", _get(mem, "junk_one_reading_series", "per_series_bytes"), "B")
     su = P.get("startup", {})
     for st in _get(su, "by_models", default=[]):
         n = st["models"]
         _h(h, f"startup.{n}_models_s", "startup", f"start → ready, {n:,} models (median)", _get(st, "start_to_ready_s", "median"), "s", 2.0 if n == 1000 else None)
+    so = P.get("soak", {})
+    _h(h, "soak.alarms_missing", "soak", f"soak ({_get(so, 'minutes')} min): acknowledged spikes without an alarm at SCADA", _get(so, "alarms_missing"), "", 0)
+    _h(h, "soak.rss_growth_pct", "soak", "soak: RSS second half vs first half after warm-up",
+       None if _get(so, "rss_mb", "growth") is None else round(100 * _get(so, "rss_mb", "growth"), 2), "%", 10.0)
     hp = P.get("http", {})
     _h(h, "http.req_per_s", "http", "POST /predict requests/s at 100 clients", _get(hp, "requests_per_s"), "/s")
     _h(h, "http.p99_ms", "http", "POST /predict latency p99", _get(hp, "latency_ms", "p99"), "ms")
@@ -145,7 +150,8 @@ def markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         L.append(f"| {v['label']} | {_fmt(v['value'])} {v['unit']} | {tgt} | {met} |")
     L.append("")
     for name, fn in (("scoring", _md_scoring), ("machines", _md_machines), ("throughput", _md_throughput), ("latency", _md_latency),
-                     ("sideload", _md_sideload), ("memory", _md_memory), ("startup", _md_startup), ("http", _md_http), ("sparkplug", _md_sparkplug)):
+                     ("sideload", _md_sideload), ("memory", _md_memory), ("startup", _md_startup), ("http", _md_http), ("sparkplug", _md_sparkplug),
+                     ("soak", _md_soak)):
         part = P.get(name)
         if part is None:
             continue
@@ -284,7 +290,12 @@ def _md_memory(p: dict[str, Any]) -> list[str]:
     for st in p.get("stages", []):
         L.append(f"| models loaded, buffers empty | {_fmt(st['series'])} | {_fmt(st['rss_models_loaded_empty_buffers_mb'])} | {_fmt(st['per_series_kb_models_only'])} |")
         L.append(f"| models + {_fmt(st['readings_per_series'])} readings per series | {_fmt(st['series'])} | {_fmt(st['rss_full_buffers_mb'])} | {_fmt(st['per_series_kb'])} |")
-    L += ["", f"A full ring buffer is {_fmt(p.get('ring_buffer_bytes_per_series'))} bytes per series (float64 values + float32 times × buffer_size).", ""]
+    junk = p.get("junk_one_reading_series")
+    if junk:
+        L.append(f"| one reading each, junk topics, no model | {_fmt(junk['series'])} | {_fmt(junk['rss_after_mb'])} | "
+                 f"{_fmt(junk['per_series_bytes'] / 1024)} (above {_fmt(junk['rss_before_mb'])} MB) |")
+    L += ["", f"A full ring buffer is {_fmt(p.get('ring_buffer_bytes_per_series'))} bytes per series (float64 values, one "
+          "float64 timestamp per block of 16 readings); a series' ring grows to it as its readings arrive.", ""]
     if p.get("notes"):
         L += [f"- {n}" for n in p["notes"]] + [""]
     return L
@@ -334,6 +345,32 @@ def _md_sparkplug(p: dict[str, Any]) -> list[str]:
           f"{_fmt(p.get('ratio_10_metrics'))} × with 10; from the median message: {_fmt(p.get('ratio_median_1_metric'))} × and "
           f"{_fmt(p.get('ratio_median_10_metrics'))} ×.", ""]
     return L
+
+
+def _md_soak(p: dict[str, Any]) -> list[str]:
+    L = ["## 9. Soak (`--only soak`)", "", p.get("method", ""), "",
+         f"**{'passed' if p.get('ok') else 'FAILED'}**" + ("" if p.get("ok") else ": " + "; ".join(p.get("failures", []))), "",
+         "| figure | value |", "|---|--:|"]
+    rss = p.get("rss_mb", {})
+    rows = [
+        ("spikes sent / acknowledged by the broker", f"{_fmt(p.get('spikes_sent'))} / {_fmt(p.get('spikes_acked_by_broker'))}"),
+        ("raised alarms at SCADA (distinct) / missing", f"{_fmt(p.get('alarms_raised_at_scada'))} / {_fmt(p.get('alarms_missing'))}"),
+        ("alarm messages at SCADA / duplicates (same alert_id)", f"{_fmt(p.get('alarm_messages_at_scada'))} / {_fmt(p.get('duplicates_by_alert_id'))}"),
+        ("spike → SCADA p50 / p99 / max (ms)", " / ".join(_fmt(_get(p, "spike_to_scada_ms", k)) for k in ("median", "p99", "max"))),
+        ("RSS after warm-up, first half / second half mean (MB)", f"{_fmt(rss.get('first_half_mean'))} / {_fmt(rss.get('second_half_mean'))}"),
+        ("RSS growth, second half vs first", "–" if rss.get("growth") is None else f"{100 * rss['growth']:+.2f} %"),
+        ("RSS max (MB)", _fmt(rss.get("max"))),
+        ("broker restarts / agent reconnects", f"{_fmt(p.get('broker_restarts'))} / {_fmt(p.get('agent_reconnects'))}"),
+        ("messages published (readings + junk) / junk", f"{_fmt(_get(p, 'readings', 'messages_sent'))} / {_fmt(_get(p, 'readings', 'junk_sent'))}"),
+        ("readings scored / rejected by the agent", f"{_fmt(_get(p, 'readings', 'scored_by_agent'))} / {_fmt(_get(p, 'readings', 'rejected_by_agent'))}"),
+        ("command floods / unsigned commands sent / refused", f"{_fmt(p.get('command_floods'))} / {_fmt(p.get('commands_sent'))} / {_fmt(p.get('commands_refused_by_agent'))}"),
+        ("refusals answered (token bucket)", _fmt(p.get("refusals_answered"))),
+        ("outbox quarantined / depth at the end", f"{_fmt(p.get('outbox_quarantined'))} / {_fmt(p.get('outbox_depth_at_end'))}"),
+        ("event-loop lag p99 / max (ms, last 4,096 probes)", f"{_fmt(_get(p, 'event_loop_lag_ms', 'p99_ms'))} / {_fmt(_get(p, 'event_loop_lag_ms', 'max_ms'))}"),
+        ("agent log (bytes)", _fmt(p.get("agent_log_bytes"))),
+    ]
+    L += [f"| {k} | {v} |" for k, v in rows]
+    return L + [""]
 
 
 def _md_comparisons(P: dict[str, Any]) -> list[str]:

@@ -4,6 +4,7 @@ appends the headline figures to bench/history.json, and prints the headline rati
     python -m bench.run                      # all parts
     python -m bench.run --only scoring,memory --quick
     python -m bench.run --label "after outbox fix"   # name this run in the before/after table
+    python -m bench.run --only soak --minutes 5      # the soak (60 min by default; never in the default run)
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 from bench.common import cleanup_all, machine_info
 
 PARTS = ["scoring", "machines", "memory", "startup", "throughput", "latency", "sideload", "http", "sparkplug"]
-MODULES = {p: f"bench.part_{p}" for p in PARTS}
+EXTRA_PARTS = ["soak"]  # selected with --only: an hour long
+MODULES = {**{p: f"bench.part_{p}" for p in PARTS}, "soak": "bench.soak"}
 HERE = Path(__file__).resolve().parent
 
 
@@ -31,11 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default="", help="name of this run in bench/history.json (before/after table)")
     ap.add_argument("--no-history", action="store_true", help="do not append to bench/history.json")
     ap.add_argument("--out", default=str(HERE), help="directory for report.json / report.md (default: bench/)")
+    ap.add_argument("--minutes", type=float, default=None, help="length of the soak part (default 60; 5 with --quick)")
     args = ap.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()] or PARTS
     bad = [p for p in parts if p not in MODULES]
     if bad:
-        ap.error(f"unknown part(s) {bad}; known: {PARTS}")
+        ap.error(f"unknown part(s) {bad}; known: {PARTS + EXTRA_PARTS}")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     report_path = out_dir / "report.json"
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             try:
                 mod = importlib.import_module(MODULES[p])
-                res = mod.run(quick=args.quick)
+                res = mod.run(quick=args.quick, minutes=args.minutes) if p == "soak" else mod.run(quick=args.quick)
                 res["measured_at"] = report["machine"]["date"]
                 res["quick"] = args.quick
                 res["part_seconds"] = round(time.monotonic() - t0, 1)

@@ -104,23 +104,33 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     store = _store(args)
     if args.action == "list":
+        # Read-only: it reports what the agent would repair or skip at start, and why.
+        scan = store.scan(repair=False)
         rows = []
-        for sid in store.list_series():
-            active = store.active_version(sid)
-            meta = {}
+        for sid in scan.series:
+            active, problem = store.read_active(sid)
+            meta: dict = {}
+            problems = [problem] if problem else []
             if active is not None:
                 try:
                     meta = store.read_meta(sid, active)
                 except ModelLoadError as exc:
-                    meta = {"detector": f"<corrupt: {exc}>"}
-            rows.append({"series": sid, "active": active, "versions": store.versions(sid), "detector": meta.get("detector")})
+                    problems.append(str(exc))
+            if sid in scan.recovered:
+                problems.append("series.json missing or corrupt (the agent rewrites it from the versions at start)")
+            rows.append({"series": sid, "active": active, "versions": store.versions(sid), "detector": meta.get("detector"),
+                         "status": "ok" if not problems else "problem", "problems": problems})
+        unnamed = [p for p in scan.problems if "not loaded" in p]
+        for p in unnamed:
+            print(f"not a loadable series: {p}", file=sys.stderr)
         if args.json:
             print(json.dumps(rows, indent=1))
         else:
-            print(f"{'SERIES':40} {'ACTIVE':>6} {'VERSIONS':>8}  DETECTOR")
+            print(f"{'SERIES':40} {'ACTIVE':>6} {'VERSIONS':>8}  {'DETECTOR':16} STATUS")
             for r in rows:
-                print(f"{r['series'][:40]:40} {r['active'] or '-':>6} {len(r['versions']):>8}  {r['detector']}")
-        return 0
+                print(f"{r['series'][:40]:40} {r['active'] or '-':>6} {len(r['versions']):>8}  {str(r['detector']):16} "
+                      + ("ok" if not r["problems"] else "; ".join(r["problems"])[:200]))
+        return 1 if unnamed or any(r["problems"] for r in rows) else 0
     if not args.series:
         print("models show/rollback: give a series id", file=sys.stderr)
         return 2

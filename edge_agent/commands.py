@@ -5,10 +5,28 @@ A refused command changes nothing and is answered ``refused`` with the reason. A
 one is answered ``accepted`` at once, then ``done`` (with results) or ``failed`` (with the
 error) when it finishes. Fits run off the event loop; scoring goes on meanwhile.
 
-Responses follow MQTT 5 request/response: when the request carries a ``response_topic``
-the answer goes there with the request's ``correlation_data``. MQTT 3.1.1 requesters (or
-v5 ones without a response topic) get the answer on ``{command topic}/response`` with their
-``request_id`` echoed. Answers go through the durable outbox like alarms do.
+Responses follow MQTT 5 request/response: when an *accepted* (signed) request carries a
+``response_topic`` the answer goes there with the request's ``correlation_data``. MQTT 3.1.1
+requesters (or v5 ones without a response topic) get the answer on ``{command topic}/response``
+with their ``request_id`` echoed. Answers go through the durable outbox like alarms do.
+
+What a requester can choose, and what it cannot (issue 15, findings 1 and 7):
+
+- A *refused* command (unsigned, forged, stale, replayed, malformed) is answered only on the
+  fixed ``{command topic}/response``, never on its ``response_topic``: an outsider cannot make
+  the agent publish where it likes (onto SCADA's alarm topics, say). The refusal is answered
+  only when that topic is valid and at most ``MAX_RESPONSE_TOPIC_BYTES`` long, and only while
+  a token bucket (``commands.refusal_answers_per_s``, ``refusal_answer_burst``) has a token:
+  a flood of forgeries is counted, logged at a rate limit, and cannot fill the outbox or put
+  answers ahead of alarms.
+- A signed command's ``response_topic`` must itself be a valid topic name of at most
+  ``MAX_RESPONSE_TOPIC_BYTES``, without wildcards or a leading ``$``, and outside the agent's
+  own topics (alarms, alarm state, status, commands, dead letters, the reading subscriptions).
+  Otherwise the answer goes to the fixed topic and says ``response_topic_refused``. The
+  signature covers the payload, not MQTT properties, hence the check.
+- Every answer fits in one packet the broker takes (its CONNACK Maximum Packet Size): a
+  ``status`` listing too large is cut and says ``truncated`` with the ``next_offset`` to ask
+  for (``args.offset``/``args.limit`` page through it).
 """
 
 from __future__ import annotations
@@ -17,13 +35,18 @@ import asyncio
 import fnmatch
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.chunked import filtered, sorted_chunked
 from edge_agent.command_auth import CommandRefused, CommandVerifier, load_key
+from edge_agent.mqtt_limits import topic_problem
 from edge_agent.nonce_journal import FILE_NAME as NONCE_FILE
 from edge_agent.nonce_journal import NonceJournal
+from edge_agent.ratelimit import RateLimitedLog, TokenBucket, clip
+from edge_agent.redact import scrub_paths
 from edge_agent.topics import TopicTemplate, render
 
 if TYPE_CHECKING:
@@ -34,6 +57,8 @@ log = logging.getLogger(__name__)
 COMMANDS = ("fit", "rollback", "status", "sync", "rebaseline")
 _MAX_STATUS_SERIES = 1000
 _FITS_PER_PASS = 8  # fit requests prepared per event-loop pass (see cmd_fit)
+MAX_RESPONSE_TOPIC_BYTES = 1024
+MAX_CORRELATION_BYTES = 1024
 
 
 class CommandError(Exception):
@@ -61,9 +86,14 @@ class CommandHandler:
         self.journal = NonceJournal(Path(agent.cfg.state_dir) / NONCE_FILE)
         self.received = 0
         self.refused: dict[str, int] = {}
+        self.unanswered: dict[str, int] = {}  # refusals not answered: rate_limited | bad_topic
+        self.response_topics_refused = 0
         self.done = 0
         self.failed = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.refusal_answers = TokenBucket(cfg.refusal_answers_per_s, cfg.refusal_answer_burst)
+        self._refusal_log = RateLimitedLog(log, cfg.refusal_log_interval_s)
+        self._forbidden = _own_topics(agent.cfg, tpl)
         if cfg.allow_unsigned:
             log.warning("commands.allow_unsigned is true: unsigned remote commands are accepted")
 
@@ -82,35 +112,86 @@ class CommandHandler:
             return  # e.g. someone's response topic below ours
         command = fields["command"]
         self.received += 1
-        route = self._route(topic, properties)
         try:
             cmd = self.verifier.verify(command, payload)
             if command not in COMMANDS:
-                raise CommandRefused("malformed", f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
+                raise CommandRefused("malformed", f"unknown command {clip(command, 64)}; known: {', '.join(COMMANDS)}")
         except CommandRefused as exc:
-            self.refused[exc.reason] = self.refused.get(exc.reason, 0) + 1
-            log.warning("refused command %r on %r: %s", command, topic[:200], exc)
-            self._respond(route, command, _best_effort_request_id(payload), "refused", reason=exc.reason, detail=exc.detail)
+            self._refuse(topic, command, payload, exc)
             return
-        self._respond(route, command, cmd.request_id, "accepted")
+        route, note = self._route(topic, properties)
+        if note:
+            self.response_topics_refused += 1
+            log.warning("command %s (%s): response topic refused (%s); answering on %s", command, clip(cmd.request_id), note, route[0])
+        self._respond(route, command, cmd.request_id, "accepted", **({"response_topic_refused": note} if note else {}))
         task = asyncio.ensure_future(self._run(route, command, cmd.request_id, cmd.args, cmd.nonce, cmd.ts))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _route(self, topic: str, properties: dict[str, Any]) -> tuple[str, bytes | None]:
-        response_topic = _prop(properties, "response_topic")
-        correlation = _prop(properties, "correlation_data")
-        if isinstance(response_topic, bytes):
-            response_topic = response_topic.decode("utf-8", "replace")
-        if response_topic and "+" not in response_topic and "#" not in response_topic:
-            return response_topic, correlation if isinstance(correlation, bytes) else None
-        return f"{topic}/response", None
+    def _refuse(self, topic: str, command: str, payload: bytes, exc: CommandRefused) -> None:
+        """Count, log at a rate limit, and answer on the fixed topic while tokens last."""
+        self.refused[exc.reason] = self.refused.get(exc.reason, 0) + 1
+        self._refusal_log.warning(
+            "refused command %s on %s: %s; refused so far: %s",
+            clip(command, 64), clip(topic), clip(str(exc)), ", ".join(f"{k}={v}" for k, v in sorted(self.refused.items())),
+        )
+        answer_topic = f"{topic}/response"
+        if len(answer_topic.encode("utf-8", "surrogatepass")) > MAX_RESPONSE_TOPIC_BYTES or topic_problem(answer_topic):
+            self.unanswered["bad_topic"] = self.unanswered.get("bad_topic", 0) + 1
+            return
+        if not self.refusal_answers.take():
+            self.unanswered["rate_limited"] = self.unanswered.get("rate_limited", 0) + 1
+            return
+        self._respond((answer_topic, None), clip(command, 64), _best_effort_request_id(payload), "refused", reason=exc.reason, detail=clip(exc.detail))
 
-    def _respond(self, route: tuple[str, bytes | None], command: str, request_id: str | None, status: str, **extra: Any) -> None:
+    def _route(self, topic: str, properties: dict[str, Any]) -> tuple[tuple[str, bytes | None], str | None]:
+        """Where a *signed* command's answers go: its response topic if acceptable, else the
+        fixed one; the second value says why the response topic was refused."""
+        default = (f"{topic}/response", None)
+        response_topic = _prop(properties, "response_topic")
+        if response_topic is None:
+            return default, None
+        if isinstance(response_topic, bytes):
+            try:
+                response_topic = response_topic.decode("utf-8")
+            except UnicodeDecodeError:
+                return default, "not UTF-8"
+        problem = self.response_topic_problem(response_topic)
+        if problem:
+            return default, problem
+        correlation = _prop(properties, "correlation_data")
+        if not isinstance(correlation, bytes):
+            correlation = None
+        elif len(correlation) > MAX_CORRELATION_BYTES:
+            return default, f"correlation data longer than {MAX_CORRELATION_BYTES} bytes"
+        return (response_topic, correlation), None
+
+    def response_topic_problem(self, topic: str) -> str | None:
+        """Why a requester may not have answers sent to ``topic``, or None."""
+        if not isinstance(topic, str) or not topic:
+            return "empty"
+        if len(topic.encode("utf-8", "surrogatepass")) > MAX_RESPONSE_TOPIC_BYTES:
+            return f"longer than {MAX_RESPONSE_TOPIC_BYTES} bytes"
+        problem = topic_problem(topic)
+        if problem is not None:
+            return problem.detail
+        if topic.startswith("$"):
+            return "a $ topic is the broker's"
+        for name, pattern in self._forbidden:
+            if pattern.fullmatch(topic):
+                return f"inside the agent's own {name} topics"
+        return None
+
+    def _respond(self, route: tuple[str, bytes | None], command: str, request_id: str | None, status: str, **extra: Any) -> bool:
         topic, correlation = route
+        qos = self.agent.cfg.commands.qos
         doc = {"gateway_id": self.agent.cfg.gateway_id, "command": command, "request_id": request_id, "status": status, "ts": time.time(), **extra}
+        payload = fit_answer(doc, self.agent.payload_budget(topic, qos, correlation))
+        if payload is None:
+            log.error("command %s (%s): even a shortened %r answer does not fit the broker's packet limit", command, clip(request_id), status)
+            return False
         props = {"correlation_data": correlation.decode("latin-1")} if correlation is not None else None
-        self.agent.publish_durable(topic, json.dumps(doc, default=str).encode(), self.agent.cfg.commands.qos, props=props)
+        return self.agent.publish_durable(topic, payload, qos, props=props)
 
     # ---- running -------------------------------------------------------------------------
     async def _run(self, route: tuple[str, bytes | None], command: str, request_id: str | None, args: dict[str, Any],
@@ -124,35 +205,37 @@ class CommandHandler:
             result = await getattr(self, f"cmd_{command}")(args)
         except (CommandError, ValueError, TypeError, LookupError) as exc:
             self.failed += 1
-            log.warning("command %s (%s) failed: %s", command, request_id, exc)
-            self._respond(route, command, request_id, "failed", error=str(exc), seconds=round(time.perf_counter() - t0, 4))
+            log.warning("command %s (%s) failed: %s", command, clip(request_id), clip(str(exc), 1000))
+            self._respond(route, command, request_id, "failed", error=scrub_paths(str(exc)), seconds=round(time.perf_counter() - t0, 4))
             return
         except Exception as exc:  # a bug: answer, log the traceback, keep running
             self.failed += 1
-            log.exception("command %s (%s) crashed", command, request_id)
+            log.exception("command %s (%s) crashed", command, clip(request_id))
             self._respond(route, command, request_id, "failed", error=f"internal error: {exc!r}")
             return
         self.done += 1
         self._respond(route, command, request_id, "done", result=result, seconds=round(time.perf_counter() - t0, 4))
 
-    def _select(self, args: dict[str, Any], require: bool = True) -> list[str]:
+    async def _select(self, args: dict[str, Any], require: bool = True) -> list[str]:
+        """The series a command names, sorted. Scanned and sorted a slice per loop pass
+        (``chunked.py``): a glob over 100,000 series in one go held the loop for ~100 ms."""
         pattern = args.get("series")
+        known = self.agent.pipeline.series if self.agent.pipeline else {}
         if pattern is None:
             if require:
                 raise CommandError("args.series is required (a series id or a glob pattern)")
-            return sorted(self.agent.pipeline.series) if self.agent.pipeline else []
+            return await sorted_chunked(list(known))
         if not isinstance(pattern, str) or not pattern:
             raise CommandError("args.series must be a non-empty string")
-        known = self.agent.pipeline.series if self.agent.pipeline else {}
         if any(c in pattern for c in "*?["):
-            matched = sorted(s for s in known if fnmatch.fnmatchcase(s, pattern))
+            matched = await filtered(list(known), lambda s: fnmatch.fnmatchcase(s, pattern))
             if not matched:
-                raise CommandError(f"no series matches {pattern!r}")
-            return matched
+                raise CommandError(f"no series matches {clip(pattern)}")
+            return await sorted_chunked(matched)
         return [pattern]
 
     async def cmd_fit(self, args: dict[str, Any]) -> dict[str, Any]:
-        series = self._select(args)
+        series = await self._select(args)
         values = args.get("values")
         if values is not None and len(series) != 1:
             raise CommandError("args.values trains one series: give a series id, not a pattern")
@@ -200,7 +283,7 @@ class CommandHandler:
         """Accept each selected series' current behaviour as its new normal: a raised alarm
         ends with an ``accepted`` message (not ``cleared``), and the model learns from now on."""
         results = []
-        for sid in self._select(args):
+        for sid in await self._select(args):
             try:
                 results.append(self.agent.rebaseline_series(sid))
             except ValueError as exc:
@@ -226,10 +309,15 @@ class CommandHandler:
         return {"series": sid, "version": model.version, "detector": model.detector.name}
 
     async def cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
-        series = self._select(args, require=False)
+        series = await self._select(args, require=False)
+        offset = _int_arg(args, "offset", 0, 0, 1 << 62)
+        limit = _int_arg(args, "limit", _MAX_STATUS_SERIES, 1, _MAX_STATUS_SERIES)
         pipe = self.agent.pipeline
         out = []
-        for sid in series[:_MAX_STATUS_SERIES]:
+        page = series[offset:offset + limit]
+        for i, sid in enumerate(page):
+            if i and not i % 200:
+                await asyncio.sleep(0)  # a page of 1,000 entries is a few ms: let readings in
             s = pipe.series.get(sid) if pipe else None
             if s is None:
                 out.append({"series": sid, "state": "unknown"})
@@ -246,7 +334,11 @@ class CommandHandler:
                     "alarms": s.n_alarms,
                 }
             )
-        return {"series": out, "total": len(series), "truncated": len(series) > _MAX_STATUS_SERIES, "health": self.agent.health()}
+        more = offset + len(page) < len(series)
+        doc: dict[str, Any] = {"series": out, "total": len(series), "offset": offset, "truncated": more, "health": self.agent.health()}
+        if more:
+            doc["next_offset"] = offset + len(page)
+        return doc
 
     async def cmd_sync(self, args: dict[str, Any]) -> dict[str, Any]:
         s3 = getattr(self.agent, "s3", None)
@@ -257,6 +349,105 @@ class CommandHandler:
         if not report.ok:
             raise CommandError(f"sync failed: {report.error} ({report.pending} item(s) pending, will retry)")
         return report.as_dict()
+
+
+def _int_arg(args: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    value = args.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise CommandError(f"args.{name} must be an integer in [{lo}, {hi}]")
+    return value
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, default=str, separators=(",", ":")).encode()
+
+
+def fit_answer(doc: dict[str, Any], budget: int) -> bytes | None:
+    """``doc`` as JSON of at most ``budget`` bytes, shortening it if it must; None if even
+    the shortest form does not fit.
+
+    A ``status`` listing keeps as many series as fit and says ``truncated`` with the
+    ``next_offset`` to ask for; other lists in a result (a fit's ``fitted`` and ``errors``)
+    keep their head and say how many were left out; failing that, the result is replaced
+    by a note. Shortening an answer is better than dropping it: the requester learns what
+    it asked and how to get the rest.
+    """
+    payload = _dumps(doc)
+    if len(payload) <= budget:
+        return payload
+    result = doc.get("result")
+    if isinstance(result, dict):
+        for key in ("series", "fitted", "errors"):
+            items = result.get(key)
+            if not isinstance(items, list) or not items:
+                continue
+            # The largest head that fits (binary search over the kept count).
+            lo, hi = 0, len(items)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                trial = {**doc, "result": {**result, key: items[:mid], **_cut_note(result, key, items, mid)}}
+                if len(_dumps(trial)) <= budget:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            result = {**result, key: items[:lo], **_cut_note(result, key, items, lo)}
+            doc = {**doc, "result": result}
+            payload = _dumps(doc)
+            if len(payload) <= budget:
+                return payload
+        doc = {**doc, "result": {"omitted": f"the result ({len(_dumps(result))} bytes) is larger than the broker's packet limit"}}
+        payload = _dumps(doc)
+        if len(payload) <= budget:
+            return payload
+    for key in ("detail", "error", "result", "health"):
+        if key in doc:
+            doc = {k: v for k, v in doc.items() if k != key}
+            payload = _dumps(doc)
+            if len(payload) <= budget:
+                return payload
+    return None
+
+
+def _cut_note(result: dict[str, Any], key: str, items: list[Any], kept: int) -> dict[str, Any]:
+    if key == "series":
+        start = result.get("offset", 0) if isinstance(result.get("offset"), int) else 0
+        return {"truncated": True, "next_offset": start + kept}
+    return {f"{key}_omitted": len(items) - kept}
+
+
+def _own_topics(cfg: Any, command_template: str) -> list[tuple[str, re.Pattern[str]]]:
+    """The agent's own topic spaces, as patterns a response topic must not match."""
+    gw = {"gateway_id": cfg.gateway_id}
+    out = [("command", _template_pattern(command_template, {}, under=False))]
+    for name, template in (
+        ("alarm", cfg.alarms.topic),
+        ("alarm state", cfg.alarms.state_topic),
+        ("status", cfg.status.topic),
+        ("dead letter", cfg.ingest.dead_letter_topic),
+    ):
+        if template:
+            out.append((name, _template_pattern(template, gw, under=True)))
+    for sub in cfg.subscriptions:
+        out.append(("reading", _template_pattern(sub.topic, gw, under=True)))
+    return out
+
+
+def _template_pattern(template: str, values: dict[str, str], under: bool) -> re.Pattern[str]:
+    """A topic template as a regex: known fields literal, ``{series}`` and ``{x*}`` any
+    levels, other fields one level; with ``under``, also every topic below it."""
+    parts = []
+    for piece in re.split(r"(\{[A-Za-z_][A-Za-z0-9_]*\*?\})", template):
+        if piece.startswith("{") and piece.endswith("}"):
+            name = piece[1:-1]
+            if name in values:
+                parts.append(re.escape(values[name]))
+            elif name.endswith("*") or name == "series":
+                parts.append(".+")
+            else:
+                parts.append("[^/]+")
+        else:
+            parts.append(re.escape(piece))
+    return re.compile("".join(parts) + ("(?:/.*)?" if under else ""), re.DOTALL)
 
 
 def _best_effort_request_id(payload: bytes) -> str | None:

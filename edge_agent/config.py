@@ -32,6 +32,13 @@ from edge_agent.rules import SeriesRule
 
 __all__ = ["AgentConfig", "ConfigError", "Issue", "ENV_PREFIX", "load_config", "masked_dump", "read_secret"]
 
+# The largest ingest.max_abs_value allowed. Readings within +-1e30 keep every detector's state
+# and score finite: squares of differences (4e60) summed over a 1e6-reading buffer stay far
+# below float64's 1.8e308, and the Isolation Forest's float32 features (value, difference,
+# rolling mean and std) below float32's 3.4e38. tests/test_detector_limits.py checks every
+# registered detector at this limit.
+MAX_ABS_LIMIT = 1e30
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
@@ -88,6 +95,7 @@ class MqttConfig(_Strict):
     tls: TlsConfig = TlsConfig()
     max_inflight: Annotated[int, Field(ge=1, le=65000)] = 200
     message_expiry_s: Annotated[int, Field(ge=0)] = 86400
+    max_packet_bytes: Annotated[int, Field(ge=0, le=268_435_460)] = 0
 
 
 class SubscriptionConfig(_Strict):
@@ -99,6 +107,7 @@ class SubscriptionConfig(_Strict):
     ts_field: str = "ts"
     ts_unit: Literal["auto", "s", "ms", "iso"] = "auto"
     share_group: str | None = None
+    max_abs_value: Annotated[float, Field(gt=0, le=MAX_ABS_LIMIT)] | None = None
     # Machine-level detection (docs/machines.md): the machine id, from the topic's fields,
     # and the sensor's name within it (json_multi: each payload key is a sensor).
     machine: str | None = None
@@ -168,14 +177,17 @@ class DetectorConfig(_Strict):
     params: dict[str, Any] = {}
     min_train_samples: Annotated[int, Field(ge=2)] = 500
     retrain: RetrainConfig = RetrainConfig()
+    fit_timeout_s: Annotated[float, Field(gt=0)] = 300.0
 
     @model_validator(mode="after")
     def _known_detector(self) -> DetectorConfig:
         from edge_agent import detectors
+        from edge_agent.fit_bounds import check_fit_params
 
         # ParamProblems (a ValueError) is reported under detector.params.<name> by config_source;
         # a detector whose optional packages are missing is a preflight error, not a schema one.
         detectors.check_params(self.name, self.params)
+        check_fit_params(self.name, self.params)  # what a fit may cost (edge_agent/fit_bounds.py)
         return self
 
 
@@ -229,6 +241,8 @@ class MachinesConfig(_Strict):
 class SeriesConfig(_Strict):
     buffer_size: Annotated[int, Field(ge=16, le=1_000_000)] = 4096
     max_series: Annotated[int, Field(ge=1)] = 100_000
+    max_bytes: Annotated[int, Field(ge=1_048_576)] = 384 * 1024 * 1024
+    idle_s: Annotated[float, Field(gt=0)] = 600.0
 
 
 class AlarmConfig(_Strict):
@@ -248,10 +262,12 @@ class StatusConfig(_Strict):
 
 class IngestConfig(_Strict):
     max_payload_bytes: Annotated[int, Field(ge=16)] = 1_048_576
+    max_abs_value: Annotated[float, Field(gt=0, le=MAX_ABS_LIMIT)] = 1e20
     max_batch: Annotated[int, Field(ge=1)] = 10_000
     max_future_skew_s: Annotated[float, Field(ge=0)] = 86400.0
     max_past_age_s: Annotated[float, Field(ge=0)] = 365 * 86400.0
     replay_window_s: Annotated[float, Field(ge=0)] = 1800.0
+    clock_step_after_s: Annotated[float, Field(ge=0)] = 2.0
     dead_letter_topic: str | None = None
     reject_log_interval_s: Annotated[float, Field(ge=0)] = 10.0
 
@@ -263,6 +279,8 @@ class OutboxConfig(_Strict):
     max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     max_age_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
     retry_s: Annotated[float, Field(gt=0)] = 30.0
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 5
+    stuck_after_s: Annotated[float, Field(gt=0)] = 60.0
 
 
 class CommandsConfig(_Strict):
@@ -272,6 +290,9 @@ class CommandsConfig(_Strict):
     allow_unsigned: bool = False
     max_age_s: Annotated[float, Field(gt=0)] = 60.0
     qos: Literal[0, 1, 2] = 1
+    refusal_answers_per_s: Annotated[float, Field(ge=0)] = 1.0
+    refusal_answer_burst: Annotated[int, Field(ge=0)] = 10
+    refusal_log_interval_s: Annotated[float, Field(ge=0)] = 10.0
 
 
 class S3Config(_Strict):
@@ -337,6 +358,11 @@ class HttpConfig(_Strict):
     token_file: str | None = None
     series_label_limit: Annotated[int, Field(ge=0)] = 100
     plot_concurrency: Annotated[int, Field(ge=1, le=8)] = 2
+    max_connections: Annotated[int, Field(ge=4, le=100_000)] = 100
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    auth_max_failures: Annotated[int, Field(ge=1)] = 10
+    auth_window_s: Annotated[float, Field(gt=0)] = 60.0
 
 
 class AgentConfig(_Strict):

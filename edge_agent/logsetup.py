@@ -46,3 +46,14 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     gm.addFilter(_DropGmqttNoise())
     logging.getLogger("transitions").setLevel(logging.WARNING)  # amqtt's state machine (demo broker)
     logging.getLogger("gmqtt").setLevel(max(logging.getLevelName(level), logging.WARNING))
+    # Loggers an outsider (or a flapping broker) can make talk: accept errors at a descriptor
+    # limit, malformed HTTP requests, gmqtt's "[TRYING WRITE TO CLOSED SOCKET]" (10,858 lines
+    # in 30 s of a link dropped again and again): at most one line per kind of message every
+    # 10 s, with the count held back. (A filter applies to its own logger only, hence the list.)
+    from edge_agent.ratelimit import RateLimitFilter
+
+    for name in ("asyncio", "uvicorn.error", "uvicorn", "edge_agent.gmqtt", "gmqtt.client", "gmqtt.mqtt.connection",
+                 "gmqtt.mqtt.handler", "gmqtt.mqtt.package", "gmqtt.mqtt.protocol", "gmqtt.mqtt.utils"):
+        lg = logging.getLogger(name)
+        lg.filters[:] = [f for f in lg.filters if not isinstance(f, RateLimitFilter)]
+        lg.addFilter(RateLimitFilter(10.0))

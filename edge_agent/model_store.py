@@ -13,6 +13,15 @@ Versions are immutable. A version directory is built under a temporary name, eve
 and the directory are fsynced, then it is renamed into place and the parent is fsynced, so
 a crash leaves either the whole version or nothing. ``ACTIVE`` is replaced the same way.
 
+A crash or a full disk at any step leaves a loadable store. ``series.json`` is written
+whenever it is missing, not only with the directory: a fit that failed with ENOSPC after the
+directory was made left it without one, later versions went there, and after a restart the
+series was skipped without a word. A directory whose ``series.json`` is missing or corrupt is
+recovered from its versions' ``meta.json`` (which name the series) when the agent starts, and
+reported otherwise. A missing ``ACTIVE`` beside local versions (a crash between a version and
+its activation) serves the newest local version; a garbage ``ACTIVE`` serves the newest version
+that loads; both are reported. Every file is read with the bounds of ``safe_load.py``.
+
 Series ids come from MQTT topics and are hostile by assumption: they are never used as
 paths. ``safe_name`` percent-encodes every byte outside ``[A-Za-z0-9_-]`` (so ``.``, ``/``
 and NUL cannot survive) and shortens long ids with a hash.
@@ -37,12 +46,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge_agent import __version__, detectors
 from edge_agent.detectors import Detector
+from edge_agent.safe_load import (
+    MAX_NPZ_FILE_BYTES,
+    BadFile,
+    load_json,
+    load_npz,
+    parse_json,
+    read_bounded,
+)
+
+if TYPE_CHECKING:
+    from edge_agent.store_scan import ScanResult
 
 META = "meta.json"
 ARRAYS = "arrays.npz"
@@ -52,7 +72,7 @@ SERIES_FILE = "series.json"
 FORMAT_VERSION = 1
 _MAX_NAME = 120
 _UNSAFE = re.compile(rb"[^A-Za-z0-9_-]")
-_VERSION_DIR = re.compile(r"^v(\d{6,})$")
+VERSION_DIR = re.compile(r"^v(\d{6,})$")
 
 
 class ModelLoadError(Exception):
@@ -82,6 +102,13 @@ class Model:
     @property
     def detector_name(self) -> str:
         return self.detector.name
+
+
+def listdir_or_empty(path: Path) -> list[Path]:
+    try:
+        return list(path.iterdir())
+    except OSError:
+        return []
 
 
 def _fsync_dir(path: Path) -> None:
@@ -129,8 +156,8 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
+    """The arrays of a stored version, bounded (safe_load.load_npz); BadFile if unusable."""
+    return load_npz(path)
 
 
 class ModelStore:
@@ -163,17 +190,14 @@ class ModelStore:
 
     # ---- queries -----------------------------------------------------------------------
     def list_series(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        out = []
-        for child in sorted(self.root.iterdir()):
-            if not child.is_dir() or child.name.startswith("."):
-                continue
-            try:
-                out.append(json.loads((child / SERIES_FILE).read_text("utf-8"))["series"])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-        return out
+        return self.scan().series
+
+    def scan(self, repair: bool = False) -> ScanResult:
+        """Every series directory: its id, recovered or reported when its index is bad
+        (store_scan.py; ``repair`` rewrites a recovered index)."""
+        from edge_agent.store_scan import scan
+
+        return scan(self, repair)
 
     def versions(self, series_id: str) -> list[int]:
         d = self.series_dir(series_id)
@@ -181,24 +205,34 @@ class ModelStore:
             return []
         out = []
         for child in d.iterdir():
-            m = _VERSION_DIR.match(child.name)
+            m = VERSION_DIR.match(child.name)
             if m and child.is_dir():
                 out.append(int(m.group(1)))
         return sorted(out)
 
     def active_version(self, series_id: str) -> int | None:
+        return self.read_active(series_id)[0]
+
+    def read_active(self, series_id: str) -> tuple[int | None, str | None]:
+        """The active version, and what is wrong with ``ACTIVE`` if anything (None, None: there
+        is none, which is normal before a first fit and for staged-only versions)."""
+        path = self.series_dir(series_id) / ACTIVE
+        if not path.exists():
+            return None, None
         try:
-            text = (self.series_dir(series_id) / ACTIVE).read_text("ascii").strip()
-            return int(text)
-        except (OSError, ValueError):
-            return None
+            version = int(read_bounded(path, 64).decode("ascii").strip())
+        except (BadFile, ValueError) as exc:
+            return None, f"{path}: unreadable ({str(exc)[:80]})"
+        if version < 1:
+            return None, f"{path}: names version {version}"
+        return version, None
 
     def read_meta(self, series_id: str, version: int) -> dict[str, Any]:
         path = self.version_dir(series_id, version) / META
         try:
-            meta = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{path}: unreadable metadata ({exc})") from None
+            meta = load_json(path)
+        except BadFile as exc:
+            raise ModelLoadError(f"{path}: unreadable metadata ({exc.reason})") from None
         if not isinstance(meta, dict):
             raise ModelLoadError(f"{path}: metadata is not an object")
         fmt = meta.get("format", FORMAT_VERSION)
@@ -214,8 +248,9 @@ class ModelStore:
         if (vdir / ARRAYS).exists():
             try:
                 arrays = read_npz(vdir / ARRAYS)
-            except Exception as exc:  # a corrupt zip raises many types; all mean the same
-                raise ModelLoadError(f"{vdir / ARRAYS}: corrupt arrays ({exc})") from None
+            except BadFile as exc:
+                reason = exc.reason if exc.reason.startswith("corrupt arrays") else f"corrupt arrays ({exc.reason})"
+                raise ModelLoadError(f"{exc.what}: {reason}") from None
         try:
             cls = self.registry(meta["detector"])
             det = cls.from_state(meta["params"], arrays)
@@ -229,22 +264,41 @@ class ModelStore:
         Returns the model (or None) and the errors met on the way, for health reporting.
         """
         errors: list[str] = []
-        active = self.active_version(series_id)
-        if active is None:
-            return None, errors
-        for version in [v for v in reversed(self.versions(series_id)) if v <= active]:
+        active, problem = self.read_active(series_id)
+        versions = self.versions(series_id)
+        if problem is not None:
+            errors.append(f"{problem}; serving the newest version that loads")
+            candidates = list(reversed(versions))
+        elif active is None:
+            # No ACTIVE beside local versions: the fit that made them crashed or hit a full disk
+            # before activating. Versions pulled from S3 alone are staged, not served.
+            candidates = [v for v in reversed(versions) if self._local(series_id, v)][:1]
+            if candidates:
+                errors.append(f"{self.series_dir(series_id)}: no {ACTIVE} file beside version {candidates[0]}, "
+                              "which a fit made and did not activate; serving it")
+        else:
+            candidates = [v for v in reversed(versions) if v <= active]
+        for version in candidates:
             try:
                 return self.load(series_id, version), errors
             except ModelLoadError as exc:
                 errors.append(str(exc))
-        if not errors:
+        if active is not None and active not in versions:
             errors.append(f"{self.series_dir(series_id)}: active version {active} is missing")
         return None, errors
+
+    def _local(self, series_id: str, version: int) -> bool:
+        try:
+            return "imported_from" not in self.read_meta(series_id, version)
+        except ModelLoadError:
+            return True  # it cannot be served either way; load() will say why
 
     # ---- writes ------------------------------------------------------------------------
     def _ensure_series_dir(self, series_id: str) -> Path:
         d = self.series_dir(series_id)
-        if not d.is_dir():
+        if not (d / SERIES_FILE).is_file():
+            # Also when the directory exists: a save that failed (ENOSPC) after mkdir left it
+            # without its index, and a store must never hold versions it cannot name.
             self.root.mkdir(parents=True, exist_ok=True)
             d.mkdir(exist_ok=True)
             atomic_write(d / SERIES_FILE, json.dumps({"series": series_id}).encode(), self.fsync)
@@ -291,9 +345,13 @@ class ModelStore:
         The content is validated by loading it before it becomes visible.
         """
         try:
-            meta = json.loads(files[META])
-        except (KeyError, ValueError) as exc:
+            meta = parse_json(files[META], f"imported {META} of {series_id!r}")
+        except (KeyError, BadFile) as exc:
             raise ModelLoadError(f"imported model for {series_id!r} has no valid {META}: {exc}") from None
+        if not isinstance(meta, dict):
+            raise ModelLoadError(f"imported {META} of {series_id!r} is not an object")
+        if len(files.get(ARRAYS, b"")) > MAX_NPZ_FILE_BYTES:
+            raise ModelLoadError(f"imported {ARRAYS} of {series_id!r} is larger than {MAX_NPZ_FILE_BYTES} bytes")
         meta["series"] = series_id
         extra = {ARRAYS: files[ARRAYS]} if ARRAYS in files else {}
         version = self._write_version(series_id, meta, {META: None, **extra})
@@ -359,6 +417,12 @@ class ModelStore:
 
     def cleanup_temp(self) -> int:
         """Remove half-written version directories left by a crash; returns how many."""
+        try:
+            return self._cleanup_temp()
+        except OSError:
+            return 0  # a read-only or vanished store: nothing to clean, loading says the rest
+
+    def _cleanup_temp(self) -> int:
         removed = 0
         if not self.root.is_dir():
             return 0

@@ -20,6 +20,7 @@ import random
 import ssl
 import struct
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from gmqtt.storage import PersistentStorage
 
 from edge_agent import mqtt_framing
 from edge_agent.config import MqttConfig, read_secret
+from edge_agent.mqtt_limits import MAX_PACKET_BYTES, check_publish, properties_bytes
 
 mqtt_framing.install()
 
@@ -109,6 +111,12 @@ class MqttLink:
         self._wake = asyncio.Event()
         self.version: int = MQTTv311 if cfg.protocol == "3.1.1" else MQTTv50
         self.receive_maximum = 65535
+        # The broker's Maximum Packet Size from its last CONNACK (MQTT 5); MQTT's own limit
+        # when it advertises none. Nothing larger is ever written to the socket.
+        self.max_packet = self._configured_max_packet()
+        # Reason code of the broker's last DISCONNECT (MQTT 5), None for a plain socket loss.
+        self.disconnect_reason: int | None = None
+        self.connect_times: deque[float] = deque(maxlen=64)  # monotonic, for flapping detection
         self.reconnects = 0
         self.connects = 0
         self.last_error: str | None = None
@@ -121,8 +129,25 @@ class MqttLink:
         self._ack_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_event_loop()
 
+    def _configured_max_packet(self) -> int:
+        # mqtt.max_packet_bytes: for brokers that enforce a limit without advertising it
+        # (MQTT 3.1.1 has no way to); 0 leaves it to the broker's CONNACK and MQTT's limit.
+        return min(self.cfg.max_packet_bytes or MAX_PACKET_BYTES, MAX_PACKET_BYTES)
+
     def _lost_event(self) -> asyncio.Event:
         return self._lost
+
+    def _on_disconnect_packet(self, packet: Any = None, *_: Any) -> None:
+        # A broker's DISCONNECT carries a reason code (MQTT 5): 0x95 "packet too large" and
+        # 0x90 "topic name invalid" blame the message just sent (see Agent.on_disconnected).
+        if isinstance(packet, (bytes, bytearray)) and packet:
+            self.disconnect_reason = packet[0]
+        self._lost.set()
+
+    def recent_connects(self, window_s: float) -> int:
+        """Successful connects within the last ``window_s`` seconds."""
+        now = time.monotonic()
+        return sum(1 for t in self.connect_times if now - t <= window_s)
 
     @property
     def protocol(self) -> str:
@@ -170,7 +195,7 @@ class MqttLink:
         if self.cfg.username:
             client.set_auth_credentials(self.cfg.username, self.password)
         client.on_message = self._dispatch
-        client.on_disconnect = lambda *_: self._lost.set()
+        client.on_disconnect = self._on_disconnect_packet
         handler = client._package_handler
         original = handler._handle_puback_packet
 
@@ -320,6 +345,11 @@ class MqttLink:
         props = client._package_handler._connack_properties
         rm = props.get("receive_maximum")
         self.receive_maximum = (rm[0] if isinstance(rm, list) else rm) if rm else 65535
+        mp = props.get("maximum_packet_size")
+        mp = (mp[0] if isinstance(mp, list) and mp else mp) if mp else None
+        configured = self._configured_max_packet()
+        self.max_packet = min(int(mp), configured) if isinstance(mp, int) and mp > 0 else configured
+        self.disconnect_reason = None
         if self.subscriptions:
             for topic, qos in self.subscriptions:
                 client.subscribe(topic, qos=qos)
@@ -351,8 +381,9 @@ class MqttLink:
                 await self._close_client(self.client)
                 await self._sleep(next(delays))
                 continue
-            delays = backoff_delays(self.cfg.reconnect.initial_delay_s, self.cfg.reconnect.max_delay_s, self.cfg.reconnect.jitter)
+            connected_at = time.monotonic()
             self.connects += 1
+            self.connect_times.append(time.monotonic())
             if self.connects > 1:
                 self.reconnects += 1
             self.last_error = None
@@ -370,6 +401,10 @@ class MqttLink:
             self.last_error = "connection lost"
             self.on_disconnected()
             await self._close_client(self.client)
+            if time.monotonic() - connected_at >= STABLE_S:
+                # A connection that held is a fresh start; one dropped at once (a broker that
+                # refuses what we send, a session taken over) keeps backing off.
+                delays = backoff_delays(self.cfg.reconnect.initial_delay_s, self.cfg.reconnect.max_delay_s, self.cfg.reconnect.jitter)
             await self._sleep(next(delays))
 
     def _describe(self, exc: BaseException) -> str:
@@ -415,12 +450,19 @@ class MqttLink:
             self.client.subscribe(topic, qos=qos)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, **props: Any) -> int | None:
-        """Send one PUBLISH; returns its packet id (QoS > 0), or None when it could not be sent."""
+        """Send one PUBLISH; returns its packet id (QoS > 0), or None when it could not be sent
+        now (not connected, transport closing). Raises ``Unsendable`` for a message that can
+        never be sent on this connection: invalid topic, or larger than the broker allows."""
         client = self.client
         if client is None or not self.connected.is_set():
             return None
+        transport = getattr(getattr(client, "_connection", None), "_transport", None)
+        if transport is None or transport.is_closing():
+            return None  # lost, and the supervisor has not noticed yet: the outbox keeps it
         if self.version != MQTTv50:
             props = {}
+        corr = props.get("correlation_data")
+        check_publish(topic, len(payload), qos, properties_bytes("message_expiry_interval" in props, corr), self.max_packet)
         storage: _AckStorage = client._persistent_storage  # type: ignore[assignment]
         try:
             client.publish(gmqtt.Message(topic, payload, qos=qos, retain=retain, **props))
@@ -431,6 +473,8 @@ class MqttLink:
 
 
 _NO_PROPS: dict[str, Any] = {}
+# A connection that lasted this long resets the reconnect backoff; a shorter one does not.
+STABLE_S = 10.0
 # Longest a PUBACK waits for the outbox to commit the alarms its reading raised.
 _ACK_HOLD_MAX_S = 1.0
 

@@ -13,6 +13,13 @@ Bounds: ``max_rows``, ``max_bytes`` and ``max_age_s``. Beyond them the *oldest* 
 dropped and counted per reason (``rows``, ``bytes``, ``age``); rows whose MQTT message expiry
 has passed are skipped on replay and counted as ``expired``.
 
+Quarantine: a message that cannot be delivered (its topic or size breaks MQTT's or the
+broker's limits, or the broker dropped the connection each time it was sent) is moved,
+with its reason, from ``outbox`` to the ``quarantine`` table in the same file, and the queue
+moves on. Left at the head it would hold back every alarm behind it for as long as the
+row lived. The table keeps the newest ``max_quarantine`` rows for inspection
+(``sqlite3 outbox.sqlite 'SELECT * FROM quarantine'``); counts are in ``/metrics``.
+
 Degraded mode: when the state directory cannot be written (read-only, full, gone) the outbox
 keeps working in memory, reports ``degraded``, and retries the file every ``retry_s``;
 rows held in memory meanwhile are written to the file when it works again.
@@ -30,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edge_agent.ratelimit import RateLimitedLog, clip
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +64,69 @@ CREATE TABLE IF NOT EXISTS alarm_state (
 )
 """
 
+# Messages moved aside because they cannot be delivered (see the module docstring).
+_QUARANTINE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    created REAL NOT NULL,
+    expires REAL,
+    props TEXT,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    quarantined REAL NOT NULL
+)
+"""
+
+
+# Each series' last alarm sequence number and the timestamp of its last alarm edge (raise or
+# clear), written in the same transaction as the alarm message. The sequence number is part of
+# alert_id, so a restart must not reuse it; the edge timestamp tells a restarted agent which
+# redelivered readings it has already scored (ingest's replay floor). A table of its own rather
+# than columns of alarm_state: an older agent (a downgrade) writes alarm_state with three values.
+_SEQ_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alarm_seq (
+    series TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    last_ts REAL NOT NULL
+)
+"""
+
 
 def _create(db: sqlite3.Connection) -> None:
     db.execute(_SCHEMA)
     db.execute(_STATE_SCHEMA)
+    db.execute(_QUARANTINE_SCHEMA)
+    db.execute(_SEQ_SCHEMA)
+
+
+def _read_rows(path: str | Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on an outbox file, read-only; none if the file or the table is missing
+    (a file of an older agent) or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return db.execute(sql).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return []
 
 
 def read_alarm_states(path: str | Path) -> dict[str, tuple[str, float]]:
     """Open alarms recorded in an outbox file: series -> (raised alert_id, reading ts)."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return {s: (a, t) for s, a, t in db.execute("SELECT series, alert_id, ts FROM alarm_state")}
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return {}
+    return {s: (a, t) for s, a, t in _read_rows(path, "SELECT series, alert_id, ts FROM alarm_state")}
+
+
+def read_alarm_seqs(path: str | Path) -> dict[str, tuple[int, float]]:
+    """Alarm sequence numbers in an outbox file: series -> (last seq, ts of its last alarm edge)."""
+    return {s: (q, t) for s, q, t in _read_rows(path, "SELECT series, seq, last_ts FROM alarm_seq")}
 
 
 @dataclass(slots=True)
@@ -87,7 +140,10 @@ class OutMessage:
     id: int = 0
     created: float = 0.0
     kind: str = ""  # "alarm" for latency accounting; not persisted
-    alarm: tuple[str, str, str, float] | None = None  # (state, series, alert_id, ts): updates alarm_state
+    # (state, series, alert_id, ts, seq): updates alarm_state and alarm_seq
+    alarm: tuple[str, str, str, float, int] | None = None
+    attempts: int = 0  # sends that ended in a dropped connection or an error (this run only)
+    sent_at: float = 0.0  # monotonic time of the last send
 
     @property
     def size(self) -> int:
@@ -105,6 +161,7 @@ class Outbox:
         max_age_s: float = 7 * 86400.0,
         mem_rows: int = 2000,
         retry_s: float = 30.0,
+        max_quarantine: int = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
@@ -114,6 +171,7 @@ class Outbox:
         self.max_age_s = max_age_s
         self.mem_rows = mem_rows
         self.retry_s = retry_s
+        self.max_quarantine = max_quarantine
         self.clock = clock
         self.loop: asyncio.AbstractEventLoop | None = None
         # Loop-side state.
@@ -126,6 +184,10 @@ class Outbox:
         self.committed_total = 0
         self.put_total = 0
         self.acked_total = 0
+        self.quarantined: dict[str, int] = {}  # by reason, this run
+        self.last_quarantine: tuple[float, str, str] | None = None  # (epoch, reason + detail, topic head)
+        self.quarantine_rows = 0  # rows in the quarantine table (writer side)
+        self._quarantine_log = RateLimitedLog(log, 10.0)
         # Writer-side state (touched only by the writer thread, read racily for metrics).
         self.depth = 0
         self.bytes = 0
@@ -140,6 +202,7 @@ class Outbox:
         self._next_retry = 0.0
         self._idle = threading.Event()
         self._alarm_states: dict[str, tuple[str, float]] = {}  # writer side, authoritative
+        self._alarm_seqs: dict[str, tuple[int, float]] = {}  # writer side: series -> (seq, last edge ts)
         # While in memory: the highest file row id copied into memory, or None when the file
         # could not be read at all (its rows are then merged back on recovery without collisions).
         self._seed_max: int | None = None
@@ -173,6 +236,13 @@ class Outbox:
     def ack(self, msg: OutMessage) -> None:
         self.acked_total += 1
         self._cmd.append(("delete", msg.id))
+        self._wake.set()
+
+    def quarantine(self, msg: OutMessage, reason: str, detail: str) -> None:
+        """Move a taken (or in-flight) message that cannot be delivered out of the queue."""
+        self.quarantined[reason] = self.quarantined.get(reason, 0) + 1
+        self.last_quarantine = (self.clock(), f"{reason}: {detail}"[:300], msg.topic[:120])
+        self._cmd.append(("quarantine", (msg, reason, detail)))
         self._wake.set()
 
     def take(self, limit: int) -> list[OutMessage]:
@@ -266,6 +336,8 @@ class Outbox:
             self._on_file = True
             self.degraded = None
             self._alarm_states = {s: (a, t) for s, a, t in self._db.execute("SELECT series, alert_id, ts FROM alarm_state")}
+            (self.quarantine_rows,) = self._db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
+            self._alarm_seqs = {s: (q, t) for s, q, t in self._db.execute("SELECT series, seq, last_ts FROM alarm_seq")}
         except (sqlite3.Error, OSError) as exc:
             self._go_memory(f"cannot open {self.path}: {exc}")
             return
@@ -278,6 +350,8 @@ class Outbox:
         _create(mem)
         if not self._alarm_states:
             self._alarm_states = read_alarm_states(self.path)
+        if not self._alarm_seqs:
+            self._alarm_seqs = read_alarm_seqs(self.path)
         # Copy what the file holds (the open file after a failed write; at start, a read-only
         # view if the file can at least be read) so undelivered rows keep being published and
         # ids keep increasing across the switch, which the loop's ordering relies on.
@@ -342,6 +416,8 @@ class Outbox:
                 fdb.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox', ?)", (top,))
             fdb.execute("DELETE FROM alarm_state")
             fdb.executemany("INSERT INTO alarm_state VALUES (?,?,?)", [(k, a, t) for k, (a, t) in self._alarm_states.items()])
+            fdb.execute("DELETE FROM alarm_seq")
+            fdb.executemany("INSERT INTO alarm_seq VALUES (?,?,?)", [(k, q, t) for k, (q, t) in self._alarm_seqs.items()])
             fdb.execute("COMMIT")
         except sqlite3.Error:
             fdb.close()
@@ -389,18 +465,23 @@ class Outbox:
         puts: list[OutMessage] = []
         deletes: list[int] = []
         loads: list[int] = []
+        poison: list[tuple[OutMessage, str, str]] = []
         while self._cmd:
             kind, arg = self._cmd.popleft()
             if kind == "put":
                 puts.append(arg)
             elif kind == "delete":
                 deletes.append(arg)
+            elif kind == "quarantine":
+                poison.append(arg)
             else:
                 loads.append(arg)
         if puts:
             self._insert(puts)
         if deletes:
             self._delete(deletes)
+        if poison:
+            self._quarantine(poison)
         for after, limit in loads:
             self._load(after, limit)
 
@@ -433,20 +514,22 @@ class Outbox:
                 )
                 m.id = int(cur.lastrowid or 0)
                 if m.alarm is not None:
-                    state, series, aid, ts = m.alarm
+                    state, series, aid, ts, seq = m.alarm
                     if state == "raised":
                         db.execute("INSERT OR REPLACE INTO alarm_state VALUES (?,?,?)", (series, aid, ts))
                     else:
                         db.execute("DELETE FROM alarm_state WHERE series = ?", (series,))
+                    db.execute("INSERT OR REPLACE INTO alarm_seq VALUES (?,?,?)", (series, seq, ts))
 
         self._exec_batch(work)
         for m in msgs:
             if m.alarm is not None:
-                state, series, aid, ts = m.alarm
+                state, series, aid, ts, seq = m.alarm
                 if state == "raised":
                     self._alarm_states[series] = (aid, ts)
                 else:
                     self._alarm_states.pop(series, None)
+                self._alarm_seqs[series] = (seq, ts)
         self.depth += len(msgs)
         self.bytes += sum(m.size for m in msgs)
         if self.oldest_created is None:
@@ -459,6 +542,30 @@ class Outbox:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
         self._exec_batch(work)
+        self._recount()
+
+    def _quarantine(self, items: list[tuple[OutMessage, str, str]]) -> None:
+        now = self.clock()
+
+        def work(db: sqlite3.Connection) -> None:
+            for m, reason, detail in items:
+                db.execute(
+                    "INSERT INTO quarantine(topic, payload, qos, retain, created, expires, props, reason, detail, quarantined)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (m.topic, m.payload, m.qos, int(m.retain), m.created, m.expires, m.props, reason, detail[:1000], now),
+                )
+                db.execute("DELETE FROM outbox WHERE id = ?", (m.id,))
+            # Keep the newest rows only: the table is for inspection, not a second queue.
+            db.execute("DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?", (self.max_quarantine,))
+
+        self._exec_batch(work)
+        assert self._db is not None
+        (self.quarantine_rows,) = self._db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
+        for m, reason, detail in items:
+            self._quarantine_log.error(
+                "outbox: a message to %s cannot be delivered (%s: %s): moved to the quarantine table, the queue moves on",
+                clip(m.topic), reason, clip(detail, 300),
+            )
         self._recount()
 
     def _load(self, after: int, limit: int) -> None:

@@ -5,10 +5,8 @@ Live ingest (``agent.py``) and offline evaluation (``evaluation/evaluate.py``) b
 worker process so the event loop never waits on a fit, a disk write or the GIL a fit holds;
 evaluation fits inline so results are deterministic.
 
-Per reading:
-0. a reading older than its series' newest (within ``ingest.replay_window_s``) is refused as
-   ``stale``: a broker restarted from its persistence file redelivers readings already scored,
-   and scoring one again would raise its alarm a second time and clear it at the wrong reading;
+Per reading (readings a broker redelivers were already refused by ingest, per topic: see
+``replay.py``):
 1. append to the series' ring buffer;
 2. no model yet: once ``min_train_samples`` readings are held, ask the trainer for a fit;
    no alarm is raised while learning. Readings that arrive while that first fit runs are
@@ -38,10 +36,10 @@ from edge_agent import alarm_message, detectors
 from edge_agent.alarm_state import ACCEPTED, NAMES, RAISED, AlarmPolicy
 from edge_agent.config import AgentConfig
 from edge_agent.detectors.base import Explanation
-from edge_agent.fitting import FitRequest, fit_and_save, lower_priority, train, warm_up
+from edge_agent.fitting import FitRequest, fit_and_save, init_worker, train, warm_up
 from edge_agent.model_store import Model, ModelStore
-from edge_agent.payloads.common import Rejected
-from edge_agent.series import AlarmMark, Series
+from edge_agent.series import AlarmMark, Series, SeriesBytes
+from edge_agent.series_budget import CLASSES, Evictor
 from edge_agent.stats import LatencyRecorder
 
 log = logging.getLogger(__name__)
@@ -67,37 +65,26 @@ class AlarmEvent:
     message: str = ""  # one line an operator reads without a plot
     held_s: float | None = None  # cleared / accepted: reading time since the raise
     peak_score: float | None = None  # cleared / accepted: highest score / threshold while raised
+    seq: int = 0  # the series' alarm sequence number: 1 for its first alarm, then 2, ...
 
 
-def alert_id(gateway_id: str, series: str, state: str, ts: float) -> str:
-    """Deterministic: the same reading crossing the same edge always yields the same id, so a
-    replay after a crash (or a re-delivered reading) can be deduplicated by subscribers."""
-    raw = f"{gateway_id}\x1f{series}\x1f{state}\x1f{ts!r}".encode("utf-8", "surrogateescape")
+def alert_id(gateway_id: str, series: str, state: str, seq: int, raised_ts: float) -> str:
+    """One id per alarm edge, the same whenever that edge is sent again.
+
+    ``seq`` numbers a series' alarms (persisted in the outbox's ``alarm_seq`` table, so a
+    restart does not reuse it) and ``raised_ts`` is the timestamp of the reading that raised
+    the alarm; a raise and its clear share both. An id hashed from the reading timestamp alone
+    gave two alarms within one device timestamp (coarse clocks, a json_batch stamped with its
+    receive time) one id, and a SCADA deduplicating on it dropped the second alarm and its
+    clear. With the timestamp in as well, a sequence number lost with a degraded outbox still
+    cannot collide with an earlier alarm's id unless it was raised by the very same reading.
+    """
+    raw = f"{gateway_id}\x1f{series}\x1f{state}\x1f{seq}\x1f{raised_ts!r}".encode("utf-8", "surrogateescape")
     return hashlib.blake2b(raw, digest_size=12).hexdigest()
 
 
 class TooManySeries(Exception):
     pass
-
-
-class StaleReading(Rejected):
-    def __init__(self, behind_s: float) -> None:
-        super().__init__("stale", f"{behind_s:.3f} s older than the series' newest reading (redelivered or out of order)")
-
-
-def stale_mask(newest: float, ts: np.ndarray, window: float) -> np.ndarray | None:
-    """Which of a batch's readings ``Pipeline.process`` would refuse as stale, one by one;
-    None when there are none (the common case, checked without a Python loop)."""
-    n = ts.shape[0]
-    if not window or not n or (not ts[0] < newest and not (n > 1 and (ts[1:] < ts[:-1]).any())):
-        return None
-    stale = np.zeros(n, dtype=bool)
-    for i, t in enumerate(ts.tolist()):
-        if t < newest and newest - t <= window:
-            stale[i] = True
-        else:
-            newest = t
-    return stale if stale.any() else None
 
 
 class Trainer(Protocol):
@@ -120,6 +107,9 @@ class InlineTrainer:
             done(model, None)
 
 
+WORKER_START_GRACE_S = 30.0
+
+
 class ProcessTrainer:
     """Fits in a worker process; the finished model is swapped in on the event loop thread.
 
@@ -130,16 +120,32 @@ class ProcessTrainer:
     time. Handing it a whole 100-series ``fit`` command at once made the loop pickle and
     queue 100 requests in one go (the worker can only take one at a time anyway), and the
     readings behind that burst waited.
+
+    A fit that runs longer than ``timeout_s`` is reported failed (``FitTimeout``) and its
+    worker killed and replaced: every other series' fit waits behind it otherwise. The
+    clock of a request starts when it is among the oldest ``workers`` handed to the pool
+    (the pool runs them in order), not while it waits behind another. Requests handed to
+    the killed worker alongside it go back to the head of the queue. The first request of
+    a new pool (started by ``warm()`` or by that request) gets ``WORKER_START_GRACE_S`` more (starting a worker and importing numpy
+    takes seconds on a loaded gateway). Workers die with the agent (``workers.die_with_parent``).
     """
 
-    def __init__(self, loop: Any, store: ModelStore | None, workers: int = 1) -> None:
+    def __init__(self, loop: Any, store: ModelStore | None, workers: int = 1, timeout_s: float | None = None) -> None:
         self.loop = loop
         self.store = store
         self.workers = workers
         self.max_inflight = 2 * workers
+        self.timeout_s = timeout_s
         self.pool: Executor | None = None
         self.queue: deque[tuple[Pipeline, FitRequest, Callable[[Model | None, BaseException | None], None] | None]] = deque()
-        self.inflight = 0
+        self.handed: list[_Handed] = []  # requests in the pool, oldest first
+        self.timeouts = 0
+        self._killed: list[Executor] = []  # pools whose workers we killed (their failures are ours)
+        self._grace_pending = False  # the next request is a new pool's first (warm() may have made it)
+
+    @property
+    def inflight(self) -> int:
+        return len(self.handed)
 
     @property
     def running(self) -> int:
@@ -149,12 +155,15 @@ class ProcessTrainer:
     def _pool(self) -> Executor:
         if self.pool is None:
             import multiprocessing
+            import os
             from concurrent.futures import ProcessPoolExecutor
 
             # spawn, not fork: the agent has threads, and a forked child could inherit a held lock.
             self.pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker, initargs=(os.getpid(),),
             )
+            self._grace_pending = True  # its first fit also waits for the worker to start
         return self.pool
 
     def submit(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None = None) -> None:
@@ -179,40 +188,84 @@ class ProcessTrainer:
     def _start_next(self) -> None:
         while self.queue and self.inflight < self.max_inflight:
             self._start(*self.queue.popleft())
+        self._arm_timers()
+
+    def _arm_timers(self) -> None:
+        if not self.timeout_s:
+            return
+        for h in self.handed[:self.workers]:
+            if h.timer is None:
+                h.timer = self.loop.call_later(self.timeout_s + h.grace, self._timed_out, h)
 
     def _start(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None) -> None:
         root = str(self.store.root) if self.store is not None else None
         fsync = self.store.fsync if self.store is not None else False
         try:
-            fut = self.loop.run_in_executor(self._pool(), fit_and_save, root, fsync, request)
+            pool = self._pool()
+            fut = self.loop.run_in_executor(pool, fit_and_save, root, fsync, request)
         except Exception as exc:  # pool broken or shut down
             self.pool = None
             pipeline.fit_failed(request, exc)
             if done:
                 done(None, exc)
             return
-        self.inflight += 1
+        h = _Handed(fut, pool, pipeline, request, done, grace=WORKER_START_GRACE_S if self._grace_pending else 0.0)
+        self._grace_pending = False
+        self.handed.append(h)
+        fut.add_done_callback(lambda f: self._finished(h, f))
 
-        def finished(f: Any) -> None:
-            self.inflight -= 1
-            model: Model | None = None
-            exc = f.exception() if not f.cancelled() else RuntimeError("fit cancelled")
-            if exc is None:
-                try:
-                    model = pipeline.model_from_worker(request, *f.result())
-                except Exception as rebuild_error:
-                    exc = rebuild_error
-            if exc is not None:
-                if "BrokenProcessPool" in type(exc).__name__:
-                    self.pool = None  # the worker died (OOM killer?): a new one next time
-                pipeline.fit_failed(request, exc)
-            else:
-                pipeline.install(request, model)  # type: ignore[arg-type]
-            if done:
-                done(model, exc)
+    def _finished(self, h: _Handed, f: Any) -> None:
+        if h.timer is not None:
+            h.timer.cancel()
+        self.handed.remove(h)
+        if h.timed_out:
+            self._start_next()  # already reported failed, and its worker replaced
+            return
+        pipeline, request, done = h.pipeline, h.request, h.done
+        model: Model | None = None
+        exc = f.exception() if not f.cancelled() else RuntimeError("fit cancelled")
+        if exc is not None and h.pool in self._killed:
+            # Its worker was killed for another request's timeout: not this one's fault.
+            self.queue.appendleft((pipeline, request, done))
             self._start_next()
+            return
+        if exc is None:
+            try:
+                model = pipeline.model_from_worker(request, *f.result())
+            except Exception as rebuild_error:
+                exc = rebuild_error
+        if exc is not None:
+            if "BrokenProcessPool" in type(exc).__name__:
+                self.pool = None  # the worker died (OOM killer?): a new one next time
+            pipeline.fit_failed(request, exc)
+        else:
+            pipeline.install(request, model)  # type: ignore[arg-type]
+        if done:
+            done(model, exc)
+        self._start_next()
 
-        fut.add_done_callback(finished)
+    def _timed_out(self, h: _Handed) -> None:
+        if h.fut.done():
+            return
+        from edge_agent.workers import kill_pool_workers
+
+        h.timed_out = True
+        self.timeouts += 1
+        req = h.request  # a FitRequest, or a machines MachineFitRequest (same trainer)
+        what = getattr(req, "series_id", None) or f"machine {getattr(req, 'machine_id', '?')}"
+        size = len(getattr(req, "values", getattr(req, "rows", ())))
+        exc = FitTimeout(f"fit of {what!r} ({req.detector}, {size} samples) took longer than "
+                         f"detector.fit_timeout_s={self.timeout_s:g} s; its worker was replaced")
+        log.error("%s", exc)
+        self._killed.append(h.pool)
+        del self._killed[:-4]
+        kill_pool_workers(h.pool)
+        h.pool.shutdown(wait=False, cancel_futures=True)
+        if self.pool is h.pool:
+            self.pool = None
+        h.pipeline.fit_failed(h.request, exc)
+        if h.done:
+            h.done(None, exc)
 
     def close(self) -> None:
         while self.queue:
@@ -222,6 +275,24 @@ class ProcessTrainer:
                 done(None, RuntimeError("agent shutting down"))
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(slots=True, eq=False)
+class _Handed:
+    """A fit request handed to the worker pool."""
+
+    fut: Any
+    pool: Executor
+    pipeline: Pipeline
+    request: FitRequest
+    done: Callable[[Model | None, BaseException | None], None] | None
+    grace: float = 0.0
+    timer: Any = None
+    timed_out: bool = False
+
+
+class FitTimeout(Exception):
+    """A fit ran longer than ``detector.fit_timeout_s``; its worker was killed."""
 
 
 class Pipeline:
@@ -242,11 +313,34 @@ class Pipeline:
         self.series: dict[str, Series] = {}
         self.buffer_size = cfg.series.buffer_size
         self.max_series = cfg.series.max_series
+        self.max_bytes = cfg.series.max_bytes
+        self.idle_s = cfg.series.idle_s
+        self.series_bytes = SeriesBytes()
+        # Seconds (monotonic in the agent, which calls tick() every second). Which series are
+        # idle is found by a sweep in tick(), not noted per reading: a clock store on the
+        # per-reading path measured +30-45 ns of ~800.
+        self.clock = 0.0
+        self._sweep: list[Series] = []
+        self._sweep_pos = 0
+        self.evictor = Evictor(cfg.series.idle_s, store is not None)
+        # Series evicted with a model on disk: their model is reloaded when readings return.
+        self.evicted_models: set[str] = set()
+        # How a returning series gets its model back: the agent loads it off the loop; without
+        # a restorer (offline use, tests) it is loaded here.
+        self.restorer: Callable[[Series], None] | None = None
+        self.on_evict: list[Callable[[Series], None]] = []
+        # Told when a fit fails on the model store itself (OSError: full, read-only, gone).
+        self.on_store_error: Callable[[str], None] | None = None
+        self.n_evicted = dict.fromkeys(CLASSES, 0)
+        self.n_restored = 0
+        # series id -> its last alarm sequence number (kept for series evicted since; the agent
+        # restores it from the outbox at start).
+        self.alarm_seqs: dict[str, int] = {}
+        self.last_refused: float | None = None  # clock of the last too_many_series refusal
         self.min_train = cfg.detector.min_train_samples
         self.policy = AlarmPolicy.from_config(cfg.alarms)
         # Readings that arrive while a series' first fit runs, scored when it is installed.
         self.backlog: dict[str, deque[tuple[float, float]]] = {}
-        self.replay_window = cfg.ingest.replay_window_s
         self.retrain_every = cfg.detector.retrain.every_n
         self.drift_on = cfg.detector.retrain.on_drift
         self.drift_window = cfg.detector.retrain.drift_window
@@ -272,14 +366,114 @@ class Pipeline:
     def get_or_create(self, series_id: str) -> Series:
         s = self.series.get(series_id)
         if s is None:
-            if len(self.series) >= self.max_series:
-                self.n_series_refused += 1
-                raise TooManySeries(f"series limit {self.max_series} reached")
-            s = self.series[series_id] = Series(series_id, self.buffer_size)
+            if len(self.series) >= self.max_series or self.series_bytes.bytes >= self.max_bytes:
+                self.make_room(1)
+            s = self.series[series_id] = Series(series_id, self.buffer_size, self.series_bytes)
+            s.seen = self.clock
+            self.evictor.created(s)
+            s.alarm_seq = self.alarm_seqs.get(series_id, 0)
+            if series_id in self.evicted_models:
+                self._restore(s)
         return s
 
-    def adopt(self, series_id: str, model: Model) -> Series:
-        """Attach a model loaded from the store at start-up."""
+    def over_budget(self) -> bool:
+        return len(self.series) > self.max_series or self.series_bytes.bytes > self.max_bytes
+
+    def make_room(self, n: int = 0) -> int:
+        """Evict series (see series_budget.py) until ``n`` more fit in the budget, with some
+        slack; returns how many went. Raises TooManySeries when ``n`` cannot fit."""
+        need_count = len(self.series) + n - self.max_series
+        need_bytes = self.series_bytes.bytes - self.max_bytes
+        if need_count <= 0 and need_bytes < 0:
+            return 0
+        # A little more than needed, so that a flood of new topics evicts in batches.
+        count = need_count + (self.max_series // 100 if n else 0)
+        nbytes = need_bytes + (self.max_bytes // 100 if n else 0)
+        evicted = freed = 0
+        for cls, s in self.evictor.victims(self.series, self.clock, count, nbytes):
+            freed += s.nbytes
+            self.evict(s, CLASSES[cls])
+            evicted += 1
+            if evicted >= count and freed >= nbytes:
+                break
+        if n and (len(self.series) + n > self.max_series or self.series_bytes.bytes >= self.max_bytes):
+            self.n_series_refused += 1
+            self.last_refused = self.clock
+            raise TooManySeries(
+                f"series budget full ({len(self.series)} of series.max_series {self.max_series}, "
+                f"{self.series_bytes.bytes} of series.max_bytes {self.max_bytes}) and no series to evict"
+            )
+        return evicted
+
+    def evict(self, s: Series, why: str) -> None:
+        if self.series.pop(s.id, None) is None:
+            return
+        s.release()
+        self.evictor.forget(s.id)
+        if s.model is not None:
+            self.evicted_models.add(s.id)
+        self.n_evicted[why] = self.n_evicted.get(why, 0) + 1
+        for hook in self.on_evict:
+            hook(s)
+
+    def _restore(self, s: Series) -> None:
+        """A series evicted with its model is back: reload the model before scoring it. Until
+        then its readings fill the ring and are not scored (fit_pending keeps it from learning)."""
+        self.evicted_models.discard(s.id)
+        s.fit_pending = True
+        self.backlog[s.id] = deque(maxlen=self.buffer_size)  # scored once the model is back
+        if self.restorer is not None:
+            self.restorer(s)
+            return
+        model = None
+        if self.store is not None:
+            try:
+                model, _ = self.store.load_active(s.id)
+            except Exception as exc:  # a bad file costs this series its model, nothing more
+                log.error("series %r: cannot reload its model: %r", s.id, exc)
+        self.restored(s, model)
+
+    def restored(self, s: Series, model: Model | None) -> None:
+        """The reload of ``_restore`` finished (on the loop thread)."""
+        backlog = self.backlog.pop(s.id, None)
+        s.fit_pending = False
+        if model is not None and s.model is None and self.series.get(s.id) is s:
+            s.model = model
+            s.changes += 1
+            self.n_restored += 1
+            if backlog:  # readings that came during the reload, in order
+                self.n_backlog_scored += len(backlog)
+                values, ts = zip(*backlog, strict=True)
+                self._score_in_order(s, model, list(values), list(ts))
+
+    def tick(self, now: float) -> None:
+        """Advance the clock eviction ranks by (the agent: monotonic seconds, every second), and
+        sweep a tenth of the series: one whose reading count moved since its last sweep was seen
+        now. A series is thus "seen" at most ~10 ticks after its last reading (idleness errs on
+        the late side), and series_budget checks the count again before it calls one idle."""
+        self.clock = now
+        if self._sweep_pos >= len(self._sweep):
+            self._sweep = list(self.series.values())
+            self._sweep_pos = 0
+        end = self._sweep_pos + max(1000, len(self._sweep) // 10)
+        swept = self.evictor.swept
+        for s in self._sweep[self._sweep_pos:end]:
+            n = s.n_readings
+            if n != s.seen_n:
+                s.seen_n = n
+                s.seen = now
+            if self.series.get(s.id) is s:
+                swept(s, now)
+        self._sweep_pos = end
+        if end >= len(self._sweep):
+            self.evictor.sweep_done()
+
+    def adopt(self, series_id: str, model: Model) -> Series | None:
+        """Attach a model loaded from the store at start-up. Models beyond the budget are not
+        held: they load when their series' readings come (returns None for those)."""
+        if series_id not in self.series and (len(self.series) >= self.max_series or self.series_bytes.bytes >= self.max_bytes):
+            self.evicted_models.add(series_id)
+            return None
         s = self.get_or_create(series_id)
         s.model = model
         return s
@@ -289,8 +483,6 @@ class Pipeline:
         s = self.series.get(series_id)
         if s is None:
             s = self.get_or_create(series_id)
-        elif ts < s.last_ts and s.last_ts - ts <= self.replay_window:
-            raise StaleReading(s.last_ts - ts)
         s.append(value, ts)
         model = s.model
         if model is None:
@@ -326,20 +518,11 @@ class Pipeline:
             if warm is not None:
                 warm(self.cfg.detector.name)  # a new series: have a fit worker ready by the time it has learned
 
-    def process_batch(self, series_id: str, values: np.ndarray, ts: np.ndarray) -> int:
-        """Returns how many of the readings were refused as stale (see ``process``)."""
+    def process_batch(self, series_id: str, values: np.ndarray, ts: np.ndarray) -> None:
         s = self.series.get(series_id)
         if s is None:
             s = self.get_or_create(series_id)
-        stale = stale_mask(s.last_ts, ts, self.replay_window)
-        n_stale = 0
-        if stale is not None:
-            n_stale = int(stale.sum())
-            values, ts = values[~stale], ts[~stale]
-            if not values.shape[0]:
-                return n_stale
         self._process_batch(s, values, ts)
-        return n_stale
 
     def _process_batch(self, s: Series, values: np.ndarray, ts: np.ndarray) -> None:
         model = s.model
@@ -418,20 +601,23 @@ class Pipeline:
         det = model.detector
         threshold = float(det.threshold)
         state = NAMES[transition]
-        aid = alert_id(self.gateway_id, s.id, state, ts)
         if transition == RAISED:
+            s.alarm_seq += 1
+            self.alarm_seqs[s.id] = s.alarm_seq
+            aid = alert_id(self.gateway_id, s.id, state, s.alarm_seq, ts)
             exp = self._explain(det, value)
             s.raised_id, s.last_alarm_ts = aid, ts
             s.n_alarms += 1
             self.n_raised += 1
             s.marks.append(AlarmMark(ts, value, state))
             ev = AlarmEvent(aid, s.id, state, ts, value, score, threshold, det.name, model.version,
-                            message=alarm_message.raised(exp, value, score, threshold))
+                            message=alarm_message.raised(exp, value, score, threshold), seq=s.alarm_seq)
             if exp is not None:
                 ev.kind, ev.direction, ev.expected_low, ev.expected_high = exp.kind, exp.direction, exp.expected_low, exp.expected_high
             self.on_alarm(ev)
             return
         raised_ts = s.alarm.raised_ts if s.alarm.raised_ts is not None else ts
+        aid = alert_id(self.gateway_id, s.id, state, s.alarm_seq, raised_ts)
         held = ts - raised_ts
         peak = s.alarm.peak
         s.marks.append(AlarmMark(ts, value, state))
@@ -443,7 +629,7 @@ class Pipeline:
             self.n_cleared += 1
             message = alarm_message.cleared(held, peak)
         self.on_alarm(AlarmEvent(aid, s.id, state, ts, value, score, threshold, det.name, model.version, s.raised_id,
-                                 message=message, held_s=held, peak_score=peak))
+                                 message=message, held_s=held, peak_score=peak, seq=s.alarm_seq))
 
     @staticmethod
     def _explain(det: Any, value: float) -> Explanation | None:
@@ -487,12 +673,12 @@ class Pipeline:
             s.alarm.end()
             self.n_accepted += 1
             s.marks.append(AlarmMark(ts, s.last_value, "accepted"))
-            aid = alert_id(self.gateway_id, s.id, "accepted", ts)
+            aid = alert_id(self.gateway_id, s.id, "accepted", s.alarm_seq, raised_ts)
             out["accepted_alert_id"] = s.raised_id
             self.on_alarm(AlarmEvent(aid, s.id, "accepted", ts, s.last_value, s.last_score, float(model.detector.threshold),
                                      model.detector.name, model.version, s.raised_id,
                                      message=alarm_message.accepted(ts - raised_ts, by),
-                                     held_s=ts - raised_ts, peak_score=peak))
+                                     held_s=ts - raised_ts, peak_score=peak, seq=s.alarm_seq))
         self._accept(s, model)
         out["method"] = "in place" if hasattr(model.detector, "rebaseline") else "refit"
         return out
@@ -599,3 +785,5 @@ class Pipeline:
         self.n_fit_failed += 1
         self.last_fit_error = f"{req.series_id}: {exc!r}"
         log.error("fit failed for series %r (%s): %r", req.series_id, req.reason, exc)
+        if isinstance(exc, OSError) and self.on_store_error is not None:
+            self.on_store_error(f"{req.series_id}: {exc}")

@@ -69,6 +69,7 @@ from typing import Any
 
 from edge_agent.config import AgentConfig, ConfigError, S3Config, read_secret
 from edge_agent.model_store import ARRAYS, META, ModelLoadError, ModelStore, safe_name
+from edge_agent.safe_load import MAX_JSON_BYTES, MAX_NPZ_FILE_BYTES, BadFile, parse_json
 
 log = logging.getLogger("edge_agent.s3_sync")
 
@@ -653,8 +654,8 @@ class S3Sync:
         if raw is None:
             return None
         try:
-            return raw, json.loads(raw)
-        except ValueError:
+            return raw, parse_json(raw, key, MAX_MANIFEST_BYTES)
+        except BadFile:
             return raw, None
 
     def _list_slots(self, client: Any, root: str, under: str = "") -> dict[tuple[str, int], dict[str, str]]:
@@ -697,8 +698,10 @@ class S3Sync:
             digest, size = entry.get("sha256"), entry.get("size")
             if not (isinstance(digest, str) and _SHA256.match(digest)):
                 raise RemoteRejected(f"bad sha256 for {name}")
-            if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_FILE_BYTES:
-                raise RemoteRejected(f"bad size for {name}")
+            # The same bounds as a local load (safe_load): nothing larger is fetched at all.
+            limit = MAX_JSON_BYTES if name == META else MAX_NPZ_FILE_BYTES
+            if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= min(limit, MAX_FILE_BYTES):
+                raise RemoteRejected(f"bad size for {name}: {size!r} (at most {min(limit, MAX_FILE_BYTES)})")
             data = self._get_bytes(client, prefix + name, size)
             if data is None:
                 raise RemoteRejected(f"{name} is missing")
@@ -756,7 +759,10 @@ class S3Sync:
             where = f"s3://{self.bucket}/{self._slot_prefix(root, key, version)}"
             try:
                 series, files, manifest_sha = self._fetch_verified(client, root, key, version)
-                meta = json.loads(files[META])
+                try:
+                    meta = parse_json(files[META], f"{where}/{META}")
+                except BadFile as exc:
+                    raise RemoteRejected(str(exc)) from None
                 if not isinstance(meta, dict):
                     raise RemoteRejected(f"{META} is not a JSON object")
                 meta["imported_from"] = {

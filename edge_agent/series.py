@@ -1,4 +1,12 @@
-"""Per-series state: a bounded ring of recent readings, the active model and the alarm state."""
+"""Per-series state: a bounded ring of recent readings, the active model and the alarm state.
+
+The ring grows as readings arrive: 16 readings at the first, doubling up to
+``series.buffer_size``. A series on a junk topic that sends one reading then costs a few
+hundred bytes instead of the whole ring (34 kB at the default 4096 readings): before, 100,000
+one-reading junk series took the agent from 70 MB to 3.5 GB. Until the ring is full the
+readings sit at positions 0..count-1 (the ring has not wrapped yet), so growing is a copy of
+the held readings into a larger array, log2(buffer_size / 16) times in a series' life.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,15 @@ import numpy as np
 from edge_agent.alarm_state import AlarmState
 from edge_agent.model_store import Model
 
+
+class SeriesBytes:
+    """The running total of what the pipeline's series cost (``Series.nbytes`` summed)."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
 # The ring keeps every value (float64: training needs full precision) but one exact timestamp
 # per block of BLOCK readings; plots interpolate within a block. That is 34 kB per series at
 # the default 4096 readings instead of 48 kB with a timestamp per reading: the difference
@@ -18,6 +35,12 @@ from edge_agent.model_store import Model
 BLOCK = 16
 _SHIFT = 4
 _EMPTY = array("d")
+_FIRST = BLOCK  # readings held after the first growth step
+# Bytes a series costs besides its ring arrays, measured with tracemalloc over 10,000
+# one-reading series (tests/test_series.py keeps it honest): the object and its float
+# fields, its alarm state, the id string, its slots in the pipeline's dict and eviction queue,
+# and the route cached for its topic.
+OVERHEAD_BYTES = 840
 
 
 @dataclass(slots=True)
@@ -31,15 +54,16 @@ class Series:
     __slots__ = (
         "id", "values", "bts", "size", "pos", "count", "model", "alarm", "raised_id",
         "last_value", "last_ts", "n_readings", "n_scored", "n_anomalous",
-        "n_alarms", "since_fit", "fit_pending", "marks", "last_score", "drift_base",
-        "drift_sum", "drift_n", "last_alarm_ts", "changes", "next_fit_at", "stale",
+        "n_alarms", "since_fit", "fit_pending", "last_score", "drift_base",
+        "drift_sum", "drift_n", "last_alarm_ts", "changes", "next_fit_at", "stale", "_marks", "seen", "seen_n",
+        "topic", "alarm_seq", "budget",
     )
 
-    def __init__(self, series_id: str, buffer_size: int) -> None:
+    def __init__(self, series_id: str, buffer_size: int, budget: SeriesBytes | None = None) -> None:
         self.id = series_id
         # array.array takes a scalar write in ~30 ns, a numpy array in ~100 ns: this is the
-        # per-reading path. The rings are allocated on the first reading (see _allocate), so
-        # a series known only from its stored model costs almost nothing.
+        # per-reading path. The rings grow as readings arrive (see _grow), so a series known
+        # only from its stored model costs no ring at all, and a one-reading series a small one.
         self.values = _EMPTY
         self.bts = _EMPTY
         self.size = (buffer_size + BLOCK - 1) // BLOCK * BLOCK
@@ -57,7 +81,7 @@ class Series:
         self.n_alarms = 0
         self.since_fit = 0
         self.fit_pending = False
-        self.marks: deque[AlarmMark] = deque(maxlen=64)
+        self._marks: deque[AlarmMark] | None = None  # made on first use: an empty deque is 760 bytes
         self.drift_base: float | None = None
         self.drift_sum = 0.0
         self.drift_n = 0
@@ -69,17 +93,64 @@ class Series:
         # The source said it stopped reporting (a Sparkplug NDEATH/DDEATH): readings are not
         # expected until it is born again. Set and cleared by edge_agent/sparkplug/ingest.py.
         self.stale = False
+        # Pipeline.clock when a sweep last saw n_readings move (seen_n): what eviction ranks by.
+        self.seen = 0.0
+        self.seen_n = 0
+        # The first topic that fed the series (ingest's business: a second one is reported).
+        self.topic: str | None = None
+        # Sequence number of the series' current (or last) alarm: part of its alert_id.
+        self.alarm_seq = 0
+        # Where the ring's bytes are accounted (the pipeline's memory budget), if anywhere.
+        self.budget = budget
+        if budget is not None:
+            budget.bytes += OVERHEAD_BYTES
 
-    def _allocate(self) -> None:
-        self.values = array("d", [0.0]) * self.size
-        self.bts = array("d", [0.0]) * (self.size >> _SHIFT)
+    @property
+    def marks(self) -> deque[AlarmMark]:
+        """Recent alarm edges, for plots (at most 64)."""
+        if self._marks is None:
+            self._marks = deque(maxlen=64)
+        return self._marks
+
+    @property
+    def nbytes(self) -> int:
+        """What this series costs in memory, as the budget counts it."""
+        return OVERHEAD_BYTES + 8 * (len(self.values) + len(self.bts))
+
+    def _grow(self, need: int) -> None:
+        """Make room for at least ``need`` readings (at most the ring size): double, from 16.
+
+        Only ever called before the ring wraps, when the readings held are positions 0..pos-1.
+        Concatenation makes arrays of the exact size (array.extend would over-allocate).
+        """
+        old = len(self.values)
+        cap = max(_FIRST, old)
+        while cap < need:
+            cap *= 2
+        cap = min(cap, self.size)
+        if cap <= old:
+            return
+        old_blocks, blocks = len(self.bts), cap >> _SHIFT
+        self.values = self.values + array("d", bytes(8 * (cap - old)))
+        self.bts = self.bts + array("d", bytes(8 * (blocks - old_blocks)))
+        if self.budget is not None:
+            self.budget.bytes += 8 * (cap - old + blocks - old_blocks)
+
+    def release(self) -> int:
+        """Give the ring back (the series is being evicted); returns the bytes freed."""
+        freed = self.nbytes
+        self.values = self.bts = _EMPTY
+        if self.budget is not None:
+            self.budget.bytes -= freed
+            self.budget = None
+        return freed
 
     def append(self, value: float, ts: float) -> None:
         pos = self.pos
         try:
             self.values[pos] = value
-        except IndexError:  # first reading: the ring does not exist yet
-            self._allocate()
+        except IndexError:  # the ring is not that large yet: grow it (a few times per series)
+            self._grow(pos + 1)
             self.values[pos] = value
         if not pos & (BLOCK - 1):
             self.bts[pos >> _SHIFT] = ts
@@ -93,10 +164,10 @@ class Series:
         self.changes += 1
 
     def append_many(self, values: np.ndarray, ts: np.ndarray) -> None:
-        if not len(self.values):
-            self._allocate()
         size = self.size
         total = n = values.shape[0]
+        if len(self.values) < size:
+            self._grow(self.pos + total)
         if n > size:
             values, ts = values[-size:], ts[-size:]
             n = size

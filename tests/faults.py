@@ -7,16 +7,20 @@ Nothing here mocks the agent: these helpers only drive real processes and read r
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
 import sqlite3
 import threading
 import time
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as paho
 from helpers import Mosquitto, free_port
 
@@ -65,7 +69,9 @@ PAYLOAD_CASES: list[tuple[str, bytes, str | None]] = [
     ("ts_huge_int", b'{"value": 1, "ts": ' + b"9" * 400 + b"}", "ts_out_of_range"),
     ("nul_bytes", b'{"value": 1\x00}', "bad_json"),
     ("ten_mb", b'{"value": 1, "pad": "' + b"x" * (10 * 1024 * 1024) + b'"}', "too_large"),
-    ("big_float_ok", b'{"value": 1.7e308}', None),
+    ("big_float", b'{"value": 1.7e308}', "out_of_range"),
+    ("huge_finite", b'{"value": -1e200}', "out_of_range"),
+    ("big_counter_ok", b'{"value": 18446744073709551615}', None),
     ("negative_zero", b'{"value": -0.0}', None),
     ("ts_now", b'{"value": 2, "ts": ' + NOW_PLACEHOLDER + b"}", None),
     ("ts_out_of_order", b'{"value": 3, "ts": @NOW-100@}', None),
@@ -242,3 +248,45 @@ def reading(value: float, ts: float) -> bytes:
 def chunks(rows: list[Any], n: int) -> Iterator[list[Any]]:
     for i in range(0, len(rows), n):
         yield rows[i:i + n]
+
+
+# ---- hostile model files ---------------------------------------------------------------------
+def deep_json(depth: int) -> bytes:
+    return b'{"detector": "statistical", "x": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def npy_header(shape: tuple[int, ...], dtype: str = "<f8") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def npz_bomb(gib: float = 1.0) -> bytes:
+    """A small .npz whose one member inflates to ``gib`` GiB of zeros (sizes declared honestly)."""
+    n = int(gib * (1 << 30)) // 8
+    header = npy_header((n,))
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = bytes(1 << 24)
+    parts = [comp.compress(header)]
+    crc = zlib.crc32(header)
+    left = n * 8
+    while left:
+        c = chunk[: min(left, len(chunk))]
+        parts.append(comp.compress(c))
+        crc = zlib.crc32(c, crc)
+        left -= len(c)
+    parts.append(comp.flush())
+    data = b"".join(parts)
+    info = zipfile.ZipInfo("left.npy")
+    info.compress_type = zipfile.ZIP_DEFLATED
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        # Write the precompressed stream as it is: zipfile's raw path, with honest sizes.
+        info.file_size, info.compress_size, info.CRC = len(header) + n * 8, len(data), crc
+        zf.fp.write(info.FileHeader())  # type: ignore[union-attr]
+        info.header_offset = 0
+        zf.fp.write(data)  # type: ignore[union-attr]
+        zf.filelist.append(info)
+        zf.NameToInfo[info.filename] = info
+        zf.start_dir = zf.fp.tell()  # type: ignore[union-attr]
+    return out.getvalue()

@@ -138,26 +138,40 @@ def agent_config(tmp: Path, broker: Mosquitto, **overrides: Any) -> dict[str, An
 class AgentProcess:
     """``python -m edge_agent run -c <config>`` as a child process, its log in a file."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any], name: str = "agent", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        config: dict[str, Any],
+        name: str = "agent",
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.tmp = tmp
+        self.preexec_fn = preexec_fn
         self.config = config
         self.cfg_path = tmp / f"{name}.yaml"
         self.cfg_path.write_text(yaml.safe_dump(config))
         self.log_path = tmp / f"{name}.log"
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
+        self._log_from = 0
 
     def start(self) -> AgentProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        # wait_log looks at this run's lines only: the file keeps those of earlier runs, and a
+        # "connected to" of the last run made wait_connected return before this one had even
+        # set its signal handlers (a SIGTERM then killed it: stop() returned -15).
+        self._log_from = len(self.log())
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge_agent", "run", "-c", str(self.cfg_path)],
-                stdout=log, stderr=log, env=env, cwd=REPO,
+                stdout=log, stderr=log, env=env, cwd=REPO, preexec_fn=self.preexec_fn,
             )
         return self
 
     def wait_log(self, text: str, timeout: float = 20.0) -> None:
-        wait_for(lambda: text in self.log(), timeout, f"{text!r} in the agent log\n{self.log()[-3000:]}")
+        """Until ``text`` is in the log of the current run (since the last start())."""
+        wait_for(lambda: text in self.log()[self._log_from:], timeout, f"{text!r} in the agent log\n{self.log()[-3000:]}")
 
     def wait_connected(self, timeout: float = 20.0) -> None:
         self.wait_log("connected to", timeout)
@@ -207,6 +221,7 @@ class Subscriber:
 
     def __init__(self, broker: Mosquitto, topic: str, client_id: str | None = None, qos: int = 1, clean: bool = True) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.received_at: list[float] = []  # time.monotonic() of each message, in order
         self.lock = threading.Lock()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id or f"scada-{free_port()}", clean_session=clean)
         self.client.on_message = self._on_message
@@ -221,6 +236,7 @@ class Subscriber:
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         with self.lock:
             self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.received_at.append(time.monotonic())
 
     def json(self, prefix: str = "") -> list[dict[str, Any]]:
         with self.lock:

@@ -139,3 +139,14 @@ def test_check_config_cli(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "edge_agent", "check-config", str(bad)], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 2
     assert "mqtt.port" in res.stderr and "subscriptions" in res.stderr
+
+
+def test_fit_parameters_beyond_their_bounds_are_a_config_error(tmp_path: Path) -> None:
+    """What a fit may cost is bounded at config load too (edge_agent/fit_bounds.py)."""
+    path = tmp_path / "agent.yaml"
+    path.write_text("detector:\n  name: isolation_forest\n  params: {n_estimators: 20000}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, environ={})
+    assert exc.value.errors[0][0] == "detector.params.n_estimators" and "n_estimators=20000 is outside its bounds [1, 1000]" in exc.value.errors[0][1]
+    path.write_text("detector:\n  name: isolation_forest\n  params: {n_estimators: 1000, max_samples: 4096, window: 1024}\n")
+    assert load_config(path, environ={}).detector.params["n_estimators"] == 1000

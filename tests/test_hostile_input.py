@@ -207,7 +207,8 @@ def test_stale_readings_are_counted_as_refused_not_as_readings(tmp_path: Path) -
     ing, _, _ = build(str(tmp_path / "state"))
     t = time.time() - 100
     ing.handle("raw/m1", json.dumps({"value": 1.0, "ts": t + 10}).encode())
-    ing.handle("raw/m1", json.dumps({"value": 1.0, "ts": t + 5}).encode())  # older than the newest
+    ing.handle("raw/m1", json.dumps({"value": 1.0, "ts": t + 5}).encode())  # older than the newest: held...
+    ing.handle("raw/m1", json.dumps({"value": 1.0, "ts": t + 11}).encode())  # ...and refused: the stream went on
     ing.handle("batch/m2", json.dumps({"values": [1, 2, 3, 4], "timestamps": [t + 3, t + 4, t + 1, t + 5]}).encode())
-    assert ing.readings == 1 + 3 and ing.rejected == {"stale": 2}
-    assert ing.pipeline.series["m1"].n_readings == 1 and ing.pipeline.series["batch/m2"].n_readings == 3
+    assert ing.readings == 2 + 3 and ing.rejected == {"stale": 2}
+    assert ing.pipeline.series["m1"].n_readings == 2 and ing.pipeline.series["batch/m2"].n_readings == 3

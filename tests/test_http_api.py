@@ -45,7 +45,7 @@ def test_readyz_is_503_until_the_broker_is_there(tmp_path: Path) -> None:
         assert agent.get("/healthcheck").json()["broker"]["status"] == "disconnected"
         broker.start()
         wait_for(lambda: agent.get("/readyz").status_code == 200, 20, "readyz 200 after the broker came up")
-        assert agent.get("/readyz").json() == {"ready": True, "reasons": []}
+        assert agent.get("/readyz").json() == {"ready": True, "reasons": [], "degraded": []}
     finally:
         agent.close()
         broker.stop()

@@ -128,7 +128,7 @@ def test_models_cli_offline(tmp_path: Path) -> None:
         return subprocess.run([sys.executable, "-m", "edge_agent", "models", *args, "--state-dir", str(tmp_path)], capture_output=True, text=True)
 
     listed = json.loads(cli("list", "--json").stdout)
-    assert listed == [{"series": "m1/temp", "active": 2, "versions": [1, 2], "detector": "statistical"}]
+    assert listed == [{"series": "m1/temp", "active": 2, "versions": [1, 2], "detector": "statistical", "status": "ok", "problems": []}]
     shown = json.loads(cli("show", "m1/temp").stdout)
     assert shown["version"] == 2 and shown["active"] is True
     res = cli("rollback", "m1/temp")

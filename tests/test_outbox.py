@@ -306,3 +306,50 @@ async def test_degraded_at_start_with_a_readable_file_publishes_its_rows(tmp_pat
     await until(lambda: again.degraded is None, what="recovery")
     await until(lambda: [p for _, _, p in outbox_rows(path)] == [b"alarm-1", b"alarm-2", b"alarm-10"], what="file = memory view")
     await again.close()
+
+
+async def test_quarantine_moves_a_row_aside_keeps_the_queue_moving_and_is_bounded(tmp_path: Path) -> None:
+    """A message that cannot be delivered leaves the queue for the quarantine table (same
+    file, one transaction); the rows behind it are taken next; the table keeps the newest
+    ``max_quarantine`` rows, and survives a reopen."""
+    path = tmp_path / "outbox.sqlite"
+    ob = await opened(path, max_quarantine=3)
+    for i in range(6):
+        ob.put(msg(i))
+    got = await take_all(ob, 6)
+    for m in got[:5]:
+        ob.quarantine(m, "too_large", f"packet {m.id}")
+    ob.ack(got[5])
+    await until(lambda: ob.depth == 0 and ob.quarantine_rows == 3, what="rows quarantined")
+    assert ob.quarantined == {"too_large": 5} and ob.last_quarantine is not None
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT payload, reason, detail FROM quarantine ORDER BY id").fetchall()
+    db.close()
+    assert [(bytes(p), r) for p, r, _ in rows] == [(b"alarm-2", "too_large"), (b"alarm-3", "too_large"), (b"alarm-4", "too_large")]
+    assert outbox_rows(path) == []
+    await ob.close()
+    again = await opened(path, max_quarantine=3)
+    assert again.quarantine_rows == 3 and await take_all(again, 1, timeout=0.3) == []
+    await again.close()
+
+
+async def test_alarm_sequence_numbers_are_committed_with_their_alarm_and_read_back(tmp_path: Path) -> None:
+    # alert_id includes the series' alarm sequence number: a restart must go on from the last.
+    from edge_agent.outbox import read_alarm_seqs, read_alarm_states
+
+    path = tmp_path / "outbox.sqlite"
+    old = sqlite3.connect(path)  # a file of an agent before alarm_seq existed
+    old.execute("CREATE TABLE alarm_state (series TEXT PRIMARY KEY, alert_id TEXT NOT NULL, ts REAL NOT NULL)")
+    old.commit()
+    old.close()
+    assert read_alarm_seqs(path) == {}
+    ob = await opened(path)
+    ob.put(msg(0, alarm=("raised", "a", "id-a1", 10.0, 1)))
+    ob.put(msg(1, alarm=("cleared", "a", "id-a1", 13.0, 1)))
+    ob.put(msg(2, alarm=("raised", "a", "id-a2", 20.0, 2)))
+    ob.put(msg(3, alarm=("raised", "b", "id-b1", 21.0, 1)))
+    ob.put(msg(4, alarm=("cleared", "b", "id-b1", 22.0, 1)))
+    await take_all(ob, 5)
+    await ob.close(1.0)
+    assert read_alarm_seqs(path) == {"a": (2, 20.0), "b": (1, 22.0)}
+    assert read_alarm_states(path) == {"a": ("id-a2", 20.0)}

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import numpy as np
@@ -152,7 +151,22 @@ def test_unknown_topics_are_counted() -> None:
     assert ing.rejected == {"unknown_topic": 2}
 
 
-def test_large_finite_values_are_accepted() -> None:
+def test_values_beyond_the_physical_range_are_rejected_with_a_reason() -> None:
+    # Issue 15, finding 5: one finite 1e155+ reading overflowed detector state (the variance).
     ing, _ = make_ingest(format="json")
-    ing.handle("plant/l1/m1/temp", b'{"value": 1.5e300}')
-    assert math.isfinite(last(ing)[0]) and ing.rejected == {}
+    ing.handle("plant/l1/m1/temp", b'{"value": 18446744073709551615}')  # a 64-bit counter's largest
+    assert last(ing)[0] == 2.0**64 and ing.rejected == {}
+    for payload in (b'{"value": 1.5e300}', b'{"value": -1e21}'):
+        ing.handle("plant/l1/m1/temp", payload)
+    assert ing.rejected == {"out_of_range": 2}
+    num, _ = make_ingest(format="number", max_abs_value=100.0)  # per subscription
+    num.handle("plant/l1/m1/temp", b"100")
+    num.handle("plant/l1/m1/temp", b"100.5")
+    num.handle("plant/l1/m1/temp", b"nan")
+    assert num.rejected == {"out_of_range": 1, "non_finite": 1}
+    batch, _ = make_ingest(format="json_batch")
+    batch.handle("plant/l1/m1/temp", b'{"values": [1, 1e200, NaN, 2, -1e300]}')
+    assert batch.rejected == {"out_of_range": 2, "non_finite": 1}
+    assert batch.pipeline.series["m1/temp"].recent_values().tolist() == [1.0, 2.0]
+    batch.handle("plant/l1/m1/temp", b'{"values": [1e200, -1e300]}')
+    assert batch.rejected == {"out_of_range": 3, "non_finite": 1}

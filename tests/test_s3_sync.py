@@ -299,7 +299,7 @@ def test_pull_from_fleet_prefix_activate_and_stage(tmp_path, moto, bucket):
 
 
 @pytest.mark.parametrize("tamper", ["meta_bytes", "arrays_missing", "manifest_series", "manifest_extra_file",
-                                    "not_a_model", "manifest_garbage"])
+                                    "not_a_model", "manifest_garbage", "meta_deep", "manifest_deep", "arrays_bomb"])
 def test_tampered_versions_are_rejected_and_counted(tmp_path, moto, bucket, tamper):
     import hashlib
 
@@ -327,6 +327,20 @@ def test_tampered_versions_are_rejected_and_counted(tmp_path, moto, bucket, tamp
         c.put_object(Bucket=bucket, Key=f"{slot}/manifest.json", Body=json.dumps(man).encode())
     elif tamper == "manifest_garbage":
         c.put_object(Bucket=bucket, Key=f"{slot}/manifest.json", Body=b"\x80\x04not json")
+    elif tamper in ("meta_deep", "arrays_bomb"):  # issue 15: hostile files with consistent checksums
+        from faults import deep_json, npz_bomb
+
+        name, bad = ("meta.json", deep_json(100_000)) if tamper == "meta_deep" else ("arrays.npz", npz_bomb(gib=1.0))
+        c.put_object(Bucket=bucket, Key=f"{slot}/{name}", Body=bad)
+        man["files"][name] = {"sha256": hashlib.sha256(bad).hexdigest(), "size": len(bad)}
+        c.put_object(Bucket=bucket, Key=f"{slot}/manifest.json", Body=json.dumps(man).encode())
+    elif tamper == "manifest_deep":
+        from faults import deep_json
+
+        c.put_object(Bucket=bucket, Key=f"{slot}/manifest.json", Body=deep_json(100_000))
+    import resource
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     b = Gateway(tmp_path / "b", moto.endpoint_url, bucket)
     report = b.sync.sync_once()
@@ -335,6 +349,7 @@ def test_tampered_versions_are_rejected_and_counted(tmp_path, moto, bucket, tamp
     assert all(b.store.versions(s) == [] for s in b.store.list_series())
     assert not (tmp_path / "escape").exists()
     assert b.sync.rejected_total == 1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200_000, "a pulled file inflated in memory"
     # Not downloaded and counted again while nothing changes...
     gets = sum(x.gets for x in b.clients)
     assert b.sync.sync_once().rejected == 0

@@ -148,3 +148,15 @@ def test_install_script_help_and_syntax():
     assert proc.returncode == 0 and "--prefix" in proc.stdout and "--wheel" in proc.stdout
     bad = subprocess.run(["bash", str(INSTALL), "--bogus"], capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0 and "unknown option" in bad.stderr
+
+
+def test_descriptor_limit_leaves_room_for_the_http_cap():
+    """Issue 15 finding 6: the unit set no LimitNOFILE (systemd's soft default is 1024), and
+    idle HTTP clients took every descriptor. The unit's limit must leave the HTTP cap its
+    full default plus the reserve the agent keeps for everything else."""
+    from edge_agent.config import HttpConfig
+    from edge_agent.http.connections import ACCEPT_BURST, FD_RESERVE
+
+    limits = [line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("LimitNOFILE=")]
+    assert len(limits) == 1, "the unit must set LimitNOFILE"
+    assert int(limits[0]) >= HttpConfig().max_connections + FD_RESERVE + ACCEPT_BURST

@@ -104,24 +104,39 @@ def build_config_data(config_path: str | None, detector: str | None, overrides: 
 def evaluate_file(data_dir: str, name: str, windows: list[tuple[float, float]], cfg_data: dict[str, Any]) -> FileResult:
     """Stream one CSV through a fresh ``Pipeline`` and collect the rows that raised an alarm."""
     from edge_agent.config import AgentConfig
-    from edge_agent.pipeline import AlarmEvent, InlineTrainer, Pipeline, StaleReading
+    from edge_agent.pipeline import AlarmEvent, InlineTrainer, Pipeline
+    from edge_agent.replay import ReplayGuard, Route
 
     ts, values = nab.read_csv(Path(data_dir) / name)
     cfg = AgentConfig.model_validate(cfg_data)
     events: list[AlarmEvent] = []
     pipe = Pipeline(cfg, trainer=InlineTrainer(), on_alarm=events.append, store=None)
+    # Rows older than an earlier one go through the live agent's replay rule (replay.py), with
+    # the file's own timestamps as receive time: refused as a replay, or followed as a step.
+    guard, route = ReplayGuard(cfg.ingest.replay_window_s, cfg.ingest.clock_step_after_s), Route(None, name)
+    inf = float("inf")
     raised_rows: list[int] = []
     t0 = time.perf_counter()
     process = pipe.process
+    held: list[int] = []  # rows the guard holds, to credit a later alarm to its own row
     for i in range(len(values)):
-        n = len(events)
-        try:
-            process(name, values[i], ts[i])
-        except StaleReading:
-            continue  # refused as the live agent would (a row older than an earlier one)
-        if len(events) != n:
-            # At most one event per reading; keep the raising ones, by row.
-            raised_rows.extend(i for e in events[n:] if e.state == "raised")
+        t = float(ts[i])
+        if t < route.newest or route.held is not None:
+            out, _ = guard.accept(route, float(values[i]), t, inf, t)
+            held.append(i)
+            if route.held is None:  # decided: scored (a clock step) or refused (a replay)
+                rows, held = held[len(held) - len(out):], []
+            else:
+                continue
+        else:
+            route.newest = t
+            out, rows = [(float(values[i]), t)], [i]
+        for row, (v, tr) in zip(rows, out, strict=True):
+            n = len(events)
+            process(name, v, tr)
+            if len(events) != n:
+                # At most one event per reading; keep the raising ones, by row.
+                raised_rows.extend(row for e in events[n:] if e.state == "raised")
     seconds = time.perf_counter() - t0
     return FileResult(name, len(values), nab.window_indices(ts, windows), raised_rows, seconds)
 

@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from edge_agent.redact import scrub_paths
+
 log = logging.getLogger(__name__)
 
 
@@ -34,7 +36,8 @@ class ApiError(Exception):
 
 
 def error_response(status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+    # Error texts from the store and the OS name files: absolute paths are shortened (redact.py).
+    return JSONResponse({"error": error, "detail": scrub_paths(detail)}, status_code=status, headers=headers)
 
 
 def _code(status: int) -> str:

@@ -9,9 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from edge_agent import __version__, event_loop
+from edge_agent import __version__, event_loop, series_budget
 from edge_agent.agent import Agent
 from edge_agent.http.schemas import Liveness, Readiness
+from edge_agent.http.series_index import index_of
 from edge_agent.http.series_view import num
 
 router = APIRouter(tags=["health"])
@@ -22,12 +23,7 @@ def _agent(request: Request) -> Agent:
 
 
 def not_ready_reasons(agent: Agent) -> list[str]:
-    reasons = []
-    if not agent.link.connected.is_set():
-        reasons.append(f"broker not connected: {agent.link.last_error or 'connecting'}")
-    if not agent.models_loaded:
-        reasons.append("models not loaded yet")
-    return reasons
+    return agent.not_ready_reasons()
 
 
 def _latency(summary: dict[str, float | int]) -> dict[str, float | int]:
@@ -50,36 +46,35 @@ def s3_state(agent: Agent) -> dict[str, Any]:
     }
 
 
-def series_counts(agent: Agent) -> dict[str, int]:
-    counts = {"total": 0, "trained": 0, "learning": 0, "normal": 0, "alarm": 0, "stale": 0}
-    if agent.pipeline is None:
-        return counts
-    for s in agent.pipeline.series.values():
-        counts["total"] += 1
-        counts["stale"] += s.stale  # its Sparkplug source died (also counted below by model)
-        if s.model is None:
-            counts["learning"] += 1
-        else:
-            counts["trained"] += 1
-            counts["alarm" if s.active else "normal"] += 1
-    return counts
+def http_state(request: Request) -> dict[str, Any]:
+    guard = getattr(request.app.state, "connections", None)
+    if guard is None:
+        return {}
+    return {
+        "max_connections": guard.max_connections,
+        "connections_refused": guard.refused,
+        "timed_out": dict(guard.timed_out),
+    }
 
 
-@router.get("/healthz", response_model=Liveness, summary="Liveness: the process and its event loop answer")
-async def healthz() -> Liveness:
-    return Liveness(status="alive")
+@router.get("/healthz", response_model=Liveness, summary="Liveness: the process and its event loop answer (200), with health's problems")
+async def healthz(request: Request) -> Liveness:
+    # Always 200 while the loop answers: a restart would not fix an outbox stuck behind a
+    # broker or a quarantined message, so they are reported here, not made fatal.
+    return Liveness(status="alive", problems=_agent(request).health()["problems"])
 
 
 @router.get(
     "/readyz",
     response_model=Readiness,
-    summary="Readiness: broker connected and models loaded",
+    summary="Readiness: broker connected (and stable), models loaded, outbox draining",
     responses={503: {"model": Readiness, "description": "Not ready; `reasons` says why"}},
 )
 async def readyz(request: Request) -> Any:
     agent = _agent(request)
     reasons = not_ready_reasons(agent)
-    body = Readiness(ready=not reasons, reasons=reasons)
+    degraded = [p for p in agent.health()["problems"] if p not in reasons]
+    body = Readiness(ready=not reasons, reasons=reasons, degraded=degraded)
     return body if not reasons else JSONResponse(body.model_dump(), status_code=503)
 
 
@@ -91,13 +86,15 @@ async def healthcheck(request: Request) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "status": "ok" if health["ok"] else "degraded",
         "problems": health["problems"],
+        "warnings": health["warnings"],
         "model_errors": health["model_errors"],
         "gateway_id": agent.cfg.gateway_id,
         "agent_version": __version__,
         "uptime_s": round(time.time() - agent.started_at, 3),
         "event_loop": event_loop.name(asyncio.get_running_loop()),
         "ready": agent.ready(),
-        "series": series_counts(agent),
+        "series": (await index_of(request.app.state, agent).snapshot()).counts,
+        "series_budget": series_budget.view(pipe) if pipe else {},
         "trained_series": 0,
         "readings_total": ingest.readings if ingest else 0,
         "readings_per_second": round(request.app.state.reading_rate.rate(), 3),
@@ -105,6 +102,7 @@ async def healthcheck(request: Request) -> dict[str, Any]:
         "inference_latency_ms": _latency(pipe.score_latency.summary()) if pipe else None,
         "training_latency_ms": _latency(pipe.fit_latency.summary()) if pipe else None,
         "alarm_latency_ms": _latency(agent.alarm_latency.summary()) if agent.alarm_latency else None,
+        "event_loop_lag_ms": _latency(agent.loop_lag.summary()) if agent.loop_lag else None,
         "alarms": {
             "raised": pipe.n_raised if pipe else 0,
             "cleared": pipe.n_cleared if pipe else 0,
@@ -122,6 +120,7 @@ async def healthcheck(request: Request) -> dict[str, Any]:
             "rejected_publishes": agent.broker_rejected,
         },
         "s3": s3_state(agent),
+        "http": http_state(request),
         "outbox": {
             "status": "degraded" if out.degraded else "ok",
             "degraded": out.degraded,
@@ -129,6 +128,9 @@ async def healthcheck(request: Request) -> dict[str, Any]:
             "bytes": out.bytes,
             "oldest_age_s": round(out.oldest_age(), 3),
             "dropped": dict(out.dropped),
+            "quarantined": dict(out.quarantined),
+            "quarantine_rows": out.quarantine_rows,
+            "unsendable": dict(agent.unsendable),
         },
     }
     if agent.sparkplug is not None:

@@ -12,7 +12,9 @@ above it they are left out and ``edge_agent_series_labels_capped`` says so, so a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -29,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from edge_agent import __version__
 from edge_agent.agent import Agent
+from edge_agent.http.series_index import SeriesIndex, index_of
 from edge_agent.stats import LatencyRecorder
 
 P = "edge_agent_"
@@ -52,8 +55,9 @@ def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 
 class AgentCollector(Collector):
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, index: SeriesIndex | None = None) -> None:
         self.agent = agent
+        self.index = index  # series counts from its snapshot (the /metrics handler refreshes it)
 
     def collect(self) -> Iterator[Metric]:
         agent = self.agent
@@ -65,6 +69,7 @@ class AgentCollector(Collector):
         yield from self._pipeline()
         yield from self._outbox()
         yield from self._broker()
+        yield from self._commands()
         yield from self._s3()
 
     def _ingest(self) -> Iterator[Metric]:
@@ -77,6 +82,12 @@ class AgentCollector(Collector):
         for reason, n in sorted((ingest.rejected if ingest else {}).items()):
             rej.add_metric([reason], n)
         yield rej
+        if ingest is not None:
+            guard = ingest.guard
+            yield gauge(P + "readings_held", "Readings behind their topic's newest, held until the topic shows replay or clock step", guard.held_total)
+            yield counter(P + "replays_refused", "Runs of held readings refused as a replay (their readings count as rejected stale)", guard.n_replays)
+            yield counter(P + "clock_steps_followed", "Runs of held readings scored as a device clock stepped back", guard.n_steps)
+            yield gauge(P + "series_shared_topics", "Series fed by more than one topic (their readings share one model)", len(ingest.shared))
 
     def _pipeline(self) -> Iterator[Metric]:
         agent = self.agent
@@ -88,17 +99,33 @@ class AgentCollector(Collector):
         yield histogram(P + "fit_latency_seconds", "Time to fit one model", pipe.fit_latency)
         if agent.alarm_latency is not None:
             yield histogram(P + "alarm_latency_seconds", "Reading received to alarm handed to the broker", agent.alarm_latency)
+        if agent.loop_lag is not None:
+            yield histogram(P + "event_loop_lag_seconds", "How late the event loop ran a 50 ms timer (time it was busy elsewhere)", agent.loop_lag)
         yield counter(P + "alarms_raised", "Alarms raised", pipe.n_raised)
         yield counter(P + "alarms_cleared", "Alarms cleared", pipe.n_cleared)
         yield counter(P + "models_trained", "Models fitted and stored", pipe.n_models_trained)
         yield counter(P + "model_fit_failures", "Fits that failed", pipe.n_fit_failed)
-        yield gauge(P + "model_load_errors", "Stored model versions that could not be loaded at start", len(agent.model_errors))
+        yield gauge(P + "model_load_errors", "Problems with stored models found at start or sync (unloadable versions, bad index or ACTIVE files)", len(agent.model_errors))
+        yield gauge(P + "model_store_degraded", "1 while fits fail because the model store cannot be written", float(agent.store_error is not None))
         yield counter(P + "series_refused", "Readings refused because the series limit was reached", pipe.n_series_refused)
+        evicted = CounterMetricFamily(P + "series_evicted", "Series evicted to stay within the series budget, by class", labels=["class"])
+        for cls, n in pipe.n_evicted.items():
+            evicted.add_metric([cls], n)
+        yield evicted
+        yield gauge(P + "series_bytes", "Memory the series state takes, as the budget counts it (rings and bookkeeping)", pipe.series_bytes.bytes)
+        yield gauge(P + "series_max_bytes", "series.max_bytes: the series memory budget", pipe.max_bytes)
+        yield gauge(P + "series_max", "series.max_series: the most series held at once", pipe.max_series)
+        yield gauge(P + "series_models_on_disk_only", "Series evicted with a model, reloaded when their readings return", len(pipe.evicted_models))
+        yield counter(P + "series_models_reloaded", "Models of evicted series reloaded from disk", pipe.n_restored)
 
         series = pipe.series
-        states = {"learning": 0, "normal": 0, "alarm": 0, "stale": 0}
-        for s in series.values():
-            states[s.state] += 1
+        snap = self.index.latest if self.index is not None else None
+        if snap is not None and time.monotonic() - snap.taken < 5.0:
+            states = {st: len(snap.by_state.get(st, ())) for st in ("learning", "normal", "alarm", "stale")}
+        else:  # no fresh snapshot (a collector used without the handler): count here
+            states = {"learning": 0, "normal": 0, "alarm": 0, "stale": 0}
+            for s in series.values():
+                states[s.state] += 1
         by_state = GaugeMetricFamily(P + "series", "Series held, by state", labels=["state"])
         for state, n in states.items():
             by_state.add_metric([state], n)
@@ -132,6 +159,17 @@ class AgentCollector(Collector):
         for reason, n in sorted(out.dropped.items()):
             dropped.add_metric([reason], n)
         yield dropped
+        quarantined = CounterMetricFamily(P + "outbox_quarantined", "Messages moved out of the queue because they cannot be delivered, by reason", labels=["reason"])
+        for reason, n in sorted(out.quarantined.items()):
+            quarantined.add_metric([reason], n)
+        yield quarantined
+        yield gauge(P + "outbox_quarantine_rows", "Rows kept in the outbox's quarantine table for inspection", out.quarantine_rows)
+        unsendable = CounterMetricFamily(P + "messages_unsendable", "Messages refused before queueing: topic or size beyond MQTT's or the broker's limits", labels=["reason"])
+        for reason, n in sorted(self.agent.unsendable.items()):
+            unsendable.add_metric([reason], n)
+        yield unsendable
+        stuck = bool(out.depth) and out.oldest_age() > self.agent.cfg.outbox.stuck_after_s and self.agent.link.connected.is_set()
+        yield gauge(P + "outbox_stuck", "1 while connected and the oldest queued message has waited longer than outbox.stuck_after_s", float(stuck))
 
     def _broker(self) -> Iterator[Metric]:
         agent = self.agent
@@ -139,6 +177,23 @@ class AgentCollector(Collector):
         yield gauge(P + "broker_connected", "1 while connected to the MQTT broker", float(link.connected.is_set()))
         yield counter(P + "broker_reconnects", "Reconnections to the broker", link.reconnects)
         yield counter(P + "broker_rejected_publishes", "Publishes the broker refused (ACL, quota)", agent.broker_rejected)
+        yield gauge(P + "broker_max_packet_bytes", "Largest packet the agent sends: the broker's Maximum Packet Size, mqtt.max_packet_bytes or MQTT's limit", link.max_packet)
+        yield gauge(P + "broker_unstable", "1 while the link has connected too often lately (see /readyz)", float(any("unstable" in r for r in agent.not_ready_reasons())))
+
+    def _commands(self) -> Iterator[Metric]:
+        cmds = self.agent.commands
+        if cmds is None:
+            return
+        yield counter(P + "commands_received", "Messages on the command topics", cmds.received)
+        refused = CounterMetricFamily(P + "commands_refused", "Commands refused, by reason (unsigned, bad_signature, ...)", labels=["reason"])
+        for reason, n in sorted(cmds.refused.items()):
+            refused.add_metric([reason], n)
+        yield refused
+        unanswered = CounterMetricFamily(P + "command_refusals_unanswered", "Refusals counted but not answered: rate_limited (token bucket) or bad_topic", labels=["why"])
+        for why, n in sorted(cmds.unanswered.items()):
+            unanswered.add_metric([why], n)
+        yield unanswered
+        yield counter(P + "command_response_topics_refused", "Signed commands whose MQTT 5 response topic was refused (answered on the fixed topic)", cmds.response_topics_refused)
 
     def _s3(self) -> Iterator[Metric]:
         s3 = getattr(self.agent, "s3", None)
@@ -158,9 +213,30 @@ class AgentCollector(Collector):
                 yield counter(P + "s3_" + attr.removesuffix("_total"), doc, float(n))
 
 
-def build_registry(agent: Agent) -> CollectorRegistry:
+class HttpCollector(Collector):
+    """The HTTP port's own counters: connections refused and timed out, wrong tokens."""
+
+    def __init__(self, app_state: Any) -> None:
+        self.app_state = app_state
+
+    def collect(self) -> Iterator[Metric]:
+        guard = getattr(self.app_state, "connections", None)
+        if guard is not None:
+            yield gauge(P + "http_max_connections", "Open HTTP connections allowed (http.max_connections, lowered to fit the descriptor limit)", guard.max_connections)
+            yield counter(P + "http_connections_refused", "HTTP connections refused at the cap (503, closed at once)", guard.refused)
+            timeouts = CounterMetricFamily(P + "http_timeouts", "HTTP connections closed because a request's headers or body did not arrive in time", labels=["phase"])
+            for phase, n in sorted(guard.timed_out.items()):
+                timeouts.add_metric([phase], n)
+            yield timeouts
+        throttle = getattr(self.app_state, "auth_throttle", None)
+        if throttle is not None:
+            yield counter(P + "http_auth_failures", "Requests with a wrong bearer token", throttle.failed_total)
+            yield counter(P + "http_auth_throttled", "Requests refused with 429 after too many wrong tokens from their address", throttle.throttled_total)
+
+
+def build_registry(agent: Agent, index: SeriesIndex | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(AgentCollector(agent))
+    registry.register(AgentCollector(agent, index))
     ProcessCollector(registry=registry)  # RSS, CPU, open fds of this process
     return registry
 
@@ -180,4 +256,6 @@ router = APIRouter(tags=["metrics"])
 )
 async def metrics(request: Request) -> Response:
     registry: CollectorRegistry = request.app.state.registry
+    # Series counts from a new snapshot, taken a chunk per loop pass (series_index.py).
+    await index_of(request.app.state, request.app.state.agent).snapshot(max_age_s=0)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)

@@ -6,8 +6,10 @@ a link through ``urllib.parse.quote``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from html import escape
+from itertools import islice
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
@@ -17,7 +19,8 @@ from edge_agent import __version__
 from edge_agent.agent import Agent
 from edge_agent.http import series_view
 from edge_agent.http.errors import ApiError, responses
-from edge_agent.http.health import not_ready_reasons, series_counts
+from edge_agent.http.health import not_ready_reasons
+from edge_agent.http.series_index import ROWS_PER_PASS, index_of
 from edge_agent.series import Series
 
 router = APIRouter(tags=["page"])
@@ -88,15 +91,22 @@ async def status_page(
     limit: int = Query(500, ge=1, le=10_000, description="Rows shown; alarms first"),
 ) -> HTMLResponse:
     agent: Agent = request.app.state.agent
-    series = list(agent.pipeline.series.values()) if agent.pipeline is not None else []
-    series.sort(key=lambda s: (STATE_ORDER.get(s.state, 3), s.id))
-    counts = series_counts(agent)
+    # Listed a chunk per loop pass from a shared, at most 1 s old snapshot (series_index.py):
+    # sorting 100,000 series on the loop for every page view cost 92 ms.
+    snap = await index_of(request.app.state, agent).snapshot()
+    counts = snap.counts
+    live = agent.pipeline.series if agent.pipeline is not None else {}
+    shown = list(islice(snap.ids(sorted(snap.by_state, key=lambda st: STATE_ORDER.get(st, 3))), limit))
+    parts = []
+    for i in range(0, len(shown), ROWS_PER_PASS):
+        parts += [_row(s) for sid in shown[i:i + ROWS_PER_PASS] if (s := live.get(sid)) is not None]
+        await asyncio.sleep(0)
     reasons = not_ready_reasons(agent)
     ready = '<span class="ok">ready</span>' if not reasons else f'<span class="bad">not ready: {escape("; ".join(reasons))}</span>'
     out = agent.outbox
     gw = escape(agent.cfg.gateway_id)
-    rows = "".join(_row(s) for s in series[:limit])
-    more = f"<p>{len(series) - limit} more series not shown (<a href=\"/series\">all as JSON</a>).</p>" if len(series) > limit else ""
+    rows = "".join(parts)
+    more = f"<p>{counts['total'] - limit} more series not shown (<a href=\"/series\">all as JSON</a>).</p>" if counts["total"] > limit else ""
     body = (
         f"<h1>edge-agent {gw}</h1>"
         f'<div class="meta">version {escape(__version__)} &middot; {ready} &middot; '

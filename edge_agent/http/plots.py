@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -73,7 +74,7 @@ class PlotRenderer:
                 max_workers=self.concurrency,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=init_worker,
-                initargs=(self.state_dir,),
+                initargs=(self.state_dir, os.getpid()),
                 max_tasks_per_child=500,  # bounds whatever matplotlib accumulates
             )
         return self.executor
@@ -98,6 +99,16 @@ class PlotRenderer:
         while len(self.cache) > self.entries:
             self.cache.popitem(last=False)
         return png
+
+    async def offload(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` in this pool's worker processes (large ``POST /predict`` bodies),
+        under the same concurrency bound as plots."""
+        async with self.semaphore:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._pool(), fn, *args)
+            except BrokenProcessPool:
+                self.executor = None
+                raise
 
     def close(self) -> None:
         if self.executor is not None:

@@ -103,9 +103,13 @@ def render_png(d: PlotData) -> bytes:
     return buf.getvalue()
 
 
-def init_worker(state_dir: str) -> None:
-    """Process-pool initializer: lower CPU priority (plots yield to scoring), import matplotlib
-    once, with a writable config dir."""
+def init_worker(state_dir: str, parent_pid: int | None = None) -> None:
+    """Process-pool initializer: die with the agent, lower CPU priority (plots yield to
+    scoring), import matplotlib once, with a writable config dir."""
+    if parent_pid is not None:
+        from edge_agent.workers import die_with_parent
+
+        die_with_parent(parent_pid)
     try:
         os.nice(10)
     except OSError:

@@ -141,8 +141,10 @@ class SeriesDetail(BaseModel):
 
 class Liveness(BaseModel):
     status: str
+    problems: list[str] = Field(default_factory=list, description="What health reports (the agent is alive regardless)")
 
 
 class Readiness(BaseModel):
     ready: bool
     reasons: list[str]
+    degraded: list[str] = Field(default_factory=list, description="Serving, but with these problems (the `problems` of /healthcheck that do not stop it: series refused or evicted past the budget, a degraded outbox or model store, bad stored models)")

@@ -20,9 +20,11 @@ from fastapi import FastAPI
 from edge_agent import __version__
 from edge_agent.agent import Agent
 from edge_agent.http import api, docs, errors, health, metrics, page, plots
-from edge_agent.http.auth import TokenSource
+from edge_agent.http.auth import AuthThrottle, TokenSource
+from edge_agent.http.connections import ACCEPT_BURST, ConnectionGuard
 from edge_agent.http.limits import BodyLimit
 from edge_agent.http.rates import RateMeter
+from edge_agent.http.series_index import SeriesIndex
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +40,14 @@ def create_app(agent: Agent) -> FastAPI:
     )
     app.state.agent = agent
     app.state.tokens = TokenSource(agent.cfg.http)
-    app.state.registry = metrics.build_registry(agent)
+    app.state.auth_throttle = AuthThrottle(agent.cfg.http.auth_max_failures, agent.cfg.http.auth_window_s)
+    app.state.series_index = SeriesIndex(agent)
+    app.state.registry = metrics.build_registry(agent, app.state.series_index)
+    app.state.registry.register(metrics.HttpCollector(app.state))
     app.state.plots = plots.PlotRenderer(agent.cfg.state_dir, agent.cfg.http.plot_concurrency)
     app.state.reading_rate = RateMeter(lambda: agent.ingest.readings if agent.ingest is not None else 0)
+    cfg = agent.cfg.http
+    app.state.connections = ConnectionGuard.for_config(cfg.max_connections, cfg.header_timeout_s, cfg.body_timeout_s)
     errors.install(app)
     app.add_middleware(BodyLimit)
     for module in (health, metrics, api, plots, page):
@@ -58,10 +65,13 @@ class AgentServer(uvicorn.Server):
 
 
 def make_server(app: FastAPI, host: str, port: int) -> AgentServer:
+    guard: ConnectionGuard | None = getattr(app.state, "connections", None)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=guard.protocol() if guard is not None else "h11",
+        backlog=ACCEPT_BURST,
         log_level="warning",
         log_config=None,  # keep the agent's logging setup; uvicorn's loggers propagate to it
         lifespan="off",

@@ -43,8 +43,10 @@ class TooManyMachines(Exception):
 
 def machine_alert_id(gateway_id: str, machine_id: str, state: str, ts: float) -> str:
     """Deterministic, like a series alarm's id, and never equal to one (a machine ``m1`` and a
-    series ``m1`` are different things)."""
-    return alert_id(gateway_id, f"machine\x1f{machine_id}", state, ts)
+    series ``m1`` are different things). Still a hash of the edge's row timestamp (seq 0):
+    series alarms number their alarms (``seq``) so that two within one timestamp get two ids;
+    machine alarms do not yet."""
+    return alert_id(gateway_id, f"machine\x1f{machine_id}", state, 0, ts)
 
 
 @dataclass(slots=True)

@@ -60,7 +60,8 @@ def parse_ts(raw: object, unit: str, now: float, limits: TsLimits) -> float:
     return ts
 
 
-def finite_number(raw: object) -> float:
+def finite_number(raw: object, max_abs: float) -> float:
+    """A reading's value: a JSON number within ``[-max_abs, max_abs]`` (``ingest.max_abs_value``)."""
     # bool is an int in Python; a PLC sending true/false is not sending a measurement.
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise Rejected("not_a_number", f"value of type {type(raw).__name__}")
@@ -68,6 +69,13 @@ def finite_number(raw: object) -> float:
         value = float(raw)
     except OverflowError:  # ints beyond float range
         raise Rejected("non_finite", "value out of float range") from None
+    if -max_abs <= value <= max_abs:  # also false for NaN
+        return value
+    raise out_of_range(value, max_abs)
+
+
+def out_of_range(value: float, max_abs: float) -> Rejected:
+    """The rejection for a value outside the physical range (or not finite at all)."""
     if not math.isfinite(value):
-        raise Rejected("non_finite", "NaN or infinite value")
-    return value
+        return Rejected("non_finite", "NaN or infinite value")
+    return Rejected("out_of_range", f"|value| {abs(value):.3g} > ingest.max_abs_value {max_abs:.3g}")

@@ -2,7 +2,8 @@
 
 Either ``{"values": [...], "timestamps": [...]}`` or
 ``{"values": [...], "start": <ts>, "interval_ms": <ms>}``; without either, every reading gets
-the receive time. Non-finite values are dropped one by one (and counted), not the batch.
+the receive time. Non-finite values, and values beyond ``ingest.max_abs_value``, are dropped
+one by one (and counted by reason), not the batch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def _numbers(raw: object, what: str) -> np.ndarray:
         raise Rejected("non_finite", f"{what} holds a number out of float range") from None
 
 
-def decode(payload: bytes, now: float, opts: Any, limits: TsLimits) -> tuple[np.ndarray, np.ndarray, int]:
+def decode(payload: bytes, now: float, opts: Any, limits: TsLimits) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Returns values, timestamps and how many values were dropped, by reason."""
     doc = loads_object(payload)
     values = _numbers(doc.get("values"), "values")
     n = values.shape[0]
@@ -50,10 +52,15 @@ def decode(payload: bytes, now: float, opts: Any, limits: TsLimits) -> tuple[np.
             raise Rejected("ts_out_of_range", "batch runs too far into the future")
     else:
         ts = np.full(n, now, dtype=np.float64)
-    finite = np.isfinite(values)
-    dropped = int(n - finite.sum())
-    if dropped:
-        values, ts = values[finite], ts[finite]
+    keep = np.abs(values) <= opts.max_abs  # False for NaN too
+    dropped: dict[str, int] = {}
+    if not keep.all():
+        non_finite = int(n - np.isfinite(values).sum())
+        if non_finite:
+            dropped["non_finite"] = non_finite
+        if n - non_finite - int(keep.sum()):
+            dropped["out_of_range"] = n - non_finite - int(keep.sum())
+        values, ts = values[keep], ts[keep]
         if values.shape[0] == 0:
-            raise Rejected("non_finite", "every value is NaN or infinite")
+            raise Rejected("non_finite" if non_finite == n else "out_of_range", "no value in the batch is finite and within ingest.max_abs_value")
     return values, ts, dropped

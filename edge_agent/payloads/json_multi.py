@@ -6,18 +6,17 @@ of a PLC that publishes one message per machine. Every key but the timestamp fie
 Each reading feeds its own series (the subscription's ``series`` template, with ``{sensor}``
 the key) and, with ``machine`` set, all of them feed the machine's row at once.
 
-A value that is not a finite number (a string, a boolean, null, a nested object, NaN) is
-rejected on its own, with its key named, and the message's other readings are kept: one bad
+A value that is not a finite number (a string, a boolean, null, a nested object, NaN), or is
+beyond ``ingest.max_abs_value`` (``out_of_range``), is rejected on its own, with its key named, and the message's other readings are kept: one bad
 field of a PLC must not blind the other sensors. A message with more keys than
 ``ingest.max_batch`` is rejected whole (``batch_too_large``).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from edge_agent.payloads.common import Rejected, TsLimits, parse_ts
+from edge_agent.payloads.common import Rejected, TsLimits, out_of_range, parse_ts
 from edge_agent.payloads.json_object import loads_object
 
 _MAX_KEY = 128
@@ -36,6 +35,7 @@ def decode(payload: bytes, now: float, opts: Any, limits: TsLimits) -> tuple[lis
         raise Rejected("batch_too_large", f"{n} readings > {opts.max_batch}")
     readings: list[tuple[str, float]] = []
     refused: list[tuple[str, str, str]] = []
+    max_abs = opts.max_abs
     for key, raw in doc.items():
         if key == ts_field:
             continue
@@ -50,8 +50,9 @@ def decode(payload: bytes, now: float, opts: Any, limits: TsLimits) -> tuple[lis
         except OverflowError:
             refused.append((key, "non_finite", f"{key!r}: out of float range"))
             continue
-        if not math.isfinite(value):
-            refused.append((key, "non_finite", f"{key!r}: NaN or infinite"))
+        if not -max_abs <= value <= max_abs:  # also false for NaN
+            exc = out_of_range(value, max_abs)
+            refused.append((key, exc.reason, f"{key!r}: {exc.detail}"))
             continue
         readings.append((key, value))
     return readings, ts, refused

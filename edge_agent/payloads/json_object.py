@@ -50,7 +50,7 @@ def decode(payload: bytes, now: float, opts: Any, limits: TsLimits) -> tuple[flo
         raw = doc[opts.value_field]
     except KeyError:
         raise Rejected("missing_value", f"no {opts.value_field!r} field") from None
-    value = finite_number(raw)
+    value = finite_number(raw, opts.max_abs)
     raw_ts = doc.get(opts.ts_field)
     ts = now if raw_ts is None else parse_ts(raw_ts, opts.ts_unit, now, limits)
     return value, ts

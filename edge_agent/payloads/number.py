@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from edge_agent.payloads.common import Rejected, TsLimits
+from edge_agent.payloads.common import Rejected, TsLimits, out_of_range
 
 
 def decode(payload: bytes, now: float, opts: Any, limits: TsLimits) -> tuple[float, float]:
@@ -17,6 +16,7 @@ def decode(payload: bytes, now: float, opts: Any, limits: TsLimits) -> tuple[flo
         value = float(payload)
     except ValueError:
         raise Rejected("not_a_number", "not a decimal number") from None
-    if not math.isfinite(value):
-        raise Rejected("non_finite", "NaN or infinite value")
-    return value, now
+    max_abs = opts.max_abs
+    if -max_abs <= value <= max_abs:  # also false for NaN
+        return value, now
+    raise out_of_range(value, max_abs)

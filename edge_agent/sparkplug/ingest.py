@@ -117,6 +117,7 @@ class SparkplugIngest:
         self.max_per_birth = icfg.max_metrics_per_birth
         self.max_metrics = icfg.max_metrics
         self.max_payload = cfg.ingest.max_payload_bytes
+        self.max_abs = cfg.ingest.max_abs_value
         self.max_past_s = cfg.ingest.max_past_age_s
         self.max_future_s = cfg.ingest.max_future_skew_s
         self.subs = [_sub(sc.topic, sc.series, sc.qos) for sc in cfg.subscriptions if sc.format == "sparkplug_b"]
@@ -318,6 +319,7 @@ class SparkplugIngest:
         lo, hi = now - self.max_past_s, now + self.max_future_s
         process = self.pipeline.process
         series = self.pipeline.series
+        max_abs = self.max_abs
         refused: dict[str, int] = {}
         taken = 0
         for m in p.metrics:
@@ -343,8 +345,9 @@ class SparkplugIngest:
                 if not births:  # a birth may declare a metric with no current value
                     refused["missing_value"] = refused.get("missing_value", 0) + 1
                 continue
-            if value - value != 0.0:  # NaN or infinite
-                refused["non_finite"] = refused.get("non_finite", 0) + 1
+            if not -max_abs <= value <= max_abs:  # ingest.max_abs_value; also false for NaN
+                reason = "out_of_range" if value - value == 0.0 else "non_finite"
+                refused[reason] = refused.get(reason, 0) + 1
                 continue
             ts = (m.timestamp or payload_ms) / 1000.0
             if not lo <= ts <= hi:
