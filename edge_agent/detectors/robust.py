@@ -143,7 +143,7 @@ class RobustDetector:
                  "cal_q", "cal_m", "thr", "off", "ep_rate", "pending", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
                  "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
-                 "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick")
+                 "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -212,6 +212,7 @@ class RobustDetector:
         self.calm = _RELEARN_AFTER  # consecutive readings with every channel below learn_below
         self.calm_level = _RELEARN_AFTER  # ... with every channel but drift below it
         self.n = 0  # readings learned from since fit
+        self._xr = [0] * _N_CAL  # per channel: tail updates in a row above its quantile
         self.high_run = 0  # consecutive readings at or above learn_below, or drifting beyond the drift's normal
         self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self._qfloor = _ABS_FLOOR
@@ -901,12 +902,21 @@ class RobustDetector:
         q, m = self.cal_q, self.cal_m
         qc, mc = q[c], m[c]
         if zc > qc:
+            if c == DRIFT or c == DRIFT_S:
+                # The drift channel remembers ~50 readings, ~12 of its tail's updates: updates in
+                # a row above the quantile are one excursion, not independent exceedances. The
+                # r-th in a row counts 1/r: a slow excursion (a ramp on its way, the tail of a
+                # step) no longer teaches the tail as if it were dozens of them.
+                xr = self._xr
+                r = xr[c] = xr[c] + 1
+                weight = weight / r
             excess = zc - qc
             cap = clip * mc
             mc += _M_STEP * weight * ((excess if excess < cap else cap) - mc)
             m[c] = mc
             qc += weight * _Q_STEP * (_TAIL_P / (1.0 - _TAIL_P)) * mc
         else:
+            self._xr[c] = 0
             qc -= weight * _Q_STEP * mc
         q[c] = qc
         t = qc + self._k * mc
@@ -982,7 +992,7 @@ class RobustDetector:
         params.update({k: None if getattr(self, k) != getattr(self, k) else getattr(self, k) for k in _MAYBE_NAN})
         params.update({"cal_q": list(self.cal_q), "cal_m": list(self.cal_m), "seasonal": self.seasonal,
                        "pending": None if self.pending is None else list(self.pending),
-                       "tick": None if self._tick is None else list(self._tick)})
+                       "tick": None if self._tick is None else list(self._tick), "xrun": list(self._xr)})
         return params, {"profile": np.asarray(self.prof, dtype=np.float64), "seen": np.asarray(self.seen, dtype=np.int64),
                         "base": np.asarray(self.base, dtype=np.float64), "dev": np.asarray(self.dev, dtype=np.float64)}
 
@@ -1015,6 +1025,11 @@ class RobustDetector:
             if len(tk) != 4 or not all(map(math.isfinite, tk)):
                 raise ValueError("state tick: expected 4 finite numbers or null")
             d._tick = (tk[0], tk[1], tk[2], int(tk[3]))
+        xrun = params.get("xrun")  # added in round 2 of issue 13
+        if xrun is not None:
+            if len(xrun) != _N_CAL or not all(isinstance(v, int) and 0 <= v < 2**31 for v in xrun):
+                raise ValueError(f"state xrun: expected {_N_CAL} counts or null")
+            d._xr = [int(v) for v in xrun]
         prof, seen = np.asarray(arrays["profile"], dtype=np.float64), np.asarray(arrays["seen"], dtype=np.int64)
         if prof.shape != (_BINS,) or seen.shape != (_BINS,) or not np.isfinite(prof).all():
             raise ValueError(f"state arrays: expected a finite profile and counts of {_BINS} bins")
