@@ -62,7 +62,7 @@ def test_the_command_reports_machine_and_per_series_figures(capsys) -> None:
     assert m["changepoint_nab"]["standard"] >= 20
     assert free["machine"]["alarms_per_1000"] < 1 and free["machine"]["time_in_alarm_pct"] < 5
     # Beside the per-series default on the same rows: at least as many faults found, with fewer
-    # normal rows flagged (robust per sensor: F1 0.79 at FAR 12 % since issue 13's round 2, 0.80
+    # normal rows flagged (robust per sensor: F1 0.80 at FAR 12 % since issue 13's round 2, 0.80
     # at 32 % before; machine: 0.85 at 7 %).
     per_series = v["per_series_default"]["outlier"]
     assert m["outlier"]["f1"] >= per_series["f1"] and m["outlier"]["far_pct"] < per_series["far_pct"]
