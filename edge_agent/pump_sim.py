@@ -7,9 +7,13 @@ after a thermal lag. Each sensor's *normal band* is what the load's range gives 
 
 ``relation_break`` is the fault per-sensor monitoring cannot see: current rises while flow
 falls (an impeller clogging, a pump running against a closing valve), each by about a
-fifth of its band, ramped in over 10 s and **clipped inside its own normal band**, so no
-sensor leaves the range it shows in normal operation; only their relation is wrong. It
-lasts ``duration_s`` and is then restored.
+fifth of its band, ramped in over 10 s and **kept inside its own normal band** (saturating
+smoothly before its edge), so no sensor leaves the range it shows in normal operation, nor
+moves in a way it does not in normal operation; only their relation is wrong. It lasts
+``duration_s`` and is then restored. A broken sensor keeps its noise: an earlier version
+clipped the noisy value at the band's margin, so a sensor pushed there repeated one exact
+value for up to 18 readings, a stuck transmitter, which the per-series ``robust`` detector
+rightly reported as ``stuck``.
 
 No I/O here: ``simulator.py`` publishes what ``Pump.step`` returns.
 """
@@ -25,6 +29,7 @@ LOAD_MIN, LOAD_MAX = 0.55, 0.95
 BREAK_FRACTION = 0.2  # of each sensor's band
 BREAK_RAMP_S = 10.0
 MARGIN = 0.05  # a broken value stays this share of its band inside the band
+SOFT = 0.1  # ... approaching that limit smoothly over this share of the band
 
 
 @dataclass
@@ -85,8 +90,6 @@ class Pump:
         target = self.temp0 + 15.0 * load
         self.temp_state = target if self.temp_state is None else self.temp_state + (target - self.temp_state) * min(1.0, dt / self.temp_lag_s)
         values["temperature"] = self.temp_state
-        for s, sd in self.noise().items():
-            values[s] += rng.gauss(0.0, sd)
         fault = None
         if allow_faults and t >= self.break_end and rng.random() < fault_p:
             self.break_start, self.break_end = t, t + self.duration_s
@@ -95,10 +98,25 @@ class Pump:
         k = self.breaking(t)
         if k:
             for sensor, sign in (("current", 1.0), ("flow", -1.0)):
-                lo, hi = self.band(sensor)
-                width = hi - lo
-                now = values[sensor]
-                moved = now + sign * k * BREAK_FRACTION * width
-                # Pushed towards an edge of its band, never past the margin (nor pulled back).
-                values[sensor] = max(now, min(moved, hi - MARGIN * width)) if sign > 0 else min(now, max(moved, lo + MARGIN * width))
+                values[sensor] = self._broken(sensor, sign, values[sensor], k)
+        # Noise last: a broken sensor is as noisy as ever (a value pinned to a bound would be a
+        # stuck transmitter, another fault, and the per-series detectors rightly call it one).
+        for s, sd in self.noise().items():
+            values[s] += rng.gauss(0.0, sd)
         return values, fault
+
+    def _broken(self, sensor: str, sign: float, now: float, k: float) -> float:
+        """``now`` moved ``k x BREAK_FRACTION`` of the band towards one edge (``sign``), saturating
+        smoothly (tanh) over the last ``SOFT`` of the band before the margin, so that near the
+        edge it still moves with the load as a sensor's normal path does; never past the
+        margin, never pulled back."""
+        lo, hi = self.band(sensor)
+        width = hi - lo
+        soft = SOFT * width
+        # In the break's direction: u = sign x value, and the margin is an upper limit on u.
+        u_now = sign * now
+        u_moved = u_now + k * BREAK_FRACTION * width
+        knee = sign * (hi - MARGIN * width if sign > 0 else lo + MARGIN * width) - soft
+        if u_moved > knee:
+            u_moved = knee + soft * math.tanh((u_moved - knee) / soft)
+        return sign * max(u_now, u_moved)
