@@ -369,6 +369,17 @@ class BaselineT2Detector:
         out.sort(key=lambda c: -abs(c.z))
         return out
 
+    def rebaseline(self) -> None:
+        """Accept what the rows show now as normal: every channel's baseline takes its smoothed
+        level, as ``hold_s`` does for one channel held that long. The relations and their
+        correlation stay: the machine is the same machine at a new operating point."""
+        for j in range(len(self.m)):
+            self.m[j] += self.e[j]
+            self.e[j] = 0.0
+            self.pv[j] = self.p_steady[j]
+            self.held[j] = 0.0
+            self.last_z[j] = 0.0
+
     # ---- persistence -----------------------------------------------------------------------
     _PARAMS = ("tau_s", "k", "hold_s", "shrink", "relation_r2", "gain_cap", "drift_significance", "max_lag", "warmup_rows", "threshold")
     _ARRAYS = ("q", "r", "c", "p_steady", "capped", "m", "pv", "e", "held")
