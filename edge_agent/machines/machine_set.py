@@ -226,6 +226,8 @@ class MachineSet:
         self.n_fit_failed = 0
         self.n_machines_refused = 0
         self.last_fit_error: str | None = None
+        # Told when a fit fails on the model store itself (OSError: full, read-only, gone).
+        self.on_store_error: Callable[[str], None] | None = None
 
     # ---- machines ------------------------------------------------------------------------
     def get_or_create(self, machine_id: str) -> Machine:
@@ -486,6 +488,8 @@ class MachineSet:
         self.n_fit_failed += 1
         self.last_fit_error = f"{req.machine_id}: {exc!r}"
         log.error("fit failed for machine %r (%s): %r", req.machine_id, req.reason, exc)
+        if isinstance(exc, OSError) and self.on_store_error is not None:
+            self.on_store_error(f"machine {req.machine_id}: {exc}")
 
     # ---- status (machines/operations.py: commands, HTTP) ---------------------------------
     def status(self, machine_id: str) -> dict[str, Any]:
