@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -33,6 +35,7 @@ from edge_agent.pump_sim import SENSORS, Pump
 N = 1500
 BREAK_AT = 1200  # pump_sim: ramped in over 10 s, restored 60 s later
 T0 = time.time() - 2 * N  # one row a second, all in the recent past
+PROMTOOL = shutil.which("promtool")
 
 
 def pump_rows(seed: int = 4) -> list[list[float]]:
@@ -109,6 +112,9 @@ def test_a_relation_break_raises_one_machine_alarm_naming_the_sensors(tmp_path: 
         assert 'edge_agent_machine_alarm{machine="l1/p1"} 1.0' in metrics
         assert 'edge_agent_machines{state="alarm"} 1.0' in metrics
         assert "edge_agent_machines_alarms_raised_total 1.0" in metrics
+        if PROMTOOL is not None:  # every machine family populated: valid exposition, no lint
+            res = subprocess.run([PROMTOOL, "check", "metrics"], input=metrics.encode(), capture_output=True, timeout=30)
+            assert res.returncode == 0 and not (res.stdout + res.stderr).strip(), (res.stdout + res.stderr).decode()
 
         publish(pub, rows, BREAK_AT + 50, N)  # the relation is restored at BREAK_AT + 60
         wait_for(lambda: len(machine_alarms.json()) >= 2, 60, "the machine alarm's clear")
