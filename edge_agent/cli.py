@@ -245,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rate", type=float, default=20.0, help="readings per second per sensor (default %(default)s)")
     d.add_argument("--http-port", type=int, default=8000, help="status page port, or the next free one (default %(default)s)")
     d.add_argument("--warmup", type=float, default=30.0, help="seconds before the simulator injects faults")
+    d.add_argument("--pumps", type=int, default=1, help="simulated pumps whose sensors move together; their relation breaks (default %(default)s)")
     d.add_argument("--state-dir", default="./demo-state", help="where the demo keeps models and its outbox (default %(default)s)")
     d.add_argument("--sparkplug", action="store_true", help="the plant speaks Sparkplug B, and the agent publishes as a Sparkplug edge node")
     d.set_defaults(func=cmd_demo)
