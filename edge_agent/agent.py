@@ -651,7 +651,7 @@ class Agent:
         if self.s3 is not None:
             self.s3.close()
         if self.machines is not None:
-            self.machines.close()
+            await self.machines.stop()  # machines/live.py: keeps their live state, then closes
         if self.commands is not None:
             self.commands.journal.close()
         self.trainer.close()

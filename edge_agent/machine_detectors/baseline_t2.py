@@ -380,6 +380,27 @@ class BaselineT2Detector:
             self.held[j] = 0.0
             self.last_z[j] = 0.0
 
+    # ---- live state (machines/checkpoint.py: kept across a clean restart) -------------------
+    _LIVE = ("m", "pv", "e", "held")
+
+    def live_state(self) -> dict[str, list[float]]:
+        """Where the baselines are now (the model's files hold them as at the end of the fit)."""
+        return {k: list(getattr(self, k)) for k in self._LIVE}
+
+    def set_live_state(self, state: dict[str, Any]) -> None:
+        """Take back a ``live_state()`` of this model: checked whole before anything changes."""
+        n = len(self.m)
+        checked = {}
+        for k in self._LIVE:
+            v = state.get(k)
+            if not isinstance(v, list) or len(v) != n or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in v):
+                raise ValueError(f"live state {k!r} must hold {n} finite numbers")
+            checked[k] = [float(x) for x in v]
+        if min(checked["pv"]) < 0.0 or min(checked["held"]) < 0.0:
+            raise ValueError("live state: variances and held times must be >= 0")
+        for k, v in checked.items():
+            setattr(self, k, v)
+
     # ---- persistence -----------------------------------------------------------------------
     _PARAMS = ("tau_s", "k", "hold_s", "shrink", "relation_r2", "gain_cap", "drift_significance", "max_lag", "warmup_rows", "threshold")
     _ARRAYS = ("q", "r", "c", "p_steady", "capped", "m", "pv", "e", "held")

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.config import AgentConfig
 from edge_agent.fitting import MachineFitRequest
+from edge_agent.machines import checkpoint
 from edge_agent.machines.machine_set import (
     Machine,
     MachineAlarmEvent,
@@ -109,12 +110,19 @@ class LiveMachines:
                 log.error("machine %r: stored model not loaded, machines.max_machines (%d) reached", mid, self.set.max_machines)
             except Exception as exc:
                 log.error("cannot adopt model for machine %r: %s", mid, exc)
+        # Where the baselines were at the last clean stop (machines/checkpoint.py).
+        live, errors = await agent.loop.run_in_executor(agent.executor, checkpoint.take, self.cfg.state_path(checkpoint.FILE))
+        n_live, refused = checkpoint.restore(self.set, live)
+        for err in errors + refused:
+            log.error("%s", err)
+        agent.model_errors.extend(errors + refused)
         for mid, (aid, ts) in open_alarms.items():
             try:
                 self.set.restore_alarm(mid, aid, ts)
             except TooManyMachines:
                 log.error("machine %r: its open alarm %s cannot be restored, machines.max_machines reached", mid, aid)
-        log.info("loaded %d machine model(s) from %s; %d machine alarm(s) open", self.n_loaded, self.store.root, len(open_alarms))
+        log.info("loaded %d machine model(s) from %s (%d with their live state); %d machine alarm(s) open",
+                 self.n_loaded, self.store.root, n_live, len(open_alarms))
         if self.cfg.s3.enabled:
             from edge_agent.s3_sync import MACHINE_MANIFEST_KIND, MACHINES_DIR, S3Sync
 
@@ -223,6 +231,19 @@ class LiveMachines:
         s = self.set
         in_alarm = sum(1 for m in s.machines.values() if m.alarm.active)
         return f"{len(s.machines)} machines ({in_alarm} in alarm), {s.n_scored} rows scored"
+
+    async def stop(self) -> None:
+        """At a clean stop (ingest has stopped): keep each machine's live state for the next
+        start (``machines/checkpoint.py``), then close."""
+        agent = self.agent
+        try:
+            doc = checkpoint.snapshot(self.set)
+            if doc["machines"] and agent.loop is not None:
+                n = await agent.loop.run_in_executor(agent.executor, checkpoint.write, self.cfg.state_path(checkpoint.FILE), doc)
+                log.info("kept the live state of %d machine(s) for the next start", n)
+        except OSError as exc:
+            log.error("cannot keep the machines' live state (they restart from their stored models): %s", exc)
+        self.close()
 
     def close(self) -> None:
         if self.s3 is not None:
