@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import BenchAgent, http_get, start_broker, summary, track, workdir
+from bench.loadgen import _varint
 
 SERIES = 200
 RATE = 2000.0  # readings/s, all series together
@@ -67,15 +68,6 @@ def series_id(s: int) -> str:
 
 
 # ---- child process: the reading publisher ----------------------------------------------------
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _connect(host: str, port: int, client_id: str) -> socket.socket:
     sock = socket.create_connection((host, port), timeout=5)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

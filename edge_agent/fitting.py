@@ -115,32 +115,21 @@ def fit_and_save(store_root: str | None, fsync: bool, req: FitRequest | MachineF
     (``store_root`` is then that store's root): ``ProcessTrainer`` serves both unchanged.
     """
     if isinstance(req, MachineFitRequest):
-        return _fit_and_save_machine(store_root, fsync, req)
-    det, stats, seconds = train(req)
-    extra = {"init_params": req.params, "train_seconds": seconds, "reason": req.reason}
-    if store_root is not None:
-        model = ModelStore(store_root, fsync=fsync).save(
-            req.series_id, det, n_samples=len(req.values), stats=stats, activate=req.activate, extra=extra
-        )
+        det, stats, seconds = train_machine(req)
+        extra = fit_extra(req, seconds)
+        item_id, n_samples = req.machine_id, len(req.rows)
+        store = ModelStore.for_machines(store_root, fsync=fsync) if store_root is not None else None
+    else:
+        det, stats, seconds = train(req)
+        extra = {"init_params": req.params, "train_seconds": seconds, "reason": req.reason}
+        item_id, n_samples = req.series_id, len(req.values)
+        store = ModelStore(store_root, fsync=fsync) if store_root is not None else None
+    if store is not None:
+        model = store.save(item_id, det, n_samples=n_samples, stats=stats, activate=req.activate, extra=extra)
         version, meta = model.version, model.meta
     else:
         version = 0
-        meta = {"detector": det.name, "n_samples": len(req.values), "stats": stats, "trained_at": time.time(), **extra}
-    params, arrays = det.get_state()
-    return version, meta, params, arrays
-
-
-def _fit_and_save_machine(store_root: str | None, fsync: bool, req: MachineFitRequest) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
-    det, stats, seconds = train_machine(req)
-    extra = fit_extra(req, seconds)
-    if store_root is not None:
-        model = ModelStore.for_machines(store_root, fsync=fsync).save(
-            req.machine_id, det, n_samples=len(req.rows), stats=stats, activate=req.activate, extra=extra
-        )
-        version, meta = model.version, model.meta
-    else:
-        version = 0
-        meta = {"detector": det.name, "n_samples": len(req.rows), "stats": stats, "trained_at": time.time(), **extra}
+        meta = {"detector": det.name, "n_samples": n_samples, "stats": stats, "trained_at": time.time(), **extra}
     params, arrays = det.get_state()
     return version, meta, params, arrays
 
