@@ -163,3 +163,62 @@ def test_a_held_machine_alarm_and_its_model_survive_a_restart(tmp_path: Path, mo
     assert [a["state"] for a in got] == ["raised", "cleared"], summary(got)
     assert got[1]["raised_alert_id"] == raised["alert_id"] and got[1]["seq"] == 1
     assert BREAK_AT + 60 <= got[1]["ts"] - T0 < BREAK_AT + 120, summary(got)
+
+
+@pytest.mark.timeout(180)
+def test_the_agent_pushes_machine_models_and_serves_a_pulled_one(tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 (moto server): the agent's machine model goes up under .machines/; a newer one
+    published for the fleet comes down and is used without a restart."""
+    import os
+    import uuid
+
+    import boto3
+    from botocore.config import Config
+    from s3_server import FAKE_CREDENTIALS, MotoServer
+
+    from edge_agent.config import AgentConfig
+    from edge_agent.machines import MachineSet
+    from edge_agent.model_store import ModelStore
+    from edge_agent.pipeline import InlineTrainer
+    from edge_agent.s3_sync import MACHINE_MANIFEST_KIND, MACHINES_DIR, S3Sync
+
+    for k, v in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(k, v)
+    rows = pump_rows()
+    with MotoServer() as moto:
+        s3 = boto3.client("s3", endpoint_url=moto.endpoint_url, region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+        bucket = f"models-{uuid.uuid4().hex[:8]}"
+        s3.create_bucket(Bucket=bucket)
+        s3cfg = {"enabled": True, "bucket": bucket, "endpoint_url": moto.endpoint_url, "region": "us-east-1",
+                 "fleet_prefix": "fleet/models", "interval_s": 0.5, "retry_initial_s": 0.2, "retry_max_s": 1.0, "timeout_s": 2.0}
+        cfg = agent_config(tmp_path, mosquitto, **{
+            "subscriptions": [{"topic": "plant/{line}/{machine}/{sensor}", "series": "{machine}/{sensor}", "machine": "{line}/{machine}"}],
+            "ingest": {"max_past_age_s": 1e6}, "s3": s3cfg})
+        agent = AgentProcess(tmp_path, cfg, env={k: v for k, v in os.environ.items() if k.startswith("AWS_")}).start()
+        pub = Publisher(mosquitto)
+        try:
+            agent.wait_connected()
+            publish(pub, rows, 0, 450)
+
+            def keys() -> list[str]:
+                return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+            wait_for(lambda: "edge-agent/gw-test/.machines/l1%2Fp1/v000001/manifest.json" in keys(), 30, "machine v1 pushed")
+
+            # The control room publishes a machine model for the fleet (fitted on later rows).
+            pcfg = AgentConfig.model_validate({"gateway_id": "models", "state_dir": str(tmp_path / "publisher"),
+                                               "s3": {**s3cfg, "prefix": "fleet", "fleet_prefix": None}})
+            pstore = ModelStore.for_machines(tmp_path / "publisher" / "machine_models", fsync=False)
+            ms = MachineSet(pcfg, InlineTrainer(), lambda e: None, store=pstore)
+            for t in range(400, 900):
+                ms.feed_row("l1/p1", list(zip(SENSORS, rows[t], strict=True)), T0 + t)
+            assert pstore.active_version("l1/p1") == 1
+            report = S3Sync(pcfg, pstore, db_path=tmp_path / "publisher" / "s3m.sqlite", remote_dir=MACHINES_DIR, kind=MACHINE_MANIFEST_KIND).sync_once()
+            assert report.ok and report.pushed == 1, report
+            agent.wait_log("machine 'l1/p1': model v2 (baseline_t2) pulled from S3 is active", 30)
+            store = ModelStore.for_machines(agent.state_dir / "machine_models")
+            assert store.active_version("l1/p1") == 2 and store.read_meta("l1/p1", 2)["imported_from"]["source"] == "fleet/models/.machines"
+            assert not any(k.startswith("edge-agent/gw-test/.machines/") and "/v000002/" in k for k in keys())  # not pushed back
+        finally:
+            pub.close()
+            assert agent.stop() == 0
