@@ -103,3 +103,26 @@ def test_simulate_publishes_pumps_and_prints_the_break(tmp_path: Path, mosquitto
         assert len(msgs) > 50 and set(msgs[0]) == {"ts", *SENSORS}
     finally:
         sub.close()
+
+
+@pytest.mark.timeout(60)
+def test_pumps_publish_at_their_own_rate_and_breaks_wait_for_their_warmup(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    sub = Subscriber(mosquitto, "plc/#")
+    assert sub.subscribed.wait(10)
+    try:
+        sim = subprocess.run(
+            [sys.executable, "-m", "edge_agent", "simulate", "--broker", mosquitto.address, "--machines", "1", "--pumps", "1",
+             "--pump-format", "json_multi", "--rate", "20", "--pump-rate", "4", "--duration", "3", "--warmup", "0",
+             "--break-rate", "200000", "--break-warmup", "30", "--seed", "3"],
+            capture_output=True, text=True, timeout=30, cwd=REPO,
+        )
+        assert sim.returncode == 0, sim.stderr
+        events = [json.loads(line) for line in sim.stdout.splitlines()]
+        assert not [e for e in events if e.get("fault") == "relation_break"]  # held back by --break-warmup
+        time.sleep(0.5)
+        msgs = sub.json()
+        assert 8 <= len(msgs) <= 14, len(msgs)  # 4 a second for 3 s, not 20
+        gaps = np.diff([m["ts"] for m in msgs])
+        assert 0.2 <= float(np.median(gaps)) <= 0.3
+    finally:
+        sub.close()
