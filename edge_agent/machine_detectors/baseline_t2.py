@@ -188,15 +188,18 @@ class BaselineT2Detector:
         steps = np.diff(t)
         steps = steps[steps > 0]
         self.sensors = sensors
+        dt0 = float(np.median(steps)) if steps.size else 1.0
         # Relations over half the smoothing window: the movements the detector looks at.
-        rel_lag = max(1, round(self.tau_s / (2.0 * self.dt0)))
+        rel_lag = max(1, round(self.tau_s / (2.0 * dt0)))
         rel_target, rel_coef, rel_r2 = relations(x, self.relation_r2, rel_lag)
         self._set_arrays(p, rel_target, rel_coef)
-        self.dt0 = float(np.median(steps)) if steps.size else 1.0
+        self.dt0 = dt0
         self._derived()
         xc = self._channels(x)
         nch = xc.shape[1]
-        lags = [lag for lag in (2**i for i in range(12)) if lag <= self.max_lag and lag < n // 4]
+        # Variogram lags up to max_lag seconds' worth of rows (max_lag rows at 1 Hz).
+        max_lag_rows = max(2.0, self.max_lag / dt0)
+        lags = [lag for lag in (2**i for i in range(16)) if lag <= max_lag_rows and lag < n // 4]
         for j in range(nch):
             r, q_row = variogram_noise_and_drift(xc[:, j], lags, self.drift_significance)
             floor = noise_floor(xc[:, j])
