@@ -32,6 +32,14 @@ def test_assessment_counts_catches_holds_and_nuisance() -> None:
     not_held = scenarios.ScenarioResult("n", "noise", 400, 300, [f], raised=[103], ended=[(150, "cleared")], kinds=["spike"], seconds=0.0)
     assert scenarios.assess(not_held)[0][0].held is False
     assert scenarios.fault_free_readings(r) == 300 - (100 + scenarios.GRACE)
+    # A sustained fault raised only after its end (at the jump back to normal) is not caught,
+    # and that raise is no nuisance either; a spike may still be caught in the grace readings.
+    late = scenarios.ScenarioResult("n", "noise", 400, 300, [f], raised=[200], ended=[(215, "cleared")], kinds=["spike"], seconds=0.0)
+    (o,), nuisance = scenarios.assess(late)
+    assert (o.caught, o.held, nuisance) == (False, False, [])
+    spike = scenarios.Fault("spike", 100, 100)
+    late_spike = scenarios.ScenarioResult("n", "noise", 400, 300, [spike], raised=[104], ended=[(120, "cleared")], kinds=["level_shift"], seconds=0.0)
+    assert scenarios.assess(late_spike)[0][0].caught is True
 
 
 def test_default_detector_on_the_small_suite() -> None:

@@ -8,8 +8,11 @@ same alarm state machine as live), and scored on what an operator wants:
 
 * **nuisance alarms**: alarms raised on fault-free signals (and, on faulty ones, outside
   every fault's span), per 1,000 fault-free scored readings;
-* **caught**: a fault is caught when an alarm is raised between its first reading and
-  ``GRACE`` readings after its last; **delay** counts readings from its first reading;
+* **caught**: a spike is caught when an alarm is raised between its reading and ``GRACE``
+  readings after it; a sustained fault, when one is raised between its first reading and its
+  last (a raise in the ``GRACE`` readings after it is no nuisance alarm, but it answers the
+  fault's *end*, the jump back to normal, and catches nothing); **delay** counts readings from
+  the fault's first reading;
 * **held**: a sustained fault (step, drift, noise burst, stuck) is held when the alarm that
   caught it stays raised, without clearing, up to the fault's last reading;
 * **cleared after**: readings from a sustained fault's last reading to the alarm's clear.
@@ -49,7 +52,7 @@ NORMAL_KINDS = ("noise", "trend", "cycle", "wander", "quantised")
 FAULT_KINDS = ("spike", "step", "drift", "noise", "stuck")
 SUSTAINED = ("step", "drift", "noise", "stuck")
 DAY_S = 86400.0
-GRACE = 20  # readings after a fault's last one in which a raise still counts as catching it
+GRACE = 20  # readings after a fault's last one in which a raise is no nuisance (and catches a spike)
 
 # Fault sizes, in units of the series' one-step noise u (see the module docstring).
 SPIKE_U = 10.0
@@ -273,8 +276,12 @@ def assess(r: ScenarioResult) -> tuple[list[FaultOutcome], list[int]]:
     outcomes = []
     used: set[int] = set()
     for f in r.faults:
-        hits = [k for k, i in enumerate(r.raised) if f.start <= i <= f.end + GRACE]
-        used.update(hits)
+        excused = [k for k, i in enumerate(r.raised) if f.start <= i <= f.end + GRACE]
+        used.update(excused)
+        # A sustained fault is caught only while it lasts: a ramp alarmed only by the jump of its
+        # return to normal counted as caught, and then as held (its alarm outlived its end).
+        last = f.end if f.kind in SUSTAINED else f.end + GRACE
+        hits = [k for k in excused if r.raised[k] <= last]
         if not hits:
             outcomes.append(FaultOutcome(r.name, r.normal, f.kind, False, None, False if f.kind in SUSTAINED else None, None, None))
             continue
