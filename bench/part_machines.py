@@ -7,7 +7,12 @@
   ``MachineSet.feed`` x 8 (the per-sensor-topic path), per row;
 * ``Ingest.handle`` of a ``json_multi`` message of 8 readings: 8 series and the machine, and
   the same without a MachineSet (the series only), per message;
-* memory: ``tracemalloc`` growth per machine with a fitted model and a full row buffer.
+* memory: ``tracemalloc`` growth per machine with a fitted model and a full row buffer;
+* the agent's path (``agent``): a real ``edge-agent run`` (mosquitto, a json_multi
+  subscription with ``machine``) drains the same messages, published in one burst after its
+  machine model exists; its CPU seconds per message (8 series + the machine row, MQTT
+  receive included) beside the same agent without ``machine``, and the machine rows'
+  ``score_row`` latency as the agent's own ``/metrics`` histogram records it (every 8th row).
 """
 
 from __future__ import annotations
@@ -198,6 +203,84 @@ def run(quick: bool = False) -> dict[str, Any]:
         "buffer_bytes_per_machine": fill * (len(sensors) + 1) * 8,
         "note": "tracemalloc growth (Python and numpy allocations) with a fitted model and a full row buffer; the ring of complete rows is most of it",
     }
+    out["agent"] = _agent_path(x, ts, sensors, 2000 if quick else 6000)
+    return out
+
+
+def _histogram_quantile(text: str, name: str, q: float) -> float | None:
+    """The upper bound of the bucket holding quantile ``q`` of a Prometheus histogram."""
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    total = buckets[-1][1]
+    for le, count in sorted(buckets):
+        if count >= q * total:
+            return le
+    return None
+
+
+def _agent_path(x: np.ndarray, ts: np.ndarray, sensors: list[str], n: int) -> dict[str, Any]:
+    from bench.common import BenchAgent, _h, cpu_seconds, http_get, start_broker, wait_for, workdir
+
+    Publisher = _h.Publisher  # noqa: N806 - tests/helpers.py's PLC-side client
+
+    train = 400
+    t_end = time.time() - 60.0
+    t0 = t_end - float(ts[train + n] - ts[0])  # the rows' own spacing, ending a minute ago
+    payloads = [json.dumps({"ts": t0 + float(ts[i] - ts[0]), **dict(zip(sensors, x[i % len(x)].tolist(), strict=True))})
+                for i in range(train + n)]
+    out: dict[str, Any] = {"messages": n, "readings_per_message": len(sensors)}
+    broker = start_broker("machines-broker")
+    try:
+        for label, machine in (("series_and_machine", "{machine}"), ("series_only", None)):
+            sub: dict[str, Any] = {"topic": "plc/{machine}", "series": "{machine}/{sensor}", "format": "json_multi"}
+            if machine:
+                sub["machine"] = machine
+            agent = BenchAgent(workdir(f"machines-agent-{label}"), broker, name=label, **{
+                "subscriptions": [sub], "ingest.max_past_age_s": 1e6, "detector.min_train_samples": train,
+                "machines.min_train_rows": train, "log.level": "WARNING"})
+            agent.start()
+            try:
+                agent.wait_ready(60)
+                pub = Publisher(broker)
+                try:
+                    for p in payloads[:train + 10]:
+                        pub.publish("plc/pump", p).wait_for_publish(30)
+                    wait_for(lambda a=agent: a.metric("readings_scored") > 0, 60, "series models")
+                    if machine:
+                        wait_for(lambda a=agent: a.metric("machines_models_trained") > 0, 60, "the machine model")
+                    scored0 = agent.metric("readings_scored")
+                    cpu0 = cpu_seconds(agent.pid)
+                    infos = [pub.publish("plc/pump", p) for p in payloads[train + 10:]]
+                    for info in infos:
+                        info.wait_for_publish(60)
+                    want = scored0 + len(infos) * len(sensors)
+                    wait_for(lambda a=agent, w=want: a.metric("readings_scored") >= w, 120, f"{want} readings scored")
+                    cpu = cpu_seconds(agent.pid) - cpu0
+                finally:
+                    pub.close()
+                _, body = http_get(agent.url("/metrics"), timeout=10)
+                text = body.decode()
+                res: dict[str, Any] = {"cpu_us_per_message": 1e6 * cpu / len(infos), "messages": len(infos)}
+                if machine:
+                    name = "edge_agent_machines_score_latency_seconds"
+                    res["score_row_p50_bucket_us"] = 1e6 * (_histogram_quantile(text, name, 0.5) or float("nan"))
+                    res["score_row_p99_bucket_us"] = 1e6 * (_histogram_quantile(text, name, 0.99) or float("nan"))
+                    res["rows_scored"] = agent.metric("machines_rows_scored")
+                    res["alarms_raised"] = agent.metric("machines_alarms_raised")
+                out[label] = res
+            finally:
+                agent.stop()
+    finally:
+        broker.stop()
+    a, b = out["series_and_machine"]["cpu_us_per_message"], out["series_only"]["cpu_us_per_message"]
+    out["machine_cpu_us_per_row"] = a - b
+    out["note"] = ("CPU of the agent process per json_multi message, MQTT receive included; the machine's cost per row is "
+                   "the difference. The latency histogram's buckets are coarse: a p99 'bucket' is an upper bound")
     return out
 
 

@@ -97,6 +97,7 @@ class Agent:
         self.sparkplug: Any = None  # edge_agent.sparkplug.Sparkplug when a Sparkplug part is configured
         # Alarm conditions, acknowledgement, shelves, alarm rate (annunciator.py).
         self.annunciator = Annunciator(cfg, self, lambda sid: self.pipeline.series.get(sid) if self.pipeline is not None else None)
+        self.machines: Any = None  # machines.live.LiveMachines when a subscription names a machine (issue 14)
 
     # ---- messages --------------------------------------------------------------------------
     def _status_payload(self, state: str, reason: str | None = None) -> bytes:
@@ -350,7 +351,13 @@ class Agent:
             store=self.store,
             on_model=self.on_model,
         )
-        self.ingest = Ingest(self.cfg, self.pipeline, on_reject=self._dead_letter if self.cfg.ingest.dead_letter_topic else None)
+        # ---- machines (issue 14): everything machine-side is in machines/live.py ----
+        from edge_agent.machines import live as machines_live
+
+        if machines_live.wanted(self.cfg):
+            self.machines = machines_live.LiveMachines(self)
+        self.ingest = Ingest(self.cfg, self.pipeline, on_reject=self._dead_letter if self.cfg.ingest.dead_letter_topic else None,
+                             machines=self.machines.set if self.machines is not None else None)
         try:
             loaded = await self.loop.run_in_executor(self.executor, self._load_models)
         except OSError as exc:
@@ -361,6 +368,11 @@ class Agent:
 
         open_alarms = await self.loop.run_in_executor(self.executor, read_alarm_states, self.outbox.path)
         seqs = await self.loop.run_in_executor(self.executor, read_alarm_seqs, self.outbox.path)
+        # Machines keep their alarms in the same tables, under keys no series id can be.
+        open_alarms, machine_alarms = machines_live.split_keys(open_alarms)
+        seqs, machine_seqs = machines_live.split_keys(seqs)
+        if self.machines is not None:
+            await self.machines.start(machine_alarms, machine_seqs)
         # Alarm ids go on from each series' last sequence number (set before any series exists);
         # and readings the broker redelivers from before a series' last alarm edge were scored
         # by the last run.
@@ -532,6 +544,7 @@ class Agent:
         if self.sparkplug is not None:
             problems += self.sparkplug.problems()
         problems += series_budget.problems(self.pipeline) if self.pipeline is not None else []
+        problems += self.machines.problems() if self.machines is not None else []
         if self.store_error is not None:
             problems.append(f"model store degraded, fits cannot be saved (series keep learning): {self.store_error}")
         if self.model_errors:
@@ -552,6 +565,7 @@ class Agent:
         return (
             f"{len(p.series)} series, {p.n_scored} scored, {p.n_raised} alarms raised; {broker}; "
             f"outbox {self.outbox.depth}" + (" DEGRADED" if self.outbox.degraded else "")
+            + (f"; {self.machines.status_line()}" if self.machines is not None else "")
         )
 
     def ready(self) -> bool:
@@ -581,6 +595,8 @@ class Agent:
         await self.outbox.close(1.0)
         if self.s3 is not None:
             self.s3.close()
+        if self.machines is not None:
+            await self.machines.stop()  # machines/live.py: keeps their live state, then closes
         if self.commands is not None:
             self.commands.journal.close()
         self.trainer.close()

@@ -108,8 +108,7 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
         tasks.append(asyncio.create_task(agent.s3.run_forever(agent.s3_wake, on_report=agent.after_sync), name="s3-sync"))
     if agent.sparkplug is not None:
         tasks += agent.sparkplug.tasks()
-    # Machines (issue 14, the machine branch): their tasks, once Agent.machines exists.
-    if getattr(agent, "machines", None) is not None:
+    if agent.machines is not None:  # machines/live.py (issue 14)
         tasks += agent.machines.tasks()
     for factory in extra_tasks or []:
         tasks.append(asyncio.create_task(factory(agent)))

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -92,60 +93,85 @@ def _show_series(cfg: AgentConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir or _load(args.config).state_dir)
+
+
 def _store(args: argparse.Namespace):
     from edge_agent.model_store import ModelStore
 
-    state = args.state_dir or _load(args.config).state_dir
-    return ModelStore(Path(state) / "models")
+    if getattr(args, "machine", False):
+        return ModelStore.for_machines(_state_dir(args) / "machine_models")
+    return ModelStore(_state_dir(args) / "models")
+
+
+def _list_rows(store: Any, key: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per stored id (``key``: "series" or "machine"), and what cannot be named.
+    Read-only: it reports what the agent would repair or skip at start, and why."""
+    from edge_agent.model_store import ModelLoadError
+
+    scan = store.scan(repair=False)
+    rows = []
+    for sid in scan.series:
+        active, problem = store.read_active(sid)
+        meta: dict = {}
+        problems = [problem] if problem else []
+        if active is not None:
+            try:
+                meta = store.read_meta(sid, active)
+            except ModelLoadError as exc:
+                problems.append(str(exc))
+        if sid in scan.recovered:
+            problems.append("series.json missing or corrupt (the agent rewrites it from the versions at start)")
+        rows.append({key: sid, "active": active, "versions": store.versions(sid), "detector": meta.get("detector"),
+                     "status": "ok" if not problems else "problem", "problems": problems})
+    return rows, [p for p in scan.problems if "not loaded" in p]
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from edge_agent.model_store import ModelLoadError
+    from edge_agent.model_store import ModelLoadError, ModelStore
 
     store = _store(args)
     if args.action == "list":
-        # Read-only: it reports what the agent would repair or skip at start, and why.
-        scan = store.scan(repair=False)
-        rows = []
-        for sid in scan.series:
-            active, problem = store.read_active(sid)
-            meta: dict = {}
-            problems = [problem] if problem else []
-            if active is not None:
-                try:
-                    meta = store.read_meta(sid, active)
-                except ModelLoadError as exc:
-                    problems.append(str(exc))
-            if sid in scan.recovered:
-                problems.append("series.json missing or corrupt (the agent rewrites it from the versions at start)")
-            rows.append({"series": sid, "active": active, "versions": store.versions(sid), "detector": meta.get("detector"),
-                         "status": "ok" if not problems else "problem", "problems": problems})
-        unnamed = [p for p in scan.problems if "not loaded" in p]
+        rows, unnamed = _list_rows(store, "series")
+        # Machines (docs/machines.md) beside the series, when the agent has stored any.
+        machines_root = _state_dir(args) / "machine_models"
+        mrows: list[dict[str, Any]] = []
+        if machines_root.is_dir():
+            mrows, munnamed = _list_rows(ModelStore.for_machines(machines_root), "machine")
+            unnamed += munnamed
         for p in unnamed:
-            print(f"not a loadable series: {p}", file=sys.stderr)
+            print(f"not a loadable series or machine: {p}", file=sys.stderr)
         if args.json:
-            print(json.dumps(rows, indent=1))
+            print(json.dumps(rows + mrows, indent=1))
         else:
-            print(f"{'SERIES':40} {'ACTIVE':>6} {'VERSIONS':>8}  {'DETECTOR':16} STATUS")
-            for r in rows:
-                print(f"{r['series'][:40]:40} {r['active'] or '-':>6} {len(r['versions']):>8}  {str(r['detector']):16} "
-                      + ("ok" if not r["problems"] else "; ".join(r["problems"])[:200]))
-        return 1 if unnamed or any(r["problems"] for r in rows) else 0
+            for key, listed in (("series", rows), ("machine", mrows)):
+                if key == "machine" and not listed:
+                    continue
+                if key == "machine":
+                    print()
+                print(f"{key.upper():40} {'ACTIVE':>6} {'VERSIONS':>8}  {'DETECTOR':16} STATUS")
+                for r in listed:
+                    print(f"{r[key][:40]:40} {r['active'] or '-':>6} {len(r['versions']):>8}  {str(r['detector']):16} "
+                          + ("ok" if not r["problems"] else "; ".join(r["problems"])[:200]))
+        return 1 if unnamed or any(r["problems"] for r in rows + mrows) else 0
+    what = "machine" if args.machine else "series"
     if not args.series:
-        print("models show/rollback: give a series id", file=sys.stderr)
+        print(f"models show/rollback: give a {what} id", file=sys.stderr)
         return 2
     try:
         if args.action == "show":
             version = args.version or store.active_version(args.series)
             if version is None:
-                print(f"series {args.series!r} has no model", file=sys.stderr)
+                print(f"{what} {args.series!r} has no model", file=sys.stderr)
                 return 1
             meta = store.read_meta(args.series, version)
             meta["active"] = version == store.active_version(args.series)
             print(json.dumps(meta, indent=1, sort_keys=True))
             return 0
         model = store.rollback(args.series, args.version)
-        print(f"series {args.series!r}: version {model.version} is now active (restart the agent, or use the rollback command topic, for a running agent to pick it up)")
+        print(f"{what} {args.series!r}: version {model.version} is now active (restart the agent"
+              + (")" if args.machine else ", or use the rollback command topic, for a running agent to pick it up)"))
         return 0
     except ModelLoadError as exc:
         print(str(exc), file=sys.stderr)
@@ -198,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="inspect or roll back the local model store (offline)")
     m.add_argument("action", choices=["list", "show", "rollback"], help="list all series, show one model's metadata, or roll one back")
-    m.add_argument("series", nargs="?", help="series id, e.g. m1/temp (show, rollback)")
+    m.add_argument("series", nargs="?", help="series id, e.g. m1/temp, or with --machine a machine id, e.g. line1/p7 (show, rollback)")
+    m.add_argument("--machine", action="store_true", help="show, rollback: the id is a machine's (state_dir/machine_models); list shows both")
     m.add_argument("--version", type=int, help="version to show or roll back to (default: active / previous)")
     src = m.add_mutually_exclusive_group(required=True)
     src.add_argument("-c", "--config", help="take the state directory from this config file")
@@ -218,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rate", type=float, default=20.0, help="readings per second per sensor (default %(default)s)")
     d.add_argument("--http-port", type=int, default=8000, help="status page port, or the next free one (default %(default)s)")
     d.add_argument("--warmup", type=float, default=30.0, help="seconds before the simulator injects faults")
+    d.add_argument("--pumps", type=int, default=1, help="simulated pumps whose sensors move together; their relation breaks (default %(default)s)")
     d.add_argument("--state-dir", default="./demo-state", help="where the demo keeps models and its outbox (default %(default)s)")
     d.add_argument("--sparkplug", action="store_true", help="the plant speaks Sparkplug B, and the agent publishes as a Sparkplug edge node")
     d.set_defaults(func=cmd_demo)

@@ -218,8 +218,24 @@ class MachineRowsConfig(_Strict):
 
 
 class MachineAlarmsConfig(_Strict):
+    # The same decision as a series' (alarm_state.py, AlarmPolicy.from_config reads the first
+    # four keys), with the same defaults as ``alarms.*``: docs/machines.md has the SKAB figures.
+    hold_ratio: Annotated[float, Field(gt=0, le=1)] = 0.7
     clear_after: Annotated[int, Field(ge=1)] = 10
-    clear_ratio: Annotated[float, Field(gt=0, le=1)] = 0.8
+    accept_after_s: Annotated[float, Field(ge=0)] | None = 7 * 86400.0
+    accept_min_readings: Annotated[int, Field(ge=1)] = 1000
+    # A sibling of the series' alerts/ level, so that no series id can render to a machine's
+    # alarm topic and a subscriber of edge/+/alerts/# never gets a payload it does not know.
+    topic: str = "edge/{gateway_id}/machine_alerts/{machine}"
+    qos: Literal[0, 1, 2] = 1
+    state_topic: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "clear_ratio" in data:
+            raise ValueError("clear_ratio is now hold_ratio, as in alarms.hold_ratio (a row below hold_ratio x threshold counts towards the clear)")
+        return data
 
 
 class MachinesConfig(_Strict):

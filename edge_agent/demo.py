@@ -19,6 +19,7 @@ from edge_agent.logsetup import setup_logging
 from edge_agent.simulator import simulate
 
 GATEWAY = "gw-demo"
+PUMP_TRAIN_ROWS = 120  # a pump's first model after 2 min of its 1 Hz rows (the default is 400)
 
 
 def _port_free(port: int) -> bool:
@@ -71,7 +72,9 @@ async def _print_alarms(host: str, port: int) -> None:
     def on_message(client, topic, payload, qos, props):  # noqa: ANN001 - gmqtt callback
         try:
             a = json.loads(payload)
-            print(f"ALARM {a['state']:8} {a['series']:14} ts={a['ts']:.2f} {a.get('message', '')} "
+            # A machine's alarm names the sensors that explain it (docs/machines.md).
+            what = "MACHINE ALARM" if "machine" in a else "ALARM"
+            print(f"{what} {a['state']:8} {a.get('series') or a['machine']:14} ts={a['ts']:.2f} {a.get('message', '')} "
                   f"[{a['model']['detector']} v{a['model']['version']}, id {a['alert_id']}]", flush=True)
         except (ValueError, KeyError, TypeError):
             pass
@@ -81,6 +84,7 @@ async def _print_alarms(host: str, port: int) -> None:
     client.on_message = on_message
     await client.connect(host, port, version=MQTTv311)
     client.subscribe(f"edge/{GATEWAY}/alerts/#", qos=1)
+    client.subscribe(f"edge/{GATEWAY}/machine_alerts/#", qos=1)
     try:
         await asyncio.Event().wait()
     finally:
@@ -112,6 +116,15 @@ async def demo(args: argparse.Namespace) -> int:
         "detector": {"min_train_samples": 200},
         "http": {"port": http_port},
     }
+    pumps = 0 if sparkplug else getattr(args, "pumps", 1)
+    if pumps:
+        # Pumps beside the plain machines: one json_multi message per pump and reading, its
+        # five sensors series of their own and one machine row (docs/machines.md).
+        doc["subscriptions"] = [
+            {"topic": "plant/{line}/{machine}/{sensor}", "series": "{machine}/{sensor}"},
+            {"topic": "plc/{line}/{machine}", "format": "json_multi", "series": "{machine}/{sensor}", "machine": "{line}/{machine}"},
+        ]
+        doc["machines"] = {"min_train_rows": PUMP_TRAIN_ROWS}
     if sparkplug:
         # The simulated plant is a Sparkplug edge node (group "plant", node "line1"); the agent
         # reads it and is itself an edge node (group "edge-agent", node GATEWAY) for SCADA.
@@ -121,17 +134,20 @@ async def demo(args: argparse.Namespace) -> int:
     readings = (f"spBv1.0/plant/DDATA/line1/m<N> (Sparkplug B, {args.machines} machines x 3 sensors at {args.rate:g} Hz)"
                 if sparkplug else f"plant/line1/m<N>/<sensor>  ({args.machines} machines x 3 sensors at {args.rate:g} Hz)")
     series = "plant/line1/<machine>/<sensor>" if sparkplug else "<machine>/<sensor>"
+    if pumps:
+        readings += f"\n              plc/line1/p<N>  ({pumps} pump(s) at 1 Hz, 5 correlated sensors in one json_multi message)"
+    machine_out = f"\n  machine     edge/{GATEWAY}/machine_alerts/line1/p<N>  (a pump's relation break: current up as flow falls, from ~{PUMP_TRAIN_ROWS + 15} s)" if pumps else ""
     spb_out = f"\n  sparkplug   spBv1.0/edge-agent/+/{GATEWAY}/#  (NBIRTH, DBIRTH per machine, DDATA, NDEATH)" if sparkplug else ""
     print(
         f"""
 edge-agent demo
   broker      {host}:{port} ({'embedded amqtt, MQTT 3.1.1' if broker else 'yours'})
   readings    {readings}
-  alarms      edge/{GATEWAY}/alerts/{series}{spb_out}
+  alarms      edge/{GATEWAY}/alerts/{series}{machine_out}{spb_out}
   status page http://127.0.0.1:{http_port}/   metrics http://127.0.0.1:{http_port}/metrics
 
   watch the alarms:  mosquitto_sub -h {host} -p {port} -t 'edge/{GATEWAY}/#' -v
-  models train after 200 readings per series (~{200 / args.rate:.0f} s); faults start after {args.warmup:g} s.
+  models train after 200 readings per series (~{200 / args.rate:.0f} s), a pump's after {PUMP_TRAIN_ROWS} s; faults start after {args.warmup:g} s.
   Injected faults are printed below as JSON lines. Ctrl-C stops everything.
 """,
         flush=True,
@@ -142,6 +158,11 @@ edge-agent demo
         broker=f"{host}:{port}", machines=args.machines, rate=args.rate, duration=0.0, line="line1",
         fault_rate=120.0, warmup=args.warmup, day_seconds=300.0, seed=None, qos=1,
         sparkplug=sparkplug, group="plant",
+        # Pumps at 1 Hz: baseline_t2 learns a pump's relations from rows spanning its load's
+        # swings (periods up to 3 min); at the demo's 20 Hz, 120 rows would span 6 s. Breaks
+        # start once its model can exist (120 rows, then the fit).
+        pumps=pumps, pump_format="json_multi", pump_rate=1.0, break_rate=40.0, break_seconds=60.0,
+        break_warmup=PUMP_TRAIN_ROWS + 15.0,
     )
     sim = asyncio.create_task(simulate(sim_args))
     scada = asyncio.create_task(_print_alarms(host, port))

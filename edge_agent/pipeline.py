@@ -211,8 +211,11 @@ class ProcessTrainer:
                 h.timer = self.loop.call_later(self.timeout_s + h.grace, self._timed_out, h)
 
     def _start(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None) -> None:
-        root = str(self.store.root) if self.store is not None else None
-        fsync = self.store.fsync if self.store is not None else False
+        # The requester's own store (None: in memory): the agent's MachineSet shares this
+        # trainer (one worker process for every fit) and saves into the machine store.
+        store = pipeline.store if hasattr(pipeline, "store") else self.store
+        root = str(store.root) if store is not None else None
+        fsync = store.fsync if store is not None else False
         try:
             pool = self._pool()
             fut = self.loop.run_in_executor(pool, fit_and_save, root, fsync, request)

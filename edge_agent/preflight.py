@@ -30,6 +30,8 @@ _PUBLISH_TOPICS: tuple[tuple[tuple[str, str], frozenset[str]], ...] = (
     (("alarms", "state_topic"), frozenset({"gateway_id", "series"})),
     (("status", "topic"), frozenset({"gateway_id"})),
     (("ingest", "dead_letter_topic"), frozenset({"gateway_id"})),
+    (("machines", "alarms", "topic"), frozenset({"gateway_id", "machine"})),
+    (("machines", "alarms", "state_topic"), frozenset({"gateway_id", "machine"})),
 )
 _MIN_KEY_CHARS = 32  # `edge-agent keygen` writes 64 hex characters (32 random bytes)
 
@@ -243,6 +245,7 @@ def _templates(cfg: AgentConfig, report: Report) -> None:
         template = _value(cfg, path)
         if template:
             _check_publish_topic(cfg, report, path, str(template), allowed)
+    _machine_topics_apart(cfg, report)
     if cfg.commands.enabled:
         path = ("commands", "topic")
         try:
@@ -267,6 +270,23 @@ def _check_publish_topic(cfg: AgentConfig, report: Report, path: tuple[str, ...]
     unknown = used - allowed
     if unknown:
         _err(report, cfg, path, f"{template!r}: unknown field(s) {_fields(unknown)}; the agent fills in {_fields(allowed)}")
+
+
+def _machine_topics_apart(cfg: AgentConfig, report: Report) -> None:
+    """A warning when a machine's alarm topic can be a series' (series and machine ids are
+    any strings): their literal heads, up to the first id, must differ somewhere."""
+    if not any(sub.machine is not None for sub in cfg.subscriptions):
+        return
+    pairs = ((("machines", "alarms", "topic"), ("alarms", "topic")), (("machines", "alarms", "state_topic"), ("alarms", "state_topic")))
+    for mpath, spath in pairs:
+        mt, st = _value(cfg, mpath), _value(cfg, spath)
+        if not mt or not st:
+            continue
+        mhead = str(mt).replace("{gateway_id}", cfg.gateway_id).split("{", 1)[0]
+        shead = str(st).replace("{gateway_id}", cfg.gateway_id).split("{", 1)[0]
+        if mhead.startswith(shead) or shead.startswith(mhead):
+            _warn(report, cfg, mpath, f"{mt!r} and {'.'.join(spath)} {st!r} can render the same topic for a machine and a "
+                  f"series (ids are free text): start them differently, e.g. the default edge/{{gateway_id}}/machine_alerts/{{machine}}")
 
 
 def _fields(names: set[str] | frozenset[str]) -> str:

@@ -42,6 +42,13 @@ is downloaded to memory, verified, and imported with ``ModelStore.import_version
 never pulled back. The imported meta gains ``imported_from`` (source, remote version,
 manifest sha256), so provenance survives the loss of the SQLite file.
 
+Machine models (``edge_agent/machines/live.py``) sync the same way with a second ``S3Sync``
+over the machine store: ``remote_dir=".machines"`` puts them under ``{root}/.machines/``
+(a segment no series key can be: ``safe_name`` never yields a dot, and the series listing
+takes only ``{root}/{key}/v{N}/{file}``), their manifests say ``"kind":
+"edge-agent-machine-model"`` (each sync takes only its own kind, so a series model is never
+imported as a machine's, nor the reverse), and their queue lives in its own SQLite file.
+
 Failures. ``sync_once`` never raises: an unreachable or failing S3 aborts the pass and
 is reported (``SyncReport.ok`` false); pending work stays queued. ``run_forever`` retries
 with capped exponential backoff with jitter (``s3.retry_initial_s`` .. ``s3.retry_max_s``)
@@ -76,6 +83,8 @@ log = logging.getLogger("edge_agent.s3_sync")
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 MANIFEST_KIND = "edge-agent-model"
+MACHINE_MANIFEST_KIND = "edge-agent-machine-model"
+MACHINES_DIR = ".machines"
 MODEL_FILES = (META, ARRAYS)
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -249,8 +258,12 @@ class S3Sync:
         client_factory: Callable[[], Any] | None = None,
         *,
         db_path: str | Path | None = None,
+        remote_dir: str | None = None,
+        kind: str = MANIFEST_KIND,
     ) -> None:
+        """``remote_dir`` and ``kind``: for the machine store (module docstring)."""
         self.cfg = cfg
+        self.kind = kind
         self.s3 = cfg.s3
         self.store = store
         self.bucket = cfg.s3.bucket
@@ -260,6 +273,9 @@ class S3Sync:
         self.gateway_root = f"{prefix}/{cfg.gateway_id}" if prefix else cfg.gateway_id
         fleet = (cfg.s3.fleet_prefix or "").strip("/")
         self.fleet_root = fleet or None
+        if remote_dir:
+            self.gateway_root = f"{self.gateway_root}/{remote_dir}"
+            self.fleet_root = f"{self.fleet_root}/{remote_dir}" if self.fleet_root else None
         self.db_path = Path(db_path) if db_path else cfg.state_path(DB_NAME)
         self._db: sqlite3.Connection | None = None
         self._enqueued: list[tuple[str, int]] = []
@@ -580,7 +596,7 @@ class S3Sync:
                 continue
             manifest = {
                 "format": MANIFEST_FORMAT,
-                "kind": MANIFEST_KIND,
+                "kind": self.kind,
                 "series": series,
                 "version": slot,
                 "gateway_id": self.cfg.gateway_id,
@@ -685,6 +701,8 @@ class S3Sync:
             raise RemoteRejected("manifest is not a JSON object")
         if manifest.get("format") != MANIFEST_FORMAT:
             raise RemoteRejected(f"unknown manifest format {manifest.get('format')!r}")
+        if manifest.get("kind", MANIFEST_KIND) != self.kind:
+            raise RemoteRejected(f"manifest kind {str(manifest.get('kind'))[:40]!r} is not {self.kind!r}")
         series = manifest.get("series")
         if not isinstance(series, str) or safe_name(series) != key:
             raise RemoteRejected("manifest series does not match the key")

@@ -81,6 +81,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pumps publish one topic per sensor (default) or one json_multi message per pump")
     p.add_argument("--break-rate", type=float, default=None, help="relation breaks per pump per hour (default: --fault-rate)")
     p.add_argument("--break-seconds", type=float, default=60.0, help="how long a relation break lasts")
+    p.add_argument("--pump-rate", type=float, default=None, help="pump messages per second (default: --rate)")
+    p.add_argument("--break-warmup", type=float, default=None, help="seconds without relation breaks at the start (default: --warmup)")
     p.add_argument("--sparkplug", action="store_true", help="publish as a Sparkplug B edge node (group --group, node --line)")
     p.add_argument("--group", default="plant", help="Sparkplug group id (with --sparkplug)")
 
@@ -130,7 +132,13 @@ async def simulate(args: argparse.Namespace) -> int:
     for pump in pumps:
         pump.duration_s = getattr(args, "break_seconds", 60.0)
     break_rate = getattr(args, "break_rate", None)
-    break_p = (args.fault_rate if break_rate is None else break_rate) / 3600.0 / args.rate
+    # Pumps publish at their own rate (default: --rate) on the same clock.
+    pump_rate = getattr(args, "pump_rate", None) or args.rate
+    pump_interval = 1.0 / pump_rate
+    break_p = (args.fault_rate if break_rate is None else break_rate) / 3600.0 / pump_rate
+    break_warmup = getattr(args, "break_warmup", None)
+    pump_args = argparse.Namespace(**{**vars(args), "warmup": args.warmup if break_warmup is None else break_warmup})
+    next_pump_t = 0.0
     sparkplug = SparkplugPlant(args.group, args.line, sensors) if getattr(args, "sparkplug", False) else None
     client = gmqtt.Client(f"edge-sim-{rng.randrange(1 << 30):x}", will_message=sparkplug.will() if sparkplug else None)
     if sparkplug is not None:
@@ -167,8 +175,10 @@ async def simulate(args: argparse.Namespace) -> int:
             if sparkplug is not None:
                 for machine, readings in tick.items():
                     sparkplug.ddata(machine, readings, now)
-            for pump in pumps:
-                n += publish_pump(client, args, pump, t, interval, now, rng, break_p)
+            if pumps and t >= next_pump_t:
+                next_pump_t += pump_interval
+                for pump in pumps:
+                    n += publish_pump(client, pump_args, pump, t, pump_interval, now, rng, break_p)
             next_tick += interval
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
     except asyncio.CancelledError:

@@ -152,14 +152,23 @@ def test_machine_learns_then_scores_and_a_broken_relation_raises_once_then_clear
     by = {c.sensor: c for c in raised.sensors}
     assert by["current"].z > 0 and by["flow"].z < 0  # "current high, flow low"
     assert by["flow"].expected > by["flow"].value
-    assert raised.alert_id == machine_alert_id("gw-t", "l1/p1", "raised", raised.ts)
+    assert raised.seq == cleared.seq == 1
+    assert raised.alert_id == machine_alert_id("gw-t", "l1/p1", "raised", 1, raised.ts)
+    assert cleared.alert_id == machine_alert_id("gw-t", "l1/p1", "cleared", 1, raised.ts)
     assert raised.alert_id not in {alert_id("gw-t", "l1/p1", "raised", seq, raised.ts) for seq in range(3)}
     assert cleared.raised_alert_id == raised.alert_id
-    doc = json.loads(json.dumps(raised.payload("gw-t")))
+    assert raised.message.startswith(("current high, flow low: ", "flow low, current high: ")), raised.message
+    assert cleared.message.startswith("back to normal after ") and cleared.held_s == cleared.ts - raised.ts
+    doc = json.loads(json.dumps(raised.payload("gw-t"), allow_nan=False))
     assert doc["machine"] == "l1/p1" and doc["model"] == {"detector": "baseline_t2", "version": 1}
+    assert doc["seq"] == 1 and doc["message"] == raised.message
     assert set(doc["sensors"][0]) == {"sensor", "value", "expected", "deviation", "z", "part"}
     status = ms.status("l1/p1")
     assert status["state"] == "normal" and status["alarms"] == 1 and status["stale_sensors"] == []
+    # The next alarm has the next number, and every edge its own id.
+    _feed_rows(ms, _break(rows[1000:1120], rows[:1000]), t0=3000.0, split=split)
+    assert events[2].state == "raised" and events[2].seq == 2
+    assert len({e.alert_id for e in events}) == len(events)
 
 
 def test_a_new_sensor_while_learning_restarts_training_and_after_the_model_is_ignored() -> None:
@@ -309,3 +318,59 @@ def test_without_machines_ingest_is_unchanged_and_config_mistakes_name_the_key()
         with pytest.raises(ConfigError) as info:
             load_config(None, environ={"EDGE_AGENT__SUBSCRIPTIONS": json.dumps([sub])})
         assert "subscriptions[0]" in str(info.value) and needle in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={"EDGE_AGENT__MACHINES__ALARMS__CLEAR_RATIO": "0.8"})
+    assert "machines.alarms" in str(info.value) and "now hold_ratio" in str(info.value)
+
+
+# ---- the alarm decision a series uses ---------------------------------------------------------
+def test_a_lasting_deviation_is_accepted_and_a_rebaseline_ends_an_alarm() -> None:
+    """The shared alarm state's acceptance (machines.alarms.accept_after_s) ends a machine alarm
+    with "accepted", and the model takes the current behaviour as normal: no new raise."""
+    events: list[MachineAlarmEvent] = []
+    ms = MachineSet(_cfg(alarms={"accept_after_s": 30.0, "accept_min_readings": 20}), InlineTrainer(), events.append)
+    rows = _pump_rows(1400)
+    _feed_rows(ms, rows[:1000])
+    _feed_rows(ms, rows[1000:1100] + [0.15, -0.75, 0.0], t0=2000.0)  # a lasting new relation
+    assert [e.state for e in events] == ["raised", "accepted"]
+    raised, accepted = events
+    assert accepted.raised_alert_id == raised.alert_id and accepted.seq == raised.seq == 1
+    assert 30.0 <= accepted.held_s < 35.0 and "accepted as the new normal by the acceptance time" in accepted.message
+    m = ms.machines["l1/p1"]
+    assert not m.alarm.active and m.state == "normal"
+    # An operator's rebaseline: the return to the old relation raises (alarm 2), and the
+    # rebaseline accepts it.
+    _feed_rows(ms, rows[1100:1130], t0=2100.0)
+    assert [e.state for e in events[2:]] == ["raised"] and events[2].seq == 2
+    out = ms.rebaseline("l1/p1", by="the rebaseline command")
+    assert out["was_in_alarm"] and out["accepted_alert_id"] == events[2].alert_id == events[-1].raised_alert_id
+    assert events[-1].state == "accepted" and "by the rebaseline command" in events[-1].message
+    assert not m.alarm.active
+    with pytest.raises(ValueError, match="no model"):
+        ms.rebaseline("l1/nope")
+
+
+def test_numbers_and_open_alarms_go_on_after_a_restart() -> None:
+    """What Agent.start hands over from the outbox: the last alarm number per machine, and the
+    alarms open when it stopped. The open one clears with its own id and number."""
+    events: list[MachineAlarmEvent] = []
+    ms = MachineSet(_cfg(), InlineTrainer(), events.append)
+    rows = _pump_rows(1400)
+    _feed_rows(ms, rows[:1000])
+    _feed_rows(ms, _break(rows[1000:1040], rows[:1000]), t0=2000.0)
+    assert [e.state for e in events] == ["raised"]
+    raised = events[0]
+    model = ms.machines["l1/p1"].model
+    # A new agent: the model from the store, the number and the open alarm from the outbox.
+    events2: list[MachineAlarmEvent] = []
+    ms2 = MachineSet(_cfg(), InlineTrainer(), events2.append)
+    ms2.alarm_seqs = {"l1/p1": 7}
+    ms2.adopt("l1/p1", model)
+    ms2.restore_alarm("l1/p1", raised.alert_id, raised.ts)
+    assert ms2.status("l1/p1")["alarm"]["alert_id"] == raised.alert_id
+    _feed_rows(ms2, rows[1040:1400], t0=2040.0)
+    assert [e.state for e in events2] == ["cleared"]
+    assert events2[0].raised_alert_id == raised.alert_id
+    assert events2[0].alert_id == machine_alert_id("gw-t", "l1/p1", "cleared", 7, raised.ts)
+    _feed_rows(ms2, _break(rows[1000:1040], rows[:1000]), t0=3000.0)
+    assert events2[1].state == "raised" and events2[1].seq == 8

@@ -179,3 +179,22 @@ def test_systemd_credentials_are_checked_inside_the_unit_only(tmp_path: Path) ->
     (creds / "command-key").write_text("")
     inside = edge_agent("check-config", str(path), env={"CREDENTIALS_DIRECTORY": str(creds)})
     assert inside.returncode == 2 and "commands.key_file: credential:command-key is empty" in inside.stderr, inside.stderr
+
+
+def test_a_machine_alarm_topic_that_can_be_a_series_one_is_warned_about(tmp_path: Path) -> None:
+    cfg = base(tmp_path)
+    cfg["subscriptions"] = [{"topic": "plant/{line}/{machine}/{sensor}", "series": "{machine}/{sensor}", "machine": "{line}/{machine}"}]
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = edge_agent("check-config", str(path))
+    assert res.returncode == 0 and "machines.alarms" not in res.stderr, res.stderr  # the defaults are apart
+    # Inside alerts/: machine "line1/m1" and series "line1/m1" would share a topic.
+    cfg["machines"] = {"alarms": {"topic": "edge/{gateway_id}/alerts/{machine}"}}
+    path.write_text(yaml.safe_dump(cfg))
+    res = edge_agent("check-config", str(path))
+    assert res.returncode == 0, res.stderr
+    assert "machines.alarms.topic" in res.stderr and "can render the same topic for a machine and a series" in res.stderr
+    cfg["machines"] = {"alarms": {"topic": "edge/{gateway_id}/alerts/{machin}"}}
+    path.write_text(yaml.safe_dump(cfg))
+    res = edge_agent("check-config", str(path))
+    assert res.returncode == 2 and "unknown field(s) {machin}" in res.stderr, res.stderr

@@ -103,3 +103,43 @@ def test_simulate_publishes_pumps_and_prints_the_break(tmp_path: Path, mosquitto
         assert len(msgs) > 50 and set(msgs[0]) == {"ts", *SENSORS}
     finally:
         sub.close()
+
+
+@pytest.mark.timeout(60)
+def test_pumps_publish_at_their_own_rate_and_breaks_wait_for_their_warmup(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    sub = Subscriber(mosquitto, "plc/#")
+    assert sub.subscribed.wait(10)
+    try:
+        sim = subprocess.run(
+            [sys.executable, "-m", "edge_agent", "simulate", "--broker", mosquitto.address, "--machines", "1", "--pumps", "1",
+             "--pump-format", "json_multi", "--rate", "20", "--pump-rate", "4", "--duration", "3", "--warmup", "0",
+             "--break-rate", "200000", "--break-warmup", "30", "--seed", "3"],
+            capture_output=True, text=True, timeout=30, cwd=REPO,
+        )
+        assert sim.returncode == 0, sim.stderr
+        events = [json.loads(line) for line in sim.stdout.splitlines()]
+        assert not [e for e in events if e.get("fault") == "relation_break"]  # held back by --break-warmup
+        time.sleep(0.5)
+        msgs = sub.json()
+        assert 8 <= len(msgs) <= 14, len(msgs)  # 4 a second for 3 s, not 20
+        gaps = np.diff([m["ts"] for m in msgs])
+        assert 0.2 <= float(np.median(gaps)) <= 0.3
+    finally:
+        sub.close()
+
+
+@pytest.mark.parametrize("rate", [5.0, 20.0])
+def test_the_machine_sees_the_break_at_faster_rates(rate: float) -> None:
+    """baseline_t2's relation lag and variogram lags are in seconds, not rows: at 5 and 20 Hz
+    (fitted on 240 s of rows) the break is raised within seconds, as at 1 Hz. With them in rows
+    (before) 20 Hz never raised and 5 Hz raised 65 s late on seed 1."""
+    n_fit = int(240 * rate)
+    cfg = AgentConfig.model_validate({"gateway_id": "gw-t", "machines": {"min_train_rows": n_fit, "buffer_rows": n_fit}})
+    events: list = []
+    ms = MachineSet(cfg, InlineTrainer(), events.append)
+    _, ts, rows = _trace(330, rate=rate, break_at=300.0, seed=1)
+    for t, row in zip(ts.tolist(), rows.tolist(), strict=True):
+        ms.feed_row("l1/p1", list(zip(SENSORS, row, strict=True)), 1e9 + t)
+    assert [e.state for e in events] == ["raised"], [(e.state, e.ts - 1e9) for e in events]
+    assert 300 <= events[0].ts - 1e9 < 310
+    assert {c.sensor for c in events[0].sensors[:2]} == {"current", "flow"}

@@ -19,8 +19,9 @@ from s3_server import FAKE_CREDENTIALS, MotoServer
 
 from edge_agent.config import AgentConfig
 from edge_agent.detectors.statistical import StatisticalDetector
+from edge_agent.machine_detectors.baseline_t2 import BaselineT2Detector
 from edge_agent.model_store import ModelStore, safe_name
-from edge_agent.s3_sync import MANIFEST, S3Sync, backoff_delay
+from edge_agent.s3_sync import MACHINE_MANIFEST_KIND, MACHINES_DIR, MANIFEST, S3Sync, backoff_delay
 
 SERIES = ["m1/temp", "line 2/päd.pressure"]
 
@@ -492,3 +493,56 @@ def test_outage_pending_persists_and_everything_converges_exactly_once(tmp_path)
         assert gw.sync.sync_once().pushed == 0 and gw.sync.pending == 0
     finally:
         server.stop()
+
+
+# ---- machine models (machines/live.py: a second S3Sync over the machine store) -------------
+class MachineGateway(Gateway):
+    """A device with machines: its series sync and its machine sync, as the agent runs them."""
+
+    def __init__(self, root: Path, endpoint: str, bucket: str, gateway_id: str = "gw-07", **s3) -> None:
+        self.machines = ModelStore.for_machines(root / "state" / "machine_models", fsync=False)
+        super().__init__(root, endpoint, bucket, gateway_id, **s3)
+        self.msync = S3Sync(self.cfg, self.machines, client_factory=self.factory, db_path=self.cfg.state_path("s3_sync_machines.sqlite"),
+                            remote_dir=MACHINES_DIR, kind=MACHINE_MANIFEST_KIND)
+
+    def train_machine(self, machine: str, level: float) -> int:
+        rng = np.random.default_rng(int(level))
+        load = np.cumsum(rng.normal(0, 0.05, 400))
+        rows = np.column_stack([level + load + rng.normal(0, 0.01, 400), 5 + 2 * load + rng.normal(0, 0.02, 400)])
+        det = BaselineT2Detector()
+        det.fit(rows, np.arange(400.0), ["flow", "current"])
+        return self.machines.save(machine, det, n_samples=400).version
+
+
+def test_machine_models_sync_apart_from_the_series(tmp_path, moto, bucket):
+    pub = MachineGateway(tmp_path / "pub", moto.endpoint_url, bucket, gateway_id="models", prefix="fleet")
+    pub.train(SERIES[0], 5.0)
+    pub.train_machine("line1/p7", 10.0)
+    assert pub.sync.sync_once().pushed == 1 and pub.msync.sync_once().pushed == 1
+    found = manifests(bucket_objects(moto.endpoint_url, bucket))
+    machine_manifest = found[f"fleet/models/.machines/{safe_name('line1/p7')}/v000001/manifest.json"]
+    assert machine_manifest["kind"] == MACHINE_MANIFEST_KIND and machine_manifest["series"] == "line1/p7"
+    assert found[f"fleet/models/{safe_name(SERIES[0])}/v000001/manifest.json"]["kind"] == "edge-agent-model"
+
+    # Each sync pulls its own kind only: the machine is never a series, nor the reverse.
+    gw = MachineGateway(tmp_path / "gw", moto.endpoint_url, bucket, fleet_prefix="fleet/models")
+    assert gw.sync.sync_once().pulled == 1 and gw.msync.sync_once().pulled == 1
+    assert gw.store.list_series() == [SERIES[0]] and gw.machines.list_series() == ["line1/p7"]
+    model, errors = gw.machines.load_active("line1/p7")
+    assert errors == [] and model is not None and model.detector.name == "baseline_t2"
+    assert model.detector.sensors == ["flow", "current"]
+    assert model.meta["imported_from"]["source"] == "fleet/models/.machines"
+    # The pulled machine model is not pushed back; a new local one is, under .machines/.
+    assert gw.msync.sync_once().pushed == 0
+    gw.msync.enqueue_push("line1/p7", gw.train_machine("line1/p7", 20.0))
+    assert gw.msync.sync_once().pushed == 1
+    assert f"edge-agent/gw-07/.machines/{safe_name('line1/p7')}/v000002/manifest.json" in bucket_objects(moto.endpoint_url, bucket)
+
+    # A series model put where machines are published is refused by its manifest's kind.
+    c = raw_client(moto.endpoint_url)
+    for name, body in bucket_objects(moto.endpoint_url, bucket).items():
+        if name.startswith(f"fleet/models/{safe_name(SERIES[0])}/"):
+            c.put_object(Bucket=bucket, Key=name.replace("fleet/models/", "fleet/models/.machines/"), Body=body)
+    report = gw.msync.sync_once()
+    assert report.pulled == 0 and report.rejected == 1
+    assert gw.machines.list_series() == ["line1/p7"]

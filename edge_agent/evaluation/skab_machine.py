@@ -108,8 +108,8 @@ def replay(f: skab.SkabFile, cfg_data: dict[str, Any], values: np.ndarray | None
         ing.handle(TOPIC, payload)
         m = machines.machines[MACHINE]
         m_alarm[i] = m.alarm.active
-        m_raise[i] = m.alarm.n_raised != raised_before
-        raised_before = m.alarm.n_raised
+        m_raise[i] = m.n_alarms != raised_before
+        raised_before = m.n_alarms
         if scored_from < 0 and m.n_scored:
             scored_from = i
         active = any(pipe.series[s].active for s in series_ids)
@@ -247,7 +247,7 @@ def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     free = replay(skab.read_file(root, skab.ANOMALY_FREE), cfg_data)
     out: dict[str, Any] = {
         "detector": cfg_data["machines"]["detector"],
-        "alarms": cfg_data["machines"]["alarms"],
+        "alarms": {k: cfg_data["machines"]["alarms"][k] for k in ("hold_ratio", "clear_after", "accept_after_s")},
         "valve1": {"machine": score_valve(root, runs), "per_series_default": score_valve(root, runs, "series"),
                    "files": len(runs), "changepoint_ceiling_one_raise": ceiling(root, names)},
         "anomaly_free": {"machine": score_free(free), "per_series_default": score_free(free, "series")},

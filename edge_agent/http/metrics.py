@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from edge_agent import __version__
 from edge_agent.http.series_index import SeriesIndex, index_of
+from edge_agent.machines.metrics import MachineCollector
 from edge_agent.stats import LatencyRecorder
 
 if TYPE_CHECKING:  # the agent is composed in app.py; the HTTP layer never imports it at run time
@@ -262,6 +263,7 @@ class HttpCollector(Collector):
 def build_registry(agent: Agent, index: SeriesIndex | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentCollector(agent, index))
+    registry.register(MachineCollector(agent))  # machines/metrics.py: nothing when the agent has none
     ProcessCollector(registry=registry)  # RSS, CPU, open fds of this process
     return registry
 

@@ -18,7 +18,9 @@ Lifecycle, per machine:
 4. ``contributions()`` explains the row last scored: per sensor its value, the value the
    model expected, the signed deviation, and the sensor's part of the score, ranked. It is
    called only when an alarm changes state or someone asks (not per row).
-5. ``get_state()`` / ``from_state()`` round-trip through JSON-safe params and numpy arrays
+5. ``rebaseline()`` takes the current behaviour as normal (an alarm accepted after
+   ``machines.alarms.accept_after_s``, or by an operator).
+6. ``get_state()`` / ``from_state()`` round-trip through JSON-safe params and numpy arrays
    (stored as ``.npz`` with ``allow_pickle=False``): nothing is unpickled.
 """
 
@@ -57,6 +59,8 @@ class MachineDetector(Protocol):
     def score_row(self, values: Sequence[float], dt: float) -> float: ...
 
     def contributions(self) -> list[Contribution]: ...
+
+    def rebaseline(self) -> None: ...
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
 

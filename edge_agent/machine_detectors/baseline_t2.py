@@ -188,15 +188,18 @@ class BaselineT2Detector:
         steps = np.diff(t)
         steps = steps[steps > 0]
         self.sensors = sensors
+        dt0 = float(np.median(steps)) if steps.size else 1.0
         # Relations over half the smoothing window: the movements the detector looks at.
-        rel_lag = max(1, round(self.tau_s / (2.0 * self.dt0)))
+        rel_lag = max(1, round(self.tau_s / (2.0 * dt0)))
         rel_target, rel_coef, rel_r2 = relations(x, self.relation_r2, rel_lag)
         self._set_arrays(p, rel_target, rel_coef)
-        self.dt0 = float(np.median(steps)) if steps.size else 1.0
+        self.dt0 = dt0
         self._derived()
         xc = self._channels(x)
         nch = xc.shape[1]
-        lags = [lag for lag in (2**i for i in range(12)) if lag <= self.max_lag and lag < n // 4]
+        # Variogram lags up to max_lag seconds' worth of rows (max_lag rows at 1 Hz).
+        max_lag_rows = max(2.0, self.max_lag / dt0)
+        lags = [lag for lag in (2**i for i in range(16)) if lag <= max_lag_rows and lag < n // 4]
         for j in range(nch):
             r, q_row = variogram_noise_and_drift(xc[:, j], lags, self.drift_significance)
             floor = noise_floor(xc[:, j])
@@ -368,6 +371,38 @@ class BaselineT2Detector:
         out = [Contribution(self.sensors[j], float(v), float(ex), float(dev), float(zz), float(zz * zz / total)) for j, (zz, v, ex, dev) in best.items()]
         out.sort(key=lambda c: -abs(c.z))
         return out
+
+    def rebaseline(self) -> None:
+        """Accept what the rows show now as normal: every channel's baseline takes its smoothed
+        level, as ``hold_s`` does for one channel held that long. The relations and their
+        correlation stay: the machine is the same machine at a new operating point."""
+        for j in range(len(self.m)):
+            self.m[j] += self.e[j]
+            self.e[j] = 0.0
+            self.pv[j] = self.p_steady[j]
+            self.held[j] = 0.0
+            self.last_z[j] = 0.0
+
+    # ---- live state (machines/checkpoint.py: kept across a clean restart) -------------------
+    _LIVE = ("m", "pv", "e", "held")
+
+    def live_state(self) -> dict[str, list[float]]:
+        """Where the baselines are now (the model's files hold them as at the end of the fit)."""
+        return {k: list(getattr(self, k)) for k in self._LIVE}
+
+    def set_live_state(self, state: dict[str, Any]) -> None:
+        """Take back a ``live_state()`` of this model: checked whole before anything changes."""
+        n = len(self.m)
+        checked = {}
+        for k in self._LIVE:
+            v = state.get(k)
+            if not isinstance(v, list) or len(v) != n or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in v):
+                raise ValueError(f"live state {k!r} must hold {n} finite numbers")
+            checked[k] = [float(x) for x in v]
+        if min(checked["pv"]) < 0.0 or min(checked["held"]) < 0.0:
+            raise ValueError("live state: variances and held times must be >= 0")
+        for k, v in checked.items():
+            setattr(self, k, v)
 
     # ---- persistence -----------------------------------------------------------------------
     _PARAMS = ("tau_s", "k", "hold_s", "shrink", "relation_r2", "gain_cap", "drift_significance", "max_lag", "warmup_rows", "threshold")

@@ -5,8 +5,10 @@ with one message's readings at once (``feed_row``). It knows no MQTT and does no
 assembles rows (``rows.py``), learns a machine model from the first
 ``machines.min_train_rows`` complete rows (through the same trainers as the per-series
 pipeline: ``InlineTrainer`` for evaluation, ``ProcessTrainer`` for a live agent), scores every
-later complete row and runs the alarm state machine (``alarm_state.py``), handing
-``MachineAlarmEvent`` to the ``on_alarm`` callback. The agent (phase 2) publishes them.
+later complete row and runs the alarm decision a series uses (``edge_agent/alarm_state.py``:
+raised once, held, cleared, accepted), handing ``MachineAlarmEvent`` to the ``on_alarm``
+callback. The running agent publishes them (``live.py``). Alarms are numbered per machine
+(``seq``, persisted by the outbox like a series'), so each has its own id.
 
 A machine's sensors are the ones seen while it learns (up to ``machines.max_sensors``);
 a sensor first seen then restarts the training rows, since rows before it lack it. Once it
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,13 +29,16 @@ from typing import Any
 import numpy as np
 
 from edge_agent import machine_detectors
+from edge_agent.alarm_state import ACCEPTED, NAMES, RAISED, AlarmPolicy, AlarmState
 from edge_agent.config import AgentConfig
 from edge_agent.fitting import MachineFitRequest, fit_extra, train_machine
 from edge_agent.machine_detectors import Contribution
-from edge_agent.machines.alarm_state import AlarmState
+from edge_agent.machines import message
 from edge_agent.machines.rows import RowAssembler
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.pipeline import alert_id
+from edge_agent.series import AlarmMark
+from edge_agent.stats import LatencyRecorder
 
 log = logging.getLogger(__name__)
 
@@ -41,38 +47,66 @@ class TooManyMachines(Exception):
     pass
 
 
-def machine_alert_id(gateway_id: str, machine_id: str, state: str, ts: float) -> str:
-    """Deterministic, like a series alarm's id, and never equal to one (a machine ``m1`` and a
-    series ``m1`` are different things). Still a hash of the edge's row timestamp (seq 0):
-    series alarms number their alarms (``seq``) so that two within one timestamp get two ids;
-    machine alarms do not yet."""
-    return alert_id(gateway_id, f"machine\x1f{machine_id}", state, 0, ts)
+# Where a machine's alarms are kept beside the series' (the outbox's alarm_state and
+# alarm_seq tables) and what its alarm ids hash: a NUL can never be in a series id (ingest
+# and Sparkplug refuse it), so no series can take a machine's place, whatever it is called.
+_KEY_PREFIX = "machine\x00"
+
+
+def machine_key(machine_id: str) -> str:
+    """A machine's key in the tables it shares with series (and in its alarm ids)."""
+    return _KEY_PREFIX + machine_id
+
+
+def machine_of_key(key: str) -> str | None:
+    """The machine id of a ``machine_key``, None for a series id."""
+    return key[len(_KEY_PREFIX):] if key.startswith(_KEY_PREFIX) else None
+
+
+def machine_alert_id(gateway_id: str, machine_id: str, state: str, seq: int, raised_ts: float) -> str:
+    """One id per machine alarm edge, the same whenever that edge is sent again: as a series'
+    (``pipeline.alert_id``: the machine's alarm number and the raising row's timestamp; a
+    raise and its clear share both), and never equal to one (``machine_key``)."""
+    return alert_id(gateway_id, machine_key(machine_id), state, seq, raised_ts)
 
 
 @dataclass(slots=True)
 class MachineAlarmEvent:
     alert_id: str
     machine: str
-    state: str  # "raised" | "cleared"
+    state: str  # "raised" | "cleared" | "accepted" (held so long it was taken as the new normal)
     ts: float  # the row's timestamp (its newest reading)
     score: float
     threshold: float
     detector: str
     version: int
     sensors: list[Contribution]  # every sensor of the machine, ranked by contribution
-    raised_alert_id: str | None = None
+    raised_alert_id: str | None = None  # cleared / accepted: the alarm this one ends
+    seq: int = 0  # the machine's alarm number: 1 for its first alarm, then 2, ...
+    message: str = ""  # one line an operator reads: "current high, flow low: ..."
+    held_s: float | None = None  # cleared / accepted: row time since the raise
+    peak_score: float | None = None  # cleared / accepted: highest score / threshold while raised
 
     def payload(self, gateway_id: str) -> dict[str, Any]:
-        """The JSON document a subscriber gets (phase 2 publishes it)."""
+        """The JSON document a subscriber gets (README "Alarms out"). Every number is finite
+        or null, so ``json.dumps(..., allow_nan=False)`` cannot fail."""
         doc: dict[str, Any] = {
             "alert_id": self.alert_id, "gateway_id": gateway_id, "machine": self.machine, "state": self.state,
-            "ts": self.ts, "score": self.score, "threshold": self.threshold,
+            "ts": self.ts, "score": _finite(self.score), "threshold": _finite(self.threshold),
             "model": {"detector": self.detector, "version": self.version},
-            "sensors": [c.as_dict() for c in self.sensors],
+            "sensors": [{k: _finite(v) if isinstance(v, float) else v for k, v in c.as_dict().items()} for c in self.sensors],
+            "message": self.message, "seq": self.seq,
         }
         if self.raised_alert_id is not None:
             doc["raised_alert_id"] = self.raised_alert_id
+        if self.held_s is not None:
+            doc["held_s"] = round(self.held_s, 3)
+            doc["peak_score"] = _finite(self.peak_score)
         return doc
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
 
 
 @dataclass(eq=False)
@@ -83,6 +117,8 @@ class Machine:
     buffer_rows: int
     model: Model | None = None
     raised_id: str | None = None
+    alarm_seq: int = 0  # the number of its last alarm (alarm ids go on from it after a restart)
+    n_alarms: int = 0  # raised by this run
     last_score: float = math.nan
     last_row_ts: float = -math.inf
     fit_pending: bool = False
@@ -93,9 +129,12 @@ class Machine:
     n_ignored: int = 0  # readings of sensors the model does not know, or beyond max_sensors
     ignored_sensors: set[str] = field(default_factory=set)
     changes: int = 0
-    # Complete rows, a ring: what the first fit (and a refit) trains on.
+    marks: deque[AlarmMark] = field(default_factory=lambda: deque(maxlen=64))  # recent alarm edges (plots)
+    # Complete rows, a ring: what the first fit (and a refit) trains on; and each one's score
+    # (NaN while learning), for a plot of the score beside the sensors.
     _buf: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     _buf_ts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    _buf_score: np.ndarray = field(default_factory=lambda: np.zeros(0))
     _pos: int = 0
     _count: int = 0
 
@@ -114,20 +153,33 @@ class Machine:
         if self._buf.shape[1] != p:
             self._buf = np.empty((self.buffer_rows, p))
             self._buf_ts = np.empty(self.buffer_rows)
+            self._buf_score = np.empty(self.buffer_rows)
             self._pos = self._count = 0
         self._buf[self._pos] = values
         self._buf_ts[self._pos] = ts
+        self._buf_score[self._pos] = math.nan
         self._pos = (self._pos + 1) % self.buffer_rows
         self._count = min(self._count + 1, self.buffer_rows)
 
     def forget_rows(self) -> None:
         self._pos = self._count = 0
 
+    def scored(self, score: float) -> None:
+        """The score of the row kept last."""
+        self._buf_score[self._pos - 1] = score
+
     def recent_rows(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The last ``n`` complete rows held (all if None), oldest first: (rows, timestamps)."""
-        count = self._count if n is None else max(0, min(n, self._count))
-        idx = np.arange(self._pos - count, self._pos) % max(1, self.buffer_rows)
+        idx = self._recent(n)
         return self._buf[idx], self._buf_ts[idx]
+
+    def recent_scores(self, n: int | None = None) -> np.ndarray:
+        """The scores of ``recent_rows(n)`` (NaN: not scored, the machine was learning)."""
+        return self._buf_score[self._recent(n)]
+
+    def _recent(self, n: int | None) -> np.ndarray:
+        count = self._count if n is None else max(0, min(n, self._count))
+        return np.arange(self._pos - count, self._pos) % max(1, self.buffer_rows)
 
     @property
     def rows_held(self) -> int:
@@ -157,18 +209,25 @@ class MachineSet:
         self.max_sensors = mc.max_sensors
         self.stale_after = mc.rows.stale_after_s
         self.max_skew = mc.rows.max_skew_s
-        self.clear_after = mc.alarms.clear_after
-        self.clear_ratio = mc.alarms.clear_ratio
+        self.policy = AlarmPolicy.from_config(mc.alarms)
         machine_detectors.create(self.detector_name, self.detector_params)  # a bad config fails here, not per fit
         self.machines: dict[str, Machine] = {}
+        # Each machine's last alarm number, from the outbox at start (set before any machine
+        # exists, as Pipeline.alarm_seqs is): alarm ids never repeat across restarts.
+        self.alarm_seqs: dict[str, int] = {}
+        self.score_latency = LatencyRecorder()
         self.n_rows = 0
+        self.n_incomplete = 0
         self.n_scored = 0
         self.n_raised = 0
         self.n_cleared = 0
+        self.n_accepted = 0
         self.n_models_trained = 0
         self.n_fit_failed = 0
         self.n_machines_refused = 0
         self.last_fit_error: str | None = None
+        # Told when a fit fails on the model store itself (OSError: full, read-only, gone).
+        self.on_store_error: Callable[[str], None] | None = None
 
     # ---- machines ------------------------------------------------------------------------
     def get_or_create(self, machine_id: str) -> Machine:
@@ -177,7 +236,8 @@ class MachineSet:
             if len(self.machines) >= self.max_machines:
                 self.n_machines_refused += 1
                 raise TooManyMachines(f"machine limit {self.max_machines} reached")
-            m = Machine(machine_id, RowAssembler(self.stale_after, lambda v, ts, ok: None, self.max_skew), AlarmState(self.clear_after, self.clear_ratio), self.buffer_rows)
+            m = Machine(machine_id, RowAssembler(self.stale_after, lambda v, ts, ok: None, self.max_skew), AlarmState(), self.buffer_rows,
+                        alarm_seq=self.alarm_seqs.get(machine_id, 0))
             m.rows.emit = lambda values, ts, complete, m=m: self._row(m, values, ts, complete)
             self.machines[machine_id] = m
         return m
@@ -264,6 +324,7 @@ class MachineSet:
         self.n_rows += 1
         if not complete:
             m.n_incomplete += 1
+            self.n_incomplete += 1
             return
         m.keep(values, ts)
         model = m.model
@@ -274,23 +335,91 @@ class MachineSet:
         det = model.detector
         dt = ts - m.last_row_ts  # -inf before the first row after adopt(): taken as 0
         m.last_row_ts = ts
-        score = det.score_row(values, dt if dt > 0.0 else 0.0)
+        if m.n_scored & 7:
+            score = det.score_row(values, dt if dt > 0.0 else 0.0)
+        else:  # every 8th row timed, as the series are: timing each would cost a tenth of it
+            t0 = time.perf_counter()
+            score = det.score_row(values, dt if dt > 0.0 else 0.0)
+            self.score_latency.observe(time.perf_counter() - t0)
         m.last_score = score
+        m.scored(score)
         m.n_scored += 1
         self.n_scored += 1
-        change = m.alarm.update(score, det.threshold, ts, det.contributions)
-        if change is None:
-            return
+        threshold = det.threshold
+        if score >= threshold or m.alarm.active:
+            transition = m.alarm.update(score, threshold, ts, self.policy)
+            if transition:
+                self._transition(transition, m, model, ts, score)
+
+    def _transition(self, transition: int, m: Machine, model: Model, ts: float, score: float) -> None:
+        det = model.detector
+        threshold = float(det.threshold)
+        state = NAMES[transition]
         m.changes += 1
-        aid = machine_alert_id(self.gateway_id, m.id, change.state, ts)
-        raised = None
-        if change.state == "raised":
+        sensors = det.contributions()
+        if transition == RAISED:
+            m.alarm_seq += 1
+            self.alarm_seqs[m.id] = m.alarm_seq
+            aid = machine_alert_id(self.gateway_id, m.id, state, m.alarm_seq, ts)
             m.raised_id = aid
+            m.n_alarms += 1
             self.n_raised += 1
+            m.marks.append(AlarmMark(ts, score, state))
+            self.on_alarm(MachineAlarmEvent(aid, m.id, state, ts, score, threshold, det.name, model.version, sensors,
+                                            seq=m.alarm_seq, message=message.raised(sensors, score, threshold)))
+            return
+        raised_ts = m.alarm.raised_ts if m.alarm.raised_ts is not None else ts
+        held = ts - raised_ts
+        peak = m.alarm.peak
+        m.marks.append(AlarmMark(ts, score, state))
+        if transition == ACCEPTED:
+            self.n_accepted += 1
+            text = message.accepted(held, "the acceptance time (machines.alarms.accept_after_s)")
+            self._accept(m, model)
         else:
-            raised = m.raised_id
             self.n_cleared += 1
-        self.on_alarm(MachineAlarmEvent(aid, m.id, change.state, ts, score, float(det.threshold), det.name, model.version, change.explanation, raised))
+            text = message.cleared(held, peak)
+        aid = machine_alert_id(self.gateway_id, m.id, state, m.alarm_seq, raised_ts)
+        self.on_alarm(MachineAlarmEvent(aid, m.id, state, ts, score, threshold, det.name, model.version, sensors, m.raised_id,
+                                        seq=m.alarm_seq, message=text, held_s=held, peak_score=peak))
+
+    @staticmethod
+    def _accept(m: Machine, model: Model) -> None:
+        """Take the machine's current behaviour as normal: every baseline takes its smoothed
+        level (``rebaseline``), the relations and the correlation of the model stay."""
+        model.detector.rebaseline()
+        m.changes += 1
+
+    def rebaseline(self, machine_id: str, by: str = "command") -> dict[str, Any]:
+        """Accept a machine's current behaviour as normal now (``machines/operations.py``). A
+        raised alarm ends with an ``accepted`` message saying who accepted it."""
+        m = self.machines.get(machine_id)
+        if m is None or m.model is None:
+            raise ValueError(f"machine {machine_id!r} has no model to rebaseline")
+        model = m.model
+        out: dict[str, Any] = {"machine": machine_id, "was_in_alarm": m.alarm.active}
+        if m.alarm.active:
+            ts = m.last_row_ts if math.isfinite(m.last_row_ts) else time.time()
+            raised_ts = m.alarm.raised_ts if m.alarm.raised_ts is not None else ts
+            peak = m.alarm.peak
+            m.alarm.end()
+            self.n_accepted += 1
+            m.marks.append(AlarmMark(ts, m.last_score, "accepted"))
+            det = model.detector
+            aid = machine_alert_id(self.gateway_id, m.id, "accepted", m.alarm_seq, raised_ts)
+            out["accepted_alert_id"] = m.raised_id
+            self.on_alarm(MachineAlarmEvent(aid, m.id, "accepted", ts, m.last_score, float(det.threshold), det.name, model.version,
+                                            det.contributions() if m.n_scored else [], m.raised_id, seq=m.alarm_seq,
+                                            message=message.accepted(ts - raised_ts, by), held_s=ts - raised_ts, peak_score=peak))
+        self._accept(m, model)
+        return out
+
+    def restore_alarm(self, machine_id: str, alert_id: str, raised_ts: float) -> Machine:
+        """An alarm raised before a restart stays raised, so that its clear is sent in due course."""
+        m = self.get_or_create(machine_id)
+        m.alarm.raise_at(raised_ts)
+        m.raised_id = alert_id
+        return m
 
     # ---- training (the trainer protocol of pipeline.InlineTrainer / ProcessTrainer) --------
     def request_fit(
@@ -359,21 +488,30 @@ class MachineSet:
         self.n_fit_failed += 1
         self.last_fit_error = f"{req.machine_id}: {exc!r}"
         log.error("fit failed for machine %r (%s): %r", req.machine_id, req.reason, exc)
+        if isinstance(exc, OSError) and self.on_store_error is not None:
+            self.on_store_error(f"machine {req.machine_id}: {exc}")
 
-    # ---- status (phase 2: commands, HTTP) ------------------------------------------------
+    # ---- status (machines/operations.py: commands, HTTP) ---------------------------------
     def status(self, machine_id: str) -> dict[str, Any]:
         m = self.machines[machine_id]
         out: dict[str, Any] = {
             "machine": m.id, "state": m.state, "sensors": list(m.sensors), "rows": m.n_rows,
-            "incomplete_rows": m.n_incomplete, "scored": m.n_scored, "alarms": m.alarm.n_raised,
+            "incomplete_rows": m.n_incomplete, "scored": m.n_scored, "alarms": m.n_alarms, "alarm_seq": m.alarm_seq,
             "last_score": None if math.isnan(m.last_score) else m.last_score,
+            "last_row_ts": m.last_row_ts if math.isfinite(m.last_row_ts) else None,
             "stale_sensors": m.rows.stale_sensors(max(m.rows.times)) if m.sensors else [],
             "ignored_sensors": sorted(m.ignored_sensors),
+            "fit_pending": m.fit_pending,
         }
+        if m.alarm.active:
+            out["alarm"] = {"alert_id": m.raised_id, "seq": m.alarm_seq, "raised_ts": m.alarm.raised_ts, "peak_score": m.alarm.peak}
         if m.model is not None:
-            out["model"] = {"detector": m.model.detector.name, "version": m.model.version}
+            det = m.model.detector
+            out["model"] = {"detector": det.name, "version": m.model.version, "threshold": float(det.threshold)}
             if m.n_scored:
-                out["contributions"] = [c.as_dict() for c in m.model.detector.contributions()]
+                sensors = det.contributions()
+                out["contributions"] = [c.as_dict() for c in sensors]
+                out["top_sensors"] = [f"{c.sensor} {'high' if c.z > 0 else 'low'}" for c in message.named(sensors)]
         else:
             out["training_rows"] = f"{m.rows_held}/{self.min_train}"
         return out
