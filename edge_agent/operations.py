@@ -132,12 +132,25 @@ async def rebaseline_machine(agent: Operator, machine: str, by: str = "the rebas
     return result
 
 
-def list_machines(agent: Operator) -> list[dict[str, Any]]:
-    """Every machine with its state, last score and the sensors that explain it ([] without machines)."""
+MACHINES_PER_PASS = 50  # machines summarised per event-loop pass (~2.5 ms of 5-sensor machines)
+
+
+async def list_machines(agent: Operator) -> list[dict[str, Any]]:
+    """Every machine, sorted by id, with its state, last score and the sensors that explain it
+    ([] without machines). A slice per loop pass: 1,000 machines of 5 sensors in one go held
+    the loop for 49 ms (status includes each sensor's contribution)."""
     from edge_agent.machines import operations as machine_ops
 
     live = getattr(agent, "machines", None)
-    return [] if live is None else machine_ops.list_machines(live.set)
+    if live is None:
+        return []
+    out = []
+    for i, mid in enumerate(sorted(live.set.machines)):
+        if i and not i % MACHINES_PER_PASS:
+            await asyncio.sleep(0)
+        if mid in live.set.machines:  # not evicted meanwhile
+            out.append(machine_ops.machine_line(live.set, mid))
+    return out
 
 
 # What a command or request naming a machine (``machine``, not ``series``) runs.

@@ -9,13 +9,18 @@ command must act on the one its argument names."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import shutil
 import struct
+import subprocess
 import urllib.error
 import urllib.request
 import zlib
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from helpers import (
@@ -32,6 +37,7 @@ from test_machines_e2e import SENSORS, T0, pump_rows
 from edge_agent.command_auth import sign
 from edge_agent.model_store import ModelStore
 
+CHROMIUM = shutil.which("chromium")
 KEY = b"0123456789abcdef0123456789abcdef"
 ROWS = 700  # the first 400 complete rows fit the machine's first model; the last 200 are scored
 
@@ -194,3 +200,35 @@ def test_http_lists_machines_and_plots_one(pump_agent: tuple[AgentProcess, int])
     assert row is not None, html[:3000]
     assert 'state-normal">normal<' in row[1] and "baseline_t2 v" in row[1] and "/machine_plot/l1%2Fp1.png" in row[1]
     assert 'id="machines"' in html
+
+
+HOSTILE = 'p<img src=x onerror="alert(1)">&q'  # a machine level of a topic: shown as text, never an element
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed")
+def test_status_page_lists_machines_in_chromium(pump_agent: tuple[AgentProcess, int], broker: Mosquitto, tmp_path: Path) -> None:
+    _, port = pump_agent
+    pub = Publisher(broker)
+    try:  # a second machine, learning, whose id is hostile markup
+        pub.reading(f"plant/l2/{HOSTILE}/current", 1.0, T0 + ROWS).wait_for_publish(10)
+    finally:
+        pub.close()
+    hostile_id = f"l2/{HOSTILE}"
+    wait_for(lambda: len(json.loads(get(port, "/machines")[1])["machines"]) == 2, 10, "the second machine")
+    res = subprocess.run([
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}", "--dump-dom",
+        f"http://127.0.0.1:{port}/?refresh=0",
+    ], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    dom = res.stdout
+    rows = {html.unescape(mid): state for state, mid in re.findall(r'<tr class="machine row-(\w+)" data-machine="([^"]*)">', dom)}
+    assert rows == {"l1/p1": "normal", hostile_id: "learning"}, rows
+    assert "<img" not in dom and "p&lt;img src=x onerror=" in dom
+    assert '<tbody id="machines">' in dom and "/machine_plot/l1%2Fp1.png" in dom
+    code, body, _ = get(port, "/machines/" + quote(hostile_id, safe=""))
+    assert code == 200 and json.loads(body)["machine"] == hostile_id and json.loads(body)["state"] == "learning"
+    code, png, _ = get(port, "/machine_plot/" + quote(hostile_id, safe="") + ".png")  # no rows yet: still a picture
+    assert code == 200 and png_size(png) == (900, 720)

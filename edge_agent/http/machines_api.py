@@ -38,7 +38,7 @@ def _unknown(machine_id: str) -> ApiError:
 
 @router.get("/machines", summary="All machines: state, model, last score and the sensors that explain it", responses=responses(422))
 async def list_machines(request: Request) -> dict[str, Any]:
-    rows = operations.list_machines(_agent(request))
+    rows = await operations.list_machines(_agent(request))
     return {"total": len(rows), "machines": rows}
 
 

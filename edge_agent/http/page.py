@@ -171,7 +171,7 @@ async def status_page(
         pager = page_link(max(0, offset - limit), "&larr; previous") + " &middot; " + pager
     if offset + limit < total:
         pager += f" ({total - offset - len(shown)} more series not shown) &middot; " + page_link(offset + limit, "next &rarr;")
-    machines = operations.list_machines(agent)
+    machines = await operations.list_machines(agent)
     if q:
         machines = [m for m in machines if q in m["machine"]]
     machine_rows = "".join(_machine_row(m) for m in machines[:MAX_MACHINE_ROWS])
