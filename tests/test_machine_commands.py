@@ -32,7 +32,7 @@ from helpers import (
     free_port,
     wait_for,
 )
-from test_machines_e2e import SENSORS, T0, pump_rows
+from test_machines_e2e import BREAK_AT, SENSORS, T0, pump_rows
 
 from edge_agent.command_auth import sign
 from edge_agent.model_store import ModelStore
@@ -142,6 +142,24 @@ def test_signed_commands_act_on_the_machine_they_name(pump_agent: tuple[AgentPro
         series = ops.run("status", {"series": "l1/p1"})
         assert [s["series"] for s in series["result"]["series"]] == ["l1/p1"] and "machine" not in series["result"]
 
+        # The pump's relation breaks (current up, flow down): the machine alarm; the operator
+        # accepts it by command, and it ends "accepted" naming who.
+        alarms = Subscriber(broker, "edge/gw-test/machine_alerts/#")
+        pub = Publisher(broker)
+        try:
+            publish(pub, pump_rows(), ROWS, BREAK_AT + 20)
+        finally:
+            pub.close()
+        wait_for(lambda: [a["state"] for a in alarms.json()] == ["raised"], 60, "the machine alarm")
+        rb = ops.run("rebaseline", {"machine": "l1/p1", "by": "ana"})
+        assert rb["status"] == "done" and rb["result"]["was_in_alarm"], rb
+        wait_for(lambda: len(alarms.json()) == 2, 20, "the accepted message")
+        raised, accepted = alarms.json()
+        alarms.close()
+        assert accepted["state"] == "accepted" and accepted["raised_alert_id"] == raised["alert_id"] and "ana" in accepted["message"]
+        assert rb["result"]["accepted_alert_id"] == raised["alert_id"]
+        assert ops.run("status", {"machine": "l1/p1"})["result"]["state"] == "normal"
+
         fit = ops.run("fit", {"machine": "l1/p1", "last_n": 150})
         assert fit["status"] == "done", fit
         assert fit["result"]["machine"] == "l1/p1" and fit["result"]["version"] == 2 and fit["result"]["rows"] == 150
@@ -154,8 +172,9 @@ def test_signed_commands_act_on_the_machine_they_name(pump_agent: tuple[AgentPro
         assert machine_versions(agent) == ([1, 2], 1)
         assert ops.run("status", {"machine": "l1/p1"})["result"]["model"]["version"] == 1
 
-        rb = ops.run("rebaseline", {"machine": "l1/p1", "by": "ana"})
-        assert rb["status"] == "done", rb
+        # Rebaselined while normal: nothing to accept.
+        rb = ops.run("rebaseline", {"machine": "l1/p1"})
+        assert rb["status"] == "done" and not rb["result"]["was_in_alarm"], rb
 
         # Refusals say why and change nothing.
         both = ops.run("fit", {"machine": "l1/p1", "series": "l1/p1"})
