@@ -31,11 +31,16 @@ def render_machine_png(d: dict[str, Any]) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     sensors: list[str] = list(d["sensors"])
     shown = sensors[:MAX_SENSOR_PANELS]
-    fig = Figure(figsize=(d["width"] / DPI, d["height"] / DPI), dpi=DPI, layout="constrained")
+    width, height = d["width"], d["height"]
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
+    # Fixed margins in pixels, not layout="constrained", and few ticks (tick objects were
+    # most of the time): 2.8x faster for 5 sensors, 2.3x for 16 (commit message).
+    fig.subplots_adjust(left=110 / width, right=1 - 12 / width, top=1 - 28 / height, bottom=40 / height, hspace=0.15)
     axes = fig.subplots(1 + len(shown), 1, sharex=True, squeeze=False,
                         gridspec_kw={"height_ratios": [2.0] + [1.0] * len(shown)})[:, 0]
     ax = axes[0]
@@ -59,11 +64,12 @@ def render_machine_png(d: dict[str, Any]) -> bytes:
                            s=60, marker=marker, color=color, zorder=4, label=label)
         ax.legend(loc="upper left", fontsize=7, frameon=False)
         for sub, name in zip(axes[1:], shown, strict=True):
+            sub.yaxis.set_major_locator(MaxNLocator(3))  # ticks are most of the drawing time
             sub.plot(x, np.asarray(d["values"][name], dtype=np.float64), color=LINE_COLOR, linewidth=0.8)
             sub.set_ylabel(_short(name, 16), fontsize=7, rotation=0, ha="right", va="center", parse_math=False)
             sub.tick_params(labelsize=6)
             sub.grid(True, color="#e0e0e0", linewidth=0.5)
-        locator = AutoDateLocator()
+        locator = AutoDateLocator(maxticks=6)
         axes[-1].xaxis.set_major_locator(locator)
         axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))
     if len(sensors) > len(shown):
