@@ -243,8 +243,8 @@ def test_status_page_lists_machines_in_chromium(pump_agent: tuple[AgentProcess, 
     ], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr[-2000:]
     dom = res.stdout
-    rows = {html.unescape(mid): state for state, mid in re.findall(r'<tr class="machine row-(\w+)" data-machine="([^"]*)">', dom)}
-    assert rows == {"l1/p1": "normal", hostile_id: "learning"}, rows
+    rows = [(html.unescape(mid), state) for state, mid in re.findall(r'<tr class="machine row-(\w+)" data-machine="([^"]*)">', dom)]
+    assert rows == [(hostile_id, "learning"), ("l1/p1", "normal")], rows  # by state (alarm, learning, normal), then id
     assert "<img" not in dom and "p&lt;img src=x onerror=" in dom
     assert '<tbody id="machines">' in dom and "/machine_plot/l1%2Fp1.png" in dom
     code, body, _ = get(port, "/machines/" + quote(hostile_id, safe=""))

@@ -174,6 +174,7 @@ async def status_page(
     machines = await operations.list_machines(agent)
     if q:
         machines = [m for m in machines if q in m["machine"]]
+    machines.sort(key=lambda m: STATE_ORDER.get(m["state"], 3))  # in alarm first, then by id (stable)
     machine_rows = "".join(_machine_row(m) for m in machines[:MAX_MACHINE_ROWS])
     machine_section = "" if agent.machines is None else (
         "<h2>Machines</h2><table><thead><tr><th>machine</th><th>state</th><th>sensors</th><th>score</th><th>threshold</th>"
