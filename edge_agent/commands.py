@@ -25,6 +25,9 @@ What a requester can choose, and what it cannot (issue 15, findings 1 and 7):
   own topics (alarms, alarm state, status, commands, dead letters, the reading subscriptions).
   Otherwise the answer goes to the fixed topic and says ``response_topic_refused``. The
   signature covers the payload, not MQTT properties, hence the check.
+- Machines (issue 14): ``fit``, ``rollback``, ``status`` and ``rebaseline`` take
+  ``args.machine`` (one machine id, no glob) instead of ``args.series``; naming both is refused.
+  A machine and a series may share an id (``line1/p1``): the argument's name says which.
 - Every answer fits in one packet the broker takes (its CONNACK Maximum Packet Size): a
   ``status`` listing too large is cut and says ``truncated`` with the ``next_offset`` to ask
   for (``args.offset``/``args.limit`` page through it).
@@ -236,7 +239,45 @@ class CommandHandler:
             return await sorted_chunked(matched)
         return [pattern]
 
+    async def _machine(self, command: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        """Run ``command`` for ``args.machine`` through ``operations.MACHINE_DISPATCH``; None
+        when the command names no machine (it is then about series)."""
+        if "machine" not in args:
+            return None
+        if "series" in args:
+            raise CommandError("give args.series or args.machine, not both")
+        mid = operations.machine_id(args["machine"])
+        run = operations.MACHINE_DISPATCH[command]
+        if command == "fit":
+            if "values" in args:
+                raise CommandError("args.values trains a series; a machine fits on the complete rows it holds")
+            last_n = args.get("last_n")
+            if last_n is not None and (isinstance(last_n, bool) or not isinstance(last_n, int)):
+                raise CommandError("args.last_n must be an integer")
+            params = args.get("params")
+            if params is not None and not isinstance(params, dict):
+                raise CommandError("args.params must be an object")
+            detector = args.get("detector")
+            if detector is not None and not isinstance(detector, str):
+                raise CommandError("args.detector must be a string")
+            return await run(self.agent, mid, detector=detector, params=params, last_n=last_n)
+        if command == "rollback":
+            version = args.get("version")
+            if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+                raise CommandError("args.version must be an integer")
+            from edge_agent.model_store import ModelLoadError
+
+            try:
+                return await run(self.agent, mid, version)
+            except ModelLoadError as exc:
+                raise CommandError(str(exc)) from None
+        if command == "rebaseline":
+            return await run(self.agent, mid, by=operations.who("command", args.get("by")))
+        return await run(self.agent, mid)
+
     async def cmd_fit(self, args: dict[str, Any]) -> dict[str, Any]:
+        if (done := await self._machine("fit", args)) is not None:
+            return done
         series = await self._select(args)
         values = args.get("values")
         if values is not None and len(series) != 1:
@@ -284,6 +325,8 @@ class CommandHandler:
     async def cmd_rebaseline(self, args: dict[str, Any]) -> dict[str, Any]:
         """Accept each selected series' current behaviour as its new normal: a raised alarm
         ends with an ``accepted`` message (not ``cleared``), and the model learns from now on."""
+        if (done := await self._machine("rebaseline", args)) is not None:
+            return done
         results = []
         for sid in await self._select(args):
             try:
@@ -296,6 +339,8 @@ class CommandHandler:
         return {"rebaselined": [r for r in results if "error" not in r], "errors": errors}
 
     async def cmd_rollback(self, args: dict[str, Any]) -> dict[str, Any]:
+        if (done := await self._machine("rollback", args)) is not None:
+            return done
         sid = args.get("series")
         if not isinstance(sid, str) or not sid:
             raise CommandError("args.series (one series id) is required")
@@ -311,6 +356,8 @@ class CommandHandler:
         return {"series": sid, "version": model.version, "detector": model.detector.name}
 
     async def cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        if (done := await self._machine("status", args)) is not None:
+            return done
         series = await self._select(args, require=False)
         offset = _int_arg(args, "offset", 0, 0, 1 << 62)
         limit = _int_arg(args, "limit", _MAX_STATUS_SERIES, 1, _MAX_STATUS_SERIES)
@@ -410,6 +457,8 @@ def _own_topics(cfg: Any, command_template: str) -> list[tuple[str, re.Pattern[s
         ("alarm state", cfg.alarms.state_topic),
         ("status", cfg.status.topic),
         ("dead letter", cfg.ingest.dead_letter_topic),
+        ("machine alarm", cfg.machines.alarms.topic),
+        ("machine alarm state", cfg.machines.alarms.state_topic),
     ):
         if template:
             out.append((name, _template_pattern(template, gw, under=True)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -108,6 +109,14 @@ def test_a_relation_break_raises_one_machine_alarm_naming_the_sensors(tmp_path: 
         assert top["current"]["z"] > 0 > top["flow"]["z"]
         assert all(isinstance(top[s]["value"], float) and isinstance(top[s]["expected"], float) for s in top)
         assert raised["message"].startswith("current high, flow low"), raised["message"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/machines", timeout=10) as r:
+            (listed,) = json.loads(r.read())["machines"]
+        assert listed["state"] == "alarm" and listed["alarm"]["alert_id"] == raised["alert_id"]
+        assert listed["top_sensors"][:2] == ["current high", "flow low"], listed
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/", timeout=10) as r:
+            page = r.read().decode()
+        row = re.search(r'<tr class="machine row-alarm" data-machine="l1/p1">(.*?)</tr>', page)
+        assert row is not None and "current high, flow low" in row[1], page[:3000]
         metrics = scrape(http_port)
         assert 'edge_agent_machine_alarm{machine="l1/p1"} 1.0' in metrics
         assert 'edge_agent_machines{state="alarm"} 1.0' in metrics

@@ -18,13 +18,13 @@ import asyncio
 import time
 from html import escape
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from edge_agent import __version__
+from edge_agent import __version__, operations
 from edge_agent.chunked import filtered
 from edge_agent.http import page_parts as parts
 from edge_agent.http import series_view
@@ -51,6 +51,34 @@ def plot_url(series_id: str, **query: int) -> str:
 
 def view_url(series_id: str) -> str:
     return f"/view/{quote(series_id, safe='')}"
+
+
+def machine_plot_url(machine_id: str, **query: int) -> str:
+    qs = "&".join(f"{k}={v}" for k, v in query.items())
+    return f"/machine_plot/{quote(machine_id, safe='')}.png" + (f"?{qs}" if qs else "")
+
+
+MAX_MACHINE_ROWS = 500  # machines.max_machines bounds them too; the rest are in GET /machines
+
+
+def _machine_row(m: dict[str, Any]) -> str:
+    """One machine of ``operations.list_machines``: state, model, score against its threshold,
+    and the sensors that explain the score (``current high, flow low``)."""
+    mid = escape(m["machine"])
+    state = m["state"]
+    model = m["model"]
+    return (
+        f'<tr class="machine row-{escape(state)}" data-machine="{mid}">'
+        f'<td><a href="/machines/{escape(quote(m["machine"], safe=""))}">{mid}</a></td>'
+        f'<td><span class="state state-{escape(state)}">{escape(state)}</span></td>'
+        f'<td class="num">{m["sensors"]}</td>'
+        f'<td class="num">{_val(m["last_score"])}</td>'
+        f'<td class="num">{_val(model["threshold"]) if model else "-"}</td>'
+        f'<td class="top">{escape(", ".join(m["top_sensors"])) or "-"}</td>'
+        f'<td>{escape(model["detector"] + " v" + str(model["version"])) if model else "learning"}</td>'
+        f'<td><a href="{escape(machine_plot_url(m["machine"]))}">plot</a></td>'
+        "</tr>"
+    )
 
 
 def _row(s: Series, shelved: bool) -> str:
@@ -143,6 +171,16 @@ async def status_page(
         pager = page_link(max(0, offset - limit), "&larr; previous") + " &middot; " + pager
     if offset + limit < total:
         pager += f" ({total - offset - len(shown)} more series not shown) &middot; " + page_link(offset + limit, "next &rarr;")
+    machines = await operations.list_machines(agent)
+    if q:
+        machines = [m for m in machines if q in m["machine"]]
+    machines.sort(key=lambda m: STATE_ORDER.get(m["state"], 3))  # in alarm first, then by id (stable)
+    machine_rows = "".join(_machine_row(m) for m in machines[:MAX_MACHINE_ROWS])
+    machine_section = "" if agent.machines is None else (
+        "<h2>Machines</h2><table><thead><tr><th>machine</th><th>state</th><th>sensors</th><th>score</th><th>threshold</th>"
+        "<th>explained by</th><th>model</th><th></th></tr></thead>"
+        f'<tbody id="machines">{machine_rows or "<tr><td colspan=8>no machines yet</td></tr>"}</tbody></table>'
+    )
     shelves = "".join(parts.shelve_row(sh.view()) for sh in list(ann.shelves.values())[:MAX_ALARM_ROWS])
     token_box = ('<label>operator token <input id="token" type="password" autocomplete="off" size="14"></label> '
                  '<span id="op-result"></span>') if operator else '<span class="meta">read-only (no http.token_file)</span>'
@@ -158,6 +196,7 @@ async def status_page(
         f'<tbody id="alarms">{"".join(alarm_rows) or "<tr><td colspan=9>no alarms</td></tr>"}</tbody></table>{more}'
         "<h2>Shelved</h2><table><thead><tr><th>series</th><th>reason</th><th>by</th><th>until</th><th>alarms held back</th><th></th></tr></thead>"
         f'<tbody id="shelves">{shelves or "<tr><td colspan=6>none</td></tr>"}</tbody></table>'
+        f"{machine_section}"
         "<h2>Series</h2><table><thead><tr><th>series</th><th>state</th><th>priority</th><th>last value</th><th>recent</th>"
         "<th>last reading</th><th>model</th><th>detector</th><th>last alarm</th></tr></thead>"
         f'<tbody id="series">{"".join(rows)}</tbody></table><p id="pager">{pager}</p>'

@@ -80,7 +80,7 @@ SCRIPT = """
     try {
       const r = await fetch(location.href, {headers: {'Accept': 'text/html'}}); if (!r.ok) return;
       const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
-      for (const id of ['meta', 'alarms', 'shelves', 'series', 'pager']) {
+      for (const id of ['meta', 'alarms', 'shelves', 'machines', 'series', 'pager']) {
         const a = document.getElementById(id), b = doc.getElementById(id); if (a && b) a.innerHTML = b.innerHTML; }
       applyFilter(); ages();
     } catch (e) {}

@@ -19,7 +19,17 @@ import uvicorn
 from fastapi import FastAPI
 
 from edge_agent import __version__
-from edge_agent.http import alarms_api, api, docs, errors, health, metrics, page, plots
+from edge_agent.http import (
+    alarms_api,
+    api,
+    docs,
+    errors,
+    health,
+    machines_api,
+    metrics,
+    page,
+    plots,
+)
 from edge_agent.http.auth import AuthThrottle, TokenSource
 from edge_agent.http.connections import ACCEPT_BURST, ConnectionGuard
 from edge_agent.http.limits import BodyLimit
@@ -53,7 +63,7 @@ def create_app(agent: Agent) -> FastAPI:
     app.state.connections = ConnectionGuard.for_config(cfg.max_connections, cfg.header_timeout_s, cfg.body_timeout_s)
     errors.install(app)
     app.add_middleware(BodyLimit)
-    for module in (health, metrics, api, alarms_api, plots, page):
+    for module in (health, metrics, api, alarms_api, machines_api, plots, page):
         app.include_router(module.router)
     docs.install(app)
     return app

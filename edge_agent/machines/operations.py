@@ -50,15 +50,18 @@ def _finite(x: float | None) -> float | None:
 
 def list_machines(ms: MachineSet) -> list[dict[str, Any]]:
     """Every machine, sorted by id: what a status page lists."""
-    out = []
-    for mid in sorted(ms.machines):
-        st = ms.status(mid)
-        out.append({
-            "machine": mid, "state": st["state"], "sensors": len(st["sensors"]),
-            "model": st.get("model"), "last_score": st["last_score"], "alarm": st.get("alarm"),
-            "top_sensors": st.get("top_sensors", []),
-        })
-    return out
+    return [machine_line(ms, mid) for mid in sorted(ms.machines)]
+
+
+def machine_line(ms: MachineSet, machine_id: str) -> dict[str, Any]:
+    """One machine as ``list_machines`` lists it (~50 µs for 5 sensors: callers listing many
+    on the event loop do it a slice per loop pass)."""
+    st = ms.status(machine_id)
+    return {
+        "machine": machine_id, "state": st["state"], "sensors": len(st["sensors"]),
+        "model": st.get("model"), "last_score": st["last_score"], "alarm": st.get("alarm"),
+        "top_sensors": st.get("top_sensors", []),
+    }
 
 
 def machine_status(ms: MachineSet, machine_id: str) -> dict[str, Any]:
