@@ -19,7 +19,7 @@ from edge_agent.series import Series
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge_agent.agent")  # split out of agent.py: its log lines keep their logger
 
 
 async def after_sync(agent: Agent, report: Any) -> None:

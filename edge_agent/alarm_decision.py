@@ -25,7 +25,7 @@ from edge_agent.series import AlarmMark, Series
 if TYPE_CHECKING:
     from edge_agent.pipeline import Pipeline
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge_agent.pipeline")  # split out of pipeline.py: its log lines keep their logger
 
 
 def decide(p: Pipeline, s: Series, model: Model, value: float, ts: float, score: float) -> None:

@@ -15,7 +15,7 @@ from edge_agent.alarm_event import AlarmEvent, alert_id
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge_agent.agent")  # split out of agent.py: its log lines keep their logger
 
 
 async def restore_operator_state(agent: Agent, open_alarms: dict[str, tuple[str, float]]) -> None:

@@ -26,7 +26,7 @@ from edge_agent.series import Series
 if TYPE_CHECKING:
     from edge_agent.pipeline import Pipeline
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge_agent.pipeline")  # split out of pipeline.py: its log lines keep their logger
 
 
 def request_fit(

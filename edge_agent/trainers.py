@@ -20,7 +20,7 @@ from edge_agent.model_store import Model, ModelStore
 if TYPE_CHECKING:
     from edge_agent.pipeline import Pipeline
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge_agent.pipeline")  # split out of pipeline.py: its log lines keep their logger
 
 
 class Trainer(Protocol):
