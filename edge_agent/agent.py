@@ -6,6 +6,10 @@ Data path (see README for the diagram)::
                  -> Pipeline.process (pipeline.py) -> detector.score_one   scored
                  -> Agent.on_alarm -> Outbox.put (outbox.py, committed)     alarm leaves
                  -> Agent.pump -> MqttLink.publish -> PUBACK -> Outbox.ack
+
+What the agent says about itself (status topic, readiness, health) is ``agent_status.py``;
+loading its models from the store ``agent_models.py``; operator state from the last run
+(acks, shelves, limit alarms) ``operator_restore.py``.
 """
 
 from __future__ import annotations
@@ -17,18 +21,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from edge_agent import __version__, series_budget
+from edge_agent import agent_models, agent_status, operator_restore
+from edge_agent.agent_status import status_payload
+from edge_agent.alarm_event import AlarmEvent
 from edge_agent.annunciator import Annunciator
 from edge_agent.config import AgentConfig
+from edge_agent.fitting import FitRequest
 from edge_agent.ingest import Ingest, max_packet_bytes
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.mqtt_limits import Unsendable, check_publish, payload_budget, properties_bytes
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.outbox import Outbox, OutMessage, Record
-from edge_agent.pipeline import AlarmEvent, FitRequest, Pipeline, ProcessTrainer, TooManySeries
+from edge_agent.pipeline import Pipeline
 from edge_agent.ratelimit import RateLimitedLog, clip
 from edge_agent.series import Series
 from edge_agent.topics import render
+from edge_agent.trainers import ProcessTrainer
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +46,6 @@ log = logging.getLogger(__name__)
 BLAME_WINDOW_S = 10.0
 # MQTT 5 DISCONNECT reasons that name the message just sent: quarantined at once.
 _POISON_DISCONNECTS = {0x90: "topic name invalid", 0x95: "packet too large", 0x99: "payload format invalid"}
-# Connects within FLAP_WINDOW_S beyond which the broker link counts as unstable (not ready).
-FLAP_CONNECTS = 4
-FLAP_WINDOW_S = 60.0
-# A quarantined message keeps health degraded this long after it happened.
-QUARANTINE_WARN_S = 3600.0
 
 
 class Agent:
@@ -75,7 +78,7 @@ class Agent:
             on_connected=self.on_connected,
             on_disconnected=self.on_disconnected,
             on_ack=self.on_ack,
-            will=(self.status_topic, self._status_payload("offline", "connection lost")),
+            will=(self.status_topic, status_payload(self, "offline", "connection lost")),
             on_oversize=lambda topic, size: self.ingest.oversize(topic, size),
             max_packet_bytes=max_packet_bytes(cfg),
         )
@@ -100,18 +103,6 @@ class Agent:
         self.machines: Any = None  # machines.live.LiveMachines when a subscription names a machine (issue 14)
 
     # ---- messages --------------------------------------------------------------------------
-    def _status_payload(self, state: str, reason: str | None = None) -> bytes:
-        doc: dict[str, Any] = {
-            "state": state,
-            "gateway_id": self.cfg.gateway_id,
-            "agent_version": __version__,
-            "started_at": self.started_at,
-            "ts": time.time(),
-        }
-        if reason:
-            doc["reason"] = reason
-        return json.dumps(doc, separators=(",", ":")).encode()
-
     def publish_durable(
         self,
         topic: str,
@@ -237,7 +228,7 @@ class Agent:
         # Anything in flight on the old connection is sent again, in order; subscribers
         # deduplicate on alert_id.
         self._requeue_inflight()
-        self.publish_durable(self.status_topic, self._status_payload("online"), 1, retain=True)
+        self.publish_durable(self.status_topic, status_payload(self, "online"), 1, retain=True)
         self.pump()
 
     def on_disconnected(self) -> None:
@@ -277,67 +268,7 @@ class Agent:
         for hook in self.hooks_on_model:
             hook(series, model, req)
 
-    async def after_sync(self, report: Any) -> None:
-        """Adopt models a sync pulled and activated: the store changed under the running series."""
-        if not getattr(report, "pulled", 0) or self.pipeline is None or self.loop is None:
-            return
-
-        def changed() -> list[tuple[str, Model]]:
-            out = []
-            for sid in self.store.list_series():
-                active = self.store.active_version(sid)
-                s = self.pipeline.series.get(sid) if self.pipeline else None
-                current = s.model.version if s is not None and s.model is not None else None
-                if active is not None and active != current:
-                    try:
-                        model, errors = self.store.load_active(sid)
-                    except Exception as exc:
-                        model, errors = None, [f"{sid!r}: cannot load ({exc!r})"]
-                    self.model_errors.extend(errors)
-                    if model is not None:
-                        out.append((sid, model))
-            return out
-
-        for sid, model in await self.loop.run_in_executor(self.executor, changed):
-            try:
-                s = self.pipeline.get_or_create(sid)
-            except TooManySeries:  # no room now: the model loads when the series' readings come
-                self.pipeline.evicted_models.add(sid)
-                continue
-            try:
-                self.pipeline.activate(s, model)
-            except ValueError as exc:  # disabled by its rules
-                log.warning("series %r: model v%d pulled from S3 not used: %s", sid, model.version, exc)
-                continue
-            log.info("series %r: model v%d (%s) pulled from S3 is active", sid, model.version, model.detector.name)
-
     # ---- lifecycle -------------------------------------------------------------------------
-    def _load_models(self) -> list[tuple[str, Model]]:
-        """Every stored series' active model. A bad file costs its model (reported in the log,
-        health, /metrics and ``models list``), never the start: the agent used to exit 1 on every
-        start over one deeply nested meta.json."""
-        self.store.cleanup_temp()
-        scan = self.store.scan(repair=True)
-        for problem in scan.problems:
-            log.error("model store: %s", problem)
-        self.model_errors.extend(scan.problems)
-        out = []
-        for sid in scan.series:
-            try:
-                model, errors = self.store.load_active(sid)
-            except Exception as exc:  # a bug or an OS error on one series must not stop the rest
-                model, errors = None, [f"{sid!r}: cannot load ({exc!r})"]
-            for err in errors:
-                log.error("model store: %s", err)
-            self.model_errors.extend(errors)
-            if model is not None:
-                if errors:
-                    active = self.store.active_version(sid)
-                    older = "older " if active is not None and model.version < active else ""
-                    log.warning("series %r: serving %sversion v%d", sid, older, model.version)
-                out.append((sid, model))
-        return out
-
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         from edge_agent.stats import LatencyRecorder
@@ -359,7 +290,7 @@ class Agent:
         self.ingest = Ingest(self.cfg, self.pipeline, on_reject=self._dead_letter if self.cfg.ingest.dead_letter_topic else None,
                              machines=self.machines.set if self.machines is not None else None)
         try:
-            loaded = await self.loop.run_in_executor(self.executor, self._load_models)
+            loaded = await self.loop.run_in_executor(self.executor, agent_models.load_models, self)
         except OSError as exc:
             loaded = []
             self.state_errors["models"] = f"cannot read model store: {exc}"
@@ -379,7 +310,7 @@ class Agent:
         self.pipeline.alarm_seqs = {sid: seq for sid, (seq, _) in seqs.items()}
         self.ingest.floors = {sid: ts for sid, (_, ts) in seqs.items()}
         self.pipeline.tick(time.monotonic())
-        self.pipeline.restorer = self._restore_model
+        self.pipeline.restorer = lambda s: agent_models.restore_model(self, s)
         self.pipeline.on_store_error = self._store_failed
         deferred = 0
         for sid, model in loaded:
@@ -399,7 +330,7 @@ class Agent:
                 continue
             s.alarm.raise_at(ts)
             s.raised_id, s.last_alarm_ts = aid, ts
-        await self._restore_operator_state(open_alarms)
+        await operator_restore.restore_operator_state(self, open_alarms)
         self.models_loaded = True
         log.info("loaded %d model(s) from %s; %d alarm(s) open", len(loaded), self.store.root, len(open_alarms))
         self.outbox.on_ready = self._outbox_ready
@@ -425,47 +356,6 @@ class Agent:
         if sparkplug.wanted(self.cfg):
             self.sparkplug = await sparkplug.install(self)
 
-    async def _restore_operator_state(self, open_alarms: dict[str, tuple[str, float]]) -> None:
-        """Acknowledgements, shelves and engineering-limit alarms as the last run left them
-        (the outbox file's ``alarm_condition`` / ``alarm_shelve``, annunciator.py)."""
-        from edge_agent.outbox import read_operator_state
-
-        assert self.loop is not None and self.pipeline is not None
-        conditions, shelves = await self.loop.run_in_executor(self.executor, read_operator_state, self.outbox.path)
-        for sid, name, cond in self.annunciator.restore(conditions, shelves):
-            try:
-                s = self.pipeline.get_or_create(sid)
-            except Exception:
-                continue
-            seq = int(cond.raised.get("seq") or 0)
-            if name == "model":
-                s.raised_seq = seq
-            elif s.limits is not None and name in dict(s.limits.spec.highs + s.limits.spec.lows):
-                s.limits.restore(name)
-                s.limits.raised[name] = (seq, float(cond.raised["ts"]), str(cond.raised["alert_id"]))
-            else:  # the limit is gone from the config (or the series disabled): end its alarm
-                self._end_removed_limit(sid, name, seq, cond.raised)
-        for sid, (aid, ts) in open_alarms.items():
-            s = self.pipeline.series.get(sid)
-            self.annunciator.adopt_open(sid, aid, ts, int(s.settings.priority) if s is not None else 2)
-        log.info("operator state: %d alarm condition(s), %d shelve(s) restored", len(conditions), len(self.annunciator.shelves))
-
-    def _end_removed_limit(self, sid: str, name: str, seq: int, raised: dict[str, Any]) -> None:
-        """A limit alarm open at the last stop whose limit the config no longer has: cleared
-        now, so SCADA does not keep it for ever."""
-        from edge_agent.pipeline import alert_id
-
-        raised_ts = float(raised.get("ts") or 0.0)
-        now = time.time()
-        log.warning("series %r: its %s alarm was open at the last stop and the limit is no longer configured: cleared", sid, name)
-        self.on_alarm(AlarmEvent(
-            alert_id(self.cfg.gateway_id, sid, "cleared", seq, raised_ts), sid, "cleared", now, float(raised.get("value") or 0.0),
-            float(raised.get("value") or 0.0), float(raised.get("setpoint") or 0.0), "limit", 0, str(raised.get("alert_id")),
-            kind="limit", direction=raised.get("direction"), message=f"the {name} limit is no longer configured (alarm ended at start-up)",
-            held_s=max(0.0, now - raised_ts), seq=seq, source="limit", limit=name, setpoint=raised.get("setpoint"),
-            priority=int(raised.get("priority") or 2), unit=raised.get("unit"),
-        ))
-
     async def expire_shelves(self) -> None:
         """End shelves whose duration is up (their still-active alarms are announced then)."""
         while True:
@@ -475,31 +365,6 @@ class Agent:
     def _store_failed(self, error: str) -> None:
         self.store_error = error
 
-    def _restore_model(self, s: Series) -> None:
-        """An evicted series' readings are back: load its model off the loop (Pipeline._restore)."""
-        assert self.loop is not None and self.pipeline is not None
-        pipeline = self.pipeline
-
-        def load() -> Model | None:
-            model, errors = self.store.load_active(s.id)
-            for err in errors:
-                log.error("model store: %s", err)
-            return model
-
-        def done(fut: asyncio.Future[Model | None]) -> None:
-            model = None
-            if not fut.cancelled():
-                exc = fut.exception()
-                if exc is not None:
-                    log.error("series %r: cannot reload its model: %r", s.id, exc)
-                else:
-                    model = fut.result()
-            pipeline.restored(s, model)
-            if model is not None:
-                log.info("series %r: model v%d reloaded (the series had been evicted)", s.id, model.version)
-
-        self.loop.run_in_executor(self.executor, load).add_done_callback(done)
-
     def _dead_letter(self, reason: str, payload: bytes, topic: str, detail: str) -> None:
         doc = {"reason": reason, "detail": detail[:200], "topic": topic[:1024], "payload_prefix": payload[:256].decode("utf-8", "replace")}
         dl = render(self.cfg.ingest.dead_letter_topic or "", {"gateway_id": self.cfg.gateway_id})
@@ -508,68 +373,14 @@ class Agent:
         except Unsendable as exc:  # best effort: a broker limit below ~2 KB
             self.unsendable[exc.reason] = self.unsendable.get(exc.reason, 0) + 1
 
-    def not_ready_reasons(self) -> list[str]:
-        """Why the agent is not doing its job now (``/readyz`` fails with these)."""
-        reasons = []
-        link = self.link
-        if not link.connected.is_set():
-            reasons.append(f"broker not connected: {link.last_error or 'connecting'}")
-        connects = link.recent_connects(FLAP_WINDOW_S)
-        if connects >= FLAP_CONNECTS:
-            reasons.append(f"broker connection unstable: {connects} connects in the last {FLAP_WINDOW_S:g} s")
-        if not self.models_loaded:
-            reasons.append("models not loaded yet")
-        waited = self.outbox.oldest_age()
-        if link.connected.is_set() and self.outbox.depth and waited > self.cfg.outbox.stuck_after_s:
-            reasons.append(
-                f"outbox not draining: its oldest message has waited {waited:.0f} s (outbox.stuck_after_s is "
-                f"{self.cfg.outbox.stuck_after_s:g}), {self.outbox.depth} message(s) queued"
-            )
-        return reasons
-
-    def health(self) -> dict[str, Any]:
-        problems = self.not_ready_reasons()
-        last = self.outbox.last_quarantine
-        if last is not None and time.time() - last[0] < QUARANTINE_WARN_S:
-            n = sum(self.outbox.quarantined.values())
-            problems.append(f"outbox: {n} undeliverable message(s) quarantined since start, the last to {last[2]!r} ({last[1]})")
-        if self.last_unsendable is not None and time.time() - self.last_unsendable[0] < QUARANTINE_WARN_S:
-            n = sum(self.unsendable.values())
-            problems.append(f"{n} message(s) could not be sent at all since start (MQTT or broker limits), the last a {self.last_unsendable[1]}")
-        if self.outbox.degraded:
-            problems.append(f"outbox degraded: {self.outbox.degraded}")
-        problems += [f"{k}: {v}" for k, v in self.state_errors.items()]
-        if self.commands is not None and self.commands.journal.error:
-            problems.append(self.commands.journal.error)
-        if self.sparkplug is not None:
-            problems += self.sparkplug.problems()
-        problems += series_budget.problems(self.pipeline) if self.pipeline is not None else []
-        problems += self.machines.problems() if self.machines is not None else []
-        if self.store_error is not None:
-            problems.append(f"model store degraded, fits cannot be saved (series keep learning): {self.store_error}")
-        if self.model_errors:
-            problems.append(f"{len(self.model_errors)} problem(s) with stored models (see model_errors, "
-                            "`edge-agent models list`); affected series serve an older version or learn again")
-        warnings = []
-        if self.ingest is not None and self.ingest.shared:
-            shared = self.ingest.shared
-            warnings.append(f"{len(shared)} series fed by more than one topic, their readings mixed in one model "
-                            f"(e.g. {next(iter(shared))!r}); see subscriptions[].series")
-        return {"ok": not problems, "problems": problems, "warnings": warnings, "model_errors": self.model_errors[-20:]}
-
-    def status_line(self) -> str:
-        p = self.pipeline
-        broker = f"MQTT {self.link.protocol} connected" if self.link.connected.is_set() else f"broker down ({self.link.last_error or 'connecting'})"
-        if p is None:
-            return f"starting; {broker}"
-        return (
-            f"{len(p.series)} series, {p.n_scored} scored, {p.n_raised} alarms raised; {broker}; "
-            f"outbox {self.outbox.depth}" + (" DEGRADED" if self.outbox.degraded else "")
-            + (f"; {self.machines.status_line()}" if self.machines is not None else "")
-        )
-
-    def ready(self) -> bool:
-        return not self.not_ready_reasons()
+    # ---- what the agent says about itself (agent_status.py) and its models (agent_models.py) --
+    # Functions taking the agent first, so they serve as its methods: HTTP, commands, Sparkplug,
+    # systemd's watchdog and the S3 sync loop call these.
+    not_ready_reasons = agent_status.not_ready_reasons
+    health = agent_status.health
+    status_line = agent_status.status_line
+    ready = agent_status.ready
+    after_sync = agent_models.after_sync
 
     async def flush(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -584,7 +395,7 @@ class Agent:
 
     async def shutdown(self) -> None:
         log.info("shutting down: flushing outbox")
-        self.publish_durable(self.status_topic, self._status_payload("offline", "shutdown"), 1, retain=True)
+        self.publish_durable(self.status_topic, status_payload(self, "offline", "shutdown"), 1, retain=True)
         flushed = await self.flush(3.0)
         if not flushed:
             left = max(self.outbox.depth, len(self.inflight) + len(self.outbox.ready))

@@ -1,6 +1,6 @@
 """Fitting a model, in whatever process does it.
 
-The live agent fits in a separate worker process (``ProcessTrainer`` in ``pipeline.py``): a
+The live agent fits in a separate worker process (``ProcessTrainer`` in ``trainers.py``): a
 fit is CPU work that holds the GIL for long stretches (an Isolation Forest takes over a
 second), and in a thread it would hold back the event loop and every reading and alarm with
 it. This module is what the worker imports: detectors and the model store, nothing of the

@@ -1,9 +1,9 @@
 """The one streaming code path: a reading in, a score, an alarm decision out.
 
 Live ingest (``agent.py``) and offline evaluation (``evaluation/evaluate.py``) both call
-``Pipeline.process``; they differ only in the trainer they pass. Live ingest fits in a
-worker process so the event loop never waits on a fit, a disk write or the GIL a fit holds;
-evaluation fits inline so results are deterministic.
+``Pipeline.process``; they differ only in the trainer they pass (``trainers.py``). Live
+ingest fits in a worker process so the event loop never waits on a fit, a disk write or the
+GIL a fit holds; evaluation fits inline so results are deterministic.
 
 Per reading (readings a broker redelivers were already refused by ingest, per topic: see
 ``replay.py``):
@@ -11,304 +11,53 @@ Per reading (readings a broker redelivers were already refused by ingest, per to
 2. no model yet: once ``min_train_samples`` readings are held, ask the trainer for a fit;
    no alarm is raised while learning. Readings that arrive while that first fit runs are
    kept (``backlog``) and scored, in order, by the new model the moment it is installed,
-   before any later reading: every reading after the training window is scored once;
-3. otherwise score it and run the series' alarm state (``alarm_state.py``): raised once when
-   the score reaches the threshold, held while it stays above ``hold_ratio`` x threshold,
-   cleared after ``clear_after`` readings below that, or accepted as the new normal after
-   ``accept_after_s``. A raised alarm carries the detector's explanation (``explain``);
+   before any later reading: every reading after the training window is scored once
+   (``series_fits.py``);
+3. otherwise score it and run the series' alarm state (``alarm_decision.py`` on
+   ``alarm_state.py``): raised once when the score reaches the threshold, held while it
+   stays above ``hold_ratio`` x threshold, cleared after ``clear_after`` readings below that,
+   or accepted as the new normal after ``accept_after_s``. A raised alarm carries the
+   detector's explanation (``explain``) in its ``AlarmEvent`` (``alarm_event.py``);
 4. the retrain policy may ask for a new version (every N readings, or score drift).
+
+This module holds the series table (creation, settings, eviction and reload within the
+series budget) and the per-reading core (``process``, ``process_batch``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from edge_agent import alarm_message, checkpoints, detectors
-from edge_agent.alarm_state import ACCEPTED, NAMES, RAISED, AlarmPolicy
+from edge_agent import alarm_decision, checkpoints, detectors, series_fits
+from edge_agent.alarm_decision import decide, limit_crossed
+from edge_agent.alarm_event import AlarmEvent, alert_id
+from edge_agent.alarm_state import AlarmPolicy
 from edge_agent.config import AgentConfig
-from edge_agent.detectors.base import Explanation
-from edge_agent.fitting import FitRequest, fit_and_save, init_worker, train, warm_up
+from edge_agent.fitting import FitRequest
 from edge_agent.model_store import Model, ModelStore
-from edge_agent.series import AlarmMark, Series, SeriesBytes
+from edge_agent.series import Series, SeriesBytes
 from edge_agent.series_budget import CLASSES, Evictor
 from edge_agent.series_settings import SettingsSource
 from edge_agent.stats import LatencyRecorder
+from edge_agent.trainers import FitTimeout, InlineTrainer, ProcessTrainer, Trainer
+
+# Imported from here by the agent, ingest, evaluation, machines, HTTP, tests and benchmarks;
+# each has its own module now (alarm_event.py, trainers.py).
+__all__ = [
+    "AlarmEvent", "FitTimeout", "InlineTrainer", "Pipeline", "ProcessTrainer", "TooManySeries", "Trainer", "alert_id",
+]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class AlarmEvent:
-    alert_id: str
-    series: str
-    state: str  # "raised" | "cleared" | "accepted" (held so long it was taken as the new normal)
-    ts: float
-    value: float
-    score: float
-    threshold: float
-    detector: str
-    version: int
-    raised_alert_id: str | None = None  # cleared / accepted: the alarm this one ends
-    # raised: why (the detector's explanation, when it gives one)
-    kind: str | None = None  # detectors.base: spike, level_shift, drift, variance, stuck, out_of_range, shape
-    direction: str | None = None  # "up" | "down" | None
-    expected_low: float | None = None  # the range expected at that moment
-    expected_high: float | None = None
-    message: str = ""  # one line an operator reads without a plot
-    held_s: float | None = None  # cleared / accepted: reading time since the raise
-    peak_score: float | None = None  # cleared / accepted: highest score / threshold while raised
-    seq: int = 0  # the series' alarm sequence number: 1 for its first alarm, then 2, ...
-    # Which condition (limits.py): the learned model ("model"), or an engineering limit
-    # ("limit", with ``limit`` hihi / hi / lo / lolo and its ``setpoint``). Each is its own alarm.
-    source: str = "model"
-    limit: str | None = None
-    setpoint: float | None = None
-    priority: int = 2  # priority.py: 1 low, 2 medium, 3 high, 4 critical
-    unit: str | None = None
-
-    @property
-    def condition(self) -> str:
-        """The alarm condition of its series this event belongs to: "model", or the limit."""
-        return self.limit or "model"
-
-
-def alert_id(gateway_id: str, series: str, state: str, seq: int, raised_ts: float) -> str:
-    """One id per alarm edge, the same whenever that edge is sent again.
-
-    ``seq`` numbers a series' alarms (persisted in the outbox's ``alarm_seq`` table, so a
-    restart does not reuse it) and ``raised_ts`` is the timestamp of the reading that raised
-    the alarm; a raise and its clear share both. An id hashed from the reading timestamp alone
-    gave two alarms within one device timestamp (coarse clocks, a json_batch stamped with its
-    receive time) one id, and a SCADA deduplicating on it dropped the second alarm and its
-    clear. With the timestamp in as well, a sequence number lost with a degraded outbox still
-    cannot collide with an earlier alarm's id unless it was raised by the very same reading.
-    """
-    raw = f"{gateway_id}\x1f{series}\x1f{state}\x1f{seq}\x1f{raised_ts!r}".encode("utf-8", "surrogateescape")
-    return hashlib.blake2b(raw, digest_size=12).hexdigest()
-
-
 class TooManySeries(Exception):
     pass
-
-
-class Trainer(Protocol):
-    def submit(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None = None) -> None: ...
-
-
-class InlineTrainer:
-    """Fits on the caller's thread, at the reading that asked. Used by offline evaluation."""
-
-    def submit(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None = None) -> None:
-        try:
-            model = pipeline.fit_model(request)
-        except Exception as exc:  # a fit that fails leaves the series as it was
-            pipeline.fit_failed(request, exc)
-            if done:
-                done(None, exc)
-            return
-        pipeline.install(request, model)
-        if done:
-            done(model, None)
-
-
-WORKER_START_GRACE_S = 30.0
-
-
-class ProcessTrainer:
-    """Fits in a worker process; the finished model is swapped in on the event loop thread.
-
-    One worker by default: fits queue behind each other, and version numbers are allocated
-    under a file lock in the store anyway. The pool starts on the first fit.
-
-    Requests wait in a local queue and at most ``2 x workers`` are handed to the pool at a
-    time. Handing it a whole 100-series ``fit`` command at once made the loop pickle and
-    queue 100 requests in one go (the worker can only take one at a time anyway), and the
-    readings behind that burst waited.
-
-    A fit that runs longer than ``timeout_s`` is reported failed (``FitTimeout``) and its
-    worker killed and replaced: every other series' fit waits behind it otherwise. The
-    clock of a request starts when it is among the oldest ``workers`` handed to the pool
-    (the pool runs them in order), not while it waits behind another. Requests handed to
-    the killed worker alongside it go back to the head of the queue. The first request of
-    a new pool (started by ``warm()`` or by that request) gets ``WORKER_START_GRACE_S`` more (starting a worker and importing numpy
-    takes seconds on a loaded gateway). Workers die with the agent (``workers.die_with_parent``).
-    """
-
-    def __init__(self, loop: Any, store: ModelStore | None, workers: int = 1, timeout_s: float | None = None) -> None:
-        self.loop = loop
-        self.store = store
-        self.workers = workers
-        self.max_inflight = 2 * workers
-        self.timeout_s = timeout_s
-        self.pool: Executor | None = None
-        self.queue: deque[tuple[Pipeline, FitRequest, Callable[[Model | None, BaseException | None], None] | None]] = deque()
-        self.handed: list[_Handed] = []  # requests in the pool, oldest first
-        self.timeouts = 0
-        self._killed: list[Executor] = []  # pools whose workers we killed (their failures are ours)
-        self._grace_pending = False  # the next request is a new pool's first (warm() may have made it)
-
-    @property
-    def inflight(self) -> int:
-        return len(self.handed)
-
-    @property
-    def running(self) -> int:
-        """Fits queued or in a worker."""
-        return self.inflight + len(self.queue)
-
-    def _pool(self) -> Executor:
-        if self.pool is None:
-            import multiprocessing
-            import os
-            from concurrent.futures import ProcessPoolExecutor
-
-            # spawn, not fork: the agent has threads, and a forked child could inherit a held lock.
-            self.pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=init_worker, initargs=(os.getpid(),),
-            )
-            self._grace_pending = True  # its first fit also waits for the worker to start
-        return self.pool
-
-    def submit(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None = None) -> None:
-        self.queue.append((pipeline, request, done))
-        self._start_next()
-
-    def warm(self, detector: str | None = None) -> None:
-        """Start the worker now, once: called when a new series starts learning, so that its
-        first fit finds a worker ready instead of waiting for one to spawn and import.
-        Measured on this 2-core machine (3 runs each), first model installed after the request:
-        robust 427-614 ms cold, 23-26 ms warm; isolation forest 2.0-5.8 s cold, 0.7-0.9 s warm
-        (its fit itself). Readings arriving meanwhile wait in the backlog either way."""
-        if self.pool is not None:
-            return
-        try:
-            fut = self._pool().submit(warm_up, detector)
-        except Exception:  # pool cannot start: the first fit will say why
-            self.pool = None
-            return
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # nothing to wait for
-
-    def _start_next(self) -> None:
-        while self.queue and self.inflight < self.max_inflight:
-            self._start(*self.queue.popleft())
-        self._arm_timers()
-
-    def _arm_timers(self) -> None:
-        if not self.timeout_s:
-            return
-        for h in self.handed[:self.workers]:
-            if h.timer is None:
-                h.timer = self.loop.call_later(self.timeout_s + h.grace, self._timed_out, h)
-
-    def _start(self, pipeline: Pipeline, request: FitRequest, done: Callable[[Model | None, BaseException | None], None] | None) -> None:
-        # The requester's own store (None: in memory): the agent's MachineSet shares this
-        # trainer (one worker process for every fit) and saves into the machine store.
-        store = pipeline.store if hasattr(pipeline, "store") else self.store
-        root = str(store.root) if store is not None else None
-        fsync = store.fsync if store is not None else False
-        try:
-            pool = self._pool()
-            fut = self.loop.run_in_executor(pool, fit_and_save, root, fsync, request)
-        except Exception as exc:  # pool broken or shut down
-            self.pool = None
-            pipeline.fit_failed(request, exc)
-            if done:
-                done(None, exc)
-            return
-        h = _Handed(fut, pool, pipeline, request, done, grace=WORKER_START_GRACE_S if self._grace_pending else 0.0)
-        self._grace_pending = False
-        self.handed.append(h)
-        fut.add_done_callback(lambda f: self._finished(h, f))
-
-    def _finished(self, h: _Handed, f: Any) -> None:
-        if h.timer is not None:
-            h.timer.cancel()
-        self.handed.remove(h)
-        if h.timed_out:
-            self._start_next()  # already reported failed, and its worker replaced
-            return
-        pipeline, request, done = h.pipeline, h.request, h.done
-        model: Model | None = None
-        exc = f.exception() if not f.cancelled() else RuntimeError("fit cancelled")
-        if exc is not None and h.pool in self._killed:
-            # Its worker was killed for another request's timeout: not this one's fault.
-            self.queue.appendleft((pipeline, request, done))
-            self._start_next()
-            return
-        if exc is None:
-            try:
-                model = pipeline.model_from_worker(request, *f.result())
-            except Exception as rebuild_error:
-                exc = rebuild_error
-        if exc is not None:
-            if "BrokenProcessPool" in type(exc).__name__:
-                self.pool = None  # the worker died (OOM killer?): a new one next time
-            pipeline.fit_failed(request, exc)
-        else:
-            pipeline.install(request, model)  # type: ignore[arg-type]
-        if done:
-            done(model, exc)
-        self._start_next()
-
-    def _timed_out(self, h: _Handed) -> None:
-        if h.fut.done():
-            return
-        from edge_agent.workers import kill_pool_workers
-
-        h.timed_out = True
-        self.timeouts += 1
-        req = h.request  # a FitRequest, or a machines MachineFitRequest (same trainer)
-        what = getattr(req, "series_id", None) or f"machine {getattr(req, 'machine_id', '?')}"
-        size = len(getattr(req, "values", getattr(req, "rows", ())))
-        exc = FitTimeout(f"fit of {what!r} ({req.detector}, {size} samples) took longer than "
-                         f"detector.fit_timeout_s={self.timeout_s:g} s; its worker was replaced")
-        log.error("%s", exc)
-        self._killed.append(h.pool)
-        del self._killed[:-4]
-        kill_pool_workers(h.pool)
-        h.pool.shutdown(wait=False, cancel_futures=True)
-        if self.pool is h.pool:
-            self.pool = None
-        h.pipeline.fit_failed(h.request, exc)
-        if h.done:
-            h.done(None, exc)
-
-    def close(self) -> None:
-        while self.queue:
-            pipeline, request, done = self.queue.popleft()
-            pipeline.fit_failed(request, RuntimeError("agent shutting down"))
-            if done:
-                done(None, RuntimeError("agent shutting down"))
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-@dataclass(slots=True, eq=False)
-class _Handed:
-    """A fit request handed to the worker pool."""
-
-    fut: Any
-    pool: Executor
-    pipeline: Pipeline
-    request: FitRequest
-    done: Callable[[Model | None, BaseException | None], None] | None
-    grace: float = 0.0
-    timer: Any = None
-    timed_out: bool = False
-
-
-class FitTimeout(Exception):
-    """A fit ran longer than ``detector.fit_timeout_s``; its worker was killed."""
 
 
 class Pipeline:
@@ -502,7 +251,7 @@ class Pipeline:
             if backlog:  # readings that came during the reload, in order
                 self.n_backlog_scored += len(backlog)
                 values, ts = zip(*backlog, strict=True)
-                self._score_in_order(s, model, list(values), list(ts))
+                self.score_in_order(s, model, list(values), list(ts))
 
     def tick(self, now: float) -> None:
         """Advance the clock eviction ranks by (the agent: monotonic seconds, every second), and
@@ -554,7 +303,7 @@ class Pipeline:
         s.append(value, ts)
         lim = s.limits
         if lim is not None and not lim.lo_edge < value < lim.hi_edge:
-            self._limit(s, lim, value, ts)  # engineering limits: beside the model, while learning too
+            limit_crossed(self, s, lim, value, ts)  # engineering limits: beside the model, while learning too
         model = s.model
         if model is None:
             self._learning(s, value, ts)
@@ -571,7 +320,7 @@ class Pipeline:
             score = det.score_one(value, ts)
             self.score_latency.observe(time.perf_counter() - t0)
         if score >= det.threshold or s.alarm.active or self.retrain_on:
-            self._decide(s, model, value, ts, score)
+            decide(self, s, model, value, ts, score)
         else:  # the common case: a normal reading and no alarm raised
             s.n_scored += 1
             self.n_scored += 1
@@ -603,7 +352,7 @@ class Pipeline:
         if lim is not None:
             for v, t in zip(values.tolist(), ts.tolist(), strict=True):
                 if not lim.lo_edge < v < lim.hi_edge:
-                    self._limit(s, lim, v, t)
+                    limit_crossed(self, s, lim, v, t)
         model = s.model
         if model is None:
             if not s.settings.enabled:
@@ -637,7 +386,7 @@ class Pipeline:
         if getattr(det, "streaming", False):
             # The explanation of a raise describes the reading just scored: one at a time.
             t0 = time.perf_counter()
-            self._score_in_order(s, model, values.tolist(), ts.tolist())
+            self.score_in_order(s, model, values.tolist(), ts.tolist())
             self.score_latency.observe((time.perf_counter() - t0) / max(1, values.shape[0]))
             return
         t0 = time.perf_counter()
@@ -652,280 +401,27 @@ class Pipeline:
             s.last_score = float(scores[-1])
             return
         for i in range(values.shape[0]):
-            self._decide(s, model, float(values[i]), float(ts[i]), float(scores[i]))
+            decide(self, s, model, float(values[i]), float(ts[i]), float(scores[i]))
 
-    def _score_in_order(self, s: Series, model: Model, values: list[float], ts: list[float]) -> None:
+    def score_in_order(self, s: Series, model: Model, values: list[float], ts: list[float]) -> None:
         """Score readings already in the ring, one by one, as ``process`` would."""
         det = model.detector
         score_one = det.score_one
         for v, t in zip(values, ts, strict=True):
             score = score_one(v, t)
             if score >= det.threshold or s.alarm.active or self.retrain_on:
-                self._decide(s, model, v, t, score)
+                decide(self, s, model, v, t, score)
             else:
                 s.n_scored += 1
                 self.n_scored += 1
                 s.last_score = score
 
-    def _decide(self, s: Series, model: Model, value: float, ts: float, score: float) -> None:
-        s.n_scored += 1
-        self.n_scored += 1
-        s.last_score = score
-        det = model.detector
-        threshold = det.threshold
-        if score >= threshold:
-            s.n_anomalous += 1
-        if score >= threshold or s.alarm.active:
-            # On-delay (the series' rules): a raise waits for on_delay consecutive readings at or
-            # above the threshold; the raise/hold/clear decision itself is alarm_state's.
-            if s.alarm.active or s.settings.on_delay <= 1 or self._on_delay_done(s):
-                transition = s.alarm.update(score, threshold, ts, s.settings.policy, getattr(det, "normal_score", 0.0))
-                if transition:
-                    self._transition(transition, s, model, value, ts, score)
-        if self.retrain_on:
-            self._retrain_policy(s, score)
-
-    @staticmethod
-    def _on_delay_done(s: Series) -> bool:
-        """Count this anomalous reading into the series' run; True once the run is on_delay long."""
-        n, run = s.n_scored, s.onset
-        if run is not None and run[1] == n - 1:
-            run[1] = n
-        else:
-            run = s.onset = [n, n]
-        if run[1] - run[0] + 1 >= s.settings.on_delay:
-            s.onset = None
-            return True
-        return False
-
-    def _limit(self, s: Series, lim: Any, value: float, ts: float) -> None:
-        """An engineering limit reached or left (limits.py): each limit is its own alarm."""
-        st = s.settings
-        for name, state, setpoint in lim.update(value, st.on_delay):
-            if state == "raised":
-                s.alarm_seq += 1
-                self.alarm_seqs[s.id] = s.alarm_seq
-                seq, raised_ts = s.alarm_seq, ts
-                aid = alert_id(self.gateway_id, s.id, state, seq, ts)
-                lim.raised[name] = (seq, ts, aid)
-                s.n_alarms += 1
-                self.n_raised += 1
-                self.n_limit_raised += 1
-                s.last_alarm_ts = ts
-                raised_id, held = None, None
-                message = alarm_message.limit_raised(name, setpoint, value, st.unit)
-            else:
-                seq, raised_ts, raised_id = lim.raised.pop(name, (s.alarm_seq, ts, None))
-                aid = alert_id(self.gateway_id, s.id, state, seq, raised_ts)
-                held = ts - raised_ts
-                self.n_cleared += 1
-                message = alarm_message.limit_cleared(name, setpoint, lim.spec.deadband, held, st.unit)
-            s.marks.append(AlarmMark(ts, value, state))
-            low, high = lim.spec.expected()
-            self.on_alarm(AlarmEvent(
-                aid, s.id, state, ts, value, value, setpoint, "limit", 0, raised_id, kind="limit",
-                direction="up" if name in ("hi", "hihi") else "down", expected_low=low, expected_high=high,
-                message=message, held_s=held, seq=seq, source="limit", limit=name, setpoint=setpoint,
-                priority=int(st.limits_priority), unit=st.unit,
-            ))
-
-    def _transition(self, transition: int, s: Series, model: Model, value: float, ts: float, score: float) -> None:
-        det = model.detector
-        threshold = float(det.threshold)
-        state = NAMES[transition]
-        if transition == RAISED:
-            s.alarm_seq += 1
-            self.alarm_seqs[s.id] = s.alarm_seq
-            aid = alert_id(self.gateway_id, s.id, state, s.alarm_seq, ts)
-            exp = self._explain(det, value)
-            s.raised_id, s.last_alarm_ts = aid, ts
-            s.raised_seq = s.alarm_seq
-            s.n_alarms += 1
-            self.n_raised += 1
-            s.marks.append(AlarmMark(ts, value, state))
-            ev = AlarmEvent(aid, s.id, state, ts, value, score, threshold, det.name, model.version,
-                            message=alarm_message.raised(exp, value, score, threshold), seq=s.alarm_seq,
-                            priority=int(s.settings.priority), unit=s.settings.unit)
-            if exp is not None:
-                ev.kind, ev.direction, ev.expected_low, ev.expected_high = exp.kind, exp.direction, exp.expected_low, exp.expected_high
-            self.on_alarm(ev)
-            return
-        raised_ts = s.alarm.raised_ts if s.alarm.raised_ts is not None else ts
-        seq = s.raised_seq or s.alarm_seq
-        aid = alert_id(self.gateway_id, s.id, state, seq, raised_ts)
-        held = ts - raised_ts
-        peak = s.alarm.peak
-        s.marks.append(AlarmMark(ts, value, state))
-        if transition == ACCEPTED:
-            self.n_accepted += 1
-            message = alarm_message.accepted(held, "the acceptance time (alarms.accept_after_s)")
-            self._accept(s, model)
-        else:
-            self.n_cleared += 1
-            message = alarm_message.cleared(held, peak)
-        self.on_alarm(AlarmEvent(aid, s.id, state, ts, value, score, threshold, det.name, model.version, s.raised_id,
-                                 message=message, held_s=held, peak_score=peak, seq=seq,
-                                 priority=int(s.settings.priority), unit=s.settings.unit))
-
-    @staticmethod
-    def _explain(det: Any, value: float) -> Explanation | None:
-        explain = getattr(det, "explain", None)
-        if explain is None:
-            return None
-        try:
-            return explain(value)
-        except Exception:  # an explanation must never cost the alarm itself
-            log.exception("detector %s could not explain a reading", det.name)
-            return None
-
-    def _accept(self, s: Series, model: Model) -> None:
-        """Make the model take the current behaviour as normal: in place for a detector that
-        can (``rebaseline``), else a refit on the readings held in alarm."""
-        det = model.detector
-        rebaseline = getattr(det, "rebaseline", None)
-        if rebaseline is not None:
-            rebaseline()
-            s.changes += 1
-            checkpoints.take(s, det, model.version, s.n_readings)  # the plot replays from the new normal
-            return
-        if s.fit_pending:
-            return
-        n = min(self.buffer_size, max(s.settings.min_train, s.alarm.held))
-        self.request_fit(s, reason="accept", values=s.recent_values(n), detector=det.name,
-                         params=model.meta.get("init_params", s.settings.params))
-
-    def rebaseline(self, series_id: str, by: str = "command") -> dict[str, Any]:
-        """Accept a series' current behaviour as normal now (the ``rebaseline`` command).
-        A raised alarm ends with an ``accepted`` message saying who accepted it."""
-        s = self.series.get(series_id)
-        if s is None or s.model is None:
-            raise ValueError(f"series {series_id!r} has no model to rebaseline")
-        model = s.model
-        was_active = s.alarm.active
-        out: dict[str, Any] = {"series": series_id, "was_in_alarm": was_active}
-        if was_active:
-            ts = s.last_ts
-            raised_ts = s.alarm.raised_ts if s.alarm.raised_ts is not None else ts
-            peak = s.alarm.peak
-            s.alarm.end()
-            self.n_accepted += 1
-            s.marks.append(AlarmMark(ts, s.last_value, "accepted"))
-            seq = s.raised_seq or s.alarm_seq
-            aid = alert_id(self.gateway_id, s.id, "accepted", seq, raised_ts)
-            out["accepted_alert_id"] = s.raised_id
-            self.on_alarm(AlarmEvent(aid, s.id, "accepted", ts, s.last_value, s.last_score, float(model.detector.threshold),
-                                     model.detector.name, model.version, s.raised_id,
-                                     message=alarm_message.accepted(ts - raised_ts, by),
-                                     held_s=ts - raised_ts, peak_score=peak, seq=seq,
-                                     priority=int(s.settings.priority), unit=s.settings.unit))
-        self._accept(s, model)
-        out["method"] = "in place" if hasattr(model.detector, "rebaseline") else "refit"
-        return out
-
-    def _retrain_policy(self, s: Series, score: float) -> None:
-        s.since_fit += 1
-        if s.fit_pending:
-            return
-        if self.retrain_every and s.since_fit >= self.retrain_every:
-            self.request_fit(s, reason="every_n")
-            return
-        if self.drift_on:
-            # Block means of the score: the first block after a fit is the baseline; a later
-            # block whose mean exceeds drift_ratio x baseline means the model no longer fits.
-            s.drift_sum += score
-            s.drift_n += 1
-            if s.drift_n >= self.drift_window:
-                mean = s.drift_sum / s.drift_n
-                s.drift_sum, s.drift_n = 0.0, 0
-                if s.drift_base is None:
-                    s.drift_base = max(mean, 1e-12)
-                elif mean > self.drift_ratio * s.drift_base:
-                    self.request_fit(s, reason="drift")
-
-    # ---- training ----------------------------------------------------------------------
-    def request_fit(
-        self,
-        s: Series,
-        reason: str,
-        values: np.ndarray | None = None,
-        detector: str | None = None,
-        params: dict[str, Any] | None = None,
-        done: Callable[[Model | None, BaseException | None], None] | None = None,
-    ) -> FitRequest:
-        ts = None
-        if values is None:
-            ts, values = s.recent(self.buffer_size if reason != "initial" else s.settings.min_train)
-        if detector is None:
-            if s.model is not None and reason in ("every_n", "drift"):
-                detector, params = s.model.detector.name, s.model.meta.get("init_params", s.settings.params)
-            else:
-                detector = s.settings.detector
-                if params is None:
-                    params = s.settings.params
-        if params is None:
-            params = s.settings.params if detector == s.settings.detector else {}
-        req = FitRequest(s.id, values, detector, dict(params), reason, ts=ts)
-        s.fit_pending = True
-        if s.model is None:
-            # Readings arriving until this first model is installed wait here to be scored by it.
-            self.backlog[s.id] = deque(maxlen=self.buffer_size)
-        self.trainer.submit(self, req, done)
-        return req
-
-    def fit_model(self, req: FitRequest) -> Model:
-        """Fit and persist a model on this thread (offline evaluation, tests)."""
-        det, stats, seconds = train(req)
-        extra = {"init_params": req.params, "train_seconds": seconds, "reason": req.reason}
-        if self.store is not None:
-            model = self.store.save(req.series_id, det, n_samples=len(req.values), stats=stats, activate=req.activate, extra=extra)
-        else:
-            model = Model(det, self._next_memory_version(req.series_id), {"detector": det.name, "n_samples": len(req.values), "stats": stats, "trained_at": time.time(), **extra})
-        self.fit_latency.observe(seconds)
-        return model
-
-    def model_from_worker(self, req: FitRequest, version: int, meta: dict[str, Any], params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Model:
-        """Rebuild the model a fit worker made, from the same plain data a store holds."""
-        det = detectors.detector_class(meta["detector"]).from_state(params, arrays)
-        self.fit_latency.observe(float(meta.get("train_seconds", 0.0)))
-        return Model(det, version or self._next_memory_version(req.series_id), meta)
-
-    def _next_memory_version(self, series_id: str) -> int:
-        s = self.series.get(series_id)
-        return (s.model.version if s is not None and s.model is not None else 0) + 1
-
-    def install(self, req: FitRequest, model: Model) -> None:
-        """Swap the new model in. Runs on the loop thread: one assignment, atomic for readers."""
-        backlog = self.backlog.pop(req.series_id, None)
-        s = self.series.get(req.series_id)
-        if s is None:
-            return
-        s.fit_pending = False
-        self.n_models_trained += 1
-        if not req.activate or not s.settings.enabled:
-            return
-        s.model = model
-        checkpoints.take(s, model.detector, model.version, s.n_readings - len(backlog or ()))
-        s.since_fit = 0
-        s.drift_base, s.drift_sum, s.drift_n = None, 0.0, 0
-        s.changes += 1
-        if self.on_model:
-            self.on_model(s, model, req)
-        if backlog:
-            # Before any later reading: they are in the ring already, in arrival order.
-            self.n_backlog_scored += len(backlog)
-            values, ts = zip(*backlog, strict=True)
-            self._score_in_order(s, model, list(values), list(ts))
-
-    def fit_failed(self, req: FitRequest, exc: BaseException) -> None:
-        self.backlog.pop(req.series_id, None)  # those readings are training data for the next try
-        s = self.series.get(req.series_id)
-        if s is not None:
-            s.fit_pending = False
-            # Back off: wait for another full training window before trying again.
-            s.since_fit = 0
-            s.next_fit_at = s.n_readings + s.settings.min_train
-        self.n_fit_failed += 1
-        self.last_fit_error = f"{req.series_id}: {exc!r}"
-        log.error("fit failed for series %r (%s): %r", req.series_id, req.reason, exc)
-        if isinstance(exc, OSError) and self.on_store_error is not None:
-            self.on_store_error(f"{req.series_id}: {exc}")
+    # ---- the alarm decision (alarm_decision.py) and a series' fits (series_fits.py) ----------
+    # Functions taking the pipeline first, so they serve as its methods: operations call
+    # rebaseline and request_fit, the trainers (trainers.py) call back the other four.
+    rebaseline = alarm_decision.rebaseline
+    request_fit = series_fits.request_fit
+    fit_model = series_fits.fit_model
+    model_from_worker = series_fits.model_from_worker
+    install = series_fits.install
+    fit_failed = series_fits.fit_failed

@@ -1,0 +1,59 @@
+"""Operator state as the last run left it, restored at start: acknowledgements, shelves and
+engineering-limit alarms (the outbox file's ``alarm_condition`` / ``alarm_shelve`` tables,
+``annunciator.py``). A limit alarm whose limit is no longer configured is cleared, so SCADA
+does not keep it for ever.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.alarm_event import AlarmEvent, alert_id
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+
+log = logging.getLogger("edge_agent.agent")  # split out of agent.py: its log lines keep their logger
+
+
+async def restore_operator_state(agent: Agent, open_alarms: dict[str, tuple[str, float]]) -> None:
+    """Acknowledgements, shelves and engineering-limit alarms as the last run left them
+    (the outbox file's ``alarm_condition`` / ``alarm_shelve``, annunciator.py)."""
+    from edge_agent.outbox import read_operator_state
+
+    assert agent.loop is not None and agent.pipeline is not None
+    conditions, shelves = await agent.loop.run_in_executor(agent.executor, read_operator_state, agent.outbox.path)
+    for sid, name, cond in agent.annunciator.restore(conditions, shelves):
+        try:
+            s = agent.pipeline.get_or_create(sid)
+        except Exception:
+            continue
+        seq = int(cond.raised.get("seq") or 0)
+        if name == "model":
+            s.raised_seq = seq
+        elif s.limits is not None and name in dict(s.limits.spec.highs + s.limits.spec.lows):
+            s.limits.restore(name)
+            s.limits.raised[name] = (seq, float(cond.raised["ts"]), str(cond.raised["alert_id"]))
+        else:  # the limit is gone from the config (or the series disabled): end its alarm
+            end_removed_limit(agent, sid, name, seq, cond.raised)
+    for sid, (aid, ts) in open_alarms.items():
+        s = agent.pipeline.series.get(sid)
+        agent.annunciator.adopt_open(sid, aid, ts, int(s.settings.priority) if s is not None else 2)
+    log.info("operator state: %d alarm condition(s), %d shelve(s) restored", len(conditions), len(agent.annunciator.shelves))
+
+
+def end_removed_limit(agent: Agent, sid: str, name: str, seq: int, raised: dict[str, Any]) -> None:
+    """A limit alarm open at the last stop whose limit the config no longer has: cleared
+    now, so SCADA does not keep it for ever."""
+    raised_ts = float(raised.get("ts") or 0.0)
+    now = time.time()
+    log.warning("series %r: its %s alarm was open at the last stop and the limit is no longer configured: cleared", sid, name)
+    agent.on_alarm(AlarmEvent(
+        alert_id(agent.cfg.gateway_id, sid, "cleared", seq, raised_ts), sid, "cleared", now, float(raised.get("value") or 0.0),
+        float(raised.get("value") or 0.0), float(raised.get("setpoint") or 0.0), "limit", 0, str(raised.get("alert_id")),
+        kind="limit", direction=raised.get("direction"), message=f"the {name} limit is no longer configured (alarm ended at start-up)",
+        held_s=max(0.0, now - raised_ts), seq=seq, source="limit", limit=name, setpoint=raised.get("setpoint"),
+        priority=int(raised.get("priority") or 2), unit=raised.get("unit"),
+    ))
