@@ -131,7 +131,7 @@ class LiveMachines:
 
     def _load_models(self) -> list[tuple[str, Model]]:
         """Every stored machine's active model; a bad file costs its model, never the start
-        (as ``Agent._load_models`` for series, whose problem list this adds to)."""
+        (as ``agent_models.load_models`` for series, whose problem list this adds to)."""
         if not self.store.root.exists():
             return []
         self.store.cleanup_temp()
