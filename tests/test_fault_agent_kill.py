@@ -108,7 +108,11 @@ def test_agent_sigkill_loses_no_committed_alarm_and_resumes(tmp_path: Path) -> N
         n_active = len(list((agent.state_dir / "models").glob("*/ACTIVE")))
         m = re.search(r"loaded (\d+) model\(s\)", second.log())
         assert m and int(m.group(1)) >= n_active - NEW, second.log()[-2000:]
-        assert "model store:" not in second.log(), "a stored model version failed to load"
+        # A kill between a fit's save and its ACTIVE file is a state the store reports and
+        # serves ("... did not activate; serving it"); any other model store line is a version
+        # that failed to load.
+        failed = [ln for ln in second.log().splitlines() if "model store:" in ln and "did not activate; serving it" not in ln]
+        assert not failed, f"a stored model version failed to load: {failed[:3]}"
 
         # Every alarm committed before the kill reaches SCADA.
         committed_ids = {a["alert_id"] for a in committed}
