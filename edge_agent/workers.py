@@ -33,7 +33,13 @@ _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
-    """Make this process exit when ``parent_pid`` (the agent) is gone."""
+    """Make this process exit when ``parent_pid`` (the agent) is gone.
+
+    It also ignores SIGINT: a Ctrl-C at a terminal reaches the whole process group, and a
+    worker interrupted in its queue read printed a KeyboardInterrupt traceback over the
+    agent's orderly shutdown (seen in ``make demo``). The agent stops its workers itself.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
