@@ -57,6 +57,14 @@ def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
+def counts_by(name: str, doc: str, label: str, counts: dict[str, int]) -> CounterMetricFamily:
+    """A counter with one label, one sample per key of ``counts`` (sorted: a stable exposition)."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, n in sorted(counts.items()):
+        family.add_metric([key], n)
+    return family
+
+
 class AgentCollector(Collector):
     def __init__(self, agent: Agent, index: SeriesIndex | None = None) -> None:
         self.agent = agent
@@ -104,10 +112,7 @@ class AgentCollector(Collector):
         readings = ingest.readings if ingest else 0
         yield counter(P + "messages_received", "MQTT messages received on reading subscriptions", received)
         yield counter(P + "readings_received", "Readings decoded and taken by the pipeline (refused ones count in readings_rejected)", readings)
-        rej = CounterMetricFamily(P + "readings_rejected", "Messages or values refused at ingest, by reason", labels=["reason"])
-        for reason, n in sorted((ingest.rejected if ingest else {}).items()):
-            rej.add_metric([reason], n)
-        yield rej
+        yield counts_by(P + "readings_rejected", "Messages or values refused at ingest, by reason", "reason", ingest.rejected if ingest else {})
         if ingest is not None:
             guard = ingest.guard
             yield gauge(P + "readings_held", "Readings behind their topic's newest, held until the topic shows replay or clock step", guard.held_total)
@@ -181,19 +186,10 @@ class AgentCollector(Collector):
         yield gauge(P + "outbox_bytes", "Payload and topic bytes held in the outbox", out.bytes)
         yield gauge(P + "outbox_oldest_age_seconds", "Age of the oldest message in the outbox", out.oldest_age())
         yield gauge(P + "outbox_degraded", "1 while the outbox runs in memory because its file is unusable", float(bool(out.degraded)))
-        dropped = CounterMetricFamily(P + "outbox_dropped", "Messages dropped from the outbox, by reason", labels=["reason"])
-        for reason, n in sorted(out.dropped.items()):
-            dropped.add_metric([reason], n)
-        yield dropped
-        quarantined = CounterMetricFamily(P + "outbox_quarantined", "Messages moved out of the queue because they cannot be delivered, by reason", labels=["reason"])
-        for reason, n in sorted(out.quarantined.items()):
-            quarantined.add_metric([reason], n)
-        yield quarantined
+        yield counts_by(P + "outbox_dropped", "Messages dropped from the outbox, by reason", "reason", out.dropped)
+        yield counts_by(P + "outbox_quarantined", "Messages moved out of the queue because they cannot be delivered, by reason", "reason", out.quarantined)
         yield gauge(P + "outbox_quarantine_rows", "Rows kept in the outbox's quarantine table for inspection", out.quarantine_rows)
-        unsendable = CounterMetricFamily(P + "messages_unsendable", "Messages refused before queueing: topic or size beyond MQTT's or the broker's limits", labels=["reason"])
-        for reason, n in sorted(self.agent.unsendable.items()):
-            unsendable.add_metric([reason], n)
-        yield unsendable
+        yield counts_by(P + "messages_unsendable", "Messages refused before queueing: topic or size beyond MQTT's or the broker's limits", "reason", self.agent.unsendable)
         stuck = bool(out.depth) and out.oldest_age() > self.agent.cfg.outbox.stuck_after_s and self.agent.link.connected.is_set()
         yield gauge(P + "outbox_stuck", "1 while connected and the oldest queued message has waited longer than outbox.stuck_after_s", float(stuck))
 
@@ -211,14 +207,8 @@ class AgentCollector(Collector):
         if cmds is None:
             return
         yield counter(P + "commands_received", "Messages on the command topics", cmds.received)
-        refused = CounterMetricFamily(P + "commands_refused", "Commands refused, by reason (unsigned, bad_signature, ...)", labels=["reason"])
-        for reason, n in sorted(cmds.refused.items()):
-            refused.add_metric([reason], n)
-        yield refused
-        unanswered = CounterMetricFamily(P + "command_refusals_unanswered", "Refusals counted but not answered: rate_limited (token bucket) or bad_topic", labels=["why"])
-        for why, n in sorted(cmds.unanswered.items()):
-            unanswered.add_metric([why], n)
-        yield unanswered
+        yield counts_by(P + "commands_refused", "Commands refused, by reason (unsigned, bad_signature, ...)", "reason", cmds.refused)
+        yield counts_by(P + "command_refusals_unanswered", "Refusals counted but not answered: rate_limited (token bucket) or bad_topic", "why", cmds.unanswered)
         yield counter(P + "command_response_topics_refused", "Signed commands whose MQTT 5 response topic was refused (answered on the fixed topic)", cmds.response_topics_refused)
 
     def _s3(self) -> Iterator[Metric]:
@@ -250,10 +240,7 @@ class HttpCollector(Collector):
         if guard is not None:
             yield gauge(P + "http_max_connections", "Open HTTP connections allowed (http.max_connections, lowered to fit the descriptor limit)", guard.max_connections)
             yield counter(P + "http_connections_refused", "HTTP connections refused at the cap (503, closed at once)", guard.refused)
-            timeouts = CounterMetricFamily(P + "http_timeouts", "HTTP connections closed because a request's headers or body did not arrive in time", labels=["phase"])
-            for phase, n in sorted(guard.timed_out.items()):
-                timeouts.add_metric([phase], n)
-            yield timeouts
+            yield counts_by(P + "http_timeouts", "HTTP connections closed because a request's headers or body did not arrive in time", "phase", guard.timed_out)
         throttle = getattr(self.app_state, "auth_throttle", None)
         if throttle is not None:
             yield counter(P + "http_auth_failures", "Requests with a wrong bearer token", throttle.failed_total)
