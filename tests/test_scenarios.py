@@ -59,3 +59,21 @@ def test_default_detector_on_the_small_suite() -> None:
     for kind in ("spike", "noise", "stuck"):
         assert s["by_fault"][kind]["caught_pct"] == 100.0, kind
     assert s["by_fault"]["spike"]["delay_median"] == 0.0
+
+
+def test_one_scenario_runs_alone_and_failures_are_grouped(capsys) -> None:
+    """``--only`` reproduces one scenario of the suite by name (its readings and seed are those
+    of the whole suite's run), and the summary counts failures by kind/fault/interval."""
+    import json
+
+    from edge_agent.evaluation import evaluate
+
+    assert evaluate.main(["--scenarios", "small", "--only", "cycle/step/s0.5/dt300/r0", "--json", "--quiet", "--jobs", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["scenarios"] == 1 and out["total"]["faults"] == 1
+    alone = scenarios.summarise(scenarios.run_suite([s for s in scenarios.build_suite("small") if s.name == "cycle/step/s0.5/dt300/r0"],
+                                                    build_config_data(None, None, [])))
+    assert (out["total"], out["nuisance"]) == (alone["total"], alone["nuisance"])
+    assert evaluate.main(["--scenarios", "small", "--only", "no-such-scenario", "--quiet"]) == 2
+    assert scenarios._group(["cycle/step/s0.5/dt60/r0", "cycle/step/s5/dt60/r1", "noise/drift/s5/dt1/r0"]) == {
+        "cycle/step/dt60": 2, "noise/drift/dt1": 1}

@@ -238,6 +238,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     skab_machine.add_arguments(parser)  # --skab DIR, and --machine / --lofo / --blind-spot
     parser.add_argument("--scenarios", nargs="?", const="full", default=None, choices=sorted(scenarios.SIZES),
                         help="the generated fault-scenario suite (default size: full)")
+    parser.add_argument("--only", default=None, metavar="TEXT",
+                        help="scenarios: run only the scenarios whose name contains TEXT (e.g. wander/spike/s0.5/dt60/r0)")
     parser.add_argument("--loco", default=None, metavar="KEY=V1,V2,...",
                         help="NAB: also report leave-one-category-out tuning of this setting, e.g. detector.params.threshold=0.8,1,1.25")
     parser.add_argument("--detector", default=None, help="detector name (default: the config's detector.name)")
@@ -355,6 +357,11 @@ def _run_skab(args: argparse.Namespace, cfg_data: dict[str, Any], t0: float) -> 
 
 def _run_scenarios(args: argparse.Namespace, cfg_data: dict[str, Any], t0: float) -> int:
     suite = scenarios.build_suite(args.scenarios)
+    if args.only:
+        suite = [sc for sc in suite if args.only in sc.name]
+        if not suite:
+            print(f"evaluate: no scenario name contains {args.only!r}", file=sys.stderr)
+            return 2
     results = scenarios.run_suite(suite, cfg_data, jobs=args.jobs, progress=not args.quiet)
     summary = {**_describe(cfg_data), "size": args.scenarios, **scenarios.summarise(results), "wall_seconds": time.perf_counter() - t0}
     if args.json:

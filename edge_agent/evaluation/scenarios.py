@@ -357,10 +357,23 @@ def summarise(results: Iterable[ScenarioResult]) -> dict[str, Any]:
         "by_normal": by_normal,
         "explained_as": kinds_named,
         "missed": [f"{o.scenario} ({o.kind})" for o in outcomes if not o.caught],
+        # the same, counted by normal kind / fault / sampling interval: where the failures gather
+        "missed_by": _group([o.scenario for o in outcomes if not o.caught]),
+        "not_held_by": _group([o.scenario for o in outcomes if o.held is False]),
         "not_held": [f"{o.scenario} ({o.kind})" for o in outcomes if o.held is False and o.caught],
         "nuisance": [f"{name} @{i}" for name, i in nuisance],
         "us_per_reading": 1e6 * sum(r.seconds for r in results) / max(1, sum(r.readings for r in results)),
     }
+
+
+def _group(names: list[str]) -> dict[str, int]:
+    """Scenario names (kind/fault/sigma/dt/seed) counted by kind/fault/dt, largest first."""
+    counts: dict[str, int] = {}
+    for name in names:
+        kind, fault, _, dt, _ = name.split("/")
+        key = f"{kind}/{fault}/{dt}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def format_summary(s: dict[str, Any], limit: int = 12) -> str:
@@ -385,6 +398,9 @@ def format_summary(s: dict[str, Any], limit: int = 12) -> str:
     lines.append(f"{'normal':<10} {'faults':>6} {'caught':>8} {'held':>8} {'delay p50':>9}")
     for k, b in s["by_normal"].items():
         lines.append(f"{k:<10} {b['faults']:>6} {pct(b['caught_pct']):>8} {pct(b['held_pct']):>8} {num(b['delay_median']):>9}")
+    for label in ("missed_by", "not_held_by"):
+        if s[label]:
+            lines.append(f"{label}: " + ", ".join(f"{k} {n}" for k, n in s[label].items()))
     for label in ("missed", "not_held", "nuisance"):
         items = s[label]
         if items:
