@@ -249,6 +249,27 @@ def test_a_gaussian_tail_beyond_the_range_is_no_alarm(name: str) -> None:
     assert [i for i, s, _ in ev if s == "raised" and not any(f.start <= i <= f.end + 20 for f in sc.faults)] == []
 
 
+def test_a_step_alarmed_as_a_spike_is_held_by_the_level_channel() -> None:
+    # A step of 7 on a quantised wander raised a spike alarm; the predictor adopted the new
+    # level 3 readings later, and the level channel, climbing to it over its ~7-reading average
+    # (12 readings to 85 %), stayed under the hold level for the alarm's 10 clear readings: the
+    # alarm cleared 12 readings into a 300-reading step, and the model of normal learned it.
+    sc, ev = scenario_alarms("quantised/step/s0.5/dt60/r0")
+    (fault,) = sc.faults
+    raised = [i for i, s, _ in ev if s == "raised"]
+    assert raised and raised[0] == fault.start, raised
+    assert [i for i, s, _ in ev if raised[0] < i <= fault.end] == []  # held to its end
+
+
+@pytest.mark.xfail(strict=True, reason="known nuisance alarms (docs/detectors.md, round 3): a variance alarm on a quantised "
+                   "signal whose training window showed a few excursions of its mean |difference|; a drift alarm on a "
+                   "wandering level 3 units beyond anything its calm training window showed")
+@pytest.mark.parametrize("name", ["quantised/spike/s5/dt1/r0", "wander/spike/s0.5/dt60/r0"])
+def test_known_nuisance_alarms(name: str) -> None:
+    sc, ev = scenario_alarms(name)
+    assert [i for i, s, _ in ev if s == "raised" and not any(f.start <= i <= f.end + 20 for f in sc.faults)] == []
+
+
 def test_no_alarm_on_slow_trend_wander_and_quantised_signals() -> None:
     rng = np.random.default_rng(6)
     n = 8000
