@@ -357,7 +357,9 @@ def summarise(results: Iterable[ScenarioResult]) -> dict[str, Any]:
         "by_normal": by_normal,
         "explained_as": kinds_named,
         "missed": [f"{o.scenario} ({o.kind})" for o in outcomes if not o.caught],
-        # the same, counted by normal kind / fault / sampling interval: where the failures gather
+        # counted by normal kind / fault / sampling interval, where the failures gather: faults
+        # missed, and sustained faults not held to their end (the missed ones included, as
+        # held_pct counts them)
         "missed_by": _group([o.scenario for o in outcomes if not o.caught]),
         "not_held_by": _group([o.scenario for o in outcomes if o.held is False]),
         "not_held": [f"{o.scenario} ({o.kind})" for o in outcomes if o.held is False and o.caught],
