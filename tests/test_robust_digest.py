@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "952d67f9bc0b902bd06cefd9a6f505c4a06138e7267d3500ba101ec53de20795",
-    "cycle_5min": "de985179e62712de5285504fa94fee9e33d447fd5abef1e751192858503a96ae",
-    "second_wander": "ba046dd83f1433002310986f6bd962718150f0d18f372d2f4480d9a2819ea453",
-    "quantised_untimed": "b5a1e4d575dab7e22e76358ebebd2a32fe2857c61f4d82878f196c4ca77b0112",
+    "minute": "7276edcf502e2b549e20e2738761de8d3b7557a8234b73c73a594141e86c3d18",
+    "cycle_5min": "d55f37045c05df4cbcc9357204a703dce26be24455a060e10f8f2e6ab025cc39",
+    "second_wander": "12ee44eb2f10bb23f5a44e05fd2cbaefeedda64b4473b611589c9ba181ef32ff",
+    "quantised_untimed": "a86289529ffc4bd0a75313153919259c79238418485b8b5138986d70ebc635a2",
 }
 
 
