@@ -1,7 +1,7 @@
-"""Operator state as the last run left it, restored at start: acknowledgements, shelves and
-engineering-limit alarms (the outbox file's ``alarm_condition`` / ``alarm_shelve`` tables,
-``annunciator.py``). A limit alarm whose limit is no longer configured is cleared, so SCADA
-does not keep it for ever.
+"""Operator state as the last run left it, restored at start: acknowledgements, shelves (of
+series and machines) and engineering-limit alarms (the outbox file's ``alarm_condition`` /
+``alarm_shelve`` tables, ``annunciator.py``). A limit alarm whose limit is no longer configured
+is cleared, so SCADA does not keep it for ever.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.alarm_conditions import SERIES, owner_of
 from edge_agent.alarm_event import AlarmEvent, alert_id
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ async def restore_operator_state(agent: Agent, open_alarms: dict[str, tuple[str,
     assert agent.loop is not None and agent.pipeline is not None
     conditions, shelves = await agent.loop.run_in_executor(agent.executor, read_operator_state, agent.outbox.path)
     for sid, name, cond in agent.annunciator.restore(conditions, shelves):
+        if owner_of(sid)[0] != SERIES:
+            continue  # a machine's: its open alarm came back with the machine (machines/live.py)
         try:
             s = agent.pipeline.get_or_create(sid)
         except Exception:
