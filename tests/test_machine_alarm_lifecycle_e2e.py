@@ -170,3 +170,45 @@ def test_ack_shelve_restart_unshelve_of_a_machine_alarm(tmp_path: Path, mosquitt
         for sub in (alarms, states, answers):
             sub.close()
         assert agent.close() == 0, agent.log()[-3000:]
+
+
+@pytest.mark.timeout(180)
+def test_a_machine_alarm_open_when_machines_leave_the_config_is_cleared_at_start(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """As an engineering limit removed from the config: nothing could ever end the alarm, so
+    the next start clears it (SCADA and the operators' list would keep it for ever)."""
+    plain = [{"topic": "plant/{line}/{machine}/{sensor}", "series": "{machine}/{sensor}"}]
+    common = {"detector.min_train_samples": 100, "ingest.max_past_age_s": 1e6}
+    agent = HttpAgent(tmp_path, mosquitto, **common, subscriptions=[{**plain[0], "machine": "{line}/{machine}"}])
+    rows = pump_rows()
+    alarms = Subscriber(mosquitto, "edge/gw-test/machine_alerts/#")
+    pub = Publisher(mosquitto)
+    agent.start()
+    try:
+        agent.wait_connected()
+        publish(pub, rows, 0, 600)
+        agent.wait_log("machine 'l1/p1': model v1 (baseline_t2) active after initial fit", 90)
+        publish(pub, rows, 600, BREAKS[0] + 30)
+        wait_for(lambda: alarms.json(), 60, "the machine alarm")
+        (raised,) = alarms.json()
+        assert agent.close() == 0
+
+        agent = HttpAgent(tmp_path, mosquitto, name="agent-without-machines", **common, subscriptions=plain)
+        agent.start()
+        agent.wait_connected()
+        wait_for(lambda: len(alarms.json()) == 2, 20, "the clear")
+        cleared = alarms.json()[1]
+        assert (cleared["state"], cleared["raised_alert_id"], cleared["seq"]) == ("cleared", raised["alert_id"], 1)
+        assert "no longer configured" in cleared["message"] and cleared["acked"] is False
+        assert "its alarm was open at the last stop and no subscription feeds machines now" in agent.log()
+        # Ended unacknowledged: listed until an operator acknowledges it, as any alarm.
+        (cond,) = [a for a in agent.get("/alarms").json()["alarms"] if a["machine"] is not None]
+        assert (cond["machine"], cond["state"]) == ("l1/p1", "cleared_unacked")
+        assert agent.close() == 0
+        agent.start()  # the next start has nothing left to end
+        agent.wait_connected()
+        time.sleep(0.5)
+        assert len(alarms.json()) == 2
+    finally:
+        pub.close()
+        alarms.close()
+        agent.close()
