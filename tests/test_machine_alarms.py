@@ -106,6 +106,21 @@ def test_a_shelved_machine_is_scored_its_raise_held_back_and_announced_when_the_
         operations.unshelve(plant.agent, None, machine="l1/p1")
 
 
+def test_a_machine_shelve_expires_and_its_held_alarm_is_announced_then() -> None:
+    plant = Plant()
+    plant.run(1100)
+    plant.ann.shelve(KEY, 600, "maintenance", "ann")
+    plant.run(1230)
+    assert plant.alarms() == []
+    plant.clock.t += 599
+    assert plant.ann.expire() == 0
+    plant.clock.t += 1
+    assert plant.ann.expire() == 1 and KEY not in plant.ann.shelves
+    (late,) = plant.alarms()
+    assert (late["machine"], late["after_shelve"]) == ("l1/p1", True)
+    assert plant.state()["shelved"] is None
+
+
 def test_a_raise_and_its_clear_under_a_shelve_need_nobody() -> None:
     plant = Plant()
     plant.run(1100)
