@@ -184,7 +184,7 @@ def alarm_row(c: dict[str, Any], now_value: float | None, shelved: bool, view_ur
     )
 
 
-ALARM_HEAD = ("<tr><th>priority</th><th>series</th><th>value</th><th>direction</th><th>expected</th><th>out by</th>"
+ALARM_HEAD = ("<tr><th>priority</th><th>series / machine</th><th>value</th><th>direction</th><th>expected</th><th>out by</th>"
               "<th>since</th><th>why</th><th>state</th></tr>")
 
 
