@@ -261,10 +261,10 @@ def test_a_step_alarmed_as_a_spike_is_held_by_the_level_channel() -> None:
     assert [i for i, s, _ in ev if raised[0] < i <= fault.end] == []  # held to its end
 
 
-@pytest.mark.xfail(strict=True, reason="known nuisance alarms (docs/detectors.md, round 3): a variance alarm on a quantised "
-                   "signal whose training window showed a few excursions of its mean |difference|; a drift alarm on a "
-                   "wandering level 3 units beyond anything its calm training window showed")
-@pytest.mark.parametrize("name", ["quantised/spike/s5/dt1/r0", "wander/spike/s0.5/dt60/r0"])
+@pytest.mark.xfail(strict=True, reason="known nuisance alarms (docs/detectors.md, round 3): variance alarms at a threshold "
+                   "calibrated on a few runs of the training window; a drift alarm on a wandering level 3 units beyond "
+                   "anything its calm training window showed")
+@pytest.mark.parametrize("name", ["noise/clean/s0.5/dt60/n12000/r1", "quantised/clean/s0.05/dt1/n3000/r1", "wander/spike/s0.5/dt60/r0"])
 def test_known_nuisance_alarms(name: str) -> None:
     sc, ev = scenario_alarms(name)
     assert [i for i, s, _ in ev if s == "raised" and not any(f.start <= i <= f.end + 20 for f in sc.faults)] == []
