@@ -511,7 +511,7 @@ class MachineSet:
             if m.n_scored:
                 sensors = det.contributions()
                 out["contributions"] = [c.as_dict() for c in sensors]
-                out["top_sensors"] = [f"{c.sensor} {'high' if c.z > 0 else 'low'}" for c in message.named(sensors)]
+                out["top_sensors"] = [f"{c.sensor} {c.what}" for c in message.named(sensors)]
         else:
             out["training_rows"] = f"{m.rows_held}/{self.min_train}"
         return out
