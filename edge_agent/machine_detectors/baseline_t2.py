@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge_agent.machine_detectors import baseline_t2_state as stored
 from edge_agent.machine_detectors.base import Contribution
 from edge_agent.machine_detectors.estimates import (
     noise_floor,
@@ -19,7 +20,7 @@ from edge_agent.machine_detectors.estimates import (
     variogram_noise_and_drift,
 )
 
-_MAX_SENSORS = 256
+_MAX_SENSORS = stored.MAX_SENSORS
 
 
 class BaselineT2Detector:
@@ -473,87 +474,18 @@ class BaselineT2Detector:
         self.slow = list(self.fast)  # and the rate channels measure slopes from here
         self.last_zr = [0.0] * len(self.last_zr)
 
-    # ---- live state (machines/checkpoint.py: kept across a clean restart) -------------------
-    _LIVE = ("m", "pv", "e", "held")
-    _LIVE_RATE = ("fast", "slow")
-
-    def _live_keys(self) -> tuple[str, ...]:
-        return self._LIVE + self._LIVE_RATE if self.rate_tau_s > 0.0 else self._LIVE
-
+    # ---- live state (machines/checkpoint.py) and stored form (baseline_t2_state.py) ----------
     def live_state(self) -> dict[str, list[float]]:
         """Where the baselines are now (the model's files hold them as at the end of the fit)."""
-        return {k: list(getattr(self, k)) for k in self._live_keys()}
+        return stored.live_state(self)
 
     def set_live_state(self, state: dict[str, Any]) -> None:
         """Take back a ``live_state()`` of this model: checked whole before anything changes."""
-        checked = {}
-        for k in self._live_keys():
-            n = len(getattr(self, k))
-            v = state.get(k)
-            if not isinstance(v, list) or len(v) != n or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in v):
-                raise ValueError(f"live state {k!r} must hold {n} finite numbers")
-            checked[k] = [float(x) for x in v]
-        if min(checked["pv"]) < 0.0 or min(checked["held"]) < 0.0:
-            raise ValueError("live state: variances and held times must be >= 0")
-        for k, v in checked.items():
-            setattr(self, k, v)
-
-    # ---- persistence -----------------------------------------------------------------------
-    _PARAMS = ("tau_s", "k", "hold_s", "shrink", "relation_r2", "gain_cap", "drift_significance", "rate_tau_s", "max_lag",
-               "warmup_rows", "threshold")
-    _ARRAYS = ("q", "r", "c", "p_steady", "capped", "m", "pv", "e", "held")
-    _RATE_ARRAYS = ("fast", "slow", "rate_sd")  # per sensor, when rate_tau_s > 0
+        stored.set_live_state(self, state)
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        params: dict[str, Any] = {k: getattr(self, k) for k in self._PARAMS}
-        params.update({"sensors": list(self.sensors), "k_t2": self.k_t2, "dt0": self.dt0, "rel_target": list(self.rel_target)})
-        arrays = {k: np.asarray(getattr(self, k), dtype=np.float64) for k in self._ARRAYS}
-        if self.rate_tau_s > 0.0:
-            arrays.update({k: np.asarray(getattr(self, k), dtype=np.float64) for k in self._RATE_ARRAYS})
-        p = len(self.sensors)
-        arrays["cinv"] = np.asarray(self.cinv, dtype=np.float64).reshape(p, p)
-        arrays["rel_coef"] = np.asarray(self.rel_coef, dtype=np.float64).reshape(len(self.rel_target), p)
-        return params, arrays
+        return stored.get_state(self)
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BaselineT2Detector:
-        # A model stored before the rate channels (no "rate_tau_s") loads as it was fitted:
-        # without them, until it is fitted again.
-        d = cls(**{k: params[k] for k in cls._PARAMS if k != "rate_tau_s"}, rate_tau_s=params.get("rate_tau_s", 0.0))
-        sensors, targets = params["sensors"], params.get("rel_target", [])
-        if not isinstance(sensors, list) or not all(isinstance(s, str) for s in sensors) or not 1 <= len(sensors) <= _MAX_SENSORS:
-            raise ValueError("sensors must be a list of 1..256 names")
-        p = len(sensors)
-        if not isinstance(targets, list) or len(targets) > p or not all(isinstance(i, int) and 0 <= i < p for i in targets):
-            raise ValueError("rel_target must list sensor indexes")
-        coef = np.asarray(arrays.get("rel_coef", np.zeros((0, p))), dtype=np.float64)
-        if coef.shape != (len(targets), p) or not np.isfinite(coef).all():
-            raise ValueError(f"array 'rel_coef' must be {len(targets)}x{p} and finite")
-        d.sensors = list(sensors)
-        d._set_arrays(p, targets, coef.tolist())
-        n = p + len(targets)
-        for k in cls._ARRAYS:
-            a = np.asarray(arrays[k], dtype=np.float64)
-            if a.shape != (n,) or not np.isfinite(a).all():
-                raise ValueError(f"array {k!r} must hold {n} finite values")
-            setattr(d, k, a.tolist())
-        if d.rate_tau_s > 0.0:
-            for k in cls._RATE_ARRAYS:
-                a = np.asarray(arrays.get(k, np.zeros(0)), dtype=np.float64)
-                if a.shape != (p,) or not np.isfinite(a).all():
-                    raise ValueError(f"array {k!r} must hold {p} finite values")
-                setattr(d, k, a.tolist())
-            if min(d.rate_sd) < 0.0:
-                raise ValueError("rate spreads must be >= 0 (0: no rate channel)")
-        cinv = np.asarray(arrays["cinv"], dtype=np.float64)
-        if cinv.shape != (p, p) or not np.isfinite(cinv).all():
-            raise ValueError(f"array 'cinv' must be {p}x{p} and finite")
-        if min(d.r) <= 0.0 or min(d.c) < 1.0 or min(d.q) < 0.0 or min(d.capped) < 0.0 or max(d.capped) >= 1.0:
-            raise ValueError("noise variances must be > 0, inflations >= 1, drift rates >= 0, capped gains in [0, 1)")
-        d.cinv = cinv.tolist()
-        d.k_t2 = float(params["k_t2"])
-        d.dt0 = float(params["dt0"])
-        if not (d.k_t2 > 0 and d.dt0 > 0 and math.isfinite(d.k_t2) and math.isfinite(d.dt0)):
-            raise ValueError("k_t2 and dt0 must be positive")
-        d._derived()
-        return d
+        return stored.from_state(cls, params, arrays)
