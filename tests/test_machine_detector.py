@@ -10,6 +10,7 @@ import pytest
 from edge_agent import machine_detectors
 from edge_agent.machine_detectors.baseline_t2 import BaselineT2Detector
 from edge_agent.machine_detectors.estimates import chi2_sf, t2_limit
+from edge_agent.machines import message
 from edge_agent.model_store import ModelStore
 
 SENSORS = ["a", "b", "c"]
@@ -196,6 +197,7 @@ def test_a_ramp_fast_for_the_sensor_is_raised_named_and_held(seed: int) -> None:
     first = next(i for i, s in enumerate(scores) if s >= 1.0)
     assert first <= 120  # found while it ramps
     assert (named[0].sensor, named[0].what) == ("b", "rising fast")
+    assert message.raised(named, 1.2, 1.0).startswith("b rising fast: b ")
     assert all(s >= 0.7 for s in scores[first:])  # held (hold_ratio 0.7) over the plateau
     assert all(v["rate_sd_per_s"] > 0 for v in stats["sensors"].values())
 
