@@ -235,3 +235,18 @@ def test_a_model_stored_before_the_rate_channels_loads_without_them() -> None:
     del arrays["rate_sd"]
     with pytest.raises(ValueError, match="rate_sd"):
         BaselineT2Detector.from_state(params, arrays)
+
+
+def test_a_long_gap_does_not_look_like_a_fast_move() -> None:
+    """After a day without rows (an agent stopped, a machine off), longer than ``hold_s``, the
+    level the sensors come back at is where the machine is: no alarm on the rows after it.
+    (Before: the first row re-synced the baselines, but the smoothed deviation kept the jump
+    and the second row scored 2.4 x threshold, "b high".)"""
+    x = _wandering(1400, 6)
+    d = BaselineT2Detector()
+    d.fit(x[:400], np.arange(400.0), SENSORS)
+    for r in x[400:1000].tolist():
+        d.score_row(r, 1.0)
+    moved = x[1000:1060] + [0.0, 6.0 * x[:400, 1].std(), 0.0]  # another operating point
+    scores = [d.score_row(moved[0].tolist(), 86400.0)] + [d.score_row(r, 1.0) for r in moved[1:].tolist()]
+    assert max(scores) < 1.0, scores[:5]

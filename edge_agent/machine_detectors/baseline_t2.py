@@ -348,10 +348,16 @@ class BaselineT2Detector:
                 fj = fast[j] + beta * (x[j] - fast[j])
                 fast[j] = fj
                 h = held[j]
-                # While the sensor is gated its slow level is held, like its baseline: the
-                # channel then shows how far it moved since, in the spread a drift of q per
-                # second gives that distance (so a drifting sensor lets go, a stationary one holds).
-                v = (fj - slow[j]) / (sd if h == 0.0 else math.sqrt(sd * sd + q[j] * h))
+                if h == 0.0:
+                    # Both levels take this row (after a long gap both are the row, not the
+                    # slow one the level before the gap): learnt below unless the row gates.
+                    sj = slow[j] + beta_r * (x[j] - slow[j])
+                    v = (fj - sj) / sd
+                else:
+                    # While the sensor is gated its slow level is held, like its baseline: the
+                    # channel shows how far it moved since, in the spread a drift of q per
+                    # second gives that distance (a drifting sensor lets go, a stationary one holds).
+                    v = (fj - slow[j]) / math.sqrt(sd * sd + q[j] * (h + dt))
                 zr[j] = v
                 if v > rate_worst:
                     rate_worst = v
@@ -405,7 +411,7 @@ class BaselineT2Detector:
                     e[j] = 0.0
                     pv[j] = self.p_steady[j]
                     held[j] = 0.0
-                    if j < p and beta_r:
+                    if j < p and self.rate_tau_s > 0.0:
                         self.slow[j] = self.fast[j]
                 else:
                     held[j] = h
@@ -434,7 +440,23 @@ class BaselineT2Detector:
         x = values if type(values) is list else [float(v) for v in values]
         if len(x) != len(self.sensors):
             raise ValueError(f"row has {len(x)} values, the model {len(self.sensors)} sensors")
+        if dt >= self.hold_s:
+            # Silent for longer than a deviation is held before it is accepted: whatever the
+            # sensors read now is where the machine is (a restart after a day off, a machine
+            # switched on again). Without this, a baseline re-synced by its grown uncertainty
+            # left its smoothed deviation at the jump, and the next row alarmed at 6-12 sd.
+            self._restart_at(x)
+            dt = self.dt0
         return self._step(x, dt if dt > 0.0 else 0.0) * self.threshold
+
+    def _restart_at(self, x: list[float]) -> None:
+        xs = self._channels(np.asarray([x], dtype=np.float64))[0].tolist()
+        self.m = xs
+        self.e = [0.0] * len(xs)
+        self.pv = list(self.r)  # a baseline read off one row is as uncertain as one reading
+        self.held = [0.0] * len(xs)
+        self.fast = list(x)
+        self.slow = list(x)
 
     def contributions(self) -> list[Contribution]:
         """Per sensor, ranked by |z|: its own channel, or its relation channel when that one
