@@ -177,6 +177,13 @@ def _md_scoring(p: dict[str, Any]) -> list[str]:
         s = d["score_one"]
         L.append(_stat_row(name, s, [_fmt(s["median_corrected"]), _fmt(s["p99_corrected"]),
                                      _fmt(d["score_many_100k_samples_per_s"]["median"]), _fmt(d["fit_2000_s"])]))
+    made_of = p["detectors"].get("robust", {}).get("score_one_p99_made_of")
+    if made_of:
+        L += ["", "What `robust`'s p99 is made of (a further half as many readings, each labelled by the part of its slow cycle it did "
+              "and whether it taught the daily profile; docs/detectors.md, \"Cost\"):", "",
+              "| reading did | share of readings | median µs | p99 µs | share of the slowest 1 % |", "|---|--:|--:|--:|--:|"]
+        for label, r in made_of.items():
+            L.append(f"| {label} | {r['share'] * 100:.1f} % | {_fmt(r['median_us'])} | {_fmt(r['p99_us'])} | {r['share_of_slowest_1pct'] * 100:.1f} % |")
     L += ["", "Whole paths, 1,000 trained statistical series, 1 % anomalous readings (µs per call):", ""]
     L += _stat_header("path", ["median corr.", "p99 corr."])
     for key, label in (("pipeline_process", "`Pipeline.process`"), ("ingest_handle", "`Ingest.handle` (route + JSON decode + process)")):

@@ -25,9 +25,10 @@ What a requester can choose, and what it cannot (issue 15, findings 1 and 7):
   own topics (alarms, alarm state, status, commands, dead letters, the reading subscriptions).
   Otherwise the answer goes to the fixed topic and says ``response_topic_refused``. The
   signature covers the payload, not MQTT properties, hence the check.
-- Machines (issue 14): ``fit``, ``rollback``, ``status`` and ``rebaseline`` take
-  ``args.machine`` (one machine id, no glob) instead of ``args.series``; naming both is refused.
-  A machine and a series may share an id (``line1/p1``): the argument's name says which.
+- Machines (issue 14): ``fit``, ``rollback``, ``status``, ``rebaseline``, ``ack``, ``shelve``
+  and ``unshelve`` take ``args.machine`` (one machine id, no glob) instead of ``args.series``;
+  naming both is refused. A machine and a series may share an id (``line1/p1``): the
+  argument's name says which. ``status`` without ``args.series`` lists the machines too.
 - Every answer fits in one packet the broker takes (its CONNACK Maximum Packet Size): a
   ``status`` listing too large is cut and says ``truncated`` with the ``next_offset`` to ask
   for (``args.offset``/``args.limit`` page through it).
@@ -356,26 +357,30 @@ class CommandHandler:
         return {"series": sid, "version": model.version, "detector": model.detector.name}
 
     async def cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A machine's status (``args.machine``), or a page of series; without ``args.series``
+        the first page lists every machine too (``machines``)."""
         if (done := await self._machine("status", args)) is not None:
             return done
         series = await self._select(args, require=False)
         offset = _int_arg(args, "offset", 0, 0, 1 << 62)
         limit = _int_arg(args, "limit", _MAX_STATUS_SERIES, 1, _MAX_STATUS_SERIES)
-        return await operations.status(self.agent, series, offset, limit)
+        return await operations.status(self.agent, series, offset, limit, machines=args.get("series") is None and offset == 0)
 
+    # The alarm operations name a series (``args.series``) or a machine (``args.machine``).
     async def cmd_ack(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``{"series": id, "condition"?: "model"|"hihi"|..., "alert_id"?: ..., "note"?: ..., "by"?: name}``"""
+        """``{"series"|"machine": id, "condition"?: "model"|"hihi"|..., "alert_id"?: ..., "note"?: ..., "by"?: name}``"""
         return operations.ack(self.agent, args.get("series"), args.get("condition"), args.get("alert_id"),
-                              by=operations.who("command", args.get("by")), note=args.get("note"))
+                              by=operations.who("command", args.get("by")), note=args.get("note"), machine=args.get("machine"))
 
     async def cmd_shelve(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``{"series": id, "duration_s": seconds, "reason": text, "by"?: name}``"""
+        """``{"series"|"machine": id, "duration_s": seconds, "reason": text, "by"?: name}``"""
         return operations.shelve(self.agent, args.get("series"), args.get("duration_s"), args.get("reason"),
-                                 by=operations.who("command", args.get("by")))
+                                 by=operations.who("command", args.get("by")), machine=args.get("machine"))
 
     async def cmd_unshelve(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``{"series": id, "by"?: name}``"""
-        return operations.unshelve(self.agent, args.get("series"), by=operations.who("command", args.get("by")))
+        """``{"series"|"machine": id, "by"?: name}``"""
+        return operations.unshelve(self.agent, args.get("series"), by=operations.who("command", args.get("by")),
+                                   machine=args.get("machine"))
 
     async def cmd_sync(self, args: dict[str, Any]) -> dict[str, Any]:
         report = await operations.sync(self.agent)
@@ -400,8 +405,8 @@ def fit_answer(doc: dict[str, Any], budget: int) -> bytes | None:
     the shortest form does not fit.
 
     A ``status`` listing keeps as many series as fit and says ``truncated`` with the
-    ``next_offset`` to ask for; other lists in a result (a fit's ``fitted`` and ``errors``)
-    keep their head and say how many were left out; failing that, the result is replaced
+    ``next_offset`` to ask for; other lists in a result (a status' ``machines``, cut first, a
+    fit's ``fitted`` and ``errors``) keep their head and say how many were left out; failing that, the result is replaced
     by a note. Shortening an answer is better than dropping it: the requester learns what
     it asked and how to get the rest.
     """
@@ -410,7 +415,7 @@ def fit_answer(doc: dict[str, Any], budget: int) -> bytes | None:
         return payload
     result = doc.get("result")
     if isinstance(result, dict):
-        for key in ("series", "fitted", "errors"):
+        for key in ("machines", "series", "fitted", "errors"):
             items = result.get(key)
             if not isinstance(items, list) or not items:
                 continue

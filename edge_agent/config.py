@@ -28,6 +28,7 @@ from pydantic import (
 
 from edge_agent import config_source
 from edge_agent.config_source import ENV_PREFIX, ConfigError, Issue, Located, Origins
+from edge_agent.priority import Priority, PriorityField
 from edge_agent.rules import SeriesRule
 
 __all__ = ["AgentConfig", "ConfigError", "Issue", "ENV_PREFIX", "load_config", "masked_dump", "read_secret"]
@@ -229,6 +230,8 @@ class MachineAlarmsConfig(_Strict):
     topic: str = "edge/{gateway_id}/machine_alerts/{machine}"
     qos: Literal[0, 1, 2] = 1
     state_topic: str | None = None
+    # In every machine alarm and on the operator's list (annunciator.py), as a series' rules set theirs.
+    priority: PriorityField = Priority.MEDIUM
 
     @model_validator(mode="before")
     @classmethod

@@ -16,6 +16,9 @@ Operators' alarm actions (``annunciator.py`` keeps the state):
   ``alarms.max_shelve_s``) with a ``reason``; it is still scored, its would-be alarms counted.
 - ``unshelve``: end a shelve now; alarms raised under it and still active are published then.
 
+Each names a series (``series``) or a machine (``machine``): a machine's alarm is one more
+condition (``model``) in the same annunciator, with the same lifecycle.
+
 The front ends pass the narrow ``Operator`` below, never the agent: neither imports it.
 """
 
@@ -27,6 +30,7 @@ import math
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
+from edge_agent.alarm_conditions import describe, owner_key
 from edge_agent.annunciator import Annunciator
 from edge_agent.limits import NAMES as LIMIT_NAMES
 from edge_agent.model_store import Model, ModelStore
@@ -118,10 +122,20 @@ async def rollback_machine(agent: Operator, machine: str, version: int | None = 
     return out
 
 
+def _alarm_view(agent: Operator, machine: str) -> dict[str, Any]:
+    """What the operators did about a machine's alarm (annunciator.py): its condition's state
+    (``active_unacked``, ``active_acked``, ``cleared_unacked``, or None) and its shelve."""
+    key = owner_key(machine=machine)
+    cond = agent.annunciator.conditions.get(key, {}).get("model")
+    return {"alarm_state": cond.state if cond is not None else None, "shelved": key in agent.annunciator.shelves}
+
+
 async def status_machine(agent: Operator, machine: str) -> dict[str, Any]:
     from edge_agent.machines import operations as machine_ops
 
-    return machine_ops.machine_status(_live_machines(agent).set, machine)
+    out = machine_ops.machine_status(_live_machines(agent).set, machine)
+    shelf = agent.annunciator.shelves.get(owner_key(machine=machine))
+    return {**out, **_alarm_view(agent, machine), "shelve": shelf.view() if shelf is not None else None}
 
 
 async def rebaseline_machine(agent: Operator, machine: str, by: str = "the rebaseline command") -> dict[str, Any]:
@@ -149,7 +163,7 @@ async def list_machines(agent: Operator) -> list[dict[str, Any]]:
         if i and not i % MACHINES_PER_PASS:
             await asyncio.sleep(0)
         if mid in live.set.machines:  # not evicted meanwhile
-            out.append(machine_ops.machine_line(live.set, mid))
+            out.append({**machine_ops.machine_line(live.set, mid), **_alarm_view(agent, mid)})
     return out
 
 
@@ -233,9 +247,11 @@ def rebaseline(agent: Operator, series_id: str, by: str = "the rebaseline comman
     return result
 
 
-async def status(agent: Operator, series: list[str], offset: int = 0, limit: int = 1000) -> dict[str, Any]:
+async def status(agent: Operator, series: list[str], offset: int = 0, limit: int = 1000, machines: bool = False) -> dict[str, Any]:
     """A page of ``series`` (ids, sorted) with state, model, last reading, counts, priority
-    and shelve; the total, ``truncated`` and ``next_offset``; the agent's health."""
+    and shelve; the total, ``truncated`` and ``next_offset``; the agent's health. With
+    ``machines`` (and an agent that has machines), every machine too, as ``list_machines``
+    gives them (state, last score, the sensors that explain it, alarm and shelve)."""
     pipe = agent.pipeline
     shelves = agent.annunciator.shelves
     out = []
@@ -265,6 +281,8 @@ async def status(agent: Operator, series: list[str], offset: int = 0, limit: int
     doc: dict[str, Any] = {"series": out, "total": len(series), "offset": offset, "truncated": more, "health": agent.health()}
     if more:
         doc["next_offset"] = offset + len(page)
+    if machines and getattr(agent, "machines", None) is not None:
+        doc["machines"] = await list_machines(agent)
     return doc
 
 
@@ -281,10 +299,22 @@ async def sync(agent: Operator) -> Any:
     return report
 
 
-def _series(ann: Annunciator, series: Any) -> str:
+def _series(series: Any) -> str:
     if not isinstance(series, str) or not series or len(series) > 1024:
         raise OperationError("series must be a series id (1 to 1024 characters)")
     return series
+
+
+def _owner(series: Any, machine: Any) -> tuple[str, dict[str, str]]:
+    """The annunciator's key of the series or the machine a request names (exactly one), and
+    how an answer names it (``{"series": id}`` or ``{"machine": id}``)."""
+    if machine is None:
+        sid = _series(series)
+        return owner_key(series=sid), {"series": sid}
+    if series is not None:
+        raise OperationError("give series or machine, not both")
+    mid = machine_id(machine)
+    return owner_key(machine=mid), {"machine": mid}
 
 
 def _text(name: str, value: Any, limit: int, required: bool = False) -> str:
@@ -297,35 +327,44 @@ def _text(name: str, value: Any, limit: int, required: bool = False) -> str:
     return value.strip()
 
 
-def ack(agent: Operator, series: Any, condition: Any = None, alert_id: Any = None, by: str = "", note: Any = None) -> dict[str, Any]:
-    sid = _series(agent.annunciator, series)
-    if condition is not None and condition not in CONDITIONS:
-        raise OperationError(f"condition must be one of {', '.join(CONDITIONS)}")
+def ack(agent: Operator, series: Any, condition: Any = None, alert_id: Any = None, by: str = "", note: Any = None,
+        machine: Any = None) -> dict[str, Any]:
+    key, named = _owner(series, machine)
+    conditions = ("model",) if machine is not None else CONDITIONS
+    if condition is not None and condition not in conditions:
+        raise OperationError(f"condition must be one of {', '.join(conditions)}")
     if alert_id is not None and (not isinstance(alert_id, str) or len(alert_id) > 64):
         raise OperationError("alert_id must be a string (an alarm's alert_id)")
-    acked = agent.annunciator.ack(sid, condition, alert_id, by=by, note=_text("note", note, MAX_REASON))
+    acked = agent.annunciator.ack(key, condition, alert_id, by=by, note=_text("note", note, MAX_REASON))
     if not acked:
         which = f" of condition {condition!r}" if condition else f" with alert_id {alert_id!r}" if alert_id else ""
-        raise NothingToDo(f"series {sid!r} has no unacknowledged alarm{which}")
-    return {"series": sid, "acknowledged": acked}
+        raise NothingToDo(f"{describe(key)} has no unacknowledged alarm{which}")
+    return {**named, "acknowledged": acked}
 
 
-def shelve(agent: Operator, series: Any, duration_s: Any, reason: Any, by: str = "") -> dict[str, Any]:
-    sid = _series(agent.annunciator, series)
+def shelve(agent: Operator, series: Any, duration_s: Any, reason: Any, by: str = "", machine: Any = None) -> dict[str, Any]:
+    """Shelve a series, or a machine this agent has (``UnknownMachine`` otherwise: a typo must
+    not leave a shelve that holds nothing back)."""
+    key, named = _owner(series, machine)
+    if machine is not None:
+        from edge_agent.machines.operations import UnknownMachine
+
+        if named["machine"] not in _live_machines(agent).set.machines:
+            raise UnknownMachine(named["machine"])
     longest = float(agent.cfg.alarms.max_shelve_s)
     if isinstance(duration_s, bool) or not isinstance(duration_s, int | float) or not math.isfinite(duration_s) \
             or not 0 < duration_s <= longest:
         raise OperationError(f"duration_s must be a number of seconds in (0, {longest:g}] (alarms.max_shelve_s)")
     why = _text("reason", reason, MAX_REASON, required=True)
-    return {"series": sid, "shelved": agent.annunciator.shelve(sid, float(duration_s), why, by)}
+    return {**named, "shelved": agent.annunciator.shelve(key, float(duration_s), why, by)}
 
 
-def unshelve(agent: Operator, series: Any, by: str = "") -> dict[str, Any]:
-    sid = _series(agent.annunciator, series)
-    ended = agent.annunciator.unshelve(sid, by)
+def unshelve(agent: Operator, series: Any, by: str = "", machine: Any = None) -> dict[str, Any]:
+    key, named = _owner(series, machine)
+    ended = agent.annunciator.unshelve(key, by)
     if ended is None:
-        raise NothingToDo(f"series {sid!r} is not shelved")
-    return {"series": sid, "unshelved": ended}
+        raise NothingToDo(f"{describe(key)} is not shelved")
+    return {**named, "unshelved": ended}
 
 
 def alarms(agent: Operator, offset: int = 0, limit: int = 1000) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from edge_agent.model_store import ModelStore
 
 CHROMIUM = shutil.which("chromium")
 KEY = b"0123456789abcdef0123456789abcdef"
+TOKEN = "t0ken-for-machine-tests"
 ROWS = 700  # the first 400 complete rows fit the machine's first model; the last 200 are scored
 
 
@@ -85,6 +86,16 @@ def get(port: int, path: str) -> tuple[int, bytes, str]:
         return exc.code, exc.read(), exc.headers.get("content-type", "")
 
 
+def post(port: int, path: str, body: dict[str, Any] | None = None, token: str | None = TOKEN) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body or {}).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def png_size(png: bytes) -> tuple[int, int]:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
     assert zlib.crc32(png[12:29]) == struct.unpack(">I", png[29:33])[0]  # a whole IHDR chunk
@@ -96,6 +107,7 @@ def pump_agent(tmp_path_factory: pytest.TempPathFactory, broker: Mosquitto):
     tmp = tmp_path_factory.mktemp("machine_cmds")
     key = tmp / "cmd.key"
     key.write_bytes(KEY + b"\n")
+    (tmp / "api-token").write_text(TOKEN + "\n")
     port = free_port()
     cfg = agent_config(tmp, broker, **{
         "commands": {"key_file": str(key)},
@@ -105,7 +117,7 @@ def pump_agent(tmp_path_factory: pytest.TempPathFactory, broker: Mosquitto):
             {"topic": "plain/{line}/{machine}", "series": "{line}/{machine}"},
         ],
         "ingest": {"max_past_age_s": 1e6},
-        "http": {"enabled": True, "port": port},
+        "http": {"enabled": True, "port": port, "token_file": str(tmp / "api-token")},
     })
     agent = AgentProcess(tmp, cfg).start()
     agent.wait_connected()
@@ -251,3 +263,34 @@ def test_status_page_lists_machines_in_chromium(pump_agent: tuple[AgentProcess, 
     assert code == 200 and json.loads(body)["machine"] == hostile_id and json.loads(body)["state"] == "learning"
     code, png, _ = get(port, "/machine_plot/" + quote(hostile_id, safe="") + ".png")  # no rows yet: still a picture
     assert code == 200 and png_size(png) == (900, 720)
+
+
+@pytest.mark.timeout(120)
+def test_http_fits_and_rolls_back_a_machine_behind_the_token(pump_agent: tuple[AgentProcess, int]) -> None:
+    """POST /machine_fit and /machine_rollback, as series have /fit and /rollback: the token is
+    required, the machine named in the path acted on, the series of the same id left alone."""
+    agent, port = pump_agent
+    before, active = machine_versions(agent)
+    series_models = agent.log().count("series 'l1/p1': model v")
+    assert post(port, "/machine_fit/l1/p1", {"last_n": 150}, token=None)[0] == 401
+    assert post(port, "/machine_fit/l1/p1", {"last_n": 150}, token="wrong")[0] == 403
+    code, err = post(port, "/machine_fit/l9/nope", {})
+    assert code == 404 and err["error"] == "unknown_machine", err
+    assert post(port, "/machine_fit/l1/p1", {"last_n": 10})[0] == 422  # a machine refits on at least 50 rows
+    code, err = post(port, "/machine_fit/l1/p1", {"detector": "no_such_detector"})
+    assert code == 400 and "no_such_detector" in err["detail"], err
+
+    code, fit = post(port, "/machine_fit/l1/p1", {"last_n": 150})
+    assert code == 200, fit
+    assert fit["machine"] == "l1/p1" and fit["version"] == max(before) + 1 and fit["rows"] == 150 and fit["detector"] == "baseline_t2"
+    assert machine_versions(agent) == ([*before, fit["version"]], fit["version"])
+    assert json.loads(get(port, "/machines/l1/p1")[1])["model"]["version"] == fit["version"]
+
+    assert post(port, "/machine_rollback/l1/p1", token=None)[0] == 401
+    code, back = post(port, f"/machine_rollback/l1/p1?version={active}")
+    assert code == 200 and back == {"machine": "l1/p1", "active_version": active, "detector": "baseline_t2"}, back
+    assert machine_versions(agent)[1] == active
+    code, err = post(port, "/machine_rollback/l1/p1?version=99")
+    assert code == 409 and err["error"] == "no_such_version", err
+    assert machine_versions(agent)[1] == active
+    assert agent.log().count("series 'l1/p1': model v") == series_models  # the series l1/p1 untouched

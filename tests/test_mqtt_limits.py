@@ -90,3 +90,19 @@ def test_fit_answer_shortens_other_lists_then_gives_up_cleanly() -> None:
     assert fit_answer(doc, 10) is None
     small = {"command": "fit", "status": "failed", "error": "e" * 5000}
     assert json.loads(fit_answer(small, 500) or b"") == {"command": "fit", "status": "failed"}
+
+
+def test_fit_answer_cuts_the_machines_of_a_status_first() -> None:
+    """``status`` without a series pattern lists the machines on its first page only: cut first
+    (they are named in ``machines_omitted``), so the series page it answers stays whole and its
+    ``next_offset`` moves on (GET /machines and ``status {"machine": id}`` have the rest)."""
+    series = [{"series": f"m{i:04d}/temp", "state": "normal"} for i in range(50)]
+    machines = [{"machine": f"line1/p{i:03d}", "state": "normal", "top_sensors": ["current high", "flow low"]} for i in range(500)]
+    doc = {"command": "status", "status": "done",
+           "result": {"series": series, "total": 50, "offset": 0, "truncated": False, "machines": machines}}
+    out = fit_answer(doc, 16_000)
+    assert out is not None and len(out) <= 16_000
+    result = json.loads(out)["result"]
+    kept = len(result["machines"])
+    assert 0 < kept < 500 and result["machines_omitted"] == 500 - kept and result["machines"] == machines[:kept]
+    assert result["series"] == series and result["truncated"] is False

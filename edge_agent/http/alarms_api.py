@@ -1,5 +1,6 @@
 """Operators' alarm endpoints: the alarm list (read-only), and ack / shelve / unshelve (token
-required), calling the same ``operations.py`` the signed commands call."""
+required) of a series (``/ack/{series}``...) or a machine (``/machine_ack/{machine}``...),
+calling the same ``operations.py`` the signed commands call."""
 
 from __future__ import annotations
 
@@ -43,10 +44,14 @@ def _operator(request: Request) -> operations.Operator:
 
 
 def _call(fn: Any, *args: Any, **kw: Any) -> dict[str, Any]:
+    from edge_agent.machines.operations import UnknownMachine
+
     try:
         return fn(*args, **kw)
     except operations.NothingToDo as exc:
         raise ApiError(409, "nothing_to_do", str(exc)) from None
+    except (UnknownMachine, operations.NoMachines) as exc:
+        raise ApiError(404, "unknown_machine", str(exc)) from None
     except operations.OperationError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
 
@@ -74,3 +79,27 @@ async def shelve(request: Request, series_id: str, body: ShelveBody) -> dict[str
              responses=responses(400, 401, 403, 409, 422, 429), dependencies=[Depends(require_token)])
 async def unshelve(request: Request, series_id: str, body: UnshelveBody | None = None) -> dict[str, Any]:
     return _call(operations.unshelve, _operator(request), series_id, by=operations.who("http", (body or UnshelveBody()).by))
+
+
+# A machine's alarm (issue 14): the same operations, naming the machine. Their own prefix, as
+# /machine_plot: /ack/machine/... is the ack of a series named "machine/...".
+@router.post("/machine_ack/{machine_id:path}", summary="Acknowledge a machine's alarm (token required)",
+             responses=responses(400, 401, 403, 409, 422, 429), dependencies=[Depends(require_token)])
+async def machine_ack(request: Request, machine_id: str, body: AckBody | None = None) -> dict[str, Any]:
+    b = body or AckBody()
+    return _call(operations.ack, _operator(request), None, b.condition, b.alert_id,
+                 by=operations.who("http", b.by), note=b.note, machine=machine_id)
+
+
+@router.post("/machine_shelve/{machine_id:path}", summary="Shelve a machine's alarms for a while, with a reason (token required)",
+             responses=responses(400, 401, 403, 404, 422, 429), dependencies=[Depends(require_token)])
+async def machine_shelve(request: Request, machine_id: str, body: ShelveBody) -> dict[str, Any]:
+    return _call(operations.shelve, _operator(request), None, body.duration_s, body.reason, by=operations.who("http", body.by),
+                 machine=machine_id)
+
+
+@router.post("/machine_unshelve/{machine_id:path}", summary="End a machine's shelve now (token required)",
+             responses=responses(400, 401, 403, 409, 422, 429), dependencies=[Depends(require_token)])
+async def machine_unshelve(request: Request, machine_id: str, body: UnshelveBody | None = None) -> dict[str, Any]:
+    return _call(operations.unshelve, _operator(request), None, by=operations.who("http", (body or UnshelveBody()).by),
+                 machine=machine_id)

@@ -1,5 +1,8 @@
-"""Machines on the HTTP port (issue 14): ``GET /machines``, ``GET /machines/{id}`` and the
-machine plot ``GET /machine_plot/{id}.png``.
+"""Machines on the HTTP port (issue 14): ``GET /machines``, ``GET /machines/{id}``, the
+machine plot ``GET /machine_plot/{id}.png``, and, as series have ``/fit`` and ``/rollback``
+(token required), ``POST /machine_fit/{id}`` and ``POST /machine_rollback/{id}``. A machine's
+alarm is acknowledged and shelved at ``/machine_ack``, ``/machine_shelve``, ``/machine_unshelve``
+(``alarms_api.py``).
 
 Machine ids contain ``/`` (``{line}/{machine}``): the routes take them as a ``:path`` like the
 series routes. The plot has its own prefix, not ``/plot/machine/...``: that path is also the
@@ -14,12 +17,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent import operations
+from edge_agent.http.auth import require_token
 from edge_agent.http.errors import ApiError, responses
 from edge_agent.http.machine_render import render_machine_png
+from edge_agent.model_store import ModelLoadError
 
 if TYPE_CHECKING:  # the agent is composed in app.py; the HTTP layer never imports it at run time
     from edge_agent.agent import Agent
@@ -89,3 +95,47 @@ async def plot_machine(
         renderer.cache.move_to_end(key)
         renderer.hits += 1
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+class MachineFitBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    detector: str | None = Field(None, max_length=64, description="Machine detector name; default: machines.detector.name")
+    params: dict[str, Any] | None = Field(None, description="Detector parameters; default: machines.detector.params")
+    last_n: int | None = Field(None, ge=50, strict=True, description="Fit on this many recent complete rows; default: all held")
+
+
+def _machine_errors(exc: Exception) -> ApiError:
+    from edge_agent.machines.operations import UnknownMachine
+
+    if isinstance(exc, UnknownMachine | operations.NoMachines):
+        return ApiError(404, "unknown_machine", str(exc))
+    if isinstance(exc, ModelLoadError):
+        return ApiError(409, "no_such_version", str(exc))
+    if isinstance(exc, OSError):
+        return ApiError(503, "model_store_unavailable", f"cannot store the model: {exc}")
+    return ApiError(400, "bad_request", str(exc))
+
+
+@router.post("/machine_fit/{machine_id:path}", summary="Refit a machine on the complete rows it holds and activate it (token required)",
+             responses=responses(400, 401, 403, 404, 422, 429, 503), dependencies=[Depends(require_token)])
+async def fit_machine(request: Request, machine_id: str, body: MachineFitBody | None = None) -> dict[str, Any]:
+    b = body or MachineFitBody()
+    try:
+        return await operations.fit_machine(_agent(request), operations.machine_id(machine_id), detector=b.detector,
+                                            params=b.params, last_n=b.last_n)
+    except (LookupError, ValueError, TypeError, OSError) as exc:
+        raise _machine_errors(exc) from None
+
+
+@router.post("/machine_rollback/{machine_id:path}", summary="Activate an older stored version of a machine's model (token required)",
+             responses=responses(401, 403, 404, 409, 422, 429), dependencies=[Depends(require_token)])
+async def rollback_machine(
+    request: Request,
+    machine_id: str,
+    version: int | None = Query(None, ge=1, description="Version to activate; default: the one before the active one"),
+) -> dict[str, Any]:
+    try:
+        return await operations.rollback_machine(_agent(request), operations.machine_id(machine_id), version)
+    except (LookupError, ValueError, OSError, ModelLoadError) as exc:
+        raise _machine_errors(exc) from None

@@ -100,8 +100,9 @@ class AgentCollector(Collector):
             for pr in Priority:
                 by.add_metric([st, pr.label], counts.get((st, int(pr)), 0))
         yield by
-        yield gauge(P + "alarm_series_shelved", "Series whose alarms are shelved now", len(ann.shelves))
-        yield counter(P + "alarms_suppressed", "Alarms raised while their series was shelved (not published then)", ann.suppressed)
+        # Machines' conditions are in the counts above; machines shelved: edge_agent_machines_shelved.
+        yield gauge(P + "alarm_series_shelved", "Series whose alarms are shelved now", sum(sh.machine is None for sh in ann.shelves.values()))
+        yield counter(P + "alarms_suppressed", "Alarms raised while their series or machine was shelved (not published then)", ann.suppressed)
         yield counter(P + "alarm_acks", "Alarms acknowledged (command or HTTP)", ann.acks)
         yield gauge(P + "alarm_rate_10min", "Alarms raised and published in the last 10 minutes (EEMUA 191: ~1 per operator is manageable)", ann.rate.count())
         yield gauge(P + "alarm_flood", "1 while more than alarms.flood_per_10min alarms were raised in the last 10 minutes", float(ann.flood()))

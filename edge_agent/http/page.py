@@ -1,7 +1,8 @@
 """``GET /``: the operator's status page, and ``/view/{series}`` per series.
 
 Active alarms first (from the annunciator: priority, value and unit, direction, expected range,
-how far out, since when, why, ack/shelve state), then shelves, then every series a page at a
+how far out, since when, why, ack/shelve state; a machine's alarm with its score, threshold and
+the sensors that explain it), then shelves, then the machines, then every series a page at a
 time with a sparkline. The page is server-rendered and complete without JavaScript; a small
 script (``page_parts.SCRIPT``) refreshes it in place (scroll and filter kept) and, once an
 operator types the HTTP token, offers Ack / Shelve / Unshelve buttons.
@@ -25,6 +26,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from edge_agent import __version__, operations
+from edge_agent.alarm_conditions import owner_key
 from edge_agent.chunked import filtered
 from edge_agent.http import page_parts as parts
 from edge_agent.http import series_view
@@ -67,10 +69,12 @@ def _machine_row(m: dict[str, Any]) -> str:
     mid = escape(m["machine"])
     state = m["state"]
     model = m["model"]
+    marks = (' <span class="shelved">shelved</span>' if m.get("shelved") else "") + \
+        (" <small>acknowledged</small>" if m.get("alarm_state") == "active_acked" else "")
     return (
         f'<tr class="machine row-{escape(state)}" data-machine="{mid}">'
         f'<td><a href="/machines/{escape(quote(m["machine"], safe=""))}">{mid}</a></td>'
-        f'<td><span class="state state-{escape(state)}">{escape(state)}</span></td>'
+        f'<td><span class="state state-{escape(state)}">{escape(state)}</span>{marks}</td>'
         f'<td class="num">{m["sensors"]}</td>'
         f'<td class="num">{_val(m["last_score"])}</td>'
         f'<td class="num">{_val(model["threshold"]) if model else "-"}</td>'
@@ -147,6 +151,11 @@ async def status_page(
     conditions = ann.listing()
     for c in conditions[:MAX_ALARM_ROWS]:
         v = c.view()
+        if v["machine"] is not None:  # a machine's alarm (issue 14), in the same list
+            if not q or q in v["machine"]:
+                alarm_rows.append(parts.machine_alarm_row(v, owner_key(machine=v["machine"]) in ann.shelves,
+                                                          f"/machines/{quote(v['machine'], safe='')}"))
+            continue
         if q and q not in v["series"]:
             continue
         s = live.get(v["series"])
@@ -194,7 +203,7 @@ async def status_page(
         f'<div><input id="filter" type="search" placeholder="filter series" value="{escape(q)}"> {token_box}</div>'
         f"<h2>Alarms</h2><table><thead>{parts.ALARM_HEAD}</thead>"
         f'<tbody id="alarms">{"".join(alarm_rows) or "<tr><td colspan=9>no alarms</td></tr>"}</tbody></table>{more}'
-        "<h2>Shelved</h2><table><thead><tr><th>series</th><th>reason</th><th>by</th><th>until</th><th>alarms held back</th><th></th></tr></thead>"
+        "<h2>Shelved</h2><table><thead><tr><th>series / machine</th><th>reason</th><th>by</th><th>until</th><th>alarms held back</th><th></th></tr></thead>"
         f'<tbody id="shelves">{shelves or "<tr><td colspan=6>none</td></tr>"}</tbody></table>'
         f"{machine_section}"
         "<h2>Series</h2><table><thead><tr><th>series</th><th>state</th><th>priority</th><th>last value</th><th>recent</th>"

@@ -1,4 +1,5 @@
-"""Pieces of the status page (``page.py``): the active-alarm rows, sparklines, style and script.
+"""Pieces of the status page (``page.py``): the active-alarm rows (of series and machines),
+sparklines, style and script.
 
 Everything shown is escaped (``html.escape``; ids in links ``urllib.parse.quote``): series ids,
 units and messages are hostile input. The script only fetches this same page and swaps the
@@ -47,8 +48,9 @@ SCRIPT = """
   const filter = document.getElementById('filter');
   function applyFilter(){
     const q = (filter.value || '').toLowerCase();
-    document.querySelectorAll('tr[data-series]').forEach(tr => {
-      tr.style.display = !q || tr.dataset.series.toLowerCase().includes(q) ? '' : 'none'; });
+    document.querySelectorAll('tr[data-series], tr[data-machine]').forEach(tr => {
+      const id = tr.dataset.series !== undefined ? tr.dataset.series : tr.dataset.machine;
+      tr.style.display = !q || id.toLowerCase().includes(q) ? '' : 'none'; });
   }
   filter.addEventListener('input', applyFilter);
   filter.addEventListener('keydown', ev => { if (ev.key === 'Enter') {  // the whole list, not only this page
@@ -68,7 +70,9 @@ SCRIPT = """
   }
   document.addEventListener('click', ev => {
     const b = ev.target.closest('button[data-op]'); if (!b) return;
-    const sid = b.dataset.series, path = '/' + b.dataset.op + '/' + encodeURIComponent(sid);
+    const machine = b.dataset.machine !== undefined;  // a machine's alarm: /machine_ack/{id}, ...
+    const sid = machine ? b.dataset.machine : b.dataset.series;
+    const path = '/' + (machine ? 'machine_' : '') + b.dataset.op + '/' + encodeURIComponent(sid);
     if (b.dataset.op === 'ack') act(path, b.dataset.condition ? {condition: b.dataset.condition} : {});
     else if (b.dataset.op === 'unshelve') act(path, {});
     else { const min = parseFloat(prompt('Shelve ' + sid + ' for how many minutes?', '60'));
@@ -180,15 +184,51 @@ def alarm_row(c: dict[str, Any], now_value: float | None, shelved: bool, view_ur
     )
 
 
-ALARM_HEAD = ("<tr><th>priority</th><th>series</th><th>value</th><th>direction</th><th>expected</th><th>out by</th>"
+ALARM_HEAD = ("<tr><th>priority</th><th>series / machine</th><th>value</th><th>direction</th><th>expected</th><th>out by</th>"
               "<th>since</th><th>why</th><th>state</th></tr>")
 
 
 def shelve_row(sh: dict[str, Any]) -> str:
-    sid = escape(sh["series"])
-    return (f'<tr data-series="{sid}"><td>{sid}</td><td>{escape(sh["reason"])}</td><td>{escape(sh["by"])}</td>'
+    """A shelve (``Shelve.view()``) of a series, or of a machine (marked so, its button posting
+    to ``/machine_unshelve``)."""
+    machine = sh.get("machine") is not None
+    attr = "data-machine" if machine else "data-series"
+    oid = escape(sh["machine"] if machine else sh["series"])
+    label = f'{oid}<br><small>machine</small>' if machine else oid
+    return (f'<tr {attr}="{oid}"><td>{label}</td><td>{escape(sh["reason"])}</td><td>{escape(sh["by"])}</td>'
             f'<td>until {ts(sh["until"])}</td><td class="num">{int(sh["suppressed"])}</td>'
-            f'<td><span class="ops"><button data-op="unshelve" data-series="{sid}">Unshelve</button></span></td></tr>')
+            f'<td><span class="ops"><button data-op="unshelve" {attr}="{oid}">Unshelve</button></span></td></tr>')
+
+
+def machine_alarm_row(c: dict[str, Any], shelved: bool, link: str) -> str:
+    """A machine's alarm condition (``Condition.view()``) as a row of the same table: its score
+    against the threshold where a series shows its value against the expected range, and the
+    sensors that explain it where a series shows its direction."""
+    mid = escape(c["machine"])
+    score, threshold = c.get("score"), c.get("threshold")
+    ratio = f"{score / threshold:.2g}&times; threshold" if isinstance(score, int | float) and isinstance(threshold, int | float) \
+        and threshold > 0 else "-"
+    named = ", ".join(f"{s.get('sensor')} {'high' if (s.get('z') or 0) > 0 else 'low'}" for s in c.get("sensors") or [])
+    ack_state = ("acknowledged by " + escape(c.get("acked_by") or "?")) if c["acked"] else "unacknowledged"
+    state = ("active" if c["active"] else "cleared") + ", " + ack_state + ('<br><span class="shelved">shelved</span>' if shelved else "")
+    since = c.get("raised_ts") or c.get("raised_at")
+    ops = "" if c["acked"] else f'<button data-op="ack" data-machine="{mid}">Ack</button>'
+    ops += f'<button data-op="{"unshelve" if shelved else "shelve"}" data-machine="{mid}">{"Unshelve" if shelved else "Shelve"}</button>'
+    return (
+        f'<tr class="alarm-row machine-alarm {escape(c["state"])} {"unacked" if not c["acked"] else "acked"}" data-machine="{mid}" '
+        f'data-condition="model" data-priority="{int(c["priority"])}">'
+        f'<td><span class="prio prio-{int(c["priority"])}">{escape(c["priority_name"])}</span></td>'
+        f'<td><a href="{escape(link)}">{mid}</a><br><small>machine</small></td>'
+        f'<td class="num value">score {val(score, None, 3)}</td>'
+        f'<td class="top">{escape(named) or "-"}</td>'
+        f'<td class="num">&lt;&nbsp;{val(threshold, None, 3)}</td>'
+        f'<td class="num">{ratio}</td>'
+        f'<td class="num"><span class="since" data-since="{since}">{duration(time.time() - since) if since else "-"}</span>'
+        f'<br><small>{ts(since)}</small></td>'
+        f'<td class="why"><b>machine</b>: {escape(c.get("message") or "")}</td>'
+        f'<td class="ack">{state}<span class="ops"><br>{ops}</span></td>'
+        "</tr>"
+    )
 
 
 def series_url(series_id: str) -> str:

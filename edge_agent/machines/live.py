@@ -10,9 +10,10 @@ series:
 * **stored models** load at start off the loop, each bounded by ``safe_load`` and never
   fatal: a model that cannot be read is reported (log, health, ``/metrics``,
   ``edge-agent models list``) and its machine learns again;
-* **alarms** go through the durable outbox on ``machines.alarms.topic`` (and, retained, on
-  ``machines.alarms.state_topic``), numbered per machine and restored at start from the
-  outbox's tables, under the key ``machine_key(id)`` beside the series';
+* **alarms** go through the annunciator (``annunciator.py``: acknowledgement, shelving, the
+  alarm rate, the retained state topic) and the durable outbox on ``machines.alarms.topic``,
+  numbered per machine and restored at start from the outbox's tables, under the key
+  ``machine_key(id)`` beside the series';
 * **S3**: new versions are pushed and published ones pulled by a second ``S3Sync`` over the
   machine store (``s3_sync.py``: ``.machines/`` under the gateway's and the fleet's roots);
 * **metrics**: ``machines/metrics.py``; operations for commands and HTTP:
@@ -24,7 +25,6 @@ Nothing here is on the per-reading path: ingest calls ``MachineSet`` directly.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -41,7 +41,6 @@ from edge_agent.machines.machine_set import (
     machine_of_key,
 )
 from edge_agent.model_store import Model, ModelStore
-from edge_agent.topics import render
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -79,10 +78,8 @@ class LiveMachines:
         self.store = ModelStore.for_machines(cfg.state_path(STORE_DIR))
         self.set = MachineSet(cfg, agent.trainer, self.on_alarm, store=self.store, on_model=self.on_model)
         self.set.on_store_error = self._store_failed
+        agent.annunciator.machine_lookup = self.set.machines.get  # the state of a machine's state document
         self.store_error: str | None = None
-        self.topic = cfg.machines.alarms.topic
-        self.state_topic = cfg.machines.alarms.state_topic
-        self.qos = cfg.machines.alarms.qos
         self.hooks_on_alarm: list[Callable[[MachineAlarmEvent], None]] = []  # each event once its message is queued
         self.hooks_on_model: list[Callable[[Machine, Model, MachineFitRequest], None]] = []
         self.s3: Any = None  # S3Sync of the machine store, when s3.enabled
@@ -121,6 +118,8 @@ class LiveMachines:
                 self.set.restore_alarm(mid, aid, ts)
             except TooManyMachines:
                 log.error("machine %r: its open alarm %s cannot be restored, machines.max_machines reached", mid, aid)
+            # Unacknowledged unless the operator records (restored after this) say otherwise.
+            agent.annunciator.adopt_open(machine_key(mid), aid, ts, int(self.cfg.machines.alarms.priority))
         log.info("loaded %d machine model(s) from %s (%d with their live state); %d machine alarm(s) open",
                  self.n_loaded, self.store.root, n_live, len(open_alarms))
         if self.cfg.s3.enabled:
@@ -158,17 +157,10 @@ class LiveMachines:
 
     # ---- alarms out ------------------------------------------------------------------------
     def on_alarm(self, ev: MachineAlarmEvent) -> None:
-        agent = self.agent
-        gateway = self.cfg.gateway_id
-        # payload() holds finite numbers or null only: strict JSON cannot fail here.
-        payload = json.dumps(ev.payload(gateway), separators=(",", ":"), allow_nan=False).encode()
-        values = {"gateway_id": gateway, "machine": ev.machine}
-        agent.publish_durable(
-            render(self.topic, values), payload, self.qos, kind="alarm",
-            alarm=(ev.state, machine_key(ev.machine), ev.raised_alert_id or ev.alert_id, ev.ts, ev.seq),
-        )
-        if self.state_topic:
-            agent.publish_durable(render(self.state_topic, values), payload, 1, retain=True)
+        # The annunciator publishes it as it does a series' (annunciator.py): the payload with
+        # the machine's priority, acknowledgement, shelving, the retained state topic, the
+        # alarm rate, and the operator records committed with it.
+        self.agent.annunciator.on_machine_event(ev)
         log.info("machine %r: alarm %s (#%d): %s", ev.machine, ev.state, ev.seq, ev.message)
         for hook in self.hooks_on_alarm:
             hook(ev)

@@ -5,12 +5,13 @@ machines; like it, nothing here touches the per-row path. Per-machine labels exi
 there are at most ``http.series_label_limit`` machines (the same limit as series, counted
 apart); above it they are left out and ``edge_agent_machines_labels_capped`` says so.
 
-Over all machines (``edge_agent_machines_*``), counters (``_total``): rows assembled, rows not scored because a sensor was stale, rows
-scored, machine alarms raised / cleared / accepted, machine models fitted, machine fits
-failed, readings refused beyond ``machines.max_machines``. Gauges: machines by state
-(``edge_agent_machines{state}``: learning, normal, alarm). Per machine
-(``edge_agent_machine_*{machine}``): its alarm (1 / 0), last score, model version, rows
-and incomplete rows. A histogram of the time to score one row. The machine model
+Over all machines (``edge_agent_machines_*``), counters (``_total``): rows assembled, rows not
+scored because a sensor was stale, rows scored, machine alarms raised / cleared / accepted,
+machine models fitted, machine fits failed, readings refused beyond ``machines.max_machines``.
+Gauges: machines by state (``edge_agent_machines{state}``: learning, normal, alarm), machines
+shelved. Per machine (``edge_agent_machine_*{machine}``): its alarm (1 / 0), whether it is
+acknowledged, whether it is shelved, last score, model version, rows and incomplete rows.
+A machine's alarm condition is counted with the series' in ``edge_agent_alarm_conditions``. A histogram of the time to score one row. The machine model
 sync's state when S3 is on.
 """
 
@@ -26,6 +27,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from edge_agent.alarm_conditions import owner_key
 
 ALL = "edge_agent_machines"  # over all machines
 ONE = "edge_agent_machine"  # per machine (label "machine")
@@ -70,6 +73,11 @@ class MachineCollector(Collector):
         yield by_state
         yield GaugeMetricFamily(f"{ALL}_store_degraded", "1 while machine fits fail because the machine model store cannot be written",
                                 value=float(live.store_error is not None))
+        # Operators (annunciator.py): shelves; conditions and acks are counted with the series'
+        # in edge_agent_alarm_conditions{state,priority} and edge_agent_alarm_acks_total.
+        ann = self.agent.annunciator
+        shelved = {sh.machine for sh in ann.shelves.values() if sh.machine is not None}
+        yield GaugeMetricFamily(f"{ALL}_shelved", "Machines whose alarms are shelved now", value=float(len(shelved)))
         limit = self.agent.cfg.http.series_label_limit
         capped = len(machines) > limit
         yield GaugeMetricFamily(f"{ALL}_labels_capped", "1 when per-machine metrics are left out: more machines than http.series_label_limit",
@@ -80,6 +88,8 @@ class MachineCollector(Collector):
             version = GaugeMetricFamily(f"{ONE}_model_version", "Active model version of the machine (0: learning)", labels=["machine"])
             rows = CounterMetricFamily(f"{ONE}_rows", "Rows assembled for the machine", labels=["machine"])
             incomplete = CounterMetricFamily(f"{ONE}_rows_incomplete", "Rows of the machine not scored: a sensor was stale", labels=["machine"])
+            acked = GaugeMetricFamily(f"{ONE}_alarm_acked", "1 while the machine's alarm is active and acknowledged", labels=["machine"])
+            shelf = GaugeMetricFamily(f"{ONE}_shelved", "1 while the machine's alarms are shelved", labels=["machine"])
             for mid in sorted(machines):
                 m = machines[mid]
                 label = [_label(mid)]
@@ -89,7 +99,10 @@ class MachineCollector(Collector):
                 version.add_metric(label, m.model.version if m.model is not None else 0)
                 rows.add_metric(label, m.n_rows)
                 incomplete.add_metric(label, m.n_incomplete)
-            yield from (alarm, score, version, rows, incomplete)
+                cond = ann.conditions.get(owner_key(machine=mid), {}).get("model")
+                acked.add_metric(label, float(cond is not None and cond.active and cond.acked_at is not None))
+                shelf.add_metric(label, float(mid in shelved))
+            yield from (alarm, score, version, rows, incomplete, acked, shelf)
         yield from _s3(live.s3)
 
 

@@ -123,6 +123,7 @@ class EdgeNode:
         self.last_birth = -1e9
         self._rebirth_timer: asyncio.TimerHandle | None = None
         self.last_events: dict[str, AlarmEvent] = {}
+        self.machine_devices: Any = None  # machine_devices.MachineDevices when the agent has machines
         self._tasks: list[asyncio.Task[Any]] = []
         # Counters (healthcheck).
         self.births = 0
@@ -142,6 +143,10 @@ class EdgeNode:
         # A reading is acknowledged only when the alarms it raised are committed in both outboxes.
         agent.link.ack_gate = lambda: main.durable() and self.outbox.durable()
         agent.hooks_on_alarm.append(self.on_alarm)
+        if agent.machines is not None:  # each machine a device of its own (machine_devices.py)
+            from edge_agent.sparkplug.machine_devices import MachineDevices
+
+            self.machine_devices = MachineDevices(self, agent.machines)
         log.info("Sparkplug edge node %s/%s (bdSeq %d)%s", self.group, self.node_id, self.bdseq,
                  f", waiting for primary host {self.primary!r}" if self.primary else "")
 
@@ -329,6 +334,8 @@ class EdgeNode:
                     await asyncio.sleep(0)
                     if session != self.session:
                         return
+            if self.machine_devices is not None and not await self.machine_devices.birth(session):
+                return
             self.born = True
             self.births += 1
             log.info("sparkplug: NBIRTH (bdSeq %d) and %d DBIRTH(s) published", self.bdseq, len(by_device))
@@ -385,6 +392,8 @@ class EdgeNode:
     def _alarm_ddata(self, msg: OutMessage) -> bool:
         try:
             doc = json.loads(msg.payload)
+            if "machine" in doc:
+                return self.machine_devices.alarm_row(doc, msg) if self.machine_devices is not None else True
             sid = doc["series"]
             raised = doc["state"] == "raised"
         except (ValueError, KeyError, TypeError):
@@ -480,3 +489,5 @@ class EdgeNode:
                 self.sent[sid] = tuple(kept)
             if len(p.metrics) and not self._send("DDATA", device, p):
                 return
+        if self.machine_devices is not None:
+            await self.machine_devices.changes(session, deadband)
