@@ -174,3 +174,20 @@ def test_requests_name_one_known_machine() -> None:
     no_machines = SimpleNamespace(annunciator=plant.ann, cfg=plant.cfg, machines=None)
     with pytest.raises(operations.NoMachines):
         operations.shelve(no_machines, None, 60, "x", machine="l1/p1")
+
+
+def test_a_rate_alarm_is_named_by_its_kind_on_the_page_and_the_sparkplug_device() -> None:
+    """A sensor alarmed by its rate channel reads "rising fast", not "high", wherever the
+    alarm's sensors are named (the page's alarm row and the Sparkplug device's Top Sensors),
+    as in the alarm message; a contribution without a kind still reads high/low by its sign."""
+    from edge_agent.http.page_parts import machine_alarm_row
+    from edge_agent.machine_detectors import Contribution
+    from edge_agent.sparkplug.machine_devices import top_sensors
+
+    view = {"machine": "l1/p1", "score": 2.0, "threshold": 1.0, "acked": False, "active": True,
+            "state": "active_unacked", "priority": 2, "priority_name": "medium", "raised_ts": T0,
+            "sensors": [{"sensor": "flow", "z": 6.0, "kind": "rising fast"}, {"sensor": "current", "z": -3.0}]}
+    assert "flow rising fast, current low" in machine_alarm_row(view, False, "")
+    ramp = Contribution("flow", 1.0, 0.5, 0.5, 6.0, 0.7, "rising fast")
+    level = Contribution("current", 9.0, 10.0, -1.0, -3.0, 0.3)
+    assert top_sensors([ramp, level]) == "flow rising fast, current low"

@@ -10,6 +10,7 @@ import pytest
 from edge_agent import machine_detectors
 from edge_agent.machine_detectors.baseline_t2 import BaselineT2Detector
 from edge_agent.machine_detectors.estimates import chi2_sf, t2_limit
+from edge_agent.machines import message
 from edge_agent.model_store import ModelStore
 
 SENSORS = ["a", "b", "c"]
@@ -158,3 +159,94 @@ def test_bad_params_and_rows_are_refused_with_their_name() -> None:
     d.fit(_rows(400), np.arange(400.0), SENSORS)
     with pytest.raises(ValueError, match="3 sensors"):
         d.score_row([1.0, 2.0], 1.0)
+
+
+def _wandering(n: int, seed: int) -> np.ndarray:
+    """Three sensors that wander around a level (an AR(1) over ~10 rows plus noise), as the
+    SKAB bench's vibration, current and flow do: their variogram reads a drift at short lags,
+    so each level baseline follows them within ~10 s, and follows a ramp as well."""
+    rng = np.random.default_rng(seed)
+    ar = np.zeros((n, 3))
+    for i in range(1, n):
+        ar[i] = 0.9 * ar[i - 1] + rng.normal(0.0, 0.44, 3)
+    return 0.6 * ar + 0.8 * rng.normal(0.0, 1.0, (n, 3)) + [10.0, 20.0, 30.0]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_ramp_fast_for_the_sensor_is_raised_named_and_held(seed: int) -> None:
+    """The blind spot of a drift-following baseline: a ramp to 12 sd over 120 s, then held.
+    The level channel alone follows it (no alarm: checked with ``rate_tau_s=0``); the rate
+    channel sees a slope ~8x the sensor's normal one, names it "rising fast", and holds the
+    sensor's level baseline so the plateau stays in alarm."""
+    x = _wandering(1800, seed)
+    ramp = x[1400:1800].copy()
+    ramp[:, 1] += 12.0 * x[:400, 1].std() * np.minimum(np.arange(400) / 120.0, 1.0)
+    result = {}
+    for rate_tau_s in (60.0, 0.0):
+        d = BaselineT2Detector(rate_tau_s=rate_tau_s)
+        stats = d.fit(x[:400], np.arange(400.0), SENSORS)
+        assert max(d.score_row(r, 1.0) for r in x[400:1400].tolist()) < 0.6  # quiet before
+        scores, named = [], []
+        for r in ramp.tolist():
+            scores.append(d.score_row(r, 1.0))
+            if scores[-1] >= 1.0 and not named:
+                named = d.contributions()
+        result[rate_tau_s] = (scores, named, stats)
+    assert max(result[0.0][0]) < 1.0  # without the rate channel: missed
+    scores, named, stats = result[60.0]
+    first = next(i for i, s in enumerate(scores) if s >= 1.0)
+    assert first <= 120  # found while it ramps
+    assert (named[0].sensor, named[0].what) == ("b", "rising fast")
+    assert message.raised(named, 1.2, 1.0).startswith("b rising fast: b ")
+    assert all(s >= 0.7 for s in scores[first:])  # held (hold_ratio 0.7) over the plateau
+    assert all(v["rate_sd_per_s"] > 0 for v in stats["sensors"].values())
+
+
+def test_a_sensor_whose_level_keeps_moving_has_no_rate_channel() -> None:
+    """A temperature that warms and cools with the load: its fit rows show it moving further
+    in a minute than in 10 s (variance ratio far above 1), so they cannot say how fast it
+    normally moves: no rate channel for it; the settled sensors keep theirs."""
+    x = _wandering(1000, 4)
+    t = np.arange(1000.0)
+    x[:, 2] = 30.0 + 3.0 * np.sin(2 * np.pi * t / 900.0) + np.random.default_rng(5).normal(0.0, 0.05, 1000)
+    d = BaselineT2Detector()
+    stats = d.fit(x[:400], t[:400], SENSORS)
+    assert stats["sensors"]["c"]["rate_sd_per_s"] is None and stats["sensors"]["c"]["rate_variance_ratio"] is None
+    assert stats["sensors"]["a"]["rate_sd_per_s"] > 0 and stats["sensors"]["a"]["rate_variance_ratio"] < 2.1
+    # Its normal warming does not alarm.
+    assert max(d.score_row(r, 1.0) for r in x[400:].tolist()) < 1.0
+
+
+def test_a_model_stored_before_the_rate_channels_loads_without_them() -> None:
+    """Old format: no ``rate_tau_s`` param, no fast/slow/rate_sd arrays. It loads and scores
+    exactly as it did (the rate channels come with the next fit)."""
+    old, rest = _fitted(rate_tau_s=0.0)
+    params, arrays = old.get_state()
+    del params["rate_tau_s"]
+    assert not {"fast", "slow", "rate_sd"} & set(arrays)
+    loaded = BaselineT2Detector.from_state(params, arrays)
+    assert loaded.rate_tau_s == 0.0
+    for r in rest[:200].tolist():
+        assert loaded.score_row(r, 1.0) == old.score_row(r, 1.0)
+    assert set(loaded.live_state()) == {"m", "pv", "e", "held"}
+    # A current model refuses state without its rate arrays.
+    new, _ = _fitted()
+    params, arrays = new.get_state()
+    del arrays["rate_sd"]
+    with pytest.raises(ValueError, match="rate_sd"):
+        BaselineT2Detector.from_state(params, arrays)
+
+
+def test_a_long_gap_does_not_look_like_a_fast_move() -> None:
+    """After a day without rows (an agent stopped, a machine off), longer than ``hold_s``, the
+    level the sensors come back at is where the machine is: no alarm on the rows after it.
+    (Before: the first row re-synced the baselines, but the smoothed deviation kept the jump
+    and the second row scored 2.4 x threshold, "b high".)"""
+    x = _wandering(1400, 6)
+    d = BaselineT2Detector()
+    d.fit(x[:400], np.arange(400.0), SENSORS)
+    for r in x[400:1000].tolist():
+        d.score_row(r, 1.0)
+    moved = x[1000:1060] + [0.0, 6.0 * x[:400, 1].std(), 0.0]  # another operating point
+    scores = [d.score_row(moved[0].tolist(), 86400.0)] + [d.score_row(r, 1.0) for r in moved[1:].tolist()]
+    assert max(scores) < 1.0, scores[:5]

@@ -162,7 +162,8 @@ def test_machine_learns_then_scores_and_a_broken_relation_raises_once_then_clear
     doc = json.loads(json.dumps(raised.payload("gw-t"), allow_nan=False))
     assert doc["machine"] == "l1/p1" and doc["model"] == {"detector": "baseline_t2", "version": 1}
     assert doc["seq"] == 1 and doc["message"] == raised.message
-    assert set(doc["sensors"][0]) == {"sensor", "value", "expected", "deviation", "z", "part"}
+    assert set(doc["sensors"][0]) == {"sensor", "value", "expected", "deviation", "z", "part", "kind"}
+    assert {s["kind"] for s in doc["sensors"]} <= {"high", "low", "rising fast", "falling fast"}
     status = ms.status("l1/p1")
     assert status["state"] == "normal" and status["alarms"] == 1 and status["stale_sensors"] == []
     # The next alarm has the next number, and every edge its own id.

@@ -8,9 +8,16 @@ the spread that sensor showed over the fit rows (its standard deviation there):
 * steps of +-6 and +-12 sd (a sudden change that stays for the episode);
 * ramps to +-12 sd over 120 s, then held (a change that builds up).
 
-An episode counts as flagged when, at some row of it, the machine is in alarm and the
-injected sensor ranks first among its contributions: found, and blamed on the right
-sensor. The same count on the recording without injection (``none``) shows how much of a
+Sized in sd, a ramp says nothing about whether it is fast *for that sensor*: 12 sd in two
+minutes is slow for a sensor that normally moves several sd a minute. So the check also
+sizes ramps in the sensor's **normal drift rate**: how far it moves in a minute over the fit
+rows (the standard deviation of its 60-row differences), per minute:
+
+* ramps at +-3 and +-6 times that rate for 120 s, then held.
+
+An episode counts as flagged when, at some row of it, the machine is in an alarm raised
+within the episode and the injected sensor ranks first among its contributions: found, and
+blamed on the right sensor. The same count on the recording without injection (``none``) shows how much of a
 share is coincidence. Rows go through ``MachineSet.feed_row``, the machine half of the
 live path (``skab_machine.replay`` runs the whole of it; the series do not matter here).
 """
@@ -27,9 +34,14 @@ from edge_agent.evaluation import skab
 
 EPISODE_ROWS = 300
 FIRST, EVERY = 1000, 1200
-SHAPES: dict[str, tuple[float, float]] = {  # name: (size in fit-row sd, ramp seconds; 0 = step)
-    "step +6": (6.0, 0.0), "step -6": (-6.0, 0.0), "step +12": (12.0, 0.0), "step -12": (-12.0, 0.0),
-    "ramp +12/120s": (12.0, 120.0), "ramp -12/120s": (-12.0, 120.0),
+DRIFT_LAG_S = 60.0
+# name: (size, ramp seconds (0: a step), unit: "sd" = the fit rows' standard deviation,
+# "rate" = the fit rows' normal movement in DRIFT_LAG_S, per DRIFT_LAG_S of ramp)
+SHAPES: dict[str, tuple[float, float, str]] = {
+    "step +6": (6.0, 0.0, "sd"), "step -6": (-6.0, 0.0, "sd"), "step +12": (12.0, 0.0, "sd"), "step -12": (-12.0, 0.0, "sd"),
+    "ramp +12/120s": (12.0, 120.0, "sd"), "ramp -12/120s": (-12.0, 120.0, "sd"),
+    "ramp +3 rate": (3.0, 120.0, "rate"), "ramp -3 rate": (-3.0, 120.0, "rate"),
+    "ramp +6 rate": (6.0, 120.0, "rate"), "ramp -6 rate": (-6.0, 120.0, "rate"),
 }
 
 
@@ -37,14 +49,25 @@ def episodes(n_rows: int) -> list[int]:
     return list(range(FIRST, n_rows - EPISODE_ROWS, EVERY))
 
 
-def inject(f: skab.SkabFile, sensor: int, size_sd: float, ramp_s: float) -> np.ndarray:
+def drift_per_lag(f: skab.SkabFile, sensor: int) -> float:
+    """The sensor's normal movement in ``DRIFT_LAG_S``: the sd of its differences over that
+    many seconds of the fit rows (1 Hz rows here)."""
+    fit = f.values[: skab.FIT_ROWS, sensor]
+    lag = max(1, round(DRIFT_LAG_S / float(np.median(np.diff(f.ts[: skab.FIT_ROWS])))))
+    return float(np.std(fit[lag:] - fit[:-lag]))
+
+
+def inject(f: skab.SkabFile, sensor: int, size: float, ramp_s: float, unit: str = "sd") -> np.ndarray:
     x = f.values.copy()
-    sd = float(f.values[: skab.FIT_ROWS, sensor].std())
+    if unit == "rate":  # size x the normal movement per DRIFT_LAG_S, for ramp_s
+        total = size * drift_per_lag(f, sensor) * ramp_s / DRIFT_LAG_S
+    else:
+        total = size * float(f.values[: skab.FIT_ROWS, sensor].std())
     for start in episodes(len(x)):
         rows = slice(start, start + EPISODE_ROWS)
         elapsed = f.ts[rows] - f.ts[start]
         shape = np.ones(EPISODE_ROWS) if ramp_s <= 0 else np.minimum(elapsed / ramp_s, 1.0)
-        x[rows, sensor] += size_sd * sd * shape
+        x[rows, sensor] += total * shape
     return x
 
 
@@ -72,7 +95,9 @@ def run_one(root: str, cfg_data: dict[str, Any], sensor: int | None, shape: str 
         if ep < 0:
             continue
         m = ms.machines["bench"]
-        if m.alarm.active and m.model is not None:
+        # Raised within the episode: an alarm carried over from before it (the end of the
+        # previous episode, a step back) is not this episode's finding.
+        if m.alarm.active and m.model is not None and m.alarm.raised_ts is not None and m.alarm.raised_ts >= f.ts[ep]:
             top = m.model.detector.contributions()[0].sensor
             first_blamed[ep].setdefault(top, i - ep)
     return {"sensor": None if sensor is None else sensors[sensor], "shape": shape, "episodes": first_blamed}
@@ -106,13 +131,16 @@ def run(root: str, cfg_data: dict[str, Any], jobs: int = 1, progress: bool = Fal
     for name in sensors:
         flagged_anyway = sum(1 for s in baseline if name in baseline[s]) / max(1, len(baseline))
         table[name]["none"] = {"flagged": flagged_anyway, "median_delay_rows": None}
-    return {"shapes": list(SHAPES), "episodes": len(baseline), "episode_rows": EPISODE_ROWS, "table": table}
+    f = skab.read_file(root, skab.ANOMALY_FREE)
+    scale = {name: {"sd": float(f.values[: skab.FIT_ROWS, j].std()), "drift_per_60s": drift_per_lag(f, j)} for j, name in enumerate(sensors)}
+    return {"shapes": list(SHAPES), "episodes": len(baseline), "episode_rows": EPISODE_ROWS, "table": table, "scale": scale}
 
 
 def format_table(bs: dict[str, Any]) -> list[str]:
     shapes = bs["shapes"] + ["none"]
     lines = [f"blind-spot check: {bs['episodes']} episodes of {bs['episode_rows']} rows per sensor and shape, injected into "
-             "anomaly-free.csv; share flagged (machine in alarm, that sensor ranked first), median delay in rows"]
+             "anomaly-free.csv; share flagged (machine in alarm, that sensor ranked first), median delay in rows",
+             "  (sd: the fit rows' standard deviation; rate: ramps at that many times the sensor's normal movement per minute, for 120 s)"]
     lines.append(f"  {'sensor':22}" + "".join(f"{s:>15}" for s in shapes))
     for name, row in bs["table"].items():
         cells = []

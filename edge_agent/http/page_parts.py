@@ -208,7 +208,8 @@ def machine_alarm_row(c: dict[str, Any], shelved: bool, link: str) -> str:
     score, threshold = c.get("score"), c.get("threshold")
     ratio = f"{score / threshold:.2g}&times; threshold" if isinstance(score, int | float) and isinstance(threshold, int | float) \
         and threshold > 0 else "-"
-    named = ", ".join(f"{s.get('sensor')} {'high' if (s.get('z') or 0) > 0 else 'low'}" for s in c.get("sensors") or [])
+    named = ", ".join(f"{s.get('sensor')} {s.get('kind') or ('high' if (s.get('z') or 0) > 0 else 'low')}"
+                      for s in c.get("sensors") or [])
     ack_state = ("acknowledged by " + escape(c.get("acked_by") or "?")) if c["acked"] else "unacknowledged"
     state = ("active" if c["active"] else "cleared") + ", " + ack_state + ('<br><span class="shelved">shelved</span>' if shelved else "")
     since = c.get("raised_ts") or c.get("raised_at")

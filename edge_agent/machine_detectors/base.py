@@ -43,6 +43,14 @@ class Contribution:
     deviation: float  # signed, in the sensor's units (smoothed: see the detector)
     z: float  # signed deviation in units of its normal spread; |z| >= the detector's k alone is anomalous
     part: float  # the sensor's share of the score (>= 0); ranks the sensors
+    # What the deviation is, in an operator's words: "high" / "low" (its level, or what the
+    # other sensors say it should read), "rising fast" / "falling fast" (its slope).
+    kind: str = ""
+
+    @property
+    def what(self) -> str:
+        """``kind``, or "high" / "low" by the sign of ``z`` when the detector gave none."""
+        return self.kind or ("high" if self.z > 0 else "low")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

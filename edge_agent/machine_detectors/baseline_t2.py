@@ -1,4 +1,4 @@
-"""Per-sensor drift-tracking baselines, gated while a sensor deviates, plus Hotelling T² across sensors."""
+"""Per-sensor drift-tracking baselines and slopes, gated while a sensor deviates, plus Hotelling T² across sensors."""
 
 from __future__ import annotations
 
@@ -8,16 +8,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge_agent.machine_detectors import baseline_t2_state as stored
 from edge_agent.machine_detectors.base import Contribution
 from edge_agent.machine_detectors.estimates import (
     noise_floor,
+    rate_spread,
     relations,
+    settles,
     steady_gain,
     t2_limit,
     variogram_noise_and_drift,
 )
 
-_MAX_SENSORS = 256
+_MAX_SENSORS = stored.MAX_SENSORS
 
 
 class BaselineT2Detector:
@@ -51,8 +54,19 @@ class BaselineT2Detector:
       deviation that lasts ``hold_s`` seconds is accepted as the new normal: the baseline
       jumps to the sensor's smoothed level. ``hold_s`` is the one guess about how long a
       fault lasts; it is explicit and documented, not learnt.
+    * **rate** (``rate_tau_s`` > 0): a baseline that follows a sensor's drift follows a ramp
+      no faster than that drift too. So each sensor whose fit rows show it settling around a
+      level within ``rate_tau_s`` (``estimates.settles``) also gets its slope watched: its
+      EWMA over ``tau_s`` minus its EWMA over ``rate_tau_s`` (a ramp of slope a holds it at
+      a (rate_tau_s - tau_s)), in units of that difference's normal spread (the sensor's
+      local-level model, widened to what the fit rows show). ``|zr| >= k`` ("rising fast",
+      "falling fast") gates the sensor like its level does: its baseline and its slow EWMA
+      stop learning, so the level a ramp reaches stays visible after the ramp ends, and the
+      spread of the held difference grows by ``q`` per second as a held baseline's does. A
+      sensor whose level keeps moving at that scale (the bench's temperatures) has no rate
+      channel: its fit rows cannot say how fast it normally moves.
 
-    Score: ``max(max_j |z_j| / k, sqrt(z' R^-1 z) / k_t2)``. The first term is the largest
+    Score: ``max(max_j |z_j| / k, max_j |zr_j| / k, sqrt(z' R^-1 z) / k_t2)``. The first term is the largest
     single-sensor deviation; the second is Hotelling's T² of the ``z`` vector with ``R`` the
     correlation of ``z`` over the fit rows (shrunk towards the identity by ``shrink`` so that
     400 rows never make it near-singular), so that sensors which normally move together and
@@ -61,6 +75,9 @@ class BaselineT2Detector:
     ``k`` and the number of sensors), not tuned. Anomalous when ``score >= threshold`` (1.0).
 
     Cost: O(p²) pure Python per row of p sensors, ~10-20 µs for 8 (``make bench``).
+
+    A model stored before the rate channels (no ``rate_tau_s`` in its params) loads as it was
+    fitted, without them; its next fit adds them.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -93,6 +110,7 @@ class BaselineT2Detector:
         relation_r2: float = 0.5,
         gain_cap: float = 1.0,
         drift_significance: float = 0.0,
+        rate_tau_s: float = 60.0,
         max_lag: int = 32,
         warmup_rows: int = 30,
         threshold: float = 1.0,
@@ -105,6 +123,7 @@ class BaselineT2Detector:
             ("relation_r2", relation_r2, 0.0 < relation_r2 <= 1.0),
             ("gain_cap", gain_cap, gain_cap > 0.0),
             ("drift_significance", drift_significance, drift_significance >= 0.0),
+            ("rate_tau_s", rate_tau_s, rate_tau_s == 0.0 or rate_tau_s > tau_s),
             ("max_lag", max_lag, max_lag >= 2),
             ("warmup_rows", warmup_rows, warmup_rows >= 1),
             ("threshold", threshold, threshold > 0),
@@ -118,6 +137,7 @@ class BaselineT2Detector:
         self.relation_r2 = float(relation_r2)
         self.gain_cap = float(gain_cap)
         self.drift_significance = float(drift_significance)
+        self.rate_tau_s = float(rate_tau_s)
         self.max_lag = int(max_lag)
         self.warmup_rows = int(warmup_rows)
         self.threshold = float(threshold)
@@ -142,6 +162,13 @@ class BaselineT2Detector:
         self.pv = [0.0] * n  # baseline variance now
         self.e = [0.0] * n  # smoothed innovation
         self.held = [0.0] * n  # seconds the gate has been closed
+        # Rate channels, one per sensor (rate_tau_s > 0): the smoothed level over tau_s minus
+        # the one over rate_tau_s, which a ramp of slope a holds at a * (rate_tau_s - tau_s).
+        self.fast = [0.0] * p  # EWMA of the sensor over tau_s
+        self.slow = [0.0] * p  # EWMA of the sensor over rate_tau_s
+        self.rate_sd = [1.0] * p  # the normal spread of fast - slow, measured on the fit rows
+        self.rate_ratio: list[float | None] = [None] * p  # fit statistics: see estimates.settles()
+        self.last_zr = [0.0] * p
         self.cinv: list[list[float]] = [[0.0] * p for _ in range(p)]
         self.k_t2 = 1.0
         self.dt0 = 1.0
@@ -161,6 +188,7 @@ class BaselineT2Detector:
         b0 = -math.expm1(-self.dt0 / self.tau_s)
         self.zn2 = b0 / (2.0 - b0)  # variance of an EWMA of unit white noise
         self._b0 = b0
+        self._br0 = -math.expm1(-self.dt0 / self.rate_tau_s) if self.rate_tau_s > 0 else 0.0
 
     def _channels(self, x: np.ndarray) -> np.ndarray:
         """Rows of sensor values -> rows of channel values (sensors, then relation residuals)."""
@@ -223,11 +251,23 @@ class BaselineT2Detector:
         # far the real z spread exceeds the model's and how the sensors' z move together.
         self.m = [float(v) for v in xc[:warm].mean(axis=0)]
         self.pv = list(self.p_steady)
+        self.fast = self.m[:p]
+        self.slow = self.m[:p]
         z_rows = np.empty((n, nch))
+        zr_rows = np.empty((n, p))
         for i in range(n):
             dt = float(t[i] - t[i - 1]) if i else self.dt0
             self._step(x[i].tolist(), dt if dt > 0 else 0.0, gate=False)
             z_rows[i] = self.last_z
+            zr_rows[i] = self.last_zr
+        if self.rate_tau_s > 0.0:
+            lag_s, lag_r = max(1, round(self.tau_s / dt0)), round(self.rate_tau_s / dt0)
+            self.rate_ratio = [settles(x[:, j], lag_s, lag_r) for j in range(p)]
+            spread = rate_spread(zr_rows, self.r[:p], [qj * dt0 for qj in self.q[:p]], self._b0, self._br0,
+                                 min(n // 2, max(warm, lag_r)))
+            # 0: no rate channel (the sensor does not settle within the window, see settles()).
+            self.rate_sd = [sd if ratio is not None else 0.0 for sd, ratio in zip(spread, self.rate_ratio, strict=True)]
+            self.last_zr = [0.0] * p
         z_rows = z_rows[warm:]
         rms = np.sqrt(np.mean(z_rows * z_rows, axis=0))
         self.c = [max(1.0, float(v)) for v in rms]
@@ -250,6 +290,11 @@ class BaselineT2Detector:
                 "spread_inflation": self.c[j],
             }
             if j < p:
+                if self.rate_tau_s > 0.0:
+                    # The normal spread of the sensor's slope (units per second, over rate_tau_s),
+                    # None: no rate channel; and the variance ratio that decided it.
+                    info["rate_sd_per_s"] = self.rate_sd[j] / (self.rate_tau_s - self.tau_s) if self.rate_sd[j] else None
+                    info["rate_variance_ratio"] = self.rate_ratio[j]
                 stats["sensors"][sensors[j]] = info
             else:
                 i = j - p
@@ -291,6 +336,33 @@ class BaselineT2Detector:
                 worst = zj
             elif -zj > worst:
                 worst = -zj
+        rate_worst = beta_r = 0.0
+        zr = self.last_zr
+        if self.rate_tau_s > 0.0:
+            beta_r = self._br0 if dt == self.dt0 else -math.expm1(-dt / self.rate_tau_s)
+            fast, slow, rate_sd, held = self.fast, self.slow, self.rate_sd, self.held
+            for j in range(p):
+                sd = rate_sd[j]
+                if not sd:
+                    continue
+                fj = fast[j] + beta * (x[j] - fast[j])
+                fast[j] = fj
+                h = held[j]
+                if h == 0.0:
+                    # Both levels take this row (after a long gap both are the row, not the
+                    # slow one the level before the gap): learnt below unless the row gates.
+                    sj = slow[j] + beta_r * (x[j] - slow[j])
+                    v = (fj - sj) / sd
+                else:
+                    # While the sensor is gated its slow level is held, like its baseline: the
+                    # channel shows how far it moved since, in the spread a drift of q per
+                    # second gives that distance (a drifting sensor lets go, a stationary one holds).
+                    v = (fj - slow[j]) / math.sqrt(sd * sd + q[j] * (h + dt))
+                zr[j] = v
+                if v > rate_worst:
+                    rate_worst = v
+                elif -v > rate_worst:
+                    rate_worst = -v
         # Hotelling T² over the sensors and each sensor's part of it.
         parts = self._parts
         t2 = 0.0
@@ -315,6 +387,13 @@ class BaselineT2Detector:
             g = gate and (zj >= k or zj <= -k or (j < p and parts[j] >= joint_limit))
             gated[j] = g
             any_gated |= g
+        if gate and rate_worst >= k:
+            # A sensor moving fast for it: its level baseline stops following, so the level
+            # it reaches stays visible after the movement ends (the rate channel then falls
+            # back, the level channel holds the alarm).
+            for j in range(p):
+                if not gated[j] and (zr[j] >= k or zr[j] <= -k):
+                    gated[j] = any_gated = True
         if any_gated and self.rel_target:
             for i, partners in enumerate(self._rel_partners):
                 if gated[p + i]:
@@ -326,16 +405,21 @@ class BaselineT2Detector:
             if gated[j]:
                 h = held[j] + dt
                 if h > hold:
-                    # Accepted as the new normal: the baseline takes the smoothed level.
+                    # Accepted as the new normal: the baseline takes the smoothed level (and
+                    # a sensor's rate channel starts measuring its slope from here).
                     m[j] += e[j]
                     e[j] = 0.0
                     pv[j] = self.p_steady[j]
                     held[j] = 0.0
+                    if j < p and self.rate_tau_s > 0.0:
+                        self.slow[j] = self.fast[j]
                 else:
                     held[j] = h
                     pv[j] = pp
             else:
                 held[j] = 0.0
+                if j < p and beta_r and self.rate_sd[j]:
+                    self.slow[j] += beta_r * (x[j] - self.slow[j])
                 cap = capped[j]
                 if cap and pp <= self.p_steady[j] + q[j] * dt * 1.000001:
                     # Steady state of a capped channel: the fixed, slower gain.
@@ -347,28 +431,55 @@ class BaselineT2Detector:
                     pv[j] = post if not cap or post > self.p_steady[j] else self.p_steady[j]
                 m[j] += gain * (xs[j] - m[j])
         self.last_x = xs
+        rate = rate_worst / k
+        if rate > single:
+            single = rate
         return single if single > joint else joint
 
     def score_row(self, values: Sequence[float], dt: float) -> float:
         x = values if type(values) is list else [float(v) for v in values]
         if len(x) != len(self.sensors):
             raise ValueError(f"row has {len(x)} values, the model {len(self.sensors)} sensors")
+        if dt >= self.hold_s:
+            # Silent for longer than a deviation is held before it is accepted: whatever the
+            # sensors read now is where the machine is (a restart after a day off, a machine
+            # switched on again). Without this, a baseline re-synced by its grown uncertainty
+            # left its smoothed deviation at the jump, and the next row alarmed at 6-12 sd.
+            self._restart_at(x)
+            dt = self.dt0
         return self._step(x, dt if dt > 0.0 else 0.0) * self.threshold
+
+    def _restart_at(self, x: list[float]) -> None:
+        xs = self._channels(np.asarray([x], dtype=np.float64))[0].tolist()
+        self.m = xs
+        self.e = [0.0] * len(xs)
+        self.pv = list(self.r)  # a baseline read off one row is as uncertain as one reading
+        self.held = [0.0] * len(xs)
+        self.fast = list(x)
+        self.slow = list(x)
 
     def contributions(self) -> list[Contribution]:
         """Per sensor, ranked by |z|: its own channel, or its relation channel when that one
         deviates more (then ``expected`` is what the other sensors say it should read)."""
         p = len(self.sensors)
         z, x, exp, e = self.last_z, self.last_x, self.last_expected, self.e
-        best = {j: (z[j], x[j], exp[j], e[j]) for j in range(p)}
+        best = {j: (z[j], x[j], exp[j], e[j], "high" if z[j] > 0 else "low") for j in range(p)}
         for i, target in enumerate(self.rel_target):
             ch = p + i
             if abs(z[ch]) > abs(best[target][0]):
                 # value = residual + prediction, so expected = baseline + prediction.
                 predicted = x[target] - x[ch]
-                best[target] = (z[ch], x[target], exp[ch] + predicted, e[ch])
+                best[target] = (z[ch], x[target], exp[ch] + predicted, e[ch], "high" if z[ch] > 0 else "low")
+        if self.rate_tau_s > 0.0:
+            zr = self.last_zr
+            for j in range(p):
+                if abs(zr[j]) > abs(best[j][0]):
+                    # Moving fast for it: expected is still its level baseline (held while the
+                    # rate deviates), the deviation its smoothed distance from it.
+                    best[j] = (zr[j], x[j], exp[j], e[j], "rising fast" if zr[j] > 0 else "falling fast")
         total = sum(v[0] * v[0] for v in best.values()) or 1.0
-        out = [Contribution(self.sensors[j], float(v), float(ex), float(dev), float(zz), float(zz * zz / total)) for j, (zz, v, ex, dev) in best.items()]
+        out = [Contribution(self.sensors[j], float(v), float(ex), float(dev), float(zz), float(zz * zz / total), kind)
+               for j, (zz, v, ex, dev, kind) in best.items()]
         out.sort(key=lambda c: -abs(c.z))
         return out
 
@@ -382,70 +493,21 @@ class BaselineT2Detector:
             self.pv[j] = self.p_steady[j]
             self.held[j] = 0.0
             self.last_z[j] = 0.0
+        self.slow = list(self.fast)  # and the rate channels measure slopes from here
+        self.last_zr = [0.0] * len(self.last_zr)
 
-    # ---- live state (machines/checkpoint.py: kept across a clean restart) -------------------
-    _LIVE = ("m", "pv", "e", "held")
-
+    # ---- live state (machines/checkpoint.py) and stored form (baseline_t2_state.py) ----------
     def live_state(self) -> dict[str, list[float]]:
         """Where the baselines are now (the model's files hold them as at the end of the fit)."""
-        return {k: list(getattr(self, k)) for k in self._LIVE}
+        return stored.live_state(self)
 
     def set_live_state(self, state: dict[str, Any]) -> None:
         """Take back a ``live_state()`` of this model: checked whole before anything changes."""
-        n = len(self.m)
-        checked = {}
-        for k in self._LIVE:
-            v = state.get(k)
-            if not isinstance(v, list) or len(v) != n or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in v):
-                raise ValueError(f"live state {k!r} must hold {n} finite numbers")
-            checked[k] = [float(x) for x in v]
-        if min(checked["pv"]) < 0.0 or min(checked["held"]) < 0.0:
-            raise ValueError("live state: variances and held times must be >= 0")
-        for k, v in checked.items():
-            setattr(self, k, v)
-
-    # ---- persistence -----------------------------------------------------------------------
-    _PARAMS = ("tau_s", "k", "hold_s", "shrink", "relation_r2", "gain_cap", "drift_significance", "max_lag", "warmup_rows", "threshold")
-    _ARRAYS = ("q", "r", "c", "p_steady", "capped", "m", "pv", "e", "held")
+        stored.set_live_state(self, state)
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        params: dict[str, Any] = {k: getattr(self, k) for k in self._PARAMS}
-        params.update({"sensors": list(self.sensors), "k_t2": self.k_t2, "dt0": self.dt0, "rel_target": list(self.rel_target)})
-        arrays = {k: np.asarray(getattr(self, k), dtype=np.float64) for k in self._ARRAYS}
-        p = len(self.sensors)
-        arrays["cinv"] = np.asarray(self.cinv, dtype=np.float64).reshape(p, p)
-        arrays["rel_coef"] = np.asarray(self.rel_coef, dtype=np.float64).reshape(len(self.rel_target), p)
-        return params, arrays
+        return stored.get_state(self)
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> BaselineT2Detector:
-        d = cls(**{k: params[k] for k in cls._PARAMS})
-        sensors, targets = params["sensors"], params.get("rel_target", [])
-        if not isinstance(sensors, list) or not all(isinstance(s, str) for s in sensors) or not 1 <= len(sensors) <= _MAX_SENSORS:
-            raise ValueError("sensors must be a list of 1..256 names")
-        p = len(sensors)
-        if not isinstance(targets, list) or len(targets) > p or not all(isinstance(i, int) and 0 <= i < p for i in targets):
-            raise ValueError("rel_target must list sensor indexes")
-        coef = np.asarray(arrays.get("rel_coef", np.zeros((0, p))), dtype=np.float64)
-        if coef.shape != (len(targets), p) or not np.isfinite(coef).all():
-            raise ValueError(f"array 'rel_coef' must be {len(targets)}x{p} and finite")
-        d.sensors = list(sensors)
-        d._set_arrays(p, targets, coef.tolist())
-        n = p + len(targets)
-        for k in cls._ARRAYS:
-            a = np.asarray(arrays[k], dtype=np.float64)
-            if a.shape != (n,) or not np.isfinite(a).all():
-                raise ValueError(f"array {k!r} must hold {n} finite values")
-            setattr(d, k, a.tolist())
-        cinv = np.asarray(arrays["cinv"], dtype=np.float64)
-        if cinv.shape != (p, p) or not np.isfinite(cinv).all():
-            raise ValueError(f"array 'cinv' must be {p}x{p} and finite")
-        if min(d.r) <= 0.0 or min(d.c) < 1.0 or min(d.q) < 0.0 or min(d.capped) < 0.0 or max(d.capped) >= 1.0:
-            raise ValueError("noise variances must be > 0, inflations >= 1, drift rates >= 0, capped gains in [0, 1)")
-        d.cinv = cinv.tolist()
-        d.k_t2 = float(params["k_t2"])
-        d.dt0 = float(params["dt0"])
-        if not (d.k_t2 > 0 and d.dt0 > 0 and math.isfinite(d.k_t2) and math.isfinite(d.dt0)):
-            raise ValueError("k_t2 and dt0 must be positive")
-        d._derived()
-        return d
+        return stored.from_state(cls, params, arrays)

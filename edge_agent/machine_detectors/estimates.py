@@ -84,6 +84,54 @@ def variogram_noise_and_drift(x: np.ndarray, lags: list[int], significance: floa
     return max(float(r), 0.0), max(float(q), 0.0)
 
 
+def rate_spread(diffs: np.ndarray, r: list[float], q: list[float], b_fast: float, b_slow: float, skip: int) -> list[float]:
+    """The normal spread of each sensor's rate channel: its EWMA over the short window (rate
+    ``b_fast`` per row) minus the one over the long window (``b_slow``).
+
+    What the sensor's local-level model (noise ``r``, drift ``q`` per row, as its baseline
+    uses) gives that difference, or what the fit rows show (``diffs``, their root mean square
+    about zero after the first ``skip`` rows, the slow EWMA's warm-up) when that is more: as
+    for a level channel's inflation ``c >= 1``, the model is the floor, the rows can only
+    widen it. A slope the fit rows show is normal, whichever its sign.
+    For the model: F - S = sum_k (a_s^k - a_f^k) w_(t-k+1) over the drift's steps w, plus
+    the white noise filtered by the difference of the two EWMAs' weights.
+    """
+    a_f, a_s = 1.0 - b_fast, 1.0 - b_slow
+    white = b_fast / (2.0 - b_fast) + b_slow / (2.0 - b_slow) - 2.0 * b_fast * b_slow / (1.0 - a_f * a_s)
+    walk = a_f * a_f / (1.0 - a_f * a_f) + a_s * a_s / (1.0 - a_s * a_s) - 2.0 * a_f * a_s / (1.0 - a_f * a_s)
+    rms = np.sqrt(np.mean(diffs[skip:] ** 2, axis=0))
+    return [max(float(v), math.sqrt(max(white * rj + walk * qj, 0.0)), 1e-12) for v, rj, qj in zip(rms, r, q, strict=True)]
+
+
+SETTLE_SIGNIFICANCE = 2.0
+
+
+def settles(x: np.ndarray, short: int, long: int) -> float | None:
+    """``Var(x[t+long] - x[t]) / Var(x[t+short] - x[t])`` if the fit rows show the sensor
+    settling around a level within ``long`` rows, else None (also when there are too few rows).
+
+    A sensor that wanders around a level (vibration, current, flow, pressure at one operating
+    point) moves no further in ``long`` rows than in ``short`` (ratio ~1); one whose level
+    keeps going (a temperature warming and cooling with the load) moves further (a random walk
+    ``long / short``, a trend its square). Only for the first do the fit rows bound how fast
+    the sensor normally moves, so only it gets a rate channel. Settled means the ratio is
+    within ``SETTLE_SIGNIFICANCE`` standard errors of 1, the variance of ``long``-row
+    differences from n rows being known to a relative ``sqrt(2 long / n)``
+    (``variogram_noise_and_drift``). On SKAB's fit rows (17 files, ``docs/machines.md``) the
+    ratio at 10 / 60 rows is 0.7-1.9 for its six mechanical and electrical sensors and 1.7-22
+    for its two temperatures, against a limit of 2.1 for 400 rows.
+    """
+    n = len(x)
+    if long >= n // 2 or short < 1 or short >= long:
+        return None
+    v_short = float(np.var(x[short:] - x[:-short]))
+    v_long = float(np.var(x[long:] - x[:-long]))
+    if v_short <= 0.0:
+        return None
+    ratio = v_long / v_short
+    return ratio if ratio <= 1.0 + SETTLE_SIGNIFICANCE * math.sqrt(2.0 * long / n) else None
+
+
 def steady_gain(lam: float) -> float:
     """Steady-state Kalman gain of a local-level model with signal-to-noise ratio q/r = lam."""
     return (-lam + math.sqrt(lam * lam + 4.0 * lam)) / 2.0 if lam > 0 else 0.0

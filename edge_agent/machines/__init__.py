@@ -4,6 +4,8 @@
 * ``machine_set.py``: ``MachineSet``, the machines of an agent, which ingest feeds and which
   hands ``MachineAlarmEvent`` to a callback; the alarm decision is a series' own
   (``edge_agent/alarm_state.py``);
+* ``machine.py``: one ``Machine``'s state (assembler, alarm state, model, the rows it holds);
+* ``alarm_event.py``: ``MachineAlarmEvent`` and a machine alarm's key and id;
 * ``message.py``: an alarm's one line for an operator ("current high, flow low: ...");
 * ``live.py``: the machines of a running agent (models loaded, alarms published, S3 sync);
 * ``metrics.py``: their Prometheus metrics;

@@ -10,6 +10,8 @@ raised once, held, cleared, accepted), handing ``MachineAlarmEvent`` to the ``on
 callback. The running agent publishes them (``live.py``). Alarms are numbered per machine
 (``seq``, persisted by the outbox like a series'), so each has its own id.
 
+One machine's state is ``machine.py``; an alarm's identity and event ``alarm_event.py``.
+
 A machine's sensors are the ones seen while it learns (up to ``machines.max_sensors``);
 a sensor first seen then restarts the training rows, since rows before it lack it. Once it
 has a model, the model's sensors are the machine's: a new sensor is counted and ignored
@@ -21,9 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,158 +32,28 @@ from edge_agent import machine_detectors
 from edge_agent.alarm_state import ACCEPTED, NAMES, RAISED, AlarmPolicy, AlarmState
 from edge_agent.config import AgentConfig
 from edge_agent.fitting import MachineFitRequest, fit_extra, train_machine
-from edge_agent.machine_detectors import Contribution
 from edge_agent.machines import message
+from edge_agent.machines.alarm_event import (
+    MachineAlarmEvent,
+    machine_alert_id,
+    machine_key,
+    machine_of_key,
+)
+from edge_agent.machines.machine import Machine
 from edge_agent.machines.rows import RowAssembler
 from edge_agent.model_store import Model, ModelStore
-from edge_agent.pipeline import alert_id
 from edge_agent.series import AlarmMark
 from edge_agent.stats import LatencyRecorder
+
+# The alarm's identity and event, and one machine's state, have their own modules; they are
+# named here too, where the rest of the agent has always imported them from.
+__all__ = ["Machine", "MachineAlarmEvent", "MachineSet", "TooManyMachines", "machine_alert_id", "machine_key", "machine_of_key"]
 
 log = logging.getLogger(__name__)
 
 
 class TooManyMachines(Exception):
     pass
-
-
-# Where a machine's alarms are kept beside the series' (the outbox's alarm_state and
-# alarm_seq tables) and what its alarm ids hash: a NUL can never be in a series id (ingest
-# and Sparkplug refuse it), so no series can take a machine's place, whatever it is called.
-_KEY_PREFIX = "machine\x00"
-
-
-def machine_key(machine_id: str) -> str:
-    """A machine's key in the tables it shares with series (and in its alarm ids)."""
-    return _KEY_PREFIX + machine_id
-
-
-def machine_of_key(key: str) -> str | None:
-    """The machine id of a ``machine_key``, None for a series id."""
-    return key[len(_KEY_PREFIX):] if key.startswith(_KEY_PREFIX) else None
-
-
-def machine_alert_id(gateway_id: str, machine_id: str, state: str, seq: int, raised_ts: float) -> str:
-    """One id per machine alarm edge, the same whenever that edge is sent again: as a series'
-    (``pipeline.alert_id``: the machine's alarm number and the raising row's timestamp; a
-    raise and its clear share both), and never equal to one (``machine_key``)."""
-    return alert_id(gateway_id, machine_key(machine_id), state, seq, raised_ts)
-
-
-@dataclass(slots=True)
-class MachineAlarmEvent:
-    alert_id: str
-    machine: str
-    state: str  # "raised" | "cleared" | "accepted" (held so long it was taken as the new normal)
-    ts: float  # the row's timestamp (its newest reading)
-    score: float
-    threshold: float
-    detector: str
-    version: int
-    sensors: list[Contribution]  # every sensor of the machine, ranked by contribution
-    raised_alert_id: str | None = None  # cleared / accepted: the alarm this one ends
-    seq: int = 0  # the machine's alarm number: 1 for its first alarm, then 2, ...
-    message: str = ""  # one line an operator reads: "current high, flow low: ..."
-    held_s: float | None = None  # cleared / accepted: row time since the raise
-    peak_score: float | None = None  # cleared / accepted: highest score / threshold while raised
-
-    def payload(self, gateway_id: str) -> dict[str, Any]:
-        """The JSON document a subscriber gets (README "Alarms out"). Every number is finite
-        or null, so ``json.dumps(..., allow_nan=False)`` cannot fail."""
-        doc: dict[str, Any] = {
-            "alert_id": self.alert_id, "gateway_id": gateway_id, "machine": self.machine, "state": self.state,
-            "ts": self.ts, "score": _finite(self.score), "threshold": _finite(self.threshold),
-            "model": {"detector": self.detector, "version": self.version},
-            "sensors": [{k: _finite(v) if isinstance(v, float) else v for k, v in c.as_dict().items()} for c in self.sensors],
-            "message": self.message, "seq": self.seq,
-        }
-        if self.raised_alert_id is not None:
-            doc["raised_alert_id"] = self.raised_alert_id
-        if self.held_s is not None:
-            doc["held_s"] = round(self.held_s, 3)
-            doc["peak_score"] = _finite(self.peak_score)
-        return doc
-
-
-def _finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
-
-
-@dataclass(eq=False)
-class Machine:
-    id: str
-    rows: RowAssembler
-    alarm: AlarmState
-    buffer_rows: int
-    model: Model | None = None
-    raised_id: str | None = None
-    alarm_seq: int = 0  # the number of its last alarm (alarm ids go on from it after a restart)
-    n_alarms: int = 0  # raised by this run
-    last_score: float = math.nan
-    last_row_ts: float = -math.inf
-    fit_pending: bool = False
-    next_fit_at: int = 0
-    n_rows: int = 0  # rows closed
-    n_incomplete: int = 0  # of which not scored: a sensor was stale
-    n_scored: int = 0
-    n_ignored: int = 0  # readings of sensors the model does not know, or beyond max_sensors
-    ignored_sensors: set[str] = field(default_factory=set)
-    changes: int = 0
-    marks: deque[AlarmMark] = field(default_factory=lambda: deque(maxlen=64))  # recent alarm edges (plots)
-    # Complete rows, a ring: what the first fit (and a refit) trains on; and each one's score
-    # (NaN while learning), for a plot of the score beside the sensors.
-    _buf: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
-    _buf_ts: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    _buf_score: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    _pos: int = 0
-    _count: int = 0
-
-    @property
-    def sensors(self) -> list[str]:
-        return self.rows.sensors
-
-    @property
-    def state(self) -> str:
-        if self.model is None:
-            return "learning"
-        return "alarm" if self.alarm.active else "normal"
-
-    def keep(self, values: list[float], ts: float) -> None:
-        p = len(values)
-        if self._buf.shape[1] != p:
-            self._buf = np.empty((self.buffer_rows, p))
-            self._buf_ts = np.empty(self.buffer_rows)
-            self._buf_score = np.empty(self.buffer_rows)
-            self._pos = self._count = 0
-        self._buf[self._pos] = values
-        self._buf_ts[self._pos] = ts
-        self._buf_score[self._pos] = math.nan
-        self._pos = (self._pos + 1) % self.buffer_rows
-        self._count = min(self._count + 1, self.buffer_rows)
-
-    def forget_rows(self) -> None:
-        self._pos = self._count = 0
-
-    def scored(self, score: float) -> None:
-        """The score of the row kept last."""
-        self._buf_score[self._pos - 1] = score
-
-    def recent_rows(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The last ``n`` complete rows held (all if None), oldest first: (rows, timestamps)."""
-        idx = self._recent(n)
-        return self._buf[idx], self._buf_ts[idx]
-
-    def recent_scores(self, n: int | None = None) -> np.ndarray:
-        """The scores of ``recent_rows(n)`` (NaN: not scored, the machine was learning)."""
-        return self._buf_score[self._recent(n)]
-
-    def _recent(self, n: int | None) -> np.ndarray:
-        count = self._count if n is None else max(0, min(n, self._count))
-        return np.arange(self._pos - count, self._pos) % max(1, self.buffer_rows)
-
-    @property
-    def rows_held(self) -> int:
-        return self._count
 
 
 class MachineSet:
@@ -511,7 +381,7 @@ class MachineSet:
             if m.n_scored:
                 sensors = det.contributions()
                 out["contributions"] = [c.as_dict() for c in sensors]
-                out["top_sensors"] = [f"{c.sensor} {'high' if c.z > 0 else 'low'}" for c in message.named(sensors)]
+                out["top_sensors"] = [f"{c.sensor} {c.what}" for c in message.named(sensors)]
         else:
             out["training_rows"] = f"{m.rows_held}/{self.min_train}"
         return out

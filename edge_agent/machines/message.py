@@ -50,6 +50,6 @@ def raised(sensors: Sequence[Contribution], score: float, threshold: float) -> s
     top = named(sensors)
     if not top:
         return ratio
-    what = ", ".join(f"{c.sensor} {'high' if c.z > 0 else 'low'}" for c in top)
+    what = ", ".join(f"{c.sensor} {c.what}" for c in top)
     detail = ", ".join(f"{c.sensor} {number(c.value)} (expected {number(c.expected)})" for c in top)
     return f"{what}: {detail} ({ratio})"

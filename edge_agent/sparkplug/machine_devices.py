@@ -76,7 +76,7 @@ def top_sensors(sensors: list[Any]) -> str:
     """"current high, flow low": the sensors an alarm message names (``machines/message.py``)."""
     from edge_agent.machines import message
 
-    return ", ".join(f"{c.sensor} {'high' if c.z > 0 else 'low'}" for c in message.named(sensors))
+    return ", ".join(f"{c.sensor} {c.what}" for c in message.named(sensors))
 
 
 class MachineDevices:
