@@ -261,13 +261,24 @@ def test_a_step_alarmed_as_a_spike_is_held_by_the_level_channel() -> None:
     assert [i for i, s, _ in ev if raised[0] < i <= fault.end] == []  # held to its end
 
 
-@pytest.mark.xfail(strict=True, reason="known nuisance alarms (docs/detectors.md, round 3): variance alarms at a threshold "
-                   "calibrated on a few runs of the training window; a drift alarm on a wandering level 3 units beyond "
-                   "anything its calm training window showed")
-@pytest.mark.parametrize("name", ["noise/clean/s0.5/dt60/n12000/r1", "quantised/clean/s0.05/dt1/n3000/r1", "wander/spike/s0.5/dt60/r0"])
-def test_known_nuisance_alarms(name: str) -> None:
+def nuisance(name: str) -> list[int]:
     sc, ev = scenario_alarms(name)
-    assert [i for i, s, _ in ev if s == "raised" and not any(f.start <= i <= f.end + 20 for f in sc.faults)] == []
+    return [i for i, s, _ in ev if s == "raised" and not any(f.start <= i <= f.end + 20 for f in sc.faults)]
+
+
+@pytest.mark.parametrize("name", ["noise/clean/s0.5/dt60/n12000/r1", "quantised/clean/s0.05/dt1/n3000/r1"])
+def test_variance_threshold_of_a_young_series_is_above_what_white_noise_reaches(name: str) -> None:
+    # The variance channel's prior is its own statistic on white gaussian noise (98 % quantile
+    # 0.242, mean excess 0.048); with the lighter independent-sample figures (0.19 / 0.04) a
+    # young series' threshold sat at its floor, and these fault-free signals raised a variance
+    # alarm (at 1733 and 925).
+    assert nuisance(name) == []
+
+
+@pytest.mark.xfail(strict=True, reason="known nuisance alarm (docs/detectors.md, round 3): a drift alarm on a wandering "
+                   "level 3 units beyond anything its calm training window showed")
+def test_known_nuisance_alarm_after_a_calm_training_window() -> None:
+    assert nuisance("wander/spike/s0.5/dt60/r0") == []
 
 
 def test_no_alarm_on_slow_trend_wander_and_quantised_signals() -> None:

@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "64befb994bdad58f8017fb02187675c4eff7d7bb492d728fb67b03dccfab4dc0",
-    "cycle_5min": "683d84abd9efdd03cc4958af6c09eefbda3accbe106b0afa0faff0b3a95a9382",
-    "second_wander": "0f7cd076962948a891bf274fba512f3ac263f00c0d70f21431d636db69de17c8",
-    "quantised_untimed": "fd4fa93078576aa695f9acafc25caea83b306eee3f0c413a15c4ddc1d231fa65",
+    "minute": "368e55d94622febdeada8af7372f227f3fe6d06922e7ab6403b19c7a7d07c499",
+    "cycle_5min": "5f6cd42c38f388672019ffc57518795beb49c71a465d90256bd5ba732dcce946",
+    "second_wander": "d322b97f5b8246aee982ec3097805d3ba70c1a394ad5305bfc2ed052b6155a8a",
+    "quantised_untimed": "d8e0681cd51f62d841bbf2777e55e8276f1b3edf1afc956b384ea8340c803170",
 }
 
 
