@@ -51,6 +51,16 @@ def publish(pub: Publisher, rows: list[list[float]], start: int, stop: int) -> N
         info.wait_for_publish(60)
 
 
+def fit_then_break(agent: Any, pub: Publisher, rows: list[list[float]], alarms: Subscriber, what: str) -> None:
+    """Connect, publish until the machine's first model is fitted, then past the first break
+    until SCADA holds a machine alarm (``what`` names it in a timeout)."""
+    agent.wait_connected()
+    publish(pub, rows, 0, 600)
+    agent.wait_log("machine 'l1/p1': model v1 (baseline_t2) active after initial fit", 90)
+    publish(pub, rows, 600, BREAKS[0] + 30)
+    wait_for(lambda: alarms.json(), 60, what)
+
+
 def command(pub: Publisher, answers: Subscriber, name: str, args: dict[str, Any]) -> dict[str, Any]:
     rid = f"{name}-{time.monotonic_ns()}"
     pub.publish(f"edge/gw-test/cmd/{name}", sign(KEY, name, args, request_id=rid)).wait_for_publish(10)
@@ -88,11 +98,7 @@ def test_ack_shelve_restart_unshelve_of_a_machine_alarm(tmp_path: Path, mosquitt
     pub = Publisher(mosquitto)
     agent.start()
     try:
-        agent.wait_connected()
-        publish(pub, rows, 0, 600)
-        agent.wait_log("machine 'l1/p1': model v1 (baseline_t2) active after initial fit", 90)
-        publish(pub, rows, 600, BREAKS[0] + 30)
-        wait_for(lambda: alarms.json(), 60, "machine alarm #1")
+        fit_then_break(agent, pub, rows, alarms, "machine alarm #1")
         (first,) = alarms.json()
         assert (first["machine"], first["state"], first["seq"], first["priority"], first["priority_name"]) == ("l1/p1", "raised", 1, 3, "high")
 
@@ -184,11 +190,7 @@ def test_a_machine_alarm_open_when_machines_leave_the_config_is_cleared_at_start
     pub = Publisher(mosquitto)
     agent.start()
     try:
-        agent.wait_connected()
-        publish(pub, rows, 0, 600)
-        agent.wait_log("machine 'l1/p1': model v1 (baseline_t2) active after initial fit", 90)
-        publish(pub, rows, 600, BREAKS[0] + 30)
-        wait_for(lambda: alarms.json(), 60, "the machine alarm")
+        fit_then_break(agent, pub, rows, alarms, "the machine alarm")
         (raised,) = alarms.json()
         assert agent.close() == 0
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from cdp import CHROMIUM, Browser
-from helpers import Mosquitto, Publisher, Subscriber, wait_for
+from helpers import Mosquitto, Publisher, Subscriber
 from test_http_live import TOKEN, HttpAgent
-from test_machine_alarm_lifecycle_e2e import BREAKS, publish, pump_rows
+from test_machine_alarm_lifecycle_e2e import fit_then_break, pump_rows
 
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed")
 
@@ -47,11 +47,7 @@ def test_an_operator_acks_shelves_and_unshelves_a_machine_alarm_on_the_page(tmp_
     agent.start()
     browser = None
     try:
-        agent.wait_connected()
-        publish(pub, rows, 0, 600)
-        agent.wait_log("machine 'l1/p1': model v1 (baseline_t2) active after initial fit", 90)
-        publish(pub, rows, 600, BREAKS[0] + 30)
-        wait_for(lambda: alarms.json(), 60, "the machine alarm")
+        fit_then_break(agent, pub, rows, alarms, "the machine alarm")
 
         browser = Browser(tmp_path)
         browser.navigate(agent.base + "/?refresh=0")
