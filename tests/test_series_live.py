@@ -172,3 +172,22 @@ def test_write_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         live_state_file.write_atomic(path, fail)
     assert path.read_bytes() == b"the previous file" and list(tmp_path.iterdir()) == [path]
+
+
+def test_a_failed_write_is_kept_for_health_until_a_write_succeeds(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pipe = trended()
+
+    async def saves() -> tuple[int, str | None, int, str | None]:
+        with ThreadPoolExecutor(1) as ex:
+            keeper = series_live.Keeper(pipe, tmp_path / "gone" / series_live.FILE, 0.0, asyncio.get_running_loop(), ex)
+            n_bad = await keeper.save("periodic")
+            err = keeper.last_error
+            (tmp_path / "gone").mkdir()
+            n_ok = await keeper.save("periodic")
+            return n_bad, err, n_ok, keeper.last_error
+
+    n_bad, err, n_ok, err_after = asyncio.run(saves())
+    assert n_bad == 0 and err is not None and "gone" in err
+    assert n_ok == 1 and err_after is None and (tmp_path / "gone" / series_live.FILE).exists()
