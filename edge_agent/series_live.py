@@ -100,9 +100,9 @@ async def snapshot(pipeline: Pipeline, slice_size: int = SLICE) -> list[Entry]:
     return out
 
 
-def encode(entries: list[Entry]) -> tuple[bytes, dict[str, np.ndarray]]:
-    """The JSON document and the arrays, pooled by kind (off the loop). An entry with a
-    non-finite parameter is left out (logged): it could not be restored."""
+def encode(entries: list[Entry]) -> tuple[bytes, dict[str, np.ndarray], int]:
+    """The JSON document, the arrays pooled by kind, and the number of series (off the loop).
+    An entry with a non-finite parameter is left out (logged): it could not be restored."""
     pools: dict[str, list[np.ndarray]] = {"f8": [], "i8": []}
     sizes = dict.fromkeys(pools, 0)
     parts = []
@@ -124,14 +124,22 @@ def encode(entries: list[Entry]) -> tuple[bytes, dict[str, np.ndarray]]:
     head = {"kind": KIND, "format": FORMAT, "written_at": time.time()}
     doc = json.dumps(head, separators=(",", ":"))[:-1] + ',"series":{' + ",".join(parts) + "}}"
     arrays_out = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.float64 if k == "f8" else np.int64) for k, v in pools.items()}
-    return doc.encode(), arrays_out
+    return doc.encode(), arrays_out, len(parts)
 
 
 def write(path: Path, entries: list[Entry], fsync: bool = True) -> int:
     """Atomically (off the loop: encoding and file I/O). Returns the number of series written."""
-    doc, arrays = encode(entries)
+    doc, arrays, n = encode(entries)
     live_state_file.write_npz(path, doc, arrays, fsync)
-    return doc.count(b'"version":')
+    return n
+
+
+def _finite(params: dict[str, Any]) -> None:
+    """JSON as Python reads it accepts NaN and Infinity; no detector state written holds them."""
+    for key, v in params.items():
+        for x in v if isinstance(v, list) else (v,):
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ValueError(f"params {key!r}: not finite")
 
 
 def _arrays(entry: dict[str, Any], pools: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -181,6 +189,7 @@ def read(path: Path, versions: dict[str, tuple[int, str]]) -> tuple[dict[str, An
             params = entry.get("params")
             if not isinstance(params, dict):
                 raise ValueError("no params")
+            _finite(params)
             det = cls.from_state(params, _arrays(entry, pools))
             if not streams(det):
                 raise ValueError(f"detector {active[1]!r} does not stream")

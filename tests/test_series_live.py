@@ -132,6 +132,13 @@ def test_a_bad_entry_costs_that_series_only(tmp_path: Path) -> None:
     restored, errors, _ = series_live.read(path, expected)
     assert restored == {} and any("outside the file's arrays" in e for e in errors)
 
+    def nan(doc: dict[str, Any]) -> None:  # Python's JSON reads NaN; adaptive's from_state would take it
+        doc["series"]["b/t"]["params"]["threshold"] = float("nan")
+
+    rewrite(path, nan)
+    restored, errors, _ = series_live.read(path, expected)
+    assert restored == {} and any("'threshold': not finite" in e for e in errors)
+
 
 def test_a_bad_file_is_refused_with_a_message(tmp_path: Path) -> None:
     path = tmp_path / series_live.FILE
