@@ -153,7 +153,7 @@ def markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
     L.append("")
     for name, fn in (("scoring", _md_scoring), ("machines", _md_machines), ("throughput", _md_throughput), ("latency", _md_latency),
                      ("sideload", _md_sideload), ("memory", _md_memory), ("startup", _md_startup), ("http", _md_http), ("sparkplug", _md_sparkplug),
-                     ("soak", _md_soak)):
+                     ("livestate", _md_livestate), ("soak", _md_soak)):
         part = P.get(name)
         if part is None:
             continue
@@ -325,6 +325,17 @@ def _md_startup(p: dict[str, Any]) -> list[str]:
     L += _stat_header("models on disk (seconds)")
     for st in p.get("by_models", []):
         L.append(_stat_row(f"{st['models']:,}", st["start_to_ready_s"]))
+    L.append("")
+    return L
+
+
+def _md_livestate(p: dict[str, Any]) -> list[str]:
+    L = ["## 10. Series live state (series_live.py)", "", p.get("method", ""), "",
+         "| series | one pass on the loop | slice median | slice max | written (off the loop) | file | read + from_state |",
+         "|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in p.get("by_series", []):
+        L.append(f"| {r['series']:,} | {r['one_pass_ms']} ms | {r['slice_median_ms']} ms | {r['slice_max_ms']} ms | {r['write_ms']} ms "
+                 f"| {r['file_mb']} MB | {r['read_ms']} ms |")
     L.append("")
     return L
 

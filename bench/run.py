@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.common import cleanup_all, machine_info
 
-PARTS = ["scoring", "machines", "memory", "startup", "throughput", "latency", "sideload", "http", "sparkplug"]
+PARTS = ["scoring", "machines", "memory", "startup", "throughput", "latency", "sideload", "http", "sparkplug", "livestate"]
 EXTRA_PARTS = ["soak"]  # selected with --only: an hour long
 MODULES = {**{p: f"bench.part_{p}" for p in PARTS}, "soak": "bench.soak"}
 HERE = Path(__file__).resolve().parent

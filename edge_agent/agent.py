@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from edge_agent import agent_models, agent_status, operator_restore
+from edge_agent import agent_models, agent_status, operator_restore, series_live
 from edge_agent.agent_status import status_payload
 from edge_agent.alarm_event import AlarmEvent
 from edge_agent.annunciator import Annunciator
@@ -101,6 +101,7 @@ class Agent:
         # Alarm conditions, acknowledgement, shelves, alarm rate (annunciator.py).
         self.annunciator = Annunciator(cfg, self, lambda sid: self.pipeline.series.get(sid) if self.pipeline is not None else None)
         self.machines: Any = None  # machines.live.LiveMachines when a subscription names a machine (issue 14)
+        self.live_state: series_live.Keeper | None = None  # streaming series' live state (created in start())
 
     # ---- messages --------------------------------------------------------------------------
     def publish_durable(
@@ -322,6 +323,11 @@ class Agent:
         if deferred:
             log.warning("%d stored model(s) beyond the series budget (series.max_series / max_bytes): each loads "
                         "when its series' readings come", deferred)
+        # Where the streaming detectors were at the last write (series_live.py): a restart must
+        # not send each trending series back to its fit-end state.
+        self.live_state = series_live.Keeper(self.pipeline, self.cfg.state_path(series_live.FILE), self.cfg.series.live_state_every_s,
+                                             self.loop, self.executor)
+        self.model_errors.extend(await self.live_state.restore())
         # Alarms raised before a restart stay raised, so their "cleared" is sent in due course.
         for sid, (aid, ts) in open_alarms.items():
             try:
@@ -403,6 +409,8 @@ class Agent:
         if self.sparkplug is not None:
             await self.sparkplug.stop()
         await self.link.stop()
+        if self.live_state is not None:
+            await self.live_state.stop()  # ingest has stopped: the series' last live state
         await self.outbox.close(1.0)
         if self.s3 is not None:
             self.s3.close()

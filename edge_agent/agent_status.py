@@ -79,6 +79,9 @@ def health(agent: Agent) -> dict[str, Any]:
     problems += agent.machines.problems() if agent.machines is not None else []
     if agent.store_error is not None:
         problems.append(f"model store degraded, fits cannot be saved (series keep learning): {agent.store_error}")
+    if agent.live_state is not None and agent.live_state.last_error is not None:
+        problems.append(f"series live state cannot be written (a restart would send streaming series back to their "
+                        f"fit-end state): {agent.live_state.last_error}")
     if agent.model_errors:
         problems.append(f"{len(agent.model_errors)} problem(s) with stored models (see model_errors, "
                         "`edge-agent models list`); affected series serve an older version or learn again")

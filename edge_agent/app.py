@@ -115,6 +115,8 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
     tasks.append(asyncio.create_task(_freeze_startup_heap(agent), name="gc-freeze"))
     tasks.append(asyncio.create_task(_probe_loop_lag(agent), name="loop-lag"))
     tasks.append(asyncio.create_task(agent.expire_shelves(), name="shelve-expiry"))
+    if agent.live_state is not None:
+        tasks.append(asyncio.create_task(agent.live_state.run(), name="series-live-state"))
     tasks.append(asyncio.create_task(series_budget.upkeep(agent.pipeline, cfg.ingest.reject_log_interval_s), name="series-upkeep"))
     await stop.wait()
     notifier.stopping("shutting down: flushing the outbox")

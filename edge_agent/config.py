@@ -262,6 +262,8 @@ class SeriesConfig(_Strict):
     max_series: Annotated[int, Field(ge=1)] = 100_000
     max_bytes: Annotated[int, Field(ge=1_048_576)] = 384 * 1024 * 1024
     idle_s: Annotated[float, Field(gt=0)] = 600.0
+    # Streaming detectors' live state written this often (and at a clean stop): series_live.py.
+    live_state_every_s: Annotated[float, Field(ge=0)] = 600.0
 
 
 class AlarmConfig(_Strict):

@@ -8,8 +8,8 @@ restart during a fault learnt the fault (``tests/test_machines_e2e.py``: the ala
 "current low, flow high").
 
 At a clean stop the agent writes ``{state_dir}/machine_live.json`` (atomic: a temporary file,
-fsync, rename): per machine its model version, the time of its last row and the detector's
-``live_state()``. At start, after the models are loaded, each entry whose machine has that
+fsync, rename; ``live_state_file.py``, shared with the series' live state): per machine its
+model version, the time of its last row and the detector's ``live_state()``. At start, after the models are loaded, each entry whose machine has that
 same model version is taken back (``set_live_state`` checks it whole), then the file is
 removed: it describes one stop only, and a crash later must not bring back this older state.
 Bounded like every file the agent reads (``safe_load``); a bad file costs the live state, never
@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from edge_agent import live_state_file
 from edge_agent.machines.machine_set import MachineSet
-from edge_agent.safe_load import BadFile, load_json
+from edge_agent.safe_load import BadFile
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def snapshot(ms: MachineSet) -> dict[str, Any]:
 def write(path: Path, doc: dict[str, Any], fsync: bool = True) -> int:
     """Atomically; returns the machines written. Off the loop (file I/O)."""
     try:
-        data = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+        live_state_file.write_json(path, doc, fsync)
     except ValueError:  # a non-finite number slipped in: keep the finite machines only
         ok = {}
         for mid, entry in doc["machines"].items():
@@ -61,14 +61,7 @@ def write(path: Path, doc: dict[str, Any], fsync: bool = True) -> int:
             except ValueError:
                 log.warning("machine %r: live state not finite, not kept", mid)
         doc = {**doc, "machines": ok}
-        data = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+        live_state_file.write_json(path, doc, fsync)
     return len(doc["machines"])
 
 
@@ -78,9 +71,7 @@ def take(path: Path) -> tuple[dict[str, Any], list[str]]:
     if not path.exists():
         return {}, []
     try:
-        doc = load_json(path, max_bytes=MAX_BYTES, max_depth=MAX_DEPTH)
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("machines"), dict):
-            raise BadFile(path, f"not a format {FORMAT} machine checkpoint")
+        doc = live_state_file.read_json(path, kind="machine checkpoint", fmt=FORMAT, key="machines", max_bytes=MAX_BYTES, max_depth=MAX_DEPTH)
         return doc["machines"], []
     except (BadFile, OSError) as exc:
         return {}, [f"machine live state not restored ({exc})"]
