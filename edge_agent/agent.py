@@ -311,7 +311,7 @@ class Agent:
         self.pipeline.alarm_seqs = {sid: seq for sid, (seq, _) in seqs.items()}
         self.ingest.floors = {sid: ts for sid, (_, ts) in seqs.items()}
         self.pipeline.tick(time.monotonic())
-        self.pipeline.restorer = lambda s: agent_models.restore_model(self, s)
+        self.pipeline.restorer = lambda s, live: agent_models.restore_model(self, s, live)
         self.pipeline.on_store_error = self._store_failed
         deferred = 0
         for sid, model in loaded:

@@ -12,8 +12,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from edge_agent import series_live
 from edge_agent.model_store import Model
-from edge_agent.pipeline import TooManySeries
+from edge_agent.pipeline import TooManySeries, with_live_state
 from edge_agent.series import Series
 
 if TYPE_CHECKING:
@@ -84,27 +85,31 @@ def load_models(agent: Agent) -> list[tuple[str, Model]]:
     return out
 
 
-def restore_model(agent: Agent, s: Series) -> None:
-    """An evicted series' readings are back: load its model off the loop (Pipeline._restore)."""
+def restore_model(agent: Agent, s: Series, live: series_live.Entry | None = None) -> None:
+    """An evicted series' readings are back: load its model off the loop (Pipeline._restore),
+    with the live state it was evicted with when that is of the same model (checked off the
+    loop too: ``from_state``; a state that does not fit costs the state, logged)."""
     assert agent.loop is not None and agent.pipeline is not None
     pipeline = agent.pipeline
 
-    def load() -> Model | None:
+    def load() -> tuple[Model | None, bool]:
         model, errors = agent.store.load_active(s.id)
         for err in errors:
             log.error("model store: %s", err)
-        return model
+        revived = with_live_state(s.id, model, live)
+        return revived, revived is not model
 
-    def done(fut: asyncio.Future[Model | None]) -> None:
-        model = None
+    def done(fut: asyncio.Future[tuple[Model | None, bool]]) -> None:
+        model, revived = None, False
         if not fut.cancelled():
             exc = fut.exception()
             if exc is not None:
                 log.error("series %r: cannot reload its model: %r", s.id, exc)
             else:
-                model = fut.result()
+                model, revived = fut.result()
         pipeline.restored(s, model)
         if model is not None:
-            log.info("series %r: model v%d reloaded (the series had been evicted)", s.id, model.version)
+            log.info("series %r: model v%d reloaded%s (the series had been evicted)", s.id, model.version,
+                     " with its live state" if revived else "")
 
     agent.loop.run_in_executor(agent.executor, load).add_done_callback(done)

@@ -34,11 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent import alarm_decision, checkpoints, detectors, series_fits
+from edge_agent import alarm_decision, checkpoints, detectors, series_fits, series_live
 from edge_agent.alarm_decision import decide, limit_crossed
 from edge_agent.alarm_event import AlarmEvent, alert_id
 from edge_agent.alarm_state import AlarmPolicy
 from edge_agent.config import AgentConfig
+from edge_agent.evicted_live import EvictedLive
 from edge_agent.fitting import FitRequest
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.series import Series, SeriesBytes
@@ -58,6 +59,21 @@ log = logging.getLogger(__name__)
 
 class TooManySeries(Exception):
     pass
+
+
+def with_live_state(sid: str, model: Model | None, live: series_live.Entry | None) -> Model | None:
+    """A reloaded model with the live state its series was evicted with, when that state is of
+    this model (``series_live.revive``); a state that does not fit costs the state (logged)."""
+    if model is None or live is None:
+        return model
+    if (live[1], live[2]) != (model.version, model.detector.name):  # a retrain, a rollback or a pull since
+        log.info("series %r: its live state is of model v%d, v%d is active: it starts from that model", sid, live[1], model.version)
+        return model
+    try:
+        return series_live.revive(model, live)
+    except ValueError as exc:
+        log.error("series %r: live state not restored (%s); it scores on from its stored model", sid, exc)
+        return model
 
 
 class Pipeline:
@@ -90,9 +106,12 @@ class Pipeline:
         self.evictor = Evictor(cfg.series.idle_s, store is not None)
         # Series evicted with a model on disk: their model is reloaded when readings return.
         self.evicted_models: set[str] = set()
+        # The live state of evicted streaming series, put back when their model is reloaded
+        # (evicted_live.py); counted in series_bytes, so within series.max_bytes.
+        self.evicted_live = EvictedLive(self.series_bytes)
         # How a returning series gets its model back: the agent loads it off the loop; without
         # a restorer (offline use, tests) it is loaded here.
-        self.restorer: Callable[[Series], None] | None = None
+        self.restorer: Callable[[Series, series_live.Entry | None], None] | None = None
         self.on_evict: list[Callable[[Series], None]] = []
         # Told when a fit fails on the model store itself (OSError: full, read-only, gone).
         self.on_store_error: Callable[[str], None] | None = None
@@ -195,13 +214,16 @@ class Pipeline:
         # A little more than needed, so that a flood of new topics evicts in batches.
         count = need_count + (self.max_series // 100 if n else 0)
         nbytes = need_bytes + (self.max_bytes // 100 if n else 0)
-        evicted = freed = 0
+        evicted = 0
+        start = self.series_bytes.bytes
         for cls, s in self.evictor.victims(self.series, self.clock, count, nbytes):
-            freed += s.nbytes
-            self.evict(s, CLASSES[cls])
+            self.evict(s, CLASSES[cls])  # frees the ring, keeps a streaming detector's live state
             evicted += 1
-            if evicted >= count and freed >= nbytes:
+            if evicted >= count and start - self.series_bytes.bytes >= nbytes:
                 break
+        short = nbytes - (start - self.series_bytes.bytes)
+        if short > 0 and self.evicted_live.nbytes:
+            self.evicted_live.drop_oldest(short)  # the live states of evicted series go last
         if n and (len(self.series) + n > self.max_series or self.series_bytes.bytes >= self.max_bytes):
             self.n_series_refused += 1
             self.last_refused = self.clock
@@ -218,18 +240,21 @@ class Pipeline:
         self.evictor.forget(s.id)
         if s.model is not None:
             self.evicted_models.add(s.id)
+            self.evicted_live.keep(s)
         self.n_evicted[why] = self.n_evicted.get(why, 0) + 1
         for hook in self.on_evict:
             hook(s)
 
     def _restore(self, s: Series) -> None:
-        """A series evicted with its model is back: reload the model before scoring it. Until
-        then its readings fill the ring and are not scored (fit_pending keeps it from learning)."""
+        """A series evicted with its model is back: reload the model before scoring it, with the
+        live state it was evicted with (``evicted_live.py``). Until then its readings fill the
+        ring and are not scored (fit_pending keeps it from learning)."""
         self.evicted_models.discard(s.id)
+        live = self.evicted_live.pop(s.id)
         s.fit_pending = True
         self.backlog[s.id] = deque(maxlen=self.buffer_size)  # scored once the model is back
         if self.restorer is not None:
-            self.restorer(s)
+            self.restorer(s, live)
             return
         model = None
         if self.store is not None:
@@ -237,7 +262,7 @@ class Pipeline:
                 model, _ = self.store.load_active(s.id)
             except Exception as exc:  # a bad file costs this series its model, nothing more
                 log.error("series %r: cannot reload its model: %r", s.id, exc)
-        self.restored(s, model)
+        self.restored(s, with_live_state(s.id, model, live))
 
     def restored(self, s: Series, model: Model | None) -> None:
         """The reload of ``_restore`` finished (on the loop thread)."""

@@ -12,8 +12,9 @@ When a new series does not fit, series are evicted in this order, oldest first i
 2. ``idle``: no model, and no reading for ``series.idle_s``.
 3. ``idle_model``: a model, and no reading for ``series.idle_s``. Its model stays on disk (the
    pipeline reloads it off the loop when readings return, see ``Pipeline.get_or_create``); what
-   is lost is the ring (plot history, retrain data) and a streaming detector's drift since its
-   last saved version.
+   is lost is the ring (plot history, retrain data). A streaming detector's live state is kept
+   (``evicted_live.py``, counted in ``max_bytes``) and put back with the model; when evicting
+   series no longer frees enough bytes, the oldest of those states go.
 
 Never evicted: a series in alarm (its clear must still come), one whose fit or model reload is
 under way, and, without a model store, one with a model (it exists nowhere else).
@@ -158,4 +159,6 @@ def view(pipe: Pipeline) -> dict[str, Any]:
         "refused_readings": pipe.n_series_refused,
         "models_on_disk_only": len(pipe.evicted_models),
         "models_reloaded": pipe.n_restored,
+        "live_states_kept": len(pipe.evicted_live),
+        "live_states_dropped": pipe.evicted_live.n_dropped,
     }

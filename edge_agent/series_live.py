@@ -32,8 +32,10 @@ period), and the readings since then are still learnt as they come. A fault that
 that write is still seen after the restart: the restored model of normal predates it, exactly
 as the running detector's did. A fault already under way at the write is frozen out of the
 state as it was in the running detector (robust does not learn from readings it alarms on).
-Series evicted for the budget when the agent starts load their stored model when their
-readings return, without their live state.
+Series evicted for the memory budget keep their live state in memory, counted in the budget
+(``evicted_live.py``), and get it back when their model is reloaded; the file written here
+holds their entries too, and at start the entries of series not held (evicted, or beyond the
+budget) go back to that store.
 """
 
 from __future__ import annotations
@@ -90,13 +92,16 @@ def take(series: list[Any]) -> list[Entry]:
 
 
 async def snapshot(pipeline: Pipeline, slice_size: int = SLICE) -> list[Entry]:
-    """Every scored streaming series, ``slice_size`` series per turn of the event loop."""
+    """Every scored streaming series, ``slice_size`` series per turn of the event loop, and the
+    live state kept for series evicted for the budget (``evicted_live.py``: already copies)."""
     series = list(pipeline.series.values())
     out: list[Entry] = []
     for i in range(0, len(series), slice_size):
         if i:
             await asyncio.sleep(0)  # readings and timers run between slices
         out += take(series[i:i + slice_size])
+    held = {e[0] for e in out}
+    out += [e for e in pipeline.evicted_live.all() if e[0] not in held]
     return out
 
 
@@ -159,25 +164,62 @@ def _arrays(entry: dict[str, Any], pools: dict[str, np.ndarray]) -> dict[str, np
     return out
 
 
-def read(path: Path, versions: dict[str, tuple[int, str]]) -> tuple[dict[str, Any], list[str], int]:
+def revive(model: Model, entry: Entry) -> Model:
+    """``model`` (an evicted series' model, just reloaded) with the detector of the live state it
+    was evicted with, when that state is of this same model version and detector: checked as
+    at start-up (``from_state``). Off the loop. ``ValueError`` (any failure) costs the state."""
+    _, version, name, params, arrays = entry
+    if (version, name) != (model.version, model.detector.name):
+        raise ValueError(f"of model v{version} ({name}), the model reloaded is v{model.version} ({model.detector.name})")
+    try:
+        _finite(params)
+        det = detectors.detector_class(name).from_state(params, arrays)
+    except Exception as exc:  # from_state checks the state; any failure costs this state only
+        raise ValueError(f"{type(exc).__name__}: {str(exc)[:120]}") from exc
+    if not streams(det):
+        raise ValueError(f"detector {name!r} does not stream")
+    return Model(det, model.version, model.meta)
+
+
+def _raw(sid: str, entry: Any, pools: dict[str, np.ndarray]) -> Entry:
+    """An entry of a series not held (evicted when the file was written, or beyond the budget
+    at start): decoded and bounded now, checked against its model when that is reloaded."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("version"), int) or not isinstance(entry.get("detector"), str):
+        raise ValueError("no model version or detector")
+    params = entry.get("params")
+    if not isinstance(params, dict):
+        raise ValueError("no params")
+    _finite(params)
+    return sid, entry["version"], entry["detector"], params, _arrays(entry, pools)
+
+
+def read(path: Path, versions: dict[str, tuple[int, str]], evicted: frozenset[str] | set[str] = frozenset()
+         ) -> tuple[dict[str, Any], list[str], int, list[Entry]]:
     """The restorable detectors of the file: ``{series id: detector}`` for the series whose
     active model (``versions``: id -> (version, detector name)) is the one the state was taken
-    from; the problems found (file or entries); how many entries were of another model. Off the
-    loop (file I/O, decoding, ``from_state``)."""
+    from; the problems found (file or entries); how many entries were of another model; and the
+    entries of the ``evicted`` series (held with their model on disk only), to keep until their
+    readings return (``evicted_live.py``). Off the loop (file I/O, decoding, ``from_state``)."""
     if not path.exists():
-        return {}, [], 0
+        return {}, [], 0, []
     try:
         doc, members = live_state_file.read_npz(path, kind=KIND, fmt=FORMAT, key="series", max_bytes=MAX_BYTES, max_depth=MAX_DEPTH)
         pools = {k: members[k] for k in ("f8", "i8") if k in members and members[k].ndim == 1}
     except (BadFile, OSError) as exc:
-        return {}, [f"series live state not restored ({exc})"], 0
+        return {}, [f"series live state not restored ({exc})"], 0, []
     out: dict[str, Any] = {}
     errors: list[str] = []
+    kept: list[Entry] = []
     other = 0
     for sid, entry in doc["series"].items():
         active = versions.get(sid)
         if active is None:
-            continue  # a series gone, not loaded, or not streaming any more
+            if sid in evicted:
+                try:
+                    kept.append(_raw(sid, entry, pools))
+                except ValueError as exc:
+                    errors.append(f"series {sid!r}: live state not restored ({exc})")
+            continue  # otherwise a series gone, not loaded, or not streaming any more
         if not isinstance(entry, dict):
             errors.append(f"series {sid!r}: live state not restored (not a mapping)")
             continue
@@ -199,7 +241,7 @@ def read(path: Path, versions: dict[str, tuple[int, str]]) -> tuple[dict[str, An
         out[sid] = det
     age = time.time() - doc["written_at"] if isinstance(doc.get("written_at"), (int, float)) else math.nan
     log.info("series live state file %s: %d entries, written %.0f s ago", path, len(doc["series"]), age)
-    return out, errors, other
+    return out, errors, other, kept
 
 
 def versions(pipeline: Pipeline) -> dict[str, tuple[int, str]]:
@@ -238,8 +280,14 @@ class Keeper:
     async def restore(self) -> list[str]:
         """After the models are adopted, before ingest subscribes. Returns the problems found."""
         expected = versions(self.pipeline)
-        restored, errors, other = await self.loop.run_in_executor(self.executor, read, self.path, expected)
+        evicted = set(self.pipeline.evicted_models)
+        restored, errors, other, kept = await self.loop.run_in_executor(self.executor, read, self.path, expected, evicted)
         n = restore(self.pipeline, restored, expected)
+        for entry in kept:  # beyond the budget at start: kept until their readings return
+            if entry[0] in self.pipeline.evicted_models and entry[0] not in self.pipeline.series:
+                self.pipeline.evicted_live.put(entry)
+        if kept:
+            log.info("kept the live state of %d series not held (evicted for the series budget)", len(kept))
         for err in errors[:MAX_LOGGED]:
             log.error("%s", err)
         if len(errors) > MAX_LOGGED:

@@ -60,7 +60,7 @@ def test_round_trip_restores_each_streaming_detector(tmp_path: Path, detector: s
     restarted = fresh_like(pipe)
     assert not states_equal(restarted.series["a/t"].model.detector, pipe.series["a/t"].model.detector)
     expected = series_live.versions(restarted)
-    restored, errors, other = series_live.read(path, expected)
+    restored, errors, other, _ = series_live.read(path, expected)
     assert errors == [] and other == 0 and set(restored) == {"a/t", "b/t"}
     assert series_live.restore(restarted, restored, expected) == 2
     for sid in ("a/t", "b/t"):
@@ -93,13 +93,13 @@ def test_another_model_version_is_skipped(tmp_path: Path) -> None:
     series_live.write(path, series_live.take(list(pipe.series.values())), fsync=False)
     restarted = fresh_like(pipe)
     v = restarted.series["a/t"].model.version
-    restored, errors, other = series_live.read(path, {"a/t": (v + 1, "robust")})
+    restored, errors, other, _ = series_live.read(path, {"a/t": (v + 1, "robust")})
     assert restored == {} and errors == [] and other == 1
-    restored, errors, other = series_live.read(path, {"a/t": (v, "adaptive")})  # another detector: another model
+    restored, errors, other, _ = series_live.read(path, {"a/t": (v, "adaptive")})  # another detector: another model
     assert restored == {} and other == 1
     # Read for v, but the series got another model before it was put back: not used.
     fit_end = restarted.series["a/t"].model.detector.get_state()
-    restored, _, _ = series_live.read(path, {"a/t": (v, "robust")})
+    restored, _, _, _ = series_live.read(path, {"a/t": (v, "robust")})
     assert series_live.restore(restarted, restored, {"a/t": (v + 1, "robust")}) == 0
     assert restarted.series["a/t"].model.detector.get_state()[0] == fit_end[0]
 
@@ -122,27 +122,27 @@ def test_a_bad_entry_costs_that_series_only(tmp_path: Path) -> None:
         doc["series"]["a/t"]["params"]["cal_q"] = [1.0]
 
     rewrite(path, break_a)
-    restored, errors, _ = series_live.read(path, expected)
+    restored, errors, _, _ = series_live.read(path, expected)
     assert set(restored) == {"b/t"} and len(errors) == 1 and "'a/t'" in errors[0] and "cal_q" in errors[0]
 
     def point_outside(doc: dict[str, Any]) -> None:
         doc["series"]["b/t"]["arrays"]["profile"][1] = 10**9
 
     rewrite(path, point_outside)
-    restored, errors, _ = series_live.read(path, expected)
+    restored, errors, _, _ = series_live.read(path, expected)
     assert restored == {} and any("outside the file's arrays" in e for e in errors)
 
     def nan(doc: dict[str, Any]) -> None:  # Python's JSON reads NaN; adaptive's from_state would take it
         doc["series"]["b/t"]["params"]["threshold"] = float("nan")
 
     rewrite(path, nan)
-    restored, errors, _ = series_live.read(path, expected)
+    restored, errors, _, _ = series_live.read(path, expected)
     assert restored == {} and any("'threshold': not finite" in e for e in errors)
 
 
 def test_a_bad_file_is_refused_with_a_message(tmp_path: Path) -> None:
     path = tmp_path / series_live.FILE
-    assert series_live.read(path, {}) == ({}, [], 0)  # none yet: nothing to say
+    assert series_live.read(path, {}) == ({}, [], 0, [])  # none yet: nothing to say
     buf = io.BytesIO()
     np.savez(buf, x=np.zeros(3))
     deep = np.frombuffer(b"[" * 50 + b"]" * 50, dtype=np.uint8)
@@ -156,15 +156,15 @@ def test_a_bad_file_is_refused_with_a_message(tmp_path: Path) -> None:
     }
     for data, why in cases.items():
         path.write_bytes(data)
-        restored, errors, _ = series_live.read(path, {})
+        restored, errors, _, _ = series_live.read(path, {})
         assert restored == {} and len(errors) == 1 and "series live state not restored" in errors[0] and why in errors[0], errors
     for doc, why in ((deep, "nested deeper"), (wrong, "not a format 1 series live state file")):
         live_state_file.write_npz(path, doc.tobytes(), {}, fsync=False)
-        restored, errors, _ = series_live.read(path, {})
+        restored, errors, _, _ = series_live.read(path, {})
         assert restored == {} and why in errors[0], errors
     with open(path, "wb") as f:  # oversized: refused before it is read
         f.truncate(series_live.MAX_BYTES + 1)
-    restored, errors, _ = series_live.read(path, {})
+    restored, errors, _, _ = series_live.read(path, {})
     assert restored == {} and "more than the" in errors[0]
 
 
