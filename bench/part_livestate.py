@@ -1,6 +1,7 @@
 """Part 10, live state: what keeping the series' live state costs (series_live.py): the
 snapshot on the event loop, whole and per slice, and the encode + write + read off it, for
-1,000 and 5,000 robust series.
+1,000 and 5,000 robust series; and what keeping an evicted series' live state costs at its
+eviction (``evicted_live.py``: time on the loop, bytes counted in the budget).
 
     make bench BENCH_ARGS="--only livestate"     (or: .venv/bin/python -m bench.part_livestate [n ...])
 """
@@ -19,8 +20,10 @@ import numpy as np
 
 from edge_agent import series_live
 from edge_agent.config import AgentConfig
+from edge_agent.evicted_live import EvictedLive
 from edge_agent.model_store import Model
 from edge_agent.pipeline import InlineTrainer, Pipeline
+from edge_agent.series import SeriesBytes
 
 
 def pipeline(n: int) -> Pipeline:
@@ -63,12 +66,17 @@ def measure(n: int) -> dict[str, Any]:
             t_write = time.perf_counter() - t0
             size = path.stat().st_size
             t0 = time.perf_counter()
-            restored, errors, _ = series_live.read(path, series_live.versions(pipe))
+            restored, errors, _, _ = series_live.read(path, series_live.versions(pipe))
             t_read = time.perf_counter() - t0
         assert written == n and len(restored) == n and not errors
         t0 = time.perf_counter()
         asyncio.run(series_live.snapshot(pipe))
         t_sliced = time.perf_counter() - t0
+        kept = EvictedLive(SeriesBytes())
+        t0 = time.perf_counter()
+        for s in series:
+            kept.keep(s)
+        t_keep = time.perf_counter() - t0
     finally:
         gc.unfreeze()
     return {
@@ -77,6 +85,7 @@ def measure(n: int) -> dict[str, Any]:
         "slice_median_ms": round(1e3 * float(np.median(slices)), 2), "slice_max_ms": round(1e3 * max(slices), 2),
         "sliced_wall_ms": round(1e3 * t_sliced, 1), "write_ms": round(1e3 * t_write, 1),
         "file_mb": round(size / 1e6, 2), "bytes_per_series": round(size / n), "read_ms": round(1e3 * t_read, 1),
+        "evict_keep_us": round(1e6 * t_keep / n, 1), "evict_kept_bytes": round(kept.nbytes / n),
     }
 
 
@@ -84,7 +93,8 @@ def line(r: dict[str, Any]) -> str:
     return (f"{r['series']} series: snapshot in one pass median {r['one_pass_ms']} ms; per slice of {r['slice']} median "
             f"{r['slice_median_ms']} ms, max {r['slice_max_ms']} ms; sliced snapshot wall {r['sliced_wall_ms']} ms; off the loop: "
             f"encode+write+fsync {r['write_ms']} ms, file {r['file_mb']} MB ({r['bytes_per_series']} B/series), "
-            f"read+from_state {r['read_ms']} ms")
+            f"read+from_state {r['read_ms']} ms; at an eviction: keep {r['evict_keep_us']} us/series on the loop, "
+            f"{r['evict_kept_bytes']} B/series in the budget")
 
 
 def run(quick: bool = False) -> dict[str, Any]:

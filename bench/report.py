@@ -331,11 +331,13 @@ def _md_startup(p: dict[str, Any]) -> list[str]:
 
 def _md_livestate(p: dict[str, Any]) -> list[str]:
     L = ["## 10. Series live state (series_live.py)", "", p.get("method", ""), "",
-         "| series | one pass on the loop | slice median | slice max | written (off the loop) | file | read + from_state |",
-         "|--:|--:|--:|--:|--:|--:|--:|"]
+         "| series | one pass on the loop | slice median | slice max | written (off the loop) | file | read + from_state "
+         "| kept at an eviction (evicted_live.py) |",
+         "|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in p.get("by_series", []):
+        evict = f"{r['evict_keep_us']} us, {r['evict_kept_bytes']} B per series" if "evict_keep_us" in r else ""
         L.append(f"| {r['series']:,} | {r['one_pass_ms']} ms | {r['slice_median_ms']} ms | {r['slice_max_ms']} ms | {r['write_ms']} ms "
-                 f"| {r['file_mb']} MB | {r['read_ms']} ms |")
+                 f"| {r['file_mb']} MB | {r['read_ms']} ms | {evict} |")
     L.append("")
     return L
 

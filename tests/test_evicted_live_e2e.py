@@ -65,6 +65,7 @@ def evicted_then_back(tmp_path: Path, mosquitto: Mosquitto, restart: bool) -> No
             except TimeoutError:
                 continue
         assert metric(port, evicted) >= 1, agent.log()[-3000:]
+        assert metric(port, "edge_agent_series_live_states_kept") == 1  # the trend's, in the budget
         if restart:  # stopped and started while evicted: the live-state file must keep it
             assert agent.stop() == 0
             start(agent)
@@ -78,6 +79,7 @@ def evicted_then_back(tmp_path: Path, mosquitto: Mosquitto, restart: bool) -> No
             agent.wait_log("restored the live state of 1 series")
         else:
             agent.wait_log("reloaded with its live state (the series had been evicted)")
+        assert metric(port, "edge_agent_series_live_states_kept") == 0  # taken back
         # Still watching: a real fault is raised.
         publish(pub, values, N_BEFORE + N_AFTER, N_BEFORE + N_AFTER + 20, offset=15.0)
         wait_for(lambda: alarms.json(), 30, "the fault's alarm")

@@ -91,6 +91,21 @@ def test_an_evicted_series_gets_its_model_back_from_disk_when_readings_return(tm
     assert [(e.series, e.state, e.version) for e in events] == [("a", "raised", 1)]
 
 
+def test_series_with_a_model_are_evicted_only_as_needed_not_in_a_batch(tmp_path: Path) -> None:
+    # The 1 % slack batches evictions of junk; a series with a model is a real sensor (and
+    # keeping a streaming one's live state costs time on the loop): only what is needed goes.
+    p, _ = make(tmp_path, max_series=500, idle_s=10.0)
+    for k in range(500):
+        train(p, f"m{k}")
+    p.tick(1.0)
+    p.tick(100.0)
+    p.process("new", 1.0, 1.0)
+    assert p.n_evicted == {"new": 0, "idle": 0, "idle_model": 1} and len(p.series) == 500
+    for k in range(3):
+        p.process(f"more{k}", 1.0, 1.0)
+    assert p.n_evicted == {"new": 3, "idle": 0, "idle_model": 1}  # each newcomer evicts the one-reading one before it
+
+
 def test_without_a_store_a_model_is_never_evicted() -> None:
     p, _ = make(None, max_series=2, idle_s=10.0)
     train(p, "a")

@@ -144,11 +144,13 @@ class AgentCollector(Collector):
         for cls, n in pipe.n_evicted.items():
             evicted.add_metric([cls], n)
         yield evicted
-        yield gauge(P + "series_bytes", "Memory the series state takes, as the budget counts it (rings and bookkeeping)", pipe.series_bytes.bytes)
+        yield gauge(P + "series_bytes", "Memory the series state takes, as the budget counts it (rings, bookkeeping, evicted series' live states)", pipe.series_bytes.bytes)
         yield gauge(P + "series_max_bytes", "series.max_bytes: the series memory budget", pipe.max_bytes)
         yield gauge(P + "series_max", "series.max_series: the most series held at once", pipe.max_series)
         yield gauge(P + "series_models_on_disk_only", "Series evicted with a model, reloaded when their readings return", len(pipe.evicted_models))
         yield counter(P + "series_models_reloaded", "Models of evicted series reloaded from disk", pipe.n_restored)
+        yield gauge(P + "series_live_states_kept", "Live states of evicted streaming series, put back when they are reloaded", len(pipe.evicted_live))
+        yield counter(P + "series_live_states_dropped", "Live states of evicted series let go for the byte budget", pipe.evicted_live.n_dropped)
 
         series = pipe.series
         snap = self.index.latest if self.index is not None else None
