@@ -63,7 +63,9 @@ FILE = "series_live.npz"
 KIND = "series live state"
 FORMAT = 1
 # A robust series is ~3.1 kB of arrays and ~1.3 kB of JSON: 256 MiB holds ~60,000 series,
-# more than the default memory budget (series.max_bytes) holds with their rings.
+# more than the default memory budget (series.max_bytes) holds with their rings. The states kept
+# for evicted series (~5.8 kB each in that budget) could pass it with a larger budget: the
+# writer leaves out what does not fit (encode), the oldest evicted first, never a file refused whole.
 MAX_BYTES = 256 * 1024 * 1024
 MAX_DEPTH = 8  # doc -> series -> id -> entry -> params -> a list
 SLICE = 200  # series per turn of the loop while taking a snapshot (~2 ms, measured above)
@@ -101,16 +103,20 @@ async def snapshot(pipeline: Pipeline, slice_size: int = SLICE) -> list[Entry]:
             await asyncio.sleep(0)  # readings and timers run between slices
         out += take(series[i:i + slice_size])
     held = {e[0] for e in out}
-    out += [e for e in pipeline.evicted_live.all() if e[0] not in held]
+    # Newest first: if the file's bound cuts any (encode), the oldest evicted go.
+    out += [e for e in reversed(pipeline.evicted_live.all()) if e[0] not in held]
     return out
 
 
-def encode(entries: list[Entry]) -> tuple[bytes, dict[str, np.ndarray], int]:
+def encode(entries: list[Entry], max_bytes: int = MAX_BYTES - 2**20) -> tuple[bytes, dict[str, np.ndarray], int]:
     """The JSON document, the arrays pooled by kind, and the number of series (off the loop).
-    An entry with a non-finite parameter is left out (logged): it could not be restored."""
+    An entry with a non-finite parameter is left out (logged): it could not be restored. So are
+    the entries past ``max_bytes`` (a file the reader would refuse whole): held series come
+    first, then evicted ones newest first (``snapshot``); the memory budget keeps this rare."""
     pools: dict[str, list[np.ndarray]] = {"f8": [], "i8": []}
     sizes = dict.fromkeys(pools, 0)
     parts = []
+    total = cut = 0
     for sid, version, name, params, arrays in entries:
         try:
             params_json = json.dumps(params, separators=(",", ":"), allow_nan=False)
@@ -118,23 +124,36 @@ def encode(entries: list[Entry]) -> tuple[bytes, dict[str, np.ndarray], int]:
             log.warning("series %r: live state not kept (%s)", sid, exc)
             continue
         refs = {}
+        flats = []
+        at = dict(sizes)
         for key, a in arrays.items():
             pool = "f8" if a.dtype.kind == "f" else "i8"
             flat = np.ascontiguousarray(a, dtype=np.float64 if pool == "f8" else np.int64).ravel()
-            refs[key] = [pool, sizes[pool], list(a.shape)]
-            pools[pool].append(flat)
-            sizes[pool] += flat.size
+            refs[key] = [pool, at[pool], list(a.shape)]
+            flats.append((pool, flat))
+            at[pool] += flat.size
         entry = {"version": version, "detector": name, "arrays": refs}
-        parts.append(json.dumps(sid) + ":" + json.dumps(entry, separators=(",", ":"))[:-1] + ',"params":' + params_json + "}")
+        part = json.dumps(sid) + ":" + json.dumps(entry, separators=(",", ":"))[:-1] + ',"params":' + params_json + "}"
+        size = len(part.encode()) + 1 + sum(8 * f.size for _, f in flats)
+        if total + size > max_bytes:
+            cut += 1
+            continue
+        total += size
+        for pool, flat in flats:
+            pools[pool].append(flat)
+        sizes = at
+        parts.append(part)
+    if cut:
+        log.warning("the live state of %d series not written: the file would pass its bound of %d bytes", cut, max_bytes)
     head = {"kind": KIND, "format": FORMAT, "written_at": time.time()}
     doc = json.dumps(head, separators=(",", ":"))[:-1] + ',"series":{' + ",".join(parts) + "}}"
     arrays_out = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.float64 if k == "f8" else np.int64) for k, v in pools.items()}
     return doc.encode(), arrays_out, len(parts)
 
 
-def write(path: Path, entries: list[Entry], fsync: bool = True) -> int:
+def write(path: Path, entries: list[Entry], fsync: bool = True, max_bytes: int = MAX_BYTES - 2**20) -> int:
     """Atomically (off the loop: encoding and file I/O). Returns the number of series written."""
-    doc, arrays, n = encode(entries)
+    doc, arrays, n = encode(entries, max_bytes)
     live_state_file.write_npz(path, doc, arrays, fsync)
     return n
 

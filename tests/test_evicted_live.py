@@ -141,3 +141,19 @@ def test_the_live_state_file_keeps_the_evicted_series_across_a_restart(tmp_path:
     feed(q, "t", values, N_BEFORE, N_BEFORE + N_AFTER)
     assert q.n_restored == 1 and q.series["t"].n_scored >= N_AFTER - 1
     assert q_events == [], "the series evicted at the restart came back from its fit-end state"
+
+
+def test_a_file_past_its_bound_leaves_out_the_oldest_evicted_states_not_all(tmp_path: Path) -> None:
+    p, _ = make(tmp_path, max_series=3)
+    for k, sid in enumerate(("old", "new", "held")):
+        feed(p, sid, trend(k), 0, N_FIT + 10)
+    for sid in ("old", "new"):  # evicted in this order: "old" is the oldest kept state
+        p.evict(p.series[sid], "idle_model")
+    assert list(p.evicted_live.entries) == ["old", "new"]
+    entries = asyncio.run(series_live.snapshot(p))
+    assert [e[0] for e in entries] == ["held", "new", "old"]
+    path = tmp_path / series_live.FILE
+    one = len(series_live.encode(entries[:1])[0]) + sum(a.nbytes for a in entries[0][4].values())
+    assert series_live.write(path, entries, fsync=False, max_bytes=int(2.6 * one)) == 2
+    restored, errors, _, kept = series_live.read(path, series_live.versions(p), {"old", "new"})
+    assert list(restored) == ["held"] and [e[0] for e in kept] == ["new"] and errors == []
