@@ -8,48 +8,32 @@ anomalous and holds the alarm). A real fault afterwards is still raised."""
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from helpers import (
-    AgentProcess,
     Mosquitto,
-    Publisher,
-    Subscriber,
-    agent_config,
-    free_port,
     wait_for,
 )
-from test_series_live_e2e import N_AFTER, N_BEFORE, N_FIT, T0, TOPIC, publish, scored, start, trend
-
-
-def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        m = re.search(rf"^{re.escape(name)} (\S+)$", r.read().decode(), re.M)
-    return float(m[1]) if m else 0.0
+from test_series_live_e2e import (
+    N_AFTER,
+    N_BEFORE,
+    T0,
+    a_fault_is_still_raised,
+    close,
+    metric,
+    publish,
+    scored,
+    start,
+    trending,
+)
 
 
 def evicted_then_back(tmp_path: Path, mosquitto: Mosquitto, restart: bool) -> None:
-    port = free_port()
-    cfg = agent_config(tmp_path, mosquitto, **{
-        "detector": {"name": "robust", "min_train_samples": N_FIT},
-        "series": {"max_series": 2, "idle_s": 1.0, "live_state_every_s": 0.0},
-        "ingest": {"max_past_age_s": 1e7},
-        "http": {"enabled": True, "port": port},
-    })
-    values = trend()
-    alarms = Subscriber(mosquitto, "edge/gw-test/alerts/#")
-    pub = Publisher(mosquitto)
-    agent = start(AgentProcess(tmp_path, cfg))
+    t = trending(tmp_path, mosquitto, {"max_series": 2, "idle_s": 1.0, "live_state_every_s": 0.0})
+    agent, port, values, alarms, pub = t
     try:
-        publish(pub, values, 0, N_FIT)
-        wait_for(lambda: agent.models_active() >= 1, 60, "the series' model")
-        publish(pub, values, N_FIT, N_BEFORE)
-        wait_for(lambda: scored(port) >= N_BEFORE - N_FIT, 60, "every reading scored")
-        assert alarms.json() == [], "the trend alarmed before its eviction"
         # The trend goes quiet (idle after series.idle_s, seen by the upkeep's sweep), a busy
         # series and a new one arrive: the trend is the one that makes room.
         evicted = 'edge_agent_series_evicted_total{class="idle_model"}'
@@ -80,14 +64,9 @@ def evicted_then_back(tmp_path: Path, mosquitto: Mosquitto, restart: bool) -> No
         else:
             agent.wait_log("reloaded with its live state (the series had been evicted)")
         assert metric(port, "edge_agent_series_live_states_kept") == 0  # taken back
-        # Still watching: a real fault is raised.
-        publish(pub, values, N_BEFORE + N_AFTER, N_BEFORE + N_AFTER + 20, offset=15.0)
-        wait_for(lambda: alarms.json(), 30, "the fault's alarm")
-        assert alarms.json()[0]["state"] == "raised" and TOPIC.split("/")[-1] in alarms.json()[0]["series"]
+        a_fault_is_still_raised(t)  # still watching
     finally:
-        pub.close()
-        alarms.close()
-        agent.stop()
+        close(t)
 
 
 @pytest.mark.timeout(120)

@@ -13,6 +13,7 @@ import re
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from helpers import (
@@ -42,10 +43,14 @@ def publish(pub: Publisher, values: list[float], start: int, stop: int, offset: 
         info.wait_for_publish(60)
 
 
-def scored(port: int) -> int:
+def metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        m = re.search(r"^edge_agent_readings_scored_total (\S+)$", r.read().decode(), re.M)
-    return int(float(m[1])) if m else 0
+        m = re.search(rf"^{re.escape(name)} (\S+)$", r.read().decode(), re.M)
+    return float(m[1]) if m else 0.0
+
+
+def scored(port: int) -> int:
+    return int(metric(port, "edge_agent_readings_scored_total"))
 
 
 def start(agent: AgentProcess) -> AgentProcess:
@@ -54,24 +59,52 @@ def start(agent: AgentProcess) -> AgentProcess:
     return agent
 
 
-def restart_then_continue(tmp_path: Path, mosquitto: Mosquitto, every_s: float, kill: bool) -> None:
+class Trending(NamedTuple):
+    agent: AgentProcess
+    port: int
+    values: list[float]
+    alarms: Subscriber
+    pub: Publisher
+
+
+def trending(tmp_path: Path, mosquitto: Mosquitto, series: dict[str, float]) -> Trending:
+    """A real agent (``robust``, with ``series`` settings) that has fitted the trend on N_FIT
+    readings and scored it on to N_BEFORE without an alarm."""
     port = free_port()
     cfg = agent_config(tmp_path, mosquitto, **{
         "detector": {"name": "robust", "min_train_samples": N_FIT},
-        "series": {"live_state_every_s": every_s},
+        "series": series,
         "ingest": {"max_past_age_s": 1e7},
         "http": {"enabled": True, "port": port},
     })
-    values = trend()
-    alarms = Subscriber(mosquitto, "edge/gw-test/alerts/#")
-    pub = Publisher(mosquitto)
-    agent = start(AgentProcess(tmp_path, cfg))
+    t = Trending(AgentProcess(tmp_path, cfg), port, trend(), Subscriber(mosquitto, "edge/gw-test/alerts/#"), Publisher(mosquitto))
+    start(t.agent)
+    publish(t.pub, t.values, 0, N_FIT)
+    wait_for(lambda: t.agent.models_active() >= 1, 60, "the series' model")
+    publish(t.pub, t.values, N_FIT, N_BEFORE)
+    wait_for(lambda: scored(port) >= N_BEFORE - N_FIT, 60, "every reading scored")
+    assert t.alarms.json() == [], "the trend alarmed before its model was put to the test"
+    return t
+
+
+def a_fault_is_still_raised(t: Trending) -> None:
+    """After the trend went on without an alarm, a step of 15 noise widths is raised."""
+    publish(t.pub, t.values, N_BEFORE + N_AFTER, N_BEFORE + N_AFTER + 20, offset=15.0)
+    wait_for(lambda: t.alarms.json(), 30, "the fault's alarm")
+    (first, *_) = t.alarms.json()
+    assert first["state"] == "raised" and first["series"].endswith(TOPIC.split("/")[-1])
+
+
+def close(t: Trending) -> None:
+    t.pub.close()
+    t.alarms.close()
+    t.agent.stop()
+
+
+def restart_then_continue(tmp_path: Path, mosquitto: Mosquitto, every_s: float, kill: bool) -> None:
+    t = trending(tmp_path, mosquitto, {"live_state_every_s": every_s})
+    agent, port, values, alarms, pub = t
     try:
-        publish(pub, values, 0, N_FIT)
-        wait_for(lambda: agent.models_active() >= 1, 60, "the series' model")
-        publish(pub, values, N_FIT, N_BEFORE)
-        wait_for(lambda: scored(port) >= N_BEFORE - N_FIT, 60, "every reading scored")
-        assert alarms.json() == [], "the trend alarmed before any restart"
         if kill:
             writes = agent.log().count("(periodic, ")
             wait_for(lambda: agent.log().count("(periodic, ") >= writes + 1, 10 + 2 * every_s, "a periodic write after the last reading")
@@ -85,14 +118,9 @@ def restart_then_continue(tmp_path: Path, mosquitto: Mosquitto, every_s: float, 
         wait_for(lambda: scored(port) >= N_AFTER, 60, "every reading after the restart scored")
         time.sleep(0.5)
         assert alarms.json() == [], f"the restart raised {alarms.json()}"
-        # Still watching: a real fault is raised.
-        publish(pub, values, N_BEFORE + N_AFTER, N_BEFORE + N_AFTER + 20, offset=15.0)
-        wait_for(lambda: alarms.json(), 30, "the fault's alarm")
-        assert alarms.json()[0]["state"] == "raised"
+        a_fault_is_still_raised(t)  # still watching
     finally:
-        pub.close()
-        alarms.close()
-        agent.stop()
+        close(t)
 
 
 @pytest.mark.timeout(120)
