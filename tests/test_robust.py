@@ -281,6 +281,21 @@ def test_known_nuisance_alarm_after_a_calm_training_window() -> None:
     assert nuisance("wander/spike/s0.5/dt60/r0") == []
 
 
+@pytest.mark.xfail(strict=True, reason="known misses (docs/detectors.md, round 3, 'The fit's start-up transient'): the fit "
+                   "starts the model of normal flat, and on a trend its spreads learn the model's own start-up as noise")
+@pytest.mark.parametrize("name", ["trend/step/s5/dt1/r0", "trend/step/s0.5/dt60/r0", "trend/step/s5/dt300/r0"])
+def test_known_missed_step_on_a_trend(name: str) -> None:
+    # Brown's smoothing at rate 0.01 converges its trend over hundreds of readings; started at
+    # trend 0, the one pass over the 500-reading window learns the level and drift spreads from
+    # that convergence (on the first: drift spread 9x what independent residuals give), and a
+    # step of 5 U on the trend stays under the inflated thresholds (two are alarmed only by the
+    # jump of their return, after their end). A backcast start catches all three, but was not
+    # kept (SKAB's FAR): flips when the start-up is fixed.
+    sc, ev = scenario_alarms(name)
+    (fault,) = sc.faults
+    assert [i for i, s, _ in ev if s == "raised" and fault.start <= i <= fault.end]
+
+
 def test_no_alarm_on_slow_trend_wander_and_quantised_signals() -> None:
     rng = np.random.default_rng(6)
     n = 8000
