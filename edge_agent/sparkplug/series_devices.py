@@ -9,7 +9,8 @@ their aliases); this module *publishes* it, in a session the edge node (``node.p
 * **alarms**: an alarm state change is committed to the edge node's outbox in the callback
   that raised it (``on_alarm``: the change, not the wire bytes) and published by
   ``alarm_row`` when the outbox hands it back, encoded then with the session's seq and
-  aliases; a row committed before the current birth is sent with ``is_historical``;
+  aliases; a row committed before the current birth is sent with ``is_historical``, one of
+  a series evicted since (the series budget) is dropped: it is in no DBIRTH;
 * **changes**: scores, thresholds, model versions and states that changed since last
   published, at most every ``sparkplug.score_interval_s`` (``changes``; ``score_deadband``
   for scores).
@@ -102,6 +103,11 @@ class SeriesDevices:
         device, folder, base = self.catalogue.place(sid)
         historical = msg.created < self.node.born_at
         if sid not in self.sent:
+            if sid not in self.node.agent.pipeline.series:
+                # Evicted for the series budget before this session's births: in no DBIRTH, so
+                # no metric to publish to (its JSON alarm carried the change). Dropped, not
+                # failed: a failure would hold up every row behind it.
+                return True
             # First heard of in this session: its device is born again with it (current values).
             if not self.dbirth(device, self.declared.get(device, []) + [sid]):
                 return False
