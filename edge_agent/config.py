@@ -249,6 +249,8 @@ class MachinesConfig(_Strict):
     max_sensors: Annotated[int, Field(ge=1, le=256)] = 64
     rows: MachineRowsConfig = MachineRowsConfig()
     alarms: MachineAlarmsConfig = MachineAlarmsConfig()
+    # Each machine's live state written this often (and at a clean stop): machines/checkpoint.py.
+    live_state_every_s: Annotated[float, Field(ge=0)] = 600.0
 
     @model_validator(mode="after")
     def _buffer_holds_a_fit(self) -> MachinesConfig:

@@ -19,8 +19,9 @@ directory was made left it without one, later versions went there, and after a r
 series was skipped without a word. A directory whose ``series.json`` is missing or corrupt is
 recovered from its versions' ``meta.json`` (which name the series) when the agent starts, and
 reported otherwise. A missing ``ACTIVE`` beside local versions (a crash between a version and
-its activation) serves the newest local version; a garbage ``ACTIVE`` serves the newest version
-that loads; both are reported. Every file is read with the bounds of ``safe_load.py``.
+its activation) serves the newest local version and writes its ``ACTIVE``, the fit's last step;
+a garbage ``ACTIVE`` serves the newest version that loads, and stays for a person to look at
+(it was corrupted, not left undone); both are reported. Every file is read with the bounds of ``safe_load.py``.
 
 Series ids come from MQTT topics and are hostile by assumption: they are never used as
 paths. ``safe_name`` percent-encodes every byte outside ``[A-Za-z0-9_-]`` (so ``.``, ``/``
@@ -273,19 +274,31 @@ class ModelStore:
             # No ACTIVE beside local versions: the fit that made them crashed or hit a full disk
             # before activating. Versions pulled from S3 alone are staged, not served.
             candidates = [v for v in reversed(versions) if self._local(series_id, v)][:1]
-            if candidates:
-                errors.append(f"{self.series_dir(series_id)}: no {ACTIVE} file beside version {candidates[0]}, "
-                              "which a fit made and did not activate; serving it")
         else:
             candidates = [v for v in reversed(versions) if v <= active]
         for version in candidates:
             try:
-                return self.load(series_id, version), errors
+                model = self.load(series_id, version)
             except ModelLoadError as exc:
                 errors.append(str(exc))
+                continue
+            if active is None and problem is None:
+                errors.append(self._finish_activation(series_id, version))
+            return model, errors
         if active is not None and active not in versions:
             errors.append(f"{self.series_dir(series_id)}: active version {active} is missing")
         return None, errors
+
+    def _finish_activation(self, series_id: str, version: int) -> str:
+        """The last step of the fit that made ``version`` (it loads): writing ``ACTIVE``. Left
+        undone, every start would report it again and health would stay degraded until the
+        series' next fit."""
+        what = f"{self.series_dir(series_id)}: no {ACTIVE} file beside version {version}, which a fit made and did not activate"
+        try:
+            self.activate(series_id, version)
+        except (OSError, ModelLoadError) as exc:
+            return f"{what}; serving it ({ACTIVE} cannot be written: {exc})"
+        return f"{what}; activated it"
 
     def _local(self, series_id: str, version: int) -> bool:
         try:

@@ -167,13 +167,6 @@ def models_trained(state: Path) -> int:
     return len(list((state / "models").glob("*/ACTIVE")))
 
 
-def models_served(state: Path) -> int:
-    """Series the agent serves a model for: those with ``ACTIVE``, and those a kill left with a
-    complete version but no ``ACTIVE`` (the store serves that version, see model_store.py)."""
-    dirs = [d for d in (state / "models").iterdir() if d.is_dir() and not d.name.startswith(".")]
-    return sum(1 for d in dirs if (d / "ACTIVE").exists() or any(d.glob("v*")))
-
-
 def tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 

@@ -17,7 +17,6 @@ from faults import (
     Collector,
     PacedPublisher,
     chunks,
-    models_served,
     models_trained,
     outbox_rows,
     reading,
@@ -109,10 +108,10 @@ def test_agent_sigkill_loses_no_committed_alarm_and_resumes(tmp_path: Path) -> N
         n_active = len(list((agent.state_dir / "models").glob("*/ACTIVE")))
         m = re.search(r"loaded (\d+) model\(s\)", second.log())
         assert m and int(m.group(1)) >= n_active - NEW, second.log()[-2000:]
-        # A kill between a fit's save and its ACTIVE file is a state the store reports and
-        # serves ("... did not activate; serving it"); any other model store line is a version
-        # that failed to load.
-        failed = [ln for ln in second.log().splitlines() if "model store:" in ln and "did not activate; serving it" not in ln]
+        # A kill between a fit's save and its ACTIVE file is a state the store reports, serves
+        # and activates ("... did not activate; activated it"); any other model store line is a
+        # version that failed to load.
+        failed = [ln for ln in second.log().splitlines() if "model store:" in ln and "did not activate; activated it" not in ln]
         assert not failed, f"a stored model version failed to load: {failed[:3]}"
 
         # Every alarm committed before the kill reaches SCADA.
@@ -143,9 +142,9 @@ def test_agent_sigkill_loses_no_committed_alarm_and_resumes(tmp_path: Path) -> N
             by_key.setdefault((a["series"], a["state"], a["ts"]), set()).add(a["alert_id"])
         assert all(len(ids) == 1 for ids in by_key.values())
         # A series killed between its version and its ACTIVE file is served from that version and
-        # never refits, so it is counted by its version (CI failed here when it counted ACTIVE files
-        # only: "35 model version(s) on disk (34 active)", 39 of 40 forever).
-        wait_for(lambda: models_served(agent.state_dir) == OLD + NEW, 60, "the new series trained")  # fits queue behind the restart's under load
+        # never refits: the restart writes its ACTIVE (model_store.load_active). Before it did, CI
+        # failed here: "35 model version(s) on disk (34 active)", 39 of 40 forever.
+        wait_for(lambda: models_trained(agent.state_dir) == OLD + NEW, 60, "the new series trained")  # fits queue behind the restart's under load
         after = store_snapshot(agent.state_dir / "models")
         changed = {k for k in snapshot if after.get(k) != snapshot[k] and not k.startswith(tuple(f"m{OLD + j:02d}" for j in range(NEW)))}
         assert not changed, f"model files of trained series changed across the restart: {sorted(changed)[:5]}"

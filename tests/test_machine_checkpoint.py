@@ -1,5 +1,5 @@
-"""machines/checkpoint.py: a machine's live state kept across a clean restart, and every way
-its file can be wrong costing that state only."""
+"""machines/checkpoint.py: a machine's live state kept across a restart, and every way its
+file can be wrong costing that state only."""
 
 from __future__ import annotations
 
@@ -48,10 +48,23 @@ def test_a_changed_model_or_a_bad_entry_keeps_the_stored_state(tmp_path: Path) -
     assert fresh.machines["l1/p1"].model.detector.live_state() == fit_end
 
 
+def test_with_periodic_writes_the_file_stays(tmp_path: Path) -> None:
+    """machines.live_state_every_s > 0: the file is the newest known state, read at every start
+    until the next write replaces it (a crash soon after a start must still find it)."""
+    ms, store, _ = pump_set(tmp_path)
+    path = tmp_path / checkpoint.FILE
+    checkpoint.write(path, checkpoint.snapshot(ms), fsync=False)
+    for _ in range(2):
+        machines, errors = checkpoint.take(path, remove=False)
+        assert errors == [] and path.exists()
+        assert checkpoint.restore(restarted(tmp_path, store), machines) == (1, [])
+
+
 def test_a_bad_file_is_reported_and_removed(tmp_path: Path) -> None:
     path = tmp_path / checkpoint.FILE
     assert checkpoint.take(path) == ({}, [])
-    for junk in (b"{", b"[1, 2]", b'{"format": 9, "machines": {}}', b"[" * 100 + b"]" * 100):
-        path.write_bytes(junk)
-        machines, errors = checkpoint.take(path)
-        assert machines == {} and "machine live state not restored" in errors[0] and not path.exists()
+    for remove in (True, False):  # reported once, not at every start
+        for junk in (b"{", b"[1, 2]", b'{"format": 9, "machines": {}}', b"[" * 100 + b"]" * 100):
+            path.write_bytes(junk)
+            machines, errors = checkpoint.take(path, remove=remove)
+            assert machines == {} and "machine live state not restored" in errors[0] and not path.exists()

@@ -87,6 +87,8 @@ def test_garbage_or_missing_active_is_reported_and_a_version_serves(tmp_path: Pa
     (store.series_dir("s") / "ACTIVE").unlink()  # a crash between a version and its activation
     model, errors = store.load_active("s")
     assert model is not None and model.version == 2 and "no ACTIVE file beside version 2" in errors[0]
+    assert errors[0].endswith("activated it") and store.active_version("s") == 2  # the fit's last step, done
+    assert store.load_active("s")[1] == []  # reported once: the next start finds a whole store
 
 
 def test_a_series_directory_without_its_index_is_recovered_from_its_versions(tmp_path: Path) -> None:

@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "368e55d94622febdeada8af7372f227f3fe6d06922e7ab6403b19c7a7d07c499",
-    "cycle_5min": "5f6cd42c38f388672019ffc57518795beb49c71a465d90256bd5ba732dcce946",
-    "second_wander": "d322b97f5b8246aee982ec3097805d3ba70c1a394ad5305bfc2ed052b6155a8a",
-    "quantised_untimed": "d8e0681cd51f62d841bbf2777e55e8276f1b3edf1afc956b384ea8340c803170",
+    "minute": "f7a58cacd574652587fdacb892da9ffcf348756d040e7d337d4b7eb00a0795cd",
+    "cycle_5min": "d843f46b198d3e9980f1244e8217ea115aa0c07ca816270b238433b02c1553b0",
+    "second_wander": "c1958e5b19f787f08b2e246d5c69aa69665de6af0ac36eea8a593233cbf3434b",
+    "quantised_untimed": "efe37bf06a3e2b326a2f15dfcecbc8875cd7be0a738eddc2f5813de083dac4b1",
 }
 
 

@@ -268,6 +268,9 @@ class RobustDetector:
         trimmed = d[d <= np.quantile(d, 0.98)] if d.size else d
         noise = max(_mad_scale(np.diff(v)) / math.sqrt(2.0), float(np.mean(trimmed)) / 1.128 if trimmed.size else 0.0, self._floor())
         self.f_scale = self.scale = self.s_scale = noise
+        # The model of normal starts where the window says the series was at its first reading,
+        # with the trend it had there: else the pass below learns its own start-up as noise.
+        self.level, self.trend = _backcast(v, self.alpha, self.beta, _CLIP * noise)
         self.v_level = self.v_level_s = noise * _SD_LEVEL / 1.2533
         self.v_drift = self.v_drift_s = noise * _SD_DRIFT / 1.2533
         self.d_norm = self.d_fast = max(float(np.mean(d)), self._floor())
@@ -1140,6 +1143,29 @@ class RobustDetector:
         d._refresh_plain()
         d._refresh_seasonal()
         return d
+
+
+def _backcast(v: np.ndarray, alpha: float, beta: float, clip: float) -> tuple[float, float]:
+    """(level, trend) from which the model of normal's pass over the training window starts:
+    the backcast, Holt-Winters' standard start. The same smoother (Huber-limited at ``clip``, as
+    in training) runs backwards over the window from flat at its end, and the forward pass
+    starts where it arrives, at the first reading. Started flat at the first reading instead,
+    Brown's trend (a double pole at 1 - alpha / 2: ~200 readings to its peak error at alpha
+    0.01) is still converging at the end of a 500-reading window on any trending series, and
+    the pass learned that start-up as noise: a drift spread 9x what independent residuals give,
+    steps on trends missed. The backward pass's own start-up is at the window's far end, and
+    what is left of it reaches the forward pass's start damped by the whole window."""
+    level, trend = float(np.median(v[-20:])), 0.0
+    for x in v[::-1].tolist():
+        pred = level + trend
+        e = x - pred
+        if not -clip < e < clip:
+            e = clip if e > 0.0 else -clip
+        level = pred + alpha * e
+        trend += beta * e
+    # Backwards, level is the level at the first reading and trend the step towards earlier ones:
+    # forwards, the state whose prediction for the first reading is that level.
+    return level + trend, -trend
 
 
 def _calibrate(z: np.ndarray, q0: float, m0: float, k: float) -> tuple[float, float]:

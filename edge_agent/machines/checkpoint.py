@@ -7,13 +7,22 @@ restart during a fault learnt the fault (``tests/test_machines_e2e.py``: the ala
 42 s after its raise while the relation was still broken, and its restoration raised a new
 "current low, flow high").
 
-At a clean stop the agent writes ``{state_dir}/machine_live.json`` (atomic: a temporary file,
-fsync, rename; ``live_state_file.py``, shared with the series' live state): per machine its
-model version, the time of its last row and the detector's ``live_state()``. At start, after the models are loaded, each entry whose machine has that
-same model version is taken back (``set_live_state`` checks it whole), then the file is
-removed: it describes one stop only, and a crash later must not bring back this older state.
-Bounded like every file the agent reads (``safe_load``); a bad file costs the live state, never
-the start. Plain JSON, so that a person can read it.
+The agent writes ``{state_dir}/machine_live.json`` (atomic: a temporary file, fsync, rename;
+``live_state_file.py``, shared with the series' live state) every
+``machines.live_state_every_s`` (default 600 s) and at a clean stop: per machine its model
+version, the time of its last row and the detector's ``live_state()``. The periodic write is
+for a crash or a power loss, which give no clean stop: started from its fit-end state, a
+machine's first row after the gap re-syncs its baselines to the current values, so a crash
+during a fault learnt the fault (``tests/test_machines_e2e.py``). At start, after the models
+are loaded, each entry whose machine has that same model version is taken back
+(``set_live_state`` checks it whole). With periodic writes the file stays: it is the newest
+known state, at most one period old, and the first row after it advances the baselines by the
+time since its last row, as after any gap (the reasoning of ``series_live.py``). With
+``live_state_every_s: 0`` (clean stops only) it is removed once read: it describes one stop,
+and a crash later must not bring back that older state. A ``rebaseline`` changes the live state
+without a new version: a crash less than one period after it restores the state before it
+(the same holds for series). Bounded like every file the agent reads (``safe_load``); a bad
+file costs the live state, never the start. Plain JSON, so that a person can read it.
 """
 
 from __future__ import annotations
@@ -65,21 +74,24 @@ def write(path: Path, doc: dict[str, Any], fsync: bool = True) -> int:
     return len(doc["machines"])
 
 
-def take(path: Path) -> tuple[dict[str, Any], list[str]]:
+def take(path: Path, remove: bool = True) -> tuple[dict[str, Any], list[str]]:
     """The checkpoint's machines (empty when there is none), and what was wrong with it;
-    the file is removed either way. Off the loop (file I/O)."""
+    the file is removed either way when ``remove`` (clean stops only: see above), and a bad
+    one always. Off the loop (file I/O)."""
     if not path.exists():
         return {}, []
     try:
         doc = live_state_file.read_json(path, kind="machine checkpoint", fmt=FORMAT, key="machines", max_bytes=MAX_BYTES, max_depth=MAX_DEPTH)
         return doc["machines"], []
     except (BadFile, OSError) as exc:
+        remove = True  # a bad file is reported once, not at every start
         return {}, [f"machine live state not restored ({exc})"]
     finally:
-        try:
-            path.unlink()
-        except OSError:
-            pass
+        if remove:
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 def restore(ms: MachineSet, machines: dict[str, Any]) -> tuple[int, list[str]]:

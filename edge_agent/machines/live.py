@@ -85,6 +85,10 @@ class LiveMachines:
         self.s3: Any = None  # S3Sync of the machine store, when s3.enabled
         self.s3_wake: asyncio.Event | None = None
         self.n_loaded = 0
+        self.live_every_s = cfg.machines.live_state_every_s
+        self.live_lock = asyncio.Lock()  # one live-state write at a time: the periodic one and the stop's
+        self.live_error: str | None = None
+        self.stopped = False
 
     # ---- start -----------------------------------------------------------------------------
     async def start(self, open_alarms: dict[str, tuple[str, float]], seqs: dict[str, tuple[int, float]]) -> None:
@@ -107,8 +111,9 @@ class LiveMachines:
                 log.error("machine %r: stored model not loaded, machines.max_machines (%d) reached", mid, self.set.max_machines)
             except Exception as exc:
                 log.error("cannot adopt model for machine %r: %s", mid, exc)
-        # Where the baselines were at the last clean stop (machines/checkpoint.py).
-        live, errors = await agent.loop.run_in_executor(agent.executor, checkpoint.take, self.cfg.state_path(checkpoint.FILE))
+        # Where the baselines were at the last write (machines/checkpoint.py).
+        live, errors = await agent.loop.run_in_executor(agent.executor, checkpoint.take, self.cfg.state_path(checkpoint.FILE),
+                                                        self.live_every_s <= 0)
         n_live, refused = checkpoint.restore(self.set, live)
         for err in errors + refused:
             log.error("%s", err)
@@ -151,9 +156,12 @@ class LiveMachines:
         return out
 
     def tasks(self) -> list[asyncio.Task]:
-        if self.s3 is None or self.s3_wake is None:
-            return []
-        return [asyncio.create_task(self.s3.run_forever(self.s3_wake, on_report=self.after_sync), name="s3-sync-machines")]
+        out = []
+        if self.s3 is not None and self.s3_wake is not None:
+            out.append(asyncio.create_task(self.s3.run_forever(self.s3_wake, on_report=self.after_sync), name="s3-sync-machines"))
+        if self.live_every_s > 0:
+            out.append(asyncio.create_task(self.keep_live(), name="machine-live-state"))
+        return out
 
     # ---- alarms out ------------------------------------------------------------------------
     def on_alarm(self, ev: MachineAlarmEvent) -> None:
@@ -217,6 +225,8 @@ class LiveMachines:
         out = []
         if self.store_error is not None:
             out.append(f"machine model store degraded, machine fits cannot be saved: {self.store_error}")
+        if self.live_error is not None:
+            out.append(f"machines' live state cannot be written (a restart starts them from their stored models): {self.live_error}")
         return out
 
     def status_line(self) -> str:
@@ -224,17 +234,38 @@ class LiveMachines:
         in_alarm = sum(1 for m in s.machines.values() if m.alarm.active)
         return f"{len(s.machines)} machines ({in_alarm} in alarm), {s.n_scored} rows scored"
 
+    # ---- live state (machines/checkpoint.py) -----------------------------------------------
+    async def save_live(self, why: str) -> int:
+        """Write every scored machine's live state: the snapshot on the loop (a copy of a few
+        lists per machine), the file off it. Returns the machines written."""
+        agent = self.agent
+        async with self.live_lock:
+            doc = checkpoint.snapshot(self.set)
+            path = self.cfg.state_path(checkpoint.FILE)
+            if (not doc["machines"] and not path.exists()) or agent.loop is None:
+                return 0
+            try:
+                n = await agent.loop.run_in_executor(agent.executor, checkpoint.write, path, doc)
+            except (OSError, ValueError) as exc:
+                self.live_error = str(exc)
+                log.error("cannot keep the machines' live state (%s; a restart starts them from their stored models): %s", why, exc)
+                return 0
+            self.live_error = None
+            log.info("kept the live state of %d machine(s) (%s)", n, why)
+            return n
+
+    async def keep_live(self) -> None:
+        """Periodic writes (``machines.live_state_every_s``): a crash gives no clean stop."""
+        while not self.stopped:
+            await asyncio.sleep(self.live_every_s)
+            if not self.stopped:
+                await self.save_live("periodic")
+
     async def stop(self) -> None:
         """At a clean stop (ingest has stopped): keep each machine's live state for the next
         start (``machines/checkpoint.py``), then close."""
-        agent = self.agent
-        try:
-            doc = checkpoint.snapshot(self.set)
-            if doc["machines"] and agent.loop is not None:
-                n = await agent.loop.run_in_executor(agent.executor, checkpoint.write, self.cfg.state_path(checkpoint.FILE), doc)
-                log.info("kept the live state of %d machine(s) for the next start", n)
-        except OSError as exc:
-            log.error("cannot keep the machines' live state (they restart from their stored models): %s", exc)
+        self.stopped = True
+        await self.save_live("stop")
         self.close()
 
     def close(self) -> None:
