@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "f7a58cacd574652587fdacb892da9ffcf348756d040e7d337d4b7eb00a0795cd",
-    "cycle_5min": "d843f46b198d3e9980f1244e8217ea115aa0c07ca816270b238433b02c1553b0",
-    "second_wander": "c1958e5b19f787f08b2e246d5c69aa69665de6af0ac36eea8a593233cbf3434b",
-    "quantised_untimed": "efe37bf06a3e2b326a2f15dfcecbc8875cd7be0a738eddc2f5813de083dac4b1",
+    "minute": "34b5d1c4632b4fd132babdc7704fae15e3402450d86394c5de7689f23663b02f",
+    "cycle_5min": "12bd75f51f3e35274942b7d6d8f2551aa22082df04e1cd01d37cb1267da19ec8",
+    "second_wander": "500b337bad3d7855c8531960c8e1dd1b08342238a25f24ce8f0990d52cac2438",
+    "quantised_untimed": "c14d64b5b509ae1d1b6f9e5c84f79ac9e810805805ec4a27c2f61dcbcb86908e",
 }
 
 
