@@ -278,3 +278,67 @@ def test_waits_for_primary_host_and_replays_alarms_as_historical(tmp_path: Path,
         pub.close()
         host.close()
         agent.kill()
+
+
+@pytest.mark.timeout(120)
+def test_an_alarm_change_of_a_series_evicted_before_the_birth_does_not_stop_the_ones_after_it(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """Alarm changes wait in the Sparkplug outbox while the primary host is offline; meanwhile
+    one series (its alarm raised and cleared) is evicted for the series budget. At the birth
+    it is in no DBIRTH, so its changes have no metric to go to: they are dropped (the JSON
+    alarms carried them), and the alarm committed after them is still published. Before, its
+    row raised KeyError in the pump, which lost the rest of the batch: the host never saw the
+    other series' alarm."""
+    port = free_port()
+    host = Host(mosquitto, GROUP)
+    agent = node_agent(tmp_path, mosquitto, **{"sparkplug.primary_host_id": "scada1", "series.max_series": 2,
+                                                "series.idle_s": 1.0, "http": {"enabled": True, "port": port}})
+    pub = Publisher(mosquitto)
+    scada = Subscriber(mosquitto, "edge/gw-test/alerts/#")
+
+    def http_metric(name: str) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            line = next((x for x in r.read().decode().splitlines() if x.startswith(name + " ")), None)
+        return float(line.split()[1]) if line else 0.0
+
+    def states() -> list[tuple[str, str]]:
+        return [(a["series"], a["state"]) for a in scada.json()]
+
+    try:
+        agent.wait_connected()
+        t0 = time.time() - 100
+        train(pub, agent, t0)
+        t = t0 + TRAIN + 10
+        pub.reading("plant/l1/m1/temp", 50.0, t).wait_for_publish(5)
+        for k in range(1, 4):
+            pub.reading("plant/l1/m1/temp", 1.0, t + k).wait_for_publish(5)
+        wait_for(lambda: ("m1/temp", "cleared") in states(), 10, "temp raised and cleared (JSON)")
+        pub.reading("plant/l1/m1/vib", 50.0, t + 5).wait_for_publish(5)
+        wait_for(lambda: ("m1/vib", "raised") in states(), 10, "vib raised (JSON)")
+        # temp goes quiet and a new series needs its slot (vib, in alarm, is never evicted).
+        evicted = 'edge_agent_series_evicted_total{class="idle_model"}'
+        for attempt in range(20):  # bounded: the sweep that sees it idle runs once a second
+            time.sleep(1.5)
+            pub.reading(f"plant/l1/m2/new{attempt}", 1.0, t + 10 + attempt).wait_for_publish(5)
+            try:
+                wait_for(lambda: http_metric(evicted) >= 1, 3, "temp evicted")
+                break
+            except TimeoutError:
+                continue
+        assert http_metric(evicted) >= 1, agent.log()[-3000:]
+        assert host.all() == []  # nothing published while the primary host is offline
+        host.state("scada1", True, ms())
+        wait_for(lambda: host.of(MT.DBIRTH, "m1"), 10, "births once the host is online")
+        names = {m.name for m in host.of(MT.DBIRTH, "m1")[0].payload.metrics}
+        assert "vib/Alarm" in names and "temp/Alarm" not in names  # temp is gone
+
+        def vib_alarm() -> psp.Message | None:
+            return next((m for m in host.of(MT.DDATA, "m1") if any(x.name == "vib/Alarm" and x.value is True for x in m.payload.metrics)), None)
+
+        dd = wait_for(vib_alarm, 10, "vib's alarm, committed after temp's changes, as DDATA")
+        assert all(x.is_historical for x in dd.payload.metrics)
+        assert "Traceback" not in agent.log() and not host.errors
+    finally:
+        scada.close()
+        pub.close()
+        host.close()
+        agent.kill()

@@ -1,4 +1,8 @@
-"""Per-sensor drift-tracking baselines and slopes, gated while a sensor deviates, plus Hotelling T² across sensors."""
+"""Per-sensor drift-tracking baselines and slopes, gated while a sensor deviates, plus Hotelling T² across sensors.
+
+The detector and its per-row scoring; what it reads off its fit rows is in ``baseline_t2_fit.py``,
+its stored form and live state in ``baseline_t2_state.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge_agent.machine_detectors import baseline_t2_fit as calibration
 from edge_agent.machine_detectors import baseline_t2_state as stored
 from edge_agent.machine_detectors.base import Contribution
-from edge_agent.machine_detectors.estimates import (
-    noise_floor,
-    rate_spread,
-    relations,
-    settles,
-    steady_gain,
-    t2_limit,
-    variogram_noise_and_drift,
-)
-
-_MAX_SENSORS = stored.MAX_SENSORS
 
 
 class BaselineT2Detector:
@@ -198,111 +192,10 @@ class BaselineT2Detector:
         resid = x[:, self.rel_target] - x @ coef.T
         return np.hstack([x, resid])
 
-    # ---- fitting ---------------------------------------------------------------------------
+    # ---- fitting (baseline_t2_fit.py) ---------------------------------------------------------
     def fit(self, rows: np.ndarray, ts: np.ndarray, sensors: Sequence[str]) -> dict[str, Any]:
-        x = np.asarray(rows, dtype=np.float64)
-        t = np.asarray(ts, dtype=np.float64)
-        sensors = [str(s) for s in sensors]
-        if x.ndim != 2 or x.shape[1] != len(sensors) or not 1 <= len(sensors) <= _MAX_SENSORS:
-            raise ValueError(f"rows must be (n, {len(sensors)}) for {len(sensors)} sensors (1..{_MAX_SENSORS})")
-        n, p = x.shape
-        if n < 50 or t.shape != (n,):
-            raise ValueError(f"fit needs at least 50 rows with one timestamp each, got {n}")
-        warm = min(self.warmup_rows, n // 4)
-        if not (np.isfinite(x).all() and np.isfinite(t).all()):
-            raise ValueError("fit rows must be finite")
-        if len(set(sensors)) != p:
-            raise ValueError("sensor names must be unique")
-        steps = np.diff(t)
-        steps = steps[steps > 0]
-        self.sensors = sensors
-        dt0 = float(np.median(steps)) if steps.size else 1.0
-        # Relations over half the smoothing window: the movements the detector looks at.
-        rel_lag = max(1, round(self.tau_s / (2.0 * dt0)))
-        rel_target, rel_coef, rel_r2 = relations(x, self.relation_r2, rel_lag)
-        self._set_arrays(p, rel_target, rel_coef)
-        self.dt0 = dt0
-        self._derived()
-        xc = self._channels(x)
-        nch = xc.shape[1]
-        # Variogram lags up to max_lag seconds' worth of rows (max_lag rows at 1 Hz).
-        max_lag_rows = max(2.0, self.max_lag / dt0)
-        lags = [lag for lag in (2**i for i in range(16)) if lag <= max_lag_rows and lag < n // 4]
-        for j in range(nch):
-            r, q_row = variogram_noise_and_drift(xc[:, j], lags, self.drift_significance)
-            floor = noise_floor(xc[:, j])
-            r = max(r, 0.5 * floor * floor)
-            # A drift slower than this moves the level by less than the standard error of the
-            # fit rows' mean over the whole fit window: the fit rows cannot show it.
-            q_row = max(q_row, r / (n * n))
-            self.r[j] = r
-            self.q[j] = q_row / self.dt0
-            gain = steady_gain(q_row / r)
-            cap = self.gain_cap * self._b0
-            if gain > cap:
-                # A baseline faster than the smoothing would learn a step before the smoothed
-                # deviation shows it: cap the gain, and take the larger steady-state error of
-                # the slower baseline (an EWMA tracking a random walk) as its spread.
-                self.capped[j] = cap
-                self.p_steady[j] = (q_row * (1.0 - cap) ** 2 + cap * cap * r) / (1.0 - (1.0 - cap) ** 2)
-            else:
-                self.p_steady[j] = gain * r
-        # Prequential pass over the fit rows (no gate): warms the state up, and measures how
-        # far the real z spread exceeds the model's and how the sensors' z move together.
-        self.m = [float(v) for v in xc[:warm].mean(axis=0)]
-        self.pv = list(self.p_steady)
-        self.fast = self.m[:p]
-        self.slow = self.m[:p]
-        z_rows = np.empty((n, nch))
-        zr_rows = np.empty((n, p))
-        for i in range(n):
-            dt = float(t[i] - t[i - 1]) if i else self.dt0
-            self._step(x[i].tolist(), dt if dt > 0 else 0.0, gate=False)
-            z_rows[i] = self.last_z
-            zr_rows[i] = self.last_zr
-        if self.rate_tau_s > 0.0:
-            lag_s, lag_r = max(1, round(self.tau_s / dt0)), round(self.rate_tau_s / dt0)
-            self.rate_ratio = [settles(x[:, j], lag_s, lag_r) for j in range(p)]
-            spread = rate_spread(zr_rows, self.r[:p], [qj * dt0 for qj in self.q[:p]], self._b0, self._br0,
-                                 min(n // 2, max(warm, lag_r)))
-            # 0: no rate channel (the sensor does not settle within the window, see settles()).
-            self.rate_sd = [sd if ratio is not None else 0.0 for sd, ratio in zip(spread, self.rate_ratio, strict=True)]
-            self.last_zr = [0.0] * p
-        z_rows = z_rows[warm:]
-        rms = np.sqrt(np.mean(z_rows * z_rows, axis=0))
-        self.c = [max(1.0, float(v)) for v in rms]
-        zs = z_rows[:, :p] / np.asarray(self.c[:p])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = np.corrcoef(zs.T) if p > 1 else np.ones((1, 1))
-        corr = np.nan_to_num(np.atleast_2d(corr), nan=0.0)
-        np.fill_diagonal(corr, 1.0)
-        corr = (1.0 - self.shrink) * corr + self.shrink * np.eye(p)
-        self.cinv = np.linalg.pinv(corr).tolist()
-        self.k_t2 = t2_limit(self.k, p)
-        self.held = [0.0] * nch
-        stats: dict[str, Any] = {"rows": n, "interval_s": self.dt0, "k_t2": self.k_t2, "sensors": {}, "relations": {}}
-        for j in range(nch):
-            gain = self.capped[j] or steady_gain(self.q[j] * self.dt0 / self.r[j])
-            info = {
-                "noise_sd": math.sqrt(self.r[j]),
-                "drift_sd_per_s": math.sqrt(self.q[j]),
-                "baseline_time_constant_s": self.dt0 / gain if gain > 0 else None,
-                "spread_inflation": self.c[j],
-            }
-            if j < p:
-                if self.rate_tau_s > 0.0:
-                    # The normal spread of the sensor's slope (units per second, over rate_tau_s),
-                    # None: no rate channel; and the variance ratio that decided it.
-                    info["rate_sd_per_s"] = self.rate_sd[j] / (self.rate_tau_s - self.tau_s) if self.rate_sd[j] else None
-                    info["rate_variance_ratio"] = self.rate_ratio[j]
-                stats["sensors"][sensors[j]] = info
-            else:
-                i = j - p
-                target = sensors[rel_target[i]]
-                info["r2"] = rel_r2[i]
-                info["from"] = {sensors[k]: rel_coef[i][k] for k in range(p) if rel_coef[i][k]}
-                stats["relations"][target] = info
-        return stats
+        """Calibrate on ``rows`` (n x p sensors) at times ``ts``; returns what the fit found."""
+        return calibration.fit(self, rows, ts, sensors)
 
     # ---- scoring ---------------------------------------------------------------------------
     def _step(self, x: list[float], dt: float, gate: bool = True) -> float:

@@ -3,8 +3,10 @@
 - ``schema``: the published ``sparkplug_b.proto`` (generated ``sparkplug_b_pb2.py``), topic
   forms, datatypes and values;
 - ``ingest``: readings from Sparkplug edge nodes (subscriptions with ``format: sparkplug_b``);
-- ``node``: the agent as a Sparkplug edge node (``sparkplug.enabled``), with ``devices``
-  (which series a device holds, and the metrics declared for each) and ``bdseq`` (the
+- ``node``: the agent as a Sparkplug edge node (``sparkplug.enabled``): its session, with
+  ``node_metrics`` (its own NBIRTH, NDEATH and NDATA), ``series_devices`` (the series'
+  DBIRTHs, alarm DDATA and changes), ``devices`` (which series a device holds, and the
+  metrics declared for each), ``machine_devices`` (machines as devices) and ``bdseq`` (the
   birth/death counter kept in the state directory).
 
 ``install(agent)`` is the one place the agent calls: it registers the ingest handler for

@@ -133,7 +133,7 @@ class MachineDevices:
         base = self._base(mid)
         for j, (name, dt, _) in enumerate(METRICS):
             set_value(p.metrics.add(name=name, alias=base + j, timestamp=ts, datatype=dt), dt, vals[j])
-        if not self.node._send("DBIRTH", device_of(mid), p):
+        if not self.node.send("DBIRTH", device_of(mid), p):
             return False
         self.sent[mid] = vals
         return True
@@ -174,7 +174,7 @@ class MachineDevices:
             else:
                 sent[j] = value
             set_value(m, METRICS[j][1], value)
-        if not self.node._send("DDATA", device_of(mid), p):
+        if not self.node.send("DDATA", device_of(mid), p):
             return False
         self.sent[mid] = tuple(sent)
         return True
@@ -212,6 +212,6 @@ class MachineDevices:
                     continue
                 set_value(p.metrics.add(alias=base + j, timestamp=ts), dt, vals[j])
             self.sent[mid] = tuple(kept)
-            if len(p.metrics) and not self.node._send("DDATA", device_of(mid), p):
+            if len(p.metrics) and not self.node.send("DDATA", device_of(mid), p):
                 return False
         return True

@@ -31,6 +31,11 @@ while waiting for the primary host) are published after the births with ``is_his
 set: the host keeps them in its history without overwriting the live values the births
 carried. DDATA are QoS 0, as the specification requires; what the births carry is the
 guarantee that a host never misses the current state.
+
+**Here**: the session (connection hooks, bdSeq, seq, STATE, rebirth requests, the birth
+sequence, the outbox pump and the periodic pass). What it publishes is built elsewhere: the
+node's own NBIRTH, NDEATH and NDATA in ``node_metrics.py``, the series' devices in
+``series_devices.py``, the machines' in ``machine_devices.py``.
 """
 
 from __future__ import annotations
@@ -41,14 +46,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from edge_agent import __version__
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.outbox import Outbox, OutMessage
-from edge_agent.pipeline import AlarmEvent
-from edge_agent.sparkplug import devices, schema
+from edge_agent.sparkplug import node_metrics, schema
 from edge_agent.sparkplug.bdseq import FILE_NAME as BDSEQ_FILE
 from edge_agent.sparkplug.bdseq import BdSeqStore
-from edge_agent.sparkplug.schema import BDSEQ, REBIRTH, DataType, Payload, now_ms
+from edge_agent.sparkplug.schema import REBIRTH, Payload, now_ms
+from edge_agent.sparkplug.series_devices import SeriesDevices
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -56,19 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MAX_COMMAND_BYTES = 65536
-_DEVICES_PER_PASS = 20  # DBIRTHs encoded per event-loop pass during a birth sequence
-_SERIES_PER_PASS = 500  # series compared per event-loop pass in the periodic scan
-
-# Node metrics: (name, alias, datatype, value from the agent)
-NODE_METRICS: list[tuple[str, int, int, Any]] = [
-    ("Agent/Version", 1, DataType.String, lambda a: __version__),
-    ("Agent/Healthy", 2, DataType.Boolean, lambda a: a.health()["ok"]),
-    ("Agent/Outbox Depth", 3, DataType.Int64, lambda a: a.outbox.depth),
-    ("Agent/Series", 4, DataType.Int64, lambda a: len(a.pipeline.series)),
-    ("Agent/Alarms Active", 5, DataType.Int64, lambda a: sum(1 for s in a.pipeline.series.values() if s.active)),
-    ("Agent/Alarms Raised", 6, DataType.Int64, lambda a: a.pipeline.n_raised),
-    ("Agent/Readings Scored", 7, DataType.Int64, lambda a: a.pipeline.n_scored),
-]
 
 
 class EdgeNode:
@@ -83,7 +74,7 @@ class EdgeNode:
         self.ncmd_topic = schema.topic(self.group, "NCMD", self.node_id)
         self.ndeath_topic = schema.topic(self.group, "NDEATH", self.node_id)
         self.state_topic = f"{schema.NAMESPACE}/STATE/{self.primary}" if self.primary else None
-        self.catalogue = devices.Catalogue(sp.device_segments)
+        self.series_devices = SeriesDevices(self, sp.device_segments)
         self.bdseq_store = BdSeqStore(cfg.state_path(BDSEQ_FILE))
         self.bdseq = 0
         self._persist_next = False
@@ -114,15 +105,12 @@ class EdgeNode:
         self.born = False
         self.born_at = float("inf")
         self.seq = 0
-        self.declared: dict[str, list[str]] = {}  # device -> series declared in its DBIRTH
-        self.sent: dict[str, tuple[Any, ...]] = {}  # series -> metric values last published
-        self.node_sent: dict[str, Any] = {}
+        self.node_sent: dict[str, Any] = {}  # node metric -> value last published
         self.birthing: asyncio.Task[None] | None = None
         self.host_online = False
         self.host_ts: float | None = None
         self.last_birth = -1e9
         self._rebirth_timer: asyncio.TimerHandle | None = None
-        self.last_events: dict[str, AlarmEvent] = {}
         self.machine_devices: Any = None  # machine_devices.MachineDevices when the agent has machines
         self._tasks: list[asyncio.Task[Any]] = []
         # Counters (healthcheck).
@@ -142,7 +130,7 @@ class EdgeNode:
         main = agent.outbox
         # A reading is acknowledged only when the alarms it raised are committed in both outboxes.
         agent.link.ack_gate = lambda: main.durable() and self.outbox.durable()
-        agent.hooks_on_alarm.append(self.on_alarm)
+        agent.hooks_on_alarm.append(self.series_devices.on_alarm)
         if agent.machines is not None:  # each machine a device of its own (machine_devices.py)
             from edge_agent.sparkplug.machine_devices import MachineDevices
 
@@ -165,7 +153,7 @@ class EdgeNode:
             if self.link.protocol == "5":
                 await self.link.stop(reason_code=0x04)  # the broker publishes the will: NDEATH
             else:
-                self.link.publish(self.ndeath_topic, self._ndeath(), qos=0)
+                self.link.publish(self.ndeath_topic, node_metrics.ndeath(self.bdseq), qos=0)
                 await self.link.stop()
         else:
             await self.link.stop()
@@ -194,13 +182,7 @@ class EdgeNode:
 
     def will(self) -> tuple[str, bytes, int, bool]:
         # tck-id-message-flow-edge-node-birth-publish-will-message-*: NDEATH, QoS 1, not retained.
-        return self.ndeath_topic, self._ndeath(), 1, False
-
-    def _ndeath(self) -> bytes:
-        ts = now_ms()
-        p = Payload(timestamp=ts)  # no seq: tck-id-topics-ndeath-seq
-        p.metrics.add(name=BDSEQ, timestamp=ts, datatype=DataType.Int64, long_value=self.bdseq)
-        return p.SerializeToString()
+        return self.ndeath_topic, node_metrics.ndeath(self.bdseq), 1, False
 
     async def on_connected(self) -> None:
         self._end_session()
@@ -286,11 +268,11 @@ class EdgeNode:
                 # tck-id-message-flow-edge-node-birth-publish-phid-offline: NDEATH, disconnect, start over.
                 log.warning("sparkplug: primary host %r offline: NDEATH and reconnect", self.primary)
                 self._end_session()
-                self.link.publish(self.ndeath_topic, self._ndeath(), qos=0)
+                self.link.publish(self.ndeath_topic, node_metrics.ndeath(self.bdseq), qos=0)
                 self.link.drop()
 
     # ---- publishing --------------------------------------------------------------------------
-    def _send(self, mtype: str, device: str | None, p: Payload, seq: int | None = None) -> bool:
+    def send(self, mtype: str, device: str | None, p: Payload, seq: int | None = None) -> bool:
         """Give ``p`` the session's next seq and write it (QoS 0, not retained). False when the
         connection is gone (the seq is then not used)."""
         nxt = (self.seq + 1) & 0xFF if seq is None else seq
@@ -311,67 +293,21 @@ class EdgeNode:
     async def _birth(self, session: int) -> None:
         """NBIRTH then every DBIRTH, before any data (tck-id-payloads-dbirth-order)."""
         try:
-            ts = now_ms()
-            p = Payload(timestamp=ts)
-            p.metrics.add(name=BDSEQ, timestamp=ts, datatype=DataType.Int64, long_value=self.bdseq)
-            p.metrics.add(name=REBIRTH, timestamp=ts, datatype=DataType.Boolean, boolean_value=False)  # no alias
-            self.node_sent = {}
-            for name, alias, dt, get in NODE_METRICS:
-                value = get(self.agent)
-                schema.set_value(p.metrics.add(name=name, alias=alias, timestamp=ts, datatype=dt), dt, value)
-                self.node_sent[name] = value
-            if not self._send("NBIRTH", None, p, seq=0):
+            p, self.node_sent = node_metrics.nbirth(self.agent, self.bdseq)
+            if not self.send("NBIRTH", None, p, seq=0):
                 return
             self.born_at = time.time()
-            self.declared, self.sent = {}, {}
-            by_device: dict[str, list[str]] = {}
-            for sid in self.agent.pipeline.series:
-                by_device.setdefault(self.catalogue.place(sid)[0], []).append(sid)
-            for i, (device, sids) in enumerate(sorted(by_device.items())):
-                if not self._dbirth(device, sids):
-                    return
-                if i % _DEVICES_PER_PASS == _DEVICES_PER_PASS - 1:
-                    await asyncio.sleep(0)
-                    if session != self.session:
-                        return
+            if not await self.series_devices.birth(session):
+                return
             if self.machine_devices is not None and not await self.machine_devices.birth(session):
                 return
             self.born = True
             self.births += 1
-            log.info("sparkplug: NBIRTH (bdSeq %d) and %d DBIRTH(s) published", self.bdseq, len(by_device))
+            log.info("sparkplug: NBIRTH (bdSeq %d) and %d DBIRTH(s) published", self.bdseq, len(self.series_devices.declared))
         finally:
             if session == self.session and asyncio.current_task() is self.birthing:
                 self.birthing = None
         self.pump()
-
-    def _dbirth(self, device: str, sids: list[str]) -> bool:
-        ts = now_ms()
-        p = Payload(timestamp=ts)
-        series = self.agent.pipeline.series
-        declared = []
-        for sid in sids:
-            s = series.get(sid)
-            if s is None:
-                continue
-            _, folder, base = self.catalogue.place(sid)
-            vals = devices.values(s, self.last_events.get(sid))
-            for j, (suffix, dt, _) in enumerate(devices.SERIES_METRICS):
-                schema.set_value(p.metrics.add(name=folder + suffix, alias=base + j, timestamp=ts, datatype=dt), dt, vals[j])
-            self.sent[sid] = vals
-            declared.append(sid)
-        if not self._send("DBIRTH", device, p):
-            return False
-        self.declared[device] = declared
-        return True
-
-    def on_alarm(self, ev: AlarmEvent) -> None:
-        self.last_events[ev.series] = ev
-        doc = {"series": ev.series, "state": ev.state, "ts": ev.ts, "score": ev.score, "threshold": ev.threshold,
-               "version": ev.version, "alert_id": ev.alert_id}
-        for field, _, _ in devices.OPTIONAL_EVENT_FIELDS:
-            if hasattr(ev, field):
-                doc[field] = getattr(ev, field)
-        self.outbox.put(OutMessage("sparkplug/alarm", json.dumps(doc, default=str).encode(), qos=0))
 
     def _outbox_ready(self) -> None:
         self.agent.link.release_acks()
@@ -390,6 +326,8 @@ class EdgeNode:
                 self.outbox.ack(msg)
 
     def _alarm_ddata(self, msg: OutMessage) -> bool:
+        """One committed alarm change to its device (series or machine); False when the
+        connection is gone (the row is then requeued)."""
         try:
             doc = json.loads(msg.payload)
             if "machine" in doc:
@@ -399,33 +337,7 @@ class EdgeNode:
         except (ValueError, KeyError, TypeError):
             log.error("sparkplug: unreadable outbox row %d dropped", msg.id)
             return True
-        device, folder, base = self.catalogue.place(sid)
-        historical = msg.created < self.born_at
-        if sid not in self.sent:
-            # First heard of in this session: its device is born again with it (current values).
-            if not self._dbirth(device, self.declared.get(device, []) + [sid]):
-                return False
-            historical = True
-        event = {"Alarm": raised, "Alarm Id": doc.get("alert_id") if raised else None, "Anomaly Score": doc.get("score"),
-                 "Threshold": doc.get("threshold"), "Model Version": doc.get("version"), "State": "alarm" if raised else "normal"}
-        for field, suffix, _ in devices.OPTIONAL_EVENT_FIELDS:
-            if field in doc:
-                event[suffix] = doc[field]
-        ts = int(float(doc.get("ts", time.time())) * 1000)
-        p = Payload(timestamp=now_ms())
-        sent = list(self.sent[sid])
-        for j, (suffix, dt, _) in enumerate(devices.SERIES_METRICS):
-            if suffix in event:
-                m = p.metrics.add(alias=base + j, timestamp=ts)
-                if historical:
-                    m.is_historical = True
-                else:
-                    sent[j] = event[suffix]
-                schema.set_value(m, dt, event[suffix])
-        if not self._send("DDATA", device, p):
-            return False
-        self.sent[sid] = tuple(sent)
-        return True
+        return self.series_devices.alarm_row(sid, raised, doc, msg)
 
     async def _periodic(self) -> None:
         """Scores, thresholds, versions, states and node figures that changed: at most every
@@ -441,53 +353,11 @@ class EdgeNode:
 
     async def _publish_changes(self, session: int) -> None:
         ts = now_ms()
-        p = Payload(timestamp=ts)
-        for name, alias, dt, get in NODE_METRICS:
-            value = get(self.agent)
-            if value != self.node_sent.get(name):
-                schema.set_value(p.metrics.add(alias=alias, timestamp=ts), dt, value)
-                self.node_sent[name] = value
-        if len(p.metrics) and not self._send("NDATA", None, p):
+        p = node_metrics.ndata(self.agent, self.node_sent, ts)
+        if len(p.metrics) and not self.send("NDATA", None, p):
             return
-        series = self.agent.pipeline.series
-        new: dict[str, list[str]] = {}
-        for sid in list(series):
-            if sid not in self.sent:
-                device = self.catalogue.place(sid)[0]
-                new.setdefault(device, list(self.declared.get(device, []))).append(sid)
-        for device, sids in new.items():
-            if not self._dbirth(device, sids):
-                return
         deadband = self.cfg.score_deadband
-        compared = 0
-        for device, sids in list(self.declared.items()):
-            if compared >= _SERIES_PER_PASS:
-                # Thousands of series: let readings in between (a few µs per series compared).
-                compared = 0
-                await asyncio.sleep(0)
-                if session != self.session or not self.born:
-                    return
-            compared += len(sids)
-            p = Payload(timestamp=ts)
-            for sid in sids:
-                s = series.get(sid)
-                old = self.sent.get(sid)
-                if s is None or old is None:
-                    continue
-                vals = devices.values(s, self.last_events.get(sid))
-                if vals == old:
-                    continue
-                base = self.catalogue.place(sid)[2]
-                kept = list(vals)
-                for j, (_, dt, _) in enumerate(devices.SERIES_METRICS):
-                    if vals[j] == old[j]:
-                        continue
-                    if j == devices.SCORE and deadband and vals[j] is not None and old[j] is not None and abs(vals[j] - old[j]) <= deadband:
-                        kept[j] = old[j]
-                        continue
-                    schema.set_value(p.metrics.add(alias=base + j, timestamp=ts), dt, vals[j])
-                self.sent[sid] = tuple(kept)
-            if len(p.metrics) and not self._send("DDATA", device, p):
-                return
+        if not await self.series_devices.changes(session, ts, deadband):
+            return
         if self.machine_devices is not None:
             await self.machine_devices.changes(session, deadband)
