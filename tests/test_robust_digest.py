@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "f7a58cacd574652587fdacb892da9ffcf348756d040e7d337d4b7eb00a0795cd",
-    "cycle_5min": "d843f46b198d3e9980f1244e8217ea115aa0c07ca816270b238433b02c1553b0",
-    "second_wander": "c1958e5b19f787f08b2e246d5c69aa69665de6af0ac36eea8a593233cbf3434b",
-    "quantised_untimed": "efe37bf06a3e2b326a2f15dfcecbc8875cd7be0a738eddc2f5813de083dac4b1",
+    "minute": "5c5b0042b0abadd660239b5cf901edd6fcbed1b29a6f5106bd3d9910b696d7f5",
+    "cycle_5min": "0782e475a9aa88178749ba6636a5b1c4a757cc8a6da08be9ec5282753668410d",
+    "second_wander": "3766cb36ef96455a01b8478419a7c5f99103a7cda9b8204ef061ba47a2c99cff",
+    "quantised_untimed": "6216c9682eb164e012b3571f33a07513053725383f88fcd6067ed85bd288f77c",
 }
 
 
