@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "5c5b0042b0abadd660239b5cf901edd6fcbed1b29a6f5106bd3d9910b696d7f5",
-    "cycle_5min": "0782e475a9aa88178749ba6636a5b1c4a757cc8a6da08be9ec5282753668410d",
-    "second_wander": "3766cb36ef96455a01b8478419a7c5f99103a7cda9b8204ef061ba47a2c99cff",
-    "quantised_untimed": "6216c9682eb164e012b3571f33a07513053725383f88fcd6067ed85bd288f77c",
+    "minute": "416aa5e13a0c436ead75b389176ec09fd280d4aad0713c1b94e1467a01b17e1c",
+    "cycle_5min": "1b991a649123b2bd326005b7191ecfa432a89771cb08f556c61cb742957ab99f",
+    "second_wander": "92fcee72a2115f137197c5d56dc87a47dd5251e49b7bb31e167a1ee31004c1ed",
+    "quantised_untimed": "e888f394a54ca8ae704984b6b220327b1608e96a89dc853fb52e9239cb4b8438",
 }
 
 

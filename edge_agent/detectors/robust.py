@@ -31,6 +31,12 @@ _SD_DRIFT = math.sqrt(_LAMBDA_DRIFT / (2.0 - _LAMBDA_DRIFT))
 _DRIFT_MIN = 1.0  # ... and a drift must reach at least a whole noise scale
 _V_LEVEL_MIN = 0.5 * _SD_LEVEL / 1.2533  # their mean |value| on normal readings, at least half
 _V_DRIFT_MIN = 0.5 * _SD_DRIFT / 1.2533  # what independent residuals would give (x the scale)
+# The trend estimate's own noise: E|trend - its average over 1 / alpha| of the model of normal
+# (Brown's smoother at rate alpha) on white noise of unit scale is 0.105 alpha^1.5 (2 M readings:
+# 1.72e-5 at alpha 0.003, 1.05e-4 at 0.01), and a series' estimate of it over its ~500-reading
+# memory came out 0.6-2.0x that on 16 white-noise seeds. What is beyond twice it (in quadrature)
+# is the trend's own variability: a stationary series' band does not grow from its estimator.
+_TREND_NOISE = 2.0 * 0.105
 _ABS_FLOOR = 1e-12  # no scale below this: scores stay finite for any finite reading (|x| <= 1e15)
 _VAR_CLIP = 4.0  # one difference counts at most 4 x its normal size (a spike is not noise)
 _LEVEL_CLIP = 4.0  # a residual counts at most 4 scales towards the level and drift channels ...
@@ -155,7 +161,7 @@ class RobustDetector:
                  "cal_q", "cal_m", "thr", "off", "ep_rate", "pending", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
                  "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
-                 "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon")
+                 "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -186,6 +192,7 @@ class RobustDetector:
         # the trend's own variability over the model's memory: its mean |trend - its average over
         # ~1 / alpha readings| (t_ref), learned on normal readings (see _step, the frozen model)
         self.t_ref = self.v_trend = 0.0
+        self._vtx = 0.0  # v_trend beyond what the trend estimate's own noise gives (see _refresh_plain)
         self.horizon = 0.0  # how far ahead the model of normal's expected value is a forecast (see _step)
         # seasonal model of normal: a deseasonalised level plus a daily profile
         self.ds_level = 0.0
@@ -381,6 +388,9 @@ class RobustDetector:
         if v_d < _V_DRIFT_MIN * scale:
             v_d = _V_DRIFT_MIN * scale
         self._up = (1.2533 * v_l, 1.2533 * v_d, _DRIFT_MIN * scale, _LEVEL_CLIP * scale)
+        v = self.v_trend
+        n = _TREND_NOISE * self.alpha ** 1.5 * scale
+        self._vtx = (v * v - n * n) ** 0.5 if v > n else 0.0  # the trend's variability beyond its estimator's noise
         self._constants(False)
         d = self.d_norm
         self._var_cap = _VAR_CLIP * d
@@ -559,7 +569,7 @@ class RobustDetector:
                 # steady keeps a tight band and holds its alarm, one whose trend wanders in
                 # normal operation lets go of an alarm that is only the forecast's drift, a
                 # stationary one holds for ever. Only readings of a frozen model pay for it.
-                f = 1.2533 * h * self.v_trend
+                f = 1.2533 * h * self._vtx
                 f *= f
                 u_l, u_d = self._up[0], self._up[1]
                 n_level *= u_l / (u_l * u_l + f) ** 0.5
@@ -706,7 +716,7 @@ class RobustDetector:
                 # nuisance alarms). The trend learns at its own rate: Kalman's cross-term (a
                 # trend gain g / h) re-aimed it from one reading's residual (NAB: one more false
                 # detection, and nothing gained elsewhere).
-                f = 1.2533 * h * self.v_trend
+                f = 1.2533 * h * self._vtx
                 f *= f
                 sc = self._sc
                 g = f / (f + sc * sc)
