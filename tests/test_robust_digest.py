@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "f7a58cacd574652587fdacb892da9ffcf348756d040e7d337d4b7eb00a0795cd",
-    "cycle_5min": "d843f46b198d3e9980f1244e8217ea115aa0c07ca816270b238433b02c1553b0",
-    "second_wander": "c1958e5b19f787f08b2e246d5c69aa69665de6af0ac36eea8a593233cbf3434b",
-    "quantised_untimed": "efe37bf06a3e2b326a2f15dfcecbc8875cd7be0a738eddc2f5813de083dac4b1",
+    "minute": "416aa5e13a0c436ead75b389176ec09fd280d4aad0713c1b94e1467a01b17e1c",
+    "cycle_5min": "1b991a649123b2bd326005b7191ecfa432a89771cb08f556c61cb742957ab99f",
+    "second_wander": "92fcee72a2115f137197c5d56dc87a47dd5251e49b7bb31e167a1ee31004c1ed",
+    "quantised_untimed": "e888f394a54ca8ae704984b6b220327b1608e96a89dc853fb52e9239cb4b8438",
 }
 
 
