@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "34b5d1c4632b4fd132babdc7704fae15e3402450d86394c5de7689f23663b02f",
-    "cycle_5min": "12bd75f51f3e35274942b7d6d8f2551aa22082df04e1cd01d37cb1267da19ec8",
-    "second_wander": "500b337bad3d7855c8531960c8e1dd1b08342238a25f24ce8f0990d52cac2438",
-    "quantised_untimed": "c14d64b5b509ae1d1b6f9e5c84f79ac9e810805805ec4a27c2f61dcbcb86908e",
+    "minute": "d5bc1562a4d6bc48a3fbb7d1df34b13cadd7a46c8cb71bd629eb8664d021e14c",
+    "cycle_5min": "589c36703f0de5cd82720fef1dfaff649c8b6fc299091c27c6ced3e4d912da20",
+    "second_wander": "083c3d9dbefe890f70838470ccafe9e48260a90e5574146f9b2545ce8fc9e50e",
+    "quantised_untimed": "aada92f82accba0db98a7b6dc8252f50b7a6002b10491427ed97c4e87cdb7731",
 }
 
 

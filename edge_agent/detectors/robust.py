@@ -35,6 +35,12 @@ _SD_DRIFT = math.sqrt(_LAMBDA_DRIFT / (2.0 - _LAMBDA_DRIFT))
 _DRIFT_MIN = 1.0  # ... and a drift must reach at least a whole noise scale
 _V_LEVEL_MIN = 0.5 * _SD_LEVEL / 1.2533  # their mean |value| on normal readings, at least half
 _V_DRIFT_MIN = 0.5 * _SD_DRIFT / 1.2533  # what independent residuals would give (x the scale)
+# The trend estimate's own noise: E|trend - its average over 1 / alpha| of the model of normal
+# (Brown's smoother at rate alpha) on white noise of unit scale is 0.105 alpha^1.5 (2 M readings:
+# 1.72e-5 at alpha 0.003, 1.05e-4 at 0.01), and a series' estimate of it over its ~500-reading
+# memory came out 0.6-2.0x that on 16 white-noise seeds. What is beyond twice it (in quadrature)
+# is the trend's own variability: a stationary series' band does not grow from its estimator.
+_TREND_NOISE = 2.0 * 0.105
 _ABS_FLOOR = 1e-12  # no scale below this: scores stay finite for any finite reading (|x| <= 1e15)
 _VAR_CLIP = 4.0  # one difference counts at most 4 x its normal size (a spike is not noise)
 _LEVEL_CLIP = 4.0  # a residual counts at most 4 scales towards the level and drift channels ...
@@ -86,8 +92,9 @@ _SETTLED = 50  # updates of the profile's statistics before it may serve
 _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
-           "ep_rate", "base_sum", "m_short", "v_short", "f_jump")
-_ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0}  # state keys added since the first release, and their value in an older model
+           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump")
+_ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
+          "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
 _INTS = ("jumps", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase")
 
@@ -107,8 +114,11 @@ class RobustDetector:
       recently once the profile has seen a whole day. It stops learning when a channel
       reaches its threshold and resumes after ``_RELEARN_AFTER`` readings below
       ``learn_below`` (the alarm's own hysteresis): a lasting fault stays a deviation from it,
-      so its alarm stays raised while the fault lasts. ``rebaseline()`` accepts a lasting
-      change as the new normal.
+      so its alarm stays raised while the fault lasts. While it stands still its expected
+      value is a forecast, judged within a band that widens with the horizon by the trend's
+      own variability in normal operation (a steady trend or a stationary level holds, a
+      wandering trend lets go of an alarm that is only the forecast's drift).
+      ``rebaseline()`` accepts a lasting change as the new normal.
 
     Also learned from normal readings only: the noise scale of each baseline (floored at half
     the smallest step the series has taken, so a quantised signal is not over-sensitive), the
@@ -156,7 +166,8 @@ class RobustDetector:
                  "cal_q", "cal_m", "thr", "off", "ep_rate", "pending", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
                  "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
-                 "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "m_short", "v_short", "f_jump", "_ksh")
+                 "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
+                 "m_short", "v_short", "f_jump", "_ksh")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -188,6 +199,11 @@ class RobustDetector:
         self.alpha, self.beta = 0.01, 0.0
         self.level = self.trend = 0.0
         self.scale = 1.0
+        # the trend's own variability over the model's memory: its mean |trend - its average over
+        # ~1 / alpha readings| (t_ref), learned on normal readings (see _step, the frozen model)
+        self.t_ref = self.v_trend = 0.0
+        self._vtx = 0.0  # v_trend beyond what the trend estimate's own noise gives (see _refresh_plain)
+        self.horizon = 0.0  # how far ahead the model of normal's expected value is a forecast (see _step)
         # seasonal model of normal: a deseasonalised level plus a daily profile
         self.ds_level = 0.0
         self.s_scale = 1.0
@@ -279,6 +295,7 @@ class RobustDetector:
         # The model of normal starts where the window says the series was at its first reading,
         # with the trend it had there: else the pass below learns its own start-up as noise.
         self.level, self.trend = _backcast(v, self.alpha, self.beta, _CLIP * noise)
+        self.t_ref = self.trend
         self.v_level = self.v_level_s = noise * _SD_LEVEL / 1.2533
         self.v_drift = self.v_drift_s = noise * _SD_DRIFT / 1.2533
         self.v_short = noise * _SD_SHORT / 1.2533
@@ -383,6 +400,9 @@ class RobustDetector:
         if v_d < _V_DRIFT_MIN * scale:
             v_d = _V_DRIFT_MIN * scale
         self._up = (1.2533 * v_l, 1.2533 * v_d, _DRIFT_MIN * scale, _LEVEL_CLIP * scale)
+        v = self.v_trend
+        n = _TREND_NOISE * self.alpha ** 1.5 * scale
+        self._vtx = (v * v - n * n) ** 0.5 if v > n else 0.0  # the trend's variability beyond its estimator's noise
         self._constants(False)
         self._short_constants()
         d = self.d_norm
@@ -599,6 +619,20 @@ class RobustDetector:
         else:
             n_level, n_drift = m_level, m_drift
             o_l, i_l, o_d, i_d = self._kp
+            h = self.horizon
+            if h:
+                # The model of normal stands still (see below): its expected value is a
+                # forecast h readings ahead, whose error grows by h x the trend's own
+                # variability (a local-linear-trend model's). The level and drift channels judge
+                # the residual against their spreads widened by it: a series whose trend is
+                # steady keeps a tight band and holds its alarm, one whose trend wanders in
+                # normal operation lets go of an alarm that is only the forecast's drift, a
+                # stationary one holds for ever. Only readings of a frozen model pay for it.
+                f = 1.2533 * h * self._vtx
+                f *= f
+                u_l, u_d = self._up[0], self._up[1]
+                n_level *= u_l / (u_l * u_l + f) ** 0.5
+                n_drift *= u_d / (u_d * u_d + f) ** 0.5
         a_l = (n_level if n_level > 0.0 else -n_level) - o_l
         s_level = a_l * i_l
         # The drift channel counts only as far as the recent level still shows the deviation
@@ -651,7 +685,7 @@ class RobustDetector:
             score = s_short
         lb = self.learn_below
         if score >= lb:  # what explain() needs (it is called only for a reading that raises)
-            self._last = (e_f, f_pred, f_scale, n_level, n_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
+            self._last = (e_f, f_pred, f_scale, n_level if seasonal else m_level, n_drift if seasonal else m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
                           s_short, m_short)
         if collect is not None:
             collect[SPIKE].append(z)
@@ -743,7 +777,33 @@ class RobustDetector:
                 c = _CLIP * self._sc
                 if not -c < e < c:
                     ec = c if e > 0.0 else -c
-            self.level = pred + self.alpha * ec
+            h = self.horizon
+            if h:
+                # Learning again after a freeze: the forecast is uncertain by f (above), so, as
+                # in a Kalman filter, a reading counts at the gain g = f² / (f² + scale²), not at
+                # alpha, while g is the larger, and the uncertainty shrinks with each reading
+                # learned (P x (1 - gain)). The channels' averages are residuals from the model
+                # and move with it. Without this, the band vanished the moment the model learned
+                # one reading, and an alarm it had let go was raised again at once (suite: 25
+                # nuisance alarms). The trend learns at its own rate: Kalman's cross-term (a
+                # trend gain g / h) re-aimed it from one reading's residual (NAB: one more false
+                # detection, and nothing gained elsewhere).
+                f = 1.2533 * h * self._vtx
+                f *= f
+                sc = self._sc
+                g = f / (f + sc * sc)
+                a = self.alpha
+                if g > a:
+                    self.m_level *= 1.0 - g
+                    self.m_drift *= 1.0 - g
+                    a = g
+                # (ended once the band widens the level's spread by under 0.5 %: what is left of
+                # it changes nothing, and the readings after a long freeze stop paying for it)
+                u = 0.1 * self._up[0]
+                self.horizon = h * (1.0 - a) ** 0.5 if f > u * u else 0.0
+                self.level = pred + a * ec
+            else:
+                self.level = pred + self.alpha * ec
             if self.beta:
                 self.trend += self.beta * ec
             self.shadow_n = 0
@@ -767,6 +827,7 @@ class RobustDetector:
             # Not normal: the model of normal stays where it was (its trend runs on); the
             # readings feed only the shadow, which a rebaseline adopts.
             self.level = pred
+            self.horizon += 1.0
             if bin_i < 0 and ts is not None and ts == ts:
                 pv = self._profile_at(ts)
             n = self.shadow_n + 1
@@ -918,6 +979,18 @@ class RobustDetector:
             # The short-term level's tail, from every reading of normal operation (as the other
             # tails, in turn; here, since this part of the cycle is the cheapest: p99 cost).
             self._short_tail(a, _EXCESS_CLIP, _SLOW_EVERY)
+        # The trend's variability over the model's memory (~1 / alpha readings): how far a frozen
+        # model's forecast may be trusted (see _step). Huber-limited as the spreads; a model
+        # stored before it has 0, which stays 0 (no band, as it was) until its next fit.
+        tr, ref = self.trend, self.t_ref
+        ref += (self.alpha if training else self.alpha * _SLOW_EVERY) * (tr - ref)
+        self.t_ref = ref
+        a = tr - ref
+        if a < 0.0:
+            a = -a
+        s = self.v_trend
+        cap = _CLIP * s
+        self.v_trend = s + rate * ((a if a < cap or training else cap) - s)
         # The same clip as the variance channel's recent estimate: both are means of the same
         # clipped statistic, so their ratio is 1 in normal operation by construction (a tighter
         # clip here biased it above 1 on signals whose steps are mostly 0 and sometimes a quantum).
@@ -1167,6 +1240,7 @@ class RobustDetector:
         self.lo = min(self.lo, self.level)
         self.hi = max(self.hi, self.level)
         self.shadow_n = 0
+        self.horizon = 0.0
 
     def band(self) -> tuple[float, float] | None:
         pred = self.f_level + self.f_trend
@@ -1196,6 +1270,8 @@ class RobustDetector:
             setattr(d, k, int(params[k] if k in params or k not in _ADDED else _ADDED[k]))
         if "s_phase" not in params:  # a model stored before it: the cycle was n's
             d.s_phase = d.n % _SLOW_EVERY
+        if "t_ref" not in params:  # a model stored before it: the trend's average starts at the trend
+            d.t_ref = d.trend
         for k in _MAYBE_NAN:
             setattr(d, k, math.nan if params[k] is None else float(params[k]))
         d.seasonal = bool(params["seasonal"])
