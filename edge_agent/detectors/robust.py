@@ -1,4 +1,4 @@
-"""A model of normal that a fault cannot rewrite: robust streaming baselines, six fault channels.
+"""A model of normal that a fault cannot rewrite: robust streaming baselines, seven fault channels.
 
 Written by hand: what it must do (stop learning from a fault, hold, calibrate each channel
 on the series' own history, in O(1) per reading and a few microseconds of pure Python) is
@@ -100,7 +100,7 @@ _INTS = ("jumps", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", 
 
 
 class RobustDetector:
-    """The agent's default: six fault channels over a model of normal that faults cannot teach.
+    """The agent's default: seven fault channels over a model of normal that faults cannot teach.
 
     Per series, two baselines:
 
@@ -134,7 +134,11 @@ class RobustDetector:
     * ``variance``: EWMA of |first difference| (each clipped at 4x normal) / its normal - 1;
     * ``stuck``: readings repeating one value / max(10, 3 x the longest normal run);
     * ``out_of_range``: beyond the learned range by 20 % of its width and 0.9 of the way to
-      the spike threshold (a new extreme is suspicious at a smaller jump than a spike).
+      the spike threshold (a new extreme is suspicious at a smaller jump than a spike);
+    * the short-term level (explained as ``level_shift``): the short-term predictor's residual
+      averaged over ~3 readings, / its spread, counting a jump away from normal the predictor
+      adopted as it fades: an abrupt lasting shift on a curve the model of normal lags. Only
+      where the predictor is faster than the model of normal.
 
     Thresholds are calibrated on the series' own history of each channel: a quantile tracker
     at 98 % plus the mean excess above it, extrapolated as an exponential tail to ``rate``
