@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "416aa5e13a0c436ead75b389176ec09fd280d4aad0713c1b94e1467a01b17e1c",
-    "cycle_5min": "1b991a649123b2bd326005b7191ecfa432a89771cb08f556c61cb742957ab99f",
-    "second_wander": "92fcee72a2115f137197c5d56dc87a47dd5251e49b7bb31e167a1ee31004c1ed",
-    "quantised_untimed": "e888f394a54ca8ae704984b6b220327b1608e96a89dc853fb52e9239cb4b8438",
+    "minute": "d5bc1562a4d6bc48a3fbb7d1df34b13cadd7a46c8cb71bd629eb8664d021e14c",
+    "cycle_5min": "589c36703f0de5cd82720fef1dfaff649c8b6fc299091c27c6ced3e4d912da20",
+    "second_wander": "083c3d9dbefe890f70838470ccafe9e48260a90e5574146f9b2545ce8fc9e50e",
+    "quantised_untimed": "aada92f82accba0db98a7b6dc8252f50b7a6002b10491427ed97c4e87cdb7731",
 }
 
 
