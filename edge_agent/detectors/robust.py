@@ -1082,7 +1082,7 @@ class RobustDetector:
         counters) the spikes are its tail, and they are learned at full weight and nearly
         unclipped, as a calibration on its own history should. Clipped at 20 x the tail's mean
         whatever their rate, those series raised dozens of alarms on their routine spikes.
-        (All six channels learn from it: the variance channel's values after a routine spike
+        (All the channels learn from it: the variance channel's values after a routine spike
         are part of its normal, and the readings after it are in the episode. Learning only
         the channels it raised: SKAB FAR 11.6 -> 12.8 %, NAB 56.5 -> 55.9.)"""
         rate = self.ep_rate * math.exp(-gap / _EP_MEMORY) + 1.0 / _EP_MEMORY
