@@ -63,9 +63,28 @@ def test_overrides_reach_the_detector_and_alarm_logic(labels_file: Path, capsys)
 def test_detections_are_the_rows_where_pipeline_raised(labels_file: Path) -> None:
     cfg = evaluate.build_config_data(None, "statistical", ["detector.params.k=3"])
     name = FILES[0]
-    res = evaluate.evaluate_file(str(NAB_DIR / "data"), name, nab.load_windows(labels_file)[name], cfg)
+    windows = nab.load_windows(labels_file)[name]
+    res = evaluate.evaluate_file(str(NAB_DIR / "data"), name, windows, cfg, split="agent")
     assert res.detections and min(res.detections) >= cfg["detector"]["min_train_samples"]  # no alarm while learning
     assert res.detections == sorted(set(res.detections))
+    # NAB's own split: the detector learns in the probationary period (15 % of this 1,624-row
+    # file, 243 rows), so it scores, and may raise, from there on, before the agent's 500.
+    probation = nab.probation_rows(res.rows)
+    assert probation == 243 < cfg["detector"]["min_train_samples"]
+    touchy = evaluate.build_config_data(None, "statistical", ["detector.params.k=1"])  # raises soon after it scores
+    early = evaluate.evaluate_file(str(NAB_DIR / "data"), name, windows, touchy)
+    late = evaluate.evaluate_file(str(NAB_DIR / "data"), name, windows, touchy, split="agent")
+    assert probation <= min(early.detections) < cfg["detector"]["min_train_samples"] <= min(late.detections)
+
+
+def test_the_nab_split_reaches_every_file_and_is_named_in_the_report(labels_file: Path, capsys) -> None:
+    touchy = ("--detector", "statistical", "--set", "detector.params.k=1")
+    rc, probation, _ = _run(labels_file, *touchy, capsys=capsys)
+    assert rc == 0 and probation["nab_split"] == "probation"
+    rc, agent, _ = _run(labels_file, *touchy, "--nab-split", "agent", capsys=capsys)
+    assert rc == 0 and agent["nab_split"] == "agent"
+    # Scoring from row ~240 instead of 500 on the two exchange files changes what is raised.
+    assert probation["total"]["alarms"] != agent["total"]["alarms"]
 
 
 def test_bad_input_is_a_clear_error(labels_file: Path, capsys) -> None:

@@ -4,8 +4,11 @@ Three kinds of data, one command:
 
 * **NAB** (``--data DIR --labels windows.json``): every row goes through ``Pipeline.process``
   exactly as a live reading does (same ring buffer, same inline fit on the first
-  ``min_train_samples`` readings, same raise / hold / clear state machine), so the numbers
-  describe what the agent would have alarmed on. A detection is the reading at which an
+  training window, same raise / hold / clear state machine), so the numbers describe what the
+  agent would have alarmed on. The training window is the benchmark's own split, as for SKAB:
+  NAB's probationary period (the first 15 % of each file, at most 750 rows), which NAB gives
+  every detector to learn in; ``--nab-split agent`` uses the agent's ``min_train_samples``
+  (500) instead, which leaves the early windows of NAB's short files inside the training. A detection is the reading at which an
   alarm was *raised*; a still-raised alarm does not fire again, exactly as an operator would
   see it. Files are the keys of the labels file (NAB's ``windows.json`` layout), scored in a
   process pool because series are independent. ``--loco KEY=v1,v2,...`` adds NAB's
@@ -101,14 +104,28 @@ def build_config_data(config_path: str | None, detector: str | None, overrides: 
     return AgentConfig.model_validate(data).model_dump(mode="json")
 
 
-def evaluate_file(data_dir: str, name: str, windows: list[tuple[float, float]], cfg_data: dict[str, Any]) -> FileResult:
+SPLITS = ("probation", "agent")
+
+
+def train_rows(split: str, rows: int, cfg_data: dict[str, Any]) -> int:
+    """Readings the detector learns from before it scores: NAB's probation, or the agent's own."""
+    if split == "probation":
+        return max(2, nab.probation_rows(rows))
+    if split == "agent":
+        return int(cfg_data["detector"]["min_train_samples"])
+    raise ValueError(f"unknown NAB split {split!r}: expected one of {', '.join(SPLITS)}")
+
+
+def evaluate_file(data_dir: str, name: str, windows: list[tuple[float, float]], cfg_data: dict[str, Any],
+                  split: str = "probation") -> FileResult:
     """Stream one CSV through a fresh ``Pipeline`` and collect the rows that raised an alarm."""
     from edge_agent.config import AgentConfig
     from edge_agent.pipeline import AlarmEvent, InlineTrainer, Pipeline
     from edge_agent.replay import ReplayGuard, Route
 
     ts, values = nab.read_csv(Path(data_dir) / name)
-    cfg = AgentConfig.model_validate(cfg_data)
+    detector = {**cfg_data["detector"], "min_train_samples": train_rows(split, len(values), cfg_data)}
+    cfg = AgentConfig.model_validate({**cfg_data, "detector": detector})
     events: list[AlarmEvent] = []
     pipe = Pipeline(cfg, trainer=InlineTrainer(), on_alarm=events.append, store=None)
     # Rows older than an earlier one go through the live agent's replay rule (replay.py), with
@@ -147,6 +164,7 @@ def evaluate(
     cfg_data: dict[str, Any],
     jobs: int = 1,
     progress: bool = False,
+    split: str = "probation",
 ) -> list[FileResult]:
     names = sorted(labels)
     missing = [n for n in names if not (Path(data_dir) / n).is_file()]
@@ -166,10 +184,10 @@ def evaluate(
 
     if jobs <= 1 or len(names) <= 1:
         for n in order:
-            note(evaluate_file(data_dir, n, labels[n], cfg_data))
+            note(evaluate_file(data_dir, n, labels[n], cfg_data, split))
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(evaluate_file, data_dir, n, labels[n], cfg_data) for n in order]
+            futures = [pool.submit(evaluate_file, data_dir, n, labels[n], cfg_data, split) for n in order]
             for f in futures:
                 note(f.result())
     return [results[n] for n in names]
@@ -240,6 +258,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the generated fault-scenario suite (default size: full)")
     parser.add_argument("--only", default=None, metavar="TEXT",
                         help="scenarios: run only the scenarios whose name contains TEXT (e.g. wander/spike/s0.5/dt60/r0)")
+    parser.add_argument("--nab-split", default="probation", choices=SPLITS,
+                        help="NAB: what the detector learns from before it scores: NAB's probationary period "
+                             "(first 15%% of each file, at most 750 rows; default), or the agent's min_train_samples")
     parser.add_argument("--loco", default=None, metavar="KEY=V1,V2,...",
                         help="NAB: also report leave-one-category-out tuning of this setting, e.g. detector.params.threshold=0.8,1,1.25")
     parser.add_argument("--detector", default=None, help="detector name (default: the config's detector.name)")
@@ -310,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"evaluate: {exc}", file=sys.stderr)
             return 2
     try:
-        results = evaluate(args.data, labels, cfg_data, jobs=args.jobs, progress=not args.quiet)
+        results = evaluate(args.data, labels, cfg_data, jobs=args.jobs, progress=not args.quiet, split=args.nab_split)
         summary = summarise(results)
         if grid is not None:
             key, values = grid
@@ -319,17 +340,18 @@ def run(args: argparse.Namespace) -> int:
                 if not args.quiet:
                     print(f"[loco] {key}={value}", file=sys.stderr, flush=True)
                 cfg_v = build_config_data(args.config, args.detector, [*args.overrides, f"{key}={value}"])
-                per_value[value] = summarise(evaluate(args.data, labels, cfg_v, jobs=args.jobs))
+                per_value[value] = summarise(evaluate(args.data, labels, cfg_v, jobs=args.jobs, split=args.nab_split))
             summary["loco"] = {"key": key, **{p.name: loco.leave_one_category_out(per_value, p) for p in nab.PROFILES}}
     except (OSError, ValueError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
     summary.update(_describe(cfg_data))
+    summary["nab_split"] = args.nab_split
     summary["wall_seconds"] = time.perf_counter() - t0
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
     else:
-        print(_header(summary))
+        print(_header(summary) + (" training=NAB probation (15%, <= 750 rows)" if args.nab_split == "probation" else ""))
         print(format_table(summary))
         print(f"{summary['total']['us_per_reading']:.1f} us/reading through Pipeline.process, {summary['wall_seconds']:.1f}s wall")
         if "loco" in summary:
