@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "4e04d1935ab0016101f2531606daa6e9548aa2aa687579337853591b3e7173b8",
-    "cycle_5min": "e321737129ad00e106a046f81e2a5710f386bc11e6a31abadfdc099b1a20b993",
-    "second_wander": "3e60549adcd4dc3bc8704b94fe3618de09618f38df69478da9b4145753887165",
-    "quantised_untimed": "2472c64eb71e136018689baf67ea1fe51937f7b53a3398c82565399937d3c8ae",
+    "minute": "d5bc1562a4d6bc48a3fbb7d1df34b13cadd7a46c8cb71bd629eb8664d021e14c",
+    "cycle_5min": "589c36703f0de5cd82720fef1dfaff649c8b6fc299091c27c6ced3e4d912da20",
+    "second_wander": "083c3d9dbefe890f70838470ccafe9e48260a90e5574146f9b2545ce8fc9e50e",
+    "quantised_untimed": "aada92f82accba0db98a7b6dc8252f50b7a6002b10491427ed97c4e87cdb7731",
 }
 
 
