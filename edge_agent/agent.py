@@ -31,7 +31,8 @@ from edge_agent.ingest import Ingest, max_packet_bytes
 from edge_agent.model_store import Model, ModelStore
 from edge_agent.mqtt_limits import Unsendable, check_publish, payload_budget, properties_bytes
 from edge_agent.mqtt_link import MqttLink
-from edge_agent.outbox import Outbox, OutMessage, Record
+from edge_agent.outbox import Outbox, OutMessage
+from edge_agent.outbox_tables import Record
 from edge_agent.pipeline import Pipeline
 from edge_agent.ratelimit import RateLimitedLog, clip
 from edge_agent.series import Series
@@ -296,7 +297,7 @@ class Agent:
             loaded = []
             self.state_errors["models"] = f"cannot read model store: {exc}"
             log.error("cannot read model store %s: %s", self.store.root, exc)
-        from edge_agent.outbox import read_alarm_seqs, read_alarm_states
+        from edge_agent.outbox_tables import read_alarm_seqs, read_alarm_states
 
         open_alarms = await self.loop.run_in_executor(self.executor, read_alarm_states, self.outbox.path)
         seqs = await self.loop.run_in_executor(self.executor, read_alarm_seqs, self.outbox.path)

@@ -70,7 +70,7 @@ from edge_agent.topics import render
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
     from edge_agent.machines.machine_set import MachineAlarmEvent
-    from edge_agent.outbox import Record
+    from edge_agent.outbox_tables import Record
     from edge_agent.pipeline import AlarmEvent
     from edge_agent.series import Series
 

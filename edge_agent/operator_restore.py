@@ -23,7 +23,7 @@ log = logging.getLogger("edge_agent.agent")  # split out of agent.py: its log li
 async def restore_operator_state(agent: Agent, open_alarms: dict[str, tuple[str, float]]) -> None:
     """Acknowledgements, shelves and engineering-limit alarms as the last run left them
     (the outbox file's ``alarm_condition`` / ``alarm_shelve``, annunciator.py)."""
-    from edge_agent.outbox import read_operator_state
+    from edge_agent.outbox_tables import read_operator_state
 
     assert agent.loop is not None and agent.pipeline is not None
     conditions, shelves = await agent.loop.run_in_executor(agent.executor, read_operator_state, agent.outbox.path)

@@ -38,146 +38,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_agent.outbox_tables import (
+    Record,
+    create,
+    operator_rows,
+    read_alarm_seqs,
+    read_alarm_states,
+    read_operator_state,
+    write_records,
+)
 from edge_agent.ratelimit import RateLimitedLog, clip
 
 log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
-    created REAL NOT NULL,
-    expires REAL,
-    props TEXT
-)
-"""
-# Open alarms per series, written in the same transaction as the alarm message itself, so a
-# restart knows which alarms are raised and clears them later (not one "raised" for ever).
-_STATE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alarm_state (
-    series TEXT PRIMARY KEY,
-    alert_id TEXT NOT NULL,
-    ts REAL NOT NULL
-)
-"""
-
-# Messages moved aside because they cannot be delivered (see the module docstring).
-_QUARANTINE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
-    created REAL NOT NULL,
-    expires REAL,
-    props TEXT,
-    reason TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    quarantined REAL NOT NULL
-)
-"""
-
-
-# Each series' last alarm sequence number and the timestamp of its last alarm edge (raise or
-# clear), written in the same transaction as the alarm message. The sequence number is part of
-# alert_id, so a restart must not reuse it; the edge timestamp tells a restarted agent which
-# redelivered readings it has already scored (ingest's replay floor). A table of its own rather
-# than columns of alarm_state: an older agent (a downgrade) writes alarm_state with three values.
-_SEQ_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alarm_seq (
-    series TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    last_ts REAL NOT NULL
-)
-"""
-
-
-# What operators did and see (annunciator.py): each alarm condition's state with its
-# acknowledgement, and each shelved series. Written in the same transaction as the message that
-# announces the change (the alarm, or the retained state), so a restart comes back to what SCADA
-# was last told. ``doc`` is the annunciator's JSON of the record.
-_CONDITION_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alarm_condition (
-    series TEXT NOT NULL,
-    condition TEXT NOT NULL,
-    doc TEXT NOT NULL,
-    PRIMARY KEY (series, condition)
-)
-"""
-_SHELVE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alarm_shelve (
-    series TEXT PRIMARY KEY,
-    doc TEXT NOT NULL
-)
-"""
-# A record: (table, key, doc); doc None deletes. table "condition" keys (series, condition),
-# "shelve" keys (series,).
-Record = tuple[str, tuple[str, ...], "str | None"]
-
-
-def _create(db: sqlite3.Connection) -> None:
-    db.execute(_SCHEMA)
-    db.execute(_STATE_SCHEMA)
-    db.execute(_QUARANTINE_SCHEMA)
-    db.execute(_SEQ_SCHEMA)
-    db.execute(_CONDITION_SCHEMA)
-    db.execute(_SHELVE_SCHEMA)
-
-
-def _write_records(db: sqlite3.Connection, records: list[Record]) -> None:
-    for table, key, doc in records:
-        if table == "condition":
-            if doc is None:
-                db.execute("DELETE FROM alarm_condition WHERE series = ? AND condition = ?", key)
-            else:
-                db.execute("INSERT OR REPLACE INTO alarm_condition VALUES (?,?,?)", (*key, doc))
-        elif doc is None:
-            db.execute("DELETE FROM alarm_shelve WHERE series = ?", key)
-        else:
-            db.execute("INSERT OR REPLACE INTO alarm_shelve VALUES (?,?)", (*key, doc))
-
-
-def _read_rows(path: str | Path, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of a query on an outbox file, read-only; none if the file or the table is missing
-    (a file of an older agent) or unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return db.execute(sql).fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return []
-
-
-def read_alarm_states(path: str | Path) -> dict[str, tuple[str, float]]:
-    """Open alarms recorded in an outbox file: series -> (raised alert_id, reading ts)."""
-    return {s: (a, t) for s, a, t in _read_rows(path, "SELECT series, alert_id, ts FROM alarm_state")}
-
-
-def read_alarm_seqs(path: str | Path) -> dict[str, tuple[int, float]]:
-    """Alarm sequence numbers in an outbox file: series -> (last seq, ts of its last alarm edge)."""
-    return {s: (q, t) for s, q, t in _read_rows(path, "SELECT series, seq, last_ts FROM alarm_seq")}
-
-
-def read_operator_state(path: str | Path) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
-    """Alarm conditions (series, condition, doc) and shelves (series, doc) in an outbox file."""
-    return (_read_rows(path, "SELECT series, condition, doc FROM alarm_condition"),
-            _read_rows(path, "SELECT series, doc FROM alarm_shelve"))
-
-
-def _operator_rows(conditions: list[tuple[str, str, str]], shelves: list[tuple[str, str]]) -> dict[tuple[str, tuple[str, ...]], str]:
-    out: dict[tuple[str, tuple[str, ...]], str] = {("condition", (s, c)): d for s, c, d in conditions}
-    out.update({("shelve", (s,)): d for s, d in shelves})
-    return out
-
 
 @dataclass(slots=True)
 class OutMessage:
@@ -387,7 +259,7 @@ class Outbox:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
-        _create(db)
+        create(db)
         # Probe that writes actually work (a read-only file opens fine but cannot commit).
         db.execute("BEGIN IMMEDIATE")
         db.execute("COMMIT")
@@ -401,7 +273,7 @@ class Outbox:
             self._alarm_states = {s: (a, t) for s, a, t in self._db.execute("SELECT series, alert_id, ts FROM alarm_state")}
             (self.quarantine_rows,) = self._db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
             self._alarm_seqs = {s: (q, t) for s, q, t in self._db.execute("SELECT series, seq, last_ts FROM alarm_seq")}
-            self._operator = _operator_rows(self._db.execute("SELECT series, condition, doc FROM alarm_condition").fetchall(),
+            self._operator = operator_rows(self._db.execute("SELECT series, condition, doc FROM alarm_condition").fetchall(),
                                             self._db.execute("SELECT series, doc FROM alarm_shelve").fetchall())
         except (sqlite3.Error, OSError) as exc:
             self._go_memory(f"cannot open {self.path}: {exc}")
@@ -412,13 +284,13 @@ class Outbox:
         log.error("outbox degraded, holding messages in memory only: %s", reason)
         self.degraded = reason
         mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        _create(mem)
+        create(mem)
         if not self._alarm_states:
             self._alarm_states = read_alarm_states(self.path)
         if not self._alarm_seqs:
             self._alarm_seqs = read_alarm_seqs(self.path)
         if not self._operator:
-            self._operator = _operator_rows(*read_operator_state(self.path))
+            self._operator = operator_rows(*read_operator_state(self.path))
         # Copy what the file holds (the open file after a failed write; at start, a read-only
         # view if the file can at least be read) so undelivered rows keep being published and
         # ids keep increasing across the switch, which the loop's ordering relies on.
@@ -440,7 +312,7 @@ class Outbox:
         except sqlite3.Error:
             mem.close()
             mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-            _create(mem)
+            create(mem)
             if self.mem_max_id:
                 mem.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox', ?)", (self.mem_max_id,))
         if src is not None:
@@ -487,7 +359,7 @@ class Outbox:
             fdb.executemany("INSERT INTO alarm_seq VALUES (?,?,?)", [(k, q, t) for k, (q, t) in self._alarm_seqs.items()])
             fdb.execute("DELETE FROM alarm_condition")
             fdb.execute("DELETE FROM alarm_shelve")
-            _write_records(fdb, [(table, key, doc) for (table, key), doc in self._operator.items()])
+            write_records(fdb, [(table, key, doc) for (table, key), doc in self._operator.items()])
             fdb.execute("COMMIT")
         except sqlite3.Error:
             fdb.close()
@@ -593,7 +465,7 @@ class Outbox:
                             db.execute("DELETE FROM alarm_state WHERE series = ?", (series,))
                     db.execute("INSERT OR REPLACE INTO alarm_seq VALUES (?,?,?)", (series, seq, max(ts, self._alarm_seqs.get(series, (0, ts))[1])))
                 if m.records:
-                    _write_records(db, m.records)
+                    write_records(db, m.records)
 
         self._exec_batch(work)
         for m in msgs:

@@ -118,7 +118,7 @@ def _secrets(cfg: AgentConfig, report: Report, for_run: bool) -> None:
         if path == ("commands", "key_file") and len(text) < _MIN_KEY_CHARS:
             _warn(report, cfg, path, f"the key is {len(text)} characters; `edge-agent keygen` makes a 64-character one")
         if path == ("s3", "credentials_file"):
-            from edge_agent.s3_sync import load_credentials_file
+            from edge_agent.s3_client import load_credentials_file
 
             try:
                 load_credentials_file(str(ref))

@@ -55,17 +55,18 @@ with capped exponential backoff with jitter (``s3.retry_initial_s`` .. ``s3.retr
 and otherwise syncs every ``s3.interval_s`` or when its ``wake`` event is set. The boto3
 client uses ``s3.timeout_s`` connect/read timeouts and two attempts, so an outage fails
 fast instead of hanging a worker thread.
+
+Where the parts live: this module is the queue (SQLite) and the pass (what to push, what to
+pull); ``s3_slots.py`` reads and writes the layout above in a bucket (bounded reads,
+create-only writes, the manifest's checks); ``s3_client.py`` makes the boto3 client and
+classifies its errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import configparser
-import hashlib
 import json
 import logging
-import random
-import re
 import sqlite3
 import threading
 import time
@@ -74,29 +75,27 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.config import AgentConfig, ConfigError, S3Config, read_secret
-from edge_agent.model_store import ARRAYS, META, ModelLoadError, ModelStore, safe_name
-from edge_agent.safe_load import MAX_JSON_BYTES, MAX_NPZ_FILE_BYTES, BadFile, parse_json
+from edge_agent.config import AgentConfig
+from edge_agent.model_store import META, ModelLoadError, ModelStore, safe_name
+from edge_agent.s3_client import backoff_delay, looks_transient, make_client
+from edge_agent.s3_slots import (
+    MANIFEST,
+    MANIFEST_KIND,
+    MODEL_FILES,
+    Bucket,
+    RemoteRejected,
+    listing,
+    manifest_body,
+    sha256,
+    slot_prefix,
+)
+from edge_agent.safe_load import BadFile, parse_json
 
 log = logging.getLogger("edge_agent.s3_sync")
 
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
-MANIFEST_KIND = "edge-agent-model"
-MACHINE_MANIFEST_KIND = "edge-agent-machine-model"
 MACHINES_DIR = ".machines"
-MODEL_FILES = (META, ARRAYS)
-MAX_MANIFEST_BYTES = 1024 * 1024
-MAX_FILE_BYTES = 512 * 1024 * 1024
 DB_NAME = "s3_sync.sqlite"
 _MAX_SLOT_ATTEMPTS = 8
-_VERSION_SEGMENT = re.compile(r"^v(\d{1,9})$")
-_SERIES_SEGMENT = re.compile(r"^[A-Za-z0-9_%~-]{1,200}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class RemoteRejected(Exception):
-    """A remote version that must not be taken as a model."""
 
 
 class SlotConflict(Exception):
@@ -132,95 +131,12 @@ class SyncState:
     rejected_total: int = 0
 
 
-# ---- boto3 client --------------------------------------------------------------------------
-def load_credentials_file(ref: str) -> dict[str, str]:
-    """Keys from an AWS shared-credentials-format file (path or ``credential:NAME``).
-
-    Uses the ``[default]`` profile, or the only profile if there is just one.
-    """
-    text = read_secret(ref) or ""
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read_string(text, source=ref)
-    except configparser.Error as exc:
-        raise ConfigError(ref, [("s3.credentials_file", f"not an AWS credentials file: {exc}")]) from None
-    sections = parser.sections()
-    name = "default" if "default" in sections else (sections[0] if len(sections) == 1 else None)
-    if name is None:
-        raise ConfigError(ref, [("s3.credentials_file", "needs a [default] profile")])
-    sec = parser[name]
-    key_id, secret = sec.get("aws_access_key_id"), sec.get("aws_secret_access_key")
-    if not key_id or not secret:
-        raise ConfigError(
-            ref, [("s3.credentials_file", f"[{name}] needs aws_access_key_id and aws_secret_access_key")]
-        )
-    out = {"aws_access_key_id": key_id.strip(), "aws_secret_access_key": secret.strip()}
-    if sec.get("aws_session_token"):
-        out["aws_session_token"] = sec["aws_session_token"].strip()
-    return out
-
-
-def make_client(s3: S3Config) -> Any:
-    """A boto3 S3 client that fails fast: short timeouts, two attempts."""
-    import boto3
-    from botocore.config import Config
-
-    creds = load_credentials_file(s3.credentials_file) if s3.credentials_file else {}
-    session = boto3.session.Session(region_name=s3.region, **creds)
-    opts: dict[str, Any] = {
-        "connect_timeout": s3.timeout_s,
-        "read_timeout": s3.timeout_s,
-        "retries": {"max_attempts": 2, "mode": "standard"},
-        "tcp_keepalive": True,
-    }
-    if s3.endpoint_url:
-        opts["s3"] = {"addressing_style": "path"}
-    try:
-        # Only send/require checksums the API demands: many S3-compatible stores reject
-        # the newer default CRC trailers. Integrity is checked end to end by the manifest.
-        config = Config(
-            **opts,
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
-    except TypeError:  # botocore older than 1.36 has neither option nor the new default
-        config = Config(**opts)
-    return session.client("s3", endpoint_url=s3.endpoint_url or None, config=config)
-
-
-def _error_code(exc: Exception) -> tuple[str, int]:
-    resp = getattr(exc, "response", None) or {}
-    code = str(resp.get("Error", {}).get("Code", ""))
-    status = int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    return code, status
-
-
-def _is_no_such_key(exc: Exception) -> bool:
-    code, _ = _error_code(exc)
-    return code in ("NoSuchKey", "404", "NotFound")
-
-
-def _is_precondition_failed(exc: Exception) -> bool:
-    code, status = _error_code(exc)
-    return status == 412 or code == "PreconditionFailed"
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _enc(series: str) -> bytes:
     return series.encode("utf-8", errors="surrogateescape")
 
 
 def _dec(raw: bytes) -> str:
     return bytes(raw).decode("utf-8", errors="surrogateescape")
-
-
-def backoff_delay(failures: int, initial_s: float, max_s: float, rng: Callable[[], float] = random.random) -> float:
-    """Capped exponential backoff with equal jitter: in [base/2, base], base = initial * 2^(n-1)."""
-    base = min(max_s, initial_s * (2 ** min(max(failures - 1, 0), 60)))
-    return base / 2 + rng() * base / 2
 
 
 # ---- the sync engine -----------------------------------------------------------------------
@@ -385,13 +301,14 @@ class S3Sync:
                 self._drain_enqueued(db)
                 client = self._client or self._client_factory()
                 self._client = client
-                self._push_all(db, client, report)
-                self._pull_all(db, client, report)
+                bucket = Bucket(client, self.bucket)
+                self._push_all(db, bucket, report)
+                self._pull_all(db, bucket, report)
             except Exception as exc:  # noqa: BLE001 - any failure means "try again later"
                 report.ok = False
                 report.error = f"{type(exc).__name__}: {exc}"[:500]
                 self._client = None  # rebuilt next time (fresh connections, credentials)
-                if not _looks_transient(exc):
+                if not looks_transient(exc):
                     log.exception("s3 sync pass failed")
             report.duration_s = time.time() - report.started_at
             try:
@@ -503,10 +420,7 @@ class S3Sync:
             raise
 
     # ---- push -----------------------------------------------------------------------------
-    def _slot_prefix(self, root: str, key: str, remote_version: int) -> str:
-        return f"{root}/{key}/v{remote_version:06d}/"
-
-    def _push_all(self, db: sqlite3.Connection, client: Any, report: SyncReport) -> None:
+    def _push_all(self, db: sqlite3.Connection, bucket: Bucket, report: SyncReport) -> None:
         rows = db.execute(
             "SELECT series_key, version, series, remote_version FROM push_queue ORDER BY enqueued_at, series_key, version"
         ).fetchall()
@@ -526,7 +440,7 @@ class S3Sync:
                 )
                 continue
             try:
-                slot, manifest_sha, uploaded = self._push_one(db, client, key, version, series, remote_version, files)
+                slot, manifest_sha, uploaded = self._push_one(db, bucket, key, version, series, remote_version, files)
             except SlotConflict as exc:
                 db.execute(
                     "UPDATE push_queue SET attempts=attempts+1, last_error=? WHERE series_key=? AND version=?",
@@ -564,7 +478,7 @@ class S3Sync:
     def _push_one(
         self,
         db: sqlite3.Connection,
-        client: Any,
+        bucket: Bucket,
         key: str,
         version: int,
         series: str,
@@ -572,17 +486,17 @@ class S3Sync:
         files: dict[str, bytes],
     ) -> tuple[int, str, bool]:
         """Upload one version; returns (remote slot, manifest sha256, whether anything was uploaded)."""
-        listing = {name: {"sha256": _sha256(data), "size": len(data)} for name, data in files.items()}
+        entries = listing(files)
         slot = remote_version if remote_version is not None else version
         claimed = remote_version is not None
         for _ in range(_MAX_SLOT_ATTEMPTS):
-            prefix = self._slot_prefix(self.gateway_root, key, slot)
-            existing = self._get_manifest(client, prefix + MANIFEST)
+            prefix = slot_prefix(self.gateway_root, key, slot)
+            existing = bucket.get_manifest(prefix + MANIFEST)
             if existing is not None:
                 raw, manifest = existing
-                if isinstance(manifest, dict) and manifest.get("series") == series and manifest.get("files") == listing:
-                    return slot, _sha256(raw), False
-                slot = self._next_free_slot(client, key, slot)
+                if isinstance(manifest, dict) and manifest.get("series") == series and manifest.get("files") == entries:
+                    return slot, sha256(raw), False
+                slot = bucket.next_free_slot(self.gateway_root, key, slot)
                 claimed = False
                 continue
             if not claimed:
@@ -590,160 +504,33 @@ class S3Sync:
                     "UPDATE push_queue SET remote_version=? WHERE series_key=? AND version=?", (slot, key, version)
                 )
                 claimed = True
-            if not all(self._put_new(client, prefix + name, data) for name, data in files.items()):
-                slot = self._next_free_slot(client, key, slot)
+            if not all(bucket.put_new(prefix + name, data) for name, data in files.items()):
+                slot = bucket.next_free_slot(self.gateway_root, key, slot)
                 claimed = False
                 continue
-            manifest = {
-                "format": MANIFEST_FORMAT,
-                "kind": self.kind,
-                "series": series,
-                "version": slot,
-                "gateway_id": self.cfg.gateway_id,
-                "local_version": version,
-                "created_at": time.time(),
-                "files": listing,
-            }
-            body = json.dumps(manifest, indent=1, sort_keys=True).encode()
-            if self._put_new(client, prefix + MANIFEST, body, compare=False):
+            body = manifest_body(self.kind, series, slot, self.cfg.gateway_id, version, entries)
+            if bucket.put_new(prefix + MANIFEST, body, compare=False):
                 log.info("s3 sync: pushed %s v%d to s3://%s/%s", series, version, self.bucket, prefix)
-                return slot, _sha256(body), True
+                return slot, sha256(body), True
             # Someone wrote a manifest between our check and our write: look again.
         raise SlotConflict(f"no free remote slot for {series!r} v{version} after {_MAX_SLOT_ATTEMPTS} tries")
 
-    def _put_new(self, client: Any, key: str, data: bytes, compare: bool = True) -> bool:
-        """Create ``key`` unless it exists. True when it now holds ``data``.
-
-        With ``compare`` an existing object with the same bytes counts as success (our own
-        interrupted upload being redone).
-        """
-        from botocore.exceptions import ClientError
-
-        try:
-            client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
-            return True
-        except ClientError as exc:
-            if not _is_precondition_failed(exc):
-                raise
-        if not compare:
-            return False
-        try:
-            current = self._get_bytes(client, key, len(data))
-        except RemoteRejected:
-            return False
-        return current is not None and current == data
-
-    def _next_free_slot(self, client: Any, key: str, current: int) -> int:
-        highest = current
-        for (_, v), _objs in self._list_slots(client, self.gateway_root, f"{key}/").items():
-            highest = max(highest, v)
-        return highest + 1
-
-    # ---- remote reads ---------------------------------------------------------------------
-    def _get_bytes(self, client: Any, key: str, limit: int) -> bytes | None:
-        """The object's bytes, None if it does not exist; RemoteRejected if larger than ``limit``."""
-        from botocore.exceptions import ClientError
-
-        try:
-            resp = client.get_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if _is_no_such_key(exc):
-                return None
-            raise
-        body = resp["Body"]
-        try:
-            length = resp.get("ContentLength")
-            if length is not None and length > limit:
-                raise RemoteRejected(f"{key}: {length} bytes, more than expected {limit}")
-            data = body.read(limit + 1)
-        finally:
-            body.close()
-        if len(data) > limit:
-            raise RemoteRejected(f"{key}: more than {limit} bytes")
-        return data
-
-    def _get_manifest(self, client: Any, key: str) -> tuple[bytes, Any] | None:
-        try:
-            raw = self._get_bytes(client, key, MAX_MANIFEST_BYTES)
-        except RemoteRejected:
-            return b"", None
-        if raw is None:
-            return None
-        try:
-            return raw, parse_json(raw, key, MAX_MANIFEST_BYTES)
-        except BadFile:
-            return raw, None
-
-    def _list_slots(self, client: Any, root: str, under: str = "") -> dict[tuple[str, int], dict[str, str]]:
-        """``{(series_key, version): {file name: etag}}`` for well-formed keys below ``root``."""
-        slots: dict[tuple[str, int], dict[str, str]] = {}
-        paginator = client.get_paginator("list_objects_v2")
-        base = f"{root}/"
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=base + under):
-            for obj in page.get("Contents", []) or []:
-                parts = obj["Key"][len(base):].split("/")
-                if len(parts) != 3:
-                    continue
-                key, vseg, name = parts
-                m = _VERSION_SEGMENT.match(vseg)
-                if not m or not _SERIES_SEGMENT.match(key):
-                    continue
-                slots.setdefault((key, int(m.group(1))), {})[name] = str(obj.get("ETag", ""))
-        return slots
-
-    def _fetch_verified(self, client: Any, root: str, key: str, version: int) -> tuple[str, dict[str, bytes], str]:
-        prefix = self._slot_prefix(root, key, version)
-        got = self._get_manifest(client, prefix + MANIFEST)
-        if got is None:
-            raise RemoteRejected("manifest disappeared")
-        raw, manifest = got
-        if not isinstance(manifest, dict):
-            raise RemoteRejected("manifest is not a JSON object")
-        if manifest.get("format") != MANIFEST_FORMAT:
-            raise RemoteRejected(f"unknown manifest format {manifest.get('format')!r}")
-        if manifest.get("kind", MANIFEST_KIND) != self.kind:
-            raise RemoteRejected(f"manifest kind {str(manifest.get('kind'))[:40]!r} is not {self.kind!r}")
-        series = manifest.get("series")
-        if not isinstance(series, str) or safe_name(series) != key:
-            raise RemoteRejected("manifest series does not match the key")
-        listing = manifest.get("files")
-        if not isinstance(listing, dict) or META not in listing or not set(listing) <= set(MODEL_FILES):
-            raise RemoteRejected(f"manifest must list {META} and at most {ARRAYS}")
-        files: dict[str, bytes] = {}
-        for name, entry in listing.items():
-            if not isinstance(entry, dict):
-                raise RemoteRejected(f"bad manifest entry for {name}")
-            digest, size = entry.get("sha256"), entry.get("size")
-            if not (isinstance(digest, str) and _SHA256.match(digest)):
-                raise RemoteRejected(f"bad sha256 for {name}")
-            # The same bounds as a local load (safe_load): nothing larger is fetched at all.
-            limit = MAX_JSON_BYTES if name == META else MAX_NPZ_FILE_BYTES
-            if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= min(limit, MAX_FILE_BYTES):
-                raise RemoteRejected(f"bad size for {name}: {size!r} (at most {min(limit, MAX_FILE_BYTES)})")
-            data = self._get_bytes(client, prefix + name, size)
-            if data is None:
-                raise RemoteRejected(f"{name} is missing")
-            if len(data) != size or _sha256(data) != digest:
-                raise RemoteRejected(f"checksum mismatch for {name}")
-            files[name] = data
-        return series, files, _sha256(raw)
-
     # ---- pull -----------------------------------------------------------------------------
-    def _pull_all(self, db: sqlite3.Connection, client: Any, report: SyncReport) -> None:
+    def _pull_all(self, db: sqlite3.Connection, bucket: Bucket, report: SyncReport) -> None:
         roots = ([self.fleet_root] if self.fleet_root else []) + [self.gateway_root]
         for root in roots:
-            slots = self._list_slots(client, root)
+            slots = bucket.list_slots(root)
             by_series: dict[str, list[int]] = {}
             for (key, version), objs in slots.items():
                 if MANIFEST in objs:
                     by_series.setdefault(key, []).append(version)
             for key, versions in sorted(by_series.items()):
-                self._pull_series(db, client, report, root, key, versions, slots)
+                self._pull_series(db, bucket, report, root, key, versions, slots)
 
     def _pull_series(
         self,
         db: sqlite3.Connection,
-        client: Any,
+        bucket: Bucket,
         report: SyncReport,
         root: str,
         key: str,
@@ -768,15 +555,15 @@ class S3Sync:
                 )
             }
         for version in sorted((v for v in versions if v > hwm and v not in own), reverse=True):
-            fingerprint = _sha256(json.dumps(sorted(slots[(key, version)].items())).encode())
+            fingerprint = sha256(json.dumps(sorted(slots[(key, version)].items())).encode())
             if db.execute(
                 "SELECT 1 FROM rejected WHERE source=? AND series_key=? AND remote_version=? AND fingerprint=?",
                 (root, key, version, fingerprint),
             ).fetchone():
                 continue
-            where = f"s3://{self.bucket}/{self._slot_prefix(root, key, version)}"
+            where = f"s3://{self.bucket}/{slot_prefix(root, key, version)}"
             try:
-                series, files, manifest_sha = self._fetch_verified(client, root, key, version)
+                series, files, manifest_sha = bucket.fetch_verified(root, key, version, self.kind)
                 try:
                     meta = parse_json(files[META], f"{where}/{META}")
                 except BadFile as exc:
@@ -807,10 +594,3 @@ class S3Sync:
             log.info("s3 sync: imported %s as %r v%d", where, series, local_version)
             return
 
-
-def _looks_transient(exc: Exception) -> bool:
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, (BotoCoreError, ClientError, ConnectionError, TimeoutError))

@@ -27,7 +27,8 @@ def test_machine_detector_docstring_examples(name: str) -> None:
     assert result.failed == 0
 
 
-@pytest.mark.parametrize("module_name", ["edge_agent.alarm_state", "edge_agent.machines.message"])
+@pytest.mark.parametrize("module_name", ["edge_agent.alarm_state", "edge_agent.machines.message",
+                                         "edge_agent.evaluation.skab_eval"])
 def test_other_docstring_examples(module_name: str) -> None:
     result = doctest.testmod(importlib.import_module(module_name))
     assert result.attempted > 0 and result.failed == 0

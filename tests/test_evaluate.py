@@ -135,6 +135,29 @@ def test_skab_per_sensor_beside_the_published_results(capsys) -> None:
     o = s["outlier"]
     assert o["tp"] + o["fn"] > 0 and 0.0 <= o["f1"] <= 1.0
     assert s["anomaly_free"]["rows_scored"] == 9405 - 400
+    # Every false-alarm row is placed once, pooled: the breakdown adds up to FAR's numerator.
+    f = s["false_alarm_rows"]
+    assert f["rows"] == o["fp"] == f["early"] + f["held_past_fault"] + f["nuisance"]
+    assert f["normal_rows"] == o["fp"] + o["tn"]
+    assert all(c["rows"] == c["early"] + c["held_past_fault"] + c["nuisance"] > 0 for c in f["by_file_sensor"])
+
+
+def test_skab_false_alarm_rows_are_placed_by_their_alarm_span() -> None:
+    from edge_agent.evaluation.skab_eval import false_rows_by_kind
+
+    label = np.zeros(30, dtype=bool)
+    label[10:15] = True
+    alarm = np.zeros(30, dtype=bool)
+    alarm[7:19] = True  # raised 3 rows before the fault, held 4 rows past its end
+    alarm[22:25] = True  # a span that touches no labelled row
+    assert false_rows_by_kind(label, alarm) == {"early": 3, "held_past_fault": 4, "nuisance": 3}
+    alarm[:] = False
+    alarm[12:14] = True  # inside the fault: no false row
+    assert false_rows_by_kind(label, alarm) == {"early": 0, "held_past_fault": 0, "nuisance": 0}
+    label[20:22] = True  # a span across two faults: rows between them were held past the first
+    alarm[:] = False
+    alarm[12:21] = True
+    assert false_rows_by_kind(label, alarm) == {"early": 0, "held_past_fault": 5, "nuisance": 0}
 
 
 def test_scenarios_command_and_bad_modes(capsys) -> None:

@@ -17,7 +17,7 @@ import time
 import pytest
 from helpers import Subscriber, wait_for
 
-from edge_agent.outbox import _create
+from edge_agent.outbox_tables import create as _create
 
 
 def quarantined(c) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ import pytest
 from sklearn.ensemble import IsolationForest
 
 from edge_agent.detectors import create
+from edge_agent.detectors import iforest_kernels as kernels
 from edge_agent.detectors import isolation_forest as iforest
 from edge_agent.detectors.isolation_forest import (
     IsolationForestDetector,
@@ -141,7 +142,7 @@ def test_inputs_on_the_thresholds_go_the_same_way_as_sklearn() -> None:
 
 
 def test_node_walk_fallback_for_deep_forests_equals_sklearn(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(iforest, "PERFECT_MAX_DEPTH", 3)  # every tree here is deeper
+    monkeypatch.setattr(kernels, "PERFECT_MAX_DEPTH", 3)  # every tree here is deeper
     d, forest, X = _sklearn_case(seed=5)
     assert d._scoring_layout() is None
     assert np.max(np.abs(d.score_features(X) + forest.score_samples(X))) <= 1e-9
@@ -154,11 +155,11 @@ def test_node_walk_fallback_for_deep_forests_equals_sklearn(monkeypatch: pytest.
 def test_parallel_batch_kernel_equals_serial_and_sklearn(monkeypatch: pytest.MonkeyPatch) -> None:
     d, forest, X = _sklearn_case(seed=6)
     serial = d.score_features(X)
-    monkeypatch.setattr(iforest, "PARALLEL_MIN_ROWS", 1)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_ROWS", 1)
     for n in (1, 11, 13, 2047, 2049, X.shape[0]):  # tails shorter than the lock-step width / a block
         par = d.score_features(X[:n])
         np.testing.assert_array_equal(par, serial[:n])
-    assert "perfect_batch_parallel" in iforest._kernels
+    assert "perfect_batch_parallel" in kernels._kernels
     assert np.max(np.abs(serial + forest.score_samples(X))) <= 1e-9
 
 
@@ -175,7 +176,7 @@ def test_non_finite_features_score_like_the_node_walk() -> None:
         X32 = np.asarray(X, dtype=np.float32)
         got = d.score_features(X)
     ref = np.empty(X.shape[0])
-    iforest._kernel("depth_sum")(
+    kernels.kernel("depth_sum")(
         a["left"], a["right"], a["feature"], a["threshold"], a["leaf_value"], a["roots"], X32.astype(np.float64), ref
     )
     np.testing.assert_allclose(got, np.exp2(-ref / d._denominator), rtol=0, atol=1e-12)
@@ -216,18 +217,19 @@ if sys.argv[1] == "no-locator":
     # njit(cache=True) raises "cannot cache function ...: no locator available".
     import numba.core.caching as caching
     caching.CacheImpl._locator_classes = []
+from edge_agent.detectors import iforest_kernels as kernels
 from edge_agent.detectors import isolation_forest as iforest
 rng = np.random.default_rng(0)
 d = iforest.IsolationForestDetector(window=8, n_estimators=20)
 d.fit(50.0 + np.cumsum(rng.normal(size=800)))
-iforest.PARALLEL_MIN_ROWS = 100
+kernels.PARALLEL_MIN_ROWS = 100
 xs = 50.0 + np.cumsum(rng.normal(size=300))
 twin = iforest.IsolationForestDetector.from_state(*d.get_state())
 batch = twin.score_many(xs)  # the parallel kernel too
 seq = np.array([d.score_one(float(x)) for x in xs])
 assert np.max(np.abs(batch - seq)) <= 1e-12, np.max(np.abs(batch - seq))
-assert sorted(iforest._kernels) == ["perfect_batch", "perfect_batch_parallel", "perfect_one", "perfect_rows"], sorted(iforest._kernels)
-print("ok", "cached" if any(k._cache.__class__.__name__ == "FunctionCache" for k in iforest._kernels.values()) else "uncached")
+assert sorted(kernels._kernels) == ["perfect_batch", "perfect_batch_parallel", "perfect_one", "perfect_rows"], sorted(kernels._kernels)
+print("ok", "cached" if any(k._cache.__class__.__name__ == "FunctionCache" for k in kernels._kernels.values()) else "uncached")
 """
 
 

@@ -208,7 +208,8 @@ def test_the_agent_pushes_machine_models_and_serves_a_pulled_one(tmp_path: Path,
     from edge_agent.machines import MachineSet
     from edge_agent.model_store import ModelStore
     from edge_agent.pipeline import InlineTrainer
-    from edge_agent.s3_sync import MACHINE_MANIFEST_KIND, MACHINES_DIR, S3Sync
+    from edge_agent.s3_slots import MACHINE_MANIFEST_KIND
+    from edge_agent.s3_sync import MACHINES_DIR, S3Sync
 
     for k, v in FAKE_CREDENTIALS.items():
         monkeypatch.setenv(k, v)

@@ -335,7 +335,7 @@ async def test_quarantine_moves_a_row_aside_keeps_the_queue_moving_and_is_bounde
 
 async def test_alarm_sequence_numbers_are_committed_with_their_alarm_and_read_back(tmp_path: Path) -> None:
     # alert_id includes the series' alarm sequence number: a restart must go on from the last.
-    from edge_agent.outbox import read_alarm_seqs, read_alarm_states
+    from edge_agent.outbox_tables import read_alarm_seqs, read_alarm_states
 
     path = tmp_path / "outbox.sqlite"
     old = sqlite3.connect(path)  # a file of an agent before alarm_seq existed

@@ -338,6 +338,54 @@ def test_the_short_term_level_is_off_where_the_predictor_is_no_faster_than_norma
     assert d.m_short == 0.0 and d.f_jump == 0.0
 
 
+@pytest.mark.parametrize("name", ["cycle/drift/s0.05/dt60/r0", "cycle/drift/s5/dt60/r1"])
+def test_a_ramp_on_a_first_day_daily_cycle_is_caught_by_the_slope(name: str) -> None:
+    # A ramp of 0.1 U a reading, 13-17 h into the first day of a daily cycle at one reading a
+    # minute: the plain model of normal lags the cycle's curvature, so in its residuals the lag
+    # and the ramp look alike, and the short-term predictor follows the ramp (no abrupt shift).
+    # In slope they differ: the cycle's slope changes steadily, which the slope's reference
+    # follows, and the ramp's onset changes it at once (both were missed before the channel).
+    sc, ev = scenario_alarms(name)
+    (fault,) = sc.faults
+    raised = [(i, k) for i, s, k in ev if s == "raised" and fault.start <= i <= fault.end]
+    assert raised and raised[0][1] == "drift", raised
+    d = RobustDetector()
+    d.fit(sc.values[:500], sc.ts[:500])
+    assert d.f_alpha > 0.01  # the predictor is faster than the model of normal: the channel is on
+    for i in range(500, fault.end):
+        x = float(sc.values[i])
+        if d.score_one(x, float(sc.ts[i])) >= d.threshold:
+            break
+    else:
+        pytest.fail("no reading reached the threshold during the ramp")
+    e = d.explain(x)
+    assert i > fault.start and e.kind == "drift" and "course departs" in e.detail, (i, e)
+    assert e.direction == ("up" if sc.values[fault.end] > sc.values[fault.end + 1] else "down")
+
+
+def test_the_slope_raises_nothing_after_a_ramp_another_channel_held() -> None:
+    # A ramp on a slow trend, caught and held by the level channel, ends with a jump back: the
+    # predictor adopts the level (no move of its course), and the slope's reference, which stood
+    # still with the model of normal, restarts from the predictor's course when it learns again.
+    # Learning on through the episode, or keeping the ramp in its ~50-reading average of the
+    # predictor's moves past the jump, the slope raised a new alarm ~35 readings after the end.
+    sc, ev = scenario_alarms("trend/drift/s5/dt60/r1")
+    (fault,) = sc.faults
+    assert [i for i, s, _ in ev if s == "raised" and not fault.start <= i <= fault.end + 20] == []
+    assert [i for i, s, _ in ev if s == "raised" and fault.start <= i <= fault.end]
+
+
+def test_the_slope_is_off_where_the_predictor_is_no_faster_than_normal() -> None:
+    d = RobustDetector()
+    d.fit(noise(2000, seed=21))
+    assert d.f_alpha <= 0.01
+    x = noise(2000, seed=22)
+    x[1000:1300] += 0.1 * np.arange(300)  # a ramp: the drift channel's, here
+    for v in x:
+        d.score_one(v)
+    assert d.m_slope == 0.0 and d.g_slope == 0.0 and d._ksl == (0.0, 0.0)
+
+
 def test_the_fit_does_not_learn_its_own_start_up_on_a_trend_as_noise() -> None:
     # A trend of 2.5 noise widths over the window: started flat, the drift spread learned was a
     # median 4.2x (up to 6.2x) what the same noise gives without the trend; from the backcast,
@@ -505,8 +553,30 @@ def test_a_model_stored_before_the_short_term_level_still_loads() -> None:
     params["cal_q"], params["cal_m"] = params["cal_q"][:6], params["cal_m"][:6]
     params["pending"], params["xrun"] = params["pending"][:10], params["xrun"][:6]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
-    assert old.v_short == 0.0 and len(old.thr) == 7 and old.thr[6] == pytest.approx(2.33 + old._k * 0.38)
+    assert old.v_short == 0.0 and len(old.thr) == 8 and old.thr[6] == pytest.approx(2.33 + old._k * 0.38)
     assert all(math.isfinite(old.score_one(v)) for v in x[701:])
+
+
+def test_a_model_stored_before_the_slope_still_loads() -> None:
+    rng = np.random.default_rng(15)
+    t = T0 + 60.0 * np.arange(1200)
+    x = 50.0 + 10.0 * np.sin(2 * math.pi * t / 86400.0) + rng.normal(0.0, 0.5, 1200)
+    x[800] += 15.0  # an anomalous episode: its tails' update pending across the store
+    d = RobustDetector()
+    d.fit(x[:500], t[:500])
+    assert d.f_alpha > 0.01  # the channel is on
+    d.score_many(x[500:801], t[500:801])
+    params, arrays = d.get_state()
+    assert params["pending"] is not None and len(params["cal_q"]) == 8
+    for added in ("m_slope", "v_slope", "g_slope", "r_slope", "t_slope"):
+        del params[added]
+    params["cal_q"], params["cal_m"] = params["cal_q"][:7], params["cal_m"][:7]
+    params["pending"], params["xrun"] = params["pending"][:11], params["xrun"][:7]
+    old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
+    assert old.g_slope == old.r_slope == old.trend and 0.0 < old.v_slope < d.v_slope  # its course starts at the trend
+    assert len(old.thr) == 8 and old.thr[7] == pytest.approx(2.33 + old._k * 0.38)
+    scores = old.score_many(x[801:], t[801:])
+    assert np.isfinite(scores).all() and max(scores) < 1.0
 
 
 def test_score_many_equals_score_one() -> None:

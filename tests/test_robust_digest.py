@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "d5bc1562a4d6bc48a3fbb7d1df34b13cadd7a46c8cb71bd629eb8664d021e14c",
-    "cycle_5min": "589c36703f0de5cd82720fef1dfaff649c8b6fc299091c27c6ced3e4d912da20",
-    "second_wander": "083c3d9dbefe890f70838470ccafe9e48260a90e5574146f9b2545ce8fc9e50e",
-    "quantised_untimed": "aada92f82accba0db98a7b6dc8252f50b7a6002b10491427ed97c4e87cdb7731",
+    "minute": "7ad63b7f20d3a81a682b0cf2a6ea96b35351e45efae79ba78f319d80c0fa0a60",
+    "cycle_5min": "a2a2bbf126932009424949e693da8220d5f5edb1132740da47aa8cc5c1874ce4",
+    "second_wander": "4943354333ea6ae1a1b04ba5e9e143c21bc98e0b1f13ea84d614ff8926a4980c",
+    "quantised_untimed": "9e9d88b643de79f733f38bbdc3cafa563d339cb6c68973fd540945459cd932c3",
 }
 
 

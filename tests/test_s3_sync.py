@@ -21,7 +21,9 @@ from edge_agent.config import AgentConfig
 from edge_agent.detectors.statistical import StatisticalDetector
 from edge_agent.machine_detectors.baseline_t2 import BaselineT2Detector
 from edge_agent.model_store import ModelStore, safe_name
-from edge_agent.s3_sync import MACHINE_MANIFEST_KIND, MACHINES_DIR, MANIFEST, S3Sync, backoff_delay
+from edge_agent.s3_client import backoff_delay
+from edge_agent.s3_slots import MACHINE_MANIFEST_KIND, MANIFEST
+from edge_agent.s3_sync import MACHINES_DIR, S3Sync
 
 SERIES = ["m1/temp", "line 2/päd.pressure"]
 
@@ -111,7 +113,7 @@ class Gateway:
         self.sync = self.new_sync()
 
     def factory(self):
-        from edge_agent.s3_sync import make_client
+        from edge_agent.s3_client import make_client
 
         c = CountingClient(make_client(self.cfg.s3), self.hook)
         self.clients.append(c)

@@ -1,4 +1,4 @@
-"""A model of normal that a fault cannot rewrite: robust streaming baselines, seven fault channels.
+"""A model of normal that a fault cannot rewrite: robust streaming baselines, eight fault channels.
 
 Written by hand: what it must do (stop learning from a fault, hold, calibrate each channel
 on the series' own history, in O(1) per reading and a few microseconds of pure Python) is
@@ -19,9 +19,10 @@ from edge_agent.detectors.base import Explanation
 
 # Calibrated channels, in the order of the calibrator lists: the spike channel, then level and
 # drift against the plain model of normal, then against the seasonal one, then variance.
-# Last, the short-term level (an abrupt lasting shift against the short-term predictor).
-SPIKE, LEVEL, DRIFT, LEVEL_S, DRIFT_S, VAR, SHORT = range(7)
-_N_CAL = 7
+# Then the short-term level (an abrupt lasting shift against the short-term predictor), and
+# last the slope (a change in the short-term predictor's course: the onset of a ramp).
+SPIKE, LEVEL, DRIFT, LEVEL_S, DRIFT_S, VAR, SHORT, SLOPE = range(8)
+_N_CAL = 8
 _ALPHAS = (0.003, 0.01, 0.03, 0.1, 0.3)  # candidate rates of the short-term predictor
 _SLOW = 0.01  # the model of normal follows at most this fast (~100 readings)
 _LAMBDA_LEVEL = 0.15  # the level channel: EWMA of residuals, ~7 readings
@@ -30,6 +31,15 @@ _LAMBDA_VAR = 0.03  # the variance channel: EWMA of |first difference|
 _LAMBDA_SHORT = 0.3  # the short-term level: EWMA of the predictor's residuals, ~3 readings (_REACQUIRE)
 _SD_SHORT = math.sqrt(_LAMBDA_SHORT / (2.0 - _LAMBDA_SHORT))
 _V_SHORT_MIN = 0.5 * _SD_SHORT / 1.2533
+_LAMBDA_SLOPE = _LAMBDA_DRIFT  # the slope: the predictor's moves averaged over ~50 readings ...
+_RATE_SLOPE_REF = 0.05  # ... against a reference following that average (Brown's double smoothing) at this rate
+_BETA_SLOPE = _RATE_SLOPE_REF * _RATE_SLOPE_REF / 4.0
+# ... its mean |value| on white noise of unit scale is about _SLOPE_WHITE x sqrt(a / (2 - a)), a
+# the predictor's rate (3 x 2 M readings through the channel's own statistic: 0.00123 at 0.03,
+# 0.00312 at 0.1, 0.00646 at 0.3, that is 0.0100, 0.0136, 0.0154 x it); its spread starts there
+# at fit and is floored at half it. Standardised, the statistic is |N(0, 1)|-like there (98 %
+# quantile 2.31-2.33, mean excess 0.33-0.34, 1e-6 quantile 4.6-5.0): its prior is _GAUSS.
+_SLOPE_WHITE = 0.0136
 _SD_LEVEL = math.sqrt(_LAMBDA_LEVEL / (2.0 - _LAMBDA_LEVEL))  # their spread on independent residuals
 _SD_DRIFT = math.sqrt(_LAMBDA_DRIFT / (2.0 - _LAMBDA_DRIFT))
 _DRIFT_MIN = 1.0  # ... and a drift must reach at least a whole noise scale
@@ -69,7 +79,7 @@ _PRIOR_EXCESS = 10.0  # pseudo-exceedances of the prior at fit
 # independent-sample figures 0.19 / 0.04 were lighter than the channel's own null model and a
 # young series' variance threshold sat at the floor, which white noise passes once in ~27,000).
 _GAUSS = (2.33, 0.38, 4.0)
-_PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.242, 0.048, 0.5), _GAUSS)
+_PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.242, 0.048, 0.5), _GAUSS, _GAUSS)
 _FLOORS = tuple(p[2] for p in _PRIOR)
 _STUCK_MIN = 10  # a value repeated this often is "stuck" on a series that never repeats one
 _STUCK_FACTOR = 3.0  # ... else this many times the longest repeat seen in normal readings
@@ -92,15 +102,15 @@ _SETTLED = 50  # updates of the profile's statistics before it may serve
 _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
-           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump")
+           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
-          "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0}  # state keys added since the first release, and their value in an older model
+          "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
 _INTS = ("jumps", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase")
 
 
 class RobustDetector:
-    """The agent's default: seven fault channels over a model of normal that faults cannot teach.
+    """The agent's default: eight fault channels over a model of normal that faults cannot teach.
 
     Per series, two baselines:
 
@@ -139,6 +149,10 @@ class RobustDetector:
       averaged over ~3 readings, / its spread, counting a jump away from normal the predictor
       adopted as it fades: an abrupt lasting shift on a curve the model of normal lags. Only
       where the predictor is faster than the model of normal.
+    * the slope (explained as ``drift``): the predictor's moves averaged over ~50 readings,
+      less a reference that follows a steadily changing slope (a curve's) without lag, / its
+      spread: the onset of a ramp on a curve the model of normal lags. Only where the predictor
+      is faster than the model of normal, and silent while the model of normal stands still.
 
     Thresholds are calibrated on the series' own history of each channel: a quantile tracker
     at 98 % plus the mean excess above it, extrapolated as an exponential tail to ``rate``
@@ -171,7 +185,7 @@ class RobustDetector:
                  "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
-                 "m_short", "v_short", "f_jump", "_ksh")
+                 "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -199,6 +213,13 @@ class RobustDetector:
         # readings, and the jumps the predictor adopted (see _step), fading at its own rate
         self.m_short = self.v_short = self.f_jump = 0.0
         self._ksh = (0.0, 1.0, 4.0)  # its (normal, 1 / (threshold - normal), clip) in value units
+        # the slope (see _slope_constants): the predictor's moves averaged over ~50 readings
+        # (g_slope), its reference's level and trend (r_slope, t_slope), the channel's value (g
+        # less the reference's prediction) and its mean |value| on normal readings ...
+        self.m_slope = self.v_slope = 0.0
+        self.g_slope = self.r_slope = self.t_slope = 0.0
+        # ... and its (normal, 1 / (threshold - normal)) in value units per reading
+        self._ksl = (0.0, 0.0)
         # plain model of normal
         self.alpha, self.beta = 0.01, 0.0
         self.level = self.trend = 0.0
@@ -251,7 +272,7 @@ class RobustDetector:
         self.n = 0  # readings learned from since fit
         self._xr = [0] * _N_CAL  # per channel: tail updates in a row above its quantile
         self.high_run = 0  # consecutive readings at or above learn_below, or drifting beyond the drift's normal
-        self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self._qfloor = _ABS_FLOOR
         self._stuck_lim = float(_STUCK_MIN)
         self._w_min = 0.0  # the profile's slowest learning rate per visit, from the reading interval
@@ -303,6 +324,7 @@ class RobustDetector:
         self.v_level = self.v_level_s = noise * _SD_LEVEL / 1.2533
         self.v_drift = self.v_drift_s = noise * _SD_DRIFT / 1.2533
         self.v_short = noise * _SD_SHORT / 1.2533
+        self.v_slope = noise * _SLOPE_WHITE * math.sqrt(self.f_alpha / (2.0 - self.f_alpha))
         self.d_norm = self.d_fast = max(float(np.mean(d)), self._floor())
         self.prev = float(v[0])
         self.lo, self.hi = float(np.min(v)), float(np.max(v))
@@ -325,7 +347,8 @@ class RobustDetector:
         scale, s_scale = max(self.scale, self._floor()), max(self.s_scale, self._floor())
         spreads = (1.0, max(self.v_level, _V_LEVEL_MIN * scale), max(self.v_drift, _V_DRIFT_MIN * scale),
                    max(self.v_level_s, _V_LEVEL_MIN * s_scale), max(self.v_drift_s, _V_DRIFT_MIN * s_scale), 1.0,
-                   max(self.v_short, _V_SHORT_MIN * max(self.f_scale, self._floor())))
+                   max(self.v_short, _V_SHORT_MIN * max(self.f_scale, self._floor())),
+                   self._slope_unit() / 1.2533)
         for c in range(_N_CAL):
             z = np.asarray(collected[c])
             if c != SPIKE and c != VAR:  # the smoothed channels, standardised by the spread just learned
@@ -341,7 +364,7 @@ class RobustDetector:
             "level": self.level, "trend": self.trend, "scale": self.scale, "alpha": self.alpha,
             "predictor_alpha": self.f_alpha, "predictor_trend": self.f_beta > 0, "predictor_scale": self.f_scale,
             "quantum": self.quantum, "run_max": self.run_max, "min": self.lo, "max": self.hi, "seasonal": self.seasonal,
-            "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance", "short_level"), self.thr, strict=True)),
+            "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance", "short_level", "slope"), self.thr, strict=True)),
         }
 
     def _floor(self) -> float:
@@ -409,6 +432,7 @@ class RobustDetector:
         self._vtx = (v * v - n * n) ** 0.5 if v > n else 0.0  # the trend's variability beyond its estimator's noise
         self._constants(False)
         self._short_constants()
+        self._slope_constants()
         d = self.d_norm
         self._var_cap = _VAR_CLIP * d
         self._i_dn = 1.0 / d
@@ -493,6 +517,42 @@ class RobustDetector:
             return
         self._ksh = (u * o, 1.0 / (u * (t - o)), clip)
 
+    def _slope_unit(self) -> float:
+        """The slope channel's unit: 1.2533 x its mean |value| on normal readings, floored at
+        half what white noise gives at the predictor's rate."""
+        a = self.f_alpha
+        v, w = self.v_slope, 0.5 * _SLOPE_WHITE * math.sqrt(a / (2.0 - a)) * self._fsc
+        return 1.2533 * (v if v > w else w)
+
+    def _slope_constants(self) -> None:
+        """The slope channel's (normal, 1 / (threshold - normal)) in value units per reading.
+
+        The channel: the short-term predictor's moves (its step from one prediction to the
+        next, Huber-limited as it learns; a level it adopts is no move) averaged over ~50
+        readings, less a reference that follows that average by Brown's double smoothing at
+        0.05, so that it follows a slope that changes steadily (a curve's) without lag. On a
+        curve the model of normal lags (a daily cycle before its profile serves), the level and
+        drift channels see the lag and a ramp alike, as residuals of a few noise widths; in
+        slope the two differ: a cycle's slope changes by at most its amplitude x (2 pi / period)²
+        a reading, which the reference follows, while a ramp's onset changes it at once. The
+        model of normal's own trend (Brown's at 0.01) was no reference: it lags a cycle's slope
+        by about the slope itself, and the difference was as large on the cycle as on a ramp.
+        The reference learns with the model of normal and stands still with it; the channel is
+        silent while it stands still (an episode raised by another channel: a fault's recovery
+        is not a new onset; held by this channel, SKAB's temperature alarms lasted 20 rows
+        longer), and the reference restarts from the predictor's course when learning resumes.
+        This channel raises; it freezes nothing, so it holds nothing (a ramp caught by its onset
+        is held by the level and drift channels, or not). On, like the short-term level, only
+        where the predictor is faster than the model of normal (``f_alpha`` > ``_SLOW``): where
+        it is not, the model of normal follows as fast, and the drift channel sees a ramp as
+        soon."""
+        if self.f_alpha <= _SLOW:
+            self._ksl = (0.0, 0.0)  # off (see _step)
+            return
+        u = self._slope_unit()
+        t, o = self.thr[SLOPE], self.off[SLOPE]
+        self._ksl = (u * o, 1.0 / (u * (t - o)))
+
     def _set_threshold(self, c: int, q: float, m: float) -> None:
         """A channel's threshold (its tail extrapolated to ``rate``, floored), and its normal:
         the 98 % quantile it tracks (at most half the threshold). Each channel scores 0 at its
@@ -555,6 +615,13 @@ class RobustDetector:
             m_short += _LAMBDA_SHORT * ((r if -c < r < c else (c if r > 0.0 else -c)) - m_short)
             self.m_short = m_short
             s_short = ((m_short if m_short > 0.0 else -m_short) - o_sh) * i_sh
+        # -- the slope: a change in the predictor's course, against a reference that follows a
+        # steadily changing one (learned below, from the readings up to the last). Only where
+        # the predictor is faster than the model of normal, and silent while the model of normal
+        # stands still (see _slope_constants).
+        o_sl, i_sl = self._ksl
+        m_slope = self.m_slope
+        s_slope = ((m_slope if m_slope > 0.0 else -m_slope) - o_sl) * i_sl if i_sl and not self.shadow_n else 0.0
         # -- level and drift: against the plain model of normal ...
         pred = self.level + self.trend
         e = x - pred
@@ -687,16 +754,19 @@ class RobustDetector:
             score = s_range
         if s_short > score:
             score = s_short
+        if s_slope > score:
+            score = s_slope
         lb = self.learn_below
         if score >= lb:  # what explain() needs (it is called only for a reading that raises)
             self._last = (e_f, f_pred, f_scale, n_level if seasonal else m_level, n_drift if seasonal else m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
-                          s_short, m_short)
+                          s_short, m_short, s_slope, m_slope)
         if collect is not None:
             collect[SPIKE].append(z)
             collect[LEVEL].append(abs(m_level))
             collect[DRIFT].append(abs(m_drift))
             collect[VAR].append(max(0.0, d_fast / self.d_norm - 1.0))
             collect[SHORT].append(abs(m_short))
+            collect[SLOPE].append(abs(m_slope))
             if bin_i >= 0 and self.s_n >= _SETTLED:
                 collect[LEVEL_S].append(abs(self.m_level_s))
                 collect[DRIFT_S].append(abs(self.m_drift_s))
@@ -709,6 +779,11 @@ class RobustDetector:
             self.f_level = f_pred + self.f_alpha * e_f
             if self.f_beta:
                 self.f_trend += self.f_beta * e_f
+            if i_sl:  # the predictor's move to its next prediction (see _slope_constants)
+                g = self.g_slope
+                g += _LAMBDA_SLOPE * (self.f_alpha * e_f + self.f_trend - g)
+                self.g_slope = g
+                self.m_slope = g - self.r_slope - self.t_slope
         else:
             out = self.f_out
             out = (out + 1 if out > 0 else 1) if e_f > 0.0 else (out - 1 if out < 0 else -1)
@@ -722,6 +797,9 @@ class RobustDetector:
                 if i_sh and (e if e > 0.0 else -e) > (e - e_f if e > e_f else e_f - e):
                     self.f_jump += e_f - self.f_alpha * (cf if e_f > 0.0 else -cf)
                 self.f_level, self.f_trend, self.f_out = x, 0.0, 0
+                if i_sl:  # a jump says nothing of the slope: its estimate restarts at the reference
+                    self.g_slope = self.r_slope + self.t_slope
+                    self.m_slope = 0.0
                 # Within an anomalous episode (a spike alarm whose readings then held beyond the
                 # clip), the same evidence tells the level channel that the level moved away from
                 # normal: it takes the new level's residual at once rather than climbing to it
@@ -747,6 +825,11 @@ class RobustDetector:
                 self.f_level = f_pred + self.f_alpha * ecf
                 if self.f_beta:
                     self.f_trend += self.f_beta * ecf
+                if i_sl:
+                    g = self.g_slope
+                    g += _LAMBDA_SLOPE * (self.f_alpha * ecf + self.f_trend - g)
+                    self.g_slope = g
+                    self.m_slope = g - self.r_slope - self.t_slope
         # The model of normal: a part stops learning when a channel that watches it reaches its
         # threshold, and resumes after _RELEARN_AFTER readings with those channels below
         # learn_below: the level, by every channel but drift; the scales, spreads, repeat
@@ -810,6 +893,16 @@ class RobustDetector:
                 self.level = pred + self.alpha * ec
             if self.beta:
                 self.trend += self.beta * ec
+            if i_sl:
+                # The slope's reference learns with the model of normal and stands still with it
+                # (see _slope_constants); learning again after a freeze, it restarts from the
+                # predictor's course: what the slope did during an episode is not its normal.
+                if self.shadow_n:
+                    self.r_slope, self.t_slope, self.m_slope = self.g_slope, 0.0, 0.0
+                else:
+                    d = self.m_slope
+                    self.r_slope += self.t_slope + _RATE_SLOPE_REF * d
+                    self.t_slope += _BETA_SLOPE * d
             self.shadow_n = 0
             if tick:
                 if self.first_ts != self.first_ts:
@@ -983,6 +1076,15 @@ class RobustDetector:
             # The short-term level's tail, from every reading of normal operation (as the other
             # tails, in turn; here, since this part of the cycle is the cheapest: p99 cost).
             self._short_tail(a, _EXCESS_CLIP, _SLOW_EVERY)
+        if self._ksl[1] or training:
+            # The slope's spread and tail, likewise (its spread from the fit on, where it is on).
+            s, a = self.v_slope, self.m_slope
+            if a < 0.0:
+                a = -a
+            cap = _CLIP * s
+            self.v_slope = s + rate * ((a if a < cap else cap) - s)
+            if not training:
+                self._tail(SLOPE, a / self._slope_unit(), _EXCESS_CLIP, _SLOW_EVERY, self._xr)
         # The trend's variability over the model's memory (~1 / alpha readings): how far a frozen
         # model's forecast may be trusted (see _step). Huber-limited as the spreads; a model
         # stored before it has 0, which stays 0 (no band, as it was) until its next fit.
@@ -1094,7 +1196,7 @@ class RobustDetector:
         # Learned on the next two readings of the episode (which learn nothing else), half each:
         # no one reading pays for all six tails (the p99 cost of a series that alarms often).
         self.pending = [z, self.m_level, self.m_drift, self.m_level_s, self.m_drift_s, d_fast, float(bin_i), clip,
-                        _SLOW_EVERY * routine, 0.0, self.m_short]
+                        _SLOW_EVERY * routine, 0.0, self.m_short, self.m_slope]
 
     def _learn_pending(self) -> None:
         """One half of an episode's first reading, for the tails (see _learn_episode)."""
@@ -1105,6 +1207,9 @@ class RobustDetector:
             if self._ksh[1]:
                 self._short_tail(p[10], p[7], p[8])
                 self._short_constants()
+            if self._ksl[1]:
+                self._tail(SLOPE, abs(p[11]) / self._slope_unit(), p[7], p[8])
+                self._slope_constants()
             self.pending = None
         else:
             p[9] = 1.0
@@ -1201,7 +1306,7 @@ class RobustDetector:
     def explain(self, x: float) -> Explanation:
         """Why the reading ``x``, just scored, scored as it did."""
         (e_f, f_pred, f_scale, m_level, m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
-         s_short, m_short) = self._last
+         s_short, m_short, s_slope, m_slope) = self._last
         thr = self.thr
         lo, hi = f_pred - thr[SPIKE] * f_scale, f_pred + thr[SPIKE] * f_scale
         z = abs(e_f) / f_scale
@@ -1214,6 +1319,7 @@ class RobustDetector:
             (s_stuck, base.STUCK, 0.0, f"the same value for {int(run)} readings (longest normal run {self.run_max})"),
             (s_range, base.OUT_OF_RANGE, e_f, f"outside the learned range {self.lo:.6g} to {self.hi:.6g}"),
             (s_short, base.LEVEL_SHIFT, m_short, f"the level jumped {m_short:+.4g} from the recent readings' course"),
+            (s_slope, base.DRIFT, m_slope, f"the recent readings' course departs from {normal}'s by {m_slope:+.4g} a reading, over ~50 readings"),
         ]
         # A reading repeated to the stuck channel's threshold is stuck, and a spike that reaches
         # its own threshold is a spike, even when another channel scores higher: the most
@@ -1236,7 +1342,8 @@ class RobustDetector:
             self.level = self.ds_level = self.prev
         self.trend = 0.0
         self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
-        self.m_short = self.f_jump = 0.0
+        self.m_short = self.f_jump = self.m_slope = 0.0
+        self.r_slope, self.t_slope = self.g_slope, 0.0
         self.d_norm = max(self.d_norm, self.d_fast)
         self.run_max = max(self.run_max, self.run)
         self._limits()
@@ -1276,23 +1383,27 @@ class RobustDetector:
             d.s_phase = d.n % _SLOW_EVERY
         if "t_ref" not in params:  # a model stored before it: the trend's average starts at the trend
             d.t_ref = d.trend
+        if "g_slope" not in params:  # a model stored before the slope: its course starts at the trend,
+            d.g_slope = d.r_slope = d.trend  # its spread at white noise's (as at fit; from 0 it could not grow)
+            a = d.f_alpha
+            d.v_slope = _SLOPE_WHITE * math.sqrt(a / (2.0 - a)) * d.f_scale
         for k in _MAYBE_NAN:
             setattr(d, k, math.nan if params[k] is None else float(params[k]))
         d.seasonal = bool(params["seasonal"])
         cq, cm = [float(x) for x in params["cal_q"]], [float(x) for x in params["cal_m"]]
-        if len(cq) == len(cm) == SHORT:  # a model stored before the short-term level: its prior
-            cq.append(_PRIOR[SHORT][0])
-            cm.append(_PRIOR[SHORT][1])
+        if len(cq) == len(cm) and SHORT <= len(cq) < _N_CAL:  # stored before the short-term level or the slope: their priors
+            cq.extend(p[0] for p in _PRIOR[len(cq):])
+            cm.extend(p[1] for p in _PRIOR[len(cm):])
         if len(cq) != _N_CAL or len(cm) != _N_CAL or not all(map(math.isfinite, cq + cm)):
             raise ValueError(f"state cal_q / cal_m: expected {_N_CAL} finite numbers each")
         d.cal_q, d.cal_m = cq, cm
         pending = params.get("pending")  # added in round 2 of issue 13
         if pending is not None:
             pend = [float(v) for v in pending]
-            if len(pend) == 10:  # stored before the short-term level
-                pend.append(0.0)
-            if len(pend) != 11 or not all(map(math.isfinite, pend)):
-                raise ValueError("state pending: expected 11 finite numbers or null")
+            if len(pend) in (10, 11):  # stored before the short-term level or the slope
+                pend.extend([0.0] * (12 - len(pend)))
+            if len(pend) != 12 or not all(map(math.isfinite, pend)):
+                raise ValueError("state pending: expected 12 finite numbers or null")
             d.pending = pend
         tick = params.get("tick")  # added in round 2 of issue 13
         if tick is not None:
@@ -1302,8 +1413,8 @@ class RobustDetector:
             d._tick = (tk[0], tk[1], tk[2], int(tk[3]))
         xrun = params.get("xrun")  # added in round 2 of issue 13
         if xrun is not None:
-            if len(xrun) == SHORT:  # stored before the short-term level
-                xrun = [*xrun, 0]
+            if SHORT <= len(xrun) < _N_CAL:  # stored before the short-term level or the slope
+                xrun = [*xrun, *[0] * (_N_CAL - len(xrun))]
             if len(xrun) != _N_CAL or not all(isinstance(v, int) and 0 <= v < 2**31 for v in xrun):
                 raise ValueError(f"state xrun: expected {_N_CAL} counts or null")
             d._xr = [int(v) for v in xrun]

@@ -16,6 +16,14 @@ Scored with ``skab.outlier_score`` (F1, FAR, MAR) and ``skab.changepoint_nab`` (
 variant, 60 s windows to the right of each labelled change point), and printed beside the
 published multivariate results (``skab.PUBLISHED_*``). The anomaly-free recording is run
 too: its alarms are nuisance alarms by definition.
+
+Where the false alarms are (``false_alarm_rows``): every normal row predicted anomalous,
+by the alarm span (consecutive rows in alarm) it belongs to: before a labelled fault in a
+span that reaches into it (raised **early**), after a labelled fault in a span that began in
+or before it (**held past** the fault's end), or in a span that touches no labelled row
+(**nuisance**); for the pooled state and for each file and sensor on its own (a row that two
+sensors hold counts once pooled, once for each of them per sensor). FAR is what an operator
+pays, and these three have different causes and different fixes.
 """
 
 from __future__ import annotations
@@ -87,6 +95,50 @@ def run(root: str, cfg_data: dict[str, Any], group: str = "valve1", jobs: int = 
     return [by_name[n] for n in names], (by_name[free] if free else None)
 
 
+FALSE_KINDS = ("early", "held_past_fault", "nuisance")
+
+
+def false_rows_by_kind(anomaly: np.ndarray, in_alarm: np.ndarray) -> dict[str, int]:
+    """The normal rows in alarm, by where their alarm span lies against the labelled rows.
+
+    >>> a = np.array([0, 0, 1, 1, 0, 0, 0, 0], dtype=bool)
+    >>> p = np.array([0, 1, 1, 1, 1, 0, 1, 0], dtype=bool)
+    >>> false_rows_by_kind(a, p)
+    {'early': 1, 'held_past_fault': 1, 'nuisance': 1}
+    """
+    out = dict.fromkeys(FALSE_KINDS, 0)
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], in_alarm.astype(np.int8), [0]))))
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        labelled = np.flatnonzero(anomaly[start:end])
+        false = ~anomaly[start:end]
+        if labelled.size == 0:
+            out["nuisance"] += int(false.sum())
+            continue
+        out["early"] += int(false[: labelled[0]].sum())
+        out["held_past_fault"] += int(false[labelled[0]:].sum())
+    return out
+
+
+def false_alarm_rows(runs: list[SkabRun], sensors: list[str]) -> dict[str, Any]:
+    """Where the false-alarm rows are: pooled, and per file and sensor (most first)."""
+    part = slice(skab.FIT_ROWS, None)
+    pooled = dict.fromkeys(FALSE_KINDS, 0)
+    normal = 0
+    cells = []
+    for r in runs:
+        anomaly = r.anomaly[part].astype(bool)
+        normal += int((~anomaly).sum())
+        for k, n in false_rows_by_kind(anomaly, r.in_alarm[part].any(axis=1)).items():
+            pooled[k] += n
+        for j, sensor in enumerate(sensors):
+            by_kind = false_rows_by_kind(anomaly, r.in_alarm[part, j])
+            rows = sum(by_kind.values())
+            if rows:
+                cells.append({"file": r.name, "sensor": sensor, "rows": rows, **by_kind})
+    cells.sort(key=lambda c: (-c["rows"], c["file"], c["sensor"]))
+    return {"rows": sum(pooled.values()), "normal_rows": normal, **pooled, "by_file_sensor": cells}
+
+
 def summarise(runs: list[SkabRun], free: SkabRun | None) -> dict[str, Any]:
     part = slice(skab.FIT_ROWS, None)
     pairs = []
@@ -115,6 +167,7 @@ def summarise(runs: list[SkabRun], free: SkabRun | None) -> dict[str, Any]:
         "alarms_raised": int(sum(sum(r.raises.values()) for r in runs)),
         "explained_as": kinds,
         "per_sensor": per_sensor,
+        "false_alarm_rows": false_alarm_rows(runs, sensors),
         "published_outlier": {k: {"f1": v[0], "far_pct": v[1], "mar_pct": v[2]} for k, v in skab.PUBLISHED_OUTLIER.items()},
         "published_changepoint_nab": dict(skab.PUBLISHED_CHANGEPOINT_NAB),
         "seconds": sum(r.seconds for r in runs),
@@ -152,6 +205,12 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(f"{'sensor':24} {'F1':>6} {'FAR %':>7} {'MAR %':>7} {'raises':>7}")
     for sensor, v in s["per_sensor"].items():
         lines.append(f"{sensor:24} {v['f1']:>6.2f} {v['far_pct']:>7.2f} {v['mar_pct']:>7.2f} {v['raises']:>7}")
+    f = s["false_alarm_rows"]
+    lines.append(f"false-alarm rows (pooled): {f['rows']:,} of {f['normal_rows']:,} normal: {f['early']} raised early "
+                 f"(before a labelled fault), {f['held_past_fault']} held past a fault's end, {f['nuisance']} nuisance")
+    top = [f"{c['file']} {c['sensor']} {c['rows']} ({c['early']} / {c['held_past_fault']} / {c['nuisance']})" for c in f["by_file_sensor"][:6]]
+    if top:
+        lines.append("  most (early / held past / nuisance): " + "; ".join(top))
     lines.append(f"alarms raised: {s['alarms_raised']}, explained as {s['explained_as']}")
     if "anomaly_free" in s:
         a = s["anomaly_free"]

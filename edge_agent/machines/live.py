@@ -128,7 +128,8 @@ class LiveMachines:
         log.info("loaded %d machine model(s) from %s (%d with their live state); %d machine alarm(s) open",
                  self.n_loaded, self.store.root, n_live, len(open_alarms))
         if self.cfg.s3.enabled:
-            from edge_agent.s3_sync import MACHINE_MANIFEST_KIND, MACHINES_DIR, S3Sync
+            from edge_agent.s3_slots import MACHINE_MANIFEST_KIND
+            from edge_agent.s3_sync import MACHINES_DIR, S3Sync
 
             self.s3 = S3Sync(self.cfg, self.store, db_path=self.cfg.state_path(S3_DB), remote_dir=MACHINES_DIR, kind=MACHINE_MANIFEST_KIND)
             self.s3_wake = asyncio.Event()
