@@ -258,6 +258,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the generated fault-scenario suite (default size: full)")
     parser.add_argument("--only", default=None, metavar="TEXT",
                         help="scenarios: run only the scenarios whose name contains TEXT (e.g. wander/spike/s0.5/dt60/r0)")
+    parser.add_argument("--suite-seed", type=int, default=0, metavar="N",
+                        help="scenarios: draw the suite's signals from seed N (default 0, the figures in docs/detectors.md); "
+                             "other seeds are realisations no default was chosen on")
     parser.add_argument("--nab-split", default="probation", choices=SPLITS,
                         help="NAB: what the detector learns from before it scores: NAB's probationary period "
                              "(first 15%% of each file, at most 750 rows; default), or the agent's min_train_samples")
@@ -378,14 +381,18 @@ def _run_skab(args: argparse.Namespace, cfg_data: dict[str, Any], t0: float) -> 
 
 
 def _run_scenarios(args: argparse.Namespace, cfg_data: dict[str, Any], t0: float) -> int:
-    suite = scenarios.build_suite(args.scenarios)
+    seed = getattr(args, "suite_seed", 0)
+    if seed < 0:
+        print(f"evaluate: --suite-seed must be 0 or more, not {seed}", file=sys.stderr)
+        return 2
+    suite = scenarios.build_suite(args.scenarios, seed=seed)
     if args.only:
         suite = [sc for sc in suite if args.only in sc.name]
         if not suite:
             print(f"evaluate: no scenario name contains {args.only!r}", file=sys.stderr)
             return 2
     results = scenarios.run_suite(suite, cfg_data, jobs=args.jobs, progress=not args.quiet)
-    summary = {**_describe(cfg_data), "size": args.scenarios, **scenarios.summarise(results), "wall_seconds": time.perf_counter() - t0}
+    summary = {**_describe(cfg_data), "size": args.scenarios, "seed": seed, **scenarios.summarise(results), "wall_seconds": time.perf_counter() - t0}
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
