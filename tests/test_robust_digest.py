@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "7ad63b7f20d3a81a682b0cf2a6ea96b35351e45efae79ba78f319d80c0fa0a60",
-    "cycle_5min": "a2a2bbf126932009424949e693da8220d5f5edb1132740da47aa8cc5c1874ce4",
-    "second_wander": "4943354333ea6ae1a1b04ba5e9e143c21bc98e0b1f13ea84d614ff8926a4980c",
-    "quantised_untimed": "9e9d88b643de79f733f38bbdc3cafa563d339cb6c68973fd540945459cd932c3",
+    "minute": "a2a3593022cda56a21ef3c10e2d662bf24d71125f2042e80c2b487b36296c89c",
+    "cycle_5min": "cd05aa94e571d285220b283118bcf9540a45d4e403471375bcdd1493dd923f53",
+    "second_wander": "a41a07eebea48329aab3456d92ffd0ca7107cbf8a06eff819ac052b2d24ea088",
+    "quantised_untimed": "7a55bcfdd5b082b481afc116f2bce7c6551fe7c18adf5ade758e88406849c755",
 }
 
 

@@ -81,6 +81,10 @@ _PRIOR_EXCESS = 10.0  # pseudo-exceedances of the prior at fit
 _GAUSS = (2.33, 0.38, 4.0)
 _PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.242, 0.048, 0.5), _GAUSS, _GAUSS)
 _FLOORS = tuple(p[2] for p in _PRIOR)
+# A young drift threshold allows for how few independent samples of itself its spread rests on
+# (see _young_bound): a one-sided upper confidence bound at this normal quantile (95 %).
+_YOUNG_Z = 1.645
+_DRIFT_SAMPLE = _LAMBDA_DRIFT / (2.0 - _LAMBDA_DRIFT)  # independent samples per reading of the drift average
 _STUCK_MIN = 10  # a value repeated this often is "stuck" on a series that never repeats one
 _STUCK_FACTOR = 3.0  # ... else this many times the longest repeat seen in normal readings
 _RANGE_MARGIN = 0.2  # out of range: beyond the learned range by 20 % of its width ...
@@ -102,9 +106,9 @@ _SETTLED = 50  # updates of the profile's statistics before it may serve
 _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
-           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope")
+           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
-          "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0}  # state keys added since the first release, and their value in an older model
+          "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
 _INTS = ("jumps", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase")
 
@@ -185,7 +189,7 @@ class RobustDetector:
                  "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
-                 "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope")
+                 "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "_ya", "_yb", "_yk")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -270,6 +274,9 @@ class RobustDetector:
         self.calm = _RELEARN_AFTER  # consecutive readings with every channel below learn_below
         self.calm_level = _RELEARN_AFTER  # ... with every channel but drift below it
         self.n = 0  # readings learned from since fit
+        self.n_fit = 0.0  # readings the fit learned from (0: scoring has no young allowance, an older model)
+        self._ya = 1.0  # the young drift threshold's allowance, refreshed in the scales' phase (see _refresh_plain) ...
+        self._yb = self._yk = 0.0  # ... from b² - 1 (_young_bound), recomputed once the samples grew past _yk
         self._xr = [0] * _N_CAL  # per channel: tail updates in a row above its quantile
         self.high_run = 0  # consecutive readings at or above learn_below, or drifting beyond the drift's normal
         self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -353,13 +360,14 @@ class RobustDetector:
             z = np.asarray(collected[c])
             if c != SPIKE and c != VAR:  # the smoothed channels, standardised by the spread just learned
                 z = z / max(1.2533 * spreads[c], 1e-300)
-            self.cal_q[c], self.cal_m[c] = _calibrate(z, *_PRIOR[c][:2], self._k)
+            self.cal_q[c], self.cal_m[c] = _calibrate(z, *_PRIOR[c][:2], c == DRIFT or c == DRIFT_S)
+        self.n = self.s_phase = 0
+        self.n_fit = float(v.shape[0])
         self._update_thresholds()
         self.run_max = max(self.run_max, self.run)
         self._limits()
         self._refresh_plain()
         self._refresh_seasonal()
-        self.n = self.s_phase = 0
         return {
             "level": self.level, "trend": self.trend, "scale": self.scale, "alpha": self.alpha,
             "predictor_alpha": self.f_alpha, "predictor_trend": self.f_beta > 0, "predictor_scale": self.f_scale,
@@ -427,6 +435,20 @@ class RobustDetector:
         if v_d < _V_DRIFT_MIN * scale:
             v_d = _V_DRIFT_MIN * scale
         self._up = (1.2533 * v_l, 1.2533 * v_d, _DRIFT_MIN * scale, _LEVEL_CLIP * scale)
+        if self.n_fit:
+            # The young drift threshold's allowance (see _young_bound): b² changes slowly with the
+            # readings seen, so it is recomputed only when they grew by 2 % (the scales' phase is
+            # the p99 of scoring: computed on every refresh it cost that phase 0.3 µs).
+            k = self.n_fit + self.n
+            if k > self._yk:
+                self._yk = 1.02 * k
+                self._yb = _young_bound(k * _DRIFT_SAMPLE) - 1.0
+            w = _SD_DRIFT * scale  # the drift unit on independent residuals ...
+            u = 1.2533 * v_d
+            x = 1.0 - w * w / (u * u)  # ... and the share of the spread beyond it
+            self._ya = (1.0 + self._yb * x) ** 0.5 if x > 0.0 else 1.0
+        else:
+            self._ya = 1.0
         v = self.v_trend
         n = _TREND_NOISE * self.alpha ** 1.5 * scale
         self._vtx = (v * v - n * n) ** 0.5 if v > n else 0.0  # the trend's variability beyond its estimator's noise
@@ -475,6 +497,10 @@ class RobustDetector:
         c = _LEVEL_CLIP_THR * t_drift
         if c > clip:
             clip = c
+        if not seasonal:
+            # (after the clip: the allowance raises what the drift channel must reach, not how far
+            # a reading counts towards the level channel, which held its alarms longer with it)
+            t_drift *= self._ya
         if t_drift < d_min:
             t_drift = d_min
         n_d = u_d * o_d
@@ -1461,16 +1487,51 @@ def _backcast(v: np.ndarray, alpha: float, beta: float, clip: float) -> tuple[fl
     return level + trend, -trend
 
 
-def _calibrate(z: np.ndarray, q0: float, m0: float, k: float) -> tuple[float, float]:
+def _young_bound(k: float) -> float:
+    """How much higher a young series' drift threshold stands, squared, where all of its spread
+    is beyond what independent residuals give (_refresh_plain scales it by that share), for ``k``
+    independent samples of the drift channel's average. That ~50-reading average is correlated
+    over (2 - λ) / λ = 99 readings on any series, so the readings the fit learned from and those
+    judged normal since hold k = n x λ / (2 - λ) of them (5 for a 500-reading window); the part of
+    its spread beyond independent residuals (the noise scale's part, known from every reading) is
+    a variance estimated from those few, and a window that happened to be calm (a wander over ~8
+    of its correlation times) learned it at half its long-run value. The threshold is judged at a
+    one-sided 95 % upper bound of that part, k / chi²(k) with the quantile by Wilson-Hilferty:
+    2.1x (the square root) at 5 samples, 1.6 at 10, 1.2 at 50, 1.06 at 400. The drift channel's
+    normal stays as learned: it also stops the slow statistics learning while a ramp is on its
+    way, and an allowance on it lost 12 of the suite's drifts (docs/detectors.md, "The drift
+    channel on a young wander")."""
+    h = 2.0 / (9.0 * k)
+    c = 1.0 - h - _YOUNG_Z * math.sqrt(h)
+    if c < 0.05:  # under ~1 independent sample: the bound is ~89x, the channel all but silent
+        c = 0.05
+    return 1.0 / (c * c * c)
+
+
+def _calibrate(z: np.ndarray, q0: float, m0: float, runs: bool = False) -> tuple[float, float]:
     """(98 % quantile, mean excess above it) of a channel's standardised training values,
     blended with the prior at ``_PRIOR_EXCESS`` pseudo-exceedances; the prior alone when
-    there are too few values (e.g. the profile's channels when training spanned under a day)."""
+    there are too few values (e.g. the profile's channels when training spanned under a day).
+
+    ``runs`` (the drift channels): the r-th value in a row above the quantile counts 1/r, as
+    the r-th tail update in a row does in scoring (see _tail). A window's exceedances of the
+    ~50-reading average come as one or two excursions; counted as independent, a calm window's
+    one excursion (~8 values near its peak, a small mean excess) outweighed the prior and put
+    the threshold below it (4.37 standard units against 6.09 on the suite's calm wander)."""
     if z.size < 50:
         return q0, m0
     q_emp = float(np.quantile(z, _TAIL_P))
-    exc = z[z > q_emp] - q_emp
-    n = float(exc.size)
-    m_emp = float(exc.mean()) if exc.size else 0.0
+    above = z > q_emp
+    exc = z[above] - q_emp
+    if runs and exc.size:
+        i = np.arange(z.size)
+        start = np.maximum.accumulate(np.where(above & ~np.concatenate(([False], above[:-1])), i, 0))
+        w = 1.0 / (i - start + 1.0)[above]
+        n = float(w.sum())
+        m_emp = float((w * exc).sum() / n)
+    else:
+        n = float(exc.size)
+        m_emp = float(exc.mean()) if exc.size else 0.0
     w = _PRIOR_EXCESS
     return max((n * q_emp + w * q0) / (n + w), q_emp), (n * m_emp + w * m0) / (n + w)
 
