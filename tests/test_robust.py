@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from edge_agent import detectors
 from edge_agent.config import AgentConfig
-from edge_agent.detectors import robust as robust_mod
-from edge_agent.detectors.robust import RobustDetector, _resolution
+from edge_agent.detectors.robust import RobustDetector
+from edge_agent.detectors.robust_stats import calibrate, resolution
 from edge_agent.evaluation.scenarios import Scenario, build_suite, noise_over, normal_signal
 from edge_agent.model_store import ModelStore
 from edge_agent.pipeline import InlineTrainer, Pipeline
@@ -158,14 +158,14 @@ def test_a_signal_that_holds_and_jumps_is_judged_at_its_resolution(seed: int) ->
 def test_resolution_of_held_jittered_quantised_and_continuous_signals() -> None:
     rng = np.random.default_rng(12)
     held = np.abs(np.diff(held_and_jumping(0, jittered=0.3)[:500]))
-    assert _resolution(held) == (pytest.approx(1.0, abs=0.05), 1)
+    assert resolution(held) == (pytest.approx(1.0, abs=0.05), 1)
     gaussian = np.abs(np.diff(rng.normal(0.0, 1.0, 500)))
-    assert _resolution(gaussian) == (gaussian[gaussian > 0].min(), 0)
+    assert resolution(gaussian) == (gaussian[gaussian > 0].min(), 0)
     quantised = np.abs(np.diff(np.round(rng.normal(0.0, 1.0, 500) / 0.25) * 0.25))
-    assert _resolution(quantised)[0] == pytest.approx(0.25)
+    assert resolution(quantised)[0] == pytest.approx(0.25)
     spikes = rng.normal(240e3, 10e3, 500)
     spikes[::12] = 3.2e6  # a baseline with regular bursts: continuous, whatever its big steps
-    assert _resolution(np.abs(np.diff(spikes)))[1] == 0
+    assert resolution(np.abs(np.diff(spikes)))[1] == 0
 
 
 def test_out_of_range_means_a_new_extreme_not_a_routine_excursion() -> None:
@@ -301,8 +301,8 @@ def test_the_drift_tail_at_fit_counts_an_excursion_as_scoring_does() -> None:
     # keeps its weight (4.37 standard units when each counted 1, the gaussian prior's 6.09)
     assert 5.0 < d.thr[2] < 6.09
     z = np.r_[np.linspace(0.0, 2.0, 490), np.linspace(2.05, 2.15, 10)]  # one run of 10 values just past the quantile
-    q1, m1 = robust_mod._calibrate(z, 2.33, 0.38, runs=False)
-    q2, m2 = robust_mod._calibrate(z, 2.33, 0.38, runs=True)
+    q1, m1 = calibrate(z, 2.33, 0.38, runs=False)
+    q2, m2 = calibrate(z, 2.33, 0.38, runs=True)
     assert q2 + 9.9 * m2 > q1 + 9.9 * m1  # counted as ~2.9 exceedances, not 10: nearer the prior's
 
 

@@ -4,6 +4,13 @@ Written by hand: what it must do (stop learning from a fault, hold, calibrate ea
 on the series' own history, in O(1) per reading and a few microseconds of pure Python) is
 the product itself, not a solved problem a library offers. The design and every default,
 with the data each was chosen on, are in docs/detectors.md.
+
+Why one long file: the per-reading path (``_step``) reads and writes some sixty of the
+detector's slots inline, and the slow-phase learning and the state it saves share them; split
+across modules they would be functions reaching into one class's private state, and each call
+on the per-reading path costs what the 5 µs p99 budget does not have. What does not touch that
+state, the statistics of a training window and a channel's calibration, is in
+``robust_stats.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +23,16 @@ import numpy as np
 
 from edge_agent.detectors import base
 from edge_agent.detectors.base import Explanation
+from edge_agent.detectors.robust_stats import (
+    TAIL_P,
+    backcast,
+    calibrate,
+    choose_smoothing,
+    longest_run,
+    mad_scale,
+    resolution,
+    young_bound,
+)
 
 # Calibrated channels, in the order of the calibrator lists: the spike channel, then level and
 # drift against the plain model of normal, then against the seasonal one, then variance.
@@ -23,7 +40,6 @@ from edge_agent.detectors.base import Explanation
 # last the slope (a change in the short-term predictor's course: the onset of a ramp).
 SPIKE, LEVEL, DRIFT, LEVEL_S, DRIFT_S, VAR, SHORT, SLOPE = range(8)
 _N_CAL = 8
-_ALPHAS = (0.003, 0.01, 0.03, 0.1, 0.3)  # candidate rates of the short-term predictor
 _SLOW = 0.01  # the model of normal follows at most this fast (~100 readings)
 _LAMBDA_LEVEL = 0.15  # the level channel: EWMA of residuals, ~7 readings
 _LAMBDA_DRIFT = 0.02  # the drift channel: EWMA of residuals, ~50 readings
@@ -56,8 +72,7 @@ _VAR_CLIP = 4.0  # one difference counts at most 4 x its normal size (a spike is
 _LEVEL_CLIP = 4.0  # a residual counts at most 4 scales towards the level and drift channels ...
 _LEVEL_CLIP_THR = 2.0  # ... or twice their thresholds, if more (else they could never reach them)
 _CLIP = 2.5  # ... and at most 2.5 scales towards a scale, a spread or the predictor (Huber)
-_TAIL_P = 0.98  # calibrators track this quantile and the mean excess above it
-_TAIL_ODDS = _TAIL_P / (1.0 - _TAIL_P)
+_TAIL_ODDS = TAIL_P / (1.0 - TAIL_P)
 # The slow statistics and the tails learn on calm readings in turn, one part per reading over a
 # cycle of _SLOW_EVERY (each step that much larger): no reading pays for all of them (p99 cost).
 # A reading that teaches the daily profile does no part when it can be spared (see _step).
@@ -70,7 +85,6 @@ _EXCESS_CLIP = 4.0  # one excess counts at most 4 x the tail's mean (a robust me
 _EPISODE_CLIP = 20.0  # ... and an anomalous episode's first reading at most 20 x (when rare)
 _EP_MEMORY = 2000.0  # readings over which the rate of anomalous episodes is measured ...
 _ROUTINE = 300.0  # ... and one episode per this many readings or more is routine
-_PRIOR_EXCESS = 10.0  # pseudo-exceedances of the prior at fit
 # Per channel: (prior quantile, prior mean excess, floor of the threshold). The first five are
 # standardised (divided by their own spread): the prior is |N(0, 1)|, and the floor, 4, is what
 # independent gaussian noise reaches once in ~30,000 readings. Variance: EWMA(|dx|) / normal - 1,
@@ -81,9 +95,6 @@ _PRIOR_EXCESS = 10.0  # pseudo-exceedances of the prior at fit
 _GAUSS = (2.33, 0.38, 4.0)
 _PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.242, 0.048, 0.5), _GAUSS, _GAUSS)
 _FLOORS = tuple(p[2] for p in _PRIOR)
-# A young drift threshold allows for how few independent samples of itself its spread rests on
-# (see _young_bound): a one-sided upper confidence bound at this normal quantile (95 %).
-_YOUNG_Z = 1.645
 _DRIFT_SAMPLE = _LAMBDA_DRIFT / (2.0 - _LAMBDA_DRIFT)  # independent samples per reading of the drift average
 _STUCK_MIN = 10  # a value repeated this often is "stuck" on a series that never repeats one
 _STUCK_FACTOR = 3.0  # ... else this many times the longest repeat seen in normal readings
@@ -207,7 +218,7 @@ class RobustDetector:
         self.rate = float(rate)
         self.learn_below = float(learn_below)
         self.threshold = float(threshold)
-        self._k = math.log((1.0 - _TAIL_P) / self.rate)
+        self._k = math.log((1.0 - TAIL_P) / self.rate)
         # short-term predictor
         self.f_alpha, self.f_beta = 0.03, 0.0
         self.f_level = self.f_trend = 0.0
@@ -257,8 +268,8 @@ class RobustDetector:
         self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
         self.v_level = self.v_drift = self.v_level_s = self.v_drift_s = 0.0  # their mean |value| on normal readings
         self.d_norm = self.d_fast = 1.0  # normal and recent E|dx| (clipped)
-        self.quantum = 0.0  # the signal's resolution: its smallest nonzero |step|, or see _resolution
-        self.jumps = 0  # 1: the signal holds a value and jumps (see _resolution)
+        self.quantum = 0.0  # the signal's resolution: its smallest nonzero |step|, or see resolution
+        self.jumps = 0  # 1: the signal holds a value and jumps (see resolution)
         self.prev = 0.0
         self.run = self.run_max = 0
         self.lo = self.hi = 0.0
@@ -276,7 +287,7 @@ class RobustDetector:
         self.n = 0  # readings learned from since fit
         self.n_fit = 0.0  # readings the fit learned from (0: scoring has no young allowance, an older model)
         self._ya = 1.0  # the young drift threshold's allowance, refreshed in the scales' phase (see _refresh_plain) ...
-        self._yb = self._yk = 0.0  # ... from b² - 1 (_young_bound), recomputed once the samples grew past _yk
+        self._yb = self._yk = 0.0  # ... from b² - 1 (young_bound), recomputed once the samples grew past _yk
         self._xr = [0] * _N_CAL  # per channel: tail updates in a row above its quantile
         self.high_run = 0  # consecutive readings at or above learn_below, or drifting beyond the drift's normal
         self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -311,9 +322,9 @@ class RobustDetector:
         for k in self.__slots__:
             setattr(self, k, getattr(fresh, k))
         d = np.abs(np.diff(v))
-        self.quantum, self.jumps = _resolution(d)
+        self.quantum, self.jumps = resolution(d)
         self._limits()
-        self.f_alpha, self.f_beta = _choose_smoothing(v)
+        self.f_alpha, self.f_beta = choose_smoothing(v)
         self.alpha = min(self.f_alpha, _SLOW)
         self.beta = self.alpha * self.alpha / 4.0  # Brown: a trend as steady as the level
         start = float(np.median(v[:20]))
@@ -322,11 +333,11 @@ class RobustDetector:
         # half of them are zero or tiny (a signal that holds a value and jumps a quantum at a
         # time, where the MAD says ~0 and would make every jump a 200-sigma spike).
         trimmed = d[d <= np.quantile(d, 0.98)] if d.size else d
-        noise = max(_mad_scale(np.diff(v)) / math.sqrt(2.0), float(np.mean(trimmed)) / 1.128 if trimmed.size else 0.0, self._floor())
+        noise = max(mad_scale(np.diff(v)) / math.sqrt(2.0), float(np.mean(trimmed)) / 1.128 if trimmed.size else 0.0, self._floor())
         self.f_scale = self.scale = self.s_scale = noise
         # The model of normal starts where the window says the series was at its first reading,
         # with the trend it had there: else the pass below learns its own start-up as noise.
-        self.level, self.trend = _backcast(v, self.alpha, self.beta, _CLIP * noise)
+        self.level, self.trend = backcast(v, self.alpha, self.beta, _CLIP * noise)
         self.t_ref = self.trend
         self.v_level = self.v_level_s = noise * _SD_LEVEL / 1.2533
         self.v_drift = self.v_drift_s = noise * _SD_DRIFT / 1.2533
@@ -335,7 +346,7 @@ class RobustDetector:
         self.d_norm = self.d_fast = max(float(np.mean(d)), self._floor())
         self.prev = float(v[0])
         self.lo, self.hi = float(np.min(v)), float(np.max(v))
-        self.run_max = _longest_run(v)
+        self.run_max = longest_run(v)
         self._limits()
         self._refresh_plain()
         self._refresh_seasonal()
@@ -360,7 +371,7 @@ class RobustDetector:
             z = np.asarray(collected[c])
             if c != SPIKE and c != VAR:  # the smoothed channels, standardised by the spread just learned
                 z = z / max(1.2533 * spreads[c], 1e-300)
-            self.cal_q[c], self.cal_m[c] = _calibrate(z, *_PRIOR[c][:2], c == DRIFT or c == DRIFT_S)
+            self.cal_q[c], self.cal_m[c] = calibrate(z, *_PRIOR[c][:2], c == DRIFT or c == DRIFT_S)
         self.n = self.s_phase = 0
         self.n_fit = float(v.shape[0])
         self._update_thresholds()
@@ -436,13 +447,13 @@ class RobustDetector:
             v_d = _V_DRIFT_MIN * scale
         self._up = (1.2533 * v_l, 1.2533 * v_d, _DRIFT_MIN * scale, _LEVEL_CLIP * scale)
         if self.n_fit:
-            # The young drift threshold's allowance (see _young_bound): b² changes slowly with the
+            # The young drift threshold's allowance (see young_bound): b² changes slowly with the
             # readings seen, so it is recomputed only when they grew by 2 % (the scales' phase is
             # the p99 of scoring: computed on every refresh it cost that phase 0.3 µs).
             k = self.n_fit + self.n
             if k > self._yk:
                 self._yk = 1.02 * k
-                self._yb = _young_bound(k * _DRIFT_SAMPLE) - 1.0
+                self._yb = young_bound(k * _DRIFT_SAMPLE) - 1.0
             w = _SD_DRIFT * scale  # the drift unit on independent residuals ...
             u = 1.2533 * v_d
             x = 1.0 - w * w / (u * u)  # ... and the share of the spread beyond it
@@ -1463,145 +1474,3 @@ class RobustDetector:
         d._refresh_seasonal()
         return d
 
-
-def _backcast(v: np.ndarray, alpha: float, beta: float, clip: float) -> tuple[float, float]:
-    """(level, trend) from which the model of normal's pass over the training window starts:
-    the backcast, Holt-Winters' standard start. The same smoother (Huber-limited at ``clip``, as
-    in training) runs backwards over the window from flat at its end, and the forward pass
-    starts where it arrives, at the first reading. Started flat at the first reading instead,
-    Brown's trend (a double pole at 1 - alpha / 2: ~200 readings to its peak error at alpha
-    0.01) is still converging at the end of a 500-reading window on any trending series, and
-    the pass learned that start-up as noise: a drift spread 9x what independent residuals give,
-    steps on trends missed. The backward pass's own start-up is at the window's far end, and
-    what is left of it reaches the forward pass's start damped by the whole window."""
-    level, trend = float(np.median(v[-20:])), 0.0
-    for x in v[::-1].tolist():
-        pred = level + trend
-        e = x - pred
-        if not -clip < e < clip:
-            e = clip if e > 0.0 else -clip
-        level = pred + alpha * e
-        trend += beta * e
-    # Backwards, level is the level at the first reading and trend the step towards earlier ones:
-    # forwards, the state whose prediction for the first reading is that level.
-    return level + trend, -trend
-
-
-def _young_bound(k: float) -> float:
-    """How much higher a young series' drift threshold stands, squared, where all of its spread
-    is beyond what independent residuals give (_refresh_plain scales it by that share), for ``k``
-    independent samples of the drift channel's average. That ~50-reading average is correlated
-    over (2 - λ) / λ = 99 readings on any series, so the readings the fit learned from and those
-    judged normal since hold k = n x λ / (2 - λ) of them (5 for a 500-reading window); the part of
-    its spread beyond independent residuals (the noise scale's part, known from every reading) is
-    a variance estimated from those few, and a window that happened to be calm (a wander over ~8
-    of its correlation times) learned it at half its long-run value. The threshold is judged at a
-    one-sided 95 % upper bound of that part, k / chi²(k) with the quantile by Wilson-Hilferty:
-    2.1x (the square root) at 5 samples, 1.6 at 10, 1.2 at 50, 1.06 at 400. The drift channel's
-    normal stays as learned: it also stops the slow statistics learning while a ramp is on its
-    way, and an allowance on it lost 12 of the suite's drifts (docs/detectors.md, "The drift
-    channel on a young wander")."""
-    h = 2.0 / (9.0 * k)
-    c = 1.0 - h - _YOUNG_Z * math.sqrt(h)
-    if c < 0.05:  # under ~1 independent sample: the bound is ~89x, the channel all but silent
-        c = 0.05
-    return 1.0 / (c * c * c)
-
-
-def _calibrate(z: np.ndarray, q0: float, m0: float, runs: bool = False) -> tuple[float, float]:
-    """(98 % quantile, mean excess above it) of a channel's standardised training values,
-    blended with the prior at ``_PRIOR_EXCESS`` pseudo-exceedances; the prior alone when
-    there are too few values (e.g. the profile's channels when training spanned under a day).
-
-    ``runs`` (the drift channels): the r-th value in a row above the quantile counts 1/r, as
-    the r-th tail update in a row does in scoring (see _tail). A window's exceedances of the
-    ~50-reading average come as one or two excursions; counted as independent, a calm window's
-    one excursion (~8 values near its peak, a small mean excess) outweighed the prior and put
-    the threshold below it (4.37 standard units against 6.09 on the suite's calm wander)."""
-    if z.size < 50:
-        return q0, m0
-    q_emp = float(np.quantile(z, _TAIL_P))
-    above = z > q_emp
-    exc = z[above] - q_emp
-    if runs and exc.size:
-        i = np.arange(z.size)
-        start = np.maximum.accumulate(np.where(above & ~np.concatenate(([False], above[:-1])), i, 0))
-        w = 1.0 / (i - start + 1.0)[above]
-        n = float(w.sum())
-        m_emp = float((w * exc).sum() / n)
-    else:
-        n = float(exc.size)
-        m_emp = float(exc.mean()) if exc.size else 0.0
-    w = _PRIOR_EXCESS
-    return max((n * q_emp + w * q0) / (n + w), q_emp), (n * m_emp + w * m0) / (n + w)
-
-
-def _resolution(d: np.ndarray) -> tuple[float, int]:
-    """(resolution, holds-and-jumps) of a signal from its absolute first differences ``d``.
-
-    The resolution is the smallest step the signal makes: its smallest nonzero step, except
-    for a signal that holds a value and jumps by a steady amount with a jitter far below it
-    (a deadband or a coarse transmitter read through a noisy conversion), whose resolution
-    is the size of its jumps. SKAB's flow meter reads 32, 32, 33, 32.0077, 32 ...: its
-    smallest step says 0.001, yet a deviation smaller than one jump (~1) is no evidence of
-    anything. Such a signal repeats a value exactly in at least a tenth of its steps (it
-    holds; a continuous signal with rare large moves does not), a third or more of its
-    steps are zero or tiny against the steps that carry its movement (above 5 % of the step
-    below which half the total movement is made), and those are of one size (their lower
-    quartile at least half their median, unlike the bursts of a counter) and ten times its
-    smallest step."""
-    nz = np.sort(d[d > 0])
-    if not nz.size:
-        return 0.0, 0
-    smallest = float(nz[0])
-    moved = np.cumsum(nz)
-    carrying = float(nz[min(int(np.searchsorted(moved, 0.5 * moved[-1])), nz.size - 1)])
-    big = d[d >= 0.05 * carrying]
-    if big.size >= 10 and d.size - big.size >= d.size / 3.0 and d.size - nz.size >= d.size / 10.0:
-        jump = float(np.median(big))
-        if float(np.quantile(big, 0.25)) >= 0.5 * jump and jump > 10.0 * smallest:
-            return jump, 1
-    return smallest, 0
-
-
-def _mad_scale(x: np.ndarray) -> float:
-    if x.size == 0:
-        return 0.0
-    med = float(np.median(x))
-    return 1.4826 * float(np.median(np.abs(x - med)))
-
-
-def _longest_run(v: np.ndarray) -> int:
-    """Longest run of readings equal to the one before, in v."""
-    same = np.concatenate(([False], v[1:] == v[:-1]))
-    best = cur = 0
-    for s in same.tolist():
-        cur = cur + 1 if s else 0
-        if cur > best:
-            best = cur
-    return best
-
-
-def _choose_smoothing(v: np.ndarray) -> tuple[float, float]:
-    """(level gain, trend gain) of the short-term predictor: the steadiest whose one-step error
-    on v is within 3 % of the best. Candidates: a level alone at each rate of ``_ALPHAS``, then
-    the same with a trend (Brown's double smoothing: trend gain alpha^2 / 4); fewer moving
-    parts win ties, since a trend estimated from noise walks the prediction away."""
-    candidates = [(a, 0.0) for a in _ALPHAS] + [(a, a * a / 4.0) for a in _ALPHAS]
-    xs = v.tolist()
-    errs = []
-    for a, b in candidates:
-        level, trend = xs[0], 0.0
-        total = 0.0
-        for x in xs[1:]:
-            pred = level + trend
-            e = x - pred
-            total += abs(e)
-            level = pred + a * e
-            trend += b * e
-        errs.append(total)
-    best = min(errs)
-    for (a, b), err in zip(candidates, errs, strict=True):
-        if err <= 1.03 * best:
-            return a, b
-    return candidates[-1]

@@ -1,0 +1,164 @@
+"""The statistics ``robust`` computes off the per-reading path, as plain functions of arrays.
+
+What the fit measures in a training window (where the model of normal starts, the signal's
+resolution and noise, its longest repeat, the short-term predictor's rate) and how a channel's
+threshold is calibrated from its values (the tail, and the allowance a young spread needs).
+Written by hand for the same reason as ``robust.py``: they are the detector's own choices; each
+docstring says why it is the way it is. ``robust.py`` holds the detector that uses them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+ALPHAS = (0.003, 0.01, 0.03, 0.1, 0.3)  # candidate rates of the short-term predictor
+TAIL_P = 0.98  # calibrators track this quantile and the mean excess above it
+PRIOR_EXCESS = 10.0  # pseudo-exceedances of the prior at fit
+# A young drift threshold allows for how few independent samples of itself its spread rests on
+# (see young_bound): a one-sided upper confidence bound at this normal quantile (95 %).
+YOUNG_Z = 1.645
+
+
+def backcast(v: np.ndarray, alpha: float, beta: float, clip: float) -> tuple[float, float]:
+    """(level, trend) from which the model of normal's pass over the training window starts:
+    the backcast, Holt-Winters' standard start. The same smoother (Huber-limited at ``clip``, as
+    in training) runs backwards over the window from flat at its end, and the forward pass
+    starts where it arrives, at the first reading. Started flat at the first reading instead,
+    Brown's trend (a double pole at 1 - alpha / 2: ~200 readings to its peak error at alpha
+    0.01) is still converging at the end of a 500-reading window on any trending series, and
+    the pass learned that start-up as noise: a drift spread 9x what independent residuals give,
+    steps on trends missed. The backward pass's own start-up is at the window's far end, and
+    what is left of it reaches the forward pass's start damped by the whole window."""
+    level, trend = float(np.median(v[-20:])), 0.0
+    for x in v[::-1].tolist():
+        pred = level + trend
+        e = x - pred
+        if not -clip < e < clip:
+            e = clip if e > 0.0 else -clip
+        level = pred + alpha * e
+        trend += beta * e
+    # Backwards, level is the level at the first reading and trend the step towards earlier ones:
+    # forwards, the state whose prediction for the first reading is that level.
+    return level + trend, -trend
+
+
+def young_bound(k: float) -> float:
+    """How much higher a young series' drift threshold stands, squared, where all of its spread
+    is beyond what independent residuals give (``RobustDetector._refresh_plain`` scales it by that share), for ``k``
+    independent samples of the drift channel's average. That ~50-reading average is correlated
+    over (2 - λ) / λ = 99 readings on any series, so the readings the fit learned from and those
+    judged normal since hold k = n x λ / (2 - λ) of them (5 for a 500-reading window); the part of
+    its spread beyond independent residuals (the noise scale's part, known from every reading) is
+    a variance estimated from those few, and a window that happened to be calm (a wander over ~8
+    of its correlation times) learned it at half its long-run value. The threshold is judged at a
+    one-sided 95 % upper bound of that part, k / chi²(k) with the quantile by Wilson-Hilferty:
+    2.1x (the square root) at 5 samples, 1.6 at 10, 1.2 at 50, 1.06 at 400. The drift channel's
+    normal stays as learned: it also stops the slow statistics learning while a ramp is on its
+    way, and an allowance on it lost 12 of the suite's drifts (docs/detectors.md, "The drift
+    channel on a young wander")."""
+    h = 2.0 / (9.0 * k)
+    c = 1.0 - h - YOUNG_Z * math.sqrt(h)
+    if c < 0.05:  # under ~1 independent sample: the bound is ~89x, the channel all but silent
+        c = 0.05
+    return 1.0 / (c * c * c)
+
+
+def calibrate(z: np.ndarray, q0: float, m0: float, runs: bool = False) -> tuple[float, float]:
+    """(98 % quantile, mean excess above it) of a channel's standardised training values,
+    blended with the prior at ``PRIOR_EXCESS`` pseudo-exceedances; the prior alone when
+    there are too few values (e.g. the profile's channels when training spanned under a day).
+
+    ``runs`` (the drift channels): the r-th value in a row above the quantile counts 1/r, as
+    the r-th tail update in a row does in scoring (see ``RobustDetector._tail``). A window's exceedances of the
+    ~50-reading average come as one or two excursions; counted as independent, a calm window's
+    one excursion (~8 values near its peak, a small mean excess) outweighed the prior and put
+    the threshold below it (4.37 standard units against 6.09 on the suite's calm wander)."""
+    if z.size < 50:
+        return q0, m0
+    q_emp = float(np.quantile(z, TAIL_P))
+    above = z > q_emp
+    exc = z[above] - q_emp
+    if runs and exc.size:
+        i = np.arange(z.size)
+        start = np.maximum.accumulate(np.where(above & ~np.concatenate(([False], above[:-1])), i, 0))
+        w = 1.0 / (i - start + 1.0)[above]
+        n = float(w.sum())
+        m_emp = float((w * exc).sum() / n)
+    else:
+        n = float(exc.size)
+        m_emp = float(exc.mean()) if exc.size else 0.0
+    w = PRIOR_EXCESS
+    return max((n * q_emp + w * q0) / (n + w), q_emp), (n * m_emp + w * m0) / (n + w)
+
+
+def resolution(d: np.ndarray) -> tuple[float, int]:
+    """(resolution, holds-and-jumps) of a signal from its absolute first differences ``d``.
+
+    The resolution is the smallest step the signal makes: its smallest nonzero step, except
+    for a signal that holds a value and jumps by a steady amount with a jitter far below it
+    (a deadband or a coarse transmitter read through a noisy conversion), whose resolution
+    is the size of its jumps. SKAB's flow meter reads 32, 32, 33, 32.0077, 32 ...: its
+    smallest step says 0.001, yet a deviation smaller than one jump (~1) is no evidence of
+    anything. Such a signal repeats a value exactly in at least a tenth of its steps (it
+    holds; a continuous signal with rare large moves does not), a third or more of its
+    steps are zero or tiny against the steps that carry its movement (above 5 % of the step
+    below which half the total movement is made), and those are of one size (their lower
+    quartile at least half their median, unlike the bursts of a counter) and ten times its
+    smallest step."""
+    nz = np.sort(d[d > 0])
+    if not nz.size:
+        return 0.0, 0
+    smallest = float(nz[0])
+    moved = np.cumsum(nz)
+    carrying = float(nz[min(int(np.searchsorted(moved, 0.5 * moved[-1])), nz.size - 1)])
+    big = d[d >= 0.05 * carrying]
+    if big.size >= 10 and d.size - big.size >= d.size / 3.0 and d.size - nz.size >= d.size / 10.0:
+        jump = float(np.median(big))
+        if float(np.quantile(big, 0.25)) >= 0.5 * jump and jump > 10.0 * smallest:
+            return jump, 1
+    return smallest, 0
+
+
+def mad_scale(x: np.ndarray) -> float:
+    if x.size == 0:
+        return 0.0
+    med = float(np.median(x))
+    return 1.4826 * float(np.median(np.abs(x - med)))
+
+
+def longest_run(v: np.ndarray) -> int:
+    """Longest run of readings equal to the one before, in v."""
+    same = np.concatenate(([False], v[1:] == v[:-1]))
+    best = cur = 0
+    for s in same.tolist():
+        cur = cur + 1 if s else 0
+        if cur > best:
+            best = cur
+    return best
+
+
+def choose_smoothing(v: np.ndarray) -> tuple[float, float]:
+    """(level gain, trend gain) of the short-term predictor: the steadiest whose one-step error
+    on v is within 3 % of the best. Candidates: a level alone at each rate of ``ALPHAS``, then
+    the same with a trend (Brown's double smoothing: trend gain alpha^2 / 4); fewer moving
+    parts win ties, since a trend estimated from noise walks the prediction away."""
+    candidates = [(a, 0.0) for a in ALPHAS] + [(a, a * a / 4.0) for a in ALPHAS]
+    xs = v.tolist()
+    errs = []
+    for a, b in candidates:
+        level, trend = xs[0], 0.0
+        total = 0.0
+        for x in xs[1:]:
+            pred = level + trend
+            e = x - pred
+            total += abs(e)
+            level = pred + a * e
+            trend += b * e
+        errs.append(total)
+    best = min(errs)
+    for (a, b), err in zip(candidates, errs, strict=True):
+        if err <= 1.03 * best:
+            return a, b
+    return candidates[-1]
