@@ -61,7 +61,11 @@ def test_a_machine_is_a_device_with_its_score_alarm_and_the_sensors_that_explain
         db = host.of(MT.DBIRTH, DEVICE)[0]
         assert {m.name for m in db.payload.metrics} == {name for name, _, _ in METRICS}
         assert metric(db, "Alarm") is False and metric(db, "Alarm Priority") == 3 and metric(db, "Top Sensors") == ""
-        wait_for(lambda: any(metric(m, "Model Version") == 1 for m in host.of(MT.DDATA, DEVICE)), 10, "its model version as DDATA")
+        # Report by exception: a DBIRTH sent after the fit already carries version 1, and no
+        # DDATA repeats it (the periodic pass births a machine it meets first; a burst of rows can
+        # fit it before that pass runs: seen once in CI).
+        wait_for(lambda: any(metric(m, "Model Version") == 1 for m in [*host.of(MT.DBIRTH, DEVICE), *host.of(MT.DDATA, DEVICE)]),
+                 10, "its model version, in the DBIRTH or as DDATA")
 
         publish(pub, rows, 600, BREAKS[0] + 30)
         wait_for(lambda: alarms.json(), 60, "the machine alarm (JSON)")
