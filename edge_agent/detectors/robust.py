@@ -56,6 +56,12 @@ _BETA_SLOPE = _RATE_SLOPE_REF * _RATE_SLOPE_REF / 4.0
 # at fit and is floored at half it. Standardised, the statistic is |N(0, 1)|-like there (98 %
 # quantile 2.31-2.33, mean excess 0.33-0.34, 1e-6 quantile 4.6-5.0): its prior is _GAUSS.
 _SLOPE_WHITE = 0.0136
+
+
+def _slope_white(alpha: float) -> float:
+    """The slope channel's mean |value| on white noise of unit scale, at predictor rate ``alpha``."""
+    return _SLOPE_WHITE * math.sqrt(alpha / (2.0 - alpha))
+
 _SD_LEVEL = math.sqrt(_LAMBDA_LEVEL / (2.0 - _LAMBDA_LEVEL))  # their spread on independent residuals
 _SD_DRIFT = math.sqrt(_LAMBDA_DRIFT / (2.0 - _LAMBDA_DRIFT))
 _DRIFT_MIN = 1.0  # ... and a drift must reach at least a whole noise scale
@@ -342,7 +348,7 @@ class RobustDetector:
         self.v_level = self.v_level_s = noise * _SD_LEVEL / 1.2533
         self.v_drift = self.v_drift_s = noise * _SD_DRIFT / 1.2533
         self.v_short = noise * _SD_SHORT / 1.2533
-        self.v_slope = noise * _SLOPE_WHITE * math.sqrt(self.f_alpha / (2.0 - self.f_alpha))
+        self.v_slope = _slope_white(self.f_alpha) * noise
         self.d_norm = self.d_fast = max(float(np.mean(d)), self._floor())
         self.prev = float(v[0])
         self.lo, self.hi = float(np.min(v)), float(np.max(v))
@@ -543,10 +549,7 @@ class RobustDetector:
         a slow wander), the model of normal sees a shift as soon, and the level channel,
         averaging longer, judges it better (ungated: SKAB FAR 31 %, 3 nuisance alarms more)."""
         s = self._fsc
-        v = self.v_short
-        if v < _V_SHORT_MIN * s:
-            v = _V_SHORT_MIN * s
-        u = 1.2533 * v
+        u = self._short_unit()
         t, o = self.thr[SHORT], self.off[SHORT]
         clip = _LEVEL_CLIP * s
         if self.f_alpha <= _SLOW:
@@ -554,11 +557,17 @@ class RobustDetector:
             return
         self._ksh = (u * o, 1.0 / (u * (t - o)), clip)
 
+    def _short_unit(self) -> float:
+        """The short-term level's unit: 1.2533 x its mean |value| on normal readings, floored at
+        half what independent residuals give."""
+        s = self._fsc
+        v = self.v_short
+        return 1.2533 * (v if v > _V_SHORT_MIN * s else _V_SHORT_MIN * s)
+
     def _slope_unit(self) -> float:
         """The slope channel's unit: 1.2533 x its mean |value| on normal readings, floored at
         half what white noise gives at the predictor's rate."""
-        a = self.f_alpha
-        v, w = self.v_slope, 0.5 * _SLOPE_WHITE * math.sqrt(a / (2.0 - a)) * self._fsc
+        v, w = self.v_slope, 0.5 * _slope_white(self.f_alpha) * self._fsc
         return 1.2533 * (v if v > w else w)
 
     def _slope_constants(self) -> None:
@@ -811,16 +820,12 @@ class RobustDetector:
         # the clip on _REACQUIRE readings in a row, all on one side, is not an outlier but a
         # new level: the predictor jumps to it (the model of normal does not).
         cf = _CLIP * f_scale
+        learned: float | None = e_f  # the residual the predictor learned from (None: it jumped)
         if -cf < e_f < cf:
             self.f_out = 0
             self.f_level = f_pred + self.f_alpha * e_f
             if self.f_beta:
                 self.f_trend += self.f_beta * e_f
-            if i_sl:  # the predictor's move to its next prediction (see _slope_constants)
-                g = self.g_slope
-                g += _LAMBDA_SLOPE * (self.f_alpha * e_f + self.f_trend - g)
-                self.g_slope = g
-                self.m_slope = g - self.r_slope - self.t_slope
         else:
             out = self.f_out
             out = (out + 1 if out > 0 else 1) if e_f > 0.0 else (out - 1 if out < 0 else -1)
@@ -834,6 +839,7 @@ class RobustDetector:
                 if i_sh and (e if e > 0.0 else -e) > (e - e_f if e > e_f else e_f - e):
                     self.f_jump += e_f - self.f_alpha * (cf if e_f > 0.0 else -cf)
                 self.f_level, self.f_trend, self.f_out = x, 0.0, 0
+                learned = None
                 if i_sl:  # a jump says nothing of the slope: its estimate restarts at the reference
                     self.g_slope = self.r_slope + self.t_slope
                     self.m_slope = 0.0
@@ -858,15 +864,15 @@ class RobustDetector:
                             self.m_level_s = r
             else:
                 self.f_out = out
-                ecf = cf if e_f > 0.0 else -cf
+                learned = ecf = cf if e_f > 0.0 else -cf
                 self.f_level = f_pred + self.f_alpha * ecf
                 if self.f_beta:
                     self.f_trend += self.f_beta * ecf
-                if i_sl:
-                    g = self.g_slope
-                    g += _LAMBDA_SLOPE * (self.f_alpha * ecf + self.f_trend - g)
-                    self.g_slope = g
-                    self.m_slope = g - self.r_slope - self.t_slope
+        if i_sl and learned is not None:  # the predictor's move to its next prediction (see _slope_constants)
+            g = self.g_slope
+            g += _LAMBDA_SLOPE * (self.f_alpha * learned + self.f_trend - g)
+            self.g_slope = g
+            self.m_slope = g - self.r_slope - self.t_slope
         # The model of normal: a part stops learning when a channel that watches it reaches its
         # threshold, and resumes after _RELEARN_AFTER readings with those channels below
         # learn_below: the level, by every channel but drift; the scales, spreads, repeat
@@ -1300,11 +1306,7 @@ class RobustDetector:
     def _short_tail(self, m_short: float, clip: float, weight: float) -> None:
         """The short-term level's tail, from ``m_short`` standardised by its spread (its cached
         constants follow in _short_constants)."""
-        s = self._fsc
-        v = self.v_short
-        if v < _V_SHORT_MIN * s:
-            v = _V_SHORT_MIN * s
-        self._tail(SHORT, (m_short if m_short > 0.0 else -m_short) / (1.2533 * v), clip, weight)
+        self._tail(SHORT, (m_short if m_short > 0.0 else -m_short) / self._short_unit(), clip, weight)
 
     def _tail(self, c: int, zc: float, clip: float, weight: float, runs: list[int] | None = None) -> tuple[float, float]:
         """One channel's tail: the quantile tracker, the mean excess above it, the threshold and
@@ -1422,8 +1424,7 @@ class RobustDetector:
             d.t_ref = d.trend
         if "g_slope" not in params:  # a model stored before the slope: its course starts at the trend,
             d.g_slope = d.r_slope = d.trend  # its spread at white noise's (as at fit; from 0 it could not grow)
-            a = d.f_alpha
-            d.v_slope = _SLOPE_WHITE * math.sqrt(a / (2.0 - a)) * d.f_scale
+            d.v_slope = _slope_white(d.f_alpha) * d.f_scale
         for k in _MAYBE_NAN:
             setattr(d, k, math.nan if params[k] is None else float(params[k]))
         d.seasonal = bool(params["seasonal"])
