@@ -20,7 +20,6 @@ process (restored at start) gets them from its detector then.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from collections.abc import Callable
@@ -118,8 +117,7 @@ class MachineDevices:
             if not self.dbirth(mid):
                 return False
             if i % _PER_PASS == _PER_PASS - 1:
-                await asyncio.sleep(0)
-                if session != self.node.session:
+                if not await self.node.yield_to_loop(session):
                     return False
         return True
 
@@ -186,8 +184,7 @@ class MachineDevices:
         machines = self.live.set.machines
         for i, mid in enumerate(list(machines)):
             if i and not i % _PER_PASS:
-                await asyncio.sleep(0)
-                if session != self.node.session or not self.node.born:
+                if not await self.node.yield_to_loop(session, born=True):
                     return False
             m = machines.get(mid)
             if m is None:

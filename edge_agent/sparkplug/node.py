@@ -272,6 +272,12 @@ class EdgeNode:
                 self.link.drop()
 
     # ---- publishing --------------------------------------------------------------------------
+    async def yield_to_loop(self, session: int, *, born: bool = False) -> bool:
+        """Let readings in between a long birth or scan; False when ``session`` ended meanwhile
+        (or, with ``born``, the node is not born any more): the caller stops."""
+        await asyncio.sleep(0)
+        return session == self.session and (self.born or not born)
+
     def send(self, mtype: str, device: str | None, p: Payload, seq: int | None = None) -> bool:
         """Give ``p`` the session's next seq and write it (QoS 0, not retained). False when the
         connection is gone (the seq is then not used)."""

@@ -23,7 +23,6 @@ rebirth requests), which it reaches only through ``node.send``, ``node.session``
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -63,8 +62,7 @@ class SeriesDevices:
             if not self.dbirth(device, sids):
                 return False
             if i % _DEVICES_PER_PASS == _DEVICES_PER_PASS - 1:
-                await asyncio.sleep(0)
-                if session != self.node.session:
+                if not await self.node.yield_to_loop(session):
                     return False
         return True
 
@@ -151,8 +149,7 @@ class SeriesDevices:
             if compared >= _SERIES_PER_PASS:
                 # Thousands of series: let readings in between (a few µs per series compared).
                 compared = 0
-                await asyncio.sleep(0)
-                if session != self.node.session or not self.node.born:
+                if not await self.node.yield_to_loop(session, born=True):
                     return False
             compared += len(sids)
             p = Payload(timestamp=ts)
