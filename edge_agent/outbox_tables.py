@@ -12,8 +12,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
+# A message's columns: the outbox's, and the quarantine's before why and when it was set aside.
+_MESSAGE_COLUMNS = """
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
@@ -21,9 +21,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     retain INTEGER NOT NULL,
     created REAL NOT NULL,
     expires REAL,
-    props TEXT
-)
-"""
+    props TEXT"""
+_SCHEMA = f"CREATE TABLE IF NOT EXISTS outbox ({_MESSAGE_COLUMNS}\n)"
 # Open alarms per series, written in the same transaction as the alarm message itself, so a
 # restart knows which alarms are raised and clears them later (not one "raised" for ever).
 _STATE_SCHEMA = """
@@ -35,21 +34,11 @@ CREATE TABLE IF NOT EXISTS alarm_state (
 """
 
 # Messages moved aside because they cannot be delivered (see the module docstring).
-_QUARANTINE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
-    created REAL NOT NULL,
-    expires REAL,
-    props TEXT,
+_QUARANTINE_SCHEMA = f"""CREATE TABLE IF NOT EXISTS quarantine ({_MESSAGE_COLUMNS},
     reason TEXT NOT NULL,
     detail TEXT NOT NULL,
     quarantined REAL NOT NULL
-)
-"""
+)"""
 
 
 # Each series' last alarm sequence number and the timestamp of its last alarm edge (raise or
