@@ -293,6 +293,20 @@ def test_no_drift_alarm_on_a_wander_after_a_calm_training_window() -> None:
     assert nuisance("wander/spike/s0.5/dt60/r0") == []
 
 
+def test_a_slowly_sampled_wander_gets_a_predictor_fast_enough_for_its_moves() -> None:
+    # A wander with a 1-hour correlation time read every 5 minutes moves between readings by as
+    # much as its noise: the predictor's best gain is ~0.6. With 0.3 the fastest candidate, its
+    # one-step error was 1.40 one-step noise widths and the suite's spike of 10 such widths
+    # scored 7.1 predictor scales on average (the spike threshold of a gaussian series: ~6.1).
+    ratio = []
+    for seed in range(12):
+        x, _ = normal_signal("wander", 500, 1.0, 300.0, np.random.default_rng(seed))
+        d = RobustDetector()
+        d.fit(x, T0 + 300.0 * np.arange(500))
+        ratio.append(noise_over(x, 1) / d.f_scale)
+    assert float(np.mean(ratio)) > 0.74  # 0.714 with 0.3 the fastest rate; 0.76 with 0.5
+
+
 def test_the_drift_tail_at_fit_counts_an_excursion_as_scoring_does() -> None:
     sc = full_suite()["wander/spike/s0.5/dt60/r0"]
     d = RobustDetector()
