@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "a2a3593022cda56a21ef3c10e2d662bf24d71125f2042e80c2b487b36296c89c",
-    "cycle_5min": "cd05aa94e571d285220b283118bcf9540a45d4e403471375bcdd1493dd923f53",
-    "second_wander": "a41a07eebea48329aab3456d92ffd0ca7107cbf8a06eff819ac052b2d24ea088",
-    "quantised_untimed": "7a55bcfdd5b082b481afc116f2bce7c6551fe7c18adf5ade758e88406849c755",
+    "minute": "45ebf3c2acbeca1c98e2942984d7c7541e070dd08a216879276eab3ac9c85ef9",
+    "cycle_5min": "5cb93a3fe3191df3b33a640afa1e0f9ca9caf66aa104d1f0a30b01628fb243b3",
+    "second_wander": "aafd7de30fce1dc59ce8266e45907016bf0a272260233f9067dae9598817465e",
+    "quantised_untimed": "f6edac6e984d6ca2fd925715a8d6d3d5e644c8c229b44f1bfb06be477baa7ef1",
 }
 
 
