@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "a2a3593022cda56a21ef3c10e2d662bf24d71125f2042e80c2b487b36296c89c",
-    "cycle_5min": "cd05aa94e571d285220b283118bcf9540a45d4e403471375bcdd1493dd923f53",
-    "second_wander": "a41a07eebea48329aab3456d92ffd0ca7107cbf8a06eff819ac052b2d24ea088",
-    "quantised_untimed": "7a55bcfdd5b082b481afc116f2bce7c6551fe7c18adf5ade758e88406849c755",
+    "minute": "18761af3ead71d27e3a8be04b7abb411c8388d6b3b053cc282d437d9c4f2420a",
+    "cycle_5min": "defaa21e895159c1d5de70e8320e2d2dc03377978df25ec994242fb9c8c0e24d",
+    "second_wander": "7540bbde6f740ffcb222073aa4f7b2aad4f29dc214d300ac5f088ab3627cb375",
+    "quantised_untimed": "12d4cea907dc9b09bf8454de6e8383b5f84fb170ae2a3b6f21bf70fa736ebaa2",
 }
 
 
