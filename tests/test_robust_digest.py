@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "45ebf3c2acbeca1c98e2942984d7c7541e070dd08a216879276eab3ac9c85ef9",
-    "cycle_5min": "5cb93a3fe3191df3b33a640afa1e0f9ca9caf66aa104d1f0a30b01628fb243b3",
-    "second_wander": "aafd7de30fce1dc59ce8266e45907016bf0a272260233f9067dae9598817465e",
-    "quantised_untimed": "f6edac6e984d6ca2fd925715a8d6d3d5e644c8c229b44f1bfb06be477baa7ef1",
+    "minute": "07a21481be8abe07874bbf360efb4dd3ef0f868024ba1eab11f3cbaf7be28ea1",
+    "cycle_5min": "1ed84c9ebcf2f2544af3d7a1ebe5b532e685b993ef8c15a5d5a4388c4e8170c5",
+    "second_wander": "81bed7157ebcf52bbb25cf54ccdcea053ef1a1bb49124958d1580f8a2f487883",
+    "quantised_untimed": "4be0fb6422b9a1e264256a01d874475953863db8848208e4cab36b5928d2b974",
 }
 
 
