@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "18761af3ead71d27e3a8be04b7abb411c8388d6b3b053cc282d437d9c4f2420a",
-    "cycle_5min": "defaa21e895159c1d5de70e8320e2d2dc03377978df25ec994242fb9c8c0e24d",
-    "second_wander": "7540bbde6f740ffcb222073aa4f7b2aad4f29dc214d300ac5f088ab3627cb375",
-    "quantised_untimed": "12d4cea907dc9b09bf8454de6e8383b5f84fb170ae2a3b6f21bf70fa736ebaa2",
+    "minute": "07a21481be8abe07874bbf360efb4dd3ef0f868024ba1eab11f3cbaf7be28ea1",
+    "cycle_5min": "1ed84c9ebcf2f2544af3d7a1ebe5b532e685b993ef8c15a5d5a4388c4e8170c5",
+    "second_wander": "81bed7157ebcf52bbb25cf54ccdcea053ef1a1bb49124958d1580f8a2f487883",
+    "quantised_untimed": "4be0fb6422b9a1e264256a01d874475953863db8848208e4cab36b5928d2b974",
 }
 
 
