@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "a2a3593022cda56a21ef3c10e2d662bf24d71125f2042e80c2b487b36296c89c",
-    "cycle_5min": "cd05aa94e571d285220b283118bcf9540a45d4e403471375bcdd1493dd923f53",
-    "second_wander": "a41a07eebea48329aab3456d92ffd0ca7107cbf8a06eff819ac052b2d24ea088",
-    "quantised_untimed": "7a55bcfdd5b082b481afc116f2bce7c6551fe7c18adf5ade758e88406849c755",
+    "minute": "d41916ecbbd04da1b91df985550e62beed3cc4cfa4beec7093d8e00e67287abb",
+    "cycle_5min": "500307a95928e9e798cc2f5c3c57e5dcb2df5be0197af856a4d14241a8f099d9",
+    "second_wander": "d3d3f0994c53df2d334e8676118100c92b3edf40183526bb0ffd79f42dbd420e",
+    "quantised_untimed": "0e83e9a21d8d2bb5990f61924c3928850322875956dfd21464cc572edf444797",
 }
 
 
