@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "d41916ecbbd04da1b91df985550e62beed3cc4cfa4beec7093d8e00e67287abb",
-    "cycle_5min": "500307a95928e9e798cc2f5c3c57e5dcb2df5be0197af856a4d14241a8f099d9",
-    "second_wander": "d3d3f0994c53df2d334e8676118100c92b3edf40183526bb0ffd79f42dbd420e",
-    "quantised_untimed": "0e83e9a21d8d2bb5990f61924c3928850322875956dfd21464cc572edf444797",
+    "minute": "81b0bc6a6952af47b43f411b7b2cb7c4c44d511a8bed42742ae648bef7547d86",
+    "cycle_5min": "b91737815eccd59792862406978f67f867d8f3082f18b85900f4c3ddb80b8a5a",
+    "second_wander": "49bc30a82287178d4253cdc0166957b3143474e0e3c6d7209e7eaaafd96e1493",
+    "quantised_untimed": "e7c55fe00ff18194a326d2b78d05afc9b4e67e9452fa8f23130878a44707e7c1",
 }
 
 
