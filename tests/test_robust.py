@@ -108,6 +108,18 @@ def test_noise_burst_is_held_until_it_ends() -> None:
     assert cleared and cleared[0] >= 1300
 
 
+@pytest.mark.parametrize("seed", [4, 7])
+def test_noise_that_falls_quiet_is_held_and_its_return_raises_nothing(seed: int) -> None:
+    # A transmitter frozen with a dither (the noise falls to a tenth): one-sided, the variance
+    # channel never saw it, the scales learned the quiet as normal, and the return of the
+    # normal noise raised the alarm instead, after the fault.
+    x = noise(3000, seed=seed)
+    x[1200:1500] = 20.0 + (x[1200:1500] - 20.0) * 0.1
+    ev = alarms(x)
+    assert [(s, k) for _, s, k in ev] == [("raised", "variance"), ("cleared", None)]
+    assert 1200 <= ev[0][0] <= 1240 and 1500 <= ev[1][0] <= 1560
+
+
 @pytest.mark.parametrize("seed", [2, 9])
 def test_a_step_on_a_wandering_level_is_held_to_its_end(seed: int) -> None:
     # A wander's residuals are correlated: the level channel's own spread is several noise
@@ -676,7 +688,7 @@ def test_a_model_stored_before_the_short_term_level_still_loads() -> None:
     params["cal_q"], params["cal_m"] = params["cal_q"][:6], params["cal_m"][:6]
     params["pending"], params["xrun"] = params["pending"][:10], params["xrun"][:6]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
-    assert old.v_short == 0.0 and len(old.thr) == 8 and old.thr[6] == pytest.approx(2.33 + old._k * 0.38)
+    assert old.v_short == 0.0 and len(old.thr) == 9 and old.thr[6] == pytest.approx(2.33 + old._k * 0.38)
     assert all(math.isfinite(old.score_one(v)) for v in x[701:])
 
 
@@ -690,15 +702,31 @@ def test_a_model_stored_before_the_slope_still_loads() -> None:
     assert d.f_alpha > 0.01  # the channel is on
     d.score_many(x[500:801], t[500:801])
     params, arrays = d.get_state()
-    assert params["pending"] is not None and len(params["cal_q"]) == 8
+    assert params["pending"] is not None and len(params["cal_q"]) == 9
     for added in ("m_slope", "v_slope", "g_slope", "r_slope", "t_slope"):
         del params[added]
     params["cal_q"], params["cal_m"] = params["cal_q"][:7], params["cal_m"][:7]
     params["pending"], params["xrun"] = params["pending"][:11], params["xrun"][:7]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
     assert old.g_slope == old.r_slope == old.trend and 0.0 < old.v_slope < d.v_slope  # its course starts at the trend
-    assert len(old.thr) == 8 and old.thr[7] == pytest.approx(2.33 + old._k * 0.38)
+    assert len(old.thr) == 9 and old.thr[7] == pytest.approx(2.33 + old._k * 0.38)
     scores = old.score_many(x[801:], t[801:])
+    assert np.isfinite(scores).all() and max(scores) < 1.0
+
+
+def test_a_model_stored_before_the_quiet_side_still_loads() -> None:
+    d = RobustDetector()
+    x = noise(1400, seed=16)
+    x[700] += 30.0  # an anomalous episode: its tails' update pending across the store
+    d.fit(x[:500])
+    d.score_many(x[500:701])
+    params, arrays = d.get_state()
+    assert params["pending"] is not None
+    del params["d_quick"], params["d_low"]
+    params["cal_q"], params["cal_m"], params["xrun"] = params["cal_q"][:8], params["cal_m"][:8], params["xrun"][:8]
+    old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
+    assert old.d_quick == old.d_fast and len(old.thr) == 9 and old.thr[8] == pytest.approx(0.126 + old._k * 0.062)
+    scores = old.score_many(x[701:])
     assert np.isfinite(scores).all() and max(scores) < 1.0
 
 

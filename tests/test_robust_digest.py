@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "07a21481be8abe07874bbf360efb4dd3ef0f868024ba1eab11f3cbaf7be28ea1",
-    "cycle_5min": "1ed84c9ebcf2f2544af3d7a1ebe5b532e685b993ef8c15a5d5a4388c4e8170c5",
-    "second_wander": "81bed7157ebcf52bbb25cf54ccdcea053ef1a1bb49124958d1580f8a2f487883",
-    "quantised_untimed": "4be0fb6422b9a1e264256a01d874475953863db8848208e4cab36b5928d2b974",
+    "cycle_5min": "23ea2f4d95f68ce0b330c2c37aa5bda34820d9627af80fbeb49517c108a24b19",
+    "minute": "13e99b2f7a851c4e33ddd17c8cb7561d5d3d561766a058dbb8df0243202c7c81",
+    "quantised_untimed": "131a78c9b31977730973ba798d20d0b028975a3c7af80eba25799193bbf78c89",
+    "second_wander": "ba3b8c8f59f9f7554d06c0d3f408e975c7573da1cd7d335b5f78e03ce1b2537f",
 }
 
 

@@ -38,12 +38,15 @@ from edge_agent.detectors.robust_stats import (
 # drift against the plain model of normal, then against the seasonal one, then variance.
 # Then the short-term level (an abrupt lasting shift against the short-term predictor), and
 # last the slope (a change in the short-term predictor's course: the onset of a ramp).
-SPIKE, LEVEL, DRIFT, LEVEL_S, DRIFT_S, VAR, SHORT, SLOPE = range(8)
-_N_CAL = 8
+# Last, the quiet side of the variance channel (explained as ``variance``): the noise fallen
+# well below its normal.
+SPIKE, LEVEL, DRIFT, LEVEL_S, DRIFT_S, VAR, SHORT, SLOPE, QUIET = range(9)
+_N_CAL = 9
 _SLOW = 0.01  # the model of normal follows at most this fast (~100 readings)
 _LAMBDA_LEVEL = 0.15  # the level channel: EWMA of residuals, ~7 readings
 _LAMBDA_DRIFT = 0.02  # the drift channel: EWMA of residuals, ~50 readings
 _LAMBDA_VAR = 0.03  # the variance channel: EWMA of |first difference|
+_LAMBDA_QUICK = _LAMBDA_LEVEL  # ... and over ~7 readings, for its quiet side's end (see _step)
 _LAMBDA_SHORT = 0.3  # the short-term level: EWMA of the predictor's residuals, ~3 readings (_REACQUIRE)
 _SD_SHORT = math.sqrt(_LAMBDA_SHORT / (2.0 - _LAMBDA_SHORT))
 _V_SHORT_MIN = 0.5 * _SD_SHORT / 1.2533
@@ -102,7 +105,10 @@ _ROUTINE = 300.0  # ... and one episode per this many readings or more is routin
 # independent-sample figures 0.19 / 0.04 were lighter than the channel's own null model and a
 # young series' variance threshold sat at the floor, which white noise passes once in ~27,000).
 _GAUSS = (2.33, 0.38, 4.0)
-_PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.242, 0.048, 0.5), _GAUSS, _GAUSS)
+# Quiet: normal / max(d_low, one quantum) - 1 (see _step), its prior measured the same way
+# (3 x 4 M readings: 98 % quantile 0.126, mean excess 0.062, 1e-6 quantile 0.58-0.64), its
+# floor where white noise passes it as often as the upper side's floor (0.46-0.48: 4e-5 a reading).
+_PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.242, 0.048, 0.5), _GAUSS, _GAUSS, (0.126, 0.062, 0.47))
 _FLOORS = tuple(p[2] for p in _PRIOR)
 _DRIFT_SAMPLE = _LAMBDA_DRIFT / (2.0 - _LAMBDA_DRIFT)  # independent samples per reading of the drift average
 _STUCK_MIN = 10  # a value repeated this often is "stuck" on a series that never repeats one
@@ -126,9 +132,10 @@ _SETTLED = 50  # updates of the profile's statistics before it may serve
 _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
-           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit")
+           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
-          "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0}  # state keys added since the first release, and their value in an older model
+          "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
+          "d_quick": 0.0, "d_low": 0.0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
 _INTS = ("jumps", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from")
 
@@ -166,6 +173,9 @@ class RobustDetector:
     * ``drift``: the same over ~50 readings (and at least a whole noise scale): a steady move
       away from normal, faster than the series' own trends and wander;
     * ``variance``: EWMA of |first difference| (each clipped at 4x normal) / its normal - 1;
+      and its quiet side, calibrated on its own tail: normal / the recent E|dx| - 1, the recent
+      one falling over ~33 readings and rising at once to its ~7-reading average, not lowered
+      by a repeated value (the stuck channel's), floored at one quantum (noise gone quiet);
     * ``stuck``: readings repeating one value / max(10, 3 x the longest normal run);
     * ``out_of_range``: beyond the learned range by 20 % of its width and 0.9 of the way to
       the spike threshold (a new extreme is suspicious at a smaller jump than a spike);
@@ -209,7 +219,8 @@ class RobustDetector:
                  "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
-                 "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk")
+                 "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
+                 "d_quick", "d_low", "_o_q", "_i_q")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -278,6 +289,7 @@ class RobustDetector:
         self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
         self.v_level = self.v_drift = self.v_level_s = self.v_drift_s = 0.0  # their mean |value| on normal readings
         self.d_norm = self.d_fast = 1.0  # normal and recent E|dx| (clipped)
+        self.d_quick = self.d_low = 1.0  # ... over the last ~7 readings, and the quiet side's (see _step)
         self.quantum = 0.0  # the signal's resolution: its smallest nonzero |step|, or see resolution
         self.jumps = 0  # 1: the signal holds a value and jumps (see resolution)
         self.prev = 0.0
@@ -314,7 +326,7 @@ class RobustDetector:
         self._fsc = self._sc = self._ssc = 1.0
         self._kp = self._ks = (0.0, 1.0, 0.0, 1.0)
         self._var_cap, self._i_dn, self._i_stuck = 4.0, 1.0, 0.0
-        self._o_sp = self._i_sp = self._o_v = self._i_v = 1.0
+        self._o_sp = self._i_sp = self._o_v = self._i_v = self._o_q = self._i_q = 1.0
         self._up = self._us = (1.0, 1.0, 0.0, 4.0)  # per model: (u_l, u_d, drift floor, clip floor), see _constants
         self._lam_k = (_LAMBDA_LEVEL, _LAMBDA_DRIFT)  # the seasonal channels' rates per background tick
         self._tick: tuple[float, float, float, int] | None = None  # the latest background tick, for the slow phase
@@ -353,7 +365,7 @@ class RobustDetector:
         self.v_drift = self.v_drift_s = noise * _SD_DRIFT / 1.2533
         self.v_short = noise * _SD_SHORT / 1.2533
         self.v_slope = _slope_white(self.f_alpha) * noise
-        self.d_norm = self.d_fast = max(float(np.mean(d)), self._floor())
+        self.d_norm = self.d_fast = self.d_quick = self.d_low = max(float(np.mean(d)), self._floor())
         self.prev = float(v[0])
         self.lo, self.hi = float(np.min(v)), float(np.max(v))
         self.run_max = longest_run(v)
@@ -376,10 +388,10 @@ class RobustDetector:
         spreads = (1.0, max(self.v_level, _V_LEVEL_MIN * scale), max(self.v_drift, _V_DRIFT_MIN * scale),
                    max(self.v_level_s, _V_LEVEL_MIN * s_scale), max(self.v_drift_s, _V_DRIFT_MIN * s_scale), 1.0,
                    max(self.v_short, _V_SHORT_MIN * max(self.f_scale, self._floor())),
-                   self._slope_unit() / 1.2533)
+                   self._slope_unit() / 1.2533, 1.0)
         for c in range(_N_CAL):
             z = np.asarray(collected[c])
-            if c != SPIKE and c != VAR:  # the smoothed channels, standardised by the spread just learned
+            if c != SPIKE and c != VAR and c != QUIET:  # the smoothed channels, standardised by the spread just learned
                 z = z / max(1.2533 * spreads[c], 1e-300)
             self.cal_q[c], self.cal_m[c] = calibrate(z, *_PRIOR[c][:2], c == DRIFT or c == DRIFT_S, c == SPIKE)
         self.slope_from = max(0, self.slope_from - self.n)  # (counted from the fit's end, as n is)
@@ -394,7 +406,7 @@ class RobustDetector:
             "level": self.level, "trend": self.trend, "scale": self.scale, "alpha": self.alpha,
             "predictor_alpha": self.f_alpha, "predictor_trend": self.f_beta > 0, "predictor_scale": self.f_scale,
             "quantum": self.quantum, "run_max": self.run_max, "min": self.lo, "max": self.hi, "seasonal": self.seasonal,
-            "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance", "short_level", "slope"), self.thr, strict=True)),
+            "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance", "short_level", "slope", "quiet"), self.thr, strict=True)),
         }
 
     def _floor(self) -> float:
@@ -624,6 +636,8 @@ class RobustDetector:
             self._o_sp, self._i_sp = o, 1.0 / (t - o)
         elif c == VAR:
             self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
+        elif c == QUIET:
+            self._o_q, self._i_q = 1.0 + o, 1.0 / (t - o)
 
 
     # ---- scoring ---------------------------------------------------------------------------
@@ -774,10 +788,39 @@ class RobustDetector:
             dx = -dx
         self.prev = x
         cap = self._var_cap
+        dxc = dx if dx < cap else cap
         d_fast = self.d_fast
-        d_fast += _LAMBDA_VAR * ((dx if dx < cap else cap) - d_fast)
+        d_fast += _LAMBDA_VAR * (dxc - d_fast)
         self.d_fast = d_fast
         s_var = (d_fast * self._i_dn - self._o_v) * self._i_v
+        # The quiet side: the noise fallen well below its normal (a transmitter frozen with a
+        # dither, a filter switched in, a clipped reading) is a deviation as noise risen is.
+        # One-sided, a quiet period taught the scales that quiet was normal, and the return of
+        # the normal noise raised the alarm after the fault. Its recent E|dx|, d_low, falls at
+        # the ~33-reading rate (quiet shows only in many small differences) and rises at once to
+        # the ~7-reading one (its end shows in a few normal ones): at the slow rate alone a stuck
+        # sensor's alarm was held ~45 readings after it moved again, and, averaged with the
+        # quick one, the quick one's own dips raised it again after the fault. It scores normal
+        # / d_low against its own calibrated tail (quiet stretches are routine on some series),
+        # d_low counting at least one quantum: noise finer than the resolution is not
+        # measurable, so a quantised signal whose noise is at its step floor never scores here.
+        # A repeated value does not lower d_low: a run of repeats is what the stuck channel
+        # judges, against the longest run seen in normal operation (lowered by repeats, the
+        # quiet side alarmed on a quantised signal's routine holds, 0.6 of the stuck limit).
+        d_quick = self.d_quick
+        d_quick += _LAMBDA_QUICK * (dxc - d_quick)
+        self.d_quick = d_quick
+        d_low = self.d_low
+        if dx != 0.0:  # a repeated value is the stuck channel's evidence, judged by its longest normal run
+            d_low += _LAMBDA_VAR * (dxc - d_low)
+        if d_low < d_quick:
+            d_low = d_quick
+        self.d_low = d_low
+        if s_var < 0.0:
+            f = self._qfloor + self._qfloor
+            s_q = (self.d_norm / (d_low if d_low > f else f) - self._o_q) * self._i_q
+            if s_q > s_var:
+                s_var = s_q
         ended_run = 0
         if dx == 0.0:
             run = self.run = self.run + 1
@@ -816,6 +859,7 @@ class RobustDetector:
             collect[LEVEL].append(abs(m_level))
             collect[DRIFT].append(abs(m_drift))
             collect[VAR].append(max(0.0, d_fast / self.d_norm - 1.0))
+            collect[QUIET].append(self._quiet_value())
             collect[SHORT].append(abs(m_short))
             collect[SLOPE].append(abs(m_slope))
             if bin_i >= 0 and self.s_n >= _SETTLED:
@@ -1305,6 +1349,8 @@ class RobustDetector:
             tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight, self._xr)
             t, o = tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
             self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
+            t, o = tail(QUIET, self._quiet_value(), clip, weight)
+            self._o_q, self._i_q = 1.0 + o, 1.0 / (t - o)
             if seas:
                 s_scale = self.s_scale if self.s_scale > floor else floor
                 v = self.v_drift_s
@@ -1314,6 +1360,13 @@ class RobustDetector:
         self._constants(False)
         if seas and self.seasonal:
             self._constants(True)
+
+    def _quiet_value(self) -> float:
+        """The quiet side's statistic (see _step): normal / recent E|dx| - 1, at least 0."""
+        q = self.d_low
+        f = self._qfloor + self._qfloor
+        v = self.d_norm / (q if q > f else f) - 1.0
+        return v if v > 0.0 else 0.0
 
     def _short_tail(self, m_short: float, clip: float, weight: float) -> None:
         """The short-term level's tail, from ``m_short`` standardised by its spread (its cached
@@ -1366,7 +1419,7 @@ class RobustDetector:
             (s_spike, base.SPIKE, e_f, f"{z:.1f} noise scales from the expected {f_pred:.6g}"),
             (s_level, base.LEVEL_SHIFT, m_level, f"the level is {m_level:+.4g} off {normal}"),
             (s_drift, base.DRIFT, m_drift, f"moving away from {normal}: {m_drift:+.4g} over ~50 readings"),
-            (s_var, base.VARIANCE, 1.0, f"noise {d_fast / self.d_norm:.1f}x its normal"),
+            (s_var, base.VARIANCE, d_fast - self.d_norm, f"noise {d_fast / self.d_norm:.2g}x its normal"),
             (s_stuck, base.STUCK, 0.0, f"the same value for {int(run)} readings (longest normal run {self.run_max})"),
             (s_range, base.OUT_OF_RANGE, e_f, f"outside the learned range {self.lo:.6g} to {self.hi:.6g}"),
             (s_short, base.LEVEL_SHIFT, m_short, f"the level jumped {m_short:+.4g} from the recent readings' course"),
@@ -1395,7 +1448,10 @@ class RobustDetector:
         self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
         self.m_short = self.f_jump = self.m_slope = 0.0
         self.r_slope, self.t_slope = self.g_slope, 0.0
-        self.d_norm = max(self.d_norm, self.d_fast)
+        if self._quiet_value() >= self.thr[QUIET]:  # a quieter noise accepted as normal
+            self.d_norm = max(self.d_low, self._qfloor)
+        else:
+            self.d_norm = max(self.d_norm, self.d_fast)
         self.run_max = max(self.run_max, self.run)
         self._limits()
         self.calm = self.calm_level = _RELEARN_AFTER
@@ -1432,6 +1488,8 @@ class RobustDetector:
             setattr(d, k, int(params[k] if k in params or k not in _ADDED else _ADDED[k]))
         if "s_phase" not in params:  # a model stored before it: the cycle was n's
             d.s_phase = d.n % _SLOW_EVERY
+        if "d_quick" not in params:  # a model stored before the quiet side: its recent E|dx| is the ~33-reading one
+            d.d_quick = d.d_low = d.d_fast
         if "t_ref" not in params:  # a model stored before it: the trend's average starts at the trend
             d.t_ref = d.trend
         if "g_slope" not in params:  # a model stored before the slope: its course starts at the trend,
@@ -1441,7 +1499,7 @@ class RobustDetector:
             setattr(d, k, math.nan if params[k] is None else float(params[k]))
         d.seasonal = bool(params["seasonal"])
         cq, cm = [float(x) for x in params["cal_q"]], [float(x) for x in params["cal_m"]]
-        if len(cq) == len(cm) and SHORT <= len(cq) < _N_CAL:  # stored before the short-term level or the slope: their priors
+        if len(cq) == len(cm) and SHORT <= len(cq) < _N_CAL:  # stored before the short-term level, the slope or quiet: their priors
             cq.extend(p[0] for p in _PRIOR[len(cq):])
             cm.extend(p[1] for p in _PRIOR[len(cm):])
         if len(cq) != _N_CAL or len(cm) != _N_CAL or not all(map(math.isfinite, cq + cm)):
@@ -1463,7 +1521,7 @@ class RobustDetector:
             d._tick = (tk[0], tk[1], tk[2], int(tk[3]))
         xrun = params.get("xrun")  # added in round 2 of issue 13
         if xrun is not None:
-            if SHORT <= len(xrun) < _N_CAL:  # stored before the short-term level or the slope
+            if SHORT <= len(xrun) < _N_CAL:  # stored before the short-term level, the slope or quiet
                 xrun = [*xrun, *[0] * (_N_CAL - len(xrun))]
             if len(xrun) != _N_CAL or not all(isinstance(v, int) and 0 <= v < 2**31 for v in xrun):
                 raise ValueError(f"state xrun: expected {_N_CAL} counts or null")
