@@ -72,8 +72,8 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
 }
 DIGESTS = {
     "minute": "a2a3593022cda56a21ef3c10e2d662bf24d71125f2042e80c2b487b36296c89c",
-    "cycle_5min": "cd05aa94e571d285220b283118bcf9540a45d4e403471375bcdd1493dd923f53",
-    "second_wander": "a41a07eebea48329aab3456d92ffd0ca7107cbf8a06eff819ac052b2d24ea088",
+    "cycle_5min": "b36bf2f56f51010008bc7683331a13738d1e0982e2244e693e33f9cee3f3f904",
+    "second_wander": "87db6ee118bb10ce2fca18b70650c989db8902e50c2d1b9286226861c7ab8b37",
     "quantised_untimed": "7a55bcfdd5b082b481afc116f2bce7c6551fe7c18adf5ade758e88406849c755",
 }
 
