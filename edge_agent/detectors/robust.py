@@ -168,8 +168,9 @@ class RobustDetector:
       the spike threshold (a new extreme is suspicious at a smaller jump than a spike);
     * the short-term level (explained as ``level_shift``): the short-term predictor's residual
       averaged over ~3 readings, / its spread, counting a jump away from normal the predictor
-      adopted as it fades: an abrupt lasting shift on a curve the model of normal lags. Only
-      where the predictor is faster than the model of normal.
+      adopted as it fades (held while it holds its own episode, ended by a jump back within it):
+      an abrupt lasting shift on a curve the model of normal lags. Only where the predictor is
+      faster than the model of normal.
     * the slope (explained as ``drift``): the predictor's moves averaged over ~50 readings,
       less a reference that follows a steadily changing slope (a curve's) without lag, / its
       spread: the onset of a ramp on a curve the model of normal lags. Only where the predictor
@@ -840,7 +841,8 @@ class RobustDetector:
                 # learned Huber-limited: the jump stops the spike channel crying "spike", it is no
                 # evidence that the new level is normal (without it: 2 cycle steps fewer caught,
                 # 1 held). A jump towards normal (a fault's end) is the alarm's clear, left to the
-                # hysteresis, as in the hand-over below (kept: alarms held 2x longer after drifts).
+                # hysteresis, as in the hand-over below (kept: alarms held 2x longer after drifts);
+                # within an episode, one against the jump held ends that jump (see the fade above).
                 if i_sh:
                     add = e_f - self.f_alpha * (cf if e_f > 0.0 else -cf)
                     fj = self.f_jump
