@@ -107,8 +107,8 @@ def test_large_predict_requests_do_not_hold_back_alarms(make_campaign) -> None:
     c.assert_invariants()
 
 
-def lag_over(c, seconds: float) -> int:
-    """Event-loop probe observations later than ``seconds``, from /metrics."""
+def probes(c, late_s: float) -> tuple[int, int]:
+    """(event-loop probe observations later than ``late_s``, all observations), from /metrics."""
     _, text = c.get("/metrics")
     total = above = 0.0
     for line in text.decode().splitlines():
@@ -117,25 +117,19 @@ def lag_over(c, seconds: float) -> int:
             n = float(line.rsplit(" ", 1)[1])
             if le == "+Inf":
                 total = n
-            elif float(le) <= seconds:
+            elif float(le) <= late_s:
                 above = n  # cumulative: the last bucket at or below the bound
-    return int(total - above)
+    return int(total - above), int(total)
 
 
-@pytest.mark.timeout(240)
-def test_listing_every_series_does_not_stall_the_loop(make_campaign) -> None:
-    """Issue 15 finding 10: GET / with 100,000 series cost 92 ms of loop time (a sort of
-    every series per page view). Listings now come from a shared snapshot built a chunk per
-    loop pass; the loop's own lag probe and the canary's alarm show the loop stays free."""
+def browse_while_spiking(c, paths: list[str]) -> tuple[float, list[float], list[str]]:
+    """One client per path requests it in a loop while the canary is spiked 8 times: the
+    share of loop probes later than 25 ms meanwhile, the spike -> SCADA latencies (sorted),
+    and any errors."""
     import threading
 
     from campaign import CANARY_SERIES, CANARY_TOPIC
 
-    n = 50_000
-    c = make_campaign(http=True, **{"series.buffer_size": 128})
-    for i in range(n):
-        c.plc.publish(f"plant/bulk/m{i:05d}/s", b'{"value": 1.0}', qos=0)
-    wait_for(lambda: c.get("/healthcheck")[1]["series"]["total"] > n, 60, f"{n} series")
     stop = threading.Event()
     errors: list[str] = []
 
@@ -145,14 +139,13 @@ def test_listing_every_series_does_not_stall_the_loop(make_campaign) -> None:
             if status != 200:
                 errors.append(f"{path}: {status}")
 
-    paths = ["/?limit=10000", "/series?offset=40000&limit=10000", "/series?state=learning&limit=10000", "/healthcheck", "/metrics"]
-    before = lag_over(c, 0.025)
+    late0, total0 = probes(c, 0.025)
     browsers = [threading.Thread(target=browse, args=(p,), daemon=True) for p in paths]
     for t in browsers:
         t.start()
     latencies = []
     try:
-        time.sleep(1.0)
+        time.sleep(2.0)
         for _ in range(8):
             c.calm(CANARY_TOPIC)
             c.spike(CANARY_TOPIC, CANARY_SERIES)
@@ -161,13 +154,36 @@ def test_listing_every_series_does_not_stall_the_loop(make_campaign) -> None:
         stop.set()
         for t in browsers:
             t.join(60)
-    late = lag_over(c, 0.025) - before
-    latencies.sort()
-    print(f"{n} series, 5 clients listing them: spike -> SCADA median {latencies[4] * 1e3:.0f} ms, max {latencies[-1] * 1e3:.0f} ms; "
-          f"loop probes later than 25 ms: {late}")
-    assert not errors, errors[:5]
-    assert latencies[4] < 0.1, latencies
-    assert late <= 5, f"{late} loop stalls over 25 ms"  # 0-2 seen here; the machine is shared
+    late1, total1 = probes(c, 0.025)
+    return (late1 - late0) / max(1, total1 - total0), sorted(latencies), errors
+
+
+@pytest.mark.timeout(300)
+def test_listing_every_series_does_not_stall_the_loop(make_campaign) -> None:
+    """Issue 15 finding 10: GET / with 100,000 series cost 92 ms of loop time (a sort of
+    every series per page view). Listings now come from a shared snapshot built a chunk per
+    loop pass; the loop's own lag probe and the canary's alarm show the loop stays free.
+
+    Judged against a control in the same run (five clients polling /healthz, which costs
+    the loop nothing per series), not an absolute time: a shared or slow machine delays both
+    alike, while a listing that holds the loop for tens of ms per view shows as hundreds of
+    late probes and a canary alarm several times slower than the control's."""
+    n = 50_000
+    c = make_campaign(http=True, **{"series.buffer_size": 128})
+    for i in range(n):
+        c.plc.publish(f"plant/bulk/m{i:05d}/s", b'{"value": 1.0}', qos=0)
+    wait_for(lambda: c.get("/healthcheck")[1]["series"]["total"] > n, 60, f"{n} series")
+    control_late, control_lat, errors = browse_while_spiking(c, ["/healthz"] * 5)
+    paths = ["/?limit=10000", "/series?offset=40000&limit=10000", "/series?state=learning&limit=10000", "/healthcheck", "/metrics"]
+    late, latencies, list_errors = browse_while_spiking(c, paths)
+    print(f"{n} series, spike -> SCADA median: 5 clients listing them {latencies[4] * 1e3:.0f} ms, polling /healthz "
+          f"{control_lat[4] * 1e3:.0f} ms; loop probes later than 25 ms: {late:.0%} listing, {control_late:.0%} polling")
+    assert not errors and not list_errors, (errors + list_errors)[:5]
+    # Seen here: 0-10 % in either phase on a quiet machine, up to 41 % listing with both cores
+    # busy with other work; 68-70 % with the snapshot built in one pass per view (the finding's
+    # cost, CHUNK and MAX_AGE_S disabled), against 3-4 % polling in that same run.
+    assert late <= control_late + 0.5, f"{late:.0%} of loop probes over 25 ms late while listing, {control_late:.0%} while polling"
+    assert latencies[4] <= 3 * control_lat[4] + 0.05, (latencies, control_lat)
     _, page = c.get("/?limit=5")
     assert b"49995 more series not shown" in page or b"more series not shown" in page
     c.assert_invariants()

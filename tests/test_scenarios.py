@@ -77,3 +77,39 @@ def test_one_scenario_runs_alone_and_failures_are_grouped(capsys) -> None:
     assert evaluate.main(["--scenarios", "small", "--only", "no-such-scenario", "--quiet"]) == 2
     assert scenarios._group(["cycle/step/s0.5/dt60/r0", "cycle/step/s5/dt60/r1", "noise/drift/s5/dt1/r0"]) == {
         "cycle/step/dt60": 2, "noise/drift/dt1": 1}
+
+
+def test_unseen_fault_kinds_are_what_they_say_and_scored_as_sustained(capsys) -> None:
+    """``--scenarios unseen`` (unseen_faults.py): six kinds of lasting fault no default was chosen
+    on, each injected as documented, on every normal kind; scored like the suite's sustained
+    faults (caught while it lasts, held to its end)."""
+    import json
+
+    from edge_agent.evaluation import evaluate, unseen_faults
+
+    suite = unseen_faults.build_suite()
+    assert [s.name for s in suite] == [s.name for s in unseen_faults.build_suite()]
+    assert {f.kind for s in suite for f in s.faults} == set(unseen_faults.UNSEEN_KINDS)
+    assert {s.normal for s in suite} == set(scenarios.NORMAL_KINDS) and len(suite) == 540
+    clean = {s.name: s for s in suite}
+    rng = np.random.default_rng(0)
+    x = 50.0 + rng.normal(0.0, 1.0, 1000)
+    det = np.full(1000, 50.0)
+    f = scenarios.Fault("quieter", 500, 799)
+    for kind, check in [
+        ("quieter", lambda y: np.std(y[500:800] - 50.0) < 0.15 and np.array_equal(y[:500], x[:500])),
+        ("dropout", lambda y: np.all(y[500:800] == 0.0) and np.array_equal(y[800:], x[800:])),
+        ("clip", lambda y: np.max(y[500:800]) <= np.median(x[450:500]) and np.mean(y[500:800] == np.max(y[500:800])) > 0.3),
+        ("oscillation", lambda y: abs(np.max(y[500:800] - x[500:800]) - 3.0) < 0.01),
+        ("offset_noise", lambda y: 2.5 < np.mean(y[500:800] - x[500:800]) < 3.5 and np.std(y[500:800] - x[500:800]) > 0.8),
+        ("intermittent", lambda y: 0.05 < np.mean(np.abs(y[500:800] - x[500:800]) > 5.9) < 0.15),
+    ]:
+        y = x.copy()
+        unseen_faults.inject(y, det, kind, scenarios.Fault(kind, f.start, f.end), 1.0, 1.0, np.random.default_rng(1))
+        assert check(y), kind
+    name = "noise/quieter/s0.5/dt1/r0"
+    assert name in clean
+    assert evaluate.main(["--scenarios", "unseen", "--only", name, "--json", "--quiet", "--jobs", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["size"] == "unseen" and list(out["by_fault"]) == ["quieter"]
+    assert out["total"]["faults"] == out["total"]["sustained"] == 1

@@ -17,7 +17,8 @@ Three kinds of data, one command:
   benchmark's split and metrics, beside the published results (``skab_eval.py``); with
   ``--machine``, the bench's eight sensors as one machine model instead (``skab_machine.py``).
 * **Fault scenarios** (``--scenarios small|full``): generated signals with known faults:
-  faults caught, held to their end, detection delay, nuisance alarms (``scenarios.py``).
+  faults caught, held to their end, detection delay, nuisance alarms (``scenarios.py``);
+  ``--scenarios unseen``: the same on six fault kinds no default was chosen on (``unseen_faults.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from edge_agent.evaluation import loco, nab, scenarios
+from edge_agent.evaluation import loco, nab, scenarios, unseen_faults
 
 
 @dataclass
@@ -254,8 +255,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="NAB: folder holding the CSV files (timestamp,value)")
     parser.add_argument("--labels", default=None, help="NAB: windows.json: {relative file: [[start, end], ...]}")
     skab_machine.add_arguments(parser)  # --skab DIR, and --machine / --lofo / --blind-spot
-    parser.add_argument("--scenarios", nargs="?", const="full", default=None, choices=sorted(scenarios.SIZES),
-                        help="the generated fault-scenario suite (default size: full)")
+    parser.add_argument("--scenarios", nargs="?", const="full", default=None, choices=[*sorted(scenarios.SIZES), "unseen"],
+                        help="the generated fault-scenario suite (default size: full); unseen: six fault kinds no default "
+                             "was chosen on (unseen_faults.py)")
     parser.add_argument("--only", default=None, metavar="TEXT",
                         help="scenarios: run only the scenarios whose name contains TEXT (e.g. wander/spike/s0.5/dt60/r0)")
     parser.add_argument("--suite-seed", type=int, default=0, metavar="N",
@@ -385,7 +387,10 @@ def _run_scenarios(args: argparse.Namespace, cfg_data: dict[str, Any], t0: float
     if seed < 0:
         print(f"evaluate: --suite-seed must be 0 or more, not {seed}", file=sys.stderr)
         return 2
-    suite = scenarios.build_suite(args.scenarios, seed=seed)
+    if args.scenarios == "unseen":
+        suite = unseen_faults.build_suite(seed=seed)
+    else:
+        suite = scenarios.build_suite(args.scenarios, seed=seed)
     if args.only:
         suite = [sc for sc in suite if args.only in sc.name]
         if not suite:

@@ -50,7 +50,7 @@ import numpy as np
 
 NORMAL_KINDS = ("noise", "trend", "cycle", "wander", "quantised")
 FAULT_KINDS = ("spike", "step", "drift", "noise", "stuck")
-SUSTAINED = ("step", "drift", "noise", "stuck")
+SUSTAINED = ("step", "drift", "noise", "stuck")  # every fault kind but the spike lasts (also unseen_faults.py's)
 DAY_S = 86400.0
 GRACE = 20  # readings after a fault's last one in which a raise is no nuisance (and catches a spike)
 
@@ -280,17 +280,18 @@ def assess(r: ScenarioResult) -> tuple[list[FaultOutcome], list[int]]:
         used.update(excused)
         # A sustained fault is caught only while it lasts: a ramp alarmed only by the jump of its
         # return to normal counted as caught, and then as held (its alarm outlived its end).
-        last = f.end if f.kind in SUSTAINED else f.end + GRACE
+        lasts = f.kind != "spike"
+        last = f.end if lasts else f.end + GRACE
         hits = [k for k in excused if r.raised[k] <= last]
         if not hits:
-            outcomes.append(FaultOutcome(r.name, r.normal, f.kind, False, None, False if f.kind in SUSTAINED else None, None, None))
+            outcomes.append(FaultOutcome(r.name, r.normal, f.kind, False, None, False if lasts else None, None, None))
             continue
         k = hits[0]
         at = r.raised[k]
         end_of_alarm = next((i for i, _ in r.ended if i > at), None)
         held = None
         cleared_after = None
-        if f.kind in SUSTAINED:
+        if lasts:
             held = end_of_alarm is None or end_of_alarm > f.end
             cleared_after = None if end_of_alarm is None else end_of_alarm - f.end
         outcomes.append(FaultOutcome(r.name, r.normal, f.kind, True, at - f.start, held, cleared_after, r.kinds[k]))
@@ -337,7 +338,10 @@ def summarise(results: Iterable[ScenarioResult]) -> dict[str, Any]:
             "cleared_after_median": float(np.median(clears)) if clears else None,
         }
 
-    by_fault = {k: block([o for o in outcomes if o.kind == k]) for k in FAULT_KINDS}
+    present = {o.kind for o in outcomes}
+    unseen = sorted(present - set(FAULT_KINDS))  # unseen_faults.py's kinds
+    kinds = [*(FAULT_KINDS if present & set(FAULT_KINDS) or not unseen else ()), *unseen]
+    by_fault = {k: block([o for o in outcomes if o.kind == k]) for k in kinds}
     by_normal = {k: block([o for o in outcomes if o.normal == k]) for k in NORMAL_KINDS}
     nuisance_by_normal = {k: sum(1 for name, _ in nuisance if name.split("/", 1)[0] == k) for k in NORMAL_KINDS}
     kinds_named: dict[str, dict[str, int]] = {}
