@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "a2a3593022cda56a21ef3c10e2d662bf24d71125f2042e80c2b487b36296c89c",
-    "cycle_5min": "b36bf2f56f51010008bc7683331a13738d1e0982e2244e693e33f9cee3f3f904",
-    "second_wander": "87db6ee118bb10ce2fca18b70650c989db8902e50c2d1b9286226861c7ab8b37",
-    "quantised_untimed": "7a55bcfdd5b082b481afc116f2bce7c6551fe7c18adf5ade758e88406849c755",
+    "minute": "18761af3ead71d27e3a8be04b7abb411c8388d6b3b053cc282d437d9c4f2420a",
+    "cycle_5min": "c0a64a6aef5ac8df9a39d2f1e61df4257361453d5c44498ee85dde7cc257d6ed",
+    "second_wander": "5afe3acd8f1deeb9d64e5c386561a2dc730f4b50e33fa85d59c5058d7e6dee97",
+    "quantised_untimed": "12d4cea907dc9b09bf8454de6e8383b5f84fb170ae2a3b6f21bf70fa736ebaa2",
 }
 
 

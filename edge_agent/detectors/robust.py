@@ -56,6 +56,9 @@ _BETA_SLOPE = _RATE_SLOPE_REF * _RATE_SLOPE_REF / 4.0
 # at fit and is floored at half it. Standardised, the statistic is |N(0, 1)|-like there (98 %
 # quantile 2.31-2.33, mean excess 0.33-0.34, 1e-6 quantile 4.6-5.0): its prior is _GAUSS.
 _SLOPE_WHITE = 0.0136
+# After the predictor adopts a level, the slope's average restarts at its reference and holds
+# the predictor's moves since: it speaks again once those are its whole memory (~1 / its rate).
+_SLOPE_QUIET = round(1.0 / _LAMBDA_SLOPE)
 
 
 def _slope_white(alpha: float) -> float:
@@ -125,9 +128,9 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
            "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
-          "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0}  # state keys added since the first release, and their value in an older model
+          "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("jumps", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase")
+_INTS = ("jumps", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from")
 
 
 class RobustDetector:
@@ -207,7 +210,7 @@ class RobustDetector:
                  "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
-                 "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "_ya", "_yb", "_yk")
+                 "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -242,6 +245,7 @@ class RobustDetector:
         self.g_slope = self.r_slope = self.t_slope = 0.0
         # ... and its (normal, 1 / (threshold - normal)) in value units per reading
         self._ksl = (0.0, 0.0)
+        self.slope_from = 0  # ... silent until n reaches this (see _step, the predictor's jump)
         # plain model of normal
         self.alpha, self.beta = 0.01, 0.0
         self.level = self.trend = 0.0
@@ -379,6 +383,7 @@ class RobustDetector:
             if c != SPIKE and c != VAR:  # the smoothed channels, standardised by the spread just learned
                 z = z / max(1.2533 * spreads[c], 1e-300)
             self.cal_q[c], self.cal_m[c] = calibrate(z, *_PRIOR[c][:2], c == DRIFT or c == DRIFT_S)
+        self.slope_from = max(0, self.slope_from - self.n)  # (counted from the fit's end, as n is)
         self.n = self.s_phase = 0
         self.n_fit = float(v.shape[0])
         self._update_thresholds()
@@ -673,7 +678,7 @@ class RobustDetector:
         # stands still (see _slope_constants).
         o_sl, i_sl = self._ksl
         m_slope = self.m_slope
-        s_slope = ((m_slope if m_slope > 0.0 else -m_slope) - o_sl) * i_sl if i_sl and not self.shadow_n else 0.0
+        s_slope = ((m_slope if m_slope > 0.0 else -m_slope) - o_sl) * i_sl if i_sl and not self.shadow_n and self.n >= self.slope_from else 0.0
         # -- level and drift: against the plain model of normal ...
         pred = self.level + self.trend
         e = x - pred
@@ -851,13 +856,24 @@ class RobustDetector:
                         # held jump ends with it, whatever its size (a cycle moved the level
                         # meanwhile; a remainder held an alarm 1,100 readings past a step's end).
                         self.f_jump = 0.0
-                    elif (e if e > 0.0 else -e) > (e - e_f if e > e_f else e_f - e):
+                    elif (e if e > 0.0 else -e) > (e - e_f if e > e_f else e_f - e) and (fj != 0.0 or self.shadow_n < _REACQUIRE):
+                        # (a jump that starts a held jump must come within the _REACQUIRE readings
+                        # adopting a level takes from the episode's start: later it is the episode's
+                        # course; judged "away" against a model of normal lagging a cycle, the jump
+                        # back of a 3-reading excursion held its alarm for good)
                         self.f_jump = fj + add
                 self.f_level, self.f_trend, self.f_out = x, 0.0, 0
                 learned = None
                 if i_sl:  # a jump says nothing of the slope: its estimate restarts at the reference
                     self.g_slope = self.r_slope + self.t_slope
                     self.m_slope = 0.0
+                    # ... and the channel is silent for the average's memory of readings learned
+                    # from: what it holds until then is the predictor's way from the level it
+                    # adopted (often the last of three noisy readings, or a stuck sensor's
+                    # release) back to the series' course, a transient of its own restart, not a
+                    # change of course. Speaking at once, it raised on a clean trend, a clean
+                    # cycle and a stuck sensor's release (suite seeds 1-2: 3 nuisance alarms).
+                    self.slope_from = self.n + _SLOPE_QUIET
                 # Within an anomalous episode (a spike alarm whose readings then held beyond the
                 # clip), the same evidence tells the level channel that the level moved away from
                 # normal: it takes the new level's residual at once rather than climbing to it
