@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from edge_agent import detectors
 from edge_agent.config import AgentConfig
 from edge_agent.detectors.robust import RobustDetector
-from edge_agent.detectors.robust_stats import calibrate, resolution
+from edge_agent.detectors.robust_stats import calibrate, prior_tail_odds, resolution
 from edge_agent.evaluation.scenarios import Scenario, build_suite, noise_over, normal_signal
 from edge_agent.model_store import ModelStore
 from edge_agent.pipeline import InlineTrainer, Pipeline
@@ -291,6 +292,44 @@ def test_no_drift_alarm_on_a_wander_after_a_calm_training_window() -> None:
     # threshold). The fit's tail now counts the window's one excursion as one, and a young drift
     # threshold allows for the few independent samples its spread rests on (peak 0.75).
     assert nuisance("wander/spike/s0.5/dt60/r0") == []
+
+
+def test_a_slowly_sampled_wander_gets_a_predictor_fast_enough_for_its_moves() -> None:
+    # A wander with a 1-hour correlation time read every 5 minutes moves between readings by as
+    # much as its noise: the predictor's best gain is ~0.6. With 0.3 the fastest candidate, its
+    # one-step error was 1.40 one-step noise widths and the suite's spike of 10 such widths
+    # scored 7.1 predictor scales on average (the spike threshold of a gaussian series: ~6.1).
+    ratio = []
+    for seed in range(12):
+        x, _ = normal_signal("wander", 500, 1.0, 300.0, np.random.default_rng(seed))
+        d = RobustDetector()
+        d.fit(x, T0 + 300.0 * np.arange(500))
+        ratio.append(noise_over(x, 1) / d.f_scale)
+    assert float(np.mean(ratio)) > 0.74  # 0.714 with 0.3 the fastest rate; 0.76 with 0.5
+
+
+def test_a_fitted_spike_tail_is_the_prior_as_far_as_the_window_is_evidence_of_it() -> None:
+    # ~8 exceedances of a 500-reading window, extrapolated ~10 mean excesses: blended with the
+    # prior at a fixed weight, gaussian noise's fitted spike threshold spread 5.1-7.8 standard
+    # units (sd 0.57 over these 40 windows) and a 10 u spike on a slowly sampled wander (7-8
+    # scales) met thresholds near 8 on some seeds. Weighed as evidence, a gaussian window's tail
+    # is mostly the prior's (sd 0.34); a heavy-tailed window (Student's t, 3 degrees) keeps its own.
+    def spike_thresholds(draw: Callable[[np.random.Generator], np.ndarray]) -> np.ndarray:
+        out = []
+        for seed in range(40):
+            d = RobustDetector()
+            d.fit(20.0 + draw(np.random.default_rng(seed)), T0 + 60.0 * np.arange(500))
+            out.append(d.thr[0])
+        return np.asarray(out)
+
+    gauss = spike_thresholds(lambda rng: rng.normal(0.0, 1.0, 500))
+    assert 5.8 < gauss.mean() < 6.4 and gauss.std() < 0.45  # the prior's own: 6.09
+    heavy = spike_thresholds(lambda rng: rng.standard_t(3, 500))
+    assert heavy.mean() > 12.0  # 15.4, as the fixed blend's
+    assert prior_tail_odds(8, 0.38, 0.38) > 0.5 > prior_tail_odds(8, 0.76, 0.38) > prior_tail_odds(8, 1.14, 0.38) < 0.05
+    z = np.abs(np.random.default_rng(3).standard_t(2, 500))
+    q, m = calibrate(z, 2.33, 0.38)
+    assert calibrate(z, 2.33, 0.38, tested=True) == pytest.approx((q, m), rel=1e-3)  # a heavy window is its own
 
 
 def test_the_drift_tail_at_fit_counts_an_excursion_as_scoring_does() -> None:

@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "minute": "18761af3ead71d27e3a8be04b7abb411c8388d6b3b053cc282d437d9c4f2420a",
-    "cycle_5min": "c0a64a6aef5ac8df9a39d2f1e61df4257361453d5c44498ee85dde7cc257d6ed",
-    "second_wander": "5afe3acd8f1deeb9d64e5c386561a2dc730f4b50e33fa85d59c5058d7e6dee97",
-    "quantised_untimed": "12d4cea907dc9b09bf8454de6e8383b5f84fb170ae2a3b6f21bf70fa736ebaa2",
+    "minute": "07a21481be8abe07874bbf360efb4dd3ef0f868024ba1eab11f3cbaf7be28ea1",
+    "cycle_5min": "79d943b39db1b0b3864ec46adf3abe24476305a1b1422d68cd7ebf06cf866624",
+    "second_wander": "eee17da485c07a0f57a50d743af4ce7dca182089e090a30fff8f46fb76845f57",
+    "quantised_untimed": "4be0fb6422b9a1e264256a01d874475953863db8848208e4cab36b5928d2b974",
 }
 
 

@@ -382,7 +382,7 @@ class RobustDetector:
             z = np.asarray(collected[c])
             if c != SPIKE and c != VAR:  # the smoothed channels, standardised by the spread just learned
                 z = z / max(1.2533 * spreads[c], 1e-300)
-            self.cal_q[c], self.cal_m[c] = calibrate(z, *_PRIOR[c][:2], c == DRIFT or c == DRIFT_S)
+            self.cal_q[c], self.cal_m[c] = calibrate(z, *_PRIOR[c][:2], c == DRIFT or c == DRIFT_S, c == SPIKE)
         self.slope_from = max(0, self.slope_from - self.n)  # (counted from the fit's end, as n is)
         self.n = self.s_phase = 0
         self.n_fit = float(v.shape[0])
