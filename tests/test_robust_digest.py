@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "23ea2f4d95f68ce0b330c2c37aa5bda34820d9627af80fbeb49517c108a24b19",
+    "cycle_5min": "a04435a24b03a1318a8694fe7562657da944e4f5eaf9b23d3fdb0c0f599995a1",
     "minute": "13e99b2f7a851c4e33ddd17c8cb7561d5d3d561766a058dbb8df0243202c7c81",
     "quantised_untimed": "131a78c9b31977730973ba798d20d0b028975a3c7af80eba25799193bbf78c89",
-    "second_wander": "ba3b8c8f59f9f7554d06c0d3f408e975c7573da1cd7d335b5f78e03ce1b2537f",
+    "second_wander": "2e3d7511e97f0d6591ec9e255e883f39ee7c35ed5be31beeb3420c96f6d4e1c2",
 }
 
 

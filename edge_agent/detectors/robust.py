@@ -181,8 +181,9 @@ class RobustDetector:
       the spike threshold (a new extreme is suspicious at a smaller jump than a spike);
     * the short-term level (explained as ``level_shift``): the short-term predictor's residual
       averaged over ~3 readings, / its spread, counting a jump away from normal the predictor
-      adopted as it fades: an abrupt lasting shift on a curve the model of normal lags. Only
-      where the predictor is faster than the model of normal.
+      adopted as it fades (held while it holds its own episode, ended by a jump back within it):
+      an abrupt lasting shift on a curve the model of normal lags. Only where the predictor is
+      faster than the model of normal.
     * the slope (explained as ``drift``): the predictor's moves averaged over ~50 readings,
       less a reference that follows a steadily changing slope (a curve's) without lag, / its
       spread: the onset of a ramp on a curve the model of normal lags. Only where the predictor
@@ -675,11 +676,16 @@ class RobustDetector:
             fj = self.f_jump
             if fj != 0.0:
                 r += fj
-                fj *= 1.0 - self.f_alpha
-                self.f_jump = fj if (fj if fj > 0.0 else -fj) > 0.01 * f_scale else 0.0
             m_short += _LAMBDA_SHORT * ((r if -c < r < c else (c if r > 0.0 else -c)) - m_short)
             self.m_short = m_short
             s_short = ((m_short if m_short > 0.0 else -m_short) - o_sh) * i_sh
+            if fj != 0.0 and not (self.shadow_n and s_short >= self.learn_below):
+                # The jump fades as the predictor would have learned it, except while it holds its
+                # own episode (the model of normal stands still and this channel is at or above
+                # learn_below): a step on a curve the model of normal lags is held by the jump
+                # itself until a jump back ends it (below), not let go after ~1 / f_alpha readings.
+                fj *= 1.0 - self.f_alpha
+                self.f_jump = fj if (fj if fj > 0.0 else -fj) > 0.01 * f_scale else 0.0
         # -- the slope: a change in the predictor's course, against a reference that follows a
         # steadily changing one (learned below, from the readings up to the last). Only where
         # the predictor is faster than the model of normal, and silent while the model of normal
@@ -884,9 +890,22 @@ class RobustDetector:
                 # learned Huber-limited: the jump stops the spike channel crying "spike", it is no
                 # evidence that the new level is normal (without it: 2 cycle steps fewer caught,
                 # 1 held). A jump towards normal (a fault's end) is the alarm's clear, left to the
-                # hysteresis, as in the hand-over below (kept: alarms held 2x longer after drifts).
-                if i_sh and (e if e > 0.0 else -e) > (e - e_f if e > e_f else e_f - e):
-                    self.f_jump += e_f - self.f_alpha * (cf if e_f > 0.0 else -cf)
+                # hysteresis, as in the hand-over below (kept: alarms held 2x longer after drifts);
+                # within an episode, one against the jump held ends that jump (see the fade above).
+                if i_sh:
+                    add = e_f - self.f_alpha * (cf if e_f > 0.0 else -cf)
+                    fj = self.f_jump
+                    if self.shadow_n and fj * add < 0.0:
+                        # Within an episode, a jump against the jump held is the fault's end: the
+                        # held jump ends with it, whatever its size (a cycle moved the level
+                        # meanwhile; a remainder held an alarm 1,100 readings past a step's end).
+                        self.f_jump = 0.0
+                    elif (e if e > 0.0 else -e) > (e - e_f if e > e_f else e_f - e) and (fj != 0.0 or self.shadow_n < _REACQUIRE):
+                        # (a jump that starts a held jump must come within the _REACQUIRE readings
+                        # adopting a level takes from the episode's start: later it is the episode's
+                        # course; judged "away" against a model of normal lagging a cycle, the jump
+                        # back of a 3-reading excursion held its alarm for good)
+                        self.f_jump = fj + add
                 self.f_level, self.f_trend, self.f_out = x, 0.0, 0
                 learned = None
                 if i_sl:  # a jump says nothing of the slope: its estimate restarts at the reference
