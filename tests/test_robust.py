@@ -344,6 +344,20 @@ def test_a_fitted_spike_tail_is_the_prior_as_far_as_the_window_is_evidence_of_it
     assert calibrate(z, 2.33, 0.38, tested=True) == pytest.approx((q, m), rel=1e-3)  # a heavy window is its own
 
 
+def test_the_level_tail_at_fit_counts_a_run_of_exceedances_as_one_excursion() -> None:
+    # The level channel averages ~7 readings and the fit collects it on every reading: its
+    # exceedances of the window's 98 % quantile come in runs. Counted as independent, the
+    # fitted level threshold of white noise spread 0.71 standard units over these 40 windows
+    # (up to 8.9); counted in runs, as the drift channels' are, 0.57 (up to 8.1).
+    out = []
+    for seed in range(40):
+        d = RobustDetector()
+        stats = d.fit(20.0 + np.random.default_rng(seed).normal(0.0, 1.0, 500))
+        out.append(stats["thresholds"]["level"])
+    t = np.asarray(out)
+    assert 5.5 < t.mean() < 6.2 and t.std() < 0.64 and t.max() < 8.5, (t.mean(), t.std(), t.max())
+
+
 def test_the_drift_tail_at_fit_counts_an_excursion_as_scoring_does() -> None:
     sc = full_suite()["wander/spike/s0.5/dt60/r0"]
     d = RobustDetector()

@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "a04435a24b03a1318a8694fe7562657da944e4f5eaf9b23d3fdb0c0f599995a1",
-    "minute": "13e99b2f7a851c4e33ddd17c8cb7561d5d3d561766a058dbb8df0243202c7c81",
-    "quantised_untimed": "131a78c9b31977730973ba798d20d0b028975a3c7af80eba25799193bbf78c89",
-    "second_wander": "2e3d7511e97f0d6591ec9e255e883f39ee7c35ed5be31beeb3420c96f6d4e1c2",
+    "cycle_5min": "46a66918e104654839948d7e3b36c216ab67f273d37d327b798e5914142d5363",
+    "minute": "cd4b5c78a5e1ab0599a68153b3fcaf8156a1edcd225b2c6071759373a5a8f07a",
+    "quantised_untimed": "4cc6c2069e14d4fc1f774889c33c4f9c7845171c4e178f170de94c1385b388ff",
+    "second_wander": "324619e541c3f4edccc0a0a44232c274dd829c2b226685ea4c8a905dc7c1bafc",
 }
 
 

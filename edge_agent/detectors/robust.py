@@ -41,6 +41,7 @@ from edge_agent.detectors.robust_stats import (
 # Last, the quiet side of the variance channel (explained as ``variance``): the noise fallen
 # well below its normal.
 SPIKE, LEVEL, DRIFT, LEVEL_S, DRIFT_S, VAR, SHORT, SLOPE, QUIET = range(9)
+_IN_RUNS = (LEVEL, DRIFT, LEVEL_S, DRIFT_S)  # calibrated counting a run of exceedances as one excursion
 _N_CAL = 9
 _SLOW = 0.01  # the model of normal follows at most this fast (~100 readings)
 _LAMBDA_LEVEL = 0.15  # the level channel: EWMA of residuals, ~7 readings
@@ -394,7 +395,9 @@ class RobustDetector:
             z = np.asarray(collected[c])
             if c != SPIKE and c != VAR and c != QUIET:  # the smoothed channels, standardised by the spread just learned
                 z = z / max(1.2533 * spreads[c], 1e-300)
-            self.cal_q[c], self.cal_m[c] = calibrate(z, *_PRIOR[c][:2], c == DRIFT or c == DRIFT_S, c == SPIKE)
+            # The smoothed level and drift channels' exceedances come in runs (an average over ~7
+            # or ~50 readings, collected on every reading here): a run is one excursion's evidence.
+            self.cal_q[c], self.cal_m[c] = calibrate(z, *_PRIOR[c][:2], c in _IN_RUNS, c == SPIKE)
         self.slope_from = max(0, self.slope_from - self.n)  # (counted from the fit's end, as n is)
         self.n = self.s_phase = 0
         self.n_fit = float(v.shape[0])

@@ -80,11 +80,16 @@ def calibrate(z: np.ndarray, q0: float, m0: float, runs: bool = False, tested: b
     ``tested`` (the spike channel): the mean excess is the prior's own as far as the window's
     excesses are evidence of it (``prior_tail_odds``), the blend for the rest.
 
-    ``runs`` (the drift channels): the r-th value in a row above the quantile counts 1/r, as
-    the r-th tail update in a row does in scoring (see ``RobustDetector._tail``). A window's exceedances of the
-    ~50-reading average come as one or two excursions; counted as independent, a calm window's
-    one excursion (~8 values near its peak, a small mean excess) outweighed the prior and put
-    the threshold below it (4.37 standard units against 6.09 on the suite's calm wander)."""
+    ``runs`` (the level and drift channels): the r-th value in a row above the quantile counts
+    1/r, as the drift channels' r-th tail update in a row does in scoring (see
+    ``RobustDetector._tail``). A window's exceedances of the ~50-reading average come as one or
+    two excursions; counted as independent, a calm window's one excursion (~8 values near its
+    peak, a small mean excess) outweighed the prior and put the threshold below it (4.37
+    standard units against 6.09 on the suite's calm wander). The ~7-reading level average,
+    collected on every reading of the window, comes in runs too (session 5): counted as
+    independent, its fitted threshold spread 0.71 standard units over 40 white-noise windows
+    (up to 8.9), 0.57 counted in runs (up to 8.1); on a wandering level it now rests more on
+    the prior (mean 5.08 -> 5.35)."""
     if z.size < 50:
         return q0, m0
     q_emp = float(np.quantile(z, TAIL_P))
