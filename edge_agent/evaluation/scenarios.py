@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,36 +170,49 @@ SIZES = {
 }
 
 
-def build_suite(size: str = "full", train: int = 500, seed: int = 0) -> list[Scenario]:
-    spec = SIZES[size]
-    out: list[Scenario] = []
-    k = 0
+def faulty_signal(kind: str, sigma: float, dt: float, train: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float, float, int]:
+    """A normal signal of ``train + length`` readings to inject a fault into, and what the fault
+    is sized and placed by: (values, their deterministic part, u, U, the first faulty reading,
+    300-500 readings after the training window)."""
+    x, det = normal_signal(kind, train + length, sigma, dt, rng)
+    u = noise_over(x[:train], 1) or 1.0
+    big_u = max(u, noise_over(x - det, SUSTAINED_READINGS))
+    return x, det, u, big_u, train + int(rng.integers(300, 500))
+
+
+def grid(spec: SuiteSize) -> Iterator[tuple[int, str, float, float]]:
+    """(repeat, normal kind, noise, sampling interval) of every scenario group, in the suite's order."""
     for rep in range(spec.seeds):
         for kind in NORMAL_KINDS:
             for sigma in spec.sigmas:
                 for dt in spec.dts:
-                    for n in spec.clean_lengths:
-                        rng = np.random.default_rng([seed, rep, k])
-                        k += 1
-                        x, _ = normal_signal(kind, train + n, sigma, dt, rng)
-                        ts = 1.7e9 + np.arange(train + n) * dt
-                        out.append(Scenario(f"{kind}/clean/s{sigma:g}/dt{dt:g}/n{n}/r{rep}", kind, sigma, dt, x, ts))
-                    for fk in FAULT_KINDS:
-                        rng = np.random.default_rng([seed, rep, k])
-                        k += 1
-                        n = train + spec.fault_length
-                        x, det = normal_signal(kind, n, sigma, dt, rng)
-                        u = noise_over(x[:train], 1) or 1.0
-                        big_u = max(u, noise_over(x - det, SUSTAINED_READINGS))
-                        first = train + int(rng.integers(300, 500))
-                        if fk == "spike":
-                            faults = [Fault("spike", first + g, first + g) for g in SPIKE_GAPS]
-                        else:
-                            faults = [Fault(fk, first, first + SUSTAINED_READINGS - 1)]
-                        for f in faults:
-                            inject(x, f, u, big_u, rng)
-                        ts = 1.7e9 + np.arange(n) * dt
-                        out.append(Scenario(f"{kind}/{fk}/s{sigma:g}/dt{dt:g}/r{rep}", kind, sigma, dt, x, ts, faults))
+                    yield rep, kind, sigma, dt
+
+
+def build_suite(size: str = "full", train: int = 500, seed: int = 0) -> list[Scenario]:
+    spec = SIZES[size]
+    out: list[Scenario] = []
+    k = 0
+    for rep, kind, sigma, dt in grid(spec):
+        for n in spec.clean_lengths:
+            rng = np.random.default_rng([seed, rep, k])
+            k += 1
+            x, _ = normal_signal(kind, train + n, sigma, dt, rng)
+            ts = 1.7e9 + np.arange(train + n) * dt
+            out.append(Scenario(f"{kind}/clean/s{sigma:g}/dt{dt:g}/n{n}/r{rep}", kind, sigma, dt, x, ts))
+        for fk in FAULT_KINDS:
+            rng = np.random.default_rng([seed, rep, k])
+            k += 1
+            n = train + spec.fault_length
+            x, _, u, big_u, first = faulty_signal(kind, sigma, dt, train, spec.fault_length, rng)
+            if fk == "spike":
+                faults = [Fault("spike", first + g, first + g) for g in SPIKE_GAPS]
+            else:
+                faults = [Fault(fk, first, first + SUSTAINED_READINGS - 1)]
+            for f in faults:
+                inject(x, f, u, big_u, rng)
+            ts = 1.7e9 + np.arange(n) * dt
+            out.append(Scenario(f"{kind}/{fk}/s{sigma:g}/dt{dt:g}/r{rep}", kind, sigma, dt, x, ts, faults))
     return out
 
 

@@ -31,13 +31,12 @@ import math
 import numpy as np
 
 from edge_agent.evaluation.scenarios import (
-    NORMAL_KINDS,
     SIZES,
     SUSTAINED_READINGS,
     Fault,
     Scenario,
-    noise_over,
-    normal_signal,
+    faulty_signal,
+    grid,
 )
 
 UNSEEN_KINDS = ("oscillation", "intermittent", "quieter", "dropout", "clip", "offset_noise")
@@ -76,21 +75,15 @@ def build_suite(train: int = 500, seed: int = 0) -> list[Scenario]:
     spec = SIZES["full"]
     out: list[Scenario] = []
     k = 0
-    for rep in range(spec.seeds):
-        for normal in NORMAL_KINDS:
-            for sigma in spec.sigmas:
-                for dt in spec.dts:
-                    for kind in UNSEEN_KINDS:
-                        # A stream apart from the suite's ([seed, rep, k]): its signals are new too.
-                        rng = np.random.default_rng([seed, 99, rep, k])
-                        k += 1
-                        n = train + spec.fault_length
-                        x, det = normal_signal(normal, n, sigma, dt, rng)
-                        u = noise_over(x[:train], 1) or 1.0
-                        big_u = max(u, noise_over(x - det, SUSTAINED_READINGS))
-                        first = train + int(rng.integers(300, 500))
-                        fault = Fault(kind, first, first + SUSTAINED_READINGS - 1)
-                        inject(x, det, kind, fault, u, big_u, rng)
-                        ts = 1.7e9 + np.arange(n) * dt
-                        out.append(Scenario(f"{normal}/{kind}/s{sigma:g}/dt{dt:g}/r{rep}", normal, sigma, dt, x, ts, [fault]))
+    for rep, normal, sigma, dt in grid(spec):
+        for kind in UNSEEN_KINDS:
+            # A stream apart from the suite's ([seed, rep, k]): its signals are new too.
+            rng = np.random.default_rng([seed, 99, rep, k])
+            k += 1
+            n = train + spec.fault_length
+            x, det, u, big_u, first = faulty_signal(normal, sigma, dt, train, spec.fault_length, rng)
+            fault = Fault(kind, first, first + SUSTAINED_READINGS - 1)
+            inject(x, det, kind, fault, u, big_u, rng)
+            ts = 1.7e9 + np.arange(n) * dt
+            out.append(Scenario(f"{normal}/{kind}/s{sigma:g}/dt{dt:g}/r{rep}", normal, sigma, dt, x, ts, [fault]))
     return out
