@@ -137,7 +137,11 @@ def test_a_relation_break_raises_one_machine_alarm_naming_the_sensors(tmp_path: 
     cleared = got[1]
     assert cleared["raised_alert_id"] == raised["alert_id"] and cleared["seq"] == 1
     assert BREAK_AT + 60 <= cleared["ts"] - T0 < BREAK_AT + 120
-    assert series_alarms.json() == [], json.dumps(series_alarms.json())[:2000]
+    # No series sees the break: each sensor stays inside its band. The flow's jump back when the
+    # relation is restored (~10 units in one reading, ~7 of its noise scales) may raise a spike
+    # on the series (since session 5's spike tail and 0.5 predictor rate); nothing before it.
+    during = [a for a in series_alarms.json() if a["ts"] - T0 < BREAK_AT + 60]
+    assert during == [], json.dumps(during)[:2000]
 
 
 def checkpoint_last_row(agent: AgentProcess) -> float:
