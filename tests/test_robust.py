@@ -219,9 +219,14 @@ def test_out_of_range_is_judged_against_the_spike_channel_calibration(seed: int)
     assert [i for i, s, k in alarms(x) if s == "raised" and k == "out_of_range"] == []
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=4)
+def suite_at(seed: int) -> dict[str, Scenario]:
+    """The full suite drawn from ``seed``, by scenario name (built once per seed)."""
+    return {sc.name: sc for sc in build_suite("full", seed=seed)}
+
+
 def full_suite() -> dict[str, Scenario]:
-    return {sc.name: sc for sc in build_suite("full")}
+    return suite_at(0)
 
 
 def scenario_alarms(name: str) -> tuple[Scenario, list[tuple[int, str, str | None]]]:
@@ -435,11 +440,6 @@ def test_a_step_on_a_first_day_daily_cycle_is_caught_by_the_short_term_level(nam
     assert i >= fault.start and e.kind == "level_shift" and "jumped" in e.detail, (i, e)
 
 
-@functools.lru_cache(maxsize=4)
-def seeded_suite(seed: int) -> dict[str, Scenario]:
-    return {sc.name: sc for sc in build_suite("full", seed=seed)}
-
-
 @pytest.mark.parametrize(("seed", "name"), [(1, "cycle/step/s0.5/dt60/r0"), (2, "cycle/step/s0.5/dt60/r0"),
                                             (2, "cycle/step/s5/dt60/r1"), (3, "cycle/step/s0.5/dt60/r1")])
 def test_a_step_on_a_first_day_daily_cycle_is_held_by_the_jump_until_the_jump_back(seed: int, name: str) -> None:
@@ -448,7 +448,7 @@ def test_a_step_on_a_first_day_daily_cycle_is_held_by_the_jump_until_the_jump_ba
     # normal lags the cycle, so no other channel holds it) and the step's end raised a second
     # alarm. Held while it holds its own episode, and ended by the jump back: one alarm, raised
     # at the step, cleared by the hysteresis after its end.
-    sc = seeded_suite(seed)[name]
+    sc = suite_at(seed)[name]
     (fault,) = sc.faults
     ev = alarms(sc.values, dt=sc.dt)
     raised = [i for i, s, _ in ev if s == "raised"]
@@ -503,11 +503,6 @@ def test_the_slope_raises_nothing_after_a_ramp_another_channel_held() -> None:
     (fault,) = sc.faults
     assert [i for i, s, _ in ev if s == "raised" and not fault.start <= i <= fault.end + 20] == []
     assert [i for i, s, _ in ev if s == "raised" and fault.start <= i <= fault.end]
-
-
-@functools.lru_cache(maxsize=2)
-def suite_at(seed: int) -> dict[str, Scenario]:
-    return {sc.name: sc for sc in build_suite("full", seed=seed)}
 
 
 @pytest.mark.parametrize(("seed", "name"), [(2, "trend/clean/s5/dt60/n3000/r0"), (2, "cycle/noise/s0.05/dt1/r1"),

@@ -50,7 +50,6 @@ import numpy as np
 
 NORMAL_KINDS = ("noise", "trend", "cycle", "wander", "quantised")
 FAULT_KINDS = ("spike", "step", "drift", "noise", "stuck")
-SUSTAINED = ("step", "drift", "noise", "stuck")  # every fault kind but the spike lasts (also unseen_faults.py's)
 DAY_S = 86400.0
 GRACE = 20  # readings after a fault's last one in which a raise is no nuisance (and catches a spike)
 
@@ -284,6 +283,12 @@ class FaultOutcome:
     explained_as: str | None
 
 
+def lasts(kind: str) -> bool:
+    """Whether a fault kind lasts (held is judged for it): every kind but the spike, the
+    suite's and unseen_faults.py's."""
+    return kind != "spike"
+
+
 def assess(r: ScenarioResult) -> tuple[list[FaultOutcome], list[int]]:
     """Per fault: caught / delay / held / cleared; and the raises that belong to no fault."""
     outcomes = []
@@ -293,18 +298,18 @@ def assess(r: ScenarioResult) -> tuple[list[FaultOutcome], list[int]]:
         used.update(excused)
         # A sustained fault is caught only while it lasts: a ramp alarmed only by the jump of its
         # return to normal counted as caught, and then as held (its alarm outlived its end).
-        lasts = f.kind != "spike"
-        last = f.end if lasts else f.end + GRACE
+        lasting = lasts(f.kind)
+        last = f.end if lasting else f.end + GRACE
         hits = [k for k in excused if r.raised[k] <= last]
         if not hits:
-            outcomes.append(FaultOutcome(r.name, r.normal, f.kind, False, None, False if lasts else None, None, None))
+            outcomes.append(FaultOutcome(r.name, r.normal, f.kind, False, None, False if lasting else None, None, None))
             continue
         k = hits[0]
         at = r.raised[k]
         end_of_alarm = next((i for i, _ in r.ended if i > at), None)
         held = None
         cleared_after = None
-        if lasts:
+        if lasting:
             held = end_of_alarm is None or end_of_alarm > f.end
             cleared_after = None if end_of_alarm is None else end_of_alarm - f.end
         outcomes.append(FaultOutcome(r.name, r.normal, f.kind, True, at - f.start, held, cleared_after, r.kinds[k]))
