@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "46a66918e104654839948d7e3b36c216ab67f273d37d327b798e5914142d5363",
-    "minute": "cd4b5c78a5e1ab0599a68153b3fcaf8156a1edcd225b2c6071759373a5a8f07a",
-    "quantised_untimed": "4cc6c2069e14d4fc1f774889c33c4f9c7845171c4e178f170de94c1385b388ff",
-    "second_wander": "324619e541c3f4edccc0a0a44232c274dd829c2b226685ea4c8a905dc7c1bafc",
+    "cycle_5min": "f08b468f1f48b33bc470924d3d5070caea2198cbef593fd24884e79ce1744963",
+    "minute": "1ae016edcac5b5be9ffb65b19895554154d7ea26176d368c6892c5d45924f05e",
+    "quantised_untimed": "98408206dc4d1d58975aa3dba9457bad5adb0afdf044a09d33b6472bb77fa510",
+    "second_wander": "da65c5b906193b7e6253e388072ec55ad53c904424831ad259ecfa159d651599",
 }
 
 

@@ -28,6 +28,7 @@ from edge_agent.detectors.robust_stats import (
     backcast,
     calibrate,
     choose_smoothing,
+    interpolation_gain,
     longest_run,
     mad_scale,
     resolution,
@@ -39,10 +40,11 @@ from edge_agent.detectors.robust_stats import (
 # Then the short-term level (an abrupt lasting shift against the short-term predictor), and
 # last the slope (a change in the short-term predictor's course: the onset of a ramp).
 # Last, the quiet side of the variance channel (explained as ``variance``): the noise fallen
-# well below its normal.
-SPIKE, LEVEL, DRIFT, LEVEL_S, DRIFT_S, VAR, SHORT, SLOPE, QUIET = range(9)
+# well below its normal. Then the spike judged from both sides (explained as ``spike``): the last
+# reading's residual once the next one is in.
+SPIKE, LEVEL, DRIFT, LEVEL_S, DRIFT_S, VAR, SHORT, SLOPE, QUIET, BACK = range(10)
 _IN_RUNS = (LEVEL, DRIFT, LEVEL_S, DRIFT_S)  # calibrated counting a run of exceedances as one excursion
-_N_CAL = 9
+_N_CAL = 10
 _SLOW = 0.01  # the model of normal follows at most this fast (~100 readings)
 _LAMBDA_LEVEL = 0.15  # the level channel: EWMA of residuals, ~7 readings
 _LAMBDA_DRIFT = 0.02  # the drift channel: EWMA of residuals, ~50 readings
@@ -109,7 +111,7 @@ _GAUSS = (2.33, 0.38, 4.0)
 # Quiet: normal / max(d_low, one quantum) - 1 (see _step), its prior measured the same way
 # (3 x 4 M readings: 98 % quantile 0.126, mean excess 0.062, 1e-6 quantile 0.58-0.64), its
 # floor where white noise passes it as often as the upper side's floor (0.46-0.48: 4e-5 a reading).
-_PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.242, 0.048, 0.5), _GAUSS, _GAUSS, (0.126, 0.062, 0.47))
+_PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.242, 0.048, 0.5), _GAUSS, _GAUSS, (0.126, 0.062, 0.47), _GAUSS)
 _FLOORS = tuple(p[2] for p in _PRIOR)
 _DRIFT_SAMPLE = _LAMBDA_DRIFT / (2.0 - _LAMBDA_DRIFT)  # independent samples per reading of the drift average
 _STUCK_MIN = 10  # a value repeated this often is "stuck" on a series that never repeats one
@@ -133,10 +135,11 @@ _SETTLED = 50  # updates of the profile's statistics before it may serve
 _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
-           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low")
+           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low",
+           "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
-          "d_quick": 0.0, "d_low": 0.0}  # state keys added since the first release, and their value in an older model
+          "d_quick": 0.0, "d_low": 0.0, "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
 _INTS = ("jumps", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from")
 
@@ -222,7 +225,7 @@ class RobustDetector:
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
                  "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
-                 "d_quick", "d_low", "_o_q", "_i_q")
+                 "d_quick", "d_low", "_o_q", "_i_q", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "_i_b", "_o_b", "_j_b", "_zb")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -246,6 +249,13 @@ class RobustDetector:
         self.f_level = self.f_trend = 0.0
         self.f_scale = 1.0
         self.f_out = 0  # consecutive readings beyond the predictor's clip (+ above, - below)
+        # the spike judged from both sides (see _step): the next reading's gain and the scale's
+        # ratio to the predictor's (0: off), the last reading's residual and the forecast for this one
+        self.b_gain = self.b_ratio = 0.0
+        self.e_prev = self.fp_prev = self.e_prev2 = 0.0  # (e_prev2: the residual before e_prev)
+        self._i_b = 0.0  # 1 / its scale in value units, 0 while off
+        self._o_b, self._j_b = 1.0, 1.0  # its normal and 1 / (threshold - normal), standard units
+        self._zb = 0.0  # its standardised value on the last reading (for its tail)
         # the short-term level: EWMA of the predictor's residuals, their mean |value| on normal
         # readings, and the jumps the predictor adopted (see _step), fading at its own rate
         self.m_short = self.v_short = self.f_jump = 0.0
@@ -314,7 +324,7 @@ class RobustDetector:
         self._yb = self._yk = 0.0  # ... from b² - 1 (young_bound), recomputed once the samples grew past _yk
         self._xr = [0] * _N_CAL  # per channel: tail updates in a row above its quantile
         self.high_run = 0  # consecutive readings at or above learn_below, or drifting beyond the drift's normal
-        self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self._qfloor = _ABS_FLOOR
         self._stuck_lim = float(_STUCK_MIN)
         self._w_min = 0.0  # the profile's slowest learning rate per visit, from the reading interval
@@ -381,7 +391,7 @@ class RobustDetector:
                 times = t.tolist()
         # One pass learning from every reading (the profile too, when the timestamps are
         # known), collecting each channel's values once the baselines have settled.
-        collected: list[list[float]] = [[] for _ in range(_N_CAL)]
+        collected: list[list[float]] = [[] for _ in range(_N_CAL + 3)]  # (+ the predictor's residuals, forecasts and scales)
         warm = min(100, v.shape[0] // 4)
         step = self._step
         for i, x in enumerate(v.tolist()):
@@ -391,13 +401,21 @@ class RobustDetector:
                    max(self.v_level_s, _V_LEVEL_MIN * s_scale), max(self.v_drift_s, _V_DRIFT_MIN * s_scale), 1.0,
                    max(self.v_short, _V_SHORT_MIN * max(self.f_scale, self._floor())),
                    self._slope_unit() / 1.2533, 1.0)
+        # The spike judged from both sides: how much the next reading says of where the series
+        # was, from the window's pairs (residual at t, next reading less its forecast from t - 1);
+        # its values, for its tail, are the window's own residuals judged so.
+        e_w, fp_w, fs_w = (np.asarray(a) for a in collected[_N_CAL:])
+        y_w = v[warm + 1:] - fp_w[:-1]
+        self.b_gain, self.b_ratio = interpolation_gain(e_w[:-1], y_w, _CLIP * max(self.f_scale, self._floor()))
         for c in range(_N_CAL):
             z = np.asarray(collected[c])
-            if c != SPIKE and c != VAR and c != QUIET:  # the smoothed channels, standardised by the spread just learned
+            if c != SPIKE and c != VAR and c != QUIET and c != BACK:  # the smoothed channels, standardised by the spread just learned
                 z = z / max(1.2533 * spreads[c], 1e-300)
             # The smoothed level and drift channels' exceedances come in runs (an average over ~7
             # or ~50 readings, collected on every reading here): a run is one excursion's evidence.
-            self.cal_q[c], self.cal_m[c] = calibrate(z, *_PRIOR[c][:2], c in _IN_RUNS, c == SPIKE)
+            if c == BACK and self.b_gain > 0.0:  # (every reading's value, as its tail learns in scoring)
+                z = np.abs(e_w[:-1] - self.b_gain * y_w) / np.maximum(self.b_ratio * fs_w[:-1], self._floor())
+            self.cal_q[c], self.cal_m[c] = calibrate(z, *_PRIOR[c][:2], c in _IN_RUNS, c == SPIKE or c == BACK)
         self.slope_from = max(0, self.slope_from - self.n)  # (counted from the fit's end, as n is)
         self.n = self.s_phase = 0
         self.n_fit = float(v.shape[0])
@@ -410,7 +428,8 @@ class RobustDetector:
             "level": self.level, "trend": self.trend, "scale": self.scale, "alpha": self.alpha,
             "predictor_alpha": self.f_alpha, "predictor_trend": self.f_beta > 0, "predictor_scale": self.f_scale,
             "quantum": self.quantum, "run_max": self.run_max, "min": self.lo, "max": self.hi, "seasonal": self.seasonal,
-            "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance", "short_level", "slope", "quiet"), self.thr, strict=True)),
+            "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance", "short_level", "slope", "quiet", "spike_both_sides"),
+                                  self.thr, strict=True)),
         }
 
     def _floor(self) -> float:
@@ -461,6 +480,11 @@ class RobustDetector:
             floor = lf
         s = self.f_scale
         self._fsc = s if s > floor else floor
+        if self.b_gain > 0.0:
+            s *= self.b_ratio
+            self._i_b = 1.0 / (s if s > floor else floor)
+        else:
+            self._i_b = 0.0
         s = self.scale
         scale = self._sc = s if s > floor else floor
         # (level unit, drift unit, drift floor, clip floor) of the model: the units turn a
@@ -642,6 +666,8 @@ class RobustDetector:
             self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
         elif c == QUIET:
             self._o_q, self._i_q = 1.0 + o, 1.0 / (t - o)
+        elif c == BACK:
+            self._o_b, self._j_b = o, 1.0 / (t - o)
 
 
     # ---- scoring ---------------------------------------------------------------------------
@@ -666,6 +692,36 @@ class RobustDetector:
         e_f = x - f_pred
         f_scale = self._fsc
         z = (e_f if e_f > 0.0 else -e_f) / f_scale
+        # -- the last reading judged from both sides, now that this one is in: its residual less
+        # what this reading says of where the series was then (b_gain x this reading's distance
+        # from the forecast made before the last one). A spike comes back, so it keeps all of
+        # itself, against the smaller scale of a residual that knows the next reading; the move
+        # of a level that wanders by its noise between readings does not (see interpolation_gain).
+        # Judged one reading late, against its own calibrated tail.
+        i_b = self._i_b
+        s_back = r_back = 0.0
+        x_back = self.prev
+        if i_b:
+            ep = self.e_prev
+            gy = self.b_gain * (x - self.fp_prev)
+            r_back = ep - gy
+            # Judged only for a reading that stood out by itself (beyond the spike channel's
+            # normal), and only as far as this reading moves where the level was by less than that
+            # reading's own deviation (so on its side): else a jump of this reading (a step, a
+            # square wave's edge: NAB's CPU series) made the calm reading before it a spike.
+            # Its tail learns from every reading's value, judged or not: the gate only removes
+            # values, so the threshold the whole statistic's tail gives is a bound for it.
+            # And only a one-reading excursion: the readings on both sides of it within the spike
+            # channel's normal (a noise burst's readings are no spikes: caught early as one, its
+            # alarm cleared before the variance channel held it).
+            zb = self._zb = (r_back if r_back > 0.0 else -r_back) * i_b
+            a = ep if ep > 0.0 else -ep
+            n_sp = self._o_sp * f_scale
+            if a > n_sp and (gy if gy > 0.0 else -gy) < a and -n_sp < self.e_prev2 < n_sp:
+                s_back = (zb - self._o_b) * self._j_b
+            self.e_prev2 = ep
+        self.e_prev = e_f
+        self.fp_prev = f_pred + self.f_trend
         # -- the short-term level: the predictor's residual averaged over a few readings, against
         # the predictor as it would be without the jumps it adopted (each fades at the predictor's
         # own rate). The predictor follows the curve of a cycle that the slow model of normal lags,
@@ -859,12 +915,17 @@ class RobustDetector:
             score = s_short
         if s_slope > score:
             score = s_slope
+        if s_back > score:
+            score = s_back
         lb = self.learn_below
         if score >= lb:  # what explain() needs (it is called only for a reading that raises)
             self._last = (e_f, f_pred, f_scale, n_level if seasonal else m_level, n_drift if seasonal else m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
-                          s_short, m_short, s_slope, m_slope)
+                          s_short, m_short, s_slope, m_slope, s_back, r_back, x_back)
         if collect is not None:
             collect[SPIKE].append(z)
+            collect[_N_CAL].append(e_f)
+            collect[_N_CAL + 1].append(self.fp_prev)
+            collect[_N_CAL + 2].append(f_scale)
             collect[LEVEL].append(abs(m_level))
             collect[DRIFT].append(abs(m_drift))
             collect[VAR].append(max(0.0, d_fast / self.d_norm - 1.0))
@@ -1106,6 +1167,8 @@ class RobustDetector:
             self._learn_episode(z, d_fast, bin_i, calm_before)
         elif self.pending is not None:
             self._learn_pending()
+        if s_back >= 1.0 and was_calm and calm >= _RELEARN_AFTER and not training:
+            self._learn_back_episode(calm_before)
         return score
 
     def _profile_at(self, ts: float) -> float:
@@ -1197,6 +1260,11 @@ class RobustDetector:
             # The short-term level's tail, from every reading of normal operation (as the other
             # tails, in turn; here, since this part of the cycle is the cheapest: p99 cost).
             self._short_tail(a, _EXCESS_CLIP, _SLOW_EVERY)
+        if not training and self._i_b:
+            # The spike judged from both sides: its tail, likewise (its value judges the reading
+            # before this one, calm too: learning needs _RELEARN_AFTER calm readings in a row).
+            t, o = self._tail(BACK, self._zb, _EXCESS_CLIP, _SLOW_EVERY)
+            self._o_b, self._j_b = o, 1.0 / (t - o)
         if self._ksl[1] or training:
             # The slope's spread and tail, likewise (its spread from the fit on, where it is on).
             s, a = self.v_slope, self.m_slope
@@ -1317,7 +1385,23 @@ class RobustDetector:
         # Learned on the next two readings of the episode (which learn nothing else), half each:
         # no one reading pays for all six tails (the p99 cost of a series that alarms often).
         self.pending = [z, self.m_level, self.m_drift, self.m_level_s, self.m_drift_s, d_fast, float(bin_i), clip,
-                        _SLOW_EVERY * routine, 0.0, self.m_short, self.m_slope]
+                        _SLOW_EVERY * routine, 0.0, self.m_short, self.m_slope, self._zb]
+
+    def _learn_back_episode(self, gap: int) -> None:
+        """An alarm of the spike judged from both sides alone (no channel reached learn_below on
+        the reading it judges, nor on this one): an episode, counted in the rate of episodes,
+        whose first reading teaches its own tail as _learn_episode's do. It freezes nothing: it
+        judges the reading before, which was learned from as a calm reading (Huber-limited), and
+        the reading in hand is not the spike; freezing on it moved the slow statistics' phase and
+        once held a variance alarm for 2,000 readings (the unseen kinds' quieter noise)."""
+        rate = self.ep_rate * math.exp(-gap / _EP_MEMORY) + 1.0 / _EP_MEMORY
+        self.ep_rate = rate
+        routine = rate * _ROUTINE
+        if routine > 1.0:
+            routine = 1.0
+        clip = _EPISODE_CLIP / (1.0 - routine if routine < 0.95 else 0.05)
+        t, o = self._tail(BACK, self._zb, clip, _SLOW_EVERY * routine)
+        self._o_b, self._j_b = o, 1.0 / (t - o)
 
     def _learn_pending(self) -> None:
         """One half of an episode's first reading, for the tails (see _learn_episode)."""
@@ -1334,6 +1418,13 @@ class RobustDetector:
             self.pending = None
         else:
             p[9] = 1.0
+            if self._i_b:
+                # (on the first of the two readings, the spike judged from both sides has judged
+                # the episode's first reading: its tail learns from that, or from its own value on
+                # that reading when it raised the episode itself, the larger)
+                zb = self._zb
+                t, o = self._tail(BACK, zb if zb > p[12] else p[12], p[7], p[8])
+                self._o_b, self._j_b = o, 1.0 / (t - o)
 
     def _learn_tails(self, z: float, m_level: float, m_drift: float, m_level_s: float, m_drift_s: float, d_fast: float,
                      bin_i: int, clip: float, weight: float, part: int) -> None:
@@ -1432,7 +1523,7 @@ class RobustDetector:
     def explain(self, x: float) -> Explanation:
         """Why the reading ``x``, just scored, scored as it did."""
         (e_f, f_pred, f_scale, m_level, m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
-         s_short, m_short, s_slope, m_slope) = self._last
+         s_short, m_short, s_slope, m_slope, s_back, r_back, x_back) = self._last
         thr = self.thr
         lo, hi = f_pred - thr[SPIKE] * f_scale, f_pred + thr[SPIKE] * f_scale
         z = abs(e_f) / f_scale
@@ -1446,6 +1537,8 @@ class RobustDetector:
             (s_range, base.OUT_OF_RANGE, e_f, f"outside the learned range {self.lo:.6g} to {self.hi:.6g}"),
             (s_short, base.LEVEL_SHIFT, m_short, f"the level jumped {m_short:+.4g} from the recent readings' course"),
             (s_slope, base.DRIFT, m_slope, f"the recent readings' course departs from {normal}'s by {m_slope:+.4g} a reading, over ~50 readings"),
+            (s_back, base.SPIKE, r_back, f"the reading before, {x_back:.6g}, stood {abs(r_back) * self._i_b:.1f} noise scales from "
+                                         f"what the readings on both sides of it expected ({x_back - r_back:.6g})"),
         ]
         # A reading repeated to the stuck channel's threshold is stuck, and a spike that reaches
         # its own threshold is a spike, even when another channel scores higher: the most
@@ -1454,6 +1547,11 @@ class RobustDetector:
             _, kind, sign, detail = chans[4]
         elif chans[0][0] >= 1.0:
             _, kind, sign, detail = chans[0]
+        elif chans[8][0] >= 1.0:
+            _, kind, sign, detail = chans[8]
+            # (the range the reading before was expected in, judged from both sides)
+            w = thr[BACK] / self._i_b if self._i_b else 0.0
+            lo, hi = x_back - r_back - w, x_back - r_back + w
         else:
             _, kind, sign, detail = max(chans, key=lambda ch: ch[0])
         direction = None if kind == base.STUCK else ("up" if sign > 0 else "down")
@@ -1530,10 +1628,10 @@ class RobustDetector:
         pending = params.get("pending")  # added in round 2 of issue 13
         if pending is not None:
             pend = [float(v) for v in pending]
-            if len(pend) in (10, 11):  # stored before the short-term level or the slope
-                pend.extend([0.0] * (12 - len(pend)))
-            if len(pend) != 12 or not all(map(math.isfinite, pend)):
-                raise ValueError("state pending: expected 12 finite numbers or null")
+            if len(pend) in (10, 11, 12):  # stored before the short-term level, the slope or the spike judged from both sides
+                pend.extend([0.0] * (13 - len(pend)))
+            if len(pend) != 13 or not all(map(math.isfinite, pend)):
+                raise ValueError("state pending: expected 13 finite numbers or null")
             d.pending = pend
         tick = params.get("tick")  # added in round 2 of issue 13
         if tick is not None:

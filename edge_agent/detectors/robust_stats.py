@@ -139,6 +139,37 @@ def prior_tail_odds(n: float, m_emp: float, m0: float) -> float:
     return 0.0 if d > 700.0 else 1.0 / (1.0 + math.exp(d))
 
 
+def interpolation_gain(e: np.ndarray, y: np.ndarray, clip: float) -> tuple[float, float]:
+    """(gain, scale ratio) of a reading judged from both sides: the short-term predictor's
+    residual ``e`` (reading t less its one-step prediction) less ``gain`` x ``y`` (reading t + 1
+    less the predictor's forecast for it from before reading t), and the mean |that| over the
+    mean |e|: how much the next reading tells of where the series was at t, beyond the past.
+
+    The gain is the least-squares regression of e on y over the training window (both
+    Huber-clipped at ``clip``, the predictor's own): the best linear interpolation of the level
+    at t from the predictor and the next reading, chosen by the window's own autocorrelation,
+    with no constant. On white noise the next reading says nothing of the last (gain ~0: the
+    channel is the spike channel); on a level that wanders by its noise between readings (the
+    suite's wander at one reading per 5 minutes, a one-step error 1.3x the noise) the gain is
+    ~0.4 and the residual's scale ~0.85x the one-step error's (see docs/detectors.md,
+    "A spike judged from both sides"). A step moves e and y alike and scores (1 - gain) of
+    itself; a spike, which comes back, scores all of itself against a smaller scale."""
+    if e.size < 50 or clip <= 0.0:
+        return 0.0, 1.0
+    e = np.clip(e, -clip, clip)
+    y = np.clip(y, -clip, clip)
+    syy = float(np.dot(y, y))
+    if syy <= 0.0:
+        return 0.0, 1.0
+    g = float(np.dot(e, y)) / syy
+    if not g > 0.0:
+        return 0.0, 1.0
+    g = min(g, 1.0)
+    me = float(np.mean(np.abs(e)))
+    ratio = float(np.mean(np.abs(e - g * y))) / me if me > 0.0 else 1.0
+    return g, min(ratio, 1.0)
+
+
 def resolution(d: np.ndarray) -> tuple[float, int]:
     """(resolution, holds-and-jumps) of a signal from its absolute first differences ``d``.
 
