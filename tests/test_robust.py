@@ -786,7 +786,7 @@ def test_a_model_stored_before_the_slope_still_loads() -> None:
     d.score_many(x[500:801], t[500:801])
     params, arrays = d.get_state()
     assert params["pending"] is not None and len(params["cal_q"]) == 10
-    for added in ("m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2"):  # (and later keys)
+    for added in ("m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale"):  # (and later keys)
         del params[added]
     params["cal_q"], params["cal_m"] = params["cal_q"][:7], params["cal_m"][:7]
     params["pending"], params["xrun"] = params["pending"][:11], params["xrun"][:7]
@@ -805,7 +805,7 @@ def test_a_model_stored_before_the_quiet_side_still_loads() -> None:
     d.score_many(x[500:701])
     params, arrays = d.get_state()
     assert params["pending"] is not None
-    for added in ("d_quick", "d_low", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2"):  # (and later keys)
+    for added in ("d_quick", "d_low", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale"):  # (and later keys)
         del params[added]
     params["cal_q"], params["cal_m"], params["xrun"] = params["cal_q"][:8], params["cal_m"][:8], params["xrun"][:8]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
@@ -824,7 +824,7 @@ def test_a_model_stored_before_the_spike_judged_from_both_sides_still_loads() ->
     d.score_many(x[500:701], t[500:701])
     params, arrays = d.get_state()
     assert params["pending"] is not None and len(params["pending"]) == 13
-    for added in ("b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2"):
+    for added in ("b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale"):
         del params[added]
     params["cal_q"], params["cal_m"], params["xrun"] = params["cal_q"][:9], params["cal_m"][:9], params["xrun"][:9]
     params["pending"] = params["pending"][:12]

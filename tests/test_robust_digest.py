@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "f08b468f1f48b33bc470924d3d5070caea2198cbef593fd24884e79ce1744963",
-    "minute": "1ae016edcac5b5be9ffb65b19895554154d7ea26176d368c6892c5d45924f05e",
-    "quantised_untimed": "98408206dc4d1d58975aa3dba9457bad5adb0afdf044a09d33b6472bb77fa510",
-    "second_wander": "da65c5b906193b7e6253e388072ec55ad53c904424831ad259ecfa159d651599",
+    "cycle_5min": "3d43e2f4e79db161a84dcdf7f179f517713a1a460f74bec5400f4d3f27244339",
+    "minute": "9090d28f61eb90b29b824fbef57e9fa0eb34527991e5e956b77ac87650899e8a",
+    "quantised_untimed": "7c41c13d94caa32200cbe490b273a1e6b68ff2935a288ca71537b99f78997e98",
+    "second_wander": "310e0c04c0111a4e6af8df6e501be2891a7228ce8fae38472212ae5865fb1d8c",
 }
 
 

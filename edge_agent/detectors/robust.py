@@ -136,10 +136,10 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
            "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low",
-           "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2")
+           "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
-          "d_quick": 0.0, "d_low": 0.0, "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0}  # state keys added since the first release, and their value in an older model
+          "d_quick": 0.0, "d_low": 0.0, "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0, "b_yscale": 0.0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
 _INTS = ("jumps", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from")
 
@@ -225,7 +225,7 @@ class RobustDetector:
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
                  "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
-                 "d_quick", "d_low", "_o_q", "_i_q", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "_i_b", "_o_b", "_j_b", "_zb")
+                 "d_quick", "d_low", "_o_q", "_i_q", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_b", "_o_b", "_j_b", "_zb")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -253,6 +253,7 @@ class RobustDetector:
         # ratio to the predictor's (0: off), the last reading's residual and the forecast for this one
         self.b_gain = self.b_ratio = 0.0
         self.e_prev = self.fp_prev = self.e_prev2 = 0.0  # (e_prev2: the residual before e_prev)
+        self.b_yscale = 0.0  # mean |next reading - forecast from before the last| / mean |residual|, at fit
         self._i_b = 0.0  # 1 / its scale in value units, 0 while off
         self._o_b, self._j_b = 1.0, 1.0  # its normal and 1 / (threshold - normal), standard units
         self._zb = 0.0  # its standardised value on the last reading (for its tail)
@@ -406,7 +407,11 @@ class RobustDetector:
         # its values, for its tail, are the window's own residuals judged so.
         e_w, fp_w, fs_w = (np.asarray(a) for a in collected[_N_CAL:])
         y_w = v[warm + 1:] - fp_w[:-1]
-        self.b_gain, self.b_ratio = interpolation_gain(e_w[:-1], y_w, _CLIP * max(self.f_scale, self._floor()))
+        clip_w = _CLIP * max(self.f_scale, self._floor())
+        self.b_gain, self.b_ratio = interpolation_gain(e_w[:-1], y_w, clip_w)
+        if self.b_gain > 0.0:  # (how far a next reading strays from that forecast, in the predictor's scales)
+            m_e = float(np.mean(np.minimum(np.abs(e_w[:-1]), clip_w)))
+            self.b_yscale = float(np.mean(np.minimum(np.abs(y_w), clip_w))) / m_e if m_e > 0.0 else 1.0
         for c in range(_N_CAL):
             z = np.asarray(collected[c])
             if c != SPIKE and c != VAR and c != QUIET and c != BACK:  # the smoothed channels, standardised by the spread just learned
@@ -703,21 +708,27 @@ class RobustDetector:
         x_back = self.prev
         if i_b:
             ep = self.e_prev
-            gy = self.b_gain * (x - self.fp_prev)
+            y = x - self.fp_prev  # this reading against the forecast made before the last one
+            gy = self.b_gain * y
             r_back = ep - gy
-            # Judged only for a reading that stood out by itself (beyond the spike channel's
-            # normal), and only as far as this reading moves where the level was by less than that
-            # reading's own deviation (so on its side): else a jump of this reading (a step, a
-            # square wave's edge: NAB's CPU series) made the calm reading before it a spike.
-            # Its tail learns from every reading's value, judged or not: the gate only removes
-            # values, so the threshold the whole statistic's tail gives is a bound for it.
-            # And only a one-reading excursion: the readings on both sides of it within the spike
-            # channel's normal (a noise burst's readings are no spikes: caught early as one, its
-            # alarm cleared before the variance channel held it).
+            # Its tail learns from every reading's value, judged or not: the conditions below
+            # only remove values, so the threshold of the whole statistic's tail bounds them.
             zb = self._zb = (r_back if r_back > 0.0 else -r_back) * i_b
+            # Judged only for a one-reading excursion that came back: the last reading stood out
+            # by itself (beyond the spike channel's normal) and the one before it did not (a
+            # noise burst's readings are no spikes: caught early as one, its alarm was let go
+            # before the variance channel held it); this reading moves where the level was by
+            # less than the last one deviated (else a jump of this reading, a step or a square
+            # wave's edge, made the calm reading before it a spike: NAB's CPU series), and is
+            # nearer the forecast than the last reading (a step's first reading is no spike: it
+            # scores (1 - g) of the step against a scale that can be half the predictor's, as a
+            # pump's current's jump back at a fault's end did).
             a = ep if ep > 0.0 else -ep
             n_sp = self._o_sp * f_scale
-            if a > n_sp and (gy if gy > 0.0 else -gy) < a and -n_sp < self.e_prev2 < n_sp:
+            c = x - x_back
+            ay = y if y > 0.0 else -y
+            if (a > n_sp and -n_sp < self.e_prev2 < n_sp and (gy if gy > 0.0 else -gy) < a
+                    and ay < (c if c > 0.0 else -c) and ay < n_sp * self.b_yscale):
                 s_back = (zb - self._o_b) * self._j_b
             self.e_prev2 = ep
         self.e_prev = e_f
