@@ -172,7 +172,11 @@ class RobustDetector:
 
     Channels, each divided by its own threshold (``score = max``, 1.0 = anomalous):
 
-    * ``spike``: |reading - short-term prediction| / its scale;
+    * ``spike``: |reading - short-term prediction| / its scale; and, one reading late, the same
+      reading judged from both sides (its residual less what the next reading says of where the
+      level was, the window's least-squares interpolation gain), / its own scale, for a
+      one-reading excursion that came back: a spike on a level that moves by its noise between
+      readings;
     * ``level_shift``: the model-of-normal residual averaged over ~7 readings, / its spread;
     * ``drift``: the same over ~50 readings (and at least a whole noise scale): a steady move
       away from normal, faster than the series' own trends and wander;
