@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "46a66918e104654839948d7e3b36c216ab67f273d37d327b798e5914142d5363",
-    "minute": "cd4b5c78a5e1ab0599a68153b3fcaf8156a1edcd225b2c6071759373a5a8f07a",
-    "quantised_untimed": "4cc6c2069e14d4fc1f774889c33c4f9c7845171c4e178f170de94c1385b388ff",
-    "second_wander": "324619e541c3f4edccc0a0a44232c274dd829c2b226685ea4c8a905dc7c1bafc",
+    "cycle_5min": "571439db195bd98a0cb48193ef7519270f433388f63ca560c7bf15f4972eb612",
+    "minute": "0f38556bda6d7835f11a8391260e45c78bb69519dbdf6c79023e736d8ab9b765",
+    "quantised_untimed": "252836699fe9b512156ef4a72bd18be836ee521206aa2a2a883a03d85856c5b5",
+    "second_wander": "18e9340fb541655688ba086311c9520a00408529fd33fc0c7ac517e12172c3b0",
 }
 
 
