@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "3d43e2f4e79db161a84dcdf7f179f517713a1a460f74bec5400f4d3f27244339",
-    "minute": "9090d28f61eb90b29b824fbef57e9fa0eb34527991e5e956b77ac87650899e8a",
-    "quantised_untimed": "7c41c13d94caa32200cbe490b273a1e6b68ff2935a288ca71537b99f78997e98",
-    "second_wander": "310e0c04c0111a4e6af8df6e501be2891a7228ce8fae38472212ae5865fb1d8c",
+    "cycle_5min": "bed320574b40f9d47233fad4517366befac55f74cc65bbbe4277db034a088033",
+    "minute": "a6c3bf5f10e881374a5def8ee347fa2d9633ca6f6d4dee3226246d530696f50b",
+    "quantised_untimed": "5d52fa0420261f054ebc321b2a6b312dafb667326d9bd8fdbd0ddd17488e3a17",
+    "second_wander": "077981b7e889f980a6e3368b6fcce241750a96c6ed1ca4e3d7fbb1dbda3df8e0",
 }
 
 
