@@ -442,6 +442,8 @@ class RobustDetector:
         if self.b_gain > 0.0:  # (how far a next reading strays from that forecast, in the predictor's scales)
             m_e = float(np.mean(np.minimum(np.abs(e_w[:-1]), clip_w)))
             self.b_yscale = float(np.mean(np.minimum(np.abs(y_w), clip_w))) / m_e if m_e > 0.0 else 1.0
+            # (the window's last two readings, as scoring would have stored them)
+            self.e_prev, self.fp_prev, self.e_prev2 = float(e_w[-1]), float(fp_w[-1]), float(e_w[-2])
         for c in range(_N_CAL):
             z = np.asarray(collected[c])
             if c != SPIKE and c != VAR and c != QUIET and c != BACK:  # the smoothed channels, standardised by the spread just learned
@@ -734,9 +736,9 @@ class RobustDetector:
         # of a level that wanders by its noise between readings does not (see interpolation_gain).
         # Judged one reading late, against its own calibrated tail.
         i_b = self._i_b
-        s_back = r_back = 0.0
-        x_back = self.prev
         if i_b:
+            s_back = 0.0
+            x_back = self.prev
             ep = self.e_prev
             yb = x - self.fp_prev  # this reading against the forecast made before the last one
             gy = self.b_gain * yb
@@ -761,8 +763,10 @@ class RobustDetector:
                     and ay < (cb if cb > 0.0 else -cb) and ay < n_sp * self.b_yscale):
                 s_back = (zb - self._o_b) * self._j_b
             self.e_prev2 = ep
-        self.e_prev = e_f
-        self.fp_prev = f_pred + self.f_trend
+            self.e_prev = e_f
+            self.fp_prev = f_pred + self.f_trend
+        else:  # (off: nothing stored, nothing paid but this test; the fit sets them where it turns it on)
+            s_back = r_back = x_back = 0.0
         # -- the short-term level: the predictor's residual averaged over a few readings, against
         # the predictor as it would be without the jumps it adopted (each fades at the predictor's
         # own rate). The predictor follows the curve of a cycle that the slow model of normal lags,
@@ -982,7 +986,7 @@ class RobustDetector:
         if collect is not None:
             collect[SPIKE].append(z)
             collect[_N_CAL].append(e_f)
-            collect[_N_CAL + 1].append(self.fp_prev)
+            collect[_N_CAL + 1].append(f_pred + self.f_trend)
             collect[_N_CAL + 2].append(f_scale)
             collect[LEVEL].append(abs(m_level))
             collect[DRIFT].append(abs(m_drift))
