@@ -361,10 +361,10 @@ def test_the_next_reading_says_nothing_of_white_noise_nor_makes_a_step_a_spike()
     # the spike channel itself. Before a step, the calm reading is no spike: the step moves the
     # next reading, and judged from both sides the reading before would stand g x the step away.
     gains = []
-    for seed in range(20):
+    for seed in range(100):
         e = np.random.default_rng(seed).normal(0.0, 1.0, 500)
         gains.append(interpolation_gain(e[:-1], np.random.default_rng(seed + 100).normal(0.0, 1.0, 499), 2.5))
-    assert max(g for g, _ in gains) < 0.15 and min(r for _, r in gains) > 0.98
+    assert sum(g > 0.0 for g, _ in gains) <= 10 and max(g for g, _ in gains) < 0.2  # the regression's 95 % test: ~5 of 100
     for seed in range(10):  # a jump of 30 u (NAB's CPU series jump by hundreds of their scales)
         x, _ = normal_signal("wander", 800, 1.0, 300.0, np.random.default_rng(seed))
         x[650:] += 30.0 * noise_over(x[:500], 1)

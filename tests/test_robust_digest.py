@@ -73,7 +73,7 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
 DIGESTS = {
     "cycle_5min": "bed320574b40f9d47233fad4517366befac55f74cc65bbbe4277db034a088033",
     "minute": "5efaed9b8e3f20ff4062a90817979baf0b7ee2eef7e8a6df89e5a743a234df63",
-    "quantised_untimed": "5d52fa0420261f054ebc321b2a6b312dafb667326d9bd8fdbd0ddd17488e3a17",
+    "quantised_untimed": "b26ba345d9bac0c8719fc37301a65b0410176f950a204441d7a393e899b4537c",
     "second_wander": "077981b7e889f980a6e3368b6fcce241750a96c6ed1ca4e3d7fbb1dbda3df8e0",
 }
 
