@@ -120,6 +120,35 @@ def test_noise_that_falls_quiet_is_held_and_its_return_raises_nothing(seed: int)
     assert 1200 <= ev[0][0] <= 1240 and 1500 <= ev[1][0] <= 1560
 
 
+@pytest.mark.parametrize("seed", [1, 4, 7])
+def test_a_hunting_oscillation_is_caught_held_and_cleared_by_the_burst_count(seed: int) -> None:
+    # A sine of 3 noise widths, period 16 readings (a hunting loop): its swings reach 0.3-0.8 of
+    # the spike threshold, each alone no alarm, and the level channel sees it only at its peaks.
+    # Before the burst count: missed on seeds 1, 4 and 7, and not held where caught.
+    x = noise(3000, seed=seed)
+    x[1200:1500] += 3.0 * np.sin(2 * math.pi * np.arange(300) / 16)
+    ev = alarms(x)
+    assert [s for _, s, _ in ev] == ["raised", "cleared"]
+    assert 1200 <= ev[0][0] < 1300 and 1500 <= ev[1][0] <= 1580
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_glitches_each_within_the_spike_threshold_raise_one_alarm_held_while_they_last(seed: int) -> None:
+    # A loose connector: glitches of 4.5 noise widths on 12 % of the readings, each within the
+    # spike threshold (~6.3 widths on white noise). Before the burst count: no alarm at all.
+    x = noise(3000, seed=seed)
+    rng = np.random.default_rng(100 + seed)
+    hit = rng.random(300) < 0.12
+    x[1200:1500] += np.where(hit, 4.5 * rng.choice([-1.0, 1.0], 300), 0.0)
+    ev = alarms(x)
+    assert [(s, k) for _, s, k in ev] == [("raised", "spike"), ("cleared", None)]
+    assert 1200 <= ev[0][0] < 1300 and 1500 <= ev[1][0] <= 1580
+    d = RobustDetector()
+    d.fit(x[:500])
+    d.score_many(x[500:ev[0][0]])
+    assert d.score_one(x[ev[0][0]]) >= 1.0 and "readings past 30% of the spike threshold" in d.explain(x[ev[0][0]]).detail
+
+
 @pytest.mark.parametrize("seed", [2, 9])
 def test_a_step_on_a_wandering_level_is_held_to_its_end(seed: int) -> None:
     # A wander's residuals are correlated: the level channel's own spread is several noise
@@ -719,7 +748,7 @@ def test_a_model_stored_before_the_short_term_level_still_loads() -> None:
     params["cal_q"], params["cal_m"] = params["cal_q"][:6], params["cal_m"][:6]
     params["pending"], params["xrun"] = params["pending"][:10], params["xrun"][:6]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
-    assert old.v_short == 0.0 and len(old.thr) == 9 and old.thr[6] == pytest.approx(2.33 + old._k * 0.38)
+    assert old.v_short == 0.0 and len(old.thr) == 10 and old.thr[6] == pytest.approx(2.33 + old._k * 0.38)
     assert all(math.isfinite(old.score_one(v)) for v in x[701:])
 
 
@@ -733,14 +762,14 @@ def test_a_model_stored_before_the_slope_still_loads() -> None:
     assert d.f_alpha > 0.01  # the channel is on
     d.score_many(x[500:801], t[500:801])
     params, arrays = d.get_state()
-    assert params["pending"] is not None and len(params["cal_q"]) == 9
+    assert params["pending"] is not None and len(params["cal_q"]) == 10
     for added in ("m_slope", "v_slope", "g_slope", "r_slope", "t_slope"):
         del params[added]
     params["cal_q"], params["cal_m"] = params["cal_q"][:7], params["cal_m"][:7]
     params["pending"], params["xrun"] = params["pending"][:11], params["xrun"][:7]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
     assert old.g_slope == old.r_slope == old.trend and 0.0 < old.v_slope < d.v_slope  # its course starts at the trend
-    assert len(old.thr) == 9 and old.thr[7] == pytest.approx(2.33 + old._k * 0.38)
+    assert len(old.thr) == 10 and old.thr[7] == pytest.approx(2.33 + old._k * 0.38)
     scores = old.score_many(x[801:], t[801:])
     assert np.isfinite(scores).all() and max(scores) < 1.0
 
@@ -756,10 +785,27 @@ def test_a_model_stored_before_the_quiet_side_still_loads() -> None:
     del params["d_quick"], params["d_low"]
     params["cal_q"], params["cal_m"], params["xrun"] = params["cal_q"][:8], params["cal_m"][:8], params["xrun"][:8]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
-    assert old.d_quick == old.d_fast and len(old.thr) == 9 and old.thr[8] == pytest.approx(0.126 + old._k * 0.062)
+    assert old.d_quick == old.d_fast and len(old.thr) == 10 and old.thr[8] == pytest.approx(0.126 + old._k * 0.062)
     scores = old.score_many(x[701:])
     assert np.isfinite(scores).all() and max(scores) < 1.0
 
+
+
+def test_a_model_stored_before_the_burst_count_still_loads() -> None:
+    d = RobustDetector()
+    x = noise(1400, seed=17)
+    x[700] += 30.0  # an anomalous episode: its tails' update pending across the store
+    d.fit(x[:500])
+    d.score_many(x[500:701])
+    params, arrays = d.get_state()
+    assert params["pending"] is not None and len(params["cal_q"]) == 10
+    del params["burst"]
+    params["cal_q"], params["cal_m"], params["xrun"] = params["cal_q"][:9], params["cal_m"][:9], params["xrun"][:9]
+    old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
+    # its count starts at 0, its threshold at the prior's (the floor, 4 readings in ~50)
+    assert old.burst == 0.0 and len(old.thr) == 10 and old.thr[9] == pytest.approx(4.0)
+    scores = old.score_many(x[701:])
+    assert np.isfinite(scores).all() and max(scores) < 1.0
 
 def test_score_many_equals_score_one() -> None:
     x = noise(1500, seed=10)

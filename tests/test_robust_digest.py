@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "46a66918e104654839948d7e3b36c216ab67f273d37d327b798e5914142d5363",
-    "minute": "cd4b5c78a5e1ab0599a68153b3fcaf8156a1edcd225b2c6071759373a5a8f07a",
-    "quantised_untimed": "4cc6c2069e14d4fc1f774889c33c4f9c7845171c4e178f170de94c1385b388ff",
-    "second_wander": "324619e541c3f4edccc0a0a44232c274dd829c2b226685ea4c8a905dc7c1bafc",
+    "cycle_5min": "ec8695591b6bc2786785c7cc8c419068dca79657b0402208eca9a730d782c310",
+    "minute": "dc62dbaf1bef9389e7f9af3a24cecfd8fcd6a0409d156d59e14f7f0d19eef735",
+    "quantised_untimed": "30e84f4cf1d95b927e419d697eb79b1ce048be94b1be0dbf144977b99f387ef9",
+    "second_wander": "2184bc89451465194f181629a2d40e571c0d40ec82ba284e35c1bd4c660ab2c0",
 }
 
 
