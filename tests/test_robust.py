@@ -186,6 +186,17 @@ def test_an_alarm_clears_when_a_quantised_signal_is_back_within_its_normal_sprea
     assert ev[0][0] == 800 and 1100 <= ev[1][0] <= 1150
 
 
+
+@pytest.mark.parametrize("seed", [2, 5])
+def test_the_burst_count_is_off_where_the_window_shows_its_null_does_not_hold(seed: int) -> None:
+    # A jittered flow meter: its whole-unit jumps are 16 % of its readings, each at ~0.4 of its
+    # fitted spike threshold, where the spike tail's model says 1 in 1,000. White noise: on.
+    d = RobustDetector()
+    d.fit(held_and_jumping(seed)[:500])
+    assert d.burst_off == 1 and d.jumps == 0
+    d.fit(noise(500, seed=seed))
+    assert d.burst_off == 0
+
 @pytest.mark.parametrize("seed", range(6))
 def test_a_signal_that_holds_and_jumps_is_judged_at_its_resolution(seed: int) -> None:
     # Like SKAB's flow meter: it repeats a value exactly, and 30 % of its readings carry a
@@ -799,11 +810,12 @@ def test_a_model_stored_before_the_burst_count_still_loads() -> None:
     d.score_many(x[500:701])
     params, arrays = d.get_state()
     assert params["pending"] is not None and len(params["cal_q"]) == 10
-    del params["burst"]
+    del params["burst"], params["burst_off"]
     params["cal_q"], params["cal_m"], params["xrun"] = params["cal_q"][:9], params["cal_m"][:9], params["xrun"][:9]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
-    # its count starts at 0, its threshold at the prior's (the floor, 4 readings in ~50)
-    assert old.burst == 0.0 and len(old.thr) == 10 and old.thr[9] == pytest.approx(4.0)
+    # its count starts at 0, on (white noise does not hold and jump), its threshold at the
+    # prior's (the floor, 4 readings in ~50)
+    assert old.burst == 0.0 and old.burst_off == 0 and len(old.thr) == 10 and old.thr[9] == pytest.approx(4.0)
     scores = old.score_many(x[701:])
     assert np.isfinite(scores).all() and max(scores) < 1.0
 

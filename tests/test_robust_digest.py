@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "ec8695591b6bc2786785c7cc8c419068dca79657b0402208eca9a730d782c310",
-    "minute": "dc62dbaf1bef9389e7f9af3a24cecfd8fcd6a0409d156d59e14f7f0d19eef735",
-    "quantised_untimed": "30e84f4cf1d95b927e419d697eb79b1ce048be94b1be0dbf144977b99f387ef9",
-    "second_wander": "2184bc89451465194f181629a2d40e571c0d40ec82ba284e35c1bd4c660ab2c0",
+    "cycle_5min": "32b7af2cd41c50e700e006c3d0f1f64e9364d2b5661410d2fd6b01f6d006c386",
+    "minute": "55fd4a02156836d0942b6f2f34d11a58d167b51953f8b8841dab11c157b08891",
+    "quantised_untimed": "949c748d4fabe52bb70f15652fd6447ee309d45d5477b77449e87512436542b2",
+    "second_wander": "4e2bbaacc90ec7924e7fa4a5d764802a585f967fcc5edd36c25654c5199153c1",
 }
 
 

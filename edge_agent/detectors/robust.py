@@ -126,6 +126,7 @@ _BURST_KEEP = 1.0 - 1.0 / _BURST_MEMORY
 # threshold: past it, more is no more evidence of a fault, only a longer hold after its end
 # (uncapped, an oscillation's alarm cleared a median 77 readings after it, 43 capped).
 _BURST_CAP = 1.5
+_BURST_TEST = 1e-3  # the window's test of the count's null (see _burst_null_holds)
 
 
 def _burst_limit(rate: float) -> float:
@@ -170,9 +171,9 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low", "burst")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
-          "d_quick": 0.0, "d_low": 0.0, "burst": 0.0}  # state keys added since the first release, and their value in an older model
+          "d_quick": 0.0, "d_low": 0.0, "burst": 0.0, "burst_off": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("jumps", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from")
+_INTS = ("jumps", "burst_off", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from")
 
 
 class RobustDetector:
@@ -256,7 +257,7 @@ class RobustDetector:
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
                  "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
-                 "d_quick", "d_low", "_o_q", "_i_q", "burst", "_o_b", "_i_b", "_b_z", "_b_cap")
+                 "d_quick", "d_low", "_o_q", "_i_q", "burst", "burst_off", "_o_b", "_i_b", "_b_z", "_b_cap")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -327,6 +328,7 @@ class RobustDetector:
         self.d_norm = self.d_fast = 1.0  # normal and recent E|dx| (clipped)
         self.d_quick = self.d_low = 1.0  # ... over the last ~7 readings, and the quiet side's (see _step)
         self.burst = 0.0  # the burst count (see _BURST_AT)
+        self.burst_off = 0  # 1: the count has no null on this series (see _burst_null_holds)
         self.quantum = 0.0  # the signal's resolution: its smallest nonzero |step|, or see resolution
         self.jumps = 0  # 1: the signal holds a value and jumps (see resolution)
         self.prev = 0.0
@@ -437,6 +439,7 @@ class RobustDetector:
         self.slope_from = max(0, self.slope_from - self.n)  # (counted from the fit's end, as n is)
         self.n = self.s_phase = 0
         self.burst = 0.0  # counted against the thresholds just calibrated, from here
+        self.burst_off = 0 if self._burst_null_holds(collected[SPIKE]) else 1
         self.n_fit = float(v.shape[0])
         self._update_thresholds()
         self.run_max = max(self.run_max, self.run)
@@ -449,6 +452,30 @@ class RobustDetector:
             "quantum": self.quantum, "run_max": self.run_max, "min": self.lo, "max": self.hi, "seasonal": self.seasonal,
             "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance", "short_level", "slope", "quiet", "burst"), self.thr, strict=True)),
         }
+
+    def _burst_null_holds(self, z: list[float]) -> bool:
+        """Whether the burst count has a null on this series: the training window's readings past
+        _BURST_AT of the spike threshold just calibrated (by more than half a quantum) are as
+        rare as the spike tail's exponential model says (not beyond its 0.1 % Poisson upper
+        tail). Where they are routine, the count's Poisson null does not hold and it is off: a
+        jittered flow meter's whole-unit jumps (16 % of its readings at 0.38 of its fitted
+        threshold) counted as a burst, and its return to a level between two units, where it
+        jumps three times as often, held its alarm to the end of the recording. A signal that
+        holds a value and jumps (see resolution) has no such null either: how often it jumps
+        depends on where its level sits between two quanta, not on its noise."""
+        if self.jumps:
+            return False
+        q, m = self.cal_q[SPIKE], self.cal_m[SPIKE]
+        t = max(q + self._k * m, _FLOORS[SPIKE])
+        o = min(q, 0.5 * t)
+        at = o + _BURST_AT * (t - o) + self._qfloor / max(self.f_scale, self._floor())
+        hits = sum(1 for v in z if v >= at)
+        mu = len(z) * (1.0 - TAIL_P) * (self.rate / (1.0 - TAIL_P)) ** _BURST_AT
+        term = tail = math.exp(-mu)  # P(N <= hits - 1), summed below
+        for n in range(1, hits):
+            term *= mu / n
+            tail += term
+        return hits == 0 or 1.0 - tail >= _BURST_TEST
 
     def _floor(self) -> float:
         # Half the smallest step: a quantised signal cannot show noise finer than its quantum.
@@ -889,9 +916,10 @@ class RobustDetector:
         # own calibration, each within its threshold. A reading counts when it is past _BURST_AT of
         # the spike threshold by more than half a quantum: the spike tail's exponential model does
         # not describe how often a quantised signal's two-quantum moves reach 0.3-0.45 of it (the
-        # suite's quantised signal, seed 0: a nuisance alarm on its clean run).
+        # suite's quantised signal, seed 0: a nuisance alarm on its clean run). Off where the
+        # training window showed the count has no null (see _burst_null_holds).
         b = self.burst * _BURST_KEEP
-        if z >= self._b_z + self._qfloor / f_scale:
+        if z >= self._b_z + self._qfloor / f_scale and not self.burst_off:
             b += 1.0
             if b > self._b_cap:
                 b = self._b_cap
@@ -1569,6 +1597,8 @@ class RobustDetector:
             setattr(d, k, value)
         for k in _INTS:
             setattr(d, k, int(params[k] if k in params or k not in _ADDED else _ADDED[k]))
+        if "burst_off" not in params:  # a model stored before the burst count: off where it jumps, as at fit
+            d.burst_off = d.jumps
         if "s_phase" not in params:  # a model stored before it: the cycle was n's
             d.s_phase = d.n % _SLOW_EVERY
         if "d_quick" not in params:  # a model stored before the quiet side: its recent E|dx| is the ~33-reading one
