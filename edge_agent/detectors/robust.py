@@ -257,7 +257,7 @@ class RobustDetector:
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
                  "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
-                 "d_quick", "d_low", "_o_q", "_i_q", "burst", "burst_off", "_o_b", "_i_b", "_b_z", "_b_cap")
+                 "d_quick", "d_low", "_o_q", "_i_q", "burst", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -365,7 +365,7 @@ class RobustDetector:
         self._fsc = self._sc = self._ssc = 1.0
         self._kp = self._ks = (0.0, 1.0, 0.0, 1.0)
         self._var_cap, self._i_dn, self._i_stuck = 4.0, 1.0, 0.0
-        self._o_sp = self._i_sp = self._o_v = self._i_v = self._o_q = self._i_q = self._o_b = self._i_b = self._b_z = 1.0
+        self._o_sp = self._i_sp = self._o_v = self._i_v = self._o_q = self._i_q = self._o_b = self._i_b = self._b_z = self._b_at = 1.0
         self._b_cap = 1e300
         self._up = self._us = (1.0, 1.0, 0.0, 4.0)  # per model: (u_l, u_d, drift floor, clip floor), see _constants
         self._lam_k = (_LAMBDA_LEVEL, _LAMBDA_DRIFT)  # the seasonal channels' rates per background tick
@@ -525,6 +525,7 @@ class RobustDetector:
             floor = lf
         s = self.f_scale
         self._fsc = s if s > floor else floor
+        self._b_at = self._b_z + self._qfloor / self._fsc  # the burst count's level, in predictor scales (see _step)
         s = self.scale
         scale = self._sc = s if s > floor else floor
         # (level unit, drift unit, drift floor, clip floor) of the model: the units turn a
@@ -703,6 +704,7 @@ class RobustDetector:
         if c == SPIKE:
             self._o_sp, self._i_sp = o, 1.0 / (t - o)
             self._b_z = o + _BURST_AT * (t - o)
+            self._b_at = self._b_z + self._qfloor / self._fsc
         elif c == VAR:
             self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
         elif c == QUIET:
@@ -919,7 +921,7 @@ class RobustDetector:
         # suite's quantised signal, seed 0: a nuisance alarm on its clean run). Off where the
         # training window showed the count has no null (see _burst_null_holds).
         b = self.burst * _BURST_KEEP
-        if z >= self._b_z + self._qfloor / f_scale and not self.burst_off:
+        if z >= self._b_at and not self.burst_off:
             b += 1.0
             if b > self._b_cap:
                 b = self._b_cap
@@ -1441,6 +1443,7 @@ class RobustDetector:
             t, o = tail(SPIKE, z, clip, weight)
             self._o_sp, self._i_sp = o, 1.0 / (t - o)
             self._b_z = o + _BURST_AT * (t - o)
+            self._b_at = self._b_z + self._qfloor / self._fsc
             t, o = tail(BURST, self.burst, clip, weight, self._xr)
             self._o_b, self._i_b = o, 1.0 / (t - o)
             self._b_cap = _BURST_CAP * t
