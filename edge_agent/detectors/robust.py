@@ -224,6 +224,11 @@ class RobustDetector:
       less a reference that follows a steadily changing slope (a curve's) without lag, / its
       spread: the onset of a ramp on a curve the model of normal lags. Only where the predictor
       is faster than the model of normal, and silent while the model of normal stands still.
+    * the burst count (explained as ``spike``): readings past 0.3 of the spike threshold, counted
+      over ~50 readings, raising at the count the spike channel's own calibration makes as rare
+      as ``rate`` (4) or above, where its own tail says bursts are routine: glitches and swings
+      each within the spike threshold (a loose connector, a hunting loop). Off where the training
+      window shows that calibration does not describe how often the series gets there.
 
     Thresholds are calibrated on the series' own history of each channel: a quantile tracker
     at 98 % plus the mean excess above it, extrapolated as an exponential tail to ``rate``
