@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "32b7af2cd41c50e700e006c3d0f1f64e9364d2b5661410d2fd6b01f6d006c386",
-    "minute": "55fd4a02156836d0942b6f2f34d11a58d167b51953f8b8841dab11c157b08891",
-    "quantised_untimed": "949c748d4fabe52bb70f15652fd6447ee309d45d5477b77449e87512436542b2",
-    "second_wander": "4e2bbaacc90ec7924e7fa4a5d764802a585f967fcc5edd36c25654c5199153c1",
+    "cycle_5min": "11abab1bdb24fb7b27f8c90179516b16f61528bf440226abc30f8acadbae41a7",
+    "minute": "e70b3638acfdf24c521ff6cbd533bf91a7b2fa5a1716b7a5e5ca1e4082766215",
+    "quantised_untimed": "e4c3dc5acb408d9fb5470b65ea5d4d0de01494aa7d0c18378bddc60e269fbc79",
+    "second_wander": "c839dccc4fd4654734cd65c8130f021543de82c12f1d9b347b3d13df0e1dead8",
 }
 
 
