@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "46a66918e104654839948d7e3b36c216ab67f273d37d327b798e5914142d5363",
-    "minute": "cd4b5c78a5e1ab0599a68153b3fcaf8156a1edcd225b2c6071759373a5a8f07a",
-    "quantised_untimed": "4cc6c2069e14d4fc1f774889c33c4f9c7845171c4e178f170de94c1385b388ff",
-    "second_wander": "324619e541c3f4edccc0a0a44232c274dd829c2b226685ea4c8a905dc7c1bafc",
+    "cycle_5min": "b5c71daac9909a5cdc2c0608bec6d24b6e32f2a97bdb7b0233f3bb8bdd138326",
+    "minute": "76b0df3b834e92cdd73927f4f7e7868b54569cf87f46d1eba392a3f9b0fa9ac8",
+    "quantised_untimed": "7741cd5cb4c2c399f4a117143dc4d3425301471d2e1cad2a4bd8f6f99a5f5006",
+    "second_wander": "2d5b2dfaa4154746378b18cd781792dd441ad5a1a7685fbbbbffbfd7c508e931",
 }
 
 
