@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from edge_agent import detectors
 from edge_agent.config import AgentConfig
+from edge_agent.detectors import robust
 from edge_agent.detectors.robust import RobustDetector
 from edge_agent.detectors.robust_stats import calibrate, prior_tail_odds, resolution
 from edge_agent.evaluation.scenarios import Scenario, build_suite, noise_over, normal_signal
@@ -431,20 +432,24 @@ def test_a_step_on_a_trend_is_caught(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["cycle/step/s0.05/dt60/r0", "cycle/step/s5/dt60/r0", "cycle/step/s0.05/dt60/r1",
                                   "cycle/step/s0.5/dt60/r1", "cycle/step/s5/dt60/r1"])
-def test_a_step_on_a_first_day_daily_cycle_is_caught_by_the_short_term_level(name: str) -> None:
+def test_a_step_on_a_first_day_daily_cycle_is_caught_by_the_short_term_level(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # A step of 5 U, 13-17 h into the first day of a daily cycle at one reading a minute: the
     # profile cannot serve yet, and the plain model of normal lags the cycle's curvature by
     # several noise widths, so the level channel's normal spread is several times the step (all
     # five were missed). The short-term predictor follows the curve: the step is an abrupt,
     # lasting shift against it, which the short-term level sees (and keeps seeing after the
     # predictor adopts the new level, as the jump it adopted fades at the predictor's own rate).
+    # (Where the window shows the daily cycle, the plain model of normal now carries its
+    # sinusoid and the level channel sees the step as soon: the channel is tested on the model
+    # without it, as on a series whose window does not show its cycle.)
     sc, ev = scenario_alarms(name)
     (fault,) = sc.faults
     raised = [(i, k) for i, s, k in ev if s == "raised" and fault.start <= i <= fault.end]
     assert raised and raised[0][0] <= fault.start + 10, raised
+    monkeypatch.setattr(robust, "daily_component", lambda *args: None)
     d = RobustDetector()
     d.fit(sc.values[:500], sc.ts[:500])
-    assert d.f_alpha > 0.01  # the predictor is faster than the model of normal: the channel is on
+    assert d.f_alpha > 0.01 and not d.day_g  # the predictor is faster than the model of normal: the channel is on
     for i in range(500, fault.start + 10):
         x = float(sc.values[i])
         if d.score_one(x, float(sc.ts[i])) >= d.threshold:
@@ -463,13 +468,16 @@ def test_a_step_on_a_first_day_daily_cycle_is_held_by_the_jump_until_the_jump_ba
     # normal lags the cycle, so no other channel holds it) and the step's end raised a second
     # alarm. Held while it holds its own episode, and ended by the jump back: one alarm, raised
     # at the step, cleared by the hysteresis after its end.
+    # (With the daily sinusoid in the model of normal the level channel holds the step too,
+    # and its ~7-reading average clears up to 22 readings after the end, within the end-to-end
+    # test's 30.)
     sc = suite_at(seed)[name]
     (fault,) = sc.faults
     ev = alarms(sc.values, dt=sc.dt)
     raised = [i for i, s, _ in ev if s == "raised"]
     cleared = [i for i, s, _ in ev if s == "cleared"]
     assert len(raised) == 1 and fault.start <= raised[0] <= fault.start + 5, ev
-    assert len(cleared) == 1 and fault.end < cleared[0] <= fault.end + 20, ev
+    assert len(cleared) == 1 and fault.end < cleared[0] <= fault.end + 30, ev
 
 
 def test_the_short_term_level_is_off_where_the_predictor_is_no_faster_than_normal() -> None:
@@ -484,19 +492,23 @@ def test_the_short_term_level_is_off_where_the_predictor_is_no_faster_than_norma
 
 
 @pytest.mark.parametrize("name", ["cycle/drift/s0.05/dt60/r0", "cycle/drift/s5/dt60/r1"])
-def test_a_ramp_on_a_first_day_daily_cycle_is_caught_by_the_slope(name: str) -> None:
+def test_a_ramp_on_a_first_day_daily_cycle_is_caught_by_the_slope(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # A ramp of 0.1 U a reading, 13-17 h into the first day of a daily cycle at one reading a
     # minute: the plain model of normal lags the cycle's curvature, so in its residuals the lag
     # and the ramp look alike, and the short-term predictor follows the ramp (no abrupt shift).
     # In slope they differ: the cycle's slope changes steadily, which the slope's reference
     # follows, and the ramp's onset changes it at once (both were missed before the channel).
+    # (Where the window shows the daily cycle, the plain model of normal now carries its
+    # sinusoid and the level channel sees the ramp first: the slope is tested on the model
+    # without it, as on a series whose window does not show its cycle.)
     sc, ev = scenario_alarms(name)
     (fault,) = sc.faults
     raised = [(i, k) for i, s, k in ev if s == "raised" and fault.start <= i <= fault.end]
-    assert raised and raised[0][1] == "drift", raised
+    assert raised and raised[0][0] <= fault.start + 45, raised
+    monkeypatch.setattr(robust, "daily_component", lambda *args: None)
     d = RobustDetector()
     d.fit(sc.values[:500], sc.ts[:500])
-    assert d.f_alpha > 0.01  # the predictor is faster than the model of normal: the channel is on
+    assert d.f_alpha > 0.01 and not d.day_g  # the predictor is faster than the model of normal: the channel is on
     for i in range(500, fault.end):
         x = float(sc.values[i])
         if d.score_one(x, float(sc.ts[i])) >= d.threshold:
@@ -588,7 +600,34 @@ def test_a_frozen_model_lets_go_where_its_trend_was_uncertain_and_holds_where_it
     # warm-up curve (its trend slowing through the window) frozen by a 300-reading dip comes
     # back to a level its trend overshot: the alarm used to be held to the end of the series;
     # it now lets go once the readings are within the forecast's band. A step on a steady trend
-    # is still held to its end, and cleared after it.
+    # is still held to its end, and cleared after it. (At one reading a second, as SKAB's
+    # warm-ups: at one a minute the window spans a third of a day, and the warm-up passes for
+    # a daily cycle, see the next test.)
+    rng = np.random.default_rng(seed)
+    t = np.arange(2500, dtype=float)
+    warm = 60.0 - 3.0 * np.exp(-t / 400.0) + rng.normal(0.0, 0.1, t.size)
+    warm[600:900] -= 1.0
+    ev = alarms(warm, dt=1.0)
+    assert [i for i, s, _ in ev if s == "raised"][:1] == [600], ev
+    ended = [i for i, s, _ in ev if s != "raised"]
+    assert ended and 900 <= ended[0] < 1500, ev
+    steady = 50.0 + 0.005 * t + rng.normal(0.0, 0.1, t.size)
+    steady[700:1000] += 1.0
+    ev = alarms(steady, dt=1.0)
+    assert [i for i, s, _ in ev if s == "raised"] == [700], ev
+    assert [i for i, s, _ in ev if s != "raised"][:1] in ([1000 + k] for k in range(30)), ev
+
+
+@pytest.mark.xfail(strict=True, reason="a known cost of the daily sinusoid (docs/detectors.md, session 6)")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_warm_up_over_a_third_of_a_day_is_let_go_after_a_dip(seed: int) -> None:
+    # The warm-up above at one reading a minute: its 500-reading window spans a third of a day,
+    # over which an exponential approach and a daily sinusoid are alike (the window's fit
+    # passes every test of robust_stats.daily_component), so the model of normal carries a
+    # sinusoid, and frozen by the dip, its forecast bends away from the flattened warm-up (30
+    # noise widths by reading 1,200): the alarm is held to the end of the series, where main
+    # (41c5070) let go 400-435 readings after the dip's end. Nothing in a third of a day tells
+    # the two apart; a daily cycle's faults held are what the sinusoid bought (the next tests).
     rng = np.random.default_rng(seed)
     t = np.arange(2500, dtype=float)
     warm = 60.0 - 3.0 * np.exp(-t / 400.0) + rng.normal(0.0, 0.1, t.size)
@@ -597,11 +636,41 @@ def test_a_frozen_model_lets_go_where_its_trend_was_uncertain_and_holds_where_it
     assert [i for i, s, _ in ev if s == "raised"][:1] == [600], ev
     ended = [i for i, s, _ in ev if s != "raised"]
     assert ended and 900 <= ended[0] < 1500, ev
-    steady = 50.0 + 0.005 * t + rng.normal(0.0, 0.1, t.size)
-    steady[700:1000] += 1.0
-    ev = alarms(steady)
-    assert [i for i, s, _ in ev if s == "raised"] == [700], ev
-    assert [i for i, s, _ in ev if s != "raised"][:1] in ([1000 + k] for k in range(30)), ev
+
+
+@pytest.mark.parametrize("name", ["cycle/drift/s0.5/dt60/r0", "cycle/drift/s0.05/dt60/r1", "cycle/drift/s0.5/dt60/r1",
+                                  "cycle/step/s5/dt60/r0", "cycle/step/s0.5/dt60/r1"])
+def test_a_fault_on_a_first_day_daily_cycle_is_caught_and_held_against_its_sinusoid(name: str) -> None:
+    # A ramp of 0.1 U a reading (30 U by its end) or a step of 5 U, 13-17 h into the first day
+    # of a daily cycle at one reading a minute, before the profile can serve. Brown's level and
+    # trend lag the cycle by ~0.4 of its amplitude: the ramps were missed (the lag and the ramp
+    # alike in the level and drift channels), the steps let go (the frozen line left the
+    # curve). With the window's daily sinusoid in the model of normal, one alarm, raised within
+    # 70 readings of the start and held to the end.
+    sc, ev = scenario_alarms(name)
+    (fault,) = sc.faults
+    d = RobustDetector()
+    d.fit(sc.values[:500], sc.ts[:500])
+    assert d.day_g > 0.0  # the window showed the cycle
+    raised = [i for i, s, _ in ev if s == "raised"]
+    assert raised and fault.start <= raised[0] <= fault.start + 70, ev
+    assert not [i for i, s, _ in ev if s != "raised" and i <= fault.end], ev
+
+
+def test_no_daily_sinusoid_where_the_window_does_not_show_one() -> None:
+    # White noise on a trend, a wander, a quantised wander, and a daily cycle at one reading a
+    # second (500 readings: 1/170 of a day, where a sinusoid is a curvature): the model of
+    # normal stays the level and trend alone.
+    for kind, dt in (("trend", 60.0), ("wander", 60.0), ("quantised", 60.0), ("wander", 300.0), ("cycle", 1.0)):
+        for seed in range(5):
+            x, _ = normal_signal(kind, 500, 1.0, dt, np.random.default_rng(seed))
+            d = RobustDetector()
+            d.fit(x, T0 + np.arange(500) * dt)
+            assert d.day_g == 0.0, (kind, dt, seed)
+    x, _ = normal_signal("cycle", 500, 1.0, 300.0, np.random.default_rng(0))
+    d = RobustDetector()
+    d.fit(x, T0 + np.arange(500) * 300.0)
+    assert d.day_g > 0.0
 
 
 @pytest.mark.parametrize("seed", [400, 403, 406])

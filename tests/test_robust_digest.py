@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "b5c71daac9909a5cdc2c0608bec6d24b6e32f2a97bdb7b0233f3bb8bdd138326",
-    "minute": "76b0df3b834e92cdd73927f4f7e7868b54569cf87f46d1eba392a3f9b0fa9ac8",
-    "quantised_untimed": "7741cd5cb4c2c399f4a117143dc4d3425301471d2e1cad2a4bd8f6f99a5f5006",
-    "second_wander": "2d5b2dfaa4154746378b18cd781792dd441ad5a1a7685fbbbbffbfd7c508e931",
+    "cycle_5min": "6607355a08640dceac34a5f3b614311862eeff540fd86bab81a8b45af227c5df",
+    "minute": "049cda06fb8eb1732547ca405459653ca014efc80a24d0202226defb60d51fde",
+    "quantised_untimed": "0b02044b32098d0833ff5f5858388db716dec309f7d3bc03ba5f029e28d4f628",
+    "second_wander": "8698ce07b32517786daf012414d3f5a2abcad1fdb9817b4c61e211ac5794efcc",
 }
 
 

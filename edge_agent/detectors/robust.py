@@ -28,6 +28,7 @@ from edge_agent.detectors.robust_stats import (
     backcast,
     calibrate,
     choose_smoothing,
+    daily_component,
     longest_run,
     mad_scale,
     resolution,
@@ -121,6 +122,7 @@ _RELEARN_AFTER = 10  # after an anomalous reading, learning resumes after this m
 _PERIOD_S = 86400.0  # the seasonal profile: one day ...
 _BINS = 96  # ... in 15-minute bins, linearly interpolated
 _BINS_PER_S = _BINS / _PERIOD_S
+_OMEGA_S = 2.0 * math.pi / _PERIOD_S  # the plain model's daily sinusoid, radians a second (see _step)
 _PROFILE_DAYS = 3.0  # a bin's value remembers about this many days of visits
 _SEASONAL_ON = 0.75  # the profile serves as the model of normal once its error is this x the plain one's
 _SEASONAL_OFF = 0.9  # ... and stops when it is above this x
@@ -133,10 +135,11 @@ _SETTLED = 50  # updates of the profile's statistics before it may serve
 _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
-           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low")
+           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low",
+           "day_c", "day_s", "day_g")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
-          "d_quick": 0.0, "d_low": 0.0, "t_out": 0}  # state keys added since the first release, and their value in an older model
+          "d_quick": 0.0, "d_low": 0.0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "t_out": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
 _INTS = ("jumps", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out")
 
@@ -151,7 +154,8 @@ class RobustDetector:
       reading should be. It always learns, each residual clipped at 2.5 scales (Huber), so a
       spike barely moves it and a lasting step is followed within a few readings;
     * the **model of normal**: where the series belongs. Either plain (a level and trend,
-      Brown's double smoothing, at most as fast as ``_SLOW``), or seasonal (a slow level plus a
+      Brown's double smoothing, at most as fast as ``_SLOW``, plus a daily sinusoid where the
+      training window showed one: ``robust_stats.daily_component``), or seasonal (a slow level plus a
       daily profile of 96 interpolated bins by time of day), whichever has predicted better
       recently once the profile has seen a whole day. It stops learning when a channel
       reaches its threshold and resumes after ``_RELEARN_AFTER`` readings below
@@ -222,7 +226,7 @@ class RobustDetector:
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
                  "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
-                 "d_quick", "d_low", "_o_q", "_i_q", "t_out")
+                 "d_quick", "d_low", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y", "t_out")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -267,6 +271,10 @@ class RobustDetector:
         self.t_ref = self.v_trend = 0.0
         self._vtx = 0.0  # v_trend beyond what the trend estimate's own noise gives (see _refresh_plain)
         self.horizon = 0.0  # how far ahead the model of normal's expected value is a forecast (see _step)
+        # ... and its daily sinusoid (see _step): coefficients at the time of day's cos and sin,
+        # and their learning rate (0: none, the model is the level and trend alone)
+        self.day_c = self.day_s = self.day_g = 0.0
+        self._day_y = 0.0  # its value at the last reading scored (not state: for rebaseline)
         # seasonal model of normal: a deseasonalised level plus a daily profile
         self.ds_level = 0.0
         self.s_scale = 1.0
@@ -362,7 +370,24 @@ class RobustDetector:
         self.f_scale = self.scale = self.s_scale = noise
         # The model of normal starts where the window says the series was at its first reading,
         # with the trend it had there: else the pass below learns its own start-up as noise.
-        self.level, self.trend = backcast(v, self.alpha, self.beta, _CLIP * noise)
+        day = None
+        if ts is not None and self.quantum < 0.5 * noise:
+            # (a signal resolved no finer than half its noise shows, in its first differences, its
+            # quantisation rather than its noise: judged against that, a quantised wander's window
+            # passed for a daily shape, see robust_stats.DAY_FIT)
+            t_fit = np.asarray(ts, dtype=np.float64)
+            day = daily_component(v, t_fit, noise, _PERIOD_S)
+        if day is not None:
+            self.day_c, self.day_s = day
+            # One day's memory (twice the per-coefficient rate: a coefficient learns at half the
+            # rate, the mean of cos² being one half), never faster than the level's.
+            per_day = _PERIOD_S / max(float(np.median(np.diff(t_fit))), 1e-9)
+            self.day_g = min(2.0 / per_day, self.alpha)
+            ph = (t_fit % _PERIOD_S) * _OMEGA_S
+            vb = v - (self.day_c * np.cos(ph) + self.day_s * np.sin(ph))
+        else:
+            vb = v
+        self.level, self.trend = backcast(vb, self.alpha, self.beta, _CLIP * noise)
         self.t_ref = self.trend
         self.v_level = self.v_level_s = noise * _SD_LEVEL / 1.2533
         self.v_drift = self.v_drift_s = noise * _SD_DRIFT / 1.2533
@@ -698,7 +723,24 @@ class RobustDetector:
         m_slope = self.m_slope
         s_slope = ((m_slope if m_slope > 0.0 else -m_slope) - o_sl) * i_sl if i_sl and not self.shadow_n and self.n >= self.slope_from else 0.0
         # -- level and drift: against the plain model of normal ...
-        pred = self.level + self.trend
+        lin = pred = self.level + self.trend
+        dg = self.day_g
+        if dg and ts is not None and ts == ts:
+            # The daily sinusoid, on series whose training window showed one (robust_stats.
+            # daily_component): a first-day daily cycle, before the profile has seen two days,
+            # is a curve that Brown's level and trend lag by ~0.4 of its amplitude (several noise
+            # widths), so that a ramp or a step looked like the lag, and a frozen model's line
+            # left the curve within a few hundred readings. With its one harmonic in the model
+            # of normal, the lag is gone and a frozen forecast follows the day. Its coefficients
+            # learn (LMS) with the level, over about a day's readings, and stand still with it.
+            ph = (ts % _PERIOD_S) * _OMEGA_S
+            d_cos = math.cos(ph)
+            d_sin = math.sin(ph)
+            y = self.day_c * d_cos + self.day_s * d_sin
+            self._day_y = y
+            pred += y
+        else:
+            dg = 0.0
         e = x - pred
         c = self._clip_p
         ec = e if -c < e < c else (c if e > 0.0 else -c)
@@ -1010,9 +1052,9 @@ class RobustDetector:
                 # it changes nothing, and the readings after a long freeze stop paying for it)
                 u = 0.1 * self._up[0]
                 self.horizon = h * (1.0 - a) ** 0.5 if f > u * u else 0.0
-                self.level = pred + a * ec
+                self.level = lin + a * ec
             else:
-                self.level = pred + self.alpha * ec
+                self.level = lin + self.alpha * ec
             if self.beta:
                 # The trend is where normal is going: it follows a change of course the model's own
                 # memory (~1 / alpha readings) can average, not a deviation that outlasts it. While
@@ -1032,6 +1074,9 @@ class RobustDetector:
                     k = self.t_out = self.t_out + 1
                     if k * self.alpha < 1.0:
                         self.trend += self.beta * ec
+            if dg:
+                self.day_c += dg * ec * d_cos
+                self.day_s += dg * ec * d_sin
             if i_sl:
                 # The slope's reference learns with the model of normal and stands still with it
                 # (see _slope_constants); learning again after a freeze, it restarts from the
@@ -1049,7 +1094,7 @@ class RobustDetector:
                     self.ds_level = x
                 else:
                     self._learn_profile(x, e_s, frac, bin_i, self._ssc, seasonal, training)
-                    self._tick = (e, e_s, ts, self.n + 1)
+                    self._tick = (x - lin, e_s, ts, self.n + 1)
                     # ... and does no part of the slow cycle, which waits for the next calm
                     # reading: paying for both, these readings were the p99 of scoring at one
                     # reading a minute (6.4 us). Where every reading teaches the profile
@@ -1062,17 +1107,23 @@ class RobustDetector:
         else:
             # Not normal: the model of normal stays where it was (its trend runs on); the
             # readings feed only the shadow, which a rebaseline adopts.
-            self.level = pred
+            if not dg:
+                self.level = lin
+            # (With a daily sinusoid the trend does not run on: over a third of a day it takes
+            # up what the sinusoid's fit missed, a local slope that a 300-reading freeze carried
+            # on: 2.9 noise widths off the curve at a stuck sensor's release, against 1.3 without
+            # it, and 4 more nuisance alarms after faults' ends over the suite's seeds 0-3.)
             self.horizon += 1.0
             if bin_i < 0 and ts is not None and ts == ts:
                 pv = self._profile_at(ts)
             n = self.shadow_n + 1
             self.shadow_n = n
+            xd = x - pred + lin  # (less the daily sinusoid: the shadow is a level under it)
             if n == 1:
-                self.shadow, self.s_shadow = x, x - pv
+                self.shadow, self.s_shadow = xd, x - pv
             else:
                 w = 1.0 / n if n < 50 else 0.02
-                self.shadow += (x - self.shadow) * w
+                self.shadow += (xd - self.shadow) * w
                 self.s_shadow += (x - pv - self.s_shadow) * w
         if was_calm or calm >= _RELEARN_AFTER:
             # The learned range: every reading of normal operation, and the first reading of each
@@ -1100,7 +1151,7 @@ class RobustDetector:
             if training:
                 self._learn_slow(x, e_f, e, dx, True)
                 if tick:
-                    self._learn_slow_seasonal(e, e_s, ts, k, True, 1.0)  # type: ignore[arg-type]
+                    self._learn_slow_seasonal(x - lin, e_s, ts, k, True, 1.0)  # type: ignore[arg-type]
             elif not waits:
                 phase = self.s_phase + 1
                 if phase == _SLOW_EVERY:
@@ -1110,7 +1161,7 @@ class RobustDetector:
                     self._learn_slow(x, e_f, e, dx, False)
                 elif phase == 1:
                     if serving:
-                        self._learn_slow_seasonal(e, e_s, ts, k, False, _SLOW_EVERY)  # type: ignore[arg-type]
+                        self._learn_slow_seasonal(x - lin, e_s, ts, k, False, _SLOW_EVERY)  # type: ignore[arg-type]
                     elif self._tick is not None:  # in the background: from its latest tick, once
                         te, tes, tts, tn = self._tick
                         self._tick = None
@@ -1256,7 +1307,8 @@ class RobustDetector:
 
     def _learn_slow_seasonal(self, e: float, e_s: float, ts: float, n_at: int, training: bool, weight: float) -> None:
         """The seasonal half of the slow statistics (on its own phase of _SLOW_EVERY), from the
-        residuals ``e`` (plain) and ``e_s`` (seasonal) of a reading at ``ts``, the ``n_at``-th
+        residuals ``e`` (plain, without its daily sinusoid: the profile takes over from the line
+        as it did before the sinusoid, see _step) and ``e_s`` (seasonal) of a reading at ``ts``, the ``n_at``-th
         learned from, weighing ``weight`` readings.
 
         The profile serves only once it has seen a whole day and every bin; from then on its
@@ -1484,6 +1536,7 @@ class RobustDetector:
             self.level, self.ds_level = self.shadow, self.s_shadow
         else:
             self.level = self.ds_level = self.prev
+            self.level -= self._day_y if self.day_g else 0.0
         self.trend = 0.0
         self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
         self.m_short = self.f_jump = self.m_slope = 0.0
