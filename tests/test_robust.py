@@ -301,6 +301,21 @@ def test_a_ramp_is_alarmed_while_it_lasts_not_when_it_ends(name: str) -> None:
     assert [s for i, s, _ in ev if raised[0] < i <= fault.end] == []  # held to its end
 
 
+def test_a_deviation_that_outlasts_the_model_of_normals_memory_does_not_teach_it_its_trend() -> None:
+    # A ramp of 0.1 U a reading on a quantised wander sampled every 5 minutes (suite seed 2):
+    # the level channel sat beyond its normal for the whole ramp, under its threshold, and
+    # Brown's trend, learning from every such reading, converged on the ramp's slope, so the
+    # residual never grew and nothing was raised while it lasted. The trend now stands still
+    # once the level channel has been beyond its normal for longer than ~1 / alpha readings.
+    sc = suite_at(2)["quantised/drift/s5/dt300/r1"]
+    (fault,) = sc.faults
+    ev = alarms(sc.values, dt=sc.dt)
+    raised = [i for i, s, _ in ev if s == "raised"]
+    assert any(fault.start <= i <= fault.end for i in raised), raised
+    first = next(i for i in raised if i >= fault.start)
+    assert [s for i, s, _ in ev if first < i <= fault.end] == []  # held to its end
+
+
 @pytest.mark.parametrize("name", ["noise/clean/s0.5/dt1/n12000/r1", "trend/stuck/s5/dt60/r0"])
 def test_a_gaussian_tail_beyond_the_range_is_no_alarm(name: str) -> None:
     # A 5.1-sigma reading of white noise beyond the learned range (and one at the edge of a

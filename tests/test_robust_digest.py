@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "11abab1bdb24fb7b27f8c90179516b16f61528bf440226abc30f8acadbae41a7",
-    "minute": "e70b3638acfdf24c521ff6cbd533bf91a7b2fa5a1716b7a5e5ca1e4082766215",
-    "quantised_untimed": "e4c3dc5acb408d9fb5470b65ea5d4d0de01494aa7d0c18378bddc60e269fbc79",
-    "second_wander": "c839dccc4fd4654734cd65c8130f021543de82c12f1d9b347b3d13df0e1dead8",
+    "cycle_5min": "e0a083f532a7ef147172150958acaa5a09df72d38b43ca20713f3f88af9cf0e9",
+    "minute": "4fb4f8a248db21fa26cefde13f9767da138ca4e9f836cbbd7555c62d413f38de",
+    "quantised_untimed": "d8794f8f49b1f9b3d74195e4c7ba9f3e006fa62aca0c945e0aaf71b2a7699cf0",
+    "second_wander": "77d333f97f07535a22768432ccb08edc6185d1a5347b39a56576798a11c5f86b",
 }
 
 

@@ -174,9 +174,9 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "day_c", "day_s", "day_g", "burst")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
-          "d_quick": 0.0, "d_low": 0.0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "burst_off": 0}  # state keys added since the first release, and their value in an older model
+          "d_quick": 0.0, "d_low": 0.0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "burst_off": 0, "t_out": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("jumps", "burst_off", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from")
+_INTS = ("jumps", "burst_off", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out")
 
 
 class RobustDetector:
@@ -267,7 +267,7 @@ class RobustDetector:
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
                  "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
                  "d_quick", "d_low", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
-                 "burst", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap")
+                 "burst", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "t_out")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -365,6 +365,7 @@ class RobustDetector:
         self._yb = self._yk = 0.0  # ... from b² - 1 (young_bound), recomputed once the samples grew past _yk
         self._xr = [0] * _N_CAL  # per channel: tail updates in a row above its quantile
         self.high_run = 0  # consecutive readings at or above learn_below, or drifting beyond the drift's normal
+        self.t_out = 0  # consecutive readings learned with the level channel beyond its normal (the trend's gate)
         self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self._qfloor = _ABS_FLOOR
         self._stuck_lim = float(_STUCK_MIN)
@@ -1147,7 +1148,24 @@ class RobustDetector:
             else:
                 self.level = lin + self.alpha * ec
             if self.beta:
-                self.trend += self.beta * ec
+                # The trend is where normal is going: it follows a change of course the model's own
+                # memory (~1 / alpha readings) can average, not a deviation that outlasts it. While
+                # the level channel stays beyond its normal (its 98 % quantile) for longer than that,
+                # the trend stands still and the level follows at alpha alone, so a ramp that stays
+                # under the thresholds keeps a residual that grows, rather than teaching the trend
+                # its slope (suite seed 2: a ramp on a quantised wander read every 5 minutes was
+                # raised only by its jump back). Shorter excursions teach it as before: the first
+                # readings of a fault taught SKAB's temperatures the turn their recovery took, and
+                # the trend stopped from the first reading beyond normal held those alarms longer
+                # (FAR 12.31 -> 15.48 %). docs/detectors.md, "The boiling frog".
+                a = m_level if m_level > 0.0 else -m_level
+                if a <= self._kp[0] or training:
+                    self.t_out = 0
+                    self.trend += self.beta * ec
+                else:
+                    k = self.t_out = self.t_out + 1
+                    if k * self.alpha < 1.0:
+                        self.trend += self.beta * ec
             if dg:
                 self.day_c += dg * ec * d_cos
                 self.day_s += dg * ec * d_sin
@@ -1630,7 +1648,7 @@ class RobustDetector:
         self.calm = self.calm_level = _RELEARN_AFTER
         self.lo = min(self.lo, self.level)
         self.hi = max(self.hi, self.level)
-        self.shadow_n = 0
+        self.shadow_n = self.t_out = 0
         self.horizon = 0.0
 
     def band(self) -> tuple[float, float] | None:
