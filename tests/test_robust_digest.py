@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "bed320574b40f9d47233fad4517366befac55f74cc65bbbe4277db034a088033",
-    "minute": "5efaed9b8e3f20ff4062a90817979baf0b7ee2eef7e8a6df89e5a743a234df63",
-    "quantised_untimed": "b26ba345d9bac0c8719fc37301a65b0410176f950a204441d7a393e899b4537c",
-    "second_wander": "077981b7e889f980a6e3368b6fcce241750a96c6ed1ca4e3d7fbb1dbda3df8e0",
+    "cycle_5min": "5ad285011087a45c2c95d6cb56aed0823f21c308e7263af44fcbdd9c6d892082",
+    "minute": "436a734615c94762bdcd2dc276850eaf49565402458fb55230af57bb52f40e64",
+    "quantised_untimed": "9ecac23b043500ce1bab16f624b79c1864c9a3d18948c483eaf731426a9bf160",
+    "second_wander": "28a7c553fb3b35a664f738024cb39a6d0f02a12c2774e8ad59aaa4ec49f7839d",
 }
 
 
