@@ -685,6 +685,16 @@ def test_the_fit_does_not_learn_its_own_start_up_on_a_trend_as_noise() -> None:
     assert float(np.median(ratios)) < 2.0, ratios
 
 
+def _warm_up_with_a_dip(seed: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """A warm-up curve (60 - 3 exp(-t / 400), noise 0.1) with a 300-reading dip of 10 noise
+    widths from reading 600: the generator, the reading index and the readings."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(2500, dtype=float)
+    warm = 60.0 - 3.0 * np.exp(-t / 400.0) + rng.normal(0.0, 0.1, t.size)
+    warm[600:900] -= 1.0
+    return rng, t, warm
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_frozen_model_lets_go_where_its_trend_was_uncertain_and_holds_where_it_was_steady(seed: int) -> None:
     # While a fault lasts the model of normal stands still and runs its trend on: its expected
@@ -695,10 +705,7 @@ def test_a_frozen_model_lets_go_where_its_trend_was_uncertain_and_holds_where_it
     # is still held to its end, and cleared after it. (At one reading a second, as SKAB's
     # warm-ups: at one a minute the window spans a third of a day, and the warm-up passes for
     # a daily cycle, see the next test.)
-    rng = np.random.default_rng(seed)
-    t = np.arange(2500, dtype=float)
-    warm = 60.0 - 3.0 * np.exp(-t / 400.0) + rng.normal(0.0, 0.1, t.size)
-    warm[600:900] -= 1.0
+    rng, t, warm = _warm_up_with_a_dip(seed)
     ev = alarms(warm, dt=1.0)
     assert [i for i, s, _ in ev if s == "raised"][:1] == [600], ev
     ended = [i for i, s, _ in ev if s != "raised"]
@@ -720,10 +727,7 @@ def test_a_warm_up_over_a_third_of_a_day_is_let_go_after_a_dip(seed: int) -> Non
     # noise widths by reading 1,200): the alarm is held to the end of the series, where main
     # (41c5070) let go 400-435 readings after the dip's end. Nothing in a third of a day tells
     # the two apart; a daily cycle's faults held are what the sinusoid bought (the next tests).
-    rng = np.random.default_rng(seed)
-    t = np.arange(2500, dtype=float)
-    warm = 60.0 - 3.0 * np.exp(-t / 400.0) + rng.normal(0.0, 0.1, t.size)
-    warm[600:900] -= 1.0
+    rng, t, warm = _warm_up_with_a_dip(seed)
     ev = alarms(warm)
     assert [i for i, s, _ in ev if s == "raised"][:1] == [600], ev
     ended = [i for i, s, _ in ev if s != "raised"]

@@ -1558,16 +1558,21 @@ class RobustDetector:
         (All the channels learn from it: the variance channel's values after a routine spike
         are part of its normal, and the readings after it are in the episode. Learning only
         the channels it raised: SKAB FAR 11.6 -> 12.8 %, NAB 56.5 -> 55.9.)"""
+        routine, clip = self._count_episode(gap)
+        # Learned on the next two readings of the episode (which learn nothing else), half each:
+        # no one reading pays for all six tails (the p99 cost of a series that alarms often).
+        self.pending = [z, self.m_level, self.m_drift, self.m_level_s, self.m_drift_s, d_fast, float(bin_i), clip,
+                        _SLOW_EVERY * routine, 0.0, self.m_short, self.m_slope, self._zbk]
+
+    def _count_episode(self, gap: int) -> tuple[float, float]:
+        """Count an episode in the rate of episodes (``gap`` readings since the last one); return
+        how routine episodes are (0-1) and the clip its first reading's excess gets."""
         rate = self.ep_rate * math.exp(-gap / _EP_MEMORY) + 1.0 / _EP_MEMORY
         self.ep_rate = rate
         routine = rate * _ROUTINE
         if routine > 1.0:
             routine = 1.0
-        clip = _EPISODE_CLIP / (1.0 - routine if routine < 0.95 else 0.05)
-        # Learned on the next two readings of the episode (which learn nothing else), half each:
-        # no one reading pays for all six tails (the p99 cost of a series that alarms often).
-        self.pending = [z, self.m_level, self.m_drift, self.m_level_s, self.m_drift_s, d_fast, float(bin_i), clip,
-                        _SLOW_EVERY * routine, 0.0, self.m_short, self.m_slope, self._zbk]
+        return routine, _EPISODE_CLIP / (1.0 - routine if routine < 0.95 else 0.05)
 
     def _learn_back_episode(self, gap: int) -> None:
         """An alarm of the spike judged from both sides alone (no channel reached learn_below on
@@ -1576,12 +1581,7 @@ class RobustDetector:
         judges the reading before, which was learned from as a calm reading (Huber-limited), and
         the reading in hand is not the spike; freezing on it moved the slow statistics' phase and
         once held a variance alarm for 2,000 readings (the unseen kinds' quieter noise)."""
-        rate = self.ep_rate * math.exp(-gap / _EP_MEMORY) + 1.0 / _EP_MEMORY
-        self.ep_rate = rate
-        routine = rate * _ROUTINE
-        if routine > 1.0:
-            routine = 1.0
-        clip = _EPISODE_CLIP / (1.0 - routine if routine < 0.95 else 0.05)
+        routine, clip = self._count_episode(gap)
         t, o = self._tail(BACK, self._zbk, clip, _SLOW_EVERY * routine)
         self._o_bk, self._j_bk = o, 1.0 / (t - o)
 
