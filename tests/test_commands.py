@@ -125,11 +125,18 @@ def test_mqtt311_response_topic_and_status(agent: AgentProcess, mosquitto: Mosqu
     try:
         train(pub)
         wait_for(lambda: versions(agent)[1] == 1, 20, "v1 trained")
-        pub.publish("edge/gw-test/cmd/status", sign(KEY, "status", {}, request_id="req-42")).wait_for_publish(10)
-        wait_for(lambda: [r for r in replies.json() if r["status"] == "done"], 10, "status done")
-        done = [r for r in replies.json() if r["status"] == "done"][0]
-        assert done["request_id"] == "req-42" and done["command"] == "status"
-        (s,) = done["result"]["series"]
+        # The store has v1 on disk a moment before the loop installs it in the series (the fit
+        # saves off the loop, then hands the model over): ask again until the status shows it.
+        for k in range(20):
+            rid = f"req-42-{k}"
+            pub.publish("edge/gw-test/cmd/status", sign(KEY, "status", {}, request_id=rid)).wait_for_publish(10)
+            wait_for(lambda rid=rid: [r for r in replies.json() if r["request_id"] == rid and r["status"] == "done"], 10, "status done")
+            done = [r for r in replies.json() if r["request_id"] == rid and r["status"] == "done"][0]
+            assert done["command"] == "status"
+            (s,) = done["result"]["series"]
+            if s["model"] is not None:
+                break
+            time.sleep(0.1)
         assert s["series"] == "m1/temp" and s["model"] == {"detector": "statistical", "version": 1} and s["readings"] == 100
         # A fit that cannot work fails with a reason, after being accepted.
         pub.publish("edge/gw-test/cmd/fit", sign(KEY, "fit", {"series": "no/such"}, request_id="req-43")).wait_for_publish(10)
