@@ -136,14 +136,23 @@ def _burst_limit(rate: float) -> float:
     """The burst count that raises: the smallest n whose Poisson probability of being reached,
     at the rate a calibrated spike channel passes _BURST_AT of its threshold over
     _BURST_MEMORY readings, is within ``rate`` (n = 4 at rate 1e-6)."""
-    p = (1.0 - TAIL_P) * (rate / (1.0 - TAIL_P)) ** _BURST_AT
-    mu = p * _BURST_MEMORY
-    n, term, tail = 0, math.exp(-mu), 1.0
-    while tail > rate and n < 100:
-        tail -= term  # P(N > n)
-        n += 1
-        term *= mu / n
-    return float(max(n, 2))
+    mu = _BURST_MEMORY * _burst_share(rate)
+    return float(next((n for n in range(2, 100) if _poisson_at_least(mu, n) <= rate), 100))
+
+
+def _burst_share(rate: float) -> float:
+    """The share of readings a calibrated spike channel puts past _BURST_AT of its threshold:
+    its tail is exponential from its 98 % quantile to ``rate`` at the threshold."""
+    return (1.0 - TAIL_P) * (rate / (1.0 - TAIL_P)) ** _BURST_AT
+
+
+def _poisson_at_least(mu: float, n: int) -> float:
+    """P(N >= n) for N Poisson with mean ``mu``."""
+    term, tail = math.exp(-mu), 1.0
+    for k in range(n):
+        tail -= term
+        term *= mu / (k + 1)
+    return tail
 
 
 _BURST_PRIOR = (0.69, 0.27, _burst_limit(1e-6))
@@ -501,9 +510,9 @@ class RobustDetector:
         self.slope_from = max(0, self.slope_from - self.n)  # (counted from the fit's end, as n is)
         self.n = self.s_phase = 0
         self.burst = 0.0  # counted against the thresholds just calibrated, from here
-        self.burst_off = 0 if self._burst_null_holds(collected[SPIKE]) else 1
         self.n_fit = float(v.shape[0])
         self._update_thresholds()
+        self.burst_off = 0 if self._burst_null_holds(collected[SPIKE]) else 1
         self.run_max = max(self.run_max, self.run)
         self._limits()
         self._refresh_plain()
@@ -528,17 +537,9 @@ class RobustDetector:
         depends on where its level sits between two quanta, not on its noise."""
         if self.jumps:
             return False
-        q, m = self.cal_q[SPIKE], self.cal_m[SPIKE]
-        t = max(q + self._k * m, _FLOORS[SPIKE])
-        o = min(q, 0.5 * t)
-        at = o + _BURST_AT * (t - o) + self._qfloor / max(self.f_scale, self._floor())
+        at = self._b_z + self._qfloor / max(self.f_scale, self._floor())  # (the spike threshold just set)
         hits = sum(1 for v in z if v >= at)
-        mu = len(z) * (1.0 - TAIL_P) * (self.rate / (1.0 - TAIL_P)) ** _BURST_AT
-        term = tail = math.exp(-mu)  # P(N <= hits - 1), summed below
-        for n in range(1, hits):
-            term *= mu / n
-            tail += term
-        return hits == 0 or 1.0 - tail >= _BURST_TEST
+        return hits == 0 or _poisson_at_least(len(z) * _burst_share(self.rate), hits) >= _BURST_TEST
 
     def _floor(self) -> float:
         # Half the smallest step: a quantised signal cannot show noise finer than its quantum.
@@ -770,9 +771,7 @@ class RobustDetector:
         self.thr[c] = t
         self.off[c] = o
         if c == SPIKE:
-            self._o_sp, self._i_sp = o, 1.0 / (t - o)
-            self._b_z = o + _BURST_AT * (t - o)
-            self._b_at = self._b_z + self._qfloor / self._fsc
+            self._spike_constants(t, o)
         elif c == VAR:
             self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
         elif c == QUIET:
@@ -783,6 +782,13 @@ class RobustDetector:
         elif c == BACK:
             self._o_bk, self._j_bk = o, 1.0 / (t - o)
 
+
+    def _spike_constants(self, t: float, o: float) -> None:
+        """The spike channel's cached (normal, 1 / (threshold - normal)), and the burst count's
+        level, which is a share of the way from that normal to that threshold."""
+        self._o_sp, self._i_sp = o, 1.0 / (t - o)
+        self._b_z = o + _BURST_AT * (t - o)
+        self._b_at = self._b_z + self._qfloor / self._fsc
 
     # ---- scoring ---------------------------------------------------------------------------
     def score_one(self, x: float, ts: float | None = None) -> float:
@@ -1627,10 +1633,7 @@ class RobustDetector:
             v = self.v_level
             if v < _V_LEVEL_MIN * scale:
                 v = _V_LEVEL_MIN * scale
-            t, o = tail(SPIKE, z, clip, weight)
-            self._o_sp, self._i_sp = o, 1.0 / (t - o)
-            self._b_z = o + _BURST_AT * (t - o)
-            self._b_at = self._b_z + self._qfloor / self._fsc
+            self._spike_constants(*tail(SPIKE, z, clip, weight))
             t, o = tail(BURST, self.burst, clip, weight, self._xr)
             self._o_b, self._i_b = o, 1.0 / (t - o)
             self._b_cap = _BURST_CAP * t
