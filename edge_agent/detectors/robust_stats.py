@@ -63,18 +63,19 @@ DAY_CHI2 = 27.6
 # those seeds with or without a daily cycle, 1.45-2.92 on a wander (its own variability is not
 # a daily shape, and a sine fitted to a third of it would be carried on as one).
 DAY_FIT = 1.25
-# ... and carried on (see daily_component): the window's last third must show the same shape
-# as its first two thirds. Chow's test of a break: where one sinusoid (with its level and trend)
+# ... and carried on (see daily_component): the window's last third must show the same shape as
+# its first two thirds. Chow's test of a break: where one sinusoid (with its level and trend)
 # holds over the whole window, the residual sum of squares that fitting the two parts apart
-# removes, over the residual variance left, is an F with 4 and n - 8 degrees of freedom (its
-# tail in closed form, see daily_component; the residuals' own variance, so the rate holds
-# whatever the noise scale's estimate: 0.84-1.22x the true noise on the suite's windows of
-# white noise and trends). Rejected below this p-value: one real daily cycle in 1,000 loses its sinusoid (and
-# keeps the line, as before session 6), a rate the test states, not one measured on the suite.
-# Not 1e-6 (DAY_CHI2's rate): a window whose curve changes shape is carried on as a day it is
-# not (a wrong forecast, alarms held), where a cycle refused is a model that lags, as before.
+# removes, over the residual variance left, is an F with 4 and n - 8 degrees of freedom (its tail
+# in closed form, see daily_component; the residuals' own variance, so the rate holds whatever the
+# noise scale's estimate: 0.84-1.22x the true noise on the suite's windows of white noise and
+# trends). Rejected below this p-value: one real daily cycle in 1,000 loses its sinusoid (and
+# keeps the line, as before session 6), a rate the test states, not one measured on the suite. Not
+# 1e-6 (DAY_CHI2's rate): a window whose curve changes shape is carried on as a day it is not (a
+# wrong forecast, alarms held), where a cycle refused is a model that lags, as before.
 DAY_HOLD = 2.0 / 3.0
 DAY_BREAK_P = 1e-3
+_LOG_BREAK_P = math.log(DAY_BREAK_P)
 
 
 def daily_component(v: np.ndarray, t: np.ndarray, noise: float, period: float) -> tuple[float, float] | None:
@@ -118,7 +119,7 @@ def daily_component(v: np.ndarray, t: np.ndarray, noise: float, period: float) -
         rss_apart += float(rp @ rp)
     half_d = 0.5 * (n - 8)
     r = rss_apart / rss4 if rss4 > 0.0 else 1.0
-    if r < 1.0 and (r <= 0.0 or half_d * math.log(r) + math.log1p(half_d * (1.0 - r)) < math.log(DAY_BREAK_P)):
+    if r < 1.0 and (r <= 0.0 or half_d * math.log(r) + math.log1p(half_d * (1.0 - r)) < _LOG_BREAK_P):
         return None
     c3 = np.linalg.lstsq(x4[:, (0, 2, 3)], v, rcond=None)[0]
     return float(c3[1]), float(c3[2])
