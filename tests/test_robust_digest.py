@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "5ad285011087a45c2c95d6cb56aed0823f21c308e7263af44fcbdd9c6d892082",
-    "minute": "436a734615c94762bdcd2dc276850eaf49565402458fb55230af57bb52f40e64",
-    "quantised_untimed": "9ecac23b043500ce1bab16f624b79c1864c9a3d18948c483eaf731426a9bf160",
-    "second_wander": "28a7c553fb3b35a664f738024cb39a6d0f02a12c2774e8ad59aaa4ec49f7839d",
+    "cycle_5min": "30de9668ef90d500b096b018f5eca2a30fade71d971e48f19afc44d0389c3771",
+    "minute": "fa765735ff800d9a6400aab0befda673fc6c4d717c089d12b4bcaceb7186f879",
+    "quantised_untimed": "ad72f1d9316915a87366ce5a67c15bbc7dd62c6ffc5248c98d0125f3f24c94a4",
+    "second_wander": "54fb41c1135f26b29a5b8547bc67dd5c83e3f3ea3627eb9a16248e1d37f1f2de",
 }
 
 
