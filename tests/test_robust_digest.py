@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "5ad285011087a45c2c95d6cb56aed0823f21c308e7263af44fcbdd9c6d892082",
-    "minute": "436a734615c94762bdcd2dc276850eaf49565402458fb55230af57bb52f40e64",
-    "quantised_untimed": "9ecac23b043500ce1bab16f624b79c1864c9a3d18948c483eaf731426a9bf160",
-    "second_wander": "28a7c553fb3b35a664f738024cb39a6d0f02a12c2774e8ad59aaa4ec49f7839d",
+    "cycle_5min": "22fade5013004c8813f0bc9853eff18310f48547af830e5f4e46d7943b1119e0",
+    "minute": "0fc72f62c92fd2a5fe5df0795112a9188230e354d5c7cbd4c4c0977f77cc3559",
+    "quantised_untimed": "b943f5e0947dc4a1974af3f80f94561b856eeae1fc9de1bc60b794beed9c1b99",
+    "second_wander": "9526f66a2ef781a9c1d1923e410db273174b4c70935c5c5dd6a3e1a40e75c691",
 }
 
 
