@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "30de9668ef90d500b096b018f5eca2a30fade71d971e48f19afc44d0389c3771",
-    "minute": "fa765735ff800d9a6400aab0befda673fc6c4d717c089d12b4bcaceb7186f879",
-    "quantised_untimed": "ad72f1d9316915a87366ce5a67c15bbc7dd62c6ffc5248c98d0125f3f24c94a4",
-    "second_wander": "54fb41c1135f26b29a5b8547bc67dd5c83e3f3ea3627eb9a16248e1d37f1f2de",
+    "cycle_5min": "0ae7c10fceb3bba61265cab4fc1497bb423107dde47c486623739d4c59dd1960",
+    "minute": "a56c59dceac4c21ce17a0037c33e8c69d895a82b9ad1acd77db8dbc70414da59",
+    "quantised_untimed": "2de0d100c2ecb9ffdd71af8869fbdae4fad5e6e51df139213b37cb0e68a979e3",
+    "second_wander": "588d0f6fa48cf6305181fcc67a52d1f06275cd59ab5d0fad312c3a5232074d09",
 }
 
 
