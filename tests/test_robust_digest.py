@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "0ae7c10fceb3bba61265cab4fc1497bb423107dde47c486623739d4c59dd1960",
+    "cycle_5min": "5e9f7775c9f6444909458213875991dcbcbc32966cd4b7d75d572142ad5340f3",
     "minute": "a56c59dceac4c21ce17a0037c33e8c69d895a82b9ad1acd77db8dbc70414da59",
     "quantised_untimed": "2de0d100c2ecb9ffdd71af8869fbdae4fad5e6e51df139213b37cb0e68a979e3",
-    "second_wander": "588d0f6fa48cf6305181fcc67a52d1f06275cd59ab5d0fad312c3a5232074d09",
+    "second_wander": "10ea81b7135a559a58b63238f8bac31a5242660cc6fd0d65f97cd9d51995f864",
 }
 
 

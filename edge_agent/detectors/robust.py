@@ -129,7 +129,8 @@ _BURST_KEEP = 1.0 - 1.0 / _BURST_MEMORY
 # threshold: past it, more is no more evidence of a fault, only a longer hold after its end
 # (uncapped, an oscillation's alarm cleared a median 77 readings after it, 43 capped).
 _BURST_CAP = 1.5
-_BURST_TEST = 1e-3  # the window's test of the count's null (see _burst_null_holds)
+_BURST_TEST = 1e-3
+_RAIL_KEEP, _RAIL_MEMORY = rail.KEEP, rail.MEMORY  # the rail count's (see rail.py)  # the window's test of the count's null (see _burst_null_holds)
 
 
 def _burst_limit(rate: float) -> float:
@@ -1067,67 +1068,88 @@ class RobustDetector:
         # rail); a run of repeats counts only where it began as a return (a rail the process
         # stays beyond): one that became the extreme by outliving it is the stuck channel's
         # (counted, a stuck sensor's alarm was held ~40 readings past its release).
+        # (Written for the common case, a reading between the extremes with no count: its cost
+        # is then a few comparisons and the extremes' ages.)
         s_rail = 0.0
         i_r = self._i_rail
         if i_r or training:
             tol = self._rail_tol
-            counts = (dx != 0.0 or self.rail_ok) and self.rail_in < 1.0
+            keep = _RAIL_KEEP
+            ch = self.rail_ch
+            if ch:
+                ch *= keep
+            cl = self.rail_cl
+            if cl:
+                cl *= keep
+            ri = self.rail_in
+            if ri:
+                ri *= keep
             r = x - self.rail_hi
-            ch = self.rail_ch * rail.KEEP
-            hit = -tol <= r <= tol
-            if hit:
-                self.rail_ah = 0
-                if counts:
-                    ch += 1.0
-                    if training:
-                        self._rail_n[0] += 1
-            elif r > 0.0:
-                self.rail_hi = x
-                self.rail_ah = 0
-                ch = 0.0
-            elif self.rail_ah >= rail.MEMORY:
-                self.rail_hi = x
-                self.rail_ah = 0
-            else:
-                self.rail_ah += 1
-            r = x - self.rail_lo
-            cl = self.rail_cl * rail.KEEP
-            if -tol <= r <= tol:
-                hit = True
-                self.rail_al = 0
-                if counts:
-                    cl += 1.0
-                    if training:
-                        self._rail_n[1] += 1
-            elif r < 0.0:
-                self.rail_lo = x
-                self.rail_al = 0
-                cl = 0.0
-            elif self.rail_al >= rail.MEMORY:
-                self.rail_lo = x
-                self.rail_al = 0
-            else:
-                self.rail_al += 1
-            if dx != 0.0:
-                self.rail_ok = 1 if hit else 0
-            # (a reading that repeats one of the two before it, at neither extreme: the signal
-            # is locally as coarse as its quantum, and its extremes come back as routinely)
-            r = self.rail_in * rail.KEEP
-            if not hit:
-                p = self.rail_p1
-                if -tol <= x - p <= tol:
-                    r += 1.0
+            hit = False
+            if r < -tol:  # below the upper extreme
+                a = self.rail_ah
+                if a >= _RAIL_MEMORY:
+                    self.rail_hi = x
+                    self.rail_ah = 0
                 else:
-                    p = self.rail_p2
-                    if -tol <= x - p <= tol:
-                        r += 1.0
-            self.rail_in = r
+                    self.rail_ah = a + 1
+            elif r > tol:  # beyond it: the new extreme, and the count ends
+                self.rail_hi = x
+                self.rail_ah = 0
+                if ch:
+                    ch = self.rail_ch = 0.0
+            else:
+                hit = True
+                self.rail_ah = 0
+            r = x - self.rail_lo
+            hit_lo = False
+            if r > tol:
+                a = self.rail_al
+                if a >= _RAIL_MEMORY:
+                    self.rail_lo = x
+                    self.rail_al = 0
+                else:
+                    self.rail_al = a + 1
+            elif r < -tol:
+                self.rail_lo = x
+                self.rail_al = 0
+                if cl:
+                    cl = self.rail_cl = 0.0
+            else:
+                hit_lo = True
+                self.rail_al = 0
+            if hit or hit_lo:
+                if (dx != 0.0 or self.rail_ok) and ri < 1.0:
+                    if hit:
+                        ch += 1.0
+                        if training:
+                            self._rail_n[0] += 1
+                    if hit_lo:
+                        cl += 1.0
+                        if training:
+                            self._rail_n[1] += 1
+                if dx != 0.0:
+                    self.rail_ok = 1
+            else:
+                if dx != 0.0 and self.rail_ok:
+                    self.rail_ok = 0
+                # (a reading that repeats one of the two before it, at neither extreme: the signal
+                # is locally as coarse as its quantum, and its extremes come back as routinely)
+                if -tol <= x - self.rail_p1 <= tol or -tol <= x - self.rail_p2 <= tol:
+                    ri += 1.0
             self.rail_p2 = self.rail_p1
             self.rail_p1 = x
-            cap = self._rail_cap
-            self.rail_ch = ch if ch < cap else cap
-            self.rail_cl = cl if cl < cap else cap
-            s_rail = ((ch if ch > cl else cl) - self.rail_o) * i_r
+            if ri:  # (a count under 0.01 is none: the common case then stores nothing)
+                self.rail_in = ri if ri > 0.01 else 0.0
+            if ch or cl:
+                cap = self._rail_cap
+                if ch > cap:
+                    ch = cap
+                if cl > cap:
+                    cl = cap
+                self.rail_ch = ch if ch > 0.01 else 0.0
+                self.rail_cl = cl if cl > 0.01 else 0.0
+                s_rail = ((ch if ch > cl else cl) - self.rail_o) * i_r
         s_spike = (z - self._o_sp) * self._i_sp
         s_range = 0.0
         if s_spike >= _RANGE_SPIKE:
