@@ -253,6 +253,10 @@ class RobustDetector:
       as ``rate`` (4) or above, where its own tail says bursts are routine: glitches and swings
       each within the spike threshold (a loose connector, a hunting loop). Off where the training
       window shows that calibration does not describe how often the series gets there.
+    * the rail count (explained as ``stuck``): per side, readings returning to the recent
+      extreme, in a row or not, over ~50 readings, raising at the count a Poisson null at the
+      window's own return rate makes as rare as ``rate``: a transmitter railed at a range limit
+      the process hovers at (see rail.py). Off on coarsely quantised signals.
 
     Thresholds are calibrated on the series' own history of each channel: a quantile tracker
     at 98 % plus the mean excess above it, extrapolated as an exponential tail to ``rate``
