@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "5ad285011087a45c2c95d6cb56aed0823f21c308e7263af44fcbdd9c6d892082",
-    "minute": "436a734615c94762bdcd2dc276850eaf49565402458fb55230af57bb52f40e64",
-    "quantised_untimed": "9ecac23b043500ce1bab16f624b79c1864c9a3d18948c483eaf731426a9bf160",
-    "second_wander": "28a7c553fb3b35a664f738024cb39a6d0f02a12c2774e8ad59aaa4ec49f7839d",
+    "cycle_5min": "0e31c9fb74854965df9e065ceb12d96b5c6f1de526bdfbfb30a377c5c44e9fb7",
+    "minute": "a190d35842a904951f29a08ff78f0ac8163b8e41b879b4f310402085128e70a8",
+    "quantised_untimed": "2670e1f41b2340832dd9a4d38aa3c975936205a917ee20c65d5075418b2289ba",
+    "second_wander": "e46e665bb85692ffd071f231369ba1fb154f6f1713cc5e1d7c1b25a6e3a06df2",
 }
 
 
