@@ -71,7 +71,7 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "0e31c9fb74854965df9e065ceb12d96b5c6f1de526bdfbfb30a377c5c44e9fb7",
+    "cycle_5min": "2f4e250a9b21ddae2d478eb36e22038d847c4e7b3f3b38293b15a1d9b6db242b",
     "minute": "a190d35842a904951f29a08ff78f0ac8163b8e41b879b4f310402085128e70a8",
     "quantised_untimed": "2670e1f41b2340832dd9a4d38aa3c975936205a917ee20c65d5075418b2289ba",
     "second_wander": "e46e665bb85692ffd071f231369ba1fb154f6f1713cc5e1d7c1b25a6e3a06df2",
