@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "2f4e250a9b21ddae2d478eb36e22038d847c4e7b3f3b38293b15a1d9b6db242b",
-    "minute": "a190d35842a904951f29a08ff78f0ac8163b8e41b879b4f310402085128e70a8",
-    "quantised_untimed": "2670e1f41b2340832dd9a4d38aa3c975936205a917ee20c65d5075418b2289ba",
-    "second_wander": "e46e665bb85692ffd071f231369ba1fb154f6f1713cc5e1d7c1b25a6e3a06df2",
+    "cycle_5min": "48798ea0ef23b0ae43b3047e2d781bb28f2bb700acf178ca6a08a5825ff00c94",
+    "minute": "7dcbe7568b82f121918428d4de499f2e02b08263a78aab53384209ee7edca009",
+    "quantised_untimed": "99c1b34a9b041584892aaafe9c9a0676d72855d5212a7c3eff09c76cf584a223",
+    "second_wander": "90e1b3a837ffafeb757456a610a24523c6363b1c6797ecf634be10ee3ddebfa3",
 }
 
 
