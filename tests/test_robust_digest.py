@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "22fade5013004c8813f0bc9853eff18310f48547af830e5f4e46d7943b1119e0",
-    "minute": "0fc72f62c92fd2a5fe5df0795112a9188230e354d5c7cbd4c4c0977f77cc3559",
-    "quantised_untimed": "b943f5e0947dc4a1974af3f80f94561b856eeae1fc9de1bc60b794beed9c1b99",
-    "second_wander": "9526f66a2ef781a9c1d1923e410db273174b4c70935c5c5dd6a3e1a40e75c691",
+    "cycle_5min": "48798ea0ef23b0ae43b3047e2d781bb28f2bb700acf178ca6a08a5825ff00c94",
+    "minute": "7dcbe7568b82f121918428d4de499f2e02b08263a78aab53384209ee7edca009",
+    "quantised_untimed": "99c1b34a9b041584892aaafe9c9a0676d72855d5212a7c3eff09c76cf584a223",
+    "second_wander": "90e1b3a837ffafeb757456a610a24523c6363b1c6797ecf634be10ee3ddebfa3",
 }
 
 
