@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "5e9f7775c9f6444909458213875991dcbcbc32966cd4b7d75d572142ad5340f3",
-    "minute": "a56c59dceac4c21ce17a0037c33e8c69d895a82b9ad1acd77db8dbc70414da59",
-    "quantised_untimed": "2de0d100c2ecb9ffdd71af8869fbdae4fad5e6e51df139213b37cb0e68a979e3",
-    "second_wander": "10ea81b7135a559a58b63238f8bac31a5242660cc6fd0d65f97cd9d51995f864",
+    "cycle_5min": "96a818e72c70265b362e84703020f4282c7a506e9b31a5101b82f08a3aae582a",
+    "minute": "96e56ba92cce9298ef4bd1af9f9a6eef566e7f5525b141d27120f1699225f6ea",
+    "quantised_untimed": "4cac3c326d04db40f1ea54bc495ec80b8f1f22ec989334323c830744925725d8",
+    "second_wander": "b83ed698213f0697335e67c143d60005212d7468c6b7a0af06d206efc3304742",
 }
 
 

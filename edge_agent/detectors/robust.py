@@ -25,6 +25,7 @@ from edge_agent.detectors import base, rail
 from edge_agent.detectors.base import Explanation
 from edge_agent.detectors.robust_stats import (
     TAIL_P,
+    anchor_reach,
     backcast,
     calibrate,
     choose_smoothing,
@@ -184,14 +185,16 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
            "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low",
            "day_c", "day_s", "day_g", "burst", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
-           "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2")
+           "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2",
+           "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
           "d_quick": 0.0, "d_low": 0.0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "burst_off": 0, "t_out": 0,
           "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0, "b_yscale": 0.0,
-          "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_ah": 0, "rail_al": 0, "rail_ok": 0}  # state keys added since the first release, and their value in an older model
+          "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_ah": 0, "rail_al": 0, "rail_ok": 0,
+          "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("jumps", "burst_off", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "rail_ah", "rail_al", "rail_ok")
+_INTS = ("jumps", "burst_off", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok")
 
 
 class RobustDetector:
@@ -257,6 +260,11 @@ class RobustDetector:
       extreme, in a row or not, over ~50 readings, raising at the count a Poisson null at the
       window's own return rate makes as rare as ``rate``: a transmitter railed at a range limit
       the process hovers at (see rail.py). Off on coarsely quantised signals.
+    * the anchor (explained as ``drift``): the live level (~7 readings) against where the fit left
+      normal, which nothing scored moves (only ``rebaseline``, the acceptance time or a fit),
+      within what the window's variogram says normal's own diffusion can reach in the readings
+      since (``robust_stats.anchor_reach``): a ramp slower than the statistics learn. Off where
+      the window's variogram is convex (a curve the bound cannot extrapolate).
 
     Thresholds are calibrated on the series' own history of each channel: a quantile tracker
     at 98 % plus the mean excess above it, extrapolated as an exponential tail to ``rate``
@@ -293,7 +301,8 @@ class RobustDetector:
                  "d_quick", "d_low", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
                  "burst", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "t_out",
                  "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
-                 "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n")
+                 "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
+                 "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -411,6 +420,15 @@ class RobustDetector:
         self._xr = [0] * _N_CAL  # per channel: tail updates in a row above its quantile
         self.high_run = 0  # consecutive readings at or above learn_below, or drifting beyond the drift's normal
         self.t_out = 0  # consecutive readings learned with the level channel beyond its normal (the trend's gate)
+        # the anchor (see _anchor_bound): where the fit left normal (its level, and the daily
+        # sinusoid's coefficients at fit), moved only by rebaseline or a fit; the live level it
+        # judges (an EWMA of the readings less that sinusoid, ~7 readings); what the window says
+        # that level may reach (robust_stats.anchor_reach; a_vk 0: off); readings since the anchor
+        self.a_level = self.a_x = self.a_c = self.a_s = 0.0
+        self.a_vk = self.a_k = self.a_rate = self.a_se2 = 0.0
+        self.a_t = 0
+        self.a_inv = 0.0  # 1 / the bound in value units (0: off), refreshed when a_t reaches a_next
+        self.a_next = 0
         self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self._qfloor = _ABS_FLOOR
         self._stuck_lim = float(_STUCK_MIN)
@@ -541,6 +559,7 @@ class RobustDetector:
         self._limits()
         self._refresh_plain()
         self._refresh_seasonal()
+        self._set_anchor(vb, day is not None and float(t_fit[-1] - t_fit[0]) < _PERIOD_S)
         return {
             "level": self.level, "trend": self.trend, "scale": self.scale, "alpha": self.alpha,
             "predictor_alpha": self.f_alpha, "predictor_trend": self.f_beta > 0, "predictor_scale": self.f_scale,
@@ -548,6 +567,42 @@ class RobustDetector:
             "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance", "short_level", "slope", "quiet", "burst",
                                     "spike_both_sides"), self.thr, strict=True)),
         }
+
+    def _set_anchor(self, vb: np.ndarray, part_day: bool) -> None:
+        """The anchor, from the training window less its daily sinusoid (see _anchor_bound)."""
+        # (off where the fit found a daily sinusoid in less than a day: its coefficients and the
+        # window's slope then share what the window showed, and each alone extrapolates nothing)
+        reach = None if part_day else anchor_reach(vb)
+        self.a_t = self.a_next = 0
+        self.a_inv = 0.0
+        if reach is None:
+            self.a_vk = 0.0
+            return
+        self.a_vk, self.a_k, self.a_rate, self.a_se2 = reach
+        self.a_c, self.a_s = self.day_c, self.day_s
+        ax = float(vb[0])
+        for x in vb.tolist():
+            ax += _LAMBDA_LEVEL * (x - ax)
+        self.a_x = self.a_level = ax
+        self._anchor_bound()
+
+    def _anchor_bound(self) -> None:
+        """The anchor channel's bound at a_t readings from the anchor: how far the live level may
+        be from the anchor's forecast in normal operation, z x sqrt(the variance anchor_reach
+        bounds), z an iterated-logarithm boundary: the per-reading rate's gaussian quantile
+        (2 ln(1 / rate)) plus 2 ln(1 + ln(1 + t / k)) for the looks taken at a deviation that,
+        growing ~ sqrt(t), is new only once per doubling of t."""
+        t = self.a_t
+        # (every 16 readings, then every t / 64 of them: the bound then moves by under 2 % between
+        # refreshes, and its cost leaves the readings that make scoring's p99)
+        self.a_next = t + (16 if t < 1024 else t >> 6)
+        if self.a_vk <= 0.0:
+            self.a_inv = 0.0
+            return
+        k = self.a_k
+        var = self.a_vk + self.a_rate * max(0.0, t - k) + self.a_se2 * t * t
+        z2 = 2.0 * math.log(1.0 / self.rate) + 2.0 * math.log(1.0 + math.log(1.0 + t / k))
+        self.a_inv = 1.0 / max(math.sqrt(z2 * var), 1e-12)
 
     def _burst_null_holds(self, z: list[float]) -> bool:
         """Whether the burst count has a null on this series: the training window's readings past
@@ -1194,6 +1249,24 @@ class RobustDetector:
             score = s_back
         if s_rail > score:
             score = s_rail
+        # -- the anchor: the live level (readings less the fit's daily sinusoid, ~7 readings)
+        # against where the fit left normal, within what normal operation's own variogram says
+        # the level can reach in a_t readings (see _anchor_bound). Nothing it learns can move the
+        # anchor: a ramp slow enough to teach the model of normal its slope still leaves it.
+        s_anchor = 0.0
+        ia = self.a_inv
+        if ia:
+            at = self.a_t = self.a_t + 1
+            if at >= self.a_next:
+                self._anchor_bound()
+                ia = self.a_inv
+            ax = self.a_x
+            ra = (x - (self.a_c * d_cos + self.a_s * d_sin) if dg else x) - ax
+            c = self._clip_p
+            ax += _LAMBDA_LEVEL * (ra if -c < ra < c else (c if ra > 0.0 else -c))
+            self.a_x = ax
+            da = ax - self.a_level
+            s_anchor = (da if da > 0.0 else -da) * ia
         lb = self.learn_below
         if score >= lb:  # what explain() needs (it is called only for a reading that raises)
             self._last = (e_f, f_pred, f_scale, n_level if seasonal else m_level, n_drift if seasonal else m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
@@ -1476,7 +1549,7 @@ class RobustDetector:
             self._learn_pending()
         if s_back >= 1.0 and was_calm and calm >= _RELEARN_AFTER and not training:
             self._learn_back_episode(calm_before)
-        return score
+        return score if score > s_anchor else s_anchor
 
     def _profile_at(self, ts: float) -> float:
         """The daily profile's value at ``ts`` (interpolated, shifted)."""
@@ -1875,6 +1948,13 @@ class RobustDetector:
         # A reading repeated to the stuck channel's threshold is stuck, and a spike that reaches
         # its own threshold is a spike, even when another channel scores higher: the most
         # specific diagnosis, and what the operator sees first.
+        da = self.a_x - self.a_level  # the anchor's deviation (see _step), and its score
+        sa = abs(da) * self.a_inv
+        if sa >= 1.0 and sa > max(ch[0] for ch in chans):
+            w = 1.0 / self.a_inv
+            return Explanation(base.DRIFT, "up" if da > 0 else "down", self.a_level - w, self.a_level + w,
+                               f"the level has moved {da:+.4g} from where the fit left normal ({self.a_level:.6g}) over {self.a_t} readings, "
+                               f"beyond the {w:.4g} its own wander reaches in that time")
         if chans[4][0] >= 1.0:
             _, kind, sign, detail = chans[4]
         elif chans[0][0] >= 1.0:
@@ -1913,6 +1993,10 @@ class RobustDetector:
         self.hi = max(self.hi, self.level)
         self.shadow_n = self.t_out = 0
         self.horizon = 0.0
+        # the anchor moves only here (and at a fit): to the live level, its bound starting again
+        self.a_level = self.a_x
+        self.a_t = 0
+        self._anchor_bound()
 
     def band(self) -> tuple[float, float] | None:
         pred = self.f_level + self.f_trend

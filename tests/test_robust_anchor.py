@@ -1,0 +1,168 @@
+"""The anchor channel of ``robust`` (docs/detectors.md, "An anchor the scoring cannot move"):
+where the fit left normal, judged against the live level within what the window's variogram
+says normal operation can reach; moved only by a rebaseline or a fit."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from edge_agent.config import AgentConfig
+from edge_agent.detectors.robust import RobustDetector
+from edge_agent.detectors.robust_stats import _walk_gram, anchor_reach
+from edge_agent.pipeline import InlineTrainer, Pipeline
+
+T0 = 1.7e9
+
+
+def slow_ramp(seed: int) -> np.ndarray:
+    """White noise (sd 1) read once a minute, 500 readings to fit, 400 normal, then a ramp of
+    0.01 sd a reading for 3,000 readings (30 sd in all, slower than the model of normal learns
+    it), then 600 back at normal."""
+    x = 20.0 + np.random.default_rng(seed).normal(0.0, 1.0, 4500)
+    x[900:3900] += 0.01 * np.arange(1, 3001)
+    return x
+
+
+def anchor_score(d: RobustDetector) -> float:
+    """The anchor channel's score on the last reading (1.0: at its bound)."""
+    return abs(d.a_x - d.a_level) * d.a_inv
+
+
+def events(values: np.ndarray, dt: float = 60.0) -> list[tuple[int, str, str | None, str]]:
+    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None}})
+    out: list = []
+    pipe = Pipeline(cfg, InlineTrainer(), out.append)
+    seen = []
+    for i, v in enumerate(values.tolist()):
+        n = len(out)
+        pipe.process("s", v, T0 + i * dt)
+        seen += [(i, e.state, e.kind, e.message) for e in out[n:]]
+    return seen
+
+
+def test_a_ramp_slower_than_the_model_of_normal_learns_is_raised_while_it_lasts() -> None:
+    # Without the anchor the model of normal, its spreads and its tails learn this ramp as it
+    # comes: nothing is raised until the jump back at 3900 (a spike). The anchor, which nothing
+    # scored can move, sees the level leave what white noise's level can reach.
+    ev = events(slow_ramp(1))
+    raised = [(i, k, m) for i, s, k, m in ev if s == "raised"]
+    assert raised and 900 < raised[0][0] < 3900, raised
+    i, kind, message = raised[0]
+    assert kind == "drift" and "from where the fit left normal" in message
+    assert not [e for e in ev if i < e[0] < 3900]  # held while the ramp lasts
+
+
+def test_rebaseline_moves_the_anchor_and_only_it() -> None:
+    x = slow_ramp(1)
+    t = T0 + 60.0 * np.arange(x.shape[0])
+    d = RobustDetector()
+    d.fit(x[:500], t[:500])
+    level = d.a_level
+    scores = [d.score_one(float(v), float(ts)) for v, ts in zip(x[500:3900], t[500:3900], strict=True)]
+    assert max(scores) >= 1.0 and anchor_score(d) >= 1.0 and d.a_level == level  # scoring did not move it
+    d.rebaseline()
+    assert d.a_level == d.a_x and d.a_t == 0 and anchor_score(d) == 0.0
+    held = np.full(300, float(x[3899]))  # the ramp's end, held: now normal for the anchor
+    held += np.random.default_rng(2).normal(0.0, 1.0, 300)
+    for v, ts in zip(held, t[3900:4200], strict=True):
+        d.score_one(float(v), float(ts))
+        assert anchor_score(d) < d.learn_below
+
+
+def test_the_bound_holds_a_young_wander_and_a_stationary_one() -> None:
+    # The channel's cost: a wander whose window shows mostly its noise (the suite's at one reading
+    # a second: a one-hour correlation time, 500 readings) and a stationary one (a minute apart)
+    # must stay within the bound over 12,000 readings.
+    for dt, seed in ((1.0, 3), (60.0, 4)):
+        rng = np.random.default_rng(seed)
+        phi = math.exp(-dt / 3600.0)
+        w = np.empty(12500)
+        w[0] = rng.normal(0.0, 1.5)
+        e = rng.normal(0.0, 1.5 * math.sqrt(1.0 - phi * phi), 12500)
+        for i in range(1, 12500):
+            w[i] = phi * w[i - 1] + e[i]
+        x = 50.0 + w + rng.normal(0.0, 0.5, 12500)
+        t = T0 + dt * np.arange(12500)
+        d = RobustDetector()
+        d.fit(x[:500], t[:500])
+        assert d.a_inv > 0.0  # on
+        worst = 0.0
+        for v, ts in zip(x[500:], t[500:], strict=True):
+            d.score_one(float(v), float(ts))
+            worst = max(worst, anchor_score(d))
+        assert worst < 1.0, (dt, worst)
+
+
+def test_the_walks_detrended_variogram_is_what_random_walks_show() -> None:
+    rng = np.random.default_rng(0)
+    n, lags = 400, (12, 25, 50, 200)
+    sims = []
+    for _ in range(400):
+        x = np.cumsum(rng.normal(0.0, 1.0, n))
+        tt = np.arange(n, dtype=np.float64)
+        b, a = np.polyfit(tt, x, 1)
+        r = x - a - b * tt
+        sims.append([np.mean((r[h:] - r[:-h]) ** 2) for h in lags])
+    expected = _walk_gram(n, lags)
+    np.testing.assert_allclose(np.mean(sims, axis=0), expected, rtol=0.1)
+    assert expected[-1] < 0.5 * lags[-1]  # the line takes up most of a walk's longer lags
+
+
+def test_anchor_reach_levels_off_on_a_stationary_window_grows_on_a_walk_and_is_off_on_a_curve() -> None:
+    rng = np.random.default_rng(5)
+    t = 2000.0
+    covered = []
+    for _ in range(100):  # a random walk of rate 0.01 with white noise: the bound covers its variance
+        x = np.cumsum(rng.normal(0.0, 0.1, 500)) + rng.normal(0.0, 1.0, 500)
+        reach = anchor_reach(x)
+        if reach is not None:
+            v_k, g_k, rate, se2 = reach
+            covered.append((v_k + rate * (t - g_k) + se2 * t * t) / (0.01 * t + 2.0))
+    # (the rate is the smaller of two estimates, low by ~half at the median: the bound on the
+    # variance itself falls short on ~1 window in 10, never by more than the channel's z² / 9,
+    # its threshold being z >= 5.26 of those standard deviations)
+    assert len(covered) >= 95 and np.mean(np.asarray(covered) >= 1.0) >= 0.85 and min(covered) > 1.0 / 3.0
+    # The diffusion's share of the window's variogram at lag k (rate x g_k / v_k): a stationary
+    # AR(1) (a 20-reading correlation time) shows none beyond the floor of what the window could
+    # hide (0.147 at 500 readings); a random walk (1 a step, noise 1) shows it, at about half its
+    # true share (~1).
+    phi = math.exp(-1.0 / 20.0)
+    share_ar, share_walk = [], []
+    for _ in range(50):
+        w = np.zeros(500)
+        e = rng.normal(0.0, math.sqrt(1.0 - phi * phi), 500)
+        for i in range(1, 500):
+            w[i] = phi * w[i - 1] + e[i]
+        for x, out in ((w + rng.normal(0.0, 0.3, 500), share_ar), (np.cumsum(rng.normal(0.0, 1.0, 500)) + rng.normal(0.0, 1.0, 500), share_walk)):
+            reach = anchor_reach(x)
+            if reach is None:  # (a walk's window can be a curve: off; a stationary one's is not)
+                assert out is share_walk
+                continue
+            v_k, g_k, rate, _ = reach
+            out.append(rate * g_k / v_k)
+    # (one window's estimate of a walk's rate is noisy: the raw chord over lags k / 2 to k rests on
+    # ~2 independent stretches, and the smaller of the two estimates is taken)
+    assert len(share_walk) >= 25 and np.percentile(share_ar, 90) < 0.2 < np.median(share_walk)
+    assert np.mean(share_walk) > 1.5 * np.mean(share_ar)
+    # half a cycle in the window: a curve the anchor cannot extrapolate
+    off = [anchor_reach(20.0 + 3.0 * np.sin(np.linspace(0.0, math.pi, 500)) + rng.normal(0.0, 0.3, 500)) is None for _ in range(20)]
+    assert all(off)
+
+
+def test_a_model_stored_before_the_anchor_loads_with_it_off_and_the_new_state_round_trips() -> None:
+    x = slow_ramp(1)
+    t = T0 + 60.0 * np.arange(x.shape[0])
+    d = RobustDetector()
+    d.fit(x[:500], t[:500])
+    d.score_many(x[500:1003], t[500:1003])  # (mid-way between two refreshes of the bound)
+    params, arrays = d.get_state()
+    again = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
+    np.testing.assert_array_equal(again.score_many(x[1003:], t[1003:]), d.score_many(x[1003:], t[1003:]))
+    for added in ("a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next"):
+        del params[added]
+    old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
+    assert old.a_inv == 0.0  # off, as it was
+    assert np.isfinite(old.score_many(x[1003:], t[1003:])).all()
