@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "48798ea0ef23b0ae43b3047e2d781bb28f2bb700acf178ca6a08a5825ff00c94",
-    "minute": "7dcbe7568b82f121918428d4de499f2e02b08263a78aab53384209ee7edca009",
-    "quantised_untimed": "99c1b34a9b041584892aaafe9c9a0676d72855d5212a7c3eff09c76cf584a223",
-    "second_wander": "90e1b3a837ffafeb757456a610a24523c6363b1c6797ecf634be10ee3ddebfa3",
+    "cycle_5min": "96a818e72c70265b362e84703020f4282c7a506e9b31a5101b82f08a3aae582a",
+    "minute": "96e56ba92cce9298ef4bd1af9f9a6eef566e7f5525b141d27120f1699225f6ea",
+    "quantised_untimed": "4cac3c326d04db40f1ea54bc495ec80b8f1f22ec989334323c830744925725d8",
+    "second_wander": "b83ed698213f0697335e67c143d60005212d7468c6b7a0af06d206efc3304742",
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edge_agent.detectors import base
+from edge_agent.detectors import base, rail
 from edge_agent.detectors.base import Explanation
 from edge_agent.detectors.robust_stats import (
     TAIL_P,
@@ -130,7 +130,8 @@ _BURST_KEEP = 1.0 - 1.0 / _BURST_MEMORY
 # threshold: past it, more is no more evidence of a fault, only a longer hold after its end
 # (uncapped, an oscillation's alarm cleared a median 77 readings after it, 43 capped).
 _BURST_CAP = 1.5
-_BURST_TEST = 1e-3  # the window's test of the count's null (see _burst_null_holds)
+_BURST_TEST = 1e-3
+_RAIL_KEEP, _RAIL_MEMORY = rail.KEEP, rail.MEMORY  # the rail count's (see rail.py)  # the window's test of the count's null (see _burst_null_holds)
 
 
 def _burst_limit(rate: float) -> float:
@@ -184,14 +185,16 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
            "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low",
            "day_c", "day_s", "day_g", "burst", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
+           "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2",
            "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
           "d_quick": 0.0, "d_low": 0.0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "burst_off": 0, "t_out": 0,
           "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0, "b_yscale": 0.0,
+          "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_ah": 0, "rail_al": 0, "rail_ok": 0,
           "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("jumps", "burst_off", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next")
+_INTS = ("jumps", "burst_off", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok")
 
 
 class RobustDetector:
@@ -253,6 +256,10 @@ class RobustDetector:
       as ``rate`` (4) or above, where its own tail says bursts are routine: glitches and swings
       each within the spike threshold (a loose connector, a hunting loop). Off where the training
       window shows that calibration does not describe how often the series gets there.
+    * the rail count (explained as ``stuck``): per side, readings returning to the recent
+      extreme, in a row or not, over ~50 readings, raising at the count a Poisson null at the
+      window's own return rate makes as rare as ``rate``: a transmitter railed at a range limit
+      the process hovers at (see rail.py). Off on coarsely quantised signals.
     * the anchor (explained as ``drift``): the live level (~7 readings) against where the fit left
       normal, which nothing scored moves (only ``rebaseline``, the acceptance time or a fit),
       within what the window's variogram says normal's own diffusion can reach in the readings
@@ -294,6 +301,7 @@ class RobustDetector:
                  "d_quick", "d_low", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
                  "burst", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "t_out",
                  "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
+                 "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
                  "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
@@ -378,6 +386,17 @@ class RobustDetector:
         self.d_quick = self.d_low = 1.0  # ... over the last ~7 readings, and the quiet side's (see _step)
         self.burst = 0.0  # the burst count (see _BURST_AT)
         self.burst_off = 0  # 1: the count has no null on this series (see _burst_null_holds)
+        # The rail count (see rail.py): per side, the recent extreme, readings since it was last
+        # returned to, and the returns counted over ~rail.MEMORY readings; its normal and the
+        # count that raises (0: off, a model stored before it), from the fit's window.
+        self.rail_hi = self.rail_lo = self.rail_ch = self.rail_cl = self.rail_o = self.rail_lim = 0.0
+        self.rail_ah = self.rail_al = 0
+        self.rail_in = self.rail_p1 = self.rail_p2 = 0.0  # repeats away from the extremes, and the last two readings
+        self.rail_ok = 0  # 1: the current run of repeats began as a return to an extreme
+        self._rail_tol = 0.0
+        self._i_rail = 0.0
+        self._rail_cap = 1e300
+        self._rail_n = [0, 0]  # returns to each side's extreme in the fit's pass
         self.quantum = 0.0  # the signal's resolution: its smallest nonzero |step|, or see resolution
         self.jumps = 0  # 1: the signal holds a value and jumps (see resolution)
         self.prev = 0.0
@@ -483,6 +502,7 @@ class RobustDetector:
         self.v_slope = _slope_white(self.f_alpha) * noise
         self.d_norm = self.d_fast = self.d_quick = self.d_low = max(float(np.mean(d)), self._floor())
         self.prev = float(v[0])
+        self.rail_hi = self.rail_lo = float(v[0])
         self.lo, self.hi = float(np.min(v)), float(np.max(v))
         self.run_max = longest_run(v)
         self._limits()
@@ -532,6 +552,9 @@ class RobustDetector:
         self.n_fit = float(v.shape[0])
         self._update_thresholds()
         self.burst_off = 0 if self._burst_null_holds(collected[SPIKE]) else 1
+        if not self.jumps and self.quantum < rail.RESOLVED * noise:
+            self.rail_o, self.rail_lim = rail.rail_null(max(self._rail_n), v.shape[0], self.rate)
+        self.rail_ch = self.rail_cl = 0.0  # counted against the null just set, from here
         self.run_max = max(self.run_max, self.run)
         self._limits()
         self._refresh_plain()
@@ -626,6 +649,10 @@ class RobustDetector:
         lim = _STUCK_FACTOR * self.run_max
         self._stuck_lim = lim if lim > _STUCK_MIN else float(_STUCK_MIN)
         self._i_stuck = 1.0 / self._stuck_lim if self.quantum > 0.0 else 0.0
+        self._rail_tol = rail.TOL * self.quantum
+        lim = self.rail_lim
+        self._i_rail = 1.0 / (lim - self.rail_o) if lim > self.rail_o else 0.0
+        self._rail_cap = rail.CAP * lim if lim > 0.0 else 1e300
 
     def _update_thresholds(self) -> None:
         for c in range(_N_CAL):
@@ -1095,6 +1122,93 @@ class RobustDetector:
             ended_run = self.run
             run = self.run = 0
             s_stuck = 0.0
+        # -- the rail count (see rail.py): returns to the recent extreme, in a row or not. A
+        # reading past the extreme ends its count (a railed transmitter cannot read beyond its
+        # rail); a run of repeats counts only where it began as a return (a rail the process
+        # stays beyond): one that became the extreme by outliving it is the stuck channel's
+        # (counted, a stuck sensor's alarm was held ~40 readings past its release).
+        # (Written for the common case, a reading between the extremes with no count: its cost
+        # is then a few comparisons and the extremes' ages.)
+        s_rail = 0.0
+        i_r = self._i_rail
+        if i_r or training:
+            tol = self._rail_tol
+            keep = _RAIL_KEEP
+            ch = self.rail_ch
+            if ch:
+                ch *= keep
+            cl = self.rail_cl
+            if cl:
+                cl *= keep
+            ri = self.rail_in
+            if ri:
+                ri *= keep
+            r = x - self.rail_hi
+            hit = False
+            if r < -tol:  # below the upper extreme
+                a = self.rail_ah
+                if a >= _RAIL_MEMORY:
+                    self.rail_hi = x
+                    self.rail_ah = 0
+                else:
+                    self.rail_ah = a + 1
+            elif r > tol:  # beyond it: the new extreme, and the count ends
+                self.rail_hi = x
+                self.rail_ah = 0
+                if ch:
+                    ch = self.rail_ch = 0.0
+            else:
+                hit = True
+                self.rail_ah = 0
+            r = x - self.rail_lo
+            hit_lo = False
+            if r > tol:
+                a = self.rail_al
+                if a >= _RAIL_MEMORY:
+                    self.rail_lo = x
+                    self.rail_al = 0
+                else:
+                    self.rail_al = a + 1
+            elif r < -tol:
+                self.rail_lo = x
+                self.rail_al = 0
+                if cl:
+                    cl = self.rail_cl = 0.0
+            else:
+                hit_lo = True
+                self.rail_al = 0
+            if hit or hit_lo:
+                if (dx != 0.0 or self.rail_ok) and ri < 1.0:
+                    if hit:
+                        ch += 1.0
+                        if training:
+                            self._rail_n[0] += 1
+                    if hit_lo:
+                        cl += 1.0
+                        if training:
+                            self._rail_n[1] += 1
+                if dx != 0.0:
+                    self.rail_ok = 1
+            else:
+                if dx != 0.0 and self.rail_ok:
+                    self.rail_ok = 0
+                # (a reading that repeats one of the two before it, at neither extreme: the signal
+                # is locally as coarse as its quantum, and its extremes come back as routinely)
+                if -tol <= x - self.rail_p1 <= tol or -tol <= x - self.rail_p2 <= tol:
+                    ri += 1.0
+            self.rail_p2 = self.rail_p1
+            self.rail_p1 = x
+            if ri:  # (a count under 0.01 is none: the common case then stores nothing)
+                self.rail_in = ri if ri > 0.01 else 0.0
+            if ch or cl:
+                cap = self._rail_cap
+                if ch > cap:
+                    ch = cap
+                if cl > cap:
+                    cl = cap
+                self.rail_ch = ch if ch > 0.01 else 0.0
+                self.rail_cl = cl if cl > 0.01 else 0.0
+                s_rail = ((ch if ch > cl else cl) - self.rail_o) * i_r
         s_spike = (z - self._o_sp) * self._i_sp
         s_range = 0.0
         if s_spike >= _RANGE_SPIKE:
@@ -1133,6 +1247,8 @@ class RobustDetector:
             score = s_burst
         if s_back > score:
             score = s_back
+        if s_rail > score:
+            score = s_rail
         # -- the anchor: the live level (readings less the fit's daily sinusoid, ~7 readings)
         # against where the fit left normal, within what normal operation's own variogram says
         # the level can reach in a_t readings (see _anchor_bound). Nothing it learns can move the
@@ -1260,10 +1376,11 @@ class RobustDetector:
         if score < lb:
             calm_level = self.calm_level = self.calm_level + 1
             calm = self.calm = self.calm + 1
-        elif s_spike >= 1.0 or s_level >= 1.0 or s_range >= 1.0 or s_var >= 1.0 or s_stuck >= 1.0 or s_short >= 1.0 or s_burst >= 1.0:
+        elif (s_spike >= 1.0 or s_level >= 1.0 or s_range >= 1.0 or s_var >= 1.0 or s_stuck >= 1.0 or s_short >= 1.0 or s_burst >= 1.0
+              or s_rail >= 1.0):
             calm_level = self.calm_level = calm = self.calm = 0
         elif self.calm_level < _RELEARN_AFTER and (s_spike >= lb or s_level >= lb or s_range >= lb or s_var >= lb or s_stuck >= lb
-                                                   or s_short >= lb or s_burst >= lb):
+                                                   or s_short >= lb or s_burst >= lb or s_rail >= lb):
             calm_level = self.calm_level = calm = self.calm = 0
         else:
             calm_level = self.calm_level = self.calm_level + 1
@@ -1824,6 +1941,10 @@ class RobustDetector:
             (s_back, base.SPIKE, r_back, f"the reading before, {x_back:.6g}, stood {abs(r_back) * self._i_bk:.1f} noise scales from "
                                          f"what the readings on both sides of it expected ({x_back - r_back:.6g})"),
         ]
+        rc, rv = (self.rail_ch, self.rail_hi) if self.rail_ch >= self.rail_cl else (self.rail_cl, self.rail_lo)
+        s_rail = (rc - self.rail_o) * self._i_rail
+        chans.append((s_rail, base.STUCK, 0.0, f"{rv:.6g}, the recent {'highest' if rv == self.rail_hi else 'lowest'} reading, came back "
+                                              f"{rc:.1f} times over ~{rail.MEMORY:.0f} readings (raises at {self.rail_lim:.0f}): a railed transmitter?"))
         # A reading repeated to the stuck channel's threshold is stuck, and a spike that reaches
         # its own threshold is a spike, even when another channel scores higher: the most
         # specific diagnosis, and what the operator sees first.
@@ -1859,6 +1980,7 @@ class RobustDetector:
         self.trend = 0.0
         self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
         self.m_short = self.f_jump = self.m_slope = self.burst = 0.0
+        self.rail_ch = self.rail_cl = 0.0
         self.r_slope, self.t_slope = self.g_slope, 0.0
         if self._quiet_value() >= self.thr[QUIET]:  # a quieter noise accepted as normal
             self.d_norm = max(self.d_low, self._qfloor)
