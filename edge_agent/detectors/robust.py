@@ -786,13 +786,12 @@ class RobustDetector:
         (``f_alpha`` > ``_SLOW``): where the steadiest good predictor is no faster (white noise,
         a slow wander), the model of normal sees a shift as soon, and the level channel,
         averaging longer, judges it better (ungated: SKAB FAR 31 %, 3 nuisance alarms more)."""
-        s = self._fsc
-        u = self._short_unit()
-        t, o = self.thr[SHORT], self.off[SHORT]
-        clip = _LEVEL_CLIP * s
-        if self.f_alpha <= _SLOW:
+        clip = _LEVEL_CLIP * self._fsc
+        if self.f_alpha <= _SLOW:  # (tested first: the scales' phase, scoring's p99, pays no unit for an off channel)
             self._ksh = (0.0, 0.0, clip)  # i = 0: the channel is off (see _step)
             return
+        u = self._short_unit()
+        t, o = self.thr[SHORT], self.off[SHORT]
         self._ksh = (u * o, 1.0 / (u * (t - o)), clip)
 
     def _short_unit(self) -> float:
