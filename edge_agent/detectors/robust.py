@@ -1863,7 +1863,12 @@ class RobustDetector:
             v = self.v_level
             if v < _V_LEVEL_MIN * scale:
                 v = _V_LEVEL_MIN * scale
-            self._spike_constants(*tail(SPIKE, z, clip, weight))
+            t, o = tail(SPIKE, z, clip, weight)
+            # (_spike_constants(t, o), inlined: the tails' phases make much of scoring's p99)
+            w = t - o
+            self._o_sp, self._i_sp = o, 1.0 / w
+            b_z = self._b_z = o + _BURST_AT * w
+            self._b_at = b_z + self._qfloor / self._fsc
             t, o = tail(BURST, self.burst, clip, weight, self._xr)
             self._o_b, self._i_b = o, 1.0 / (t - o)
             self._b_cap = _BURST_CAP * t
@@ -1882,7 +1887,9 @@ class RobustDetector:
             tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight, self._xr)
             t, o = tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
             self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
-            t, o = tail(QUIET, self._quiet_value(), clip, weight)
+            q, f = self.d_low, self._qfloor + self._qfloor  # (_quiet_value(), inlined likewise)
+            q = self.d_norm / (q if q > f else f) - 1.0
+            t, o = tail(QUIET, q if q > 0.0 else 0.0, clip, weight)
             self._o_q, self._i_q = 1.0 + o, 1.0 / (t - o)
             if seas:
                 s_scale = self.s_scale if self.s_scale > floor else floor
