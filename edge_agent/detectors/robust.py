@@ -708,8 +708,12 @@ class RobustDetector:
         n = _TREND_NOISE * self.alpha ** 1.5 * scale
         self._vtx = (v * v - n * n) ** 0.5 if v > n else 0.0  # the trend's variability beyond its estimator's noise
         self._constants(False)
-        self._short_constants()
-        self._slope_constants()
+        if self.f_alpha > _SLOW:
+            self._short_constants()
+            self._slope_constants()
+        else:  # (both off, as those two set them, without the two calls: this is the scales' phase, scoring's p99)
+            self._ksh = (0.0, 0.0, _LEVEL_CLIP * self._fsc)
+            self._ksl = (0.0, 0.0)
         d = self.d_norm
         self._var_cap = _VAR_CLIP * d
         self._i_dn = 1.0 / d
