@@ -708,8 +708,12 @@ class RobustDetector:
         n = _TREND_NOISE * self.alpha ** 1.5 * scale
         self._vtx = (v * v - n * n) ** 0.5 if v > n else 0.0  # the trend's variability beyond its estimator's noise
         self._constants(False)
-        self._short_constants()
-        self._slope_constants()
+        if self.f_alpha > _SLOW:
+            self._short_constants()
+            self._slope_constants()
+        else:  # (both off, as those two set them, without the two calls: this is the scales' phase, scoring's p99)
+            self._ksh = (0.0, 0.0, _LEVEL_CLIP * self._fsc)
+            self._ksl = (0.0, 0.0)
         d = self.d_norm
         self._var_cap = _VAR_CLIP * d
         self._i_dn = 1.0 / d
@@ -786,13 +790,12 @@ class RobustDetector:
         (``f_alpha`` > ``_SLOW``): where the steadiest good predictor is no faster (white noise,
         a slow wander), the model of normal sees a shift as soon, and the level channel,
         averaging longer, judges it better (ungated: SKAB FAR 31 %, 3 nuisance alarms more)."""
-        s = self._fsc
-        u = self._short_unit()
-        t, o = self.thr[SHORT], self.off[SHORT]
-        clip = _LEVEL_CLIP * s
-        if self.f_alpha <= _SLOW:
+        clip = _LEVEL_CLIP * self._fsc
+        if self.f_alpha <= _SLOW:  # (tested first: the scales' phase, scoring's p99, pays no unit for an off channel)
             self._ksh = (0.0, 0.0, clip)  # i = 0: the channel is off (see _step)
             return
+        u = self._short_unit()
+        t, o = self.thr[SHORT], self.off[SHORT]
         self._ksh = (u * o, 1.0 / (u * (t - o)), clip)
 
     def _short_unit(self) -> float:
@@ -966,7 +969,8 @@ class RobustDetector:
         # -- level and drift: against the plain model of normal ...
         lin = pred = self.level + self.trend
         dg = self.day_g
-        if dg and ts is not None and ts == ts:
+        timed = ts is not None and ts == ts  # (a reading with a time; tested once, used thrice)
+        if dg and timed:
             # The daily sinusoid, on series whose training window showed one (robust_stats.
             # daily_component): a first-day daily cycle, before the profile has seen two days,
             # is a curve that Brown's level and trend lag by ~0.4 of its amplitude (several noise
@@ -983,7 +987,7 @@ class RobustDetector:
         else:
             dg = 0.0
         e = x - pred
-        c = self._clip_p
+        c = clip_p = self._clip_p
         ec = e if -c < e < c else (c if e > 0.0 else -c)
         m_level = self.m_level
         m_level += _LAMBDA_LEVEL * (ec - m_level)
@@ -998,7 +1002,7 @@ class RobustDetector:
         bin_i = -1
         frac = pv = e_s = 0.0
         seasonal = tick = waits = False
-        if ts is not None and ts == ts:
+        if timed:
             serving = self.seasonal
             t = self.p_tick + 1
             if t >= self._prof_k:
@@ -1133,69 +1137,89 @@ class RobustDetector:
         i_r = self._i_rail
         if i_r or training:
             tol = self._rail_tol
-            keep = _RAIL_KEEP
-            ch = self.rail_ch
+            ch = self.rail_ch  # (each count decays only where it is not 0: the common case has none)
             if ch:
-                ch *= keep
+                ch *= _RAIL_KEEP
             cl = self.rail_cl
             if cl:
-                cl *= keep
+                cl *= _RAIL_KEEP
             ri = self.rail_in
             if ri:
-                ri *= keep
+                ri *= _RAIL_KEEP
             r = x - self.rail_hi
-            hit = False
-            if r < -tol:  # below the upper extreme
+            r_lo = x - self.rail_lo
+            if r < -tol and r_lo > tol:
+                # The common case, strictly between the extremes: no count moves; both extremes
+                # age, and a repeat of one of the last two readings counts as a coarse signal.
+                # (One test for both sides, without the hit flags and their test; the rare cases below.)
                 a = self.rail_ah
                 if a >= _RAIL_MEMORY:
                     self.rail_hi = x
                     self.rail_ah = 0
                 else:
                     self.rail_ah = a + 1
-            elif r > tol:  # beyond it: the new extreme, and the count ends
-                self.rail_hi = x
-                self.rail_ah = 0
-                if ch:
-                    ch = self.rail_ch = 0.0
-            else:
-                hit = True
-                self.rail_ah = 0
-            r = x - self.rail_lo
-            hit_lo = False
-            if r > tol:
                 a = self.rail_al
                 if a >= _RAIL_MEMORY:
                     self.rail_lo = x
                     self.rail_al = 0
                 else:
                     self.rail_al = a + 1
-            elif r < -tol:
-                self.rail_lo = x
-                self.rail_al = 0
-                if cl:
-                    cl = self.rail_cl = 0.0
-            else:
-                hit_lo = True
-                self.rail_al = 0
-            if hit or hit_lo:
-                if (dx != 0.0 or self.rail_ok) and ri < 1.0:
-                    if hit:
-                        ch += 1.0
-                        if training:
-                            self._rail_n[0] += 1
-                    if hit_lo:
-                        cl += 1.0
-                        if training:
-                            self._rail_n[1] += 1
-                if dx != 0.0:
-                    self.rail_ok = 1
-            else:
                 if dx != 0.0 and self.rail_ok:
                     self.rail_ok = 0
-                # (a reading that repeats one of the two before it, at neither extreme: the signal
-                # is locally as coarse as its quantum, and its extremes come back as routinely)
                 if -tol <= x - self.rail_p1 <= tol or -tol <= x - self.rail_p2 <= tol:
                     ri += 1.0
+            else:
+                hit = False
+                if r < -tol:  # below the upper extreme
+                    a = self.rail_ah
+                    if a >= _RAIL_MEMORY:
+                        self.rail_hi = x
+                        self.rail_ah = 0
+                    else:
+                        self.rail_ah = a + 1
+                elif r > tol:  # beyond it: the new extreme, and the count ends
+                    self.rail_hi = x
+                    self.rail_ah = 0
+                    if ch:
+                        ch = self.rail_ch = 0.0
+                else:
+                    hit = True
+                    self.rail_ah = 0
+                hit_lo = False
+                if r_lo > tol:
+                    a = self.rail_al
+                    if a >= _RAIL_MEMORY:
+                        self.rail_lo = x
+                        self.rail_al = 0
+                    else:
+                        self.rail_al = a + 1
+                elif r_lo < -tol:
+                    self.rail_lo = x
+                    self.rail_al = 0
+                    if cl:
+                        cl = self.rail_cl = 0.0
+                else:
+                    hit_lo = True
+                    self.rail_al = 0
+                if hit or hit_lo:
+                    if (dx != 0.0 or self.rail_ok) and ri < 1.0:
+                        if hit:
+                            ch += 1.0
+                            if training:
+                                self._rail_n[0] += 1
+                        if hit_lo:
+                            cl += 1.0
+                            if training:
+                                self._rail_n[1] += 1
+                    if dx != 0.0:
+                        self.rail_ok = 1
+                else:
+                    if dx != 0.0 and self.rail_ok:
+                        self.rail_ok = 0
+                    # (a reading that repeats one of the two before it, at neither extreme: the signal
+                    # is locally as coarse as its quantum, and its extremes come back as routinely)
+                    if -tol <= x - self.rail_p1 <= tol or -tol <= x - self.rail_p2 <= tol:
+                        ri += 1.0
             self.rail_p2 = self.rail_p1
             self.rail_p1 = x
             if ri:  # (a count under 0.01 is none: the common case then stores nothing)
@@ -1262,7 +1286,7 @@ class RobustDetector:
                 ia = self.a_inv
             ax = self.a_x
             ra = (x - (self.a_c * d_cos + self.a_s * d_sin) if dg else x) - ax
-            c = self._clip_p
+            c = clip_p
             ax += _LAMBDA_LEVEL * (ra if -c < ra < c else (c if ra > 0.0 else -c))
             self.a_x = ax
             da = ax - self.a_level
@@ -1484,7 +1508,7 @@ class RobustDetector:
             # on: 2.9 noise widths off the curve at a stuck sensor's release, against 1.3 without
             # it, and 4 more nuisance alarms after faults' ends over the suite's seeds 0-3.)
             self.horizon += 1.0
-            if bin_i < 0 and ts is not None and ts == ts:
+            if bin_i < 0 and timed:
                 pv = self._profile_at(ts)
             n = self.shadow_n + 1
             self.shadow_n = n
@@ -1843,7 +1867,12 @@ class RobustDetector:
             v = self.v_level
             if v < _V_LEVEL_MIN * scale:
                 v = _V_LEVEL_MIN * scale
-            self._spike_constants(*tail(SPIKE, z, clip, weight))
+            t, o = tail(SPIKE, z, clip, weight)
+            # (_spike_constants(t, o), inlined: the tails' phases make much of scoring's p99)
+            w = t - o
+            self._o_sp, self._i_sp = o, 1.0 / w
+            b_z = self._b_z = o + _BURST_AT * w
+            self._b_at = b_z + self._qfloor / self._fsc
             t, o = tail(BURST, self.burst, clip, weight, self._xr)
             self._o_b, self._i_b = o, 1.0 / (t - o)
             self._b_cap = _BURST_CAP * t
@@ -1862,7 +1891,9 @@ class RobustDetector:
             tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight, self._xr)
             t, o = tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
             self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
-            t, o = tail(QUIET, self._quiet_value(), clip, weight)
+            q, f = self.d_low, self._qfloor + self._qfloor  # (_quiet_value(), inlined likewise)
+            q = self.d_norm / (q if q > f else f) - 1.0
+            t, o = tail(QUIET, q if q > 0.0 else 0.0, clip, weight)
             self._o_q, self._i_q = 1.0 + o, 1.0 / (t - o)
             if seas:
                 s_scale = self.s_scale if self.s_scale > floor else floor
