@@ -1148,78 +1148,57 @@ class RobustDetector:
                 ri *= _RAIL_KEEP
             r = x - self.rail_hi
             r_lo = x - self.rail_lo
-            if r < -tol and r_lo > tol:
-                # The common case, strictly between the extremes: no count moves; both extremes
-                # age, and a repeat of one of the last two readings counts as a coarse signal.
-                # (One test for both sides, without the hit flags and their test; the rare cases below.)
+            hit = False
+            if r < -tol:  # below the upper extreme
                 a = self.rail_ah
                 if a >= _RAIL_MEMORY:
                     self.rail_hi = x
                     self.rail_ah = 0
                 else:
                     self.rail_ah = a + 1
+            elif r > tol:  # beyond it: the new extreme, and the count ends
+                self.rail_hi = x
+                self.rail_ah = 0
+                if ch:
+                    ch = self.rail_ch = 0.0
+            else:
+                hit = True
+                self.rail_ah = 0
+            hit_lo = False
+            if r_lo > tol:
                 a = self.rail_al
                 if a >= _RAIL_MEMORY:
                     self.rail_lo = x
                     self.rail_al = 0
                 else:
                     self.rail_al = a + 1
+            elif r_lo < -tol:
+                self.rail_lo = x
+                self.rail_al = 0
+                if cl:
+                    cl = self.rail_cl = 0.0
+            else:
+                hit_lo = True
+                self.rail_al = 0
+            if hit or hit_lo:
+                if (dx != 0.0 or self.rail_ok) and ri < 1.0:
+                    if hit:
+                        ch += 1.0
+                        if training:
+                            self._rail_n[0] += 1
+                    if hit_lo:
+                        cl += 1.0
+                        if training:
+                            self._rail_n[1] += 1
+                if dx != 0.0:
+                    self.rail_ok = 1
+            else:
                 if dx != 0.0 and self.rail_ok:
                     self.rail_ok = 0
+                # (a reading that repeats one of the two before it, at neither extreme: the signal
+                # is locally as coarse as its quantum, and its extremes come back as routinely)
                 if -tol <= x - self.rail_p1 <= tol or -tol <= x - self.rail_p2 <= tol:
                     ri += 1.0
-            else:
-                hit = False
-                if r < -tol:  # below the upper extreme
-                    a = self.rail_ah
-                    if a >= _RAIL_MEMORY:
-                        self.rail_hi = x
-                        self.rail_ah = 0
-                    else:
-                        self.rail_ah = a + 1
-                elif r > tol:  # beyond it: the new extreme, and the count ends
-                    self.rail_hi = x
-                    self.rail_ah = 0
-                    if ch:
-                        ch = self.rail_ch = 0.0
-                else:
-                    hit = True
-                    self.rail_ah = 0
-                hit_lo = False
-                if r_lo > tol:
-                    a = self.rail_al
-                    if a >= _RAIL_MEMORY:
-                        self.rail_lo = x
-                        self.rail_al = 0
-                    else:
-                        self.rail_al = a + 1
-                elif r_lo < -tol:
-                    self.rail_lo = x
-                    self.rail_al = 0
-                    if cl:
-                        cl = self.rail_cl = 0.0
-                else:
-                    hit_lo = True
-                    self.rail_al = 0
-                if hit or hit_lo:
-                    if (dx != 0.0 or self.rail_ok) and ri < 1.0:
-                        if hit:
-                            ch += 1.0
-                            if training:
-                                self._rail_n[0] += 1
-                        if hit_lo:
-                            cl += 1.0
-                            if training:
-                                self._rail_n[1] += 1
-                    if dx != 0.0:
-                        self.rail_ok = 1
-                else:
-                    if dx != 0.0 and self.rail_ok:
-                        self.rail_ok = 0
-                    # (a reading that repeats one of the two before it, at neither extreme: the signal
-                    # is locally as coarse as its quantum, and its extremes come back as routinely)
-                    if -tol <= x - self.rail_p1 <= tol or -tol <= x - self.rail_p2 <= tol:
-                        ri += 1.0
             self.rail_p2 = self.rail_p1
             self.rail_p1 = x
             if ri:  # (a count under 0.01 is none: the common case then stores nothing)
