@@ -266,3 +266,20 @@ class Publisher:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def robust_alarm_events(values: Any, dt: float = 60.0, t0: float = 1.7e9, **alarm_cfg: Any) -> list[tuple[int, str, str | None, str]]:
+    """Stream ``values`` through a Pipeline with the default ``robust`` detector (the first 500
+    readings train, no acceptance time unless given); (index, state, kind, message) per alarm event."""
+    from edge_agent.config import AgentConfig
+    from edge_agent.pipeline import InlineTrainer, Pipeline
+
+    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None, **alarm_cfg}})
+    events: list = []
+    pipe = Pipeline(cfg, InlineTrainer(), events.append)
+    out = []
+    for i, v in enumerate(values.tolist()):
+        n = len(events)
+        pipe.process("s", v, t0 + i * dt)
+        out += [(i, e.state, e.kind, e.message) for e in events[n:]]
+    return out

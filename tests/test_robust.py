@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from helpers import robust_alarm_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent import detectors
-from edge_agent.config import AgentConfig
 from edge_agent.detectors import rail, robust
 from edge_agent.detectors.robust import RobustDetector
 from edge_agent.detectors.robust_stats import (
@@ -28,7 +28,6 @@ from edge_agent.detectors.robust_stats import (
 )
 from edge_agent.evaluation.scenarios import Scenario, build_suite, noise_over, normal_signal
 from edge_agent.model_store import ModelStore
-from edge_agent.pipeline import InlineTrainer, Pipeline
 
 T0 = 1.7e9
 
@@ -39,15 +38,7 @@ def noise(n: int, seed: int = 0, level: float = 20.0, sd: float = 1.0) -> np.nda
 
 def alarms(values: np.ndarray, dt: float = 60.0, **alarm_cfg: object) -> list[tuple[int, str, str | None]]:
     """Stream through a Pipeline (first 500 readings train); (index, state, kind) per alarm event."""
-    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None, **alarm_cfg}})
-    events: list = []
-    pipe = Pipeline(cfg, InlineTrainer(), events.append)
-    out = []
-    for i, v in enumerate(values.tolist()):
-        n = len(events)
-        pipe.process("s", v, T0 + i * dt)
-        out += [(i, e.state, e.kind) for e in events[n:]]
-    return out
+    return [(i, s, k) for i, s, k, _ in robust_alarm_events(values, dt, T0, **alarm_cfg)]
 
 
 def test_is_the_default_and_checks_its_params() -> None:

@@ -8,11 +8,10 @@ import json
 import math
 
 import numpy as np
+from helpers import robust_alarm_events
 
-from edge_agent.config import AgentConfig
 from edge_agent.detectors.robust import RobustDetector
 from edge_agent.detectors.robust_stats import _walk_gram, anchor_reach
-from edge_agent.pipeline import InlineTrainer, Pipeline
 
 T0 = 1.7e9
 
@@ -32,15 +31,7 @@ def anchor_score(d: RobustDetector) -> float:
 
 
 def events(values: np.ndarray, dt: float = 60.0) -> list[tuple[int, str, str | None, str]]:
-    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None}})
-    out: list = []
-    pipe = Pipeline(cfg, InlineTrainer(), out.append)
-    seen = []
-    for i, v in enumerate(values.tolist()):
-        n = len(out)
-        pipe.process("s", v, T0 + i * dt)
-        seen += [(i, e.state, e.kind, e.message) for e in out[n:]]
-    return seen
+    return robust_alarm_events(values, dt, T0)
 
 
 def test_a_ramp_slower_than_the_model_of_normal_learns_is_raised_while_it_lasts() -> None:
