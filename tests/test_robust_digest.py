@@ -71,9 +71,9 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "96a818e72c70265b362e84703020f4282c7a506e9b31a5101b82f08a3aae582a",
-    "minute": "96e56ba92cce9298ef4bd1af9f9a6eef566e7f5525b141d27120f1699225f6ea",
-    "quantised_untimed": "4cac3c326d04db40f1ea54bc495ec80b8f1f22ec989334323c830744925725d8",
+    "cycle_5min": "59178fd423930b4ae6c5f0fb48908ca1af8793b63693209749e76881f2a2cd12",
+    "minute": "1c7b00fbd473bfa6b6158417f37be354967df4f23d040c6f40cb1ed4034d49f4",
+    "quantised_untimed": "f291ea4c5bf6dd55f6cd0ebbfe7023640df56d0fb24e702826861878785a4e23",
     "second_wander": "b83ed698213f0697335e67c143d60005212d7468c6b7a0af06d206efc3304742",
 }
 
