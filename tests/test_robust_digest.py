@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "96a818e72c70265b362e84703020f4282c7a506e9b31a5101b82f08a3aae582a",
-    "minute": "96e56ba92cce9298ef4bd1af9f9a6eef566e7f5525b141d27120f1699225f6ea",
-    "quantised_untimed": "4cac3c326d04db40f1ea54bc495ec80b8f1f22ec989334323c830744925725d8",
-    "second_wander": "b83ed698213f0697335e67c143d60005212d7468c6b7a0af06d206efc3304742",
+    "cycle_5min": "7fb52a2ffcca59158039644cb9778f992a076e64b0807143851c193fd6dff59e",
+    "minute": "3e660a2e6cd768b4618492423a5bd35aa1e1fea5c9c53a881f0c18ed828842a3",
+    "quantised_untimed": "73ab6a700e634b6c91500328178f54b7920fdf61a8dcd0d87e1584e69a23b26a",
+    "second_wander": "2b9a1ff7a158b0dc05a67b118e5c237b3f63626795f931a6767afe8560648842",
 }
 
 
