@@ -436,21 +436,19 @@ def _arma11_var(phi: float, theta: float) -> float:
 
 def best_gain(a: float, rho1: float) -> float:
     """The gain a* of the local level model under which an exponential predictor of gain a
-    leaves one-step errors of lag-1 autocorrelation rho1 (monotone in a*: -a / 2 at a* -> 0,
-    white noise around a constant; 1 - a at a* = 1, a random walk). Bisection, 60 steps."""
+    leaves one-step errors of lag-1 autocorrelation rho1: -a / 2 at a* -> 0 (white noise around
+    a constant), 1 - a at a* = 1 (a random walk), monotone between. In closed form: rho1 (1 +
+    theta^2 - 2 phi theta) = (1 - phi theta)(phi - theta) is theta^2 + b theta + 1 = 0 with
+    b = (1 + phi^2 - 2 rho1 phi) / (rho1 - phi); its roots' product is 1, and theta = 1 - a* is
+    the one inside [0, 1)."""
     phi = 1.0 - a
-    lo, hi = 1e-9, 1.0 - 1e-9  # in a*
-    if rho1 <= _arma11_rho1(phi, 1.0 - lo):
-        return lo
-    if rho1 >= _arma11_rho1(phi, 1.0 - hi):
-        return hi
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if _arma11_rho1(phi, 1.0 - mid) < rho1:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    if rho1 <= -0.5 * a:
+        return 0.0
+    if rho1 >= phi:
+        return 1.0
+    b = (1.0 + phi * phi - 2.0 * rho1 * phi) / (rho1 - phi)  # (< -2 inside the range)
+    theta = 0.5 * (-b - math.sqrt(max(b * b - 4.0, 0.0)))
+    return min(max(1.0 - theta, 0.0), 1.0)
 
 
 def rechoose_rate(a: float, rho1: float, pairs: int, candidates: tuple[float, ...]) -> float | None:
@@ -460,13 +458,13 @@ def rechoose_rate(a: float, rho1: float, pairs: int, candidates: tuple[float, ..
     adjacent pairs. White errors (the current gain is the series' best) would show rho1 ~ 0
     with standard error 1 / sqrt(pairs) (Bartlett); the evidence is the part of rho1 beyond
     ``RATE_Z`` standard errors (decisions are looked at repeatedly as pairs accrue: at 3 a
-    white series' chance to cross at any one look is 0.3 %). From the best gain that
+    white series' chance to cross at any one look is 0.3 %). ``candidates`` ascending. From the best gain that
     conservative rho1 implies, each candidate's error spread is predicted, and the rule is
     choose_smoothing's: the steadiest within 3 % of the best, taken only on the side the
     evidence points to (a lagging predictor's conservative estimate may still leave a slower
     rate within 3 %: that is no evidence for the slower rate)."""
-    if pairs <= 0:
-        return None
+    if pairs <= 0 or (a >= candidates[-1] if rho1 > 0.0 else a <= candidates[0]):
+        return None  # (no candidate on the side the errors point to: nothing to compute)
     margin = RATE_Z / math.sqrt(pairs)
     if -margin <= rho1 <= margin:
         return None
