@@ -53,9 +53,9 @@ def test_a_slow_predictor_takes_a_faster_rate_once_a_wander_shows_itself() -> No
     # lags the wander, its scale (and every spike's z) off by as much (suite seed 2,
     # wander/spike/s0.05/dt1/r0: scale 0.052 -> 0.085 over three spikes, the third at 0.79 of its
     # threshold). Its errors' lag-1 autocorrelation says so; the rate moves to 0.01. Without the
-    # re-choice: none of them switches, and the third spike of the first scores below 1.
+    # re-choice: none of them switches, and two of their twelve spikes score below 1 (0.76, 0.95).
     slow = switched = 0
-    third: list[float] = []
+    best: list[float] = []
     for seed in (1, 31, 39, 43):  # the seeds of 0-59 whose window chose 0.003 (the other 56: 0.01 or faster)
         x, _ = normal_signal("wander", 4000, 0.05, 1.0, np.random.default_rng(seed))
         t = T0 + np.arange(4000, dtype=np.float64)
@@ -69,9 +69,9 @@ def test_a_slow_predictor_takes_a_faster_rate_once_a_wander_shows_itself() -> No
         slow += 1
         scores = d.score_many(x[500:], t[500:])
         switched += d.f_alpha == 0.01
-        third.append(max(scores[3000], scores[3001]))
+        best.extend(max(scores[k], scores[k + 1]) for k in (1000, 2000, 3000))
     assert slow == 4 and switched == 4
-    assert min(third) >= 1.0, third
+    assert min(best) >= 1.0, best  # each raises its own alarm (1.19 the lowest)
 
 
 def test_white_noise_keeps_its_slow_rate() -> None:
