@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "7fb52a2ffcca59158039644cb9778f992a076e64b0807143851c193fd6dff59e",
-    "minute": "3e660a2e6cd768b4618492423a5bd35aa1e1fea5c9c53a881f0c18ed828842a3",
-    "quantised_untimed": "73ab6a700e634b6c91500328178f54b7920fdf61a8dcd0d87e1584e69a23b26a",
-    "second_wander": "2b9a1ff7a158b0dc05a67b118e5c237b3f63626795f931a6767afe8560648842",
+    "cycle_5min": "b187c46785377fca843a7255b7bedebcaec56fb2a9077941bdd10576802c2573",
+    "minute": "a79a58cff3ec259e5619fbe904085c1129e77edbb1a2ce2b409e7a0340876155",
+    "quantised_untimed": "cb3983406b23a8c3a2a5618419facd02404fc26b807edbe63a7a76b927d3a591",
+    "second_wander": "994de1ebff3615296851497bff1a4f8835070ec703b0083a9d073a4ca03df006",
 }
 
 

@@ -1,5 +1,5 @@
 """The short-term predictor's rate, re-chosen from its own one-step errors once the series shows
-more of itself than the fit's window did (robust_stats.rechoose_rate, RobustDetector._learn_rate)."""
+more of itself than the fit's window did (robust_stats.rechoose_rate, RobustDetector._rechoose_rate)."""
 
 from __future__ import annotations
 
@@ -106,6 +106,6 @@ def test_the_pairs_are_stored_with_the_model_and_an_older_model_starts_them_at_n
     e = RobustDetector.from_state(params, arrays)
     assert np.array_equal(d.score_many(x[1500:], t[1500:]), e.score_many(x[1500:], t[1500:]))
     assert d.f_alpha == e.f_alpha == 0.01
-    old = {k: v for k, v in params.items() if k not in ("f_rc", "f_rv", "f_e3", "f_rn")}
+    old = {k: v for k, v in params.items() if k not in ("f_rc", "f_rv", "f_ek", "f_rn")}
     o = RobustDetector.from_state(old, arrays)
     assert o.f_rn == 0 and o.f_rc == o.f_rv == 0.0 and o.f_alpha == params["f_alpha"]
