@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "59178fd423930b4ae6c5f0fb48908ca1af8793b63693209749e76881f2a2cd12",
-    "minute": "1c7b00fbd473bfa6b6158417f37be354967df4f23d040c6f40cb1ed4034d49f4",
-    "quantised_untimed": "f291ea4c5bf6dd55f6cd0ebbfe7023640df56d0fb24e702826861878785a4e23",
-    "second_wander": "b83ed698213f0697335e67c143d60005212d7468c6b7a0af06d206efc3304742",
+    "cycle_5min": "0f9b90043d6333b69bc616c2382cce88d2d51adc22bbe4a7dbeded0018efc0ba",
+    "minute": "a455f80e25d03c6c4a5347f7b4f6acb29c7f1c06e041193f65286d4c557d39d1",
+    "quantised_untimed": "1b461037ee5d9513adcc31e0e8f2a8aca02a03e19ca424036548c98f5e857f09",
+    "second_wander": "994de1ebff3615296851497bff1a4f8835070ec703b0083a9d073a4ca03df006",
 }
 
 

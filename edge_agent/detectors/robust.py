@@ -24,6 +24,7 @@ import numpy as np
 from edge_agent.detectors import base, rail
 from edge_agent.detectors.base import Explanation
 from edge_agent.detectors.robust_stats import (
+    ALPHAS,
     TAIL_P,
     anchor_reach,
     backcast,
@@ -33,6 +34,7 @@ from edge_agent.detectors.robust_stats import (
     interpolation_gain,
     longest_run,
     mad_scale,
+    rechoose_rate,
     resolution,
     young_bound,
 )
@@ -48,6 +50,7 @@ SPIKE, LEVEL, DRIFT, LEVEL_S, DRIFT_S, VAR, SHORT, SLOPE, QUIET, BURST, BACK = r
 _IN_RUNS = (LEVEL, DRIFT, LEVEL_S, DRIFT_S, BURST)  # calibrated counting a run of exceedances as one excursion
 _N_CAL = 11
 _SLOW = 0.01  # the model of normal follows at most this fast (~100 readings)
+_SLOW_RATES = tuple(a for a in ALPHAS if a <= _SLOW)  # the predictor's rates no faster than it (see _rechoose_rate)
 _LAMBDA_LEVEL = 0.15  # the level channel: EWMA of residuals, ~7 readings
 _LAMBDA_DRIFT = 0.02  # the drift channel: EWMA of residuals, ~50 readings
 _LAMBDA_VAR = 0.03  # the variance channel: EWMA of |first difference|
@@ -186,15 +189,16 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low",
            "day_c", "day_s", "day_g", "burst", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
            "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2",
-           "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv")
+           "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv", "f_rc", "f_rv", "f_ek")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
           "d_quick": 0.0, "d_low": 0.0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "burst_off": 0, "t_out": 0,
           "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0, "b_yscale": 0.0,
           "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_ah": 0, "rail_al": 0, "rail_ok": 0,
-          "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0}  # state keys added since the first release, and their value in an older model
+          "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0,
+          "f_rc": 0.0, "f_rv": 0.0, "f_ek": 0.0, "f_rn": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("jumps", "burst_off", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok")
+_INTS = ("jumps", "burst_off", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn")
 
 
 class RobustDetector:
@@ -302,7 +306,8 @@ class RobustDetector:
                  "burst", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "t_out",
                  "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
-                 "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next")
+                 "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
+                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -325,6 +330,12 @@ class RobustDetector:
         self.f_alpha, self.f_beta = 0.03, 0.0
         self.f_level = self.f_trend = 0.0
         self.f_scale = 1.0
+        # The predictor's one-step errors, paired with the one before (see _rechoose_rate): their
+        # sum of products, of squares, the number of pairs, and the error kept at the cycle's
+        # phase 1 for the pair phase 2 makes; on (_r_on) for a slow level-only predictor.
+        self.f_rc = self.f_rv = self.f_ek = 0.0
+        self.f_rn = 0
+        self._r_on = False
         self.f_out = 0  # consecutive readings beyond the predictor's clip (+ above, - below)
         # the spike judged from both sides (see _step): the next reading's gain and the scale's
         # ratio to the predictor's (0: off), the last reading's residual and the forecast for this one
@@ -560,6 +571,7 @@ class RobustDetector:
         self._refresh_plain()
         self._refresh_seasonal()
         self._set_anchor(vb, day is not None and float(t_fit[-1] - t_fit[0]) < _PERIOD_S)
+        self._r_on = self.f_alpha <= _SLOW and not self.f_beta
         return {
             "level": self.level, "trend": self.trend, "scale": self.scale, "alpha": self.alpha,
             "predictor_alpha": self.f_alpha, "predictor_trend": self.f_beta > 0, "predictor_scale": self.f_scale,
@@ -1535,6 +1547,7 @@ class RobustDetector:
                 if phase == 0:
                     self._learn_slow(x, e_f, e, dx, False)
                 elif phase == 1:
+                    self.f_ek = e_f  # (the predictor's error, for the pair phase 2 makes)
                     if serving:
                         self._learn_slow_seasonal(x - lin, e_s, ts, k, False, _SLOW_EVERY)  # type: ignore[arg-type]
                     elif self._tick is not None:  # in the background: from its latest tick, once
@@ -1543,6 +1556,14 @@ class RobustDetector:
                         pk = self._prof_k
                         self._learn_slow_seasonal(te, tes, tts, tn, False, pk if pk > _SLOW_EVERY else _SLOW_EVERY)
                 else:  # the tails learn from every reading of normal operation ...
+                    if phase == 2 and self._r_on:
+                        # The predictor's error paired with the one before (see _rechoose_rate;
+                        # both calm, so within the spike channel's learn_below: no clip needed).
+                        self.f_rc += self.f_ek * e_f
+                        self.f_rv += e_f * e_f
+                        nr = self.f_rn = self.f_rn + 1
+                        if not nr & 63:
+                            self._rechoose_rate()
                     self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EXCESS_CLIP, _SLOW_EVERY, phase - 2)
         elif was_calm and not training and calm < _RELEARN_AFTER:
             # ... and from the first reading of each anomalous episode, as far as episodes are
@@ -1686,6 +1707,32 @@ class RobustDetector:
             self.quantum = dx
             self._limits()
         self._refresh_plain()
+
+    def _rechoose_rate(self) -> None:
+        """The predictor's rate re-chosen as the series shows more of itself (a slow predictor,
+        level only: ``f_alpha`` <= ``_SLOW``, where the fit's 500-reading window may not have shown
+        a wander with a longer correlation time, and the predictor then lags it, its scale and so
+        every spike's z off by as much). Its one-step errors are white at the series' best gain
+        and correlated where it lags (robust_stats.rechoose_rate): each slow cycle pairs the
+        error of its phase-2 reading with its phase-1 reading's (the two adjacent unless a reading
+        that did not learn came between: then a lag-2 pair, whose correlation has the same sign
+        and is smaller, so it errs towards keeping the rate). Every 64 pairs (one calm reading in
+        ~256: below the 1 % that p99 sees), the rate may switch among the slow candidates (the
+        channels that a predictor faster than the model of normal turns on stay as the fit set
+        them); the model of normal keeps its own rate."""
+        v = self.f_rv
+        if v <= 0.0:
+            return
+        pick = rechoose_rate(self.f_alpha, self.f_rc / v, self.f_rn, _SLOW_RATES)
+        if pick is not None:
+            # The scale is left to follow the new errors at its own rate (~500 readings), from
+            # above: moved at once by the spread the local level model predicts, it fell to 0.62x
+            # on a bursty NAB series (ec2_disk_write_bytes: 4 more false detections), whose
+            # errors are no gaussian ARMA; left to learn, NAB is unchanged and the suite's
+            # third spikes are caught as well.
+            self.f_alpha = pick
+            self.f_rc = self.f_rv = 0.0
+            self.f_rn = 0
 
     def _learn_slow_seasonal(self, e: float, e_s: float, ts: float, n_at: int, training: bool, weight: float) -> None:
         """The seasonal half of the slow statistics (on its own phase of _SLOW_EVERY), from the
@@ -2093,5 +2140,6 @@ class RobustDetector:
         d._set_rates()
         d._refresh_plain()
         d._refresh_seasonal()
+        d._r_on = d.f_alpha <= _SLOW and not d.f_beta
         return d
 

@@ -431,3 +431,69 @@ def slope_allowance(slope: float, walk_var: float, still_var: float) -> float:
     if slope * slope > YOUNG_Z * YOUNG_Z * (walk_var + still_var):
         se2 += still_var
     return se2
+
+
+# ---- the predictor's rate, re-chosen from its own one-step errors ----------------------------
+# A level that wanders, plus white noise (the local level model), is ARIMA(0,1,1): its first
+# differences are (1 - theta B) u. An exponential predictor of gain a leaves one-step errors
+# e = (1 - theta B) / (1 - phi B) u, phi = 1 - a: ARMA(1,1), white only at the series' own best
+# gain a* = 1 - theta. Their lag-1 autocorrelation says which side of a* the predictor is
+# (positive: too slow, it lags the wander; negative: too fast) and how far, and the variance of
+# the errors any other gain would leave follows from it, under that model (Box & Jenkins; Mehra
+# 1970 for the innovations' test). The fit chose its rate on a window that may not have shown the wander
+# (500 readings of a 1-hour wander read every second): the errors of the live predictor show it.
+RATE_Z = 3.0  # the switch needs the autocorrelation this many standard errors from white (see rechoose_rate)
+
+
+def _arma11_rho1(phi: float, theta: float) -> float:
+    """Lag-1 autocorrelation of (1 - theta B) / (1 - phi B) u."""
+    return (1.0 - phi * theta) * (phi - theta) / (1.0 + theta * theta - 2.0 * phi * theta)
+
+
+def _arma11_var(phi: float, theta: float) -> float:
+    """Variance of (1 - theta B) / (1 - phi B) u, per unit variance of u."""
+    return (1.0 + theta * theta - 2.0 * phi * theta) / (1.0 - phi * phi)
+
+
+def best_gain(a: float, rho1: float) -> float:
+    """The gain a* of the local level model under which an exponential predictor of gain a
+    leaves one-step errors of lag-1 autocorrelation rho1: -a / 2 at a* -> 0 (white noise around
+    a constant), 1 - a at a* = 1 (a random walk), monotone between. In closed form: rho1 (1 +
+    theta^2 - 2 phi theta) = (1 - phi theta)(phi - theta) is theta^2 + b theta + 1 = 0 with
+    b = (1 + phi^2 - 2 rho1 phi) / (rho1 - phi); its roots' product is 1, and theta = 1 - a* is
+    the one inside [0, 1)."""
+    phi = 1.0 - a
+    if rho1 <= -0.5 * a:
+        return 0.0
+    if rho1 >= phi:
+        return 1.0
+    b = (1.0 + phi * phi - 2.0 * rho1 * phi) / (rho1 - phi)  # (< -2 inside the range)
+    theta = 0.5 * (-b - math.sqrt(max(b * b - 4.0, 0.0)))
+    return min(max(1.0 - theta, 0.0), 1.0)
+
+
+def rechoose_rate(a: float, rho1: float, pairs: int, candidates: tuple[float, ...]) -> float | None:
+    """The predictor's new gain, or None to keep a.
+
+    The live predictor's one-step errors showed lag-1 autocorrelation rho1 over ``pairs``
+    adjacent pairs. White errors (the current gain is the series' best) would show rho1 ~ 0
+    with standard error 1 / sqrt(pairs) (Bartlett); the evidence is the part of rho1 beyond
+    ``RATE_Z`` standard errors (decisions are looked at repeatedly as pairs accrue: at 3 a
+    white series' chance to cross at any one look is 0.3 %). ``candidates`` ascending. From the best gain that
+    conservative rho1 implies, each candidate's error spread is predicted, and the rule is
+    choose_smoothing's: the steadiest within 3 % of the best, taken only on the side the
+    evidence points to (a lagging predictor's conservative estimate may still leave a slower
+    rate within 3 %: that is no evidence for the slower rate)."""
+    if pairs <= 0 or (a >= candidates[-1] if rho1 > 0.0 else a <= candidates[0]):
+        return None  # (no candidate on the side the errors point to: nothing to compute)
+    margin = RATE_Z / math.sqrt(pairs)
+    if -margin <= rho1 <= margin:
+        return None
+    rho_c = rho1 - margin if rho1 > 0.0 else rho1 + margin
+    theta_c = 1.0 - best_gain(a, rho_c)
+    sd = [math.sqrt(_arma11_var(1.0 - c, theta_c)) for c in candidates]
+    best = min(sd)
+    pick = next(c for c, s in zip(candidates, sd, strict=True) if s <= 1.03 * best)
+    if (pick <= a) if rho1 > 0.0 else (pick >= a):
+        return None
+    return pick
