@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "96a818e72c70265b362e84703020f4282c7a506e9b31a5101b82f08a3aae582a",
-    "minute": "96e56ba92cce9298ef4bd1af9f9a6eef566e7f5525b141d27120f1699225f6ea",
-    "quantised_untimed": "4cac3c326d04db40f1ea54bc495ec80b8f1f22ec989334323c830744925725d8",
-    "second_wander": "b83ed698213f0697335e67c143d60005212d7468c6b7a0af06d206efc3304742",
+    "cycle_5min": "a07265083e7a1b4a9cd0cf464457216e066f93c3b7e90d882728429fd800284a",
+    "minute": "75e3659e8e3cbf83005a808c556ed90c10fae8a586928657943e0d11f3b5d587",
+    "quantised_untimed": "8608a2d15ce0fd0bed0f60c96c7eb761a1511859fbcc23686b5339d4b02e0c71",
+    "second_wander": "022e3cb4fe62a59de9e7474f8475fbad9d6eb4230a2f477c4fc0b59b7c2d5736",
 }
 
 
