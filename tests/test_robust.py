@@ -244,7 +244,7 @@ def test_one_excursion_of_the_burst_count_holds_nothing() -> None:
     d = RobustDetector()
     d.fit(x[:500])
     d.score_many(x[500:1205])
-    assert d.burst > d._o_b and d.b_ev == pytest.approx(1.0) and d.b_hold == d.b_last
+    assert d.burst > d._o_b and d.b_ev == pytest.approx(1.0, abs=0.01) and d.b_hold == d.b_last  # (and a trace of older ones)
 
 
 @pytest.mark.parametrize("seed", [2, 9])

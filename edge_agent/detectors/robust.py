@@ -1250,9 +1250,12 @@ class RobustDetector:
             # previous reading was counted iff the count has not decayed since it was last set
             # (then this one continues its excursion); the excursions decay with the count.
             b_last = self.b_last
-            b_ev = self.b_ev * (self.burst * _BURST_KEEP / b_last) if b_last > 0.0 else 0.0
-            if self.burst != b_last:
-                b_ev += 1.0
+            if b_last > 0.0:
+                b_ev = self.b_ev * (self.burst * _BURST_KEEP / b_last)
+                if self.burst != b_last:
+                    b_ev += 1.0
+            else:  # the first since the fit (or a rebaseline)
+                b_ev = 1.0
             self.b_ev = b_ev
             self.b_last = b
             self.b_hold = b * math.exp(_BURST_GAP / math.log1p(-b_ev / _BURST_MEMORY)) if _BURST_EV <= b_ev < _BURST_MEMORY else b
