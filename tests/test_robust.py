@@ -193,9 +193,7 @@ def test_glitches_each_within_the_spike_threshold_raise_one_alarm_held_while_the
     x[1200:1500] += np.where(hit, 4.5 * rng.choice([-1.0, 1.0], 300), 0.0)
     ev = alarms(x)
     assert [(s, k) for _, s, k in ev] == [("raised", "spike"), ("cleared", None)]
-    # (let go once the gap since the last glitch is one their own rate leaves with probability
-    # 1e-3 at most: seed 2, 81 readings after the last reading of the fault)
-    assert 1200 <= ev[0][0] < 1300 and 1500 <= ev[1][0] <= 1600
+    assert 1200 <= ev[0][0] < 1300 and 1500 <= ev[1][0] <= 1580
     d = RobustDetector()
     d.fit(x[:500])
     d.score_many(x[500:ev[0][0]])
@@ -217,8 +215,8 @@ def test_an_intermittent_fault_is_one_alarm_held_between_its_glitches(seed: int)
     # gaps of 10+ glitch-free readings are common (35 % of them), and the alarm cleared in each,
     # a raise and a clear every few dozen readings until the burst count reached its own hold
     # level (main 00c07ba: 6, 6 and 6 events on these seeds). The count's evidence holds the
-    # alarm while the gap since its last counted reading is one the episode's own rate of
-    # excursions makes likely, and lets it go ~55-75 readings after the last glitch.
+    # alarm while the gap since its last glitch is one the episode's own rate of glitches makes
+    # likely (and within the count's memory), and lets it go ~35-60 readings after the last one.
     x = intermittent(seed)
     ev = alarms(x)
     assert [s for _, s, _ in ev] == ["raised", "cleared"]
@@ -232,9 +230,9 @@ def test_an_intermittent_fault_is_one_alarm_held_between_its_glitches(seed: int)
     assert list(again.score_many(x[1400:1700])) == list(d.score_many(x[1400:1700]))
 
 
-def test_one_excursion_of_the_burst_count_holds_nothing() -> None:
-    # A lone spike, and a step's edge (three readings in a row past 30 % of the spike threshold
-    # before the predictor adopts the level), are each one excursion: their alarms clear as the
+def test_a_lone_spike_or_a_step_holds_nothing_by_the_burst_count() -> None:
+    # A lone spike, and a step's edge (readings in a row past 30 % of the spike threshold before
+    # the predictor adopts the level: no glitch), are no burst: their alarms clear as the
     # hysteresis has it, not when the count has decayed.
     x = noise(3000, seed=3)
     x[1200] += 12.0
@@ -244,7 +242,7 @@ def test_one_excursion_of_the_burst_count_holds_nothing() -> None:
     d = RobustDetector()
     d.fit(x[:500])
     d.score_many(x[500:1205])
-    assert d.burst > d._o_b and d.b_ev == pytest.approx(1.0, abs=0.01) and d.b_hold == d.b_last  # (and a trace of older ones)
+    assert d.burst > d._o_b and d.b_ev < 1.01 and d.b_hold == d.b_last  # (one glitch at most, and a trace of older ones)
 
 
 @pytest.mark.parametrize("seed", [2, 9])

@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "a07265083e7a1b4a9cd0cf464457216e066f93c3b7e90d882728429fd800284a",
-    "minute": "75e3659e8e3cbf83005a808c556ed90c10fae8a586928657943e0d11f3b5d587",
-    "quantised_untimed": "8608a2d15ce0fd0bed0f60c96c7eb761a1511859fbcc23686b5339d4b02e0c71",
-    "second_wander": "022e3cb4fe62a59de9e7474f8475fbad9d6eb4230a2f477c4fc0b59b7c2d5736",
+    "cycle_5min": "4181eb3645c15d2fd0315ca06560710c242488cf8d03eefe0b048de027c98d89",
+    "minute": "10f60e91d8cc27885e47862f767c3e2a9f8c01304266c8f72b919a28752dbddc",
+    "quantised_untimed": "0d54534469c1009981282eb4d58ec5c86e01daa5d2c28d760430ea2d494423bc",
+    "second_wander": "fcd2abd86b970ceb97149b9ed51ef0d240d194e069c4fb57af8bab32815664f5",
 }
 
 
