@@ -8,10 +8,12 @@ import json
 import math
 
 import numpy as np
+import pytest
 from helpers import robust_alarm_events
 
+from edge_agent.detectors import robust_stats
 from edge_agent.detectors.robust import RobustDetector
-from edge_agent.detectors.robust_stats import _walk_gram, anchor_reach
+from edge_agent.detectors.robust_stats import _walk_gram, anchor_reach, slope_allowance
 
 T0 = 1.7e9
 
@@ -113,9 +115,10 @@ def test_anchor_reach_levels_off_on_a_stationary_window_grows_on_a_walk_and_is_o
             v_k, g_k, rate, se2 = reach
             covered.append((v_k + rate * (t - g_k) + se2 * t * t) / (0.01 * t + 2.0))
     # (the rate is the smaller of two estimates, low by ~half at the median: the bound on the
-    # variance itself falls short on ~1 window in 10, never by more than the channel's z² / 9,
-    # its threshold being z >= 5.26 of those standard deviations)
-    assert len(covered) >= 95 and np.mean(np.asarray(covered) >= 1.0) >= 0.85 and min(covered) > 1.0 / 3.0
+    # variance itself falls short on ~1 window in 5 (1 in 8 while a stationary series' slope
+    # variance was allowed for on every window: slope_allowance), never by more than the
+    # channel's z² / 9, its threshold being z >= 5.26 of those standard deviations)
+    assert len(covered) >= 95 and np.mean(np.asarray(covered) >= 1.0) >= 0.8 and min(covered) > 1.0 / 3.0
     # The diffusion's share of the window's variogram at lag k (rate x g_k / v_k): a stationary
     # AR(1) (a 20-reading correlation time) shows none beyond the floor of what the window could
     # hide (0.147 at 500 readings); a random walk (1 a step, noise 1) shows it, at about half its
@@ -141,6 +144,55 @@ def test_anchor_reach_levels_off_on_a_stationary_window_grows_on_a_walk_and_is_o
     # half a cycle in the window: a curve the anchor cannot extrapolate
     off = [anchor_reach(20.0 + 3.0 * np.sin(np.linspace(0.0, math.pi, 500)) + rng.normal(0.0, 0.3, 500)) is None for _ in range(20)]
     assert all(off)
+
+
+def test_the_boiling_frog_is_raised_while_its_ramp_lasts() -> None:
+    # The suite's own frog (seed 0, `quantised/drift/s0.5/dt60/r1`): a quantised wander around 50
+    # (sd 1.5, a 60-reading correlation time, 8 of them in the window) ramps 50 -> 95 over readings
+    # 800-1099. On 00c07ba nothing was raised until the jump back (a spike at 1100): the bound
+    # also allowed for a slope the window did not show (its variance from a window 8 correlation
+    # times long, over 600 readings, was most of the bound), and the live level reached 0.99 of it.
+    from edge_agent.evaluation.scenarios import build_suite
+
+    sc = next(s for s in build_suite("full", seed=0) if s.name == "quantised/drift/s0.5/dt60/r1")
+    (fault,) = sc.faults
+    ev = events(sc.values)
+    raised = [(i, k, m) for i, s, k, m in ev if s == "raised"]
+    assert raised and fault.start < raised[0][0] <= fault.end, raised
+    i, kind, message = raised[0]
+    assert kind == "drift" and "from where the fit left normal" in message
+    assert not [e for e in ev if i < e[0] <= fault.end]  # held while the ramp lasts
+
+
+def test_the_stationary_slope_variance_is_allowed_for_only_where_the_window_shows_a_slope(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The rule: the slope's square and a walk's slope variance always; a stationary series' slope
+    # variance only beyond YOUNG_Z of the slope's standard error.
+    assert slope_allowance(0.001, 1e-6, 1e-5) == 0.001**2 + 1e-6
+    assert slope_allowance(-0.01, 1e-6, 1e-5) == 0.01**2 + 1e-6 + 1e-5
+    # What anchor_reach hands it: on a stationary wander's window (AR(1), a 20-reading correlation
+    # time, no trend) the slope is within its error in about 9 windows in 10 (YOUNG_Z's one-sided
+    # 95 %, on a two-sided slope); a trend on white noise (0.013 noise widths a reading) shows it.
+    shown: list[bool] = []
+
+    def observed(slope: float, walk_var: float, still_var: float) -> float:
+        shown.append(slope * slope > robust_stats.YOUNG_Z**2 * (walk_var + still_var))
+        return slope_allowance(slope, walk_var, still_var)
+
+    monkeypatch.setattr(robust_stats, "slope_allowance", observed)
+    rng = np.random.default_rng(11)
+    phi = math.exp(-1.0 / 20.0)
+    for _ in range(40):
+        w = np.zeros(500)
+        e = rng.normal(0.0, math.sqrt(1.0 - phi * phi), 500)
+        for i in range(1, 500):
+            w[i] = phi * w[i - 1] + e[i]
+        assert anchor_reach(w + rng.normal(0.0, 0.3, 500)) is not None
+    assert len(shown) == 40 and sum(shown) <= 6, sum(shown)
+    shown.clear()
+    tt = np.arange(500, dtype=np.float64)
+    for _ in range(20):
+        assert anchor_reach(0.004 * tt + rng.normal(0.0, 0.3, 500)) is not None
+    assert len(shown) == 20 and all(shown)
 
 
 def test_a_model_stored_before_the_anchor_loads_with_it_off_and_the_new_state_round_trips() -> None:

@@ -71,9 +71,9 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "4181eb3645c15d2fd0315ca06560710c242488cf8d03eefe0b048de027c98d89",
-    "minute": "10f60e91d8cc27885e47862f767c3e2a9f8c01304266c8f72b919a28752dbddc",
-    "quantised_untimed": "0d54534469c1009981282eb4d58ec5c86e01daa5d2c28d760430ea2d494423bc",
+    "cycle_5min": "948be872b68cea3b2a211bd830a7811d73a4dd8b4e4d72e759c1c52ded553469",
+    "minute": "6ef614ad17ef536300a099b9bd7121e7be2042a9a81ebc6e33c345a745151186",
+    "quantised_untimed": "b39f8b217d39d11c26488baeeb15fd4f12d4a1a89b000f193a5c0886151a1c8d",
     "second_wander": "fcd2abd86b970ceb97149b9ed51ef0d240d194e069c4fb57af8bab32815664f5",
 }
 

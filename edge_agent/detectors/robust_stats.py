@@ -356,9 +356,10 @@ def anchor_reach(v: np.ndarray) -> tuple[float, float, float, float] | None:
     a random walk's rate x t. se2 bounds the slope the window showed, which the anchor does not
     extrapolate (a daily cycle's window at its inflection is a line, and a line left the curve
     within hours: the suite's cycles at one reading a minute) but allows for: its square plus
-    its own variance, 1.2 rate / n (a random walk's least-squares slope over n readings) plus
-    12 s² (1 + 2 tau) / n³ (a stationary series of variance s² = v_k / 2 and integrated
-    correlation time tau, the sum over lags up to k of 1 - variogram / v_k).
+    its own variance, 1.2 rate / n (a random walk's least-squares slope over n readings) plus,
+    where the window shows a slope beyond its error (slope_allowance), 12 s² (1 + 2 tau) / n³ (a
+    stationary series of variance s² = v_k / 2 and integrated correlation time tau, the sum over
+    lags up to k of 1 - variogram / v_k).
 
     Wrong, and so None (the channel off), where the detrended variogram is convex (its chord
     from k / 8 to k / 4 steeper than its secant from lag 1 to k / 4, beyond the
@@ -405,8 +406,28 @@ def anchor_reach(v: np.ndarray) -> tuple[float, float, float, float] | None:
     # the correlation time, in readings: the sum over lags (each sampled lag standing for the lags
     # since the one before it)
     tau = float(np.sum(np.maximum(0.0, 1.0 - gram / v_k) * np.diff(lags, prepend=0)))
-    se2 = 1.2 * walk / n + 6.0 * v_k * (1.0 + 2.0 * tau) / n**3
     # The anchor is a level: the window's slope is no forecast (a daily cycle's window at its
     # inflection is a line, which left the curve within hours: suite, cycles read every minute),
-    # only a bound on how fast normal moves, with its own error.
-    return v_k, g_k, rate, se2 + float(slope) ** 2
+    # only a bound on how fast normal moves, with its own error (slope_allowance).
+    walk_var = 1.2 * walk / n  # a random walk's least-squares slope variance over n readings
+    still_var = 6.0 * v_k * (1.0 + 2.0 * tau) / n**3  # a stationary series' (s² = v_k / 2)
+    return v_k, g_k, rate, slope_allowance(float(slope), walk_var, still_var)
+
+
+def slope_allowance(slope: float, walk_var: float, still_var: float) -> float:
+    """What the anchor's bound allows, per squared reading, for the window's slope (anchor_reach's
+    se2): its square plus the variance of its estimate under a random walk (walk_var) and, only
+    where the window shows a slope (beyond YOUNG_Z of its standard error), under a stationary
+    series (still_var).
+
+    A slope within its error is what the stationary level's own fluctuation draws over the
+    window, and over horizons longer than its correlation time that level stays within v_k,
+    which the bound already holds: allowing for it again, t² of it, summed a second model's
+    allowance where the window is evidence for one (the suite's seed-0 frog: 34.7 of a bound of
+    41.8 against 24.1 without the slope, docs/detectors.md, "The stationary slope variance only
+    where the window shows a slope"). A walk's stays: one window's diffusion rate is low by about
+    half at the median, and over long horizons this term is what covers it."""
+    se2 = slope * slope + walk_var
+    if slope * slope > YOUNG_Z * YOUNG_Z * (walk_var + still_var):
+        se2 += still_var
+    return se2
