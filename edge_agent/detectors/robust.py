@@ -275,7 +275,10 @@ class RobustDetector:
       over ~50 readings, raising at the count the spike channel's own calibration makes as rare
       as ``rate`` (4) or above, where its own tail says bursts are routine: glitches and swings
       each within the spike threshold (a loose connector, a hunting loop). Off where the training
-      window shows that calibration does not describe how often the series gets there.
+      window shows that calibration does not describe how often the series gets there. From
+      the third glitch (a counted reading alone) it holds an alarm until the gap since the last
+      is one the episode's own rate makes unlikely (see _BURST_GAP): ten quiet readings are no
+      evidence that glitches one reading in ten have ended.
     * the rail count (explained as ``stuck``): per side, readings returning to the recent
       extreme, in a row or not, over ~50 readings, raising at the count a Poisson null at the
       window's own return rate makes as rare as ``rate``: a transmitter railed at a range limit
