@@ -200,6 +200,51 @@ def test_glitches_each_within_the_spike_threshold_raise_one_alarm_held_while_the
     assert d.score_one(x[ev[0][0]]) >= 1.0 and "readings past 30% of the spike threshold" in d.explain(x[ev[0][0]]).detail
 
 
+def intermittent(seed: int, share: float = 0.1, size: float = 6.0) -> np.ndarray:
+    """White noise with glitches of ``size`` noise widths on ``share`` of readings 1,200-1,499."""
+    x = noise(3000, seed=seed)
+    rng = np.random.default_rng(200 + seed)
+    hit = rng.random(300) < share
+    x[1200:1500] += np.where(hit, size * rng.choice([-1.0, 1.0], 300), 0.0)
+    return x
+
+
+@pytest.mark.parametrize("seed", [4, 8, 12])
+def test_an_intermittent_fault_is_one_alarm_held_between_its_glitches(seed: int) -> None:
+    # Glitches of 6 noise widths on 10 % of the readings (the unseen set's intermittent kind):
+    # gaps of 10+ glitch-free readings are common (35 % of them), and the alarm cleared in each,
+    # a raise and a clear every few dozen readings until the burst count reached its own hold
+    # level (main 00c07ba: 6, 6 and 6 events on these seeds). The count's evidence holds the
+    # alarm while the gap since its last glitch is one the episode's own rate of glitches makes
+    # likely (and within the count's memory), and lets it go ~35-60 readings after the last one.
+    x = intermittent(seed)
+    ev = alarms(x)
+    assert [s for _, s, _ in ev] == ["raised", "cleared"]
+    assert 1200 <= ev[0][0] < 1300 and 1500 <= ev[1][0] <= 1600
+    # what holds it is in the stored state: a model saved mid-fault scores on identically
+    d = RobustDetector()
+    d.fit(x[:500])
+    d.score_many(x[500:1400])
+    assert d.b_ev >= 2.0
+    again = RobustDetector.from_state(*d.get_state())
+    assert list(again.score_many(x[1400:1700])) == list(d.score_many(x[1400:1700]))
+
+
+def test_a_lone_spike_or_a_step_holds_nothing_by_the_burst_count() -> None:
+    # A lone spike, and a step's edge (readings in a row past 30 % of the spike threshold before
+    # the predictor adopts the level: no glitch), are no burst: their alarms clear as the
+    # hysteresis has it, not when the count has decayed.
+    x = noise(3000, seed=3)
+    x[1200] += 12.0
+    x[1800:2100] += 6.0
+    ev = alarms(x)
+    assert [(i, s) for i, s, _ in ev] == [(1200, "raised"), (1210, "cleared"), (1802, "raised"), (2114, "cleared")]  # as main 00c07ba
+    d = RobustDetector()
+    d.fit(x[:500])
+    d.score_many(x[500:1205])
+    assert d.burst > d._o_b and d.b_ev < 1.01 and d.b_hold == d.b_last  # (one glitch at most, and a trace of older ones)
+
+
 @pytest.mark.parametrize("seed", [2, 9])
 def test_a_step_on_a_wandering_level_is_held_to_its_end(seed: int) -> None:
     # A wander's residuals are correlated: the level channel's own spread is several noise
@@ -1071,7 +1116,7 @@ def test_a_model_stored_before_the_burst_count_still_loads() -> None:
     d.score_many(x[500:701])
     params, arrays = d.get_state()
     assert params["pending"] is not None and len(params["cal_q"]) == 11
-    for added in ("burst", "burst_off", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale"):  # (and later keys)
+    for added in ("burst", "burst_off", "b_hold", "b_last", "b_ev", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale"):  # (and later keys)
         del params[added]
     params["cal_q"], params["cal_m"], params["xrun"] = params["cal_q"][:9], params["cal_m"][:9], params["xrun"][:9]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)

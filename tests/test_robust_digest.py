@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "0f9b90043d6333b69bc616c2382cce88d2d51adc22bbe4a7dbeded0018efc0ba",
-    "minute": "a455f80e25d03c6c4a5347f7b4f6acb29c7f1c06e041193f65286d4c557d39d1",
-    "quantised_untimed": "1b461037ee5d9513adcc31e0e8f2a8aca02a03e19ca424036548c98f5e857f09",
-    "second_wander": "994de1ebff3615296851497bff1a4f8835070ec703b0083a9d073a4ca03df006",
+    "cycle_5min": "d2eb0d8512935c6466b5e55166d1c108b13403dd79da3c208287089300e1ea0a",
+    "minute": "6acca95d6c37c2ccef53f1371e92c8db2a8f0616e4c28d25f7b1c65dea528ffd",
+    "quantised_untimed": "3c37707c319638201a79837c0d91e1cd6d4bfbfb41c26c2b147c42647aeb7734",
+    "second_wander": "839a24bd9ef5ae1133e1b714873b84362490b99d8ba29f0dde3e05a74123bb40",
 }
 
 

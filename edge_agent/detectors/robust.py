@@ -133,8 +133,28 @@ _BURST_KEEP = 1.0 - 1.0 / _BURST_MEMORY
 # threshold: past it, more is no more evidence of a fault, only a longer hold after its end
 # (uncapped, an oscillation's alarm cleared a median 77 readings after it, 43 capped).
 _BURST_CAP = 1.5
-_BURST_TEST = 1e-3
-_RAIL_KEEP, _RAIL_MEMORY = rail.KEEP, rail.MEMORY  # the rail count's (see rail.py)  # the window's test of the count's null (see _burst_null_holds)
+_BURST_TEST = 1e-3  # the window's test of the count's null (see _burst_null_holds)
+# The count's evidence holds an alarm while it is that of an episode still going on (the end of
+# _step), where the alarm's ten quiet readings are no evidence at all: glitches on 10 % of the
+# readings leave gaps of ten or more between them a third of the time. It holds
+# * from the third glitch within about the count's memory, its glitches decaying with it to a
+#   weight of at least _BURST_EV. A glitch is a counted reading alone (the next is not counted):
+#   a run of them is the predictor adopting a level (a step's edge, a ramp it lags, a return),
+#   whose end is not the burst's. Three glitches past _BURST_AT in ~50 readings are as rare in
+#   normal operation (Poisson, 2.2e-5) as one reading at the alarm's hold level of the spike
+#   threshold (0.7 of its way: 2.0e-5), so the hold rests on the same evidence as the alarm's own;
+# * while the count is beyond its own normal (its 98 % quantile) and the readings since its last
+#   glitch are fewer than a gap the episode's own rate (its glitches over the memory) leaves with
+#   probability _BURST_TEST: each counted reading sets the count's level at that gap,
+#   count x KEEP^(ln _BURST_TEST / ln(1 - glitches / MEMORY)), and at most MEMORY readings
+#   (_BURST_SPAN: the count knows nothing of the episode beyond its memory; uncapped, a hunting
+#   oscillation, whose half-swings are runs and few glitches, held 85-110 readings past its end).
+#   _BURST_GAP is ln KEEP x ln _BURST_TEST.
+# Glitches on 10 % of the readings are let go ~35-60 readings after the last one.
+_BURST_GAP = math.log(_BURST_KEEP) * math.log(_BURST_TEST)
+_BURST_SPAN = _BURST_MEMORY * math.log(_BURST_KEEP)  # ... a gap of at most the count's memory: beyond it, it knows nothing of the episode
+_BURST_EV = 2.0
+_RAIL_KEEP, _RAIL_MEMORY = rail.KEEP, rail.MEMORY  # the rail count's (see rail.py)
 
 
 def _burst_limit(rate: float) -> float:
@@ -187,18 +207,18 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
            "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low",
-           "day_c", "day_s", "day_g", "burst", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
+           "day_c", "day_s", "day_g", "burst", "b_hold", "b_last", "b_ev", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
            "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2",
            "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv", "f_rc", "f_rv", "f_ek")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
-          "d_quick": 0.0, "d_low": 0.0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "burst_off": 0, "t_out": 0,
+          "d_quick": 0.0, "d_low": 0.0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "b_hold": 0.0, "b_last": 0.0, "b_ev": 0.0, "b_run": 0, "burst_off": 0, "t_out": 0,
           "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0, "b_yscale": 0.0,
           "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_ah": 0, "rail_al": 0, "rail_ok": 0,
           "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0,
           "f_rc": 0.0, "f_rv": 0.0, "f_ek": 0.0, "f_rn": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("jumps", "burst_off", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn")
+_INTS = ("jumps", "burst_off", "b_run", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn")
 
 
 class RobustDetector:
@@ -259,7 +279,10 @@ class RobustDetector:
       over ~50 readings, raising at the count the spike channel's own calibration makes as rare
       as ``rate`` (4) or above, where its own tail says bursts are routine: glitches and swings
       each within the spike threshold (a loose connector, a hunting loop). Off where the training
-      window shows that calibration does not describe how often the series gets there.
+      window shows that calibration does not describe how often the series gets there. From
+      the third glitch (a counted reading alone) it holds an alarm until the gap since the last
+      is one the episode's own rate makes unlikely (see _BURST_GAP): ten quiet readings are no
+      evidence that glitches one reading in ten have ended.
     * the rail count (explained as ``stuck``): per side, readings returning to the recent
       extreme, in a row or not, over ~50 readings, raising at the count a Poisson null at the
       window's own return rate makes as rare as ``rate``: a transmitter railed at a range limit
@@ -303,7 +326,7 @@ class RobustDetector:
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
                  "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
                  "d_quick", "d_low", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
-                 "burst", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "t_out",
+                 "burst", "b_hold", "b_last", "b_ev", "b_run", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "t_out",
                  "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
                  "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
@@ -396,6 +419,9 @@ class RobustDetector:
         self.d_norm = self.d_fast = 1.0  # normal and recent E|dx| (clipped)
         self.d_quick = self.d_low = 1.0  # ... over the last ~7 readings, and the quiet side's (see _step)
         self.burst = 0.0  # the burst count (see _BURST_AT)
+        self.b_hold = 0.0  # the count at which the gap since its last counted reading ends its hold (see _BURST_GAP)
+        self.b_last = self.b_ev = 0.0  # the count and its glitches, as its last counted reading left them
+        self.b_run = 0  # 1: the last counted reading is alone so far, 2: it continues a run
         self.burst_off = 0  # 1: the count has no null on this series (see _burst_null_holds)
         # The rail count (see rail.py): per side, the recent extreme, readings since it was last
         # returned to, and the returns counted over ~rail.MEMORY readings; its normal and the
@@ -559,7 +585,8 @@ class RobustDetector:
             self.cal_q[c], self.cal_m[c] = calibrate(z, *_PRIOR[c][:2], c in _IN_RUNS, c == SPIKE or c == BACK)
         self.slope_from = max(0, self.slope_from - self.n)  # (counted from the fit's end, as n is)
         self.n = self.s_phase = 0
-        self.burst = 0.0  # counted against the thresholds just calibrated, from here
+        self.b_run = 0
+        self.burst = self.b_hold = self.b_last = self.b_ev = 0.0  # counted against the thresholds just calibrated, from here
         self.n_fit = float(v.shape[0])
         self._update_thresholds()
         self.burst_off = 0 if self._burst_null_holds(collected[SPIKE]) else 1
@@ -1241,6 +1268,30 @@ class RobustDetector:
             b += 1.0
             if b > self._b_cap:
                 b = self._b_cap
+            # The glitches and the level that ends the count's hold (see _BURST_GAP). The previous
+            # reading was counted iff the count has not decayed since it was last set: then this
+            # one continues a run, which is no glitch but the predictor adopting a level (a
+            # step's edge, a ramp it lags, a return), the level channels' to judge: it is taken
+            # back. The glitches decay with the count.
+            b_last = self.b_last
+            if b_last > 0.0:
+                b_ev = self.b_ev * (self.burst * _BURST_KEEP / b_last)
+                if self.burst != b_last:
+                    b_ev += 1.0
+                    self.b_run = 1
+                elif self.b_run == 1:  # (once per run)
+                    self.b_run = 2
+                    b_ev = b_ev - 1.0 if b_ev > 1.0 else 0.0
+            else:  # the first since the fit (or a rebaseline)
+                b_ev = 1.0
+                self.b_run = 1
+            self.b_ev = b_ev
+            self.b_last = b
+            if _BURST_EV <= b_ev < _BURST_MEMORY:
+                g = _BURST_GAP / math.log1p(-b_ev / _BURST_MEMORY)
+                self.b_hold = b * math.exp(g if g > _BURST_SPAN else _BURST_SPAN)
+            else:
+                self.b_hold = b
         self.burst = b
         s_burst = (b - self._o_b) * self._i_b
         score = s_spike
@@ -1573,6 +1624,14 @@ class RobustDetector:
             self._learn_pending()
         if s_back >= 1.0 and was_calm and calm >= _RELEARN_AFTER and not training:
             self._learn_back_episode(calm_before)
+        if b > self._o_b and b > self.b_hold:
+            # The count's evidence is that of an episode still going on (see _BURST_GAP): the
+            # score is held at learn_below, the alarm's hold level by default (alarms.hold_ratio
+            # 0.7); only the alarm reads it: nothing above learns or freezes on it, and below the
+            # threshold it raises nothing. The alarm's quiet readings count from its end.
+            h = lb * self.threshold
+            if score < h:
+                score = h
         return score if score > s_anchor else s_anchor
 
     def _profile_at(self, ts: float) -> float:
@@ -2036,7 +2095,8 @@ class RobustDetector:
             self.level -= self._day_y if self.day_g else 0.0
         self.trend = 0.0
         self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
-        self.m_short = self.f_jump = self.m_slope = self.burst = 0.0
+        self.m_short = self.f_jump = self.m_slope = self.burst = self.b_hold = self.b_last = self.b_ev = 0.0
+        self.b_run = 0
         self.rail_ch = self.rail_cl = 0.0
         self.r_slope, self.t_slope = self.g_slope, 0.0
         if self._quiet_value() >= self.thr[QUIET]:  # a quieter noise accepted as normal
