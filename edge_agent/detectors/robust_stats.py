@@ -10,6 +10,8 @@ docstring says why it is the way it is. ``robust.py`` holds the detector that us
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -312,11 +314,19 @@ def choose_smoothing(v: np.ndarray) -> tuple[float, float]:
             level = pred + a * e
             trend += b * e
         errs.append(total)
+    return steadiest(candidates, errs)
+
+
+_C = TypeVar("_C")
+_STEADY_TOL = 1.03  # a candidate within 3 % of the best error is as good (see steadiest)
+
+
+def steadiest(candidates: Sequence[_C], errs: Sequence[float]) -> _C:
+    """The first (steadiest: candidates are in that order) candidate whose error is within
+    ``_STEADY_TOL`` of the best: the predictor's rate at fit (choose_smoothing) and when
+    re-chosen live (rechoose_rate) follow the one rule."""
     best = min(errs)
-    for (a, b), err in zip(candidates, errs, strict=True):
-        if err <= 1.03 * best:
-            return a, b
-    return candidates[-1]
+    return next(c for c, e in zip(candidates, errs, strict=True) if e <= _STEADY_TOL * best)
 
 
 _GRAM_LAGS = 512  # the anchor's variogram: every lag up to this many (a window of 1,024 readings), else this many
@@ -492,8 +502,7 @@ def rechoose_rate(a: float, rho1: float, pairs: int, candidates: tuple[float, ..
     rho_c = rho1 - margin if rho1 > 0.0 else rho1 + margin
     theta_c = 1.0 - best_gain(a, rho_c)
     sd = [math.sqrt(_arma11_var(1.0 - c, theta_c)) for c in candidates]
-    best = min(sd)
-    pick = next(c for c, s in zip(candidates, sd, strict=True) if s <= 1.03 * best)
+    pick = steadiest(candidates, sd)
     if (pick <= a) if rho1 > 0.0 else (pick >= a):
         return None
     return pick
