@@ -320,11 +320,11 @@ class RobustDetector:
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "dev", "base", "base_sum", "first_ts", "last_ts",
                  "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
                  "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "prev", "run", "run_max", "lo", "hi",
-                 "cal_q", "cal_m", "thr", "off", "ep_rate", "pending", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
+                 "cal_q", "cal_m", "thr", "off", "ep_rate", "pending", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor", "_q2",
                  "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
-                 "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
+                 "m_short", "v_short", "f_jump", "_ksh", "_i_sh", "m_slope", "v_slope", "_ksl", "_i_sl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
                  "d_quick", "d_low", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
                  "burst", "b_hold", "b_last", "b_ev", "b_run", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "t_out",
                  "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
@@ -371,7 +371,8 @@ class RobustDetector:
         # the short-term level: EWMA of the predictor's residuals, their mean |value| on normal
         # readings, and the jumps the predictor adopted (see _step), fading at its own rate
         self.m_short = self.v_short = self.f_jump = 0.0
-        self._ksh = (0.0, 1.0, 4.0)  # its (normal, 1 / (threshold - normal), clip) in value units
+        self._ksh = (0.0, 1.0, 4.0)  # its (normal, 1 / (threshold - normal), clip) in value units ...
+        self._i_sh = 1.0  # ... and its second, on its own: 0 while the channel is off (_step tests it first)
         # the slope (see _slope_constants): the predictor's moves averaged over ~50 readings
         # (g_slope), its reference's level and trend (r_slope, t_slope), the channel's value (g
         # less the reference's prediction) and its mean |value| on normal readings ...
@@ -379,6 +380,7 @@ class RobustDetector:
         self.g_slope = self.r_slope = self.t_slope = 0.0
         # ... and its (normal, 1 / (threshold - normal)) in value units per reading
         self._ksl = (0.0, 0.0)
+        self._i_sl = 0.0  # (its second, on its own, as _i_sh)
         self.slope_from = 0  # ... silent until n reaches this (see _step, the predictor's jump)
         # plain model of normal
         self.alpha, self.beta = 0.01, 0.0
@@ -468,6 +470,7 @@ class RobustDetector:
         self.a_next = 0
         self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self._qfloor = _ABS_FLOOR
+        self._q2 = 2.0 * _ABS_FLOOR
         self._stuck_lim = float(_STUCK_MIN)
         self._w_min = 0.0  # the profile's slowest learning rate per visit, from the reading interval
         self._a_ds = 0.01  # the rate of the level under the profile
@@ -685,6 +688,7 @@ class RobustDetector:
     def _limits(self) -> None:
         """Cache what changes only with the quantum and the longest normal run."""
         self._qfloor = max(0.5 * self.quantum, _ABS_FLOOR)
+        self._q2 = self._qfloor + self._qfloor  # (the quiet side's floor of its recent E|dx|, see _step)
         lim = _STUCK_FACTOR * self.run_max
         self._stuck_lim = lim if lim > _STUCK_MIN else float(_STUCK_MIN)
         self._i_stuck = 1.0 / self._stuck_lim if self.quantum > 0.0 else 0.0
@@ -753,6 +757,7 @@ class RobustDetector:
         else:  # (both off, as those two set them, without the two calls: this is the scales' phase, scoring's p99)
             self._ksh = (0.0, 0.0, _LEVEL_CLIP * self._fsc)
             self._ksl = (0.0, 0.0)
+            self._i_sh = self._i_sl = 0.0
         d = self.d_norm
         self._var_cap = _VAR_CLIP * d
         self._i_dn = 1.0 / d
@@ -832,10 +837,12 @@ class RobustDetector:
         clip = _LEVEL_CLIP * self._fsc
         if self.f_alpha <= _SLOW:  # (tested first: the scales' phase, scoring's p99, pays no unit for an off channel)
             self._ksh = (0.0, 0.0, clip)  # i = 0: the channel is off (see _step)
+            self._i_sh = 0.0
             return
         u = self._short_unit()
         t, o = self.thr[SHORT], self.off[SHORT]
-        self._ksh = (u * o, 1.0 / (u * (t - o)), clip)
+        i = self._i_sh = 1.0 / (u * (t - o))
+        self._ksh = (u * o, i, clip)
 
     def _short_unit(self) -> float:
         """The short-term level's unit: 1.2533 x its mean |value| on normal readings, floored at
@@ -874,10 +881,12 @@ class RobustDetector:
         soon."""
         if self.f_alpha <= _SLOW:
             self._ksl = (0.0, 0.0)  # off (see _step)
+            self._i_sl = 0.0
             return
         u = self._slope_unit()
         t, o = self.thr[SLOPE], self.off[SLOPE]
-        self._ksl = (u * o, 1.0 / (u * (t - o)))
+        i = self._i_sl = 1.0 / (u * (t - o))
+        self._ksl = (u * o, i)
 
     def _set_threshold(self, c: int, q: float, m: float) -> None:
         """A channel's threshold (its tail extrapolated to ``rate``, floored), and its normal:
@@ -937,94 +946,27 @@ class RobustDetector:
         e_f = x - f_pred
         f_scale = self._fsc
         z = (e_f if e_f > 0.0 else -e_f) / f_scale
-        # -- the last reading judged from both sides, now that this one is in: its residual less
-        # what this reading says of where the series was then (b_gain x this reading's distance
-        # from the forecast made before the last one). A spike comes back, so it keeps all of
-        # itself, against the smaller scale of a residual that knows the next reading; the move
-        # of a level that wanders by its noise between readings does not (see interpolation_gain).
-        # Judged one reading late, against its own calibrated tail.
-        i_b = self._i_bk
-        if i_b:
-            s_back = 0.0
-            x_back = self.prev
-            ep = self.e_prev
-            yb = x - self.fp_prev  # this reading against the forecast made before the last one
-            gy = self.b_gain * yb
-            r_back = ep - gy
-            # Its tail learns from every reading's value, judged or not: the conditions below
-            # only remove values, so the threshold of the whole statistic's tail bounds them.
-            zb = self._zbk = (r_back if r_back > 0.0 else -r_back) * i_b
-            # Judged only for a one-reading excursion that came back: the last reading stood out
-            # by itself (beyond the spike channel's normal) and the one before it did not (a
-            # noise burst's readings are no spikes: caught early as one, its alarm was let go
-            # before the variance channel held it); this reading moves where the level was by
-            # less than the last one deviated (else a jump of this reading, a step or a square
-            # wave's edge, made the calm reading before it a spike: NAB's CPU series), and is
-            # nearer the forecast than the last reading (a step's first reading is no spike: it
-            # scores (1 - g) of the step against a scale that can be half the predictor's, as a
-            # pump's current's jump back at a fault's end did).
-            ab = ep if ep > 0.0 else -ep
-            n_sp = self._o_sp * f_scale
-            cb = x - x_back
-            ay = yb if yb > 0.0 else -yb
-            if (ab > n_sp and -n_sp < self.e_prev2 < n_sp and (gy if gy > 0.0 else -gy) < ab
-                    and ay < (cb if cb > 0.0 else -cb) and ay < n_sp * self.b_yscale):
-                s_back = (zb - self._o_bk) * self._j_bk
-            self.e_prev2 = ep
-            self.e_prev = e_f
-            self.fp_prev = f_pred + self.f_trend
-        else:  # (off: nothing stored, nothing paid but this test; the fit sets them where it turns it on)
-            s_back = r_back = x_back = 0.0
-        # -- the short-term level: the predictor's residual averaged over a few readings, against
-        # the predictor as it would be without the jumps it adopted (each fades at the predictor's
-        # own rate). The predictor follows the curve of a cycle that the slow model of normal lags,
-        # so an abrupt lasting shift shows here before the model of normal can tell it from its lag.
-        # Only where the predictor is faster than the model of normal (see _short_constants).
-        o_sh, i_sh, c = self._ksh
-        m_short = self.m_short
-        s_short = 0.0
-        if i_sh:
-            r = e_f
-            fj = self.f_jump
-            if fj != 0.0:
-                r += fj
-            m_short += _LAMBDA_SHORT * ((r if -c < r < c else (c if r > 0.0 else -c)) - m_short)
-            self.m_short = m_short
-            s_short = ((m_short if m_short > 0.0 else -m_short) - o_sh) * i_sh
-            if fj != 0.0 and not (self.shadow_n and s_short >= self.learn_below):
-                # The jump fades as the predictor would have learned it, except while it holds its
-                # own episode (the model of normal stands still and this channel is at or above
-                # learn_below): a step on a curve the model of normal lags is held by the jump
-                # itself until a jump back ends it (below), not let go after ~1 / f_alpha readings.
-                fj *= 1.0 - self.f_alpha
-                self.f_jump = fj if (fj if fj > 0.0 else -fj) > 0.01 * f_scale else 0.0
-        # -- the slope: a change in the predictor's course, against a reference that follows a
-        # steadily changing one (learned below, from the readings up to the last). Only where
-        # the predictor is faster than the model of normal, and silent while the model of normal
-        # stands still (see _slope_constants).
-        o_sl, i_sl = self._ksl
-        m_slope = self.m_slope
-        s_slope = ((m_slope if m_slope > 0.0 else -m_slope) - o_sl) * i_sl if i_sl and not self.shadow_n and self.n >= self.slope_from else 0.0
         # -- level and drift: against the plain model of normal ...
         lin = pred = self.level + self.trend
         dg = self.day_g
         timed = ts is not None and ts == ts  # (a reading with a time; tested once, used thrice)
-        if dg and timed:
-            # The daily sinusoid, on series whose training window showed one (robust_stats.
-            # daily_component): a first-day daily cycle, before the profile has seen two days,
-            # is a curve that Brown's level and trend lag by ~0.4 of its amplitude (several noise
-            # widths), so that a ramp or a step looked like the lag, and a frozen model's line
-            # left the curve within a few hundred readings. With its one harmonic in the model
-            # of normal, the lag is gone and a frozen forecast follows the day. Its coefficients
-            # learn (LMS) with the level, over about a day's readings, and stand still with it.
-            ph = (ts % _PERIOD_S) * _OMEGA_S
-            d_cos = math.cos(ph)
-            d_sin = math.sin(ph)
-            y = self.day_c * d_cos + self.day_s * d_sin
-            self._day_y = y
-            pred += y
-        else:
-            dg = 0.0
+        if dg:
+            if timed:
+                # The daily sinusoid, on series whose training window showed one (robust_stats.
+                # daily_component): a first-day daily cycle, before the profile has seen two days,
+                # is a curve that Brown's level and trend lag by ~0.4 of its amplitude (several noise
+                # widths), so that a ramp or a step looked like the lag, and a frozen model's line
+                # left the curve within a few hundred readings. With its one harmonic in the model
+                # of normal, the lag is gone and a frozen forecast follows the day. Its coefficients
+                # learn (LMS) with the level, over about a day's readings, and stand still with it.
+                ph = (ts % _PERIOD_S) * _OMEGA_S
+                d_cos = math.cos(ph)
+                d_sin = math.sin(ph)
+                y = self.day_c * d_cos + self.day_s * d_sin
+                self._day_y = y
+                pred += y
+            else:  # (a reading without a time: the sinusoid sits it out)
+                dg = 0.0
         e = x - pred
         c = clip_p = self._clip_p
         ec = e if -c < e < c else (c if e > 0.0 else -c)
@@ -1038,8 +980,7 @@ class RobustDetector:
         # the daily profile serves; else in the background, on one reading in _prof_k (a tick:
         # it learns there, and its channels follow at the matching rate), so that a series
         # without a daily pattern pays a fraction of it (3.4 -> 2.6 us a reading at one a minute).
-        bin_i = -1
-        frac = pv = e_s = 0.0
+        bin_i = -1  # (and frac, pv, e_s: set, and used, only where the profile is read)
         seasonal = tick = waits = False
         if timed:
             serving = self.seasonal
@@ -1105,19 +1046,114 @@ class RobustDetector:
                 u_l, u_d = self._up[0], self._up[1]
                 n_level *= u_l / (u_l * u_l + f) ** 0.5
                 n_drift *= u_d / (u_d * u_d + f) ** 0.5
+        # The score is the largest channel's, and at least 0 (a channel with nothing to say scores
+        # 0): each channel is folded in where it is computed, so that one that is off, or outside
+        # the branch where it can score above 0, costs no comparison.
+        score = s_spike = (z - self._o_sp) * self._i_sp
+        s_range = 0.0
+        if s_spike >= _RANGE_SPIKE:
+            margin = _RANGE_MARGIN * (self.hi - self.lo)
+            if x > self.hi + margin or x < self.lo - margin:
+                score = s_range = s_spike / _RANGE_SPIKE  # (beyond s_spike)
+        elif s_spike < 0.0:
+            score = 0.0
         a_l = (n_level if n_level > 0.0 else -n_level) - o_l
         s_level = a_l * i_l
+        if s_level > score:
+            score = s_level
         # The drift channel counts only as far as the recent level still shows the deviation
         # beyond the level's own normal spread: during a ramp the ~7-reading level is ahead of
         # the ~50-reading drift; once the signal is back, the drift channel's long memory must
         # not hold the alarm, nor may the noisier ~7-reading level, compared with the drift's
         # lower threshold, raise a new one (a drift alarm 54 readings after a step ended).
-        s_drift = 0.0
         if n_drift != 0.0 and n_level / n_drift > 0.0:
             a_d = n_drift if n_drift > 0.0 else -n_drift
             if a_l < a_d:
                 a_d = a_l
             s_drift = (a_d - o_d) * i_d
+            if s_drift > score:
+                score = s_drift
+        else:
+            s_drift = 0.0
+        # -- the last reading judged from both sides, now that this one is in: its residual less
+        # what this reading says of where the series was then (b_gain x this reading's distance
+        # from the forecast made before the last one). A spike comes back, so it keeps all of
+        # itself, against the smaller scale of a residual that knows the next reading; the move
+        # of a level that wanders by its noise between readings does not (see interpolation_gain).
+        # Judged one reading late, against its own calibrated tail.
+        i_b = self._i_bk
+        if i_b:
+            s_back = 0.0
+            x_back = self.prev
+            ep = self.e_prev
+            yb = x - self.fp_prev  # this reading against the forecast made before the last one
+            gy = self.b_gain * yb
+            r_back = ep - gy
+            # Its tail learns from every reading's value, judged or not: the conditions below
+            # only remove values, so the threshold of the whole statistic's tail bounds them.
+            zb = self._zbk = (r_back if r_back > 0.0 else -r_back) * i_b
+            # Judged only for a one-reading excursion that came back: the last reading stood out
+            # by itself (beyond the spike channel's normal) and the one before it did not (a
+            # noise burst's readings are no spikes: caught early as one, its alarm was let go
+            # before the variance channel held it); this reading moves where the level was by
+            # less than the last one deviated (else a jump of this reading, a step or a square
+            # wave's edge, made the calm reading before it a spike: NAB's CPU series), and is
+            # nearer the forecast than the last reading (a step's first reading is no spike: it
+            # scores (1 - g) of the step against a scale that can be half the predictor's, as a
+            # pump's current's jump back at a fault's end did).
+            ab = ep if ep > 0.0 else -ep
+            n_sp = self._o_sp * f_scale
+            cb = x - x_back
+            ay = yb if yb > 0.0 else -yb
+            if (ab > n_sp and -n_sp < self.e_prev2 < n_sp and (gy if gy > 0.0 else -gy) < ab
+                    and ay < (cb if cb > 0.0 else -cb) and ay < n_sp * self.b_yscale):
+                s_back = (zb - self._o_bk) * self._j_bk
+                if s_back > score:
+                    score = s_back
+            self.e_prev2 = ep
+            self.e_prev = e_f
+            self.fp_prev = f_pred + self.f_trend
+        else:  # (off: nothing stored, nothing paid but this test; the fit sets them where it turns it on)
+            s_back = r_back = x_back = 0.0
+        # -- the short-term level: the predictor's residual averaged over a few readings, against
+        # the predictor as it would be without the jumps it adopted (each fades at the predictor's
+        # own rate). The predictor follows the curve of a cycle that the slow model of normal lags,
+        # so an abrupt lasting shift shows here before the model of normal can tell it from its lag.
+        # Only where the predictor is faster than the model of normal (see _short_constants).
+        i_sh = self._i_sh
+        if i_sh:
+            o_sh, _, c = self._ksh
+            m_short = self.m_short
+            r = e_f
+            fj = self.f_jump
+            if fj != 0.0:
+                r += fj
+            m_short += _LAMBDA_SHORT * ((r if -c < r < c else (c if r > 0.0 else -c)) - m_short)
+            self.m_short = m_short
+            s_short = ((m_short if m_short > 0.0 else -m_short) - o_sh) * i_sh
+            if s_short > score:
+                score = s_short
+            if fj != 0.0 and not (self.shadow_n and s_short >= self.learn_below):
+                # The jump fades as the predictor would have learned it, except while it holds its
+                # own episode (the model of normal stands still and this channel is at or above
+                # learn_below): a step on a curve the model of normal lags is held by the jump
+                # itself until a jump back ends it (below), not let go after ~1 / f_alpha readings.
+                fj *= 1.0 - self.f_alpha
+                self.f_jump = fj if (fj if fj > 0.0 else -fj) > 0.01 * f_scale else 0.0
+        else:
+            s_short = 0.0
+        # -- the slope: a change in the predictor's course, against a reference that follows a
+        # steadily changing one (learned below, from the readings up to the last). Only where
+        # the predictor is faster than the model of normal, and silent while the model of normal
+        # stands still (see _slope_constants).
+        i_sl = self._i_sl
+        if i_sl and not self.shadow_n and self.n >= self.slope_from:
+            m_slope = self.m_slope
+            s_slope = ((m_slope if m_slope > 0.0 else -m_slope) - self._ksl[0]) * i_sl
+            if s_slope > score:
+                score = s_slope
+        else:
+            s_slope = 0.0
         # -- noise and repeats
         dx = x - self.prev
         if dx < 0.0:
@@ -1153,17 +1189,23 @@ class RobustDetector:
             d_low = d_quick
         self.d_low = d_low
         if s_var < 0.0:
-            f = self._qfloor + self._qfloor
+            f = self._q2
             s_q = (self.d_norm / (d_low if d_low > f else f) - self._o_q) * self._i_q
             if s_q > s_var:
                 s_var = s_q
-        ended_run = 0
+        if s_var > score:
+            score = s_var
         if dx == 0.0:
+            ended_run = 0
             run = self.run = self.run + 1
             s_stuck = run * self._i_stuck
+            if s_stuck > score:
+                score = s_stuck
         else:
-            ended_run = self.run
-            run = self.run = 0
+            ended_run = self.run  # (a run of repeats that ends here: see run_max below)
+            if ended_run:
+                self.run = 0
+            run = 0
             s_stuck = 0.0
         # -- the rail count (see rail.py): returns to the recent extreme, in a row or not. A
         # reading past the extreme ends its count (a railed transmitter cannot read beyond its
@@ -1251,12 +1293,8 @@ class RobustDetector:
                 self.rail_ch = ch if ch > 0.01 else 0.0
                 self.rail_cl = cl if cl > 0.01 else 0.0
                 s_rail = ((ch if ch > cl else cl) - self.rail_o) * i_r
-        s_spike = (z - self._o_sp) * self._i_sp
-        s_range = 0.0
-        if s_spike >= _RANGE_SPIKE:
-            margin = _RANGE_MARGIN * (self.hi - self.lo)
-            if x > self.hi + margin or x < self.lo - margin:
-                s_range = s_spike / _RANGE_SPIKE
+                if s_rail > score:
+                    score = s_rail
         # -- the burst count (see _BURST_AT): glitches or swings too many for the spike channel's
         # own calibration, each within its threshold. A reading counts when it is past _BURST_AT of
         # the spike threshold by more than half a quantum: the spike tail's exponential model does
@@ -1294,32 +1332,12 @@ class RobustDetector:
                 self.b_hold = b
         self.burst = b
         s_burst = (b - self._o_b) * self._i_b
-        score = s_spike
-        if s_level > score:
-            score = s_level
-        if s_drift > score:
-            score = s_drift
-        if s_var > score:
-            score = s_var
-        if s_stuck > score:
-            score = s_stuck
-        if s_range > score:
-            score = s_range
-        if s_short > score:
-            score = s_short
-        if s_slope > score:
-            score = s_slope
         if s_burst > score:
             score = s_burst
-        if s_back > score:
-            score = s_back
-        if s_rail > score:
-            score = s_rail
         # -- the anchor: the live level (readings less the fit's daily sinusoid, ~7 readings)
         # against where the fit left normal, within what normal operation's own variogram says
         # the level can reach in a_t readings (see _anchor_bound). Nothing it learns can move the
         # anchor: a ramp slow enough to teach the model of normal its slope still leaves it.
-        s_anchor = 0.0
         ia = self.a_inv
         if ia:
             at = self.a_t = self.a_t + 1
@@ -1328,15 +1346,16 @@ class RobustDetector:
                 ia = self.a_inv
             ax = self.a_x
             ra = (x - (self.a_c * d_cos + self.a_s * d_sin) if dg else x) - ax
-            c = clip_p
-            ax += _LAMBDA_LEVEL * (ra if -c < ra < c else (c if ra > 0.0 else -c))
+            ax += _LAMBDA_LEVEL * (ra if -clip_p < ra < clip_p else (clip_p if ra > 0.0 else -clip_p))
             self.a_x = ax
             da = ax - self.a_level
             s_anchor = (da if da > 0.0 else -da) * ia
+        else:
+            s_anchor = 0.0
         lb = self.learn_below
         if score >= lb:  # what explain() needs (it is called only for a reading that raises)
             self._last = (e_f, f_pred, f_scale, n_level if seasonal else m_level, n_drift if seasonal else m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
-                          s_short, m_short, s_slope, m_slope, s_burst, b, s_back, r_back, x_back)
+                          s_short, self.m_short, s_slope, self.m_slope, s_burst, b, s_back, r_back, x_back)
         if collect is not None:
             collect[SPIKE].append(z)
             collect[_N_CAL].append(e_f)
@@ -1346,8 +1365,8 @@ class RobustDetector:
             collect[DRIFT].append(abs(m_drift))
             collect[VAR].append(max(0.0, d_fast / self.d_norm - 1.0))
             collect[QUIET].append(self._quiet_value())
-            collect[SHORT].append(abs(m_short))
-            collect[SLOPE].append(abs(m_slope))
+            collect[SHORT].append(abs(self.m_short))
+            collect[SLOPE].append(abs(self.m_slope))
             collect[BURST].append(b)
             if bin_i >= 0 and self.s_n >= _SETTLED:
                 collect[LEVEL_S].append(abs(self.m_level_s))
@@ -1441,7 +1460,7 @@ class RobustDetector:
         was_calm = calm_before >= _RELEARN_AFTER
         if score < lb:
             calm_level = self.calm_level = self.calm_level + 1
-            calm = self.calm = self.calm + 1
+            calm = self.calm = calm_before + 1
         elif (s_spike >= 1.0 or s_level >= 1.0 or s_range >= 1.0 or s_var >= 1.0 or s_stuck >= 1.0 or s_short >= 1.0 or s_burst >= 1.0
               or s_rail >= 1.0):
             calm_level = self.calm_level = calm = self.calm = 0
@@ -1450,10 +1469,10 @@ class RobustDetector:
             calm_level = self.calm_level = calm = self.calm = 0
         else:
             calm_level = self.calm_level = self.calm_level + 1
-            if s_drift >= 1.0 or (self.calm < _RELEARN_AFTER and s_drift >= lb):
+            if s_drift >= 1.0 or (not was_calm and s_drift >= lb):
                 calm = self.calm = 0
             else:
-                calm = self.calm = self.calm + 1
+                calm = self.calm = calm_before + 1
         if training or calm_level >= _RELEARN_AFTER:
             # In training, where nothing stops the model of normal from learning, Huber-limited as
             # the predictor: two spikes of 2,000x the level in NAB's ec2_network_in_5abac7
@@ -1550,8 +1569,8 @@ class RobustDetector:
             # on: 2.9 noise widths off the curve at a stuck sensor's release, against 1.3 without
             # it, and 4 more nuisance alarms after faults' ends over the suite's seeds 0-3.)
             self.horizon += 1.0
-            if bin_i < 0 and timed:
-                pv = self._profile_at(ts)
+            if bin_i < 0:
+                pv = self._profile_at(ts) if timed else 0.0
             n = self.shadow_n + 1
             self.shadow_n = n
             xd = x - pred + lin  # (less the daily sinusoid: the shadow is a level under it)
@@ -1572,7 +1591,7 @@ class RobustDetector:
             # and alarmed, is not yet what the series does.
             if x < self.lo or x > self.hi:
                 self._widen_range(x, 1.0 if training or calm >= _RELEARN_AFTER else self._routine(calm_before))
-        if ended_run > self.run_max and calm >= _RELEARN_AFTER and not training:
+        if ended_run and ended_run > self.run_max and calm >= _RELEARN_AFTER and not training:
             self.run_max = ended_run  # a run of repeats that ended as normal behaviour
             self._limits()
         if score < lb and s_drift <= 0.0:
@@ -1719,7 +1738,7 @@ class RobustDetector:
             a = -a
         cap = _CLIP * s
         self.v_short = s + rate * ((a if a < cap else cap) - s)
-        if not training and self._ksh[1]:
+        if not training and self._i_sh:
             # The short-term level's tail, from every reading of normal operation (as the other
             # tails, in turn; here, since this part of the cycle is the cheapest: p99 cost).
             self._short_tail(a, _EXCESS_CLIP, _SLOW_EVERY)
@@ -1728,7 +1747,7 @@ class RobustDetector:
             # before this one, calm too: learning needs _RELEARN_AFTER calm readings in a row).
             t, o = self._tail(BACK, self._zbk, _EXCESS_CLIP, _SLOW_EVERY)
             self._o_bk, self._j_bk = o, 1.0 / (t - o)
-        if self._ksl[1] or training:
+        if self._i_sl or training:
             # The slope's spread and tail, likewise (its spread from the fit on, where it is on).
             s, a = self.v_slope, self.m_slope
             if a < 0.0:
@@ -1916,10 +1935,10 @@ class RobustDetector:
         part = int(p[9])
         self._learn_tails(p[0], p[1], p[2], p[3], p[4], p[5], int(p[6]), p[7], p[8], part)
         if part:
-            if self._ksh[1]:
+            if self._i_sh:
                 self._short_tail(p[10], p[7], p[8])
                 self._short_constants()
-            if self._ksl[1]:
+            if self._i_sl:
                 self._tail(SLOPE, abs(p[11]) / self._slope_unit(), p[7], p[8])
                 self._slope_constants()
             self.pending = None
@@ -1976,7 +1995,7 @@ class RobustDetector:
             tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight, self._xr)
             t, o = tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
             self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
-            q, f = self.d_low, self._qfloor + self._qfloor  # (_quiet_value(), inlined likewise)
+            q, f = self.d_low, self._q2  # (_quiet_value(), inlined likewise)
             q = self.d_norm / (q if q > f else f) - 1.0
             t, o = tail(QUIET, q if q > 0.0 else 0.0, clip, weight)
             self._o_q, self._i_q = 1.0 + o, 1.0 / (t - o)
@@ -1993,7 +2012,7 @@ class RobustDetector:
     def _quiet_value(self) -> float:
         """The quiet side's statistic (see _step): normal / recent E|dx| - 1, at least 0."""
         q = self.d_low
-        f = self._qfloor + self._qfloor
+        f = self._q2
         v = self.d_norm / (q if q > f else f) - 1.0
         return v if v > 0.0 else 0.0
 
