@@ -320,7 +320,7 @@ class RobustDetector:
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "dev", "base", "base_sum", "first_ts", "last_ts",
                  "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
                  "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "prev", "run", "run_max", "lo", "hi",
-                 "cal_q", "cal_m", "thr", "off", "ep_rate", "pending", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor", "_q2",
+                 "cal_q", "cal_m", "thr", "off", "ep_rate", "pending", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor", "_q2", "_tnoise", "_sw_half",
                  "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
@@ -491,6 +491,7 @@ class RobustDetector:
         self._prof_k = 1  # the profile learns from one calm reading in this many, at this weight ...
         self.p_tick = 0  # ... counted here
         self.s_phase = 0  # the part of the slow cycle the last calm reading learned (see _step)
+        self._rate_constants()
         self._update_thresholds()
 
     # ---- fitting ---------------------------------------------------------------------------
@@ -506,6 +507,7 @@ class RobustDetector:
         self._limits()
         self.f_alpha, self.f_beta = choose_smoothing(v)
         self.alpha = min(self.f_alpha, _SLOW)
+        self._rate_constants()
         self.beta = self.alpha * self.alpha / 4.0  # Brown: a trend as steady as the level
         start = float(np.median(v[:20]))
         self.f_level = self.level = self.ds_level = start
@@ -685,6 +687,13 @@ class RobustDetector:
             self._lam_k = (1.0 - (1.0 - _LAMBDA_LEVEL) ** k, 1.0 - (1.0 - _LAMBDA_DRIFT) ** k)
             self._trust_n = int(_TRUST_DAYS * self._day_n)
 
+    def _rate_constants(self) -> None:
+        """Cache what changes only with the two models' rates (``alpha``, ``f_alpha``: set at fit,
+        ``f_alpha`` re-chosen in _rechoose_rate): the trend estimate's own noise per noise scale
+        (see _refresh_plain) and half the slope's mean |value| on white noise (see _slope_unit)."""
+        self._tnoise = _TREND_NOISE * self.alpha ** 1.5
+        self._sw_half = 0.5 * _slope_white(self.f_alpha)
+
     def _limits(self) -> None:
         """Cache what changes only with the quantum and the longest normal run."""
         self._qfloor = max(0.5 * self.quantum, _ABS_FLOOR)
@@ -714,13 +723,13 @@ class RobustDetector:
         if floor < lf:
             floor = lf
         s = self.f_scale
-        self._fsc = s if s > floor else floor
+        fsc = self._fsc = s if s > floor else floor
         if self.b_gain > 0.0:
             s *= self.b_ratio
             self._i_bk = 1.0 / (s if s > floor else floor)
         else:
             self._i_bk = 0.0
-        self._b_at = self._b_z + self._qfloor / self._fsc  # the burst count's level, in predictor scales (see _step)
+        self._b_at = self._b_z + self._qfloor / fsc  # the burst count's level, in predictor scales (see _step)
         s = self.scale
         scale = self._sc = s if s > floor else floor
         # (level unit, drift unit, drift floor, clip floor) of the model: the units turn a
@@ -732,7 +741,8 @@ class RobustDetector:
             v_l = _V_LEVEL_MIN * scale
         if v_d < _V_DRIFT_MIN * scale:
             v_d = _V_DRIFT_MIN * scale
-        self._up = (1.2533 * v_l, 1.2533 * v_d, _DRIFT_MIN * scale, _LEVEL_CLIP * scale)
+        u = 1.2533 * v_d
+        self._up = (1.2533 * v_l, u, _DRIFT_MIN * scale, _LEVEL_CLIP * scale)
         if self.n_fit:
             # The young drift threshold's allowance (see young_bound): b² changes slowly with the
             # readings seen, so it is recomputed only when they grew by 2 % (the scales' phase is
@@ -742,26 +752,24 @@ class RobustDetector:
                 self._yk = 1.02 * k
                 self._yb = young_bound(k * _DRIFT_SAMPLE) - 1.0
             w = _SD_DRIFT * scale  # the drift unit on independent residuals ...
-            u = 1.2533 * v_d
             x = 1.0 - w * w / (u * u)  # ... and the share of the spread beyond it
             self._ya = (1.0 + self._yb * x) ** 0.5 if x > 0.0 else 1.0
         else:
             self._ya = 1.0
         v = self.v_trend
-        n = _TREND_NOISE * self.alpha ** 1.5 * scale
+        n = self._tnoise * scale
         self._vtx = (v * v - n * n) ** 0.5 if v > n else 0.0  # the trend's variability beyond its estimator's noise
         self._constants(False)
         if self.f_alpha > _SLOW:
             self._short_constants()
             self._slope_constants()
         else:  # (both off, as those two set them, without the two calls: this is the scales' phase, scoring's p99)
-            self._ksh = (0.0, 0.0, _LEVEL_CLIP * self._fsc)
+            self._ksh = (0.0, 0.0, _LEVEL_CLIP * fsc)
             self._ksl = (0.0, 0.0)
             self._i_sh = self._i_sl = 0.0
         d = self.d_norm
         self._var_cap = _VAR_CLIP * d
-        self._i_dn = 1.0 / d
-        self._i_stuck = 1.0 / self._stuck_lim if self.quantum > 0.0 else 0.0
+        self._i_dn = 1.0 / d  # (the stuck channel's constant changes only with the quantum and run: _limits)
 
     def _refresh_seasonal(self) -> None:
         """The same for the seasonal model of normal."""
@@ -834,12 +842,14 @@ class RobustDetector:
         (``f_alpha`` > ``_SLOW``): where the steadiest good predictor is no faster (white noise,
         a slow wander), the model of normal sees a shift as soon, and the level channel,
         averaging longer, judges it better (ungated: SKAB FAR 31 %, 3 nuisance alarms more)."""
-        clip = _LEVEL_CLIP * self._fsc
+        s = self._fsc
+        clip = _LEVEL_CLIP * s
         if self.f_alpha <= _SLOW:  # (tested first: the scales' phase, scoring's p99, pays no unit for an off channel)
             self._ksh = (0.0, 0.0, clip)  # i = 0: the channel is off (see _step)
             self._i_sh = 0.0
             return
-        u = self._short_unit()
+        v = self.v_short  # (_short_unit, inlined: the scales' phase)
+        u = 1.2533 * (v if v > _V_SHORT_MIN * s else _V_SHORT_MIN * s)
         t, o = self.thr[SHORT], self.off[SHORT]
         i = self._i_sh = 1.0 / (u * (t - o))
         self._ksh = (u * o, i, clip)
@@ -854,7 +864,7 @@ class RobustDetector:
     def _slope_unit(self) -> float:
         """The slope channel's unit: 1.2533 x its mean |value| on normal readings, floored at
         half what white noise gives at the predictor's rate."""
-        v, w = self.v_slope, 0.5 * _slope_white(self.f_alpha) * self._fsc
+        v, w = self.v_slope, self._sw_half * self._fsc
         return 1.2533 * (v if v > w else w)
 
     def _slope_constants(self) -> None:
@@ -883,7 +893,8 @@ class RobustDetector:
             self._ksl = (0.0, 0.0)  # off (see _step)
             self._i_sl = 0.0
             return
-        u = self._slope_unit()
+        v, w = self.v_slope, self._sw_half * self._fsc  # (_slope_unit, inlined: the scales' phase)
+        u = 1.2533 * (v if v > w else w)
         t, o = self.thr[SLOPE], self.off[SLOPE]
         i = self._i_sl = 1.0 / (u * (t - o))
         self._ksl = (u * o, i)
@@ -925,9 +936,6 @@ class RobustDetector:
         self._b_at = self._b_z + self._qfloor / self._fsc
 
     # ---- scoring ---------------------------------------------------------------------------
-    def score_one(self, x: float, ts: float | None = None) -> float:
-        return self._step(float(x), ts, False, None)
-
     def score_many(self, xs: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
         # A strict recurrence (each score depends on all earlier readings): the same loop.
         arr = np.asarray(xs, dtype=np.float64)
@@ -938,9 +946,12 @@ class RobustDetector:
             out[i] = step(x, times[i], False, None)
         return out
 
-    def _step(self, x: float, ts: float | None, training: bool, collect: list[list[float]] | None) -> float:
+    def _step(self, x: float, ts: float | None = None, training: bool = False, collect: list[list[float]] | None = None) -> float:
         # The per-reading path: written for CPython's speed (locals, no calls on the common
         # path); the slow statistics learn every _SLOW_EVERY calm readings in _learn_slow.
+        # It is score_one itself (below): a wrapper's call frame cost ~1 % of a reading.
+        # ``training`` and ``collect``: the fit's own pass over its window (see fit).
+        x = float(x)
         # -- the spike channel: the short-term predictor
         f_pred = self.f_level + self.f_trend
         e_f = x - f_pred
@@ -998,7 +1009,9 @@ class RobustDetector:
                 bin_i = _BINS - 1
             frac = ph - bin_i
             prof = self.prof
-            b = bin_i + 1 if bin_i + 1 < _BINS else 0
+            b = bin_i + 1
+            if b >= _BINS:
+                b = 0
             pv = prof[bin_i]
             pv += frac * (prof[b] - pv) - self.prof_shift
             e_s = x - self.ds_level - pv
@@ -1114,7 +1127,7 @@ class RobustDetector:
             self.e_prev = e_f
             self.fp_prev = f_pred + self.f_trend
         else:  # (off: nothing stored, nothing paid but this test; the fit sets them where it turns it on)
-            s_back = r_back = x_back = 0.0
+            s_back = 0.0  # (its residual and reading, for explain, are set below where read)
         # -- the short-term level: the predictor's residual averaged over a few readings, against
         # the predictor as it would be without the jumps it adopted (each fades at the predictor's
         # own rate). The predictor follows the curve of a cycle that the slow model of normal lags,
@@ -1274,7 +1287,7 @@ class RobustDetector:
                 if dx != 0.0:
                     self.rail_ok = 1
             else:
-                if dx != 0.0 and self.rail_ok:
+                if self.rail_ok and dx != 0.0:
                     self.rail_ok = 0
                 # (a reading that repeats one of the two before it, at neither extreme: the signal
                 # is locally as coarse as its quantum, and its extremes come back as routinely)
@@ -1354,6 +1367,8 @@ class RobustDetector:
             s_anchor = 0.0
         lb = self.learn_below
         if score >= lb:  # what explain() needs (it is called only for a reading that raises)
+            if not i_b:
+                r_back = x_back = 0.0
             self._last = (e_f, f_pred, f_scale, n_level if seasonal else m_level, n_drift if seasonal else m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
                           s_short, self.m_short, s_slope, self.m_slope, s_burst, b, s_back, r_back, x_back)
         if collect is not None:
@@ -1473,7 +1488,7 @@ class RobustDetector:
                 calm = self.calm = 0
             else:
                 calm = self.calm = calm_before + 1
-        if training or calm_level >= _RELEARN_AFTER:
+        if calm_level >= _RELEARN_AFTER or training:
             # In training, where nothing stops the model of normal from learning, Huber-limited as
             # the predictor: two spikes of 2,000x the level in NAB's ec2_network_in_5abac7
             # training window taught it a trend that put normal 1,000 above every later
@@ -1598,7 +1613,7 @@ class RobustDetector:
             high_run = self.high_run = 0
         else:
             high_run = self.high_run = self.high_run + 1
-        if training or (calm >= _RELEARN_AFTER and high_run < _RELEARN_AFTER):
+        if (calm >= _RELEARN_AFTER and high_run < _RELEARN_AFTER) or training:
             # The slow statistics stop learning, too, while readings stay near a threshold or the
             # drift channel stays above its own normal (_RELEARN_AFTER in a row): a deviation held
             # just under the alarm, or a ramp still on its way there, would otherwise teach them,
@@ -1652,6 +1667,8 @@ class RobustDetector:
             if score < h:
                 score = h
         return score if score > s_anchor else s_anchor
+
+    score_one = _step  # (the Detector protocol's name: score_one(x, ts))
 
     def _profile_at(self, ts: float) -> float:
         """The daily profile's value at ``ts`` (interpolated, shifted)."""
@@ -1741,7 +1758,7 @@ class RobustDetector:
         if not training and self._i_sh:
             # The short-term level's tail, from every reading of normal operation (as the other
             # tails, in turn; here, since this part of the cycle is the cheapest: p99 cost).
-            self._short_tail(a, _EXCESS_CLIP, _SLOW_EVERY)
+            self._tail(SHORT, a / self._short_unit(), _EXCESS_CLIP, _SLOW_EVERY)  # (_short_tail, a being |m_short|)
         if not training and self._i_bk:
             # The spike judged from both sides: its tail, likewise (its value judges the reading
             # before this one, calm too: learning needs _RELEARN_AFTER calm readings in a row).
@@ -1809,6 +1826,7 @@ class RobustDetector:
             # errors are no gaussian ARMA; left to learn, NAB is unchanged and the suite's
             # third spikes are caught as well.
             self.f_alpha = pick
+            self._rate_constants()
             self.f_rc = self.f_rv = 0.0
             self.f_rn = 0
 
@@ -1965,46 +1983,45 @@ class RobustDetector:
         if floor < self._qfloor:
             floor = self._qfloor
         seas = self.s_n >= _SETTLED
-        tail = self._tail
         if part <= 0:
             scale = self.scale if self.scale > floor else floor
             v = self.v_level
             if v < _V_LEVEL_MIN * scale:
                 v = _V_LEVEL_MIN * scale
-            t, o = tail(SPIKE, z, clip, weight)
+            t, o = self._tail(SPIKE, z, clip, weight)
             # (_spike_constants(t, o), inlined: the tails' phases make much of scoring's p99)
             w = t - o
             self._o_sp, self._i_sp = o, 1.0 / w
             b_z = self._b_z = o + _BURST_AT * w
             self._b_at = b_z + self._qfloor / self._fsc
-            t, o = tail(BURST, self.burst, clip, weight, self._xr)
+            t, o = self._tail(BURST, self.burst, clip, weight, self._xr)
             self._o_b, self._i_b = o, 1.0 / (t - o)
             self._b_cap = _BURST_CAP * t
-            tail(LEVEL, (m_level if m_level > 0.0 else -m_level) / (1.2533 * v), clip, weight)
+            self._tail(LEVEL, (m_level if m_level > 0.0 else -m_level) / (1.2533 * v), clip, weight)
             if seas:
                 s_scale = self.s_scale if self.s_scale > floor else floor
                 v = self.v_level_s
                 if v < _V_LEVEL_MIN * s_scale:
                     v = _V_LEVEL_MIN * s_scale
-                tail(LEVEL_S, (m_level_s if m_level_s > 0.0 else -m_level_s) / (1.2533 * v), clip, weight)
+                self._tail(LEVEL_S, (m_level_s if m_level_s > 0.0 else -m_level_s) / (1.2533 * v), clip, weight)
         if part != 0:
             scale = self.scale if self.scale > floor else floor
             v = self.v_drift
             if v < _V_DRIFT_MIN * scale:
                 v = _V_DRIFT_MIN * scale
-            tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight, self._xr)
-            t, o = tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
+            self._tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight, self._xr)
+            t, o = self._tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
             self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
             q, f = self.d_low, self._q2  # (_quiet_value(), inlined likewise)
             q = self.d_norm / (q if q > f else f) - 1.0
-            t, o = tail(QUIET, q if q > 0.0 else 0.0, clip, weight)
+            t, o = self._tail(QUIET, q if q > 0.0 else 0.0, clip, weight)
             self._o_q, self._i_q = 1.0 + o, 1.0 / (t - o)
             if seas:
                 s_scale = self.s_scale if self.s_scale > floor else floor
                 v = self.v_drift_s
                 if v < _V_DRIFT_MIN * s_scale:
                     v = _V_DRIFT_MIN * s_scale
-                tail(DRIFT_S, (m_drift_s if m_drift_s > 0.0 else -m_drift_s) / (1.2533 * v), clip, weight, self._xr)
+                self._tail(DRIFT_S, (m_drift_s if m_drift_s > 0.0 else -m_drift_s) / (1.2533 * v), clip, weight, self._xr)
         self._constants(False)
         if seas and self.seasonal:
             self._constants(True)
@@ -2214,6 +2231,7 @@ class RobustDetector:
                 raise ValueError(f"state arrays: expected a finite {key} of {_BINS} bins")
             setattr(d, key, array("d", dev.tolist()))
         d._trust_tol = d.s_scale + d.base_sum / _BINS
+        d._rate_constants()
         d._update_thresholds()
         d._limits()
         d._set_rates()
