@@ -136,8 +136,10 @@ def count(name: str, n: int, by_function: bool) -> dict[str, Any]:
     for p in (50, 95, 99):
         res[f"p{p}"] = float(np.percentile(out, p))
     res["max"] = int(out.max())
+    slowest = out >= np.percentile(out, 99)
     res["labels"] = {k: {"share": float((lab == k).mean()), "median": float(np.median(out[lab == k])),
-                         "p99": float(np.percentile(out[lab == k], 99))} for k in sorted(set(labels))}
+                         "p99": float(np.percentile(out[lab == k], 99)),
+                         "of_slowest_1pct": float((slowest & (lab == k)).sum() / slowest.sum())} for k in sorted(set(labels))}
     res["state"] = {"seasonal": bool(det.seasonal), "f_alpha": det.f_alpha, "short_on": bool(det._ksh[1]),
                     "slope_on": bool(det._ksl[1]), "back_on": bool(det._i_bk), "day_g": det.day_g, "prof_k": det._prof_k}
     if by_function:
@@ -157,9 +159,9 @@ def _print(results: dict[str, dict[str, Any]]) -> None:
             row = []
             for t in trees:
                 x = results[t][s]["labels"].get(lab)
-                row.append(f"{x['median']:6.0f}/{x['p99']:6.0f}" if x else "-")
+                row.append(f"{x['median']:6.0f}/{x['p99']:6.0f} ({x['of_slowest_1pct']:4.0%})" if x else "-")
             share = results[trees[0]][s]["labels"][lab]["share"]
-            print(f"    {lab:<22} {share:5.3f}  median/p99 " + "  ".join(row))
+            print(f"    {lab:<22} {share:5.3f}  median/p99 (of the slowest 1 %) " + "  ".join(row))
         if "by_function" in results[trees[0]][s]:
             for t in trees:
                 bf = results[t][s]["by_function"]

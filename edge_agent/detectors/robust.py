@@ -1649,7 +1649,7 @@ class RobustDetector:
                         nr = self.f_rn = self.f_rn + 1
                         if not nr & 63:
                             self._rechoose_rate()
-                    self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EXCESS_CLIP, _SLOW_EVERY, phase - 2)
+                    self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, _EXCESS_CLIP, _SLOW_EVERY, phase - 2)
         elif was_calm and not training and calm < _RELEARN_AFTER:
             # ... and from the first reading of each anomalous episode, as far as episodes are
             # routine for this series: the rest of an episode (a lasting fault) teaches nothing.
@@ -1734,27 +1734,22 @@ class RobustDetector:
         # (each statistic read once into a local, written once: this is a quarter of calm readings)
         s = self.f_scale
         a = 1.2533 * (e_f if e_f > 0.0 else -e_f)
-        cap = _CLIP * s
-        self.f_scale = s + rate * ((a if a < cap else cap) - s)
+        self.f_scale = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
         s = self.scale
         a = 1.2533 * (e if e > 0.0 else -e)
-        cap = _CLIP * s
-        self.scale = s + rate * ((a if a < cap else cap) - s)
+        self.scale = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
         s, a = self.v_level, self.m_level
         if a < 0.0:
             a = -a
-        cap = _CLIP * s
-        self.v_level = s + rate * ((a if a < cap else cap) - s)
+        self.v_level = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
         s, a = self.v_drift, self.m_drift
         if a < 0.0:
             a = -a
-        cap = _CLIP * s
-        self.v_drift = s + rate * ((a if a < cap else cap) - s)
+        self.v_drift = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
         s, a = self.v_short, self.m_short
         if a < 0.0:
             a = -a
-        cap = _CLIP * s
-        self.v_short = s + rate * ((a if a < cap else cap) - s)
+        self.v_short = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
         if not training and self._i_sh:
             # The short-term level's tail, from every reading of normal operation (as the other
             # tails, in turn; here, since this part of the cycle is the cheapest: p99 cost).
@@ -1769,8 +1764,7 @@ class RobustDetector:
             s, a = self.v_slope, self.m_slope
             if a < 0.0:
                 a = -a
-            cap = _CLIP * s
-            self.v_slope = s + rate * ((a if a < cap else cap) - s)
+            self.v_slope = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
             if not training:
                 self._tail(SLOPE, a / self._slope_unit(), _EXCESS_CLIP, _SLOW_EVERY, self._xr)
         # The trend's variability over the model's memory (~1 / alpha readings): how far a frozen
@@ -1783,14 +1777,12 @@ class RobustDetector:
         if a < 0.0:
             a = -a
         s = self.v_trend
-        cap = _CLIP * s
-        self.v_trend = s + rate * ((a if a < cap or training else cap) - s)
+        self.v_trend = s + rate * ((a if a < _CLIP * s or training else _CLIP * s) - s)
         # The same clip as the variance channel's recent estimate: both are means of the same
         # clipped statistic, so their ratio is 1 in normal operation by construction (a tighter
         # clip here biased it above 1 on signals whose steps are mostly 0 and sometimes a quantum).
         s = self.d_norm
-        cap = _VAR_CLIP * s
-        s += (0.005 if training else _RATE_DNORM) * ((dx if dx < cap else cap) - s)
+        s += (0.005 if training else _RATE_DNORM) * ((dx if dx < _VAR_CLIP * s else _VAR_CLIP * s) - s)
         jumps = self.jumps
         if jumps and s < self._qfloor:
             # A signal cannot show noise finer than its resolution: how often it steps by one
@@ -1869,18 +1861,15 @@ class RobustDetector:
         rate = 1.0 / n if n * base_rate < 1.0 else base_rate
         early = n < _SETTLED  # (each statistic read once into a local, written once: p99 cost)
         a = 1.2533 * (e_s if e_s > 0.0 else -e_s)
-        cap = _CLIP * s
-        self.s_scale = s + rate * ((a if a < cap or early else cap) - s)
+        self.s_scale = s + rate * ((a if a < _CLIP * s or early else _CLIP * s) - s)
         s, a = self.v_level_s, self.m_level_s
         if a < 0.0:
             a = -a
-        cap = _CLIP * s
-        self.v_level_s = s + rate * ((a if a < cap or early else cap) - s)
+        self.v_level_s = s + rate * ((a if a < _CLIP * s or early else _CLIP * s) - s)
         s, a = self.v_drift_s, self.m_drift_s
         if a < 0.0:
             a = -a
-        cap = _CLIP * s
-        self.v_drift_s = s + rate * ((a if a < cap or early else cap) - s)
+        self.v_drift_s = s + rate * ((a if a < _CLIP * s or early else _CLIP * s) - s)
         s = self.err_plain
         err_plain = self.err_plain = s + rate * ((e if e > 0.0 else -e) - s)
         s = self.err_seas
@@ -1951,7 +1940,7 @@ class RobustDetector:
         """One half of an episode's first reading, for the tails (see _learn_episode)."""
         p = self.pending
         part = int(p[9])
-        self._learn_tails(p[0], p[1], p[2], p[3], p[4], p[5], int(p[6]), p[7], p[8], part)
+        self._learn_tails(p[0], p[1], p[2], p[3], p[4], p[5], p[7], p[8], part)  # (p[6], the reading's bin, is kept in the state only)
         if part:
             if self._i_sh:
                 self._short_tail(p[10], p[7], p[8])
@@ -1971,7 +1960,7 @@ class RobustDetector:
                 self._o_bk, self._j_bk = o, 1.0 / (t - o)
 
     def _learn_tails(self, z: float, m_level: float, m_drift: float, m_level_s: float, m_drift_s: float, d_fast: float,
-                     bin_i: int, clip: float, weight: float, part: int) -> None:
+                     clip: float, weight: float, part: int) -> None:
         """The calibrators: each channel's standardised tail, and so its threshold. ``part``
         0: spike, level and the profile's level; 1: drift, variance and the profile's drift
         (one part per update, to spread the cost); -1: all six. (The short-term level's tail
@@ -2063,9 +2052,8 @@ class RobustDetector:
             qc -= weight * _Q_STEP * mc
         q[c] = qc
         t = qc + self._k * mc
-        floor = _FLOORS[c]
-        if t < floor:
-            t = floor
+        if t < _FLOORS[c]:
+            t = _FLOORS[c]
         o = qc if qc < 0.5 * t else 0.5 * t
         self.thr[c] = t
         self.off[c] = o
