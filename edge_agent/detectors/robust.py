@@ -979,8 +979,8 @@ class RobustDetector:
             else:  # (a reading without a time: the sinusoid sits it out)
                 dg = 0.0
         e = x - pred
-        c = clip_p = self._clip_p
-        ec = e if -c < e < c else (c if e > 0.0 else -c)
+        clip_p = self._clip_p
+        ec = e if -clip_p < e < clip_p else (clip_p if e > 0.0 else -clip_p)
         m_level = self.m_level
         m_level += _LAMBDA_LEVEL * (ec - m_level)
         m_drift = self.m_drift
@@ -1034,6 +1034,7 @@ class RobustDetector:
                             and dev[b] <= _TRUST_DEV * base_[b] + t0)
         # Each channel scores 0 at its normal and 1 at its threshold (see _set_threshold); the
         # constants that say so change only in the slow phases (see _refresh_plain).
+        h = self.horizon  # (read once: also where the model of normal learns, below)
         if seasonal:
             # A reading the daily profile expects (within _EXPECTED of its scales) is no spike,
             # however far it jumps from the last few: a daily step change, a shift start.
@@ -1045,7 +1046,6 @@ class RobustDetector:
         else:
             n_level, n_drift = m_level, m_drift
             o_l, i_l, o_d, i_d = self._kp
-            h = self.horizon
             if h:
                 # The model of normal stands still (see below): its expected value is a
                 # forecast h readings ahead, whose error grows by h x the trend's own
@@ -1172,8 +1172,7 @@ class RobustDetector:
         if dx < 0.0:
             dx = -dx
         self.prev = x
-        cap = self._var_cap
-        dxc = dx if dx < cap else cap
+        dxc = dx if dx < self._var_cap else self._var_cap
         d_fast = self.d_fast
         d_fast += _LAMBDA_VAR * (dxc - d_fast)
         self.d_fast = d_fast
@@ -1202,8 +1201,7 @@ class RobustDetector:
             d_low = d_quick
         self.d_low = d_low
         if s_var < 0.0:
-            f = self._q2
-            s_q = (self.d_norm / (d_low if d_low > f else f) - self._o_q) * self._i_q
+            s_q = (self.d_norm / (d_low if d_low > self._q2 else self._q2) - self._o_q) * self._i_q
             if s_q > s_var:
                 s_var = s_q
         if s_var > score:
@@ -1498,7 +1496,6 @@ class RobustDetector:
                 c = _CLIP * self._sc
                 if not -c < e < c:
                     ec = c if e > 0.0 else -c
-            h = self.horizon
             if h:
                 # Learning again after a freeze: the forecast is uncertain by f (above), so, as
                 # in a Kalman filter, a reading counts at the gain g = f² / (f² + scale²), not at
