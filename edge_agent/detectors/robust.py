@@ -2009,7 +2009,7 @@ class RobustDetector:
                     v = _V_DRIFT_MIN * s_scale
                 self._tail(DRIFT_S, (m_drift_s if m_drift_s > 0.0 else -m_drift_s) / (1.2533 * v), clip, weight, self._xr)
         self._constants(False)
-        if seas and self.seasonal:
+        if self.seasonal and seas:
             self._constants(True)
 
     def _quiet_value(self) -> float:
@@ -2028,8 +2028,9 @@ class RobustDetector:
         """One channel's tail: the quantile tracker, the mean excess above it, the threshold and
         normal (as _set_threshold, inlined: this runs on every other calm reading), returned.
         ``runs``: the drift channels' count of updates in a row above the quantile."""
-        q, m = self.cal_q, self.cal_m
-        qc, mc = q[c], m[c]
+        q = self.cal_q
+        qc = q[c]
+        mc = self.cal_m[c]
         if zc > qc:
             if runs is not None:
                 # The drift channel remembers ~50 readings, ~12 of its tail's updates: updates in
@@ -2041,7 +2042,7 @@ class RobustDetector:
             excess = zc - qc
             cap = clip * mc
             mc += _M_STEP * weight * ((excess if excess < cap else cap) - mc)
-            m[c] = mc
+            self.cal_m[c] = mc
             qc += weight * _Q_STEP * _TAIL_ODDS * mc
         else:
             if runs is not None:
