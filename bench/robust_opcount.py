@@ -19,11 +19,13 @@ serves):
   window (2,000 readings) shows the sinusoid, and by the counted readings the daily profile
   serves, the predictor is faster than the model of normal (short-term level, slope and the
   spike judged from both sides on);
-* ``walk``: a random walk (steps of sd 0.05) under gaussian noise 0.1, with 1 % spikes.
+* ``walk``: a random walk (steps of sd 0.05) under gaussian noise 0.1, with 1 % spikes (the
+  predictor fast, the same three channels on, no profile serving).
 
 Per stream: mean / p50 / p95 / p99 / max bytecodes a reading, and per label (what the reading
 did: the part of the slow cycle, as ``part_scoring._robust_p99`` labels them, and whether it
-taught the daily profile) the share, median and p99. ``--by-function`` adds where the
+taught the daily profile) the share, median and p99, and its share of the slowest 1 % (what
+sets the p99). ``--by-function`` adds where the
 bytecodes go (per function, summed over the counted readings, per reading).
 
     PYTHONPATH=. .venv/bin/python -m bench.robust_opcount                # this tree
