@@ -320,11 +320,11 @@ class RobustDetector:
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "dev", "base", "base_sum", "first_ts", "last_ts",
                  "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
                  "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "prev", "run", "run_max", "lo", "hi",
-                 "cal_q", "cal_m", "thr", "off", "ep_rate", "pending", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor",
+                 "cal_q", "cal_m", "thr", "off", "ep_rate", "pending", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor", "_q2", "_tnoise", "_sw_half",
                  "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
-                 "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
+                 "m_short", "v_short", "f_jump", "_ksh", "_i_sh", "m_slope", "v_slope", "_ksl", "_i_sl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
                  "d_quick", "d_low", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
                  "burst", "b_hold", "b_last", "b_ev", "b_run", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "t_out",
                  "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
@@ -371,7 +371,8 @@ class RobustDetector:
         # the short-term level: EWMA of the predictor's residuals, their mean |value| on normal
         # readings, and the jumps the predictor adopted (see _step), fading at its own rate
         self.m_short = self.v_short = self.f_jump = 0.0
-        self._ksh = (0.0, 1.0, 4.0)  # its (normal, 1 / (threshold - normal), clip) in value units
+        self._ksh = (0.0, 1.0, 4.0)  # its (normal, 1 / (threshold - normal), clip) in value units ...
+        self._i_sh = 1.0  # ... and its second, on its own: 0 while the channel is off (_step tests it first)
         # the slope (see _slope_constants): the predictor's moves averaged over ~50 readings
         # (g_slope), its reference's level and trend (r_slope, t_slope), the channel's value (g
         # less the reference's prediction) and its mean |value| on normal readings ...
@@ -379,6 +380,7 @@ class RobustDetector:
         self.g_slope = self.r_slope = self.t_slope = 0.0
         # ... and its (normal, 1 / (threshold - normal)) in value units per reading
         self._ksl = (0.0, 0.0)
+        self._i_sl = 0.0  # (its second, on its own, as _i_sh)
         self.slope_from = 0  # ... silent until n reaches this (see _step, the predictor's jump)
         # plain model of normal
         self.alpha, self.beta = 0.01, 0.0
@@ -468,6 +470,7 @@ class RobustDetector:
         self.a_next = 0
         self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self._qfloor = _ABS_FLOOR
+        self._q2 = 2.0 * _ABS_FLOOR
         self._stuck_lim = float(_STUCK_MIN)
         self._w_min = 0.0  # the profile's slowest learning rate per visit, from the reading interval
         self._a_ds = 0.01  # the rate of the level under the profile
@@ -488,6 +491,7 @@ class RobustDetector:
         self._prof_k = 1  # the profile learns from one calm reading in this many, at this weight ...
         self.p_tick = 0  # ... counted here
         self.s_phase = 0  # the part of the slow cycle the last calm reading learned (see _step)
+        self._rate_constants()
         self._update_thresholds()
 
     # ---- fitting ---------------------------------------------------------------------------
@@ -503,6 +507,7 @@ class RobustDetector:
         self._limits()
         self.f_alpha, self.f_beta = choose_smoothing(v)
         self.alpha = min(self.f_alpha, _SLOW)
+        self._rate_constants()
         self.beta = self.alpha * self.alpha / 4.0  # Brown: a trend as steady as the level
         start = float(np.median(v[:20]))
         self.f_level = self.level = self.ds_level = start
@@ -682,9 +687,17 @@ class RobustDetector:
             self._lam_k = (1.0 - (1.0 - _LAMBDA_LEVEL) ** k, 1.0 - (1.0 - _LAMBDA_DRIFT) ** k)
             self._trust_n = int(_TRUST_DAYS * self._day_n)
 
+    def _rate_constants(self) -> None:
+        """Cache what changes only with the two models' rates (``alpha``, ``f_alpha``: set at fit,
+        ``f_alpha`` re-chosen in _rechoose_rate): the trend estimate's own noise per noise scale
+        (see _refresh_plain) and half the slope's mean |value| on white noise (see _slope_unit)."""
+        self._tnoise = _TREND_NOISE * self.alpha ** 1.5
+        self._sw_half = 0.5 * _slope_white(self.f_alpha)
+
     def _limits(self) -> None:
         """Cache what changes only with the quantum and the longest normal run."""
         self._qfloor = max(0.5 * self.quantum, _ABS_FLOOR)
+        self._q2 = self._qfloor + self._qfloor  # (the quiet side's floor of its recent E|dx|, see _step)
         lim = _STUCK_FACTOR * self.run_max
         self._stuck_lim = lim if lim > _STUCK_MIN else float(_STUCK_MIN)
         self._i_stuck = 1.0 / self._stuck_lim if self.quantum > 0.0 else 0.0
@@ -710,13 +723,13 @@ class RobustDetector:
         if floor < lf:
             floor = lf
         s = self.f_scale
-        self._fsc = s if s > floor else floor
+        fsc = self._fsc = s if s > floor else floor
         if self.b_gain > 0.0:
             s *= self.b_ratio
             self._i_bk = 1.0 / (s if s > floor else floor)
         else:
             self._i_bk = 0.0
-        self._b_at = self._b_z + self._qfloor / self._fsc  # the burst count's level, in predictor scales (see _step)
+        self._b_at = self._b_z + self._qfloor / fsc  # the burst count's level, in predictor scales (see _step)
         s = self.scale
         scale = self._sc = s if s > floor else floor
         # (level unit, drift unit, drift floor, clip floor) of the model: the units turn a
@@ -728,7 +741,8 @@ class RobustDetector:
             v_l = _V_LEVEL_MIN * scale
         if v_d < _V_DRIFT_MIN * scale:
             v_d = _V_DRIFT_MIN * scale
-        self._up = (1.2533 * v_l, 1.2533 * v_d, _DRIFT_MIN * scale, _LEVEL_CLIP * scale)
+        u = 1.2533 * v_d
+        self._up = (1.2533 * v_l, u, _DRIFT_MIN * scale, _LEVEL_CLIP * scale)
         if self.n_fit:
             # The young drift threshold's allowance (see young_bound): b² changes slowly with the
             # readings seen, so it is recomputed only when they grew by 2 % (the scales' phase is
@@ -738,25 +752,24 @@ class RobustDetector:
                 self._yk = 1.02 * k
                 self._yb = young_bound(k * _DRIFT_SAMPLE) - 1.0
             w = _SD_DRIFT * scale  # the drift unit on independent residuals ...
-            u = 1.2533 * v_d
             x = 1.0 - w * w / (u * u)  # ... and the share of the spread beyond it
             self._ya = (1.0 + self._yb * x) ** 0.5 if x > 0.0 else 1.0
         else:
             self._ya = 1.0
         v = self.v_trend
-        n = _TREND_NOISE * self.alpha ** 1.5 * scale
+        n = self._tnoise * scale
         self._vtx = (v * v - n * n) ** 0.5 if v > n else 0.0  # the trend's variability beyond its estimator's noise
         self._constants(False)
         if self.f_alpha > _SLOW:
             self._short_constants()
             self._slope_constants()
         else:  # (both off, as those two set them, without the two calls: this is the scales' phase, scoring's p99)
-            self._ksh = (0.0, 0.0, _LEVEL_CLIP * self._fsc)
+            self._ksh = (0.0, 0.0, _LEVEL_CLIP * fsc)
             self._ksl = (0.0, 0.0)
+            self._i_sh = self._i_sl = 0.0
         d = self.d_norm
         self._var_cap = _VAR_CLIP * d
-        self._i_dn = 1.0 / d
-        self._i_stuck = 1.0 / self._stuck_lim if self.quantum > 0.0 else 0.0
+        self._i_dn = 1.0 / d  # (the stuck channel's constant changes only with the quantum and run: _limits)
 
     def _refresh_seasonal(self) -> None:
         """The same for the seasonal model of normal."""
@@ -829,13 +842,17 @@ class RobustDetector:
         (``f_alpha`` > ``_SLOW``): where the steadiest good predictor is no faster (white noise,
         a slow wander), the model of normal sees a shift as soon, and the level channel,
         averaging longer, judges it better (ungated: SKAB FAR 31 %, 3 nuisance alarms more)."""
-        clip = _LEVEL_CLIP * self._fsc
+        s = self._fsc
+        clip = _LEVEL_CLIP * s
         if self.f_alpha <= _SLOW:  # (tested first: the scales' phase, scoring's p99, pays no unit for an off channel)
             self._ksh = (0.0, 0.0, clip)  # i = 0: the channel is off (see _step)
+            self._i_sh = 0.0
             return
-        u = self._short_unit()
+        v = self.v_short  # (_short_unit, inlined: the scales' phase)
+        u = 1.2533 * (v if v > _V_SHORT_MIN * s else _V_SHORT_MIN * s)
         t, o = self.thr[SHORT], self.off[SHORT]
-        self._ksh = (u * o, 1.0 / (u * (t - o)), clip)
+        i = self._i_sh = 1.0 / (u * (t - o))
+        self._ksh = (u * o, i, clip)
 
     def _short_unit(self) -> float:
         """The short-term level's unit: 1.2533 x its mean |value| on normal readings, floored at
@@ -847,7 +864,7 @@ class RobustDetector:
     def _slope_unit(self) -> float:
         """The slope channel's unit: 1.2533 x its mean |value| on normal readings, floored at
         half what white noise gives at the predictor's rate."""
-        v, w = self.v_slope, 0.5 * _slope_white(self.f_alpha) * self._fsc
+        v, w = self.v_slope, self._sw_half * self._fsc
         return 1.2533 * (v if v > w else w)
 
     def _slope_constants(self) -> None:
@@ -874,10 +891,13 @@ class RobustDetector:
         soon."""
         if self.f_alpha <= _SLOW:
             self._ksl = (0.0, 0.0)  # off (see _step)
+            self._i_sl = 0.0
             return
-        u = self._slope_unit()
+        v, w = self.v_slope, self._sw_half * self._fsc  # (_slope_unit, inlined: the scales' phase)
+        u = 1.2533 * (v if v > w else w)
         t, o = self.thr[SLOPE], self.off[SLOPE]
-        self._ksl = (u * o, 1.0 / (u * (t - o)))
+        i = self._i_sl = 1.0 / (u * (t - o))
+        self._ksl = (u * o, i)
 
     def _set_threshold(self, c: int, q: float, m: float) -> None:
         """A channel's threshold (its tail extrapolated to ``rate``, floored), and its normal:
@@ -916,9 +936,6 @@ class RobustDetector:
         self._b_at = self._b_z + self._qfloor / self._fsc
 
     # ---- scoring ---------------------------------------------------------------------------
-    def score_one(self, x: float, ts: float | None = None) -> float:
-        return self._step(float(x), ts, False, None)
-
     def score_many(self, xs: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
         # A strict recurrence (each score depends on all earlier readings): the same loop.
         arr = np.asarray(xs, dtype=np.float64)
@@ -929,14 +946,148 @@ class RobustDetector:
             out[i] = step(x, times[i], False, None)
         return out
 
-    def _step(self, x: float, ts: float | None, training: bool, collect: list[list[float]] | None) -> float:
+    def _step(self, x: float, ts: float | None = None, training: bool = False, collect: list[list[float]] | None = None) -> float:
         # The per-reading path: written for CPython's speed (locals, no calls on the common
         # path); the slow statistics learn every _SLOW_EVERY calm readings in _learn_slow.
+        # It is score_one itself (below): a wrapper's call frame cost ~1 % of a reading.
+        # ``training`` and ``collect``: the fit's own pass over its window (see fit).
+        x = float(x)
         # -- the spike channel: the short-term predictor
         f_pred = self.f_level + self.f_trend
         e_f = x - f_pred
         f_scale = self._fsc
         z = (e_f if e_f > 0.0 else -e_f) / f_scale
+        # -- level and drift: against the plain model of normal ...
+        lin = pred = self.level + self.trend
+        dg = self.day_g
+        timed = ts is not None and ts == ts  # (a reading with a time; tested once, used thrice)
+        if dg:
+            if timed:
+                # The daily sinusoid, on series whose training window showed one (robust_stats.
+                # daily_component): a first-day daily cycle, before the profile has seen two days,
+                # is a curve that Brown's level and trend lag by ~0.4 of its amplitude (several noise
+                # widths), so that a ramp or a step looked like the lag, and a frozen model's line
+                # left the curve within a few hundred readings. With its one harmonic in the model
+                # of normal, the lag is gone and a frozen forecast follows the day. Its coefficients
+                # learn (LMS) with the level, over about a day's readings, and stand still with it.
+                ph = (ts % _PERIOD_S) * _OMEGA_S
+                d_cos = math.cos(ph)
+                d_sin = math.sin(ph)
+                y = self.day_c * d_cos + self.day_s * d_sin
+                self._day_y = y
+                pred += y
+            else:  # (a reading without a time: the sinusoid sits it out)
+                dg = 0.0
+        e = x - pred
+        clip_p = self._clip_p
+        ec = e if -clip_p < e < clip_p else (clip_p if e > 0.0 else -clip_p)
+        m_level = self.m_level
+        m_level += _LAMBDA_LEVEL * (ec - m_level)
+        m_drift = self.m_drift
+        m_drift += _LAMBDA_DRIFT * (ec - m_drift)
+        self.m_level = m_level
+        self.m_drift = m_drift
+        # ... and against the seasonal one, when the reading has a time: on every reading while
+        # the daily profile serves; else in the background, on one reading in _prof_k (a tick:
+        # it learns there, and its channels follow at the matching rate), so that a series
+        # without a daily pattern pays a fraction of it (3.4 -> 2.6 us a reading at one a minute).
+        bin_i = -1  # (and frac, pv, e_s: set, and used, only where the profile is read)
+        seasonal = tick = waits = False
+        if timed:
+            serving = self.seasonal
+            t = self.p_tick + 1
+            if t >= self._prof_k:
+                t = 0
+                tick = True
+            self.p_tick = t
+        else:
+            serving = False
+        if serving or tick:
+            ph = (ts % _PERIOD_S) * _BINS_PER_S  # type: ignore[operator]
+            bin_i = int(ph)
+            if bin_i >= _BINS:
+                bin_i = _BINS - 1
+            frac = ph - bin_i
+            prof = self.prof
+            b = bin_i + 1
+            if b >= _BINS:
+                b = 0
+            pv = prof[bin_i]
+            pv += frac * (prof[b] - pv) - self.prof_shift
+            e_s = x - self.ds_level - pv
+            c = self._clip_s
+            ec = e_s if -c < e_s < c else (c if e_s > 0.0 else -c)
+            m_ls, m_ds = self.m_level_s, self.m_drift_s
+            if not serving:
+                lam_l, lam_d = self._lam_k
+                self.m_level_s = m_ls + lam_l * (ec - m_ls)
+                self.m_drift_s = m_ds + lam_d * (ec - m_ds)
+            else:
+                self.m_level_s = m_ls + _LAMBDA_LEVEL * (ec - m_ls)
+                self.m_drift_s = m_ds + _LAMBDA_DRIFT * (ec - m_ds)
+                # The profile serves where it can be trusted: both bins it interpolates have seen
+                # two days, and the later days agree with them about as well as their first day
+                # did. A bin learned from one day that held an unnoticed fault would otherwise
+                # alarm on every later day at that time, and, frozen by its own alarm, never learn.
+                seen, base_, dev, tol, t0 = self.seen, self.base, self.dev, self._trust_n, self._trust_tol
+                seasonal = (seen[bin_i] >= tol and seen[b] >= tol and dev[bin_i] <= _TRUST_DEV * base_[bin_i] + t0
+                            and dev[b] <= _TRUST_DEV * base_[b] + t0)
+        # Each channel scores 0 at its normal and 1 at its threshold (see _set_threshold); the
+        # constants that say so change only in the slow phases (see _refresh_plain).
+        h = self.horizon  # (read once: also where the model of normal learns, below)
+        if seasonal:
+            # A reading the daily profile expects (within _EXPECTED of its scales) is no spike,
+            # however far it jumps from the last few: a daily step change, a shift start.
+            zs = (e_s if e_s > 0.0 else -e_s) / self._ssc
+            if zs < _EXPECTED and zs < z:
+                z = zs
+            n_level, n_drift = self.m_level_s, self.m_drift_s
+            o_l, i_l, o_d, i_d = self._ks
+        else:
+            n_level, n_drift = m_level, m_drift
+            o_l, i_l, o_d, i_d = self._kp
+            if h:
+                # The model of normal stands still (see below): its expected value is a
+                # forecast h readings ahead, whose error grows by h x the trend's own
+                # variability (a local-linear-trend model's). The level and drift channels judge
+                # the residual against their spreads widened by it: a series whose trend is
+                # steady keeps a tight band and holds its alarm, one whose trend wanders in
+                # normal operation lets go of an alarm that is only the forecast's drift, a
+                # stationary one holds for ever. Only readings of a frozen model pay for it.
+                f = 1.2533 * h * self._vtx
+                f *= f
+                u_l, u_d = self._up[0], self._up[1]
+                n_level *= u_l / (u_l * u_l + f) ** 0.5
+                n_drift *= u_d / (u_d * u_d + f) ** 0.5
+        # The score is the largest channel's, and at least 0 (a channel with nothing to say scores
+        # 0): each channel is folded in where it is computed, so that one that is off, or outside
+        # the branch where it can score above 0, costs no comparison.
+        score = s_spike = (z - self._o_sp) * self._i_sp
+        s_range = 0.0
+        if s_spike >= _RANGE_SPIKE:
+            margin = _RANGE_MARGIN * (self.hi - self.lo)
+            if x > self.hi + margin or x < self.lo - margin:
+                score = s_range = s_spike / _RANGE_SPIKE  # (beyond s_spike)
+        elif s_spike < 0.0:
+            score = 0.0
+        a_l = (n_level if n_level > 0.0 else -n_level) - o_l
+        s_level = a_l * i_l
+        if s_level > score:
+            score = s_level
+        # The drift channel counts only as far as the recent level still shows the deviation
+        # beyond the level's own normal spread: during a ramp the ~7-reading level is ahead of
+        # the ~50-reading drift; once the signal is back, the drift channel's long memory must
+        # not hold the alarm, nor may the noisier ~7-reading level, compared with the drift's
+        # lower threshold, raise a new one (a drift alarm 54 readings after a step ended).
+        if n_drift != 0.0 and n_level / n_drift > 0.0:
+            a_d = n_drift if n_drift > 0.0 else -n_drift
+            if a_l < a_d:
+                a_d = a_l
+            s_drift = (a_d - o_d) * i_d
+            if s_drift > score:
+                score = s_drift
+        else:
+            s_drift = 0.0
         # -- the last reading judged from both sides, now that this one is in: its residual less
         # what this reading says of where the series was then (b_gain x this reading's distance
         # from the forecast made before the last one). A spike comes back, so it keeps all of
@@ -970,20 +1121,22 @@ class RobustDetector:
             if (ab > n_sp and -n_sp < self.e_prev2 < n_sp and (gy if gy > 0.0 else -gy) < ab
                     and ay < (cb if cb > 0.0 else -cb) and ay < n_sp * self.b_yscale):
                 s_back = (zb - self._o_bk) * self._j_bk
+                if s_back > score:
+                    score = s_back
             self.e_prev2 = ep
             self.e_prev = e_f
             self.fp_prev = f_pred + self.f_trend
         else:  # (off: nothing stored, nothing paid but this test; the fit sets them where it turns it on)
-            s_back = r_back = x_back = 0.0
+            s_back = 0.0  # (its residual and reading, for explain, are set below where read)
         # -- the short-term level: the predictor's residual averaged over a few readings, against
         # the predictor as it would be without the jumps it adopted (each fades at the predictor's
         # own rate). The predictor follows the curve of a cycle that the slow model of normal lags,
         # so an abrupt lasting shift shows here before the model of normal can tell it from its lag.
         # Only where the predictor is faster than the model of normal (see _short_constants).
-        o_sh, i_sh, c = self._ksh
-        m_short = self.m_short
-        s_short = 0.0
+        i_sh = self._i_sh
         if i_sh:
+            o_sh, _, c = self._ksh
+            m_short = self.m_short
             r = e_f
             fj = self.f_jump
             if fj != 0.0:
@@ -991,6 +1144,8 @@ class RobustDetector:
             m_short += _LAMBDA_SHORT * ((r if -c < r < c else (c if r > 0.0 else -c)) - m_short)
             self.m_short = m_short
             s_short = ((m_short if m_short > 0.0 else -m_short) - o_sh) * i_sh
+            if s_short > score:
+                score = s_short
             if fj != 0.0 and not (self.shadow_n and s_short >= self.learn_below):
                 # The jump fades as the predictor would have learned it, except while it holds its
                 # own episode (the model of normal stands still and this channel is at or above
@@ -998,133 +1153,26 @@ class RobustDetector:
                 # itself until a jump back ends it (below), not let go after ~1 / f_alpha readings.
                 fj *= 1.0 - self.f_alpha
                 self.f_jump = fj if (fj if fj > 0.0 else -fj) > 0.01 * f_scale else 0.0
+        else:
+            s_short = 0.0
         # -- the slope: a change in the predictor's course, against a reference that follows a
         # steadily changing one (learned below, from the readings up to the last). Only where
         # the predictor is faster than the model of normal, and silent while the model of normal
         # stands still (see _slope_constants).
-        o_sl, i_sl = self._ksl
-        m_slope = self.m_slope
-        s_slope = ((m_slope if m_slope > 0.0 else -m_slope) - o_sl) * i_sl if i_sl and not self.shadow_n and self.n >= self.slope_from else 0.0
-        # -- level and drift: against the plain model of normal ...
-        lin = pred = self.level + self.trend
-        dg = self.day_g
-        timed = ts is not None and ts == ts  # (a reading with a time; tested once, used thrice)
-        if dg and timed:
-            # The daily sinusoid, on series whose training window showed one (robust_stats.
-            # daily_component): a first-day daily cycle, before the profile has seen two days,
-            # is a curve that Brown's level and trend lag by ~0.4 of its amplitude (several noise
-            # widths), so that a ramp or a step looked like the lag, and a frozen model's line
-            # left the curve within a few hundred readings. With its one harmonic in the model
-            # of normal, the lag is gone and a frozen forecast follows the day. Its coefficients
-            # learn (LMS) with the level, over about a day's readings, and stand still with it.
-            ph = (ts % _PERIOD_S) * _OMEGA_S
-            d_cos = math.cos(ph)
-            d_sin = math.sin(ph)
-            y = self.day_c * d_cos + self.day_s * d_sin
-            self._day_y = y
-            pred += y
+        i_sl = self._i_sl
+        if i_sl and not self.shadow_n and self.n >= self.slope_from:
+            m_slope = self.m_slope
+            s_slope = ((m_slope if m_slope > 0.0 else -m_slope) - self._ksl[0]) * i_sl
+            if s_slope > score:
+                score = s_slope
         else:
-            dg = 0.0
-        e = x - pred
-        c = clip_p = self._clip_p
-        ec = e if -c < e < c else (c if e > 0.0 else -c)
-        m_level = self.m_level
-        m_level += _LAMBDA_LEVEL * (ec - m_level)
-        m_drift = self.m_drift
-        m_drift += _LAMBDA_DRIFT * (ec - m_drift)
-        self.m_level = m_level
-        self.m_drift = m_drift
-        # ... and against the seasonal one, when the reading has a time: on every reading while
-        # the daily profile serves; else in the background, on one reading in _prof_k (a tick:
-        # it learns there, and its channels follow at the matching rate), so that a series
-        # without a daily pattern pays a fraction of it (3.4 -> 2.6 us a reading at one a minute).
-        bin_i = -1
-        frac = pv = e_s = 0.0
-        seasonal = tick = waits = False
-        if timed:
-            serving = self.seasonal
-            t = self.p_tick + 1
-            if t >= self._prof_k:
-                t = 0
-                tick = True
-            self.p_tick = t
-        else:
-            serving = False
-        if serving or tick:
-            ph = (ts % _PERIOD_S) * _BINS_PER_S  # type: ignore[operator]
-            bin_i = int(ph)
-            if bin_i >= _BINS:
-                bin_i = _BINS - 1
-            frac = ph - bin_i
-            prof = self.prof
-            b = bin_i + 1 if bin_i + 1 < _BINS else 0
-            pv = prof[bin_i]
-            pv += frac * (prof[b] - pv) - self.prof_shift
-            e_s = x - self.ds_level - pv
-            c = self._clip_s
-            ec = e_s if -c < e_s < c else (c if e_s > 0.0 else -c)
-            m_ls, m_ds = self.m_level_s, self.m_drift_s
-            if not serving:
-                lam_l, lam_d = self._lam_k
-                self.m_level_s = m_ls + lam_l * (ec - m_ls)
-                self.m_drift_s = m_ds + lam_d * (ec - m_ds)
-            else:
-                self.m_level_s = m_ls + _LAMBDA_LEVEL * (ec - m_ls)
-                self.m_drift_s = m_ds + _LAMBDA_DRIFT * (ec - m_ds)
-                # The profile serves where it can be trusted: both bins it interpolates have seen
-                # two days, and the later days agree with them about as well as their first day
-                # did. A bin learned from one day that held an unnoticed fault would otherwise
-                # alarm on every later day at that time, and, frozen by its own alarm, never learn.
-                seen, base_, dev, tol, t0 = self.seen, self.base, self.dev, self._trust_n, self._trust_tol
-                seasonal = (seen[bin_i] >= tol and seen[b] >= tol and dev[bin_i] <= _TRUST_DEV * base_[bin_i] + t0
-                            and dev[b] <= _TRUST_DEV * base_[b] + t0)
-        # Each channel scores 0 at its normal and 1 at its threshold (see _set_threshold); the
-        # constants that say so change only in the slow phases (see _refresh_plain).
-        if seasonal:
-            # A reading the daily profile expects (within _EXPECTED of its scales) is no spike,
-            # however far it jumps from the last few: a daily step change, a shift start.
-            zs = (e_s if e_s > 0.0 else -e_s) / self._ssc
-            if zs < _EXPECTED and zs < z:
-                z = zs
-            n_level, n_drift = self.m_level_s, self.m_drift_s
-            o_l, i_l, o_d, i_d = self._ks
-        else:
-            n_level, n_drift = m_level, m_drift
-            o_l, i_l, o_d, i_d = self._kp
-            h = self.horizon
-            if h:
-                # The model of normal stands still (see below): its expected value is a
-                # forecast h readings ahead, whose error grows by h x the trend's own
-                # variability (a local-linear-trend model's). The level and drift channels judge
-                # the residual against their spreads widened by it: a series whose trend is
-                # steady keeps a tight band and holds its alarm, one whose trend wanders in
-                # normal operation lets go of an alarm that is only the forecast's drift, a
-                # stationary one holds for ever. Only readings of a frozen model pay for it.
-                f = 1.2533 * h * self._vtx
-                f *= f
-                u_l, u_d = self._up[0], self._up[1]
-                n_level *= u_l / (u_l * u_l + f) ** 0.5
-                n_drift *= u_d / (u_d * u_d + f) ** 0.5
-        a_l = (n_level if n_level > 0.0 else -n_level) - o_l
-        s_level = a_l * i_l
-        # The drift channel counts only as far as the recent level still shows the deviation
-        # beyond the level's own normal spread: during a ramp the ~7-reading level is ahead of
-        # the ~50-reading drift; once the signal is back, the drift channel's long memory must
-        # not hold the alarm, nor may the noisier ~7-reading level, compared with the drift's
-        # lower threshold, raise a new one (a drift alarm 54 readings after a step ended).
-        s_drift = 0.0
-        if n_drift != 0.0 and n_level / n_drift > 0.0:
-            a_d = n_drift if n_drift > 0.0 else -n_drift
-            if a_l < a_d:
-                a_d = a_l
-            s_drift = (a_d - o_d) * i_d
+            s_slope = 0.0
         # -- noise and repeats
         dx = x - self.prev
         if dx < 0.0:
             dx = -dx
         self.prev = x
-        cap = self._var_cap
-        dxc = dx if dx < cap else cap
+        dxc = dx if dx < self._var_cap else self._var_cap
         d_fast = self.d_fast
         d_fast += _LAMBDA_VAR * (dxc - d_fast)
         self.d_fast = d_fast
@@ -1153,17 +1201,22 @@ class RobustDetector:
             d_low = d_quick
         self.d_low = d_low
         if s_var < 0.0:
-            f = self._qfloor + self._qfloor
-            s_q = (self.d_norm / (d_low if d_low > f else f) - self._o_q) * self._i_q
+            s_q = (self.d_norm / (d_low if d_low > self._q2 else self._q2) - self._o_q) * self._i_q
             if s_q > s_var:
                 s_var = s_q
-        ended_run = 0
+        if s_var > score:
+            score = s_var
         if dx == 0.0:
+            ended_run = 0
             run = self.run = self.run + 1
             s_stuck = run * self._i_stuck
+            if s_stuck > score:
+                score = s_stuck
         else:
-            ended_run = self.run
-            run = self.run = 0
+            ended_run = self.run  # (a run of repeats that ends here: see run_max below)
+            if ended_run:
+                self.run = 0
+            run = 0
             s_stuck = 0.0
         # -- the rail count (see rail.py): returns to the recent extreme, in a row or not. A
         # reading past the extreme ends its count (a railed transmitter cannot read beyond its
@@ -1232,7 +1285,7 @@ class RobustDetector:
                 if dx != 0.0:
                     self.rail_ok = 1
             else:
-                if dx != 0.0 and self.rail_ok:
+                if self.rail_ok and dx != 0.0:
                     self.rail_ok = 0
                 # (a reading that repeats one of the two before it, at neither extreme: the signal
                 # is locally as coarse as its quantum, and its extremes come back as routinely)
@@ -1251,12 +1304,8 @@ class RobustDetector:
                 self.rail_ch = ch if ch > 0.01 else 0.0
                 self.rail_cl = cl if cl > 0.01 else 0.0
                 s_rail = ((ch if ch > cl else cl) - self.rail_o) * i_r
-        s_spike = (z - self._o_sp) * self._i_sp
-        s_range = 0.0
-        if s_spike >= _RANGE_SPIKE:
-            margin = _RANGE_MARGIN * (self.hi - self.lo)
-            if x > self.hi + margin or x < self.lo - margin:
-                s_range = s_spike / _RANGE_SPIKE
+                if s_rail > score:
+                    score = s_rail
         # -- the burst count (see _BURST_AT): glitches or swings too many for the spike channel's
         # own calibration, each within its threshold. A reading counts when it is past _BURST_AT of
         # the spike threshold by more than half a quantum: the spike tail's exponential model does
@@ -1294,32 +1343,12 @@ class RobustDetector:
                 self.b_hold = b
         self.burst = b
         s_burst = (b - self._o_b) * self._i_b
-        score = s_spike
-        if s_level > score:
-            score = s_level
-        if s_drift > score:
-            score = s_drift
-        if s_var > score:
-            score = s_var
-        if s_stuck > score:
-            score = s_stuck
-        if s_range > score:
-            score = s_range
-        if s_short > score:
-            score = s_short
-        if s_slope > score:
-            score = s_slope
         if s_burst > score:
             score = s_burst
-        if s_back > score:
-            score = s_back
-        if s_rail > score:
-            score = s_rail
         # -- the anchor: the live level (readings less the fit's daily sinusoid, ~7 readings)
         # against where the fit left normal, within what normal operation's own variogram says
         # the level can reach in a_t readings (see _anchor_bound). Nothing it learns can move the
         # anchor: a ramp slow enough to teach the model of normal its slope still leaves it.
-        s_anchor = 0.0
         ia = self.a_inv
         if ia:
             at = self.a_t = self.a_t + 1
@@ -1328,15 +1357,18 @@ class RobustDetector:
                 ia = self.a_inv
             ax = self.a_x
             ra = (x - (self.a_c * d_cos + self.a_s * d_sin) if dg else x) - ax
-            c = clip_p
-            ax += _LAMBDA_LEVEL * (ra if -c < ra < c else (c if ra > 0.0 else -c))
+            ax += _LAMBDA_LEVEL * (ra if -clip_p < ra < clip_p else (clip_p if ra > 0.0 else -clip_p))
             self.a_x = ax
             da = ax - self.a_level
             s_anchor = (da if da > 0.0 else -da) * ia
+        else:
+            s_anchor = 0.0
         lb = self.learn_below
         if score >= lb:  # what explain() needs (it is called only for a reading that raises)
+            if not i_b:
+                r_back = x_back = 0.0
             self._last = (e_f, f_pred, f_scale, n_level if seasonal else m_level, n_drift if seasonal else m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
-                          s_short, m_short, s_slope, m_slope, s_burst, b, s_back, r_back, x_back)
+                          s_short, self.m_short, s_slope, self.m_slope, s_burst, b, s_back, r_back, x_back)
         if collect is not None:
             collect[SPIKE].append(z)
             collect[_N_CAL].append(e_f)
@@ -1346,8 +1378,8 @@ class RobustDetector:
             collect[DRIFT].append(abs(m_drift))
             collect[VAR].append(max(0.0, d_fast / self.d_norm - 1.0))
             collect[QUIET].append(self._quiet_value())
-            collect[SHORT].append(abs(m_short))
-            collect[SLOPE].append(abs(m_slope))
+            collect[SHORT].append(abs(self.m_short))
+            collect[SLOPE].append(abs(self.m_slope))
             collect[BURST].append(b)
             if bin_i >= 0 and self.s_n >= _SETTLED:
                 collect[LEVEL_S].append(abs(self.m_level_s))
@@ -1441,7 +1473,7 @@ class RobustDetector:
         was_calm = calm_before >= _RELEARN_AFTER
         if score < lb:
             calm_level = self.calm_level = self.calm_level + 1
-            calm = self.calm = self.calm + 1
+            calm = self.calm = calm_before + 1
         elif (s_spike >= 1.0 or s_level >= 1.0 or s_range >= 1.0 or s_var >= 1.0 or s_stuck >= 1.0 or s_short >= 1.0 or s_burst >= 1.0
               or s_rail >= 1.0):
             calm_level = self.calm_level = calm = self.calm = 0
@@ -1450,11 +1482,11 @@ class RobustDetector:
             calm_level = self.calm_level = calm = self.calm = 0
         else:
             calm_level = self.calm_level = self.calm_level + 1
-            if s_drift >= 1.0 or (self.calm < _RELEARN_AFTER and s_drift >= lb):
+            if s_drift >= 1.0 or (not was_calm and s_drift >= lb):
                 calm = self.calm = 0
             else:
-                calm = self.calm = self.calm + 1
-        if training or calm_level >= _RELEARN_AFTER:
+                calm = self.calm = calm_before + 1
+        if calm_level >= _RELEARN_AFTER or training:
             # In training, where nothing stops the model of normal from learning, Huber-limited as
             # the predictor: two spikes of 2,000x the level in NAB's ec2_network_in_5abac7
             # training window taught it a trend that put normal 1,000 above every later
@@ -1464,7 +1496,6 @@ class RobustDetector:
                 c = _CLIP * self._sc
                 if not -c < e < c:
                     ec = c if e > 0.0 else -c
-            h = self.horizon
             if h:
                 # Learning again after a freeze: the forecast is uncertain by f (above), so, as
                 # in a Kalman filter, a reading counts at the gain g = f² / (f² + scale²), not at
@@ -1550,8 +1581,8 @@ class RobustDetector:
             # on: 2.9 noise widths off the curve at a stuck sensor's release, against 1.3 without
             # it, and 4 more nuisance alarms after faults' ends over the suite's seeds 0-3.)
             self.horizon += 1.0
-            if bin_i < 0 and timed:
-                pv = self._profile_at(ts)
+            if bin_i < 0:
+                pv = self._profile_at(ts) if timed else 0.0
             n = self.shadow_n + 1
             self.shadow_n = n
             xd = x - pred + lin  # (less the daily sinusoid: the shadow is a level under it)
@@ -1572,14 +1603,14 @@ class RobustDetector:
             # and alarmed, is not yet what the series does.
             if x < self.lo or x > self.hi:
                 self._widen_range(x, 1.0 if training or calm >= _RELEARN_AFTER else self._routine(calm_before))
-        if ended_run > self.run_max and calm >= _RELEARN_AFTER and not training:
+        if ended_run and ended_run > self.run_max and calm >= _RELEARN_AFTER and not training:
             self.run_max = ended_run  # a run of repeats that ended as normal behaviour
             self._limits()
         if score < lb and s_drift <= 0.0:
             high_run = self.high_run = 0
         else:
             high_run = self.high_run = self.high_run + 1
-        if training or (calm >= _RELEARN_AFTER and high_run < _RELEARN_AFTER):
+        if (calm >= _RELEARN_AFTER and high_run < _RELEARN_AFTER) or training:
             # The slow statistics stop learning, too, while readings stay near a threshold or the
             # drift channel stays above its own normal (_RELEARN_AFTER in a row): a deviation held
             # just under the alarm, or a ramp still on its way there, would otherwise teach them,
@@ -1615,7 +1646,7 @@ class RobustDetector:
                         nr = self.f_rn = self.f_rn + 1
                         if not nr & 63:
                             self._rechoose_rate()
-                    self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, bin_i, _EXCESS_CLIP, _SLOW_EVERY, phase - 2)
+                    self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, _EXCESS_CLIP, _SLOW_EVERY, phase - 2)
         elif was_calm and not training and calm < _RELEARN_AFTER:
             # ... and from the first reading of each anomalous episode, as far as episodes are
             # routine for this series: the rest of an episode (a lasting fault) teaches nothing.
@@ -1633,6 +1664,8 @@ class RobustDetector:
             if score < h:
                 score = h
         return score if score > s_anchor else s_anchor
+
+    score_one = _step  # (the Detector protocol's name: score_one(x, ts))
 
     def _profile_at(self, ts: float) -> float:
         """The daily profile's value at ``ts`` (interpolated, shifted)."""
@@ -1698,43 +1731,37 @@ class RobustDetector:
         # (each statistic read once into a local, written once: this is a quarter of calm readings)
         s = self.f_scale
         a = 1.2533 * (e_f if e_f > 0.0 else -e_f)
-        cap = _CLIP * s
-        self.f_scale = s + rate * ((a if a < cap else cap) - s)
+        self.f_scale = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
         s = self.scale
         a = 1.2533 * (e if e > 0.0 else -e)
-        cap = _CLIP * s
-        self.scale = s + rate * ((a if a < cap else cap) - s)
+        self.scale = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
         s, a = self.v_level, self.m_level
         if a < 0.0:
             a = -a
-        cap = _CLIP * s
-        self.v_level = s + rate * ((a if a < cap else cap) - s)
+        self.v_level = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
         s, a = self.v_drift, self.m_drift
         if a < 0.0:
             a = -a
-        cap = _CLIP * s
-        self.v_drift = s + rate * ((a if a < cap else cap) - s)
+        self.v_drift = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
         s, a = self.v_short, self.m_short
         if a < 0.0:
             a = -a
-        cap = _CLIP * s
-        self.v_short = s + rate * ((a if a < cap else cap) - s)
-        if not training and self._ksh[1]:
+        self.v_short = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
+        if not training and self._i_sh:
             # The short-term level's tail, from every reading of normal operation (as the other
             # tails, in turn; here, since this part of the cycle is the cheapest: p99 cost).
-            self._short_tail(a, _EXCESS_CLIP, _SLOW_EVERY)
+            self._tail(SHORT, a / self._short_unit(), _EXCESS_CLIP, _SLOW_EVERY)  # (_short_tail, a being |m_short|)
         if not training and self._i_bk:
             # The spike judged from both sides: its tail, likewise (its value judges the reading
             # before this one, calm too: learning needs _RELEARN_AFTER calm readings in a row).
             t, o = self._tail(BACK, self._zbk, _EXCESS_CLIP, _SLOW_EVERY)
             self._o_bk, self._j_bk = o, 1.0 / (t - o)
-        if self._ksl[1] or training:
+        if self._i_sl or training:
             # The slope's spread and tail, likewise (its spread from the fit on, where it is on).
             s, a = self.v_slope, self.m_slope
             if a < 0.0:
                 a = -a
-            cap = _CLIP * s
-            self.v_slope = s + rate * ((a if a < cap else cap) - s)
+            self.v_slope = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
             if not training:
                 self._tail(SLOPE, a / self._slope_unit(), _EXCESS_CLIP, _SLOW_EVERY, self._xr)
         # The trend's variability over the model's memory (~1 / alpha readings): how far a frozen
@@ -1747,14 +1774,12 @@ class RobustDetector:
         if a < 0.0:
             a = -a
         s = self.v_trend
-        cap = _CLIP * s
-        self.v_trend = s + rate * ((a if a < cap or training else cap) - s)
+        self.v_trend = s + rate * ((a if a < _CLIP * s or training else _CLIP * s) - s)
         # The same clip as the variance channel's recent estimate: both are means of the same
         # clipped statistic, so their ratio is 1 in normal operation by construction (a tighter
         # clip here biased it above 1 on signals whose steps are mostly 0 and sometimes a quantum).
         s = self.d_norm
-        cap = _VAR_CLIP * s
-        s += (0.005 if training else _RATE_DNORM) * ((dx if dx < cap else cap) - s)
+        s += (0.005 if training else _RATE_DNORM) * ((dx if dx < _VAR_CLIP * s else _VAR_CLIP * s) - s)
         jumps = self.jumps
         if jumps and s < self._qfloor:
             # A signal cannot show noise finer than its resolution: how often it steps by one
@@ -1790,6 +1815,7 @@ class RobustDetector:
             # errors are no gaussian ARMA; left to learn, NAB is unchanged and the suite's
             # third spikes are caught as well.
             self.f_alpha = pick
+            self._rate_constants()
             self.f_rc = self.f_rv = 0.0
             self.f_rn = 0
 
@@ -1832,18 +1858,15 @@ class RobustDetector:
         rate = 1.0 / n if n * base_rate < 1.0 else base_rate
         early = n < _SETTLED  # (each statistic read once into a local, written once: p99 cost)
         a = 1.2533 * (e_s if e_s > 0.0 else -e_s)
-        cap = _CLIP * s
-        self.s_scale = s + rate * ((a if a < cap or early else cap) - s)
+        self.s_scale = s + rate * ((a if a < _CLIP * s or early else _CLIP * s) - s)
         s, a = self.v_level_s, self.m_level_s
         if a < 0.0:
             a = -a
-        cap = _CLIP * s
-        self.v_level_s = s + rate * ((a if a < cap or early else cap) - s)
+        self.v_level_s = s + rate * ((a if a < _CLIP * s or early else _CLIP * s) - s)
         s, a = self.v_drift_s, self.m_drift_s
         if a < 0.0:
             a = -a
-        cap = _CLIP * s
-        self.v_drift_s = s + rate * ((a if a < cap or early else cap) - s)
+        self.v_drift_s = s + rate * ((a if a < _CLIP * s or early else _CLIP * s) - s)
         s = self.err_plain
         err_plain = self.err_plain = s + rate * ((e if e > 0.0 else -e) - s)
         s = self.err_seas
@@ -1914,12 +1937,12 @@ class RobustDetector:
         """One half of an episode's first reading, for the tails (see _learn_episode)."""
         p = self.pending
         part = int(p[9])
-        self._learn_tails(p[0], p[1], p[2], p[3], p[4], p[5], int(p[6]), p[7], p[8], part)
+        self._learn_tails(p[0], p[1], p[2], p[3], p[4], p[5], p[7], p[8], part)  # (p[6], the reading's bin, is kept in the state only)
         if part:
-            if self._ksh[1]:
+            if self._i_sh:
                 self._short_tail(p[10], p[7], p[8])
                 self._short_constants()
-            if self._ksl[1]:
+            if self._i_sl:
                 self._tail(SLOPE, abs(p[11]) / self._slope_unit(), p[7], p[8])
                 self._slope_constants()
             self.pending = None
@@ -1934,7 +1957,7 @@ class RobustDetector:
                 self._o_bk, self._j_bk = o, 1.0 / (t - o)
 
     def _learn_tails(self, z: float, m_level: float, m_drift: float, m_level_s: float, m_drift_s: float, d_fast: float,
-                     bin_i: int, clip: float, weight: float, part: int) -> None:
+                     clip: float, weight: float, part: int) -> None:
         """The calibrators: each channel's standardised tail, and so its threshold. ``part``
         0: spike, level and the profile's level; 1: drift, variance and the profile's drift
         (one part per update, to spread the cost); -1: all six. (The short-term level's tail
@@ -1946,54 +1969,53 @@ class RobustDetector:
         if floor < self._qfloor:
             floor = self._qfloor
         seas = self.s_n >= _SETTLED
-        tail = self._tail
         if part <= 0:
             scale = self.scale if self.scale > floor else floor
             v = self.v_level
             if v < _V_LEVEL_MIN * scale:
                 v = _V_LEVEL_MIN * scale
-            t, o = tail(SPIKE, z, clip, weight)
+            t, o = self._tail(SPIKE, z, clip, weight)
             # (_spike_constants(t, o), inlined: the tails' phases make much of scoring's p99)
             w = t - o
             self._o_sp, self._i_sp = o, 1.0 / w
             b_z = self._b_z = o + _BURST_AT * w
             self._b_at = b_z + self._qfloor / self._fsc
-            t, o = tail(BURST, self.burst, clip, weight, self._xr)
+            t, o = self._tail(BURST, self.burst, clip, weight, self._xr)
             self._o_b, self._i_b = o, 1.0 / (t - o)
             self._b_cap = _BURST_CAP * t
-            tail(LEVEL, (m_level if m_level > 0.0 else -m_level) / (1.2533 * v), clip, weight)
+            self._tail(LEVEL, (m_level if m_level > 0.0 else -m_level) / (1.2533 * v), clip, weight)
             if seas:
                 s_scale = self.s_scale if self.s_scale > floor else floor
                 v = self.v_level_s
                 if v < _V_LEVEL_MIN * s_scale:
                     v = _V_LEVEL_MIN * s_scale
-                tail(LEVEL_S, (m_level_s if m_level_s > 0.0 else -m_level_s) / (1.2533 * v), clip, weight)
+                self._tail(LEVEL_S, (m_level_s if m_level_s > 0.0 else -m_level_s) / (1.2533 * v), clip, weight)
         if part != 0:
             scale = self.scale if self.scale > floor else floor
             v = self.v_drift
             if v < _V_DRIFT_MIN * scale:
                 v = _V_DRIFT_MIN * scale
-            tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight, self._xr)
-            t, o = tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
+            self._tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight, self._xr)
+            t, o = self._tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
             self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
-            q, f = self.d_low, self._qfloor + self._qfloor  # (_quiet_value(), inlined likewise)
+            q, f = self.d_low, self._q2  # (_quiet_value(), inlined likewise)
             q = self.d_norm / (q if q > f else f) - 1.0
-            t, o = tail(QUIET, q if q > 0.0 else 0.0, clip, weight)
+            t, o = self._tail(QUIET, q if q > 0.0 else 0.0, clip, weight)
             self._o_q, self._i_q = 1.0 + o, 1.0 / (t - o)
             if seas:
                 s_scale = self.s_scale if self.s_scale > floor else floor
                 v = self.v_drift_s
                 if v < _V_DRIFT_MIN * s_scale:
                     v = _V_DRIFT_MIN * s_scale
-                tail(DRIFT_S, (m_drift_s if m_drift_s > 0.0 else -m_drift_s) / (1.2533 * v), clip, weight, self._xr)
+                self._tail(DRIFT_S, (m_drift_s if m_drift_s > 0.0 else -m_drift_s) / (1.2533 * v), clip, weight, self._xr)
         self._constants(False)
-        if seas and self.seasonal:
+        if self.seasonal and seas:
             self._constants(True)
 
     def _quiet_value(self) -> float:
         """The quiet side's statistic (see _step): normal / recent E|dx| - 1, at least 0."""
         q = self.d_low
-        f = self._qfloor + self._qfloor
+        f = self._q2
         v = self.d_norm / (q if q > f else f) - 1.0
         return v if v > 0.0 else 0.0
 
@@ -2006,8 +2028,9 @@ class RobustDetector:
         """One channel's tail: the quantile tracker, the mean excess above it, the threshold and
         normal (as _set_threshold, inlined: this runs on every other calm reading), returned.
         ``runs``: the drift channels' count of updates in a row above the quantile."""
-        q, m = self.cal_q, self.cal_m
-        qc, mc = q[c], m[c]
+        q = self.cal_q
+        qc = q[c]
+        mc = self.cal_m[c]
         if zc > qc:
             if runs is not None:
                 # The drift channel remembers ~50 readings, ~12 of its tail's updates: updates in
@@ -2019,7 +2042,7 @@ class RobustDetector:
             excess = zc - qc
             cap = clip * mc
             mc += _M_STEP * weight * ((excess if excess < cap else cap) - mc)
-            m[c] = mc
+            self.cal_m[c] = mc
             qc += weight * _Q_STEP * _TAIL_ODDS * mc
         else:
             if runs is not None:
@@ -2027,9 +2050,8 @@ class RobustDetector:
             qc -= weight * _Q_STEP * mc
         q[c] = qc
         t = qc + self._k * mc
-        floor = _FLOORS[c]
-        if t < floor:
-            t = floor
+        if t < _FLOORS[c]:
+            t = _FLOORS[c]
         o = qc if qc < 0.5 * t else 0.5 * t
         self.thr[c] = t
         self.off[c] = o
@@ -2195,6 +2217,7 @@ class RobustDetector:
                 raise ValueError(f"state arrays: expected a finite {key} of {_BINS} bins")
             setattr(d, key, array("d", dev.tolist()))
         d._trust_tol = d.s_scale + d.base_sum / _BINS
+        d._rate_constants()
         d._update_thresholds()
         d._limits()
         d._set_rates()
