@@ -1172,6 +1172,20 @@ def test_rebaseline_accepts_a_lasting_level_as_normal() -> None:
     assert (after >= d.threshold).sum() == 0
 
 
+def test_rebaseline_refreshes_what_the_next_reading_is_scored_with() -> None:
+    # The per-reading path's cached constants follow the accepted normal at once: left to the
+    # next slow cycle (which a model in alarm never reaches), the reading after an acceptance
+    # was scored against the old normal noise and raised the alarm again, for good (unseen
+    # suite: "variance up: noise 1x its normal (score 2.9 x threshold)" after a quiet fault).
+    d = RobustDetector()
+    d.fit(noise(500, seed=16))
+    d.score_many(noise(300, seed=17, sd=2.0))
+    before = d.d_norm
+    d.rebaseline()
+    assert d.d_norm > 1.5 * before  # the noisier noise accepted ...
+    assert d._i_dn == 1.0 / d.d_norm and d._var_cap == 4.0 * d.d_norm  # ... and scored with from the next reading
+
+
 finite_values = st.floats(min_value=-1e15, max_value=1e15, allow_nan=False, allow_infinity=False)
 
 

@@ -2105,6 +2105,12 @@ class RobustDetector:
             self.d_norm = max(self.d_norm, self.d_fast)
         self.run_max = max(self.run_max, self.run)
         self._limits()
+        # The cached constants follow the new normal at once: left to the next slow cycle, the
+        # reading after an acceptance was scored with the old 1 / d_norm, and a noise accepted
+        # as normal raised its alarm again at once ("noise 1x its normal, 2.9 x threshold"),
+        # held for good, since a model in alarm never reaches the slow cycle that would refresh them.
+        self._refresh_plain()
+        self._refresh_seasonal()
         self.calm = self.calm_level = _RELEARN_AFTER
         self.lo = min(self.lo, self.level)
         self.hi = max(self.hi, self.level)
