@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "d2eb0d8512935c6466b5e55166d1c108b13403dd79da3c208287089300e1ea0a",
-    "minute": "6acca95d6c37c2ccef53f1371e92c8db2a8f0616e4c28d25f7b1c65dea528ffd",
-    "quantised_untimed": "3c37707c319638201a79837c0d91e1cd6d4bfbfb41c26c2b147c42647aeb7734",
-    "second_wander": "839a24bd9ef5ae1133e1b714873b84362490b99d8ba29f0dde3e05a74123bb40",
+    "cycle_5min": "851580eb5d77ebf9ff9549f33924b7e22c0249b208ba042f381c64aa210bf965",
+    "minute": "e888634007e4e32e71027e39fc228361fee1795fec0efed870e18d431a921dfc",
+    "quantised_untimed": "becb0702197a52b535066ce5c8a19d4cf35dccdbf71ec502a3d46b720bd8186f",
+    "second_wander": "944ffc3bd5feded8305cf42da4b7025588997c409df1d8e66d0313132bef68a4",
 }
 
 
