@@ -1185,6 +1185,26 @@ def test_a_quiet_period_on_a_quantised_signal_is_caught_and_its_end_is_no_alarm(
     assert any(850 <= i < 1150 and m.startswith("variance down") for i, m in raised)
 
 
+def test_a_model_stored_while_its_normal_noise_is_held_scores_on_as_it_would_have() -> None:
+    # The hold (the normal E|dx|'s long memory / the variance channel's normal) is state: a
+    # model stored during a quiet period, and loaded, scores every later reading as the one
+    # that went on.
+    rng = np.random.default_rng(5)
+    x = np.round((50.0 + np.cumsum(rng.normal(0.0, 0.3, 3000)) + rng.normal(0.0, 5.0, 3000)) / 10.0) * 10.0
+    x[1500:1800] = 50.0 + 0.1 * (x[1500:1800] - 50.0)
+    ts = T0 + 60.0 * np.arange(3000)
+    a = RobustDetector()
+    a.fit(x[:500], ts[:500])
+    for v, t in zip(x[500:1700], ts[500:1700], strict=True):
+        a.score_one(v, t)
+    assert a.d_norm_m < a.d_hold  # stored while the fall is held
+    params, arrays = a.get_state()
+    b = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
+    assert (b.d_hold, b.d_norm_m, b.d_norm_l, b.l_n) == (a.d_hold, a.d_norm_m, a.d_norm_l, a.l_n)
+    assert [a.score_one(v, t) for v, t in zip(x[1700:], ts[1700:], strict=True)] == [
+        b.score_one(v, t) for v, t in zip(x[1700:], ts[1700:], strict=True)]
+
+
 def test_rebaseline_accepts_a_lasting_level_as_normal() -> None:
     d = RobustDetector()
     d.fit(noise(500, seed=13))

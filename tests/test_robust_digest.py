@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "851580eb5d77ebf9ff9549f33924b7e22c0249b208ba042f381c64aa210bf965",
-    "minute": "e888634007e4e32e71027e39fc228361fee1795fec0efed870e18d431a921dfc",
-    "quantised_untimed": "becb0702197a52b535066ce5c8a19d4cf35dccdbf71ec502a3d46b720bd8186f",
-    "second_wander": "944ffc3bd5feded8305cf42da4b7025588997c409df1d8e66d0313132bef68a4",
+    "cycle_5min": "93024c419ab2d7dae9ba8299da2cbd81b59f531546ca5696c0a5c89bbbdc079b",
+    "minute": "1ca057b5c2258f23913e2038f0e64aeb48ea007754ea4a7692e43f7f37d59f52",
+    "quantised_untimed": "d0df3af3af9b6a0dcb3eb17b3d1456bda4759a7c3d36b647ad478578eadaa63b",
+    "second_wander": "80fb6707053aa55192742dac1c8f71735d370aee234a2d472280c99ecb394dd7",
 }
 
 

@@ -208,13 +208,13 @@ _SETTLED = 50  # updates of the profile's statistics before it may serve
 _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
-           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low", "d_norm_m", "d_norm_l",
+           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low", "d_norm_m", "d_norm_l", "d_hold",
            "day_c", "day_s", "day_g", "burst", "b_hold", "b_last", "b_ev", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
            "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2",
            "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv", "f_rc", "f_rv", "f_ek")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
-          "d_quick": 0.0, "d_low": 0.0, "d_norm_m": 0.0, "d_norm_l": 0.0, "l_n": 0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "b_hold": 0.0, "b_last": 0.0, "b_ev": 0.0, "b_run": 0, "burst_off": 0, "t_out": 0,
+          "d_quick": 0.0, "d_low": 0.0, "d_norm_m": 0.0, "d_norm_l": 0.0, "d_hold": 0.0, "l_n": 0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "b_hold": 0.0, "b_last": 0.0, "b_ev": 0.0, "b_run": 0, "burst_off": 0, "t_out": 0,
           "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0, "b_yscale": 0.0,
           "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_ah": 0, "rail_al": 0, "rail_ok": 0,
           "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0,
@@ -327,7 +327,7 @@ class RobustDetector:
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
                  "m_short", "v_short", "f_jump", "_ksh", "m_slope", "v_slope", "_ksl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
-                 "d_quick", "d_low", "d_norm_m", "d_norm_l", "l_n", "_d_hold", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
+                 "d_quick", "d_low", "d_norm_m", "d_norm_l", "l_n", "d_hold", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
                  "burst", "b_hold", "b_last", "b_ev", "b_run", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "t_out",
                  "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
@@ -421,7 +421,7 @@ class RobustDetector:
         self.d_norm = self.d_fast = 1.0  # normal and recent E|dx| (clipped)
         self.d_quick = self.d_low = 1.0  # ... over the last ~7 readings, and the quiet side's (see _step)
         self.d_norm_m = self.d_norm_l = 1.0  # the normal E|dx| as learned (~200 readings) and its long memory (~2,000) ...
-        self._d_hold = 0.0  # ... which holds d_norm up as a fall in the noise is learned (see _learn_long)
+        self.d_hold = 0.0  # ... which holds d_norm up as a fall in the noise is learned (see _learn_long)
         self.l_n = 0  # slow updates since the long memory last followed
         self.burst = 0.0  # the burst count (see _BURST_AT)
         self.b_hold = 0.0  # the count at which the gap since its last counted reading ends its hold (see _BURST_GAP)
@@ -1764,7 +1764,7 @@ class RobustDetector:
         s = self.d_norm_m
         s += (0.005 if training else _RATE_DNORM) * ((dx if dx < cap else cap) - s)
         self.d_norm_m = s
-        h = self._d_hold  # (a fall faster than its long memory follows is held, see _learn_long; 0 in training)
+        h = self.d_hold  # (a fall faster than its long memory follows is held, see _learn_long; 0 in training)
         if s < h:
             s = h
         jumps = self.jumps
@@ -1814,7 +1814,7 @@ class RobustDetector:
         """What the long memory holds d_norm at (see _learn_long): itself / the variance
         channel's normal ratio (at most itself)."""
         o = self._o_v
-        h = self._d_hold = self.d_norm_l / o if o > 1.0 else self.d_norm_l
+        h = self.d_hold = self.d_norm_l / o if o > 1.0 else self.d_norm_l
         return h
 
     def _rechoose_rate(self) -> None:
@@ -2256,7 +2256,7 @@ class RobustDetector:
         d._update_thresholds()
         if "d_norm_m" not in params:  # a model stored before the long memory: it starts here
             d.d_norm_m = d.d_norm_l = d.d_norm
-        d._set_hold()
+            d._set_hold()
         d._limits()
         d._set_rates()
         d._refresh_plain()
