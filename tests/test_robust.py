@@ -1162,6 +1162,49 @@ def test_explanations_name_the_deviation_and_the_expected_range() -> None:
     assert "noise scales from the expected" in e.detail
 
 
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_a_quiet_period_on_a_quantised_signal_is_caught_and_its_end_is_no_alarm(seed: int) -> None:
+    # The suite's quantised wander (noise 5, rounded to 10, a reading a minute), whose deviation
+    # from its level falls to a tenth for 300 readings (the unseen suite's "quieter"): its steps
+    # become finer than the quantum known, and nothing scored while the normal E|dx| learned the
+    # quiet over ~200 readings, so the return of the normal noise raised "variance up" 20-50
+    # readings after the fault on these seeds. Held by its long memory (~2,000 readings), the
+    # normal E|dx| is still normal when the noise comes back, and the quiet side, judged
+    # against it, catches the quiet.
+    rng = np.random.default_rng(seed)
+    phi = math.exp(-60.0 / 3600.0)
+    w = np.empty(2200)
+    w[0] = rng.normal(0.0, 15.0)
+    innov = rng.normal(0.0, 15.0 * math.sqrt(1.0 - phi * phi), 2200)
+    for i in range(1, 2200):
+        w[i] = phi * w[i - 1] + innov[i]
+    x = np.round((50.0 + w + rng.normal(0.0, 5.0, 2200)) / 10.0) * 10.0
+    x[850:1150] = 50.0 + 0.1 * (x[850:1150] - 50.0)
+    raised = [(i, m) for i, state, _, m in robust_alarm_events(x) if state == "raised"]
+    assert [i for i, _ in raised if i >= 1170] == []
+    assert any(850 <= i < 1150 and m.startswith("variance down") for i, m in raised)
+
+
+def test_a_model_stored_while_its_normal_noise_is_held_scores_on_as_it_would_have() -> None:
+    # The hold (the normal E|dx|'s long memory / the variance channel's normal) is state: a
+    # model stored during a quiet period, and loaded, scores every later reading as the one
+    # that went on.
+    rng = np.random.default_rng(5)
+    x = np.round((50.0 + np.cumsum(rng.normal(0.0, 0.3, 3000)) + rng.normal(0.0, 5.0, 3000)) / 10.0) * 10.0
+    x[1500:1800] = 50.0 + 0.1 * (x[1500:1800] - 50.0)
+    ts = T0 + 60.0 * np.arange(3000)
+    a = RobustDetector()
+    a.fit(x[:500], ts[:500])
+    for v, t in zip(x[500:1700], ts[500:1700], strict=True):
+        a.score_one(v, t)
+    assert a.d_norm_m < a.d_hold  # stored while the fall is held
+    params, arrays = a.get_state()
+    b = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
+    assert (b.d_hold, b.d_norm_m, b.d_norm_l, b.l_n) == (a.d_hold, a.d_norm_m, a.d_norm_l, a.l_n)
+    assert [a.score_one(v, t) for v, t in zip(x[1700:], ts[1700:], strict=True)] == [
+        b.score_one(v, t) for v, t in zip(x[1700:], ts[1700:], strict=True)]
+
+
 def test_rebaseline_accepts_a_lasting_level_as_normal() -> None:
     d = RobustDetector()
     d.fit(noise(500, seed=13))
@@ -1170,6 +1213,20 @@ def test_rebaseline_accepts_a_lasting_level_as_normal() -> None:
     d.rebaseline()
     after = d.score_many(noise(300, seed=15, level=30.0))
     assert (after >= d.threshold).sum() == 0
+
+
+def test_rebaseline_refreshes_what_the_next_reading_is_scored_with() -> None:
+    # The per-reading path's cached constants follow the accepted normal at once: left to the
+    # next slow cycle (which a model in alarm never reaches), the reading after an acceptance
+    # was scored against the old normal noise and raised the alarm again, for good (unseen
+    # suite: "variance up: noise 1x its normal (score 2.9 x threshold)" after a quiet fault).
+    d = RobustDetector()
+    d.fit(noise(500, seed=16))
+    d.score_many(noise(300, seed=17, sd=2.0))
+    before = d.d_norm
+    d.rebaseline()
+    assert d.d_norm > 1.5 * before  # the noisier noise accepted ...
+    assert d._i_dn == 1.0 / d.d_norm and d._var_cap == 4.0 * d.d_norm  # ... and scored with from the next reading
 
 
 finite_values = st.floats(min_value=-1e15, max_value=1e15, allow_nan=False, allow_infinity=False)

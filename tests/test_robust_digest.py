@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "d2eb0d8512935c6466b5e55166d1c108b13403dd79da3c208287089300e1ea0a",
-    "minute": "6acca95d6c37c2ccef53f1371e92c8db2a8f0616e4c28d25f7b1c65dea528ffd",
-    "quantised_untimed": "3c37707c319638201a79837c0d91e1cd6d4bfbfb41c26c2b147c42647aeb7734",
-    "second_wander": "839a24bd9ef5ae1133e1b714873b84362490b99d8ba29f0dde3e05a74123bb40",
+    "cycle_5min": "93024c419ab2d7dae9ba8299da2cbd81b59f531546ca5696c0a5c89bbbdc079b",
+    "minute": "1ca057b5c2258f23913e2038f0e64aeb48ea007754ea4a7692e43f7f37d59f52",
+    "quantised_untimed": "d0df3af3af9b6a0dcb3eb17b3d1456bda4759a7c3d36b647ad478578eadaa63b",
+    "second_wander": "80fb6707053aa55192742dac1c8f71735d370aee234a2d472280c99ecb394dd7",
 }
 
 

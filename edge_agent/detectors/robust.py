@@ -98,7 +98,9 @@ _TAIL_ODDS = TAIL_P / (1.0 - TAIL_P)
 # A reading that teaches the daily profile does no part when it can be spared (see _step).
 _SLOW_EVERY = 4
 _RATE_SLOW = 0.002 * _SLOW_EVERY  # the slow statistics' rate per update, scoring (~500 readings)
-_RATE_DNORM = 0.005 * _SLOW_EVERY  # ... and the normal first difference's
+_RATE_DNORM = 0.005 * _SLOW_EVERY  # ... and the normal first difference's (~200 readings) ...
+_LONG_EVERY = 32  # ... which a long memory follows every this many updates (128 calm readings) ...
+_RATE_LONG = 0.0005 * _SLOW_EVERY * _LONG_EVERY  # ... over ~2,000 readings, an acceptance's order (see _learn_long)
 _Q_STEP = 0.001  # per reading
 _M_STEP = 0.005  # per reading: ~200 exceedances (~10,000 readings) of memory for a tail's scale
 _EXCESS_CLIP = 4.0  # one excess counts at most 4 x the tail's mean (a robust mean) ...
@@ -206,19 +208,19 @@ _SETTLED = 50  # updates of the profile's statistics before it may serve
 _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta", "level", "trend", "scale",
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
-           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low",
+           "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low", "d_norm_m", "d_norm_l", "d_hold",
            "day_c", "day_s", "day_g", "burst", "b_hold", "b_last", "b_ev", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
            "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2",
            "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv", "f_rc", "f_rv", "f_ek")
 _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
-          "d_quick": 0.0, "d_low": 0.0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "b_hold": 0.0, "b_last": 0.0, "b_ev": 0.0, "b_run": 0, "burst_off": 0, "t_out": 0,
+          "d_quick": 0.0, "d_low": 0.0, "d_norm_m": 0.0, "d_norm_l": 0.0, "d_hold": 0.0, "l_n": 0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "b_hold": 0.0, "b_last": 0.0, "b_ev": 0.0, "b_run": 0, "burst_off": 0, "t_out": 0,
           "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0, "b_yscale": 0.0,
           "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_ah": 0, "rail_al": 0, "rail_ok": 0,
           "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0,
           "f_rc": 0.0, "f_rv": 0.0, "f_ek": 0.0, "f_rn": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("jumps", "burst_off", "b_run", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn")
+_INTS = ("jumps", "burst_off", "b_run", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn", "l_n")
 
 
 class RobustDetector:
@@ -325,7 +327,7 @@ class RobustDetector:
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
                  "m_short", "v_short", "f_jump", "_ksh", "_i_sh", "m_slope", "v_slope", "_ksl", "_i_sl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
-                 "d_quick", "d_low", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
+                 "d_quick", "d_low", "d_norm_m", "d_norm_l", "l_n", "d_hold", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
                  "burst", "b_hold", "b_last", "b_ev", "b_run", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "t_out",
                  "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
@@ -420,6 +422,9 @@ class RobustDetector:
         self.v_level = self.v_drift = self.v_level_s = self.v_drift_s = 0.0  # their mean |value| on normal readings
         self.d_norm = self.d_fast = 1.0  # normal and recent E|dx| (clipped)
         self.d_quick = self.d_low = 1.0  # ... over the last ~7 readings, and the quiet side's (see _step)
+        self.d_norm_m = self.d_norm_l = 1.0  # the normal E|dx| as learned (~200 readings) and its long memory (~2,000) ...
+        self.d_hold = 0.0  # ... which holds d_norm up as a fall in the noise is learned (see _learn_long)
+        self.l_n = 0  # slow updates since the long memory last followed
         self.burst = 0.0  # the burst count (see _BURST_AT)
         self.b_hold = 0.0  # the count at which the gap since its last counted reading ends its hold (see _BURST_GAP)
         self.b_last = self.b_ev = 0.0  # the count and its glitches, as its last counted reading left them
@@ -542,7 +547,7 @@ class RobustDetector:
         self.v_drift = self.v_drift_s = noise * _SD_DRIFT / 1.2533
         self.v_short = noise * _SD_SHORT / 1.2533
         self.v_slope = _slope_white(self.f_alpha) * noise
-        self.d_norm = self.d_fast = self.d_quick = self.d_low = max(float(np.mean(d)), self._floor())
+        self.d_norm = self.d_norm_m = self.d_fast = self.d_quick = self.d_low = max(float(np.mean(d)), self._floor())
         self.prev = float(v[0])
         self.rail_hi = self.rail_lo = float(v[0])
         self.lo, self.hi = float(np.min(v)), float(np.max(v))
@@ -594,6 +599,9 @@ class RobustDetector:
         self.burst = self.b_hold = self.b_last = self.b_ev = 0.0  # counted against the thresholds just calibrated, from here
         self.n_fit = float(v.shape[0])
         self._update_thresholds()
+        self.d_norm_m = self.d_norm_l = self.d_norm  # (the long memory starts where the window left the learned one)
+        self._set_hold()
+        self.l_n = 0
         self.burst_off = 0 if self._burst_null_holds(collected[SPIKE]) else 1
         if not self.jumps and self.quantum < rail.RESOLVED * noise:
             self.rail_o, self.rail_lim = rail.rail_null(max(self._rail_n), v.shape[0], self.rate)
@@ -1778,8 +1786,13 @@ class RobustDetector:
         # The same clip as the variance channel's recent estimate: both are means of the same
         # clipped statistic, so their ratio is 1 in normal operation by construction (a tighter
         # clip here biased it above 1 on signals whose steps are mostly 0 and sometimes a quantum).
-        s = self.d_norm
-        s += (0.005 if training else _RATE_DNORM) * ((dx if dx < _VAR_CLIP * s else _VAR_CLIP * s) - s)
+        cap = _VAR_CLIP * self.d_norm
+        s = self.d_norm_m
+        s += (0.005 if training else _RATE_DNORM) * ((dx if dx < cap else cap) - s)
+        self.d_norm_m = s
+        h = self.d_hold  # (a fall faster than its long memory follows is held, see _learn_long; 0 in training)
+        if s < h:
+            s = h
         jumps = self.jumps
         if jumps and s < self._qfloor:
             # A signal cannot show noise finer than its resolution: how often it steps by one
@@ -1790,7 +1803,45 @@ class RobustDetector:
         if not jumps and 0.0 < dx and (dx < self.quantum or self.quantum == 0.0):
             self.quantum = dx
             self._limits()
+        if not training:
+            c = self.l_n = self.l_n + 1
+            if c == _LONG_EVERY:
+                self._learn_long()
         self._refresh_plain()
+
+    def _learn_long(self) -> None:
+        """The normal E|dx|'s long memory, every _LONG_EVERY slow updates: it follows the
+        learned one (``d_norm_m``, ~200 readings) over ~2,000 readings, the order of an
+        acceptance (``alarms.accept_min_readings``), and holds ``d_norm`` at no less than itself
+        / the variance channel's normal (its 98 % quantile of recent / normal E|dx|, ~1.25).
+
+        A noise that falls is a fault (a transmitter frozen with a dither, a filter switched in,
+        a reading clipped at a rail) until an acceptance says it is normal; a rise is scored by
+        the variance channel, whose alarm freezes what it would teach. On a quantised signal the
+        quiet side cannot see a fall (its quiet shows as repeats, or as steps finer than the
+        quantum it knows), nothing scored, and d_norm learned the quiet over ~200 readings:
+        when the normal noise came back it was "variance up: noise 1.9x its normal" (unseen
+        suite seed 0: 12 nuisance alarms after 300 quiet readings). Held, a fall of the learned
+        E|dx| within the variance channel's own normal is learned as before (the noise's own
+        wander: held at the long memory itself, NAB lost 0.3 / 0.5 and gained quiet-side false
+        alarms on series whose noise comes and goes); beyond it, only as its long memory
+        follows, so the normal noise's return scores at most the variance channel's normal, and
+        the quiet side, measured against the held normal, scores the quiet as it goes on."""
+        self.l_n = 0
+        m = self.d_norm_m
+        self.d_norm_l += _RATE_LONG * (m - self.d_norm_l)
+        h = self._set_hold()
+        s = m if m > h else h
+        if self.jumps and s < self._qfloor:
+            s = self._qfloor
+        self.d_norm = s
+
+    def _set_hold(self) -> float:
+        """What the long memory holds d_norm at (see _learn_long): itself / the variance
+        channel's normal ratio (at most itself)."""
+        o = self._o_v
+        h = self.d_hold = self.d_norm_l / o if o > 1.0 else self.d_norm_l
+        return h
 
     def _rechoose_rate(self) -> None:
         """The predictor's rate re-chosen as the series shows more of itself (a slow predictor,
@@ -2125,8 +2176,16 @@ class RobustDetector:
             self.d_norm = max(self.d_low, self._qfloor)
         else:
             self.d_norm = max(self.d_norm, self.d_fast)
+        self.d_norm_m = self.d_norm_l = self.d_norm  # (accepted: what it has learned and remembers)
         self.run_max = max(self.run_max, self.run)
         self._limits()
+        # The cached constants follow the new normal at once: left to the next slow cycle, the
+        # reading after an acceptance was scored with the old 1 / d_norm, and a noise accepted
+        # as normal raised its alarm again at once ("noise 1x its normal, 2.9 x threshold"),
+        # held for good, since a model in alarm never reaches the slow cycle that would refresh them.
+        self._refresh_plain()
+        self._refresh_seasonal()
+        self._set_hold()
         self.calm = self.calm_level = _RELEARN_AFTER
         self.lo = min(self.lo, self.level)
         self.hi = max(self.hi, self.level)
@@ -2219,6 +2278,9 @@ class RobustDetector:
         d._trust_tol = d.s_scale + d.base_sum / _BINS
         d._rate_constants()
         d._update_thresholds()
+        if "d_norm_m" not in params:  # a model stored before the long memory: it starts here
+            d.d_norm_m = d.d_norm_l = d.d_norm
+            d._set_hold()
         d._limits()
         d._set_rates()
         d._refresh_plain()
