@@ -1,4 +1,4 @@
-"""A model of normal that a fault cannot rewrite: robust streaming baselines, eight fault channels.
+"""A model of normal that a fault cannot rewrite: robust streaming baselines, fifteen fault channels.
 
 Written by hand: what it must do (stop learning from a fault, hold, calibrate each channel
 on the series' own history, in O(1) per reading and a few microseconds of pure Python) is
@@ -224,7 +224,15 @@ _INTS = ("jumps", "burst_off", "b_run", "p_tick", "run", "run_max", "shadow_n", 
 
 
 class RobustDetector:
-    """The agent's default: eight fault channels over a model of normal that faults cannot teach.
+    """The agent's default: fault channels over a model of normal that faults cannot teach.
+
+    Eleven channels are calibrated on the series' own score history (the order of ``SPIKE`` ..
+    ``BACK`` below: spike, level and drift against the plain and the seasonal model, variance,
+    short-term level, slope, the variance's quiet side, burst count, the spike judged from both
+    sides); four are judged against bounds the series itself sets (stuck: a run of repeats
+    against the longest normal run; range: beyond the learned range; rail: returns to the recent
+    extreme against the window's own rate, see ``rail.py``; anchor: the level against where the
+    fit left normal).
 
     Per series, two baselines:
 
