@@ -30,6 +30,7 @@ from edge_agent.detectors.robust_stats import (
     backcast,
     calibrate,
     choose_smoothing,
+    coarse_lattice,
     daily_component,
     interpolation_gain,
     longest_run,
@@ -212,7 +213,7 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "day_c", "day_s", "day_g", "burst", "b_hold", "b_last", "b_ev", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
            "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2",
            "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv", "f_rc", "f_rv", "f_ek")
-_ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
+_ADDED = {"jumps": 0, "coarse": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
           "d_quick": 0.0, "d_low": 0.0, "d_norm_m": 0.0, "d_norm_l": 0.0, "d_hold": 0.0, "l_n": 0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "b_hold": 0.0, "b_last": 0.0, "b_ev": 0.0, "b_run": 0, "burst_off": 0, "t_out": 0,
           "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0, "b_yscale": 0.0,
@@ -220,7 +221,7 @@ _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0
           "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0,
           "f_rc": 0.0, "f_rv": 0.0, "f_ek": 0.0, "f_rn": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("jumps", "burst_off", "b_run", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn", "l_n")
+_INTS = ("jumps", "coarse", "burst_off", "b_run", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn", "l_n")
 
 
 class RobustDetector:
@@ -321,7 +322,7 @@ class RobustDetector:
     __slots__ = ("rate", "learn_below", "threshold", "_k", "f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "f_out",
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "dev", "base", "base_sum", "first_ts", "last_ts",
                  "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
-                 "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "prev", "run", "run_max", "lo", "hi",
+                 "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "coarse", "prev", "run", "run_max", "lo", "hi",
                  "cal_q", "cal_m", "thr", "off", "ep_rate", "pending", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor", "_q2", "_tnoise", "_sw_half",
                  "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
@@ -443,6 +444,7 @@ class RobustDetector:
         self._rail_n = [0, 0]  # returns to each side's extreme in the fit's pass
         self.quantum = 0.0  # the signal's resolution: its smallest nonzero |step|, or see resolution
         self.jumps = 0  # 1: the signal holds a value and jumps (see resolution)
+        self.coarse = 0  # 1: its quantum is coarser than its noise (see _fit's coarse_lattice)
         self.prev = 0.0
         self.run = self.run_max = 0
         self.lo = self.hi = 0.0
@@ -509,6 +511,7 @@ class RobustDetector:
             setattr(self, k, getattr(fresh, k))
         d = np.abs(np.diff(v))
         self.quantum, self.jumps = resolution(d)
+        self.coarse = coarse_lattice(d, self.quantum)
         self._limits()
         self.f_alpha, self.f_beta = choose_smoothing(v)
         self.alpha = min(self.f_alpha, _SLOW)
@@ -1793,14 +1796,19 @@ class RobustDetector:
         h = self.d_hold  # (a fall faster than its long memory follows is held, see _learn_long; 0 in training)
         if s < h:
             s = h
-        jumps = self.jumps
-        if jumps and s < self._qfloor:
+        if s < self._qfloor and (self.jumps or self.coarse):
             # A signal cannot show noise finer than its resolution: how often it steps by one
             # quantum depends on where its level sits between two quanta (SKAB's flow jumps
-            # 32 <-> 33 twice as often at 32.45 as at 32.2), not on its noise.
+            # 32 <-> 33 twice as often at 32.45 as at 32.2), not on its noise. A level on the
+            # boundary between two quanta flips on every other reading, E|dx| = q / 2, whatever
+            # its noise below the quantum: a normal that learned less (a level that sat mid-quantum
+            # for a while) called that flipping "variance up" (a wander rounded to 4 and 8 noise
+            # widths, scripts/quantum_probe.py). Where the quantum is not coarser than the noise
+            # (coarse_lattice), an E|dx| below q / 2 is the noise's (a count near zero: NAB's
+            # Twitter_volume_PFE, whose bursts the floor hid).
             s = self._qfloor
         self.d_norm = s
-        if not jumps and 0.0 < dx and (dx < self.quantum or self.quantum == 0.0):
+        if not self.jumps and 0.0 < dx and (dx < self.quantum or self.quantum == 0.0):
             self.quantum = dx
             self._limits()
         if not training:
@@ -1832,7 +1840,7 @@ class RobustDetector:
         self.d_norm_l += _RATE_LONG * (m - self.d_norm_l)
         h = self._set_hold()
         s = m if m > h else h
-        if self.jumps and s < self._qfloor:
+        if s < self._qfloor and (self.jumps or self.coarse):  # (the resolution's floor, see _learn_slow)
             s = self._qfloor
         self.d_norm = s
 

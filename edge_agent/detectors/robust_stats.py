@@ -278,6 +278,28 @@ def resolution(d: np.ndarray) -> tuple[float, int]:
     return smallest, 0
 
 
+# The share of a signal's steps that are two quanta or more at which its noise alone makes an
+# E|dx| of half a quantum: rounded to q, gaussian noise of sd 0.443 q (1.128 x 0.443 = 0.5) steps
+# by two quanta or more in 6.25 % of its nonzero steps, averaged over where the level sits (Monte
+# Carlo, 200,000 pairs; 0.8 % at 0.3 q, 9.3 % at 0.5 q, 16 % at 0.6 q).
+COARSE_SHARE = 0.0625
+
+
+def coarse_lattice(d: np.ndarray, quantum: float) -> int:
+    """1 where a signal's quantum is coarser than its noise, from its absolute first
+    differences ``d``: fewer than COARSE_SHARE of its nonzero steps are two quanta or more.
+    There its E|dx| says where its level sits between two quanta (a level on the boundary
+    flips on every other reading, E|dx| = q / 2; one mid-quantum seldom moves), not how noisy
+    it is; where noise reaches the quantum, the steps of two quanta say so (a count near zero,
+    NAB's Twitter volumes: 23 % of its steps)."""
+    if quantum <= 0.0:
+        return 0
+    nz = d[d > 0.0]
+    if not nz.size:
+        return 0
+    return int(float(np.mean(nz >= 1.5 * quantum)) < COARSE_SHARE)
+
+
 def mad_scale(x: np.ndarray) -> float:
     if x.size == 0:
         return 0.0
