@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "93024c419ab2d7dae9ba8299da2cbd81b59f531546ca5696c0a5c89bbbdc079b",
-    "minute": "1ca057b5c2258f23913e2038f0e64aeb48ea007754ea4a7692e43f7f37d59f52",
-    "quantised_untimed": "d0df3af3af9b6a0dcb3eb17b3d1456bda4759a7c3d36b647ad478578eadaa63b",
-    "second_wander": "80fb6707053aa55192742dac1c8f71735d370aee234a2d472280c99ecb394dd7",
+    "cycle_5min": "3ef623312630164f3555d1f89e9914204321f383e85367aebbb8d5570fae87c8",
+    "minute": "b81c485f3f89a7305ad5404e3285bdfc19067a6c623abedbcbd5d94eb1040322",
+    "quantised_untimed": "fec907ef37441eaf81df6fbc1d9db3214d641caac1d33da9e4f03cdb374a8ccf",
+    "second_wander": "8a172f6aecdc8e0fdcd79c428440170058bfa73c356bd201bdbd1f4b88b6d69d",
 }
 
 
