@@ -831,7 +831,20 @@ class RobustDetector:
         c = _LEVEL_CLIP_THR * u_l * t_l
         if c > clip:
             clip = c
-        k = (u_l * o_l, 1.0 / (u_l * (t_l - o_l)), n_d, 1.0 / (t_drift - n_d))
+        w_l = u_l * (t_l - o_l)
+        w_d = t_drift - n_d
+        if self.coarse and not self.jumps:
+            # On a lattice coarser than the noise a held reading is anywhere within half a
+            # quantum of the level, and that error does not average out while it is held: a
+            # mean of readings is not resolved finer than q / 2, so neither channel's threshold
+            # stands nearer its normal than that (a wander rounded to 8 noise widths: "level
+            # shift: -1.7 off normal", under half its quantum of 4, scripts/quantum_probe.py).
+            q = self._qfloor
+            if w_l < q:
+                w_l = q
+            if w_d < q:
+                w_d = q
+        k = (u_l * o_l, 1.0 / w_l, n_d, 1.0 / w_d)
         if seasonal:
             self._ks, self._clip_s = k, clip
         else:
@@ -862,7 +875,10 @@ class RobustDetector:
         v = self.v_short  # (_short_unit, inlined: the scales' phase)
         u = 1.2533 * (v if v > _V_SHORT_MIN * s else _V_SHORT_MIN * s)
         t, o = self.thr[SHORT], self.off[SHORT]
-        i = self._i_sh = 1.0 / (u * (t - o))
+        w = u * (t - o)
+        if self.coarse and not self.jumps and w < self._qfloor:  # (not resolved finer than half a quantum: see _constants)
+            w = self._qfloor
+        i = self._i_sh = 1.0 / w
         self._ksh = (u * o, i, clip)
 
     def _short_unit(self) -> float:
