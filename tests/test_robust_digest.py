@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "3ef623312630164f3555d1f89e9914204321f383e85367aebbb8d5570fae87c8",
-    "minute": "b81c485f3f89a7305ad5404e3285bdfc19067a6c623abedbcbd5d94eb1040322",
-    "quantised_untimed": "fec907ef37441eaf81df6fbc1d9db3214d641caac1d33da9e4f03cdb374a8ccf",
-    "second_wander": "8a172f6aecdc8e0fdcd79c428440170058bfa73c356bd201bdbd1f4b88b6d69d",
+    "cycle_5min": "ea7636201015a0d8dbac5c96947cc89810bbbc651df42d2e362e969bdccfe21d",
+    "minute": "98d2ef98ef3c12c68ba33f3731c3342217acaaea6c0fed8e8cbf133b3d9e50d9",
+    "quantised_untimed": "61fc770696a3bf1694859a699abc71ef564a6fcfac64f5d4e312d00d4f268046",
+    "second_wander": "9ea9adaffc3a39e95cc511e8d54df8b14fae7fcde06e60e5a57fb3a083e764f0",
 }
 
 

@@ -300,6 +300,34 @@ def coarse_lattice(d: np.ndarray, quantum: float) -> int:
     return int(float(np.mean(nz >= 1.5 * quantum)) < COARSE_SHARE)
 
 
+def longest_within(v: np.ndarray, width: float) -> int:
+    """The longest stretch of readings in v whose highest and lowest differ by at most
+    ``width`` (two pointers, the stretch's extremes kept in monotonic deques)."""
+    from collections import deque
+
+    hi: deque[int] = deque()
+    lo: deque[int] = deque()
+    x = v.tolist()
+    best = start = 0
+    tol = width * (1.0 + 1e-9)
+    for i, a in enumerate(x):
+        while hi and x[hi[-1]] <= a:
+            hi.pop()
+        hi.append(i)
+        while lo and x[lo[-1]] >= a:
+            lo.pop()
+        lo.append(i)
+        while x[hi[0]] - x[lo[0]] > tol:
+            start += 1
+            if hi[0] < start:
+                hi.popleft()
+            if lo[0] < start:
+                lo.popleft()
+        if i - start + 1 > best:
+            best = i - start + 1
+    return best
+
+
 def mad_scale(x: np.ndarray) -> float:
     if x.size == 0:
         return 0.0
