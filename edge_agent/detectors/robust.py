@@ -842,20 +842,18 @@ class RobustDetector:
         c = _LEVEL_CLIP_THR * u_l * t_l
         if c > clip:
             clip = c
-        w_l = u_l * (t_l - o_l)
-        w_d = t_drift - n_d
+        k = (u_l * o_l, 1.0 / (u_l * (t_l - o_l)), n_d, 1.0 / (t_drift - n_d))
         if self.coarse and not self.jumps:
             # On a lattice coarser than the noise a held reading is anywhere within half a
             # quantum of the level, and that error does not average out while it is held: a
             # mean of readings is not resolved finer than q / 2, so neither channel's threshold
             # stands nearer its normal than that (a wander rounded to 8 noise widths: "level
             # shift: -1.7 off normal", under half its quantum of 4, scripts/quantum_probe.py).
+            # (A signal that holds and jumps flips between its two values often enough that a
+            # mean resolves finer: SKAB's flow meter lost two level raises to this floor.)
             q = self._qfloor
-            if w_l < q:
-                w_l = q
-            if w_d < q:
-                w_d = q
-        k = (u_l * o_l, 1.0 / w_l, n_d, 1.0 / w_d)
+            w_l, w_d = u_l * (t_l - o_l), t_drift - n_d
+            k = (k[0], 1.0 / (w_l if w_l > q else q), n_d, 1.0 / (w_d if w_d > q else q))
         if seasonal:
             self._ks, self._clip_s = k, clip
         else:
