@@ -1311,3 +1311,17 @@ def test_a_coarse_wander_whose_fit_window_never_moved_raises_nothing() -> None:
     x = _coarse_wander(4)
     assert len(np.unique(x[:500])) == 1
     assert [i for i, s, _, _ in robust_alarm_events(x, dt=1.0) if s == "raised"] == []
+
+
+def test_a_coarse_lattice_model_stored_and_loaded_scores_on_as_it_would_have() -> None:
+    # `coarse` and `hold_n` are state (the fit's, not recomputed on load): the stuck limit and
+    # the floors a loaded model scores with are the stored one's.
+    x = _coarse_wander(2)
+    a = RobustDetector()
+    a.fit(x[:500])
+    for v in x[500:2000]:
+        a.score_one(float(v))
+    params, arrays = a.get_state()
+    b = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
+    assert (b.coarse, b.hold_n, b._stuck_lim) == (a.coarse, a.hold_n, a._stuck_lim) == (1, 500, 1500.0)
+    assert [a.score_one(float(v)) for v in x[2000:]] == [b.score_one(float(v)) for v in x[2000:]]
