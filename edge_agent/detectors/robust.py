@@ -445,7 +445,7 @@ class RobustDetector:
         self._rail_n = [0, 0]  # returns to each side's extreme in the fit's pass
         self.quantum = 0.0  # the signal's resolution: its smallest nonzero |step|, or see resolution
         self.jumps = 0  # 1: the signal holds a value and jumps (see resolution)
-        self.coarse = 0  # 1: its quantum is coarser than its noise (see _fit's coarse_lattice)
+        self.coarse = 0  # 1: the fit window shows its quantum coarser than its noise (robust_stats.coarse_lattice)
         self.prev = 0.0
         self.run = self.run_max = 0
         self.hold_n = 0  # on a coarse lattice, the fit's longest stretch within one quantum (see _limits)
@@ -2155,7 +2155,8 @@ class RobustDetector:
             (s_level, base.LEVEL_SHIFT, m_level, f"the level is {m_level:+.4g} off {normal}"),
             (s_drift, base.DRIFT, m_drift, f"moving away from {normal}: {m_drift:+.4g} over ~50 readings"),
             (s_var, base.VARIANCE, d_fast - self.d_norm, f"noise {d_fast / self.d_norm:.2g}x its normal"),
-            (s_stuck, base.STUCK, 0.0, f"the same value for {int(run)} readings (longest normal run {max(self.run_max, self.hold_n)})"),
+            (s_stuck, base.STUCK, 0.0, f"the same value for {int(run)} readings (longest normal run {self.run_max}"
+             + (f", longest stay within a quantum {self.hold_n})" if self.hold_n > self.run_max else ")")),
             (s_range, base.OUT_OF_RANGE, e_f, f"outside the learned range {self.lo:.6g} to {self.hi:.6g}"),
             (s_short, base.LEVEL_SHIFT, m_short, f"the level jumped {m_short:+.4g} from the recent readings' course"),
             (s_slope, base.DRIFT, m_slope, f"the recent readings' course departs from {normal}'s by {m_slope:+.4g} a reading, over ~50 readings"),
