@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "93024c419ab2d7dae9ba8299da2cbd81b59f531546ca5696c0a5c89bbbdc079b",
-    "minute": "1ca057b5c2258f23913e2038f0e64aeb48ea007754ea4a7692e43f7f37d59f52",
-    "quantised_untimed": "d0df3af3af9b6a0dcb3eb17b3d1456bda4759a7c3d36b647ad478578eadaa63b",
-    "second_wander": "80fb6707053aa55192742dac1c8f71735d370aee234a2d472280c99ecb394dd7",
+    "cycle_5min": "ea7636201015a0d8dbac5c96947cc89810bbbc651df42d2e362e969bdccfe21d",
+    "minute": "98d2ef98ef3c12c68ba33f3731c3342217acaaea6c0fed8e8cbf133b3d9e50d9",
+    "quantised_untimed": "61fc770696a3bf1694859a699abc71ef564a6fcfac64f5d4e312d00d4f268046",
+    "second_wander": "9ea9adaffc3a39e95cc511e8d54df8b14fae7fcde06e60e5a57fb3a083e764f0",
 }
 
 

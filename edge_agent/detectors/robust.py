@@ -30,9 +30,11 @@ from edge_agent.detectors.robust_stats import (
     backcast,
     calibrate,
     choose_smoothing,
+    coarse_lattice,
     daily_component,
     interpolation_gain,
     longest_run,
+    longest_within,
     mad_scale,
     rechoose_rate,
     resolution,
@@ -212,7 +214,7 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "day_c", "day_s", "day_g", "burst", "b_hold", "b_last", "b_ev", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
            "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2",
            "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv", "f_rc", "f_rv", "f_ek")
-_ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
+_ADDED = {"jumps": 0, "coarse": 0, "hold_n": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
           "d_quick": 0.0, "d_low": 0.0, "d_norm_m": 0.0, "d_norm_l": 0.0, "d_hold": 0.0, "l_n": 0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "b_hold": 0.0, "b_last": 0.0, "b_ev": 0.0, "b_run": 0, "burst_off": 0, "t_out": 0,
           "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0, "b_yscale": 0.0,
@@ -220,7 +222,7 @@ _ADDED = {"jumps": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0
           "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0,
           "f_rc": 0.0, "f_rv": 0.0, "f_ek": 0.0, "f_rn": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("jumps", "burst_off", "b_run", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn", "l_n")
+_INTS = ("jumps", "coarse", "hold_n", "burst_off", "b_run", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn", "l_n")
 
 
 class RobustDetector:
@@ -329,7 +331,7 @@ class RobustDetector:
     __slots__ = ("rate", "learn_below", "threshold", "_k", "f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "f_out",
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "dev", "base", "base_sum", "first_ts", "last_ts",
                  "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
-                 "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "prev", "run", "run_max", "lo", "hi",
+                 "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "coarse", "prev", "run", "run_max", "hold_n", "lo", "hi",
                  "cal_q", "cal_m", "thr", "off", "ep_rate", "pending", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor", "_q2", "_tnoise", "_sw_half",
                  "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
                  "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
@@ -451,8 +453,10 @@ class RobustDetector:
         self._rail_n = [0, 0]  # returns to each side's extreme in the fit's pass
         self.quantum = 0.0  # the signal's resolution: its smallest nonzero |step|, or see resolution
         self.jumps = 0  # 1: the signal holds a value and jumps (see resolution)
+        self.coarse = 0  # 1: the fit window shows its quantum coarser than its noise (robust_stats.coarse_lattice)
         self.prev = 0.0
         self.run = self.run_max = 0
+        self.hold_n = 0  # on a coarse lattice, the fit's longest stretch within one quantum (see _limits)
         self.lo = self.hi = 0.0
         self.cal_q = [p[0] for p in _PRIOR]
         self.cal_m = [p[1] for p in _PRIOR]
@@ -517,6 +521,7 @@ class RobustDetector:
             setattr(self, k, getattr(fresh, k))
         d = np.abs(np.diff(v))
         self.quantum, self.jumps = resolution(d)
+        self.coarse = coarse_lattice(d, self.quantum)
         self._limits()
         self.f_alpha, self.f_beta = choose_smoothing(v)
         self.alpha = min(self.f_alpha, _SLOW)
@@ -560,6 +565,11 @@ class RobustDetector:
         self.rail_hi = self.rail_lo = float(v[0])
         self.lo, self.hi = float(np.min(v)), float(np.max(v))
         self.run_max = longest_run(v)
+        # On a lattice coarser than the noise a value is held as long as the level stays within
+        # its quantum, which the fit's runs show only where the level crossed quanta within the
+        # window: the longest stretch the readings stayed within one quantum (two neighbouring
+        # values) is how long the level was seen to stay put.
+        self.hold_n = longest_within(v, self.quantum) if self.coarse and not self.jumps else 0
         self._limits()
         self._refresh_plain()
         self._refresh_seasonal()
@@ -714,7 +724,11 @@ class RobustDetector:
         """Cache what changes only with the quantum and the longest normal run."""
         self._qfloor = max(0.5 * self.quantum, _ABS_FLOOR)
         self._q2 = self._qfloor + self._qfloor  # (the quiet side's floor of its recent E|dx|, see _step)
-        lim = _STUCK_FACTOR * self.run_max
+        # (on a coarse lattice the run the level's own stay within a quantum makes, see fit: a wander
+        # rounded to 8 noise widths held one value 627 readings where its window's longest run was
+        # 209, and the stuck channel called it stuck, scripts/quantum_probe.py)
+        h = self.run_max if self.run_max > self.hold_n else self.hold_n
+        lim = _STUCK_FACTOR * h
         self._stuck_lim = lim if lim > _STUCK_MIN else float(_STUCK_MIN)
         self._i_stuck = 1.0 / self._stuck_lim if self.quantum > 0.0 else 0.0
         self._rail_tol = rail.TOL * self.quantum
@@ -837,6 +851,17 @@ class RobustDetector:
         if c > clip:
             clip = c
         k = (u_l * o_l, 1.0 / (u_l * (t_l - o_l)), n_d, 1.0 / (t_drift - n_d))
+        if self.coarse and not self.jumps:
+            # On a lattice coarser than the noise a held reading is anywhere within half a
+            # quantum of the level, and that error does not average out while it is held: a
+            # mean of readings is not resolved finer than q / 2, so neither channel's threshold
+            # stands nearer its normal than that (a wander rounded to 8 noise widths: "level
+            # shift: -1.7 off normal", under half its quantum of 4, scripts/quantum_probe.py).
+            # (A signal that holds and jumps flips between its two values often enough that a
+            # mean resolves finer: SKAB's flow meter lost two level raises to this floor.)
+            q = self._qfloor
+            w_l, w_d = u_l * (t_l - o_l), t_drift - n_d
+            k = (k[0], 1.0 / (w_l if w_l > q else q), n_d, 1.0 / (w_d if w_d > q else q))
         if seasonal:
             self._ks, self._clip_s = k, clip
         else:
@@ -867,7 +892,10 @@ class RobustDetector:
         v = self.v_short  # (_short_unit, inlined: the scales' phase)
         u = 1.2533 * (v if v > _V_SHORT_MIN * s else _V_SHORT_MIN * s)
         t, o = self.thr[SHORT], self.off[SHORT]
-        i = self._i_sh = 1.0 / (u * (t - o))
+        w = u * (t - o)
+        if self.coarse and not self.jumps and w < self._qfloor:  # (not resolved finer than half a quantum: see _constants)
+            w = self._qfloor
+        i = self._i_sh = 1.0 / w
         self._ksh = (u * o, i, clip)
 
     def _short_unit(self) -> float:
@@ -1801,14 +1829,19 @@ class RobustDetector:
         h = self.d_hold  # (a fall faster than its long memory follows is held, see _learn_long; 0 in training)
         if s < h:
             s = h
-        jumps = self.jumps
-        if jumps and s < self._qfloor:
+        if s < self._qfloor and (self.jumps or self.coarse):
             # A signal cannot show noise finer than its resolution: how often it steps by one
             # quantum depends on where its level sits between two quanta (SKAB's flow jumps
-            # 32 <-> 33 twice as often at 32.45 as at 32.2), not on its noise.
+            # 32 <-> 33 twice as often at 32.45 as at 32.2), not on its noise. A level on the
+            # boundary between two quanta flips on every other reading, E|dx| = q / 2, whatever
+            # its noise below the quantum: a normal that learned less (a level that sat mid-quantum
+            # for a while) called that flipping "variance up" (a wander rounded to 4 and 8 noise
+            # widths, scripts/quantum_probe.py). Where the quantum is not coarser than the noise
+            # (coarse_lattice), an E|dx| below q / 2 is the noise's (a count near zero: NAB's
+            # Twitter_volume_PFE, whose bursts the floor hid).
             s = self._qfloor
         self.d_norm = s
-        if not jumps and 0.0 < dx and (dx < self.quantum or self.quantum == 0.0):
+        if not self.jumps and 0.0 < dx and (dx < self.quantum or self.quantum == 0.0):
             self.quantum = dx
             self._limits()
         if not training:
@@ -1840,7 +1873,7 @@ class RobustDetector:
         self.d_norm_l += _RATE_LONG * (m - self.d_norm_l)
         h = self._set_hold()
         s = m if m > h else h
-        if self.jumps and s < self._qfloor:
+        if s < self._qfloor and (self.jumps or self.coarse):  # (the resolution's floor, see _learn_slow)
             s = self._qfloor
         self.d_norm = s
 
@@ -2130,7 +2163,8 @@ class RobustDetector:
             (s_level, base.LEVEL_SHIFT, m_level, f"the level is {m_level:+.4g} off {normal}"),
             (s_drift, base.DRIFT, m_drift, f"moving away from {normal}: {m_drift:+.4g} over ~50 readings"),
             (s_var, base.VARIANCE, d_fast - self.d_norm, f"noise {d_fast / self.d_norm:.2g}x its normal"),
-            (s_stuck, base.STUCK, 0.0, f"the same value for {int(run)} readings (longest normal run {self.run_max})"),
+            (s_stuck, base.STUCK, 0.0, f"the same value for {int(run)} readings (longest normal run {self.run_max}"
+             + (f", longest stay within a quantum {self.hold_n})" if self.hold_n > self.run_max else ")")),
             (s_range, base.OUT_OF_RANGE, e_f, f"outside the learned range {self.lo:.6g} to {self.hi:.6g}"),
             (s_short, base.LEVEL_SHIFT, m_short, f"the level jumped {m_short:+.4g} from the recent readings' course"),
             (s_slope, base.DRIFT, m_slope, f"the recent readings' course departs from {normal}'s by {m_slope:+.4g} a reading, over ~50 readings"),

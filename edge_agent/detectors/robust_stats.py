@@ -10,6 +10,7 @@ docstring says why it is the way it is. ``robust.py`` holds the detector that us
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -276,6 +277,64 @@ def resolution(d: np.ndarray) -> tuple[float, int]:
         if float(np.quantile(big, 0.25)) >= 0.5 * jump and jump > 10.0 * smallest:
             return jump, 1
     return smallest, 0
+
+
+# The share of a signal's steps that are two quanta or more at which its noise alone makes an
+# E|dx| of half a quantum: rounded to q, gaussian noise of sd 0.443 q (1.128 x 0.443 = 0.5) steps
+# by two quanta or more in 6.25 % of its nonzero steps, averaged over where the level sits (Monte
+# Carlo, 200,000 pairs; 0.8 % at 0.3 q, 9.3 % at 0.5 q, 16 % at 0.6 q).
+COARSE_SHARE = 0.0625
+COARSE_P = 0.025  # ... and how improbable a window's few of them must be at that share (one-sided)
+
+
+def coarse_lattice(d: np.ndarray, quantum: float) -> int:
+    """1 where a signal's quantum is coarser than its noise, from its absolute first
+    differences ``d``: fewer than COARSE_SHARE of its nonzero steps are two quanta or more.
+    There its E|dx| says where its level sits between two quanta (a level on the boundary
+    flips on every other reading, E|dx| = q / 2; one mid-quantum seldom moves), not how noisy
+    it is; where noise reaches the quantum, the steps of two quanta say so (a count near zero,
+    NAB's Twitter volumes: 23 % of its steps)."""
+    if quantum <= 0.0:
+        return 0
+    nz = d[d > 0.0]
+    n = int(nz.size)
+    c = int(np.count_nonzero(nz >= 1.5 * quantum))
+    # Beyond the window's sampling error: so few two-quantum steps that a share of COARSE_SHARE
+    # gives as few with a probability under COARSE_P (a lattice of twice the noise, the suite's,
+    # has 9.3 %: judged on its share alone, 1 of the suite's 126 quantised windows on seed 0 and
+    # 4 of the unseen suite's 108 came out coarse, and a stuck limit stretched for a coarse
+    # lattice let a clip fault through; beyond the sampling error, none).
+    p = q = (1.0 - COARSE_SHARE) ** n
+    for k in range(1, c + 1):
+        q *= (n - k + 1) / k * COARSE_SHARE / (1.0 - COARSE_SHARE)
+        p += q
+    return int(p < COARSE_P)
+
+
+def longest_within(v: np.ndarray, width: float) -> int:
+    """The longest stretch of readings in v whose highest and lowest differ by at most
+    ``width`` (two pointers, the stretch's extremes kept in monotonic deques)."""
+    hi: deque[int] = deque()
+    lo: deque[int] = deque()
+    x = v.tolist()
+    best = start = 0
+    tol = width * (1.0 + 1e-9)
+    for i, a in enumerate(x):
+        while hi and x[hi[-1]] <= a:
+            hi.pop()
+        hi.append(i)
+        while lo and x[lo[-1]] >= a:
+            lo.pop()
+        lo.append(i)
+        while x[hi[0]] - x[lo[0]] > tol:
+            start += 1
+            if hi[0] < start:
+                hi.popleft()
+            if lo[0] < start:
+                lo.popleft()
+        if i - start + 1 > best:
+            best = i - start + 1
+    return best
 
 
 def mad_scale(x: np.ndarray) -> float:
