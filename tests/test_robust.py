@@ -1281,6 +1281,13 @@ def test_coarse_lattice_and_the_longest_stretch_within_a_quantum() -> None:
         x = np.round(0.3 + rng.normal(0.0, sd, 2000))
         assert coarse_lattice(np.abs(np.diff(x)), 1.0) == coarse
     assert coarse_lattice(np.zeros(10), 0.0) == 0
+    # A long fit window (the buffer holds up to 1,000,000 readings): continuous noise is no
+    # lattice however many steps it has (a product of probabilities underflowed past ~11,000
+    # steps and called every long window coarse); a coarse lattice stays coarse.
+    for n in (5_000, 20_000, 200_000):
+        d = np.abs(np.diff(rng.normal(0.0, 1.0, n)))
+        assert coarse_lattice(d, float(d[d > 0.0].min())) == 0
+        assert coarse_lattice(np.abs(np.diff(np.round(0.3 + rng.normal(0.0, 0.25, n)))), 1.0) == 1
     v = np.array([0.0, 1.0, 0.0, 1.0, 2.0, 1.0, 2.0, 2.0, 3.0, 5.0])
     assert longest_within(v, 1.0) == 5  # 1, 2, 1, 2, 2
     assert longest_within(v, 0.0) == 2  # the run 2, 2

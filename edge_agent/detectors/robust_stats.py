@@ -304,10 +304,17 @@ def coarse_lattice(d: np.ndarray, quantum: float) -> int:
     # has 9.3 %: judged on its share alone, 1 of the suite's 126 quantised windows on seed 0 and
     # 4 of the unseen suite's 108 came out coarse, and a stuck limit stretched for a coarse
     # lattice let a clip fault through; beyond the sampling error, none).
-    p = q = (1.0 - COARSE_SHARE) ** n
+    if c >= COARSE_SHARE * n:  # at or past the share's mean: P(X <= c) is about 1/2 or more
+        return 0
+    # P(X <= c) for X ~ Binomial(n, COARSE_SHARE), term by term in logs: the first term,
+    # (1 - COARSE_SHARE) ** n, underflows to 0 beyond ~11,000 steps (a fit on a long buffer),
+    # and a product recurrence would then stay 0 and call every long window coarse.
+    log_t = n * math.log1p(-COARSE_SHARE)
+    odds = math.log(COARSE_SHARE / (1.0 - COARSE_SHARE))
+    p = math.exp(log_t)
     for k in range(1, c + 1):
-        q *= (n - k + 1) / k * COARSE_SHARE / (1.0 - COARSE_SHARE)
-        p += q
+        log_t += math.log((n - k + 1) / k) + odds
+        p += math.exp(log_t)
     return int(p < COARSE_P)
 
 
