@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "93024c419ab2d7dae9ba8299da2cbd81b59f531546ca5696c0a5c89bbbdc079b",
-    "minute": "1ca057b5c2258f23913e2038f0e64aeb48ea007754ea4a7692e43f7f37d59f52",
-    "quantised_untimed": "d0df3af3af9b6a0dcb3eb17b3d1456bda4759a7c3d36b647ad478578eadaa63b",
-    "second_wander": "80fb6707053aa55192742dac1c8f71735d370aee234a2d472280c99ecb394dd7",
+    "cycle_5min": "7e6b4168ca57bed5fef4917f8ad40194baf85cc05cc3b766697d8603bbb5c49e",
+    "minute": "75630ad00efd072ae0a5fce264557b5fdd2f1a0156db25860529d3a5c51732e4",
+    "quantised_untimed": "e3a37892809a02f10c470b8177455a46113635dd6cd5e062976c065808ebbe00",
+    "second_wander": "0d5ac7b6bc656952064a8dc8c900bf9938d09fc66c4ad713a29e308ab1c6d360",
 }
 
 
