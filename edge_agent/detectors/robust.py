@@ -193,10 +193,11 @@ def _poisson_at_least(mu: float, n: int) -> float:
 
 
 def _burst_weight(rate: float) -> float:
-    """A glitch's evidence beyond one counted reading's, per unit of spike score past _BURST_AT
-    (see _BURST_EV): the spike tail puts a reading at s of the threshold with probability
-    (1 - TAIL_P) x (rate / (1 - TAIL_P)) ** s, so its log grows by ln(rate / (1 - TAIL_P)) per
-    unit of s, against ln(share at _BURST_AT) for one counted reading (1.44 at rate 1e-6)."""
+    """A glitch's evidence beyond one counted reading's, per unit of spike score past the
+    count's level (see _BURST_EV): the spike tail puts a reading at s of the threshold with
+    probability (1 - TAIL_P) x (rate / (1 - TAIL_P)) ** s, so its log grows by
+    ln(rate / (1 - TAIL_P)) per unit of s, against ln(share at _BURST_AT) for one counted
+    reading (1.44 at rate 1e-6)."""
     return math.log(rate / (1.0 - TAIL_P)) / math.log(_burst_share(rate))
 
 
