@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "ea7636201015a0d8dbac5c96947cc89810bbbc651df42d2e362e969bdccfe21d",
-    "minute": "98d2ef98ef3c12c68ba33f3731c3342217acaaea6c0fed8e8cbf133b3d9e50d9",
-    "quantised_untimed": "61fc770696a3bf1694859a699abc71ef564a6fcfac64f5d4e312d00d4f268046",
-    "second_wander": "9ea9adaffc3a39e95cc511e8d54df8b14fae7fcde06e60e5a57fb3a083e764f0",
+    "cycle_5min": "bb02642d72e730f6f57e8363f467ff23f86c6c97878c86e2b339650d6d3ac5d3",
+    "minute": "a1925a476e62a7144f630aa8551b5589b16491107d264de7c7acfe6dacb206aa",
+    "quantised_untimed": "dc0d332cffd877eda15eb1a674b39cb8090114b489bf037665e237dd21ea58e9",
+    "second_wander": "ec8e734e20fdb7803f32bca57f72995c516e5e011caf0f8f7ed93de7253ea1ec",
 }
 
 

@@ -141,12 +141,22 @@ _BURST_TEST = 1e-3  # the window's test of the count's null (see _burst_null_hol
 # The count's evidence holds an alarm while it is that of an episode still going on (the end of
 # _step), where the alarm's ten quiet readings are no evidence at all: glitches on 10 % of the
 # readings leave gaps of ten or more between them a third of the time. It holds
-# * from the third glitch within about the count's memory, its glitches decaying with it to a
-#   weight of at least _BURST_EV. A glitch is a counted reading alone (the next is not counted):
+# * from a glitch that follows earlier ones weighing at least one glitch (_BURST_EV - 1), their
+#   weights decaying with the count. A glitch is a counted reading alone (the next is not counted):
 #   a run of them is the predictor adopting a level (a step's edge, a ramp it lags, a return),
-#   whose end is not the burst's. Three glitches past _BURST_AT in ~50 readings are as rare in
-#   normal operation (Poisson, 2.2e-5) as one reading at the alarm's hold level of the spike
-#   threshold (0.7 of its way: 2.0e-5), so the hold rests on the same evidence as the alarm's own;
+#   whose end is not the burst's. Three glitches just past _BURST_AT in ~50 readings are as rare
+#   in normal operation (Poisson, 2.2e-5) as one reading at the alarm's hold level of the spike
+#   threshold (0.7 of its way: 2.0e-5), so the hold rests on the same evidence as the alarm's own.
+#   A glitch weighs what the spike tail says it is worth: one counted reading, and 1.44 more per
+#   unit of spike score past the count's own level (_burst_weight: the log of its probability
+#   against the log of a counted reading's; the level is _BURST_AT and half a quantum, so on a
+#   quantised signal, whose moves the tail's model does not describe, it weighs less), to 2 at
+#   the threshold, whose probability (``rate``) is that of two readings just past _BURST_AT. So a
+#   reading that raised a spike alarm and one more glitch while it is raised hold it, as three
+#   glitches just past _BURST_AT do; a lone spike holds nothing.
+#   A glitch's weight beyond one counts only once it is seen alone for _REACQUIRE readings (the
+#   predictor's own span for adopting a level: a step's return that the predictor lags passes
+#   _BURST_AT on alternate readings), checked at the next counted reading (_BURST_ALONE);
 # * while the count is beyond its own normal (its 98 % quantile) and the readings since its last
 #   glitch are fewer than a gap the episode's own rate (its glitches over the memory) leaves with
 #   probability _BURST_TEST: each counted reading sets the count's level at that gap,
@@ -184,6 +194,15 @@ def _poisson_at_least(mu: float, n: int) -> float:
     return tail
 
 
+def _burst_weight(rate: float) -> float:
+    """A glitch's evidence beyond one counted reading's, per unit of spike score past the
+    count's level (see _BURST_EV): the spike tail puts a reading at s of the threshold with
+    probability (1 - TAIL_P) x (rate / (1 - TAIL_P)) ** s, so its log grows by
+    ln(rate / (1 - TAIL_P)) per unit of s, against ln(share at _BURST_AT) for one counted
+    reading (1.44 at rate 1e-6)."""
+    return math.log(rate / (1.0 - TAIL_P)) / math.log(_burst_share(rate))
+
+
 _BURST_PRIOR = (0.69, 0.27, _burst_limit(1e-6))
 _PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.242, 0.048, 0.5), _GAUSS, _GAUSS, (0.126, 0.062, 0.47), _BURST_PRIOR, _GAUSS)
 _FLOORS = tuple(p[2] for p in _PRIOR)
@@ -193,6 +212,7 @@ _STUCK_FACTOR = 3.0  # ... else this many times the longest repeat seen in norma
 _RANGE_MARGIN = 0.2  # out of range: beyond the learned range by 20 % of its width ...
 _RANGE_SPIKE = 0.9  # ... and 0.9 of the way to the spike threshold (5.75 noise scales on gaussian noise)
 _REACQUIRE = 3  # the short-term predictor jumps to a level held this many readings beyond its clip
+_BURST_ALONE = _BURST_KEEP ** (_REACQUIRE + 0.5)  # the count's decay over more than _REACQUIRE readings (see _BURST_EV)
 _RELEARN_AFTER = 10  # after an anomalous reading, learning resumes after this many calm ones
 _PERIOD_S = 86400.0  # the seasonal profile: one day ...
 _BINS = 96  # ... in 15-minute bins, linearly interpolated
@@ -211,12 +231,12 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "ds_level", "s_scale", "prof_sum", "prof_shift", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level", "v_drift", "v_level_s",
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
            "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low", "d_norm_m", "d_norm_l", "d_hold",
-           "day_c", "day_s", "day_g", "burst", "b_hold", "b_last", "b_ev", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
+           "day_c", "day_s", "day_g", "burst", "b_hold", "b_last", "b_ev", "b_xe", "b_w", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
            "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2",
            "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv", "f_rc", "f_rv", "f_ek")
 _ADDED = {"jumps": 0, "coarse": 0, "hold_n": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
-          "d_quick": 0.0, "d_low": 0.0, "d_norm_m": 0.0, "d_norm_l": 0.0, "d_hold": 0.0, "l_n": 0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "b_hold": 0.0, "b_last": 0.0, "b_ev": 0.0, "b_run": 0, "burst_off": 0, "t_out": 0,
+          "d_quick": 0.0, "d_low": 0.0, "d_norm_m": 0.0, "d_norm_l": 0.0, "d_hold": 0.0, "l_n": 0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "b_hold": 0.0, "b_last": 0.0, "b_ev": 0.0, "b_xe": 0.0, "b_w": 0.0, "b_run": 0, "burst_off": 0, "t_out": 0,
           "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0, "b_yscale": 0.0,
           "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_ah": 0, "rail_al": 0, "rail_ok": 0,
           "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0,
@@ -292,9 +312,10 @@ class RobustDetector:
       as ``rate`` (4) or above, where its own tail says bursts are routine: glitches and swings
       each within the spike threshold (a loose connector, a hunting loop). Off where the training
       window shows that calibration does not describe how often the series gets there. From
-      the third glitch (a counted reading alone) it holds an alarm until the gap since the last
-      is one the episode's own rate makes unlikely (see _BURST_GAP): ten quiet readings are no
-      evidence that glitches one reading in ten have ended.
+      the third glitch (a counted reading alone), or the second after one past the spike
+      threshold (each weighs its own improbability, see _BURST_EV), it holds an alarm until the
+      gap since the last is one the episode's own rate makes unlikely (see _BURST_GAP): ten quiet
+      readings are no evidence that glitches one reading in ten have ended.
     * the rail count (explained as ``stuck``): per side, readings returning to the recent
       extreme, in a row or not, over ~50 readings, raising at the count a Poisson null at the
       window's own return rate makes as rare as ``rate``: a transmitter railed at a range limit
@@ -338,7 +359,7 @@ class RobustDetector:
                  "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
                  "m_short", "v_short", "f_jump", "_ksh", "_i_sh", "m_slope", "v_slope", "_ksl", "_i_sl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
                  "d_quick", "d_low", "d_norm_m", "d_norm_l", "l_n", "d_hold", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
-                 "burst", "b_hold", "b_last", "b_ev", "b_run", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "t_out",
+                 "burst", "b_hold", "b_last", "b_ev", "b_xe", "b_w", "b_run", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "_b_k", "t_out",
                  "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
                  "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
@@ -361,6 +382,7 @@ class RobustDetector:
         self.learn_below = float(learn_below)
         self.threshold = float(threshold)
         self._k = math.log((1.0 - TAIL_P) / self.rate)
+        self._b_k = _burst_weight(self.rate)
         # short-term predictor
         self.f_alpha, self.f_beta = 0.03, 0.0
         self.f_level = self.f_trend = 0.0
@@ -438,6 +460,8 @@ class RobustDetector:
         self.burst = 0.0  # the burst count (see _BURST_AT)
         self.b_hold = 0.0  # the count at which the gap since its last counted reading ends its hold (see _BURST_GAP)
         self.b_last = self.b_ev = 0.0  # the count and its glitches, as its last counted reading left them
+        self.b_xe = 0.0  # ... what the glitches weigh beyond one each (see _BURST_EV)
+        self.b_w = 0.0  # ... what the last glitch weighs beyond one, until it is seen alone
         self.b_run = 0  # 1: the last counted reading is alone so far, 2: it continues a run
         self.burst_off = 0  # 1: the count has no null on this series (see _burst_null_holds)
         # The rail count (see rail.py): per side, the recent extreme, readings since it was last
@@ -614,7 +638,7 @@ class RobustDetector:
         self.slope_from = max(0, self.slope_from - self.n)  # (counted from the fit's end, as n is)
         self.n = self.s_phase = 0
         self.b_run = 0
-        self.burst = self.b_hold = self.b_last = self.b_ev = 0.0  # counted against the thresholds just calibrated, from here
+        self.burst = self.b_hold = self.b_last = self.b_ev = self.b_xe = self.b_w = 0.0  # counted against the thresholds just calibrated, from here
         self.n_fit = float(v.shape[0])
         self._update_thresholds()
         self.d_norm_m = self.d_norm_l = self.d_norm  # (the long memory starts where the window left the learned one)
@@ -1365,22 +1389,35 @@ class RobustDetector:
             # reading was counted iff the count has not decayed since it was last set: then this
             # one continues a run, which is no glitch but the predictor adopting a level (a
             # step's edge, a ramp it lags, a return), the level channels' to judge: it is taken
-            # back. The glitches decay with the count.
+            # back. The glitches decay with the count; what each weighs beyond one glitch (see
+            # _BURST_EV) waits in b_w until the next counted reading shows it stood alone.
             b_last = self.b_last
+            sw = s_spike if s_spike < 1.0 else 1.0  # (past the threshold, its own alarm's)
             if b_last > 0.0:
-                b_ev = self.b_ev * (self.burst * _BURST_KEEP / b_last)
+                f = self.burst * _BURST_KEEP / b_last  # (KEEP ** the readings since the last counted one)
+                b_ev = self.b_ev * f
+                b_xe = self.b_xe * f
                 if self.burst != b_last:
+                    if f < _BURST_ALONE:  # the last glitch stood alone: its evidence counts
+                        b_xe += self.b_w * f
                     b_ev += 1.0
+                    w = (sw - (self._b_at - self._o_sp) * self._i_sp) * self._b_k
+                    self.b_w = w if w > 0.0 else 0.0
                     self.b_run = 1
                 elif self.b_run == 1:  # (once per run)
                     self.b_run = 2
                     b_ev = b_ev - 1.0 if b_ev > 1.0 else 0.0
+                    self.b_w = 0.0
             else:  # the first since the fit (or a rebaseline)
                 b_ev = 1.0
+                b_xe = 0.0
+                w = (sw - (self._b_at - self._o_sp) * self._i_sp) * self._b_k
+                self.b_w = w if w > 0.0 else 0.0
                 self.b_run = 1
             self.b_ev = b_ev
+            self.b_xe = b_xe
             self.b_last = b
-            if _BURST_EV <= b_ev < _BURST_MEMORY:
+            if _BURST_EV <= b_ev + b_xe and b_ev < _BURST_MEMORY:
                 g = _BURST_GAP / math.log1p(-b_ev / _BURST_MEMORY)
                 self.b_hold = b * math.exp(g if g > _BURST_SPAN else _BURST_SPAN)
             else:
@@ -2210,7 +2247,7 @@ class RobustDetector:
             self.level -= self._day_y if self.day_g else 0.0
         self.trend = 0.0
         self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
-        self.m_short = self.f_jump = self.m_slope = self.burst = self.b_hold = self.b_last = self.b_ev = 0.0
+        self.m_short = self.f_jump = self.m_slope = self.burst = self.b_hold = self.b_last = self.b_ev = self.b_xe = self.b_w = 0.0
         self.b_run = 0
         self.rail_ch = self.rail_cl = 0.0
         self.r_slope, self.t_slope = self.g_slope, 0.0
