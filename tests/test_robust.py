@@ -1364,3 +1364,27 @@ def test_a_coarse_lattice_model_stored_and_loaded_scores_on_as_it_would_have() -
     b = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
     assert (b.coarse, b.hold_n, b._stuck_lim) == (a.coarse, a.hold_n, a._stuck_lim) == (1, 500, 1500.0)
     assert [a.score_one(float(v)) for v in x[2000:]] == [b.score_one(float(v)) for v in x[2000:]]
+
+
+def test_the_burst_counts_poisson_tail_holds_on_a_long_fit_window() -> None:
+    # The burst test's mean is the window's length x the null's share: a fit on a long buffer
+    # (up to 1,000,000 readings) takes it past ~745, where exp(-mu) underflowed to 0 and the
+    # tail came out 1 for any count (the count switched on where bursts are routine).
+    from edge_agent.detectors.robust import _poisson_at_least
+
+    assert _poisson_at_least(1000.0, 1200) == pytest.approx(4.684e-10, rel=1e-3)  # scipy.stats.poisson.sf(1199, 1000)
+    assert _poisson_at_least(1000.0, 900) == pytest.approx(0.99938, rel=1e-4)
+    assert _poisson_at_least(5.0, 3) == pytest.approx(0.875348, rel=1e-5)
+    tails = [_poisson_at_least(mu, 750) for mu in (690.0, 699.0, 701.0, 710.0)]
+    assert tails == sorted(tails) and 0.0 < tails[0] < tails[-1] < 0.2  # continuous across the two ways
+
+
+def test_a_dead_flat_signal_scores_finite_for_ever() -> None:
+    # A stopped machine reading 0.0: the fit's window never moved (no quantum, no stuck channel)
+    # and every reading is calm, so the normal E|dx| decayed until 1 / it was inf (~1.4 M
+    # readings) and the variance channel scored inf on every reading from then on.
+    d = RobustDetector()
+    d.fit(np.full(500, 0.0))
+    worst = max(d.score_one(0.0) for _ in range(1_500_000))
+    assert math.isfinite(worst) and worst < d.threshold
+    assert d.d_norm >= 1e-12

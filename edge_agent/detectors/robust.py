@@ -187,11 +187,30 @@ def _burst_share(rate: float) -> float:
 
 def _poisson_at_least(mu: float, n: int) -> float:
     """P(N >= n) for N Poisson with mean ``mu``."""
-    term, tail = math.exp(-mu), 1.0
-    for k in range(n):
-        tail -= term
-        term *= mu / (k + 1)
-    return tail
+    if mu < 700.0:
+        term, tail = math.exp(-mu), 1.0
+        for k in range(n):
+            tail -= term
+            term *= mu / (k + 1)
+        return tail
+    # A fit on a long buffer (the burst test's mu is the window's length x the null's share:
+    # past ~730,000 readings at the default rate): exp(-mu) underflows to 0 and the loop above
+    # would return 1 for any n, switching the count on where bursts are routine. The terms in
+    # logs; the upper tail summed from n where n is past the mean (it falls from there).
+    lmu = math.log(mu)
+
+    def term_at(k: int) -> float:
+        return math.exp(k * lmu - mu - math.lgamma(k + 1.0))
+
+    if n <= mu:
+        return max(0.0, 1.0 - math.fsum(term_at(k) for k in range(n)))
+    s, k = 0.0, n
+    while True:
+        t = term_at(k)
+        s += t
+        k += 1
+        if t <= 1e-17 * s or t == 0.0:
+            return min(s, 1.0)
 
 
 def _burst_weight(rate: float) -> float:
@@ -745,7 +764,8 @@ class RobustDetector:
         self._sw_half = 0.5 * _slope_white(self.f_alpha)
 
     def _limits(self) -> None:
-        """Cache what changes only with the quantum and the longest normal run."""
+        """Cache what changes only with the quantum, the longest normal run and the window's
+        longest stay within a quantum (``hold_n``, a coarse lattice's)."""
         self._qfloor = max(0.5 * self.quantum, _ABS_FLOOR)
         self._q2 = self._qfloor + self._qfloor  # (the quiet side's floor of its recent E|dx|, see _step)
         # (on a coarse lattice the run the level's own stay within a quantum makes, see fit: a wander
@@ -1417,7 +1437,7 @@ class RobustDetector:
             self.b_ev = b_ev
             self.b_xe = b_xe
             self.b_last = b
-            if _BURST_EV <= b_ev + b_xe and b_ev < _BURST_MEMORY:
+            if _BURST_EV <= b_ev + b_xe and 0.0 < b_ev < _BURST_MEMORY:  # (b_ev > 0: it divides below)
                 g = _BURST_GAP / math.log1p(-b_ev / _BURST_MEMORY)
                 self.b_hold = b * math.exp(g if g > _BURST_SPAN else _BURST_SPAN)
             else:
@@ -1862,6 +1882,8 @@ class RobustDetector:
         cap = _VAR_CLIP * self.d_norm
         s = self.d_norm_m
         s += (0.005 if training else _RATE_DNORM) * ((dx if dx < cap else cap) - s)
+        if s < _ABS_FLOOR:  # a dead-flat signal (a stopped machine reading 0.0) decayed it to subnormals: 1 / d_norm was inf
+            s = _ABS_FLOOR
         self.d_norm_m = s
         h = self.d_hold  # (a fall faster than its long memory follows is held, see _learn_long; 0 in training)
         if s < h:
@@ -1877,6 +1899,8 @@ class RobustDetector:
             # (coarse_lattice), an E|dx| below q / 2 is the noise's (a count near zero: NAB's
             # Twitter_volume_PFE, whose bursts the floor hid).
             s = self._qfloor
+        elif s < _ABS_FLOOR:  # (see d_norm_m above; the fit's window can leave it below the floor)
+            s = _ABS_FLOOR
         self.d_norm = s
         if not self.jumps and 0.0 < dx and (dx < self.quantum or self.quantum == 0.0):
             self.quantum = dx
@@ -1912,6 +1936,8 @@ class RobustDetector:
         s = m if m > h else h
         if s < self._qfloor and (self.jumps or self.coarse):  # (the resolution's floor, see _learn_slow)
             s = self._qfloor
+        elif s < _ABS_FLOOR:
+            s = _ABS_FLOOR
         self.d_norm = s
 
     def _set_hold(self) -> float:

@@ -289,7 +289,8 @@ COARSE_P = 0.025  # ... and how improbable a window's few of them must be at tha
 
 def coarse_lattice(d: np.ndarray, quantum: float) -> int:
     """1 where a signal's quantum is coarser than its noise, from its absolute first
-    differences ``d``: fewer than COARSE_SHARE of its nonzero steps are two quanta or more.
+    differences ``d``: fewer than COARSE_SHARE of its nonzero steps are two quanta or more,
+    beyond the window's sampling error (as few at that share with probability under COARSE_P).
     There its E|dx| says where its level sits between two quanta (a level on the boundary
     flips on every other reading, E|dx| = q / 2; one mid-quantum seldom moves), not how noisy
     it is; where noise reaches the quantum, the steps of two quanta say so (a count near zero,
