@@ -51,11 +51,13 @@ def main() -> None:
     for kind, recs in lasting.items():
         raises = [n for n, _, _ in recs]
         clears = [c for _, h, c in recs if h and c is not None]
+        cleared = f"p50 {np.median(clears):.0f} p90 {np.percentile(clears, 90):.0f}" if clears else "(none cleared)"
         print(f"seed {a.seed} {kind}: {len(recs)} faults, {sum(raises)} raises, one alarm {sum(1 for n in raises if n == 1)}, "
-              f"first alarm held {sum(1 for _, h, _ in recs if h)}, held ones cleared p50 {np.median(clears):.0f} p90 {np.percentile(clears, 90):.0f} readings after the end")
+              f"first alarm held {sum(1 for _, h, _ in recs if h)}, held ones cleared {cleared} readings after the end")
     c = [x for _, x in spk if x is not None]
+    cleared = f"p50 {np.median(c):.0f} p90 {np.percentile(c, 90):.0f} max {max(c)}" if c else "(none cleared)"
     print(f"seed {a.seed} suite spikes: {len(spk)}, caught {sum(1 for n, _ in spk if n)}, more than one raise {sum(1 for n, _ in spk if n > 1)}, "
-          f"cleared p50 {np.median(c):.0f} p90 {np.percentile(c, 90):.0f} max {max(c)} readings after the spike, over 20: {sum(1 for x in c if x > 20)}")
+          f"cleared {cleared} readings after the spike, over 20: {sum(1 for x in c if x > 20)}")
 
 
 if __name__ == "__main__":
