@@ -496,7 +496,7 @@ class RobustDetector:
         self._rail_n = [0, 0]  # returns to each side's extreme in the fit's pass
         self.quantum = 0.0  # the signal's resolution: its smallest nonzero |step|, or see resolution
         self.jumps = 0  # 1: the signal holds a value and jumps (see resolution)
-        self.coarse = 0  # 1: the fit window shows its quantum coarser than its noise (robust_stats.coarse_lattice)
+        self.coarse = 0  # 1: the fit window shows its quantum coarser than its noise (robust_stats.coarse_lattice), and it does not hold and jump
         self.prev = 0.0
         self.run = self.run_max = 0
         self.hold_n = 0  # on a coarse lattice, the fit's longest stretch within one quantum (see _limits)
@@ -564,7 +564,9 @@ class RobustDetector:
             setattr(self, k, getattr(fresh, k))
         d = np.abs(np.diff(v))
         self.quantum, self.jumps = resolution(d)
-        self.coarse = coarse_lattice(d, self.quantum)
+        # (a signal that holds a value and jumps has its own resolution rules, ``jumps``: its flips
+        # between two values resolve a mean finer than half a quantum, so it is not called coarse)
+        self.coarse = 0 if self.jumps else coarse_lattice(d, self.quantum)
         self._limits()
         self.f_alpha, self.f_beta = choose_smoothing(v)
         self.alpha = min(self.f_alpha, _SLOW)
@@ -612,7 +614,7 @@ class RobustDetector:
         # its quantum, which the fit's runs show only where the level crossed quanta within the
         # window: the longest stretch the readings stayed within one quantum (two neighbouring
         # values) is how long the level was seen to stay put.
-        self.hold_n = longest_within(v, self.quantum) if self.coarse and not self.jumps else 0
+        self.hold_n = longest_within(v, self.quantum) if self.coarse else 0
         self._limits()
         self._refresh_plain()
         self._refresh_seasonal()
@@ -895,7 +897,7 @@ class RobustDetector:
         if c > clip:
             clip = c
         k = (u_l * o_l, 1.0 / (u_l * (t_l - o_l)), n_d, 1.0 / (t_drift - n_d))
-        if self.coarse and not self.jumps:
+        if self.coarse:
             # On a lattice coarser than the noise a held reading is anywhere within half a
             # quantum of the level, and that error does not average out while it is held: a
             # mean of readings is not resolved finer than q / 2, so neither channel's threshold
@@ -937,7 +939,7 @@ class RobustDetector:
         u = 1.2533 * (v if v > _V_SHORT_MIN * s else _V_SHORT_MIN * s)
         t, o = self.thr[SHORT], self.off[SHORT]
         w = u * (t - o)
-        if self.coarse and not self.jumps and w < self._qfloor:  # (not resolved finer than half a quantum: see _constants)
+        if self.coarse and w < self._qfloor:  # (not resolved finer than half a quantum: see _constants)
             w = self._qfloor
         i = self._i_sh = 1.0 / w
         self._ksh = (u * o, i, clip)
