@@ -1370,7 +1370,7 @@ def test_the_burst_counts_poisson_tail_holds_on_a_long_fit_window() -> None:
     # The burst test's mean is the window's length x the null's share: a fit on a long buffer
     # (up to 1,000,000 readings) takes it past ~745, where exp(-mu) underflowed to 0 and the
     # tail came out 1 for any count (the count switched on where bursts are routine).
-    from edge_agent.detectors.robust import _poisson_at_least
+    from edge_agent.detectors.robust_stats import poisson_at_least as _poisson_at_least
 
     assert _poisson_at_least(1000.0, 1200) == pytest.approx(4.684e-10, rel=1e-3)  # scipy.stats.poisson.sf(1199, 1000)
     assert _poisson_at_least(1000.0, 900) == pytest.approx(0.99938, rel=1e-4)

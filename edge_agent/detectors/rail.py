@@ -31,20 +31,13 @@ from __future__ import annotations
 
 import math
 
+from edge_agent.detectors.robust_stats import poisson_at_least
+
 MEMORY = 50.0  # readings: the count's memory and an extreme's lifetime without a return (the burst count's)
 KEEP = 1.0 - 1.0 / MEMORY
 TOL = 0.25  # a return to the extreme: within this fraction of the signal's quantum
 RESOLVED = 0.5  # on only where the quantum is below this x the noise (see below)
 CAP = 1.5  # the count stops at this x its limit (past it, more is no more evidence; the burst count's)
-
-
-def poisson_at_least(mu: float, n: int) -> float:
-    """P(N >= n) for N Poisson with mean ``mu``."""
-    term, tail = math.exp(-mu), 1.0
-    for k in range(n):
-        tail -= term
-        term *= mu / (k + 1)
-    return max(tail, 0.0)
 
 
 def rail_null(hits: int, readings: int, rate: float) -> tuple[float, float]:

@@ -36,6 +36,7 @@ from edge_agent.detectors.robust_stats import (
     longest_run,
     longest_within,
     mad_scale,
+    poisson_at_least,
     rechoose_rate,
     resolution,
     young_bound,
@@ -176,41 +177,13 @@ def _burst_limit(rate: float) -> float:
     at the rate a calibrated spike channel passes _BURST_AT of its threshold over
     _BURST_MEMORY readings, is within ``rate`` (n = 4 at rate 1e-6)."""
     mu = _BURST_MEMORY * _burst_share(rate)
-    return float(next((n for n in range(2, 100) if _poisson_at_least(mu, n) <= rate), 100))
+    return float(next((n for n in range(2, 100) if poisson_at_least(mu, n) <= rate), 100))
 
 
 def _burst_share(rate: float) -> float:
     """The share of readings a calibrated spike channel puts past _BURST_AT of its threshold:
     its tail is exponential from its 98 % quantile to ``rate`` at the threshold."""
     return (1.0 - TAIL_P) * (rate / (1.0 - TAIL_P)) ** _BURST_AT
-
-
-def _poisson_at_least(mu: float, n: int) -> float:
-    """P(N >= n) for N Poisson with mean ``mu``."""
-    if mu < 700.0:
-        term, tail = math.exp(-mu), 1.0
-        for k in range(n):
-            tail -= term
-            term *= mu / (k + 1)
-        return tail
-    # A fit on a long buffer (the burst test's mu is the window's length x the null's share:
-    # past ~730,000 readings at the default rate): exp(-mu) underflows to 0 and the loop above
-    # would return 1 for any n, switching the count on where bursts are routine. The terms in
-    # logs; the upper tail summed from n where n is past the mean (it falls from there).
-    lmu = math.log(mu)
-
-    def term_at(k: int) -> float:
-        return math.exp(k * lmu - mu - math.lgamma(k + 1.0))
-
-    if n <= mu:
-        return max(0.0, 1.0 - math.fsum(term_at(k) for k in range(n)))
-    s, k = 0.0, n
-    while True:
-        t = term_at(k)
-        s += t
-        k += 1
-        if t <= 1e-17 * s or t == 0.0:
-            return min(s, 1.0)
 
 
 def _burst_weight(rate: float) -> float:
@@ -733,7 +706,7 @@ class RobustDetector:
             return False
         at = self._b_z + self._qfloor / max(self.f_scale, self._floor())  # (the spike threshold just set)
         hits = sum(1 for v in z if v >= at)
-        return hits == 0 or _poisson_at_least(len(z) * _burst_share(self.rate), hits) >= _BURST_TEST
+        return hits == 0 or poisson_at_least(len(z) * _burst_share(self.rate), hits) >= _BURST_TEST
 
     def _floor(self) -> float:
         # Half the smallest step: a quantised signal cannot show noise finer than its quantum.

@@ -345,6 +345,34 @@ def longest_within(v: np.ndarray, width: float) -> int:
     return best
 
 
+def poisson_at_least(mu: float, n: int) -> float:
+    """P(N >= n) for N Poisson with mean ``mu``: the burst count's and the rail count's nulls."""
+    if mu < 700.0:
+        term, tail = math.exp(-mu), 1.0
+        for k in range(n):
+            tail -= term
+            term *= mu / (k + 1)
+        return max(tail, 0.0)
+    # A fit on a long buffer (robust's burst test's mu is the window's length x the null's share:
+    # past ~730,000 readings at the default rate): exp(-mu) underflows to 0 and the loop above
+    # would return 1 for any n, switching the count on where bursts are routine. The terms in
+    # logs; the upper tail summed from n where n is past the mean (it falls from there).
+    lmu = math.log(mu)
+
+    def term_at(k: int) -> float:
+        return math.exp(k * lmu - mu - math.lgamma(k + 1.0))
+
+    if n <= mu:
+        return max(0.0, 1.0 - math.fsum(term_at(k) for k in range(n)))
+    s, k = 0.0, n
+    while True:
+        t = term_at(k)
+        s += t
+        k += 1
+        if t <= 1e-17 * s or t == 0.0:
+            return min(s, 1.0)
+
+
 def mad_scale(x: np.ndarray) -> float:
     if x.size == 0:
         return 0.0
