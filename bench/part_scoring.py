@@ -38,7 +38,7 @@ def _time_calls(fn: Any, args: list[Any], times: list[float], n: int) -> np.ndar
     return out
 
 
-_PARTS = ("scales", "seasonal", "tails 1", "tails 2")  # robust's slow cycle, by phase
+ROBUST_PARTS = ("scales", "seasonal", "tails 1", "tails 2")  # robust's slow cycle, by phase
 
 
 def _robust_p99(det: Any, args: list[float], times: list[float], n: int) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def _robust_p99(det: Any, args: list[float], times: list[float], n: int) -> dict
         t0 = perf_ns()
         det.score_one(a, t)
         out[i] = perf_ns() - t0
-        label = _PARTS[det.s_phase] if det.s_phase != phase else "no part"
+        label = ROBUST_PARTS[det.s_phase] if det.s_phase != phase else "no part"
         labels.append(label + " + profile" if det.p_tick == 0 else label)
     lab = np.array(labels)
     slowest = out >= np.percentile(out, 99)

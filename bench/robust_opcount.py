@@ -50,7 +50,6 @@ from typing import Any
 import numpy as np
 
 T0 = 1.7e9  # a fixed start (see above)
-_PARTS = ("scales", "seasonal", "tails 1", "tails 2")  # as bench/part_scoring.py's _robust_p99
 STREAMS = ("bench", "daily", "walk")
 
 
@@ -88,6 +87,7 @@ def stream(name: str, n: int) -> tuple[np.ndarray, np.ndarray, list[float], list
 
 
 def count(name: str, n: int, by_function: bool) -> dict[str, Any]:
+    from bench.part_scoring import ROBUST_PARTS  # the labels _robust_p99 gives robust's slow cycle
     from edge_agent import detectors
 
     train, t_train, vals, times = stream(name, n)
@@ -131,7 +131,7 @@ def count(name: str, n: int, by_function: bool) -> dict[str, Any]:
         score(vals[j], times[j])
         sys.settrace(None)
         out[i] = ops
-        label = _PARTS[det.s_phase] if det.s_phase != phase else "no part"
+        label = ROBUST_PARTS[det.s_phase] if det.s_phase != phase else "no part"
         labels.append(label + " + profile" if det.p_tick == 0 else label)
     lab = np.array(labels)
     res: dict[str, Any] = {"n": n, "mean": float(out.mean())}
