@@ -151,6 +151,7 @@ class Pipeline:
         self.n_backlog_dropped = 0
         self.n_models_trained = 0
         self.n_fit_failed = 0
+        self.n_fit_deferred = 0  # fits whose window a detector could learn nothing from (detectors.NothingToLearn)
         self.n_series_refused = 0
         self.last_fit_error: str | None = None
 

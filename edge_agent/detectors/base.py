@@ -78,3 +78,8 @@ class Detector(Protocol):
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Detector: ...
+
+
+class NothingToLearn(ValueError):
+    """A training window a detector can learn no normal from (one value throughout: a machine
+    idle while the agent started). Not a failure: the series tries again on the next window."""

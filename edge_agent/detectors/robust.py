@@ -355,7 +355,7 @@ class RobustDetector:
                  "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
                  "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
-                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on")
+                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -524,6 +524,7 @@ class RobustDetector:
         self._prof_k = 1  # the profile learns from one calm reading in this many, at this weight ...
         self.p_tick = 0  # ... counted here
         self.s_phase = 0  # the part of the slow cycle the last calm reading learned (see _step)
+        self.states: tuple[float, ...] = ()  # a status or mode signal's values (see robust_states.py)
         self._rate_constants()
         self._update_thresholds()
 
@@ -532,6 +533,11 @@ class RobustDetector:
         v = np.asarray(values, dtype=np.float64)
         if v.ndim != 1 or v.shape[0] < 10 or not np.isfinite(v).all():
             raise ValueError("fit needs at least 10 finite values")
+        if v.min() == v.max():
+            # One value throughout (a machine idle while the agent started): no noise, no move and
+            # no state to learn from, and a model fitted on it scored every later move as a
+            # 1e12-scale spike, never learned from, for good.
+            raise base.NothingToLearn(f"the training window holds one value ({v[0]:.6g}) throughout")
         fresh = type(self)(self.rate, self.learn_below, self.threshold)
         for k in self.__slots__:
             setattr(self, k, getattr(fresh, k))
@@ -648,10 +654,13 @@ class RobustDetector:
         self._refresh_seasonal()
         self._set_anchor(vb, day is not None and float(t_fit[-1] - t_fit[0]) < _PERIOD_S)
         self._r_on = self.f_alpha <= _SLOW and not self.f_beta
+        # A status or mode signal scores as one (robust_states.py; imported here, as it extends this class)
+        from edge_agent.detectors.robust_states import as_state_signal, discrete_states
+        as_state_signal(self, discrete_states(v))
         return {
             "level": self.level, "trend": self.trend, "scale": self.scale, "alpha": self.alpha,
             "predictor_alpha": self.f_alpha, "predictor_trend": self.f_beta > 0, "predictor_scale": self.f_scale,
-            "quantum": self.quantum, "run_max": self.run_max, "min": self.lo, "max": self.hi, "seasonal": self.seasonal,
+            "quantum": self.quantum, "run_max": self.run_max, "min": self.lo, "max": self.hi, "seasonal": self.seasonal, "states": list(self.states),
             "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance", "short_level", "slope", "quiet", "burst",
                                     "spike_both_sides"), self.thr, strict=True)),
         }
@@ -2288,7 +2297,8 @@ class RobustDetector:
         params.update({k: None if getattr(self, k) != getattr(self, k) else getattr(self, k) for k in _MAYBE_NAN})
         params.update({"cal_q": list(self.cal_q), "cal_m": list(self.cal_m), "seasonal": self.seasonal,
                        "pending": None if self.pending is None else list(self.pending),
-                       "tick": None if self._tick is None else list(self._tick), "xrun": list(self._xr)})
+                       "tick": None if self._tick is None else list(self._tick), "xrun": list(self._xr),
+                       "states": list(self.states)})
         return params, {"profile": np.asarray(self.prof, dtype=np.float64), "seen": np.asarray(self.seen, dtype=np.int64),
                         "base": np.asarray(self.base, dtype=np.float64), "dev": np.asarray(self.dev, dtype=np.float64)}
 
@@ -2366,5 +2376,7 @@ class RobustDetector:
         d._refresh_plain()
         d._refresh_seasonal()
         d._r_on = d.f_alpha <= _SLOW and not d.f_beta
+        from edge_agent.detectors.robust_states import as_state_signal, stored_states  # (as in fit)
+        as_state_signal(d, stored_states(params))
         return d
 

@@ -112,6 +112,7 @@ async def healthcheck(request: Request) -> dict[str, Any]:
         "models": {
             "trained": pipe.n_models_trained if pipe else 0,
             "fit_failed": pipe.n_fit_failed if pipe else 0,
+            "fit_deferred": pipe.n_fit_deferred if pipe else 0,
             "last_fit_error": pipe.last_fit_error if pipe else None,
         },
         "broker": {

@@ -137,6 +137,7 @@ class AgentCollector(Collector):
         yield counter(P + "alarms_cleared", "Alarms cleared", pipe.n_cleared)
         yield counter(P + "models_trained", "Models fitted and stored", pipe.n_models_trained)
         yield counter(P + "model_fit_failures", "Fits that failed", pipe.n_fit_failed)
+        yield counter(P + "model_fits_deferred", "Fits put off: the window held nothing to learn from (one value throughout)", pipe.n_fit_deferred)
         yield gauge(P + "model_load_errors", "Problems with stored models found at start or sync (unloadable versions, bad index or ACTIVE files)", len(agent.model_errors))
         yield gauge(P + "model_store_degraded", "1 while fits fail because the model store cannot be written", float(agent.store_error is not None))
         yield counter(P + "series_refused", "Readings refused because the series limit was reached", pipe.n_series_refused)
