@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "bb02642d72e730f6f57e8363f467ff23f86c6c97878c86e2b339650d6d3ac5d3",
-    "minute": "a1925a476e62a7144f630aa8551b5589b16491107d264de7c7acfe6dacb206aa",
-    "quantised_untimed": "dc0d332cffd877eda15eb1a674b39cb8090114b489bf037665e237dd21ea58e9",
-    "second_wander": "ec8e734e20fdb7803f32bca57f72995c516e5e011caf0f8f7ed93de7253ea1ec",
+    "cycle_5min": "9549b101ccd1d53c1637be79d1b59fad803b94f00b0a56581e0c5efd1462fc55",
+    "minute": "14d29261d28bebb38dec65fad10f32cf516f4266e65ba8aab6552c8f6cf85301",
+    "quantised_untimed": "212285d44277fe3c68a9e8ab2fb87305ccb5202fd037691ce997bcb34c4befe9",
+    "second_wander": "01a82bbb4f88770828bfc961f33b6f8441199255ee518e2c20fd4e6eca3825d4",
 }
 
 

@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any
 
 from edge_agent.detectors.adaptive import AdaptiveDetector
-from edge_agent.detectors.base import Detector
+from edge_agent.detectors.base import Detector, NothingToLearn
 from edge_agent.detectors.isolation_forest import IsolationForestDetector
 from edge_agent.detectors.params import ParamProblems
 from edge_agent.detectors.params import check as params_check
@@ -88,5 +88,5 @@ def create(name: str, params: dict[str, Any] | None = None) -> Detector:
     return cls(**(params or {}))
 
 
-__all__ = ["Detector", "REGISTRY", "EXTRAS", "DEFAULT", "create", "detector_class", "UnknownDetector", "DetectorUnavailable",
+__all__ = ["Detector", "NothingToLearn", "REGISTRY", "EXTRAS", "DEFAULT", "create", "detector_class", "UnknownDetector", "DetectorUnavailable",
            "ParamProblems", "check_params"]

@@ -12,7 +12,8 @@ operator wants from such a point is to hear when it takes a value it never takes
 
 So where the training window is a state signal (``discrete_states``), the fitted model scores
 each reading by whether it is one of the window's states: one of them scores 0, any other value
-scores past the threshold (by its distance to the nearest state, in units of the states' span)
+scores past the threshold (by its distance to the nearest state, in units of the states' span,
+at most twice the threshold)
 and is explained as out of range. Accepting an alarm (``rebaseline``: the ``rebaseline``
 command, or ``alarms.accept_after_s``) adds the value to the states.
 
@@ -87,7 +88,9 @@ class StateSignal(RobustDetector):
         far = min(abs(x - s) for s in states)
         if far <= 1e-9 * span:
             return 0.0
-        return self.threshold * (1.0 + far / span)
+        # past the threshold by the distance to the nearest state, a span or more at most: how far
+        # beyond says nothing more on a status point (and a subnormal span must not make it inf)
+        return self.threshold * (2.0 if far >= span else 1.0 + far / span)
 
     def score_many(self, xs: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
         one = self.score_one
