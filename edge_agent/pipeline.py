@@ -331,6 +331,7 @@ class Pipeline:
         s = self.series.get(series_id)
         if s is None:
             s = self.get_or_create(series_id)
+        prev_ts = s.last_ts
         s.append(value, ts)
         lim = s.limits
         if lim is not None and not lim.lo_edge < value < lim.hi_edge:
@@ -340,7 +341,9 @@ class Pipeline:
             self._learning(s, value, ts)
             return
         det = model.detector
-        if s.n_readings & 7:
+        if ts - prev_ts > det.gap_s:  # the first reading after a silence (detectors.base: gap_s)
+            score = det.score_after_gap(value, ts, ts - prev_ts)
+        elif s.n_readings & 7:
             score = det.score_one(value, ts)
         else:
             # Timing every reading would cost as much as scoring it; every 8th is plenty

@@ -39,6 +39,7 @@ class AdaptiveDetector:
     """
 
     name: ClassVar[str] = "adaptive"
+    gap_s: ClassVar[float] = math.inf  # no gap handling: every reading is scored by score_one
     streaming: ClassVar[bool] = True
 
     def __init__(

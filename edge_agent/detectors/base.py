@@ -26,6 +26,10 @@ Optional, used by the alarm path when present:
 * ``rebaseline()``: accept the behaviour of the recent readings as the new normal, in place
   (an alarm accepted after ``alarms.accept_after_s``, or the ``rebaseline`` command). A detector
   without it is refitted on the readings held in alarm instead.
+* ``gap_s`` (required, ``math.inf`` for none) and ``score_after_gap(x, ts, gap_s)``: a reading
+  arriving more than ``gap_s`` seconds after the one before (a sensor offline, a link down) is
+  scored by ``score_after_gap`` instead of ``score_one``, told how long the silence was (robust
+  runs its forecasts on through it).
 * ``streaming = True`` (class attribute): the state changes with every reading, so
   ``explain`` is only right for the reading just scored; batches are then scored one reading
   at a time by the pipeline.

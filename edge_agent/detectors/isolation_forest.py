@@ -79,6 +79,7 @@ class IsolationForestDetector:
     """
 
     name: ClassVar[str] = "isolation_forest"
+    gap_s: ClassVar[float] = math.inf  # no gap handling: every reading is scored by score_one
 
     def __init__(
         self,

@@ -355,7 +355,7 @@ class RobustDetector:
                  "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
                  "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
-                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states")
+                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "gap_s")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -435,6 +435,7 @@ class RobustDetector:
         self.last_ts = math.nan
         self.last_n = 0  # self.n at last_ts
         self.dt = 0.0  # typical interval between readings (s)
+        self.gap_s = math.inf  # a longer silence is a gap: the pipeline calls score_after_gap (see there)
         self.err_plain = self.err_seas = 0.0  # the two models' recent mean absolute errors
         self.seasonal = False  # which model of normal the level and drift channels use
         self.unseen = _BINS  # bins of the profile not visited yet
@@ -654,6 +655,7 @@ class RobustDetector:
         self._refresh_seasonal()
         self._set_anchor(vb, day is not None and float(t_fit[-1] - t_fit[0]) < _PERIOD_S)
         self._r_on = self.f_alpha <= _SLOW and not self.f_beta
+        self.gap_s = 2.0 * self.dt if self.dt > 0.0 else math.inf
         # A status or mode signal scores as one (robust_states.py; imported here, as it extends this class)
         from edge_agent.detectors.robust_states import as_state_signal, discrete_states
         as_state_signal(self, discrete_states(v))
@@ -1017,6 +1019,55 @@ class RobustDetector:
         for i, x in enumerate(arr.tolist()):
             out[i] = step(x, times[i], False, None)
         return out
+
+    def score_after_gap(self, x: float, ts: float, gap_s: float) -> float:
+        """Score the first reading after ``gap_s`` seconds without one (a sensor offline, a link
+        down), longer than ``gap_s`` (the attribute: twice the series' typical interval).
+
+        The readings that did not come are not invented; what the models would have expected
+        of them is: the model of normal's forecast runs on through the gap (its trend, as
+        while frozen; the anchor's time), and the short-term predictor's forecast too, while
+        the uncertainty of its level grows with each missed reading as its own rate implies
+        (a local level model with gain ``f_alpha``: a level variance of f_alpha² / (1 -
+        f_alpha) noise variances a reading). The reading then teaches the predictor at the
+        Kalman gain that uncertainty gives before it is scored: after a long gap on a wander
+        the predictor takes the reading almost whole, and its one-step channels (spike,
+        short-term level, slope) see almost nothing of a move the gap explains; on white
+        noise (a rate of ~0.003) the gain barely moves. The channels judged against the
+        model of normal judge the reading as any other: a dropout to 0 after a gap is
+        still a level far from normal. Without it, the suite's normal signals with two
+        gaps of 1 and 8 hours raised 20 alarms over four seeds (scripts/plant_normals_probe.py)."""
+        dt = self.dt
+        g = gap_s / dt - 1.0 if dt > 0.0 else 0.0  # readings missed
+        if g > 0.0:
+            if self.shadow_n:  # frozen: the forecast runs on as it does while frozen (see _step)
+                self.horizon += g
+                if not self.day_g:
+                    self.level += self.trend * g
+            else:
+                self.level += self.trend * g
+            if self.a_inv:
+                self.a_t += int(g)
+            a = self.f_alpha
+            if 0.0 < a < 1.0:
+                p = a / (1.0 - a)  # the predicted level's variance, in noise variances
+                pg = p + g * a * p  # ... after g more steps of the level's own innovation (a² / (1 - a))
+                k = pg / (pg + 1.0)
+                fl = self.f_level
+                if self.f_beta:
+                    # A slope learned over ~1 / f_beta readings is no forecast far beyond them
+                    # (extrapolated 8 hours, a daily cycle's local slope missed by ~50 noise
+                    # widths): the slope over the gap takes over as far as the reading does.
+                    self.f_trend += k * ((x - fl) / (g + 1.0) - self.f_trend)
+                fl += self.f_trend * g
+                move = (k - a) / (1.0 - a) * (x - fl - self.f_trend)  # (_step then learns at f_alpha: k in all)
+                self.f_level = fl + move
+                if self._i_sl and (move if move > 0.0 else -move) > _CLIP * self._fsc:
+                    # a move the predictor makes only by jumping: the slope restarts, as at a jump (see _step)
+                    self.g_slope = self.r_slope + self.t_slope
+                    self.m_slope = 0.0
+                    self.slope_from = self.n + _SLOPE_QUIET
+        return self._step(x, ts)
 
     def _step(self, x: float, ts: float | None = None, training: bool = False, collect: list[list[float]] | None = None) -> float:
         # The per-reading path: written for CPython's speed (locals, no calls on the common
@@ -1976,7 +2027,13 @@ class RobustDetector:
         if last == last and ts > last and n_at > last_n:
             gap = (ts - last) / (n_at - last_n)  # the mean interval since the last update
             dt = self.dt
+            if gap > 4.0 * dt > 0.0:
+                # A silence (a sensor offline for 8 hours) says the readings stopped, not that they
+                # come less often: learned whole, it took a minute's interval to 288 s and moved
+                # every rate set from it; a lasting change of rate is still followed, 15 % an update.
+                gap = 4.0 * dt
             new = self.dt = gap if dt == 0.0 else dt + 0.05 * (gap - dt)
+            self.gap_s = 2.0 * new
             if not 0.999 * dt < new < 1.001 * dt:  # the rates follow it when it moves
                 self._set_rates()
         unseen = self.unseen
@@ -2376,6 +2433,7 @@ class RobustDetector:
         d._refresh_plain()
         d._refresh_seasonal()
         d._r_on = d.f_alpha <= _SLOW and not d.f_beta
+        d.gap_s = 2.0 * d.dt if d.dt > 0.0 else math.inf
         from edge_agent.detectors.robust_states import as_state_signal, stored_states  # (as in fit)
         as_state_signal(d, stored_states(params))
         return d

@@ -96,6 +96,9 @@ class StateSignal(RobustDetector):
         one = self.score_one
         return np.array([one(x) for x in np.asarray(xs, dtype=np.float64).tolist()], dtype=np.float64)
 
+    def score_after_gap(self, x: float, ts: float, gap_s: float) -> float:
+        return self.score_one(x, ts)  # (a status has no forecast to run on; gap_s is inf here anyway)
+
     def explain(self, x: float) -> base.Explanation:
         lo, hi = self.states[0], self.states[-1]
         direction = "up" if x > hi else "down" if x < lo else None
@@ -117,6 +120,8 @@ def as_state_signal(d: RobustDetector, states: tuple[float, ...]) -> None:
     """Make a fitted model score as a state signal (or as a measurement, for ())."""
     d.states = states
     d.__class__ = StateSignal if states else RobustDetector
+    if states:
+        d.gap_s = float("inf")
 
 
 def stored_states(params: dict[str, Any]) -> tuple[float, ...]:

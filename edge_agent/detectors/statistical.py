@@ -24,6 +24,7 @@ class StatisticalDetector:
     """
 
     name: ClassVar[str] = "statistical"
+    gap_s: ClassVar[float] = math.inf  # no gap handling: every reading is scored by score_one
 
     def __init__(self, k: float = 3.0, min_std: float = 1e-9) -> None:
         if not (k > 0 and math.isfinite(k)):

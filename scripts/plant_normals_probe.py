@@ -1,0 +1,144 @@
+"""Normal plant behaviours that no evaluation set has: how many alarms does ``robust`` raise?
+
+Not part of the suite (docs/detectors.md, "Status and mode signals, and a window that never
+moved", session 10). Every signal here is fault-free, so every raise is a nuisance alarm
+(or, for a few, a judgement call the section discusses). Per behaviour and seed: a 500-reading
+fit, then the rest through ``Pipeline`` as live (one reading a minute unless said):
+
+* ``status``: a 0 / 1 run status, each state held an exponential ~200 readings;
+* ``idle_start``: one value for 700 readings (a machine idle while the agent starts), then
+  white noise at another level;
+* ``thermostat``: a relaxation cycle between two switching points;
+* ``sawtooth``: a tank filling over 100-300 readings and draining over 10-30;
+* ``setpoints``: three setpoints with noise, each held ~300 readings;
+* ``heavy_tails``: Student-t (3 degrees of freedom) noise;
+* ``counter``: a totaliser (Poisson increments);
+* ``gaps``: the suite's normal signals (``evaluation/scenarios.py``) at one reading a second, a
+  minute and five minutes, with two gaps of 1 and 8 hours in their timestamps (a sensor
+  offline; the signal moved on meanwhile).
+
+    PYTHONPATH=. .venv/bin/python scripts/plant_normals_probe.py [--seeds 0,1,2,3] [--only status,gaps]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from edge_agent.config import AgentConfig
+from edge_agent.evaluation import scenarios as S
+from edge_agent.pipeline import InlineTrainer, Pipeline
+
+N = 12_500
+T0 = 1.7e9
+
+
+def status(rng: np.random.Generator) -> np.ndarray:
+    x = np.empty(N)
+    i, s = 0, 0.0
+    while i < N:
+        d = int(rng.exponential(200)) + 2
+        x[i:i + d] = s
+        i, s = i + d, 1.0 - s
+    return x
+
+
+def idle_start(rng: np.random.Generator) -> np.ndarray:
+    return np.concatenate([np.full(700, 21.0), 50.0 + rng.normal(0.0, 0.5, N - 700)])
+
+
+def thermostat(rng: np.random.Generator) -> np.ndarray:
+    x, t, on = np.empty(N), 5.0, False
+    for i in range(N):
+        t += (-0.15 if on else 0.05) + rng.normal(0.0, 0.02)
+        on = True if t > 6.0 else False if t < 4.0 else on
+        x[i] = t
+    return x
+
+
+def sawtooth(rng: np.random.Generator) -> np.ndarray:
+    parts: list[np.ndarray] = []
+    while sum(p.size for p in parts) < N:
+        parts += [np.linspace(20, 80, int(rng.uniform(100, 300))), np.linspace(80, 20, int(rng.uniform(10, 30)))]
+    return np.concatenate(parts)[:N] + rng.normal(0.0, 0.3, N)
+
+
+def setpoints(rng: np.random.Generator) -> np.ndarray:
+    x, i = np.empty(N), 0
+    while i < N:
+        d = int(rng.exponential(300)) + 20
+        x[i:i + d] = rng.choice([30.0, 45.0, 60.0])
+        i += d
+    return x + rng.normal(0.0, 0.2, N)
+
+
+def heavy_tails(rng: np.random.Generator) -> np.ndarray:
+    return 50.0 + 0.5 * rng.standard_t(3, N)
+
+
+def counter(rng: np.random.Generator) -> np.ndarray:
+    return np.cumsum(rng.poisson(3, N)).astype(float)
+
+
+SIGNALS: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
+    "status": status, "idle_start": idle_start, "thermostat": thermostat, "sawtooth": sawtooth,
+    "setpoints": setpoints, "heavy_tails": heavy_tails, "counter": counter,
+}
+
+
+def gapped(seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """The suite's normal kinds with two gaps (1 and 8 hours) in their timestamps."""
+    for kind in ("noise", "trend", "cycle", "wander", "quantised"):
+        for dt in (1.0, 60.0, 300.0):
+            for hours in (1.0, 8.0):
+                rng = np.random.default_rng([seed, 31, S.NORMAL_KINDS.index(kind), int(dt), int(hours)])
+                x, _ = S.normal_signal(kind, 6000, 0.5, dt, rng)
+                ts = T0 + np.arange(6000) * dt
+                keep = np.ones(6000, dtype=bool)
+                g = int(hours * 3600 / dt)
+                keep[2000:2000 + g] = keep[4000:4000 + g] = False
+                yield f"gaps/{kind}/dt{dt:g}/{hours:g}h", x[keep], ts[keep]
+
+
+def raised(x: np.ndarray, ts: np.ndarray) -> list[tuple[str, str]]:
+    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None}})
+    events: list = []
+    pipe = Pipeline(cfg, InlineTrainer(), events.append)
+    for v, t in zip(x.tolist(), ts.tolist(), strict=True):
+        pipe.process("s", v, t)
+    return [(e.kind, e.message or "") for e in events if e.state == "raised"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0,1,2,3")
+    ap.add_argument("--only", default=None, help="comma-separated behaviours (status, ..., gaps)")
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    only = set(args.only.split(",")) if args.only else None
+    for name, make in SIGNALS.items():
+        if only and name not in only:
+            continue
+        kinds: Counter[str] = Counter()
+        first = ""
+        for seed in seeds:
+            x = make(np.random.default_rng([seed, 7]))
+            for kind, message in raised(x, T0 + np.arange(x.size) * 60.0):
+                kinds[kind] += 1
+                first = first or message[:110]
+        print(f"{name:12s} raises {sum(kinds.values()):3d} over {len(seeds)} x {N:,} readings {dict(kinds)} {first}")
+    if only is None or "gaps" in only:
+        kinds, worst = Counter(), Counter()
+        for seed in seeds:
+            for name, x, ts in gapped(seed):
+                for kind, _ in raised(x, ts):
+                    kinds[kind] += 1
+                    worst[name.rsplit("/", 2)[0] + "/" + name.rsplit("/", 1)[1]] += 1
+        print(f"{'gaps':12s} raises {sum(kinds.values()):3d} over {len(seeds)} x 30 signals with two gaps each {dict(kinds)} {dict(worst.most_common(4))}")
+
+
+if __name__ == "__main__":
+    main()
