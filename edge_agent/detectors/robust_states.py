@@ -19,7 +19,8 @@ command, or ``alarms.accept_after_s``) adds the value to the states.
 
 The test is strict, so that a measurement is never taken for a status (docs/detectors.md,
 "Status and mode signals"): the window takes 2 to ``MAX_STATES`` distinct values, at least half
-of its steps repeat the value before (the signal dwells), each value is held for two readings or
+of its steps repeat the value before (9 in 10: the signal dwells; the suite's quantised wander at 5
+noise widths, 10 / 20 / 30 flipping at a quantum's boundary on half its steps, is a measurement), each value is held for two readings or
 more (NAB's disk write bytes: 0 for hours, then 2025060 and 2423190 once each, is an idle
 measurement), and the values' span is at least half their largest magnitude. The last is what tells a status from a measurement resolved coarsely:
 a temperature read in whole degrees that sat at 20 and 21 during the window spans 1 against
@@ -54,7 +55,7 @@ from edge_agent.detectors import base
 from edge_agent.detectors.robust import RobustDetector
 
 MAX_STATES = 4  # a status or mode signal takes at most this many values in its window
-MIN_DWELL = 0.5  # ... and repeats the value before in at least this share of its steps
+MIN_DWELL = 0.9  # ... and repeats the value before in at least this share of its steps (a visit ~10 readings or more)
 MIN_SPAN = 0.5  # ... and its values span at least this share of their largest magnitude
 MAX_KEPT = 32  # states kept, with those accepted later (rebaseline); the oldest go first
 
@@ -69,7 +70,7 @@ def discrete_states(v: np.ndarray) -> tuple[float, ...]:
         return ()  # a measurement resolved coarsely (whole degrees sitting at 20 and 21)
     held = np.diff(v) == 0.0
     if np.count_nonzero(held) < MIN_DWELL * (v.shape[0] - 1):
-        return ()  # it flips more than it dwells: a measurement at a quantum's boundary
+        return ()  # it moves too often: a measurement on a lattice, its level near a boundary
     if np.unique(v[1:][held]).size < values.size:
         return ()  # a value it never held: a measurement idle at one value, with rare readings off it
     return tuple(float(s) for s in values)
