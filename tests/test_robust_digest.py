@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "bb02642d72e730f6f57e8363f467ff23f86c6c97878c86e2b339650d6d3ac5d3",
-    "minute": "a1925a476e62a7144f630aa8551b5589b16491107d264de7c7acfe6dacb206aa",
-    "quantised_untimed": "dc0d332cffd877eda15eb1a674b39cb8090114b489bf037665e237dd21ea58e9",
-    "second_wander": "ec8e734e20fdb7803f32bca57f72995c516e5e011caf0f8f7ed93de7253ea1ec",
+    "cycle_5min": "76d48d428c43e76c743f96b464663c68c225155fc2a863ac6ef30abbce3da779",
+    "minute": "03477ce3e909ced63bf934fcaeb566987613f087d8106eefe15968f040e77886",
+    "quantised_untimed": "b61804c7071f3bfc8e8b8730a4df9867f6457bfdb91ed7727ac83d8e6b6f1e3a",
+    "second_wander": "117c4a5c258eb54fef4ff5c5d2d346a30d6873c5174a16fcfa57787812c56471",
 }
 
 
