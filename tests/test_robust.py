@@ -1185,12 +1185,26 @@ def test_a_model_stored_before_the_rail_count_still_loads() -> None:
     d.fit(x[:500])
     d.score_many(x[500:600])
     params, arrays = d.get_state()
-    for added in ("rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_ah", "rail_al", "rail_ok"):
+    for added in ("rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_ah", "rail_al", "rail_ok", "rail_th", "rail_tl"):
         del params[added]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
     assert old.rail_lim == 0.0 and old._i_rail == 0.0
     scores = old.score_many(x[600:])
     assert np.isfinite(scores).all() and old.rail_ch == 0.0 == old.rail_cl
+
+def test_a_model_stored_before_session_10_keeps_its_rail_count() -> None:
+    # Without the highest / lowest reading since (rail_th, rail_tl) it starts with none, and the
+    # count it had goes on: the railed readings after the load are still caught.
+    d = RobustDetector()
+    x = railed(noise(1400, seed=17), 700, 1000)
+    d.fit(x[:500])
+    d.score_many(x[500:600])
+    params, arrays = d.get_state()
+    del params["rail_th"], params["rail_tl"]
+    old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
+    assert old.rail_lim == d.rail_lim > 0.0 and old.rail_th == -1e300 and old.rail_tl == 1e300
+    assert max(old.score_many(x[600:1000])) >= 1.0
+
 
 def test_score_many_equals_score_one() -> None:
     x = noise(1500, seed=10)
