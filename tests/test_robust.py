@@ -137,14 +137,31 @@ def test_readings_railed_at_a_limit_are_caught_held_and_cleared_by_the_rail_coun
     x = railed(noise(3000, seed=seed), 1200, 1500, side)
     ev = alarms(x)
     assert [(s, k) for _, s, k in ev] == [("raised", "stuck"), ("cleared", None)]
-    # (the old extreme lives ~50 readings, and the returns before the rail became the extreme are
-    # repeats away from the extremes, which shut the count until they fade: ~130-160 readings)
-    assert 1200 <= ev[0][0] < 1400 and 1500 <= ev[1][0] <= 1560
+    # (the rail is the extreme once a reading returns to it with none above it in between: the
+    # readings from before the fault above the rail no longer keep it "below the extreme" for
+    # ~50 readings and its repeats meanwhile no longer shut the count as coarse; 23-74 readings
+    # here, 135-158 before)
+    assert 1200 <= ev[0][0] < 1300 and 1500 <= ev[1][0] <= 1560
     d = RobustDetector()
     d.fit(x[:500])
     d.score_many(x[500:ev[0][0]])
     assert d.score_one(x[ev[0][0]]) >= 1.0
     assert "came back" in d.explain(x[ev[0][0]]).detail
+
+
+@pytest.mark.parametrize(("seed", "side"), [(1, 1.0), (2, -1.0), (3, 1.0)])
+def test_a_rail_the_process_moves_away_from_is_caught_while_the_readings_still_repeat_it(seed: int, side: float) -> None:
+    # A trend (in the training window too: normal) railed at the level it had, moving away from
+    # the rail by a noise width every 100 readings: a third of the fault's first 100 readings
+    # repeat the rail, then ever fewer. Before session 10 the readings from before the fault
+    # above the rail kept it "below the extreme" for ~50 readings, and its repeats meanwhile
+    # counted as a coarse signal's, shutting the count ~150 readings more: no alarm on any of
+    # the three, the process gone from the rail by then.
+    rng = np.random.default_rng(seed)
+    x = 20.0 - side * 0.01 * np.arange(3000) + rng.normal(0.0, 1.0, 3000)
+    ev = alarms(railed(x, 1200, 1500, side))
+    assert [(s, k) for _, s, k in ev] == [("raised", "stuck"), ("cleared", None)]
+    assert 1200 <= ev[0][0] < 1300 and ev[1][0] <= 1500
 
 
 def test_the_rail_count_raises_at_its_poisson_limit_and_is_off_where_repeats_are_routine() -> None:
@@ -1170,12 +1187,26 @@ def test_a_model_stored_before_the_rail_count_still_loads() -> None:
     d.fit(x[:500])
     d.score_many(x[500:600])
     params, arrays = d.get_state()
-    for added in ("rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_ah", "rail_al", "rail_ok"):
+    for added in ("rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_ah", "rail_al", "rail_ok", "rail_th", "rail_tl"):
         del params[added]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
     assert old.rail_lim == 0.0 and old._i_rail == 0.0
     scores = old.score_many(x[600:])
     assert np.isfinite(scores).all() and old.rail_ch == 0.0 == old.rail_cl
+
+def test_a_model_stored_before_session_10_keeps_its_rail_count() -> None:
+    # Without the highest / lowest reading since (rail_th, rail_tl) it starts with none, and the
+    # count it had goes on: the railed readings after the load are still caught.
+    d = RobustDetector()
+    x = railed(noise(1400, seed=17), 700, 1000)
+    d.fit(x[:500])
+    d.score_many(x[500:600])
+    params, arrays = d.get_state()
+    del params["rail_th"], params["rail_tl"]
+    old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
+    assert old.rail_lim == d.rail_lim > 0.0 and old.rail_th == -1e300 and old.rail_tl == 1e300
+    assert max(old.score_many(x[600:1000])) >= 1.0
+
 
 def test_score_many_equals_score_one() -> None:
     x = noise(1500, seed=10)

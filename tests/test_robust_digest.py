@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "9549b101ccd1d53c1637be79d1b59fad803b94f00b0a56581e0c5efd1462fc55",
-    "minute": "14d29261d28bebb38dec65fad10f32cf516f4266e65ba8aab6552c8f6cf85301",
-    "quantised_untimed": "212285d44277fe3c68a9e8ab2fb87305ccb5202fd037691ce997bcb34c4befe9",
-    "second_wander": "01a82bbb4f88770828bfc961f33b6f8441199255ee518e2c20fd4e6eca3825d4",
+    "cycle_5min": "76d48d428c43e76c743f96b464663c68c225155fc2a863ac6ef30abbce3da779",
+    "minute": "03477ce3e909ced63bf934fcaeb566987613f087d8106eefe15968f040e77886",
+    "quantised_untimed": "b61804c7071f3bfc8e8b8730a4df9867f6457bfdb91ed7727ac83d8e6b6f1e3a",
+    "second_wander": "117c4a5c258eb54fef4ff5c5d2d346a30d6873c5174a16fcfa57787812c56471",
 }
 
 

@@ -6,8 +6,16 @@ readings repeat it exactly, but not in a row, so the stuck channel (runs of repe
 when a run happens to be long. ``robust``'s rail count (see ``RobustDetector._step``) counts, per
 side, the readings equal (within a quarter of a quantum) to the recent extreme, with a memory of
 ``MEMORY`` readings: the value that set the highest (lowest) reading stays the extreme while
-readings keep coming back to it, and is replaced by a higher (lower) reading, or by the next
-reading once ``MEMORY`` readings have passed without a return to it.
+readings keep coming back to it, and is replaced by a higher (lower) reading, by the next
+reading once ``MEMORY`` readings have passed without a return to it, or by a lower (higher)
+value that a reading returns to with none beyond it in between: the highest (lowest) reading
+since the extreme's last return, or since the last repeat away from the extremes (session 10).
+A rail caps the readings just below readings from before it; without that last rule those
+stayed the extreme ~``MEMORY`` readings, and the rail's repeats meanwhile counted as a coarse
+signal's (below) and shut the count ~150 readings more, by which time a process that moves
+had often left the rail. On a continuous signal a value seldom comes back (within a quarter
+of its smallest step) in normal operation, so the rule seldom acts there; where values do come
+back, the window's own returns, counted by the same code, set the null.
 
 What it assumes: in normal operation, readings return to their recent extreme independently and
 at a rate the training window shows. The count over ``MEMORY`` readings is then about Poisson

@@ -224,13 +224,13 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "v_drift_s", "d_norm", "d_fast", "quantum", "prev", "lo", "hi", "shadow", "s_shadow", "dt", "err_plain", "err_seas",
            "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low", "d_norm_m", "d_norm_l", "d_hold",
            "day_c", "day_s", "day_g", "burst", "b_hold", "b_last", "b_ev", "b_xe", "b_w", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
-           "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2",
+           "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl",
            "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv", "f_rc", "f_rv", "f_ek")
 _ADDED = {"jumps": 0, "coarse": 0, "hold_n": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
           "d_quick": 0.0, "d_low": 0.0, "d_norm_m": 0.0, "d_norm_l": 0.0, "d_hold": 0.0, "l_n": 0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "b_hold": 0.0, "b_last": 0.0, "b_ev": 0.0, "b_xe": 0.0, "b_w": 0.0, "b_run": 0, "burst_off": 0, "t_out": 0,
           "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0, "b_yscale": 0.0,
-          "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_ah": 0, "rail_al": 0, "rail_ok": 0,
+          "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_th": -1e300, "rail_tl": 1e300, "rail_ah": 0, "rail_al": 0, "rail_ok": 0,
           "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0,
           "f_rc": 0.0, "f_rv": 0.0, "f_ek": 0.0, "f_rn": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
@@ -353,7 +353,7 @@ class RobustDetector:
                  "d_quick", "d_low", "d_norm_m", "d_norm_l", "l_n", "d_hold", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
                  "burst", "b_hold", "b_last", "b_ev", "b_xe", "b_w", "b_run", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "_b_k", "t_out",
                  "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
-                 "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
+                 "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
                  "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
                  "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "gap_s")
 
@@ -464,6 +464,10 @@ class RobustDetector:
         self.rail_ah = self.rail_al = 0
         self.rail_in = self.rail_p1 = self.rail_p2 = 0.0  # repeats away from the extremes, and the last two readings
         self.rail_ok = 0  # 1: the current run of repeats began as a return to an extreme
+        # per side, the highest (lowest) reading since the extreme was set or last returned to, or
+        # since the last repeat away from the extremes, less (plus) the tolerance; none: -1e300
+        # (1e300). A return to it makes it the extreme (see _step: a rail's value)
+        self.rail_th, self.rail_tl = -1e300, 1e300
         self._rail_tol = 0.0
         self._i_rail = 0.0
         self._rail_cap = 1e300
@@ -588,6 +592,7 @@ class RobustDetector:
         self.d_norm = self.d_norm_m = self.d_fast = self.d_quick = self.d_low = max(float(np.mean(d)), self._floor())
         self.prev = float(v[0])
         self.rail_hi = self.rail_lo = float(v[0])
+        self.rail_th, self.rail_tl = -1e300, 1e300
         self.lo, self.hi = float(np.min(v)), float(np.max(v))
         self.run_max = longest_run(v)
         # On a lattice coarser than the noise a value is held as long as the level stays within
@@ -1345,7 +1350,11 @@ class RobustDetector:
         # reading past the extreme ends its count (a railed transmitter cannot read beyond its
         # rail); a run of repeats counts only where it began as a return (a rail the process
         # stays beyond): one that became the extreme by outliving it is the stuck channel's
-        # (counted, a stuck sensor's alarm was held ~40 readings past its release).
+        # (counted, a stuck sensor's alarm was held ~40 readings past its release). A return to
+        # the highest (lowest) reading since the extreme's last return, or since the last repeat
+        # away from the extremes, makes that value the extreme: a rail caps the readings below
+        # readings from before it, which would otherwise stay the extreme ~rail.MEMORY readings
+        # while the rail's repeats shut the count as a coarse signal's (session 10).
         # (Written for the common case, a reading between the extremes with no count: its cost
         # is then a few comparisons and the extremes' ages.)
         s_rail = 0.0
@@ -1369,32 +1378,62 @@ class RobustDetector:
                 if a >= _RAIL_MEMORY:
                     self.rail_hi = x
                     self.rail_ah = 0
+                    self.rail_th = -1e300
                 else:
                     self.rail_ah = a + 1
+                    if x >= self.rail_th:  # at or above the highest reading since the extreme's last return
+                        if x - self.rail_th > tol + tol or dx == 0.0:  # (above it, or a repeat in a row: no return)
+                            self.rail_th = x - tol
+                        else:
+                            # a return to it: that value, not the older and higher one no reading
+                            # has come back to since, is the recent extreme (a rail caps the
+                            # readings just below a reading from before it)
+                            self.rail_hi = x
+                            self.rail_ah = 0
+                            self.rail_th = -1e300
+                            hit = True
+                            # (and, away from the old extremes, a repeat as coarse as below)
+                            if -tol <= x - self.rail_p1 <= tol or -tol <= x - self.rail_p2 <= tol:
+                                ri += 1.0
             elif r > tol:  # beyond it: the new extreme, and the count ends
                 self.rail_hi = x
                 self.rail_ah = 0
+                self.rail_th = -1e300
                 if ch:
                     ch = self.rail_ch = 0.0
             else:
                 hit = True
                 self.rail_ah = 0
+                self.rail_th = -1e300
             hit_lo = False
             if r_lo > tol:
                 a = self.rail_al
                 if a >= _RAIL_MEMORY:
                     self.rail_lo = x
                     self.rail_al = 0
+                    self.rail_tl = 1e300
                 else:
                     self.rail_al = a + 1
+                    if x <= self.rail_tl:
+                        if x - self.rail_tl < -tol - tol or dx == 0.0:
+                            self.rail_tl = x + tol
+                        else:
+                            self.rail_lo = x
+                            self.rail_al = 0
+                            self.rail_tl = 1e300
+                            hit_lo = True
+                            if -tol <= x - self.rail_p1 <= tol or -tol <= x - self.rail_p2 <= tol:
+                                ri += 1.0
             elif r_lo < -tol:
                 self.rail_lo = x
                 self.rail_al = 0
+                self.rail_tl = 1e300
                 if cl:
                     cl = self.rail_cl = 0.0
             else:
                 hit_lo = True
                 self.rail_al = 0
+                self.rail_tl = 1e300
             if hit or hit_lo:
                 if (dx != 0.0 or self.rail_ok) and ri < 1.0:
                     if hit:
@@ -1414,6 +1453,10 @@ class RobustDetector:
                 # is locally as coarse as its quantum, and its extremes come back as routinely)
                 if -tol <= x - self.rail_p1 <= tol or -tol <= x - self.rail_p2 <= tol:
                     ri += 1.0
+                    # (the readings from here are judged against it: a return to it with none
+                    # beyond it in between makes it the recent extreme, as a rail's value is)
+                    self.rail_th = x - tol
+                    self.rail_tl = x + tol
             self.rail_p2 = self.rail_p1
             self.rail_p1 = x
             if ri:  # (a count under 0.01 is none: the common case then stores nothing)
