@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "bb02642d72e730f6f57e8363f467ff23f86c6c97878c86e2b339650d6d3ac5d3",
-    "minute": "a1925a476e62a7144f630aa8551b5589b16491107d264de7c7acfe6dacb206aa",
-    "quantised_untimed": "dc0d332cffd877eda15eb1a674b39cb8090114b489bf037665e237dd21ea58e9",
-    "second_wander": "ec8e734e20fdb7803f32bca57f72995c516e5e011caf0f8f7ed93de7253ea1ec",
+    "cycle_5min": "8cc3af115f831dfdd3fb745d12b38b2c2e5216f2ecf6cb7ce398e70ace5e44dd",
+    "minute": "e1fb3938fde83e2d0361d5109210162c179a099a3d6ffd16268868e658683571",
+    "quantised_untimed": "ffa66ce83d0391b8b382726f5e8e1f9aeb2e8f19865aee26729b8fd7556d434b",
+    "second_wander": "17c55d8a67b232d678ff106dfac8c8d4a8dadf58753983fed1eeb3095367c7f1",
 }
 
 
