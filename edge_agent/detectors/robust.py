@@ -1301,18 +1301,17 @@ class RobustDetector:
             s_stuck = 0.0
         # -- the lattice count (see lattice.py): steps finer than the resolution the window
         # showed, a value no longer the quantised transmitter's own. (The common case, a step
-        # on the lattice or a repeat and no count, costs two comparisons.)
-        lc = self.lat_c
+        # on the lattice or a repeat and no count, costs two comparisons; off, the tolerance is 0.)
         if dx < self._lat_tol and dx != 0.0:
-            lc = lc * _LAT_KEEP + 1.0
+            lc = self.lat_c * _LAT_KEEP + 1.0
             if lc > self._lat_cap:
                 lc = self._lat_cap
             self.lat_c = lc
             s_lat = (lc - self.lat_o) * self._i_lat
             if s_lat > score:
                 score = s_lat
-        elif lc:
-            lc *= _LAT_KEEP
+        elif self.lat_c:
+            lc = self.lat_c * _LAT_KEEP
             self.lat_c = lc if lc > 0.01 else 0.0
             s_lat = (lc - self.lat_o) * self._i_lat
             if s_lat > score:
