@@ -51,7 +51,9 @@ def shows_lattice(d: np.ndarray, quantum: float) -> bool:
     """
     if quantum <= 0.0:
         return False
-    nz = d[d > 0.0] / quantum
+    nz = d[d > 0.0]
     if nz.size < MIN_STEPS:
         return False
-    return bool(np.all(np.abs(nz - np.round(nz)) <= WHOLE))
+    with np.errstate(over="ignore", invalid="ignore"):  # (a step of 1e15 quanta or more is no whole number: nan, False)
+        nz = nz / quantum
+        return bool(np.all(np.abs(nz - np.round(nz)) <= WHOLE))
