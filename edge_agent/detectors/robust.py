@@ -246,10 +246,10 @@ class RobustDetector:
     Eleven channels are calibrated on the series' own score history (the order of ``SPIKE`` ..
     ``BACK`` below: spike, level and drift against the plain and the seasonal model, variance,
     short-term level, slope, the variance's quiet side, burst count, the spike judged from both
-    sides); four are judged against bounds the series itself sets (stuck: a run of repeats
+    sides); five are judged against bounds the series itself sets (stuck: a run of repeats
     against the longest normal run; range: beyond the learned range; rail: returns to the recent
-    extreme against the window's own rate, see ``rail.py``; anchor: the level against where the
-    fit left normal).
+    extreme against the window's own rate, see ``rail.py``; lattice: steps finer than the
+    window's quantum, see ``lattice.py``; anchor: the level against where the fit left normal).
 
     Per series, two baselines:
 
@@ -315,6 +315,12 @@ class RobustDetector:
       extreme, in a row or not, over ~50 readings, raising at the count a Poisson null at the
       window's own return rate makes as rare as ``rate``: a transmitter railed at a range limit
       the process hovers at (see rail.py). Off on coarsely quantised signals.
+    * the lattice count (explained as ``variance``, where no other channel reaches its threshold):
+      steps under 0.4 of the quantum the training window showed, over ~50 readings, raising at the
+      count the rail count's null gives a window without one: a value no longer the quantised
+      transmitter's own (a filter switched in downstream, an overridden value: a quiet period
+      whose steps are finer than the quantum, which repeats as often as before). On only where
+      the window's steps are all whole quanta (see lattice.py).
     * the anchor (explained as ``drift``): the live level (~7 readings) against where the fit left
       normal, which nothing scored moves (only ``rebaseline``, the acceptance time or a fit),
       within what the window's variogram says normal's own diffusion can reach in the readings
