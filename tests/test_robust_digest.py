@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "76d48d428c43e76c743f96b464663c68c225155fc2a863ac6ef30abbce3da779",
-    "minute": "03477ce3e909ced63bf934fcaeb566987613f087d8106eefe15968f040e77886",
-    "quantised_untimed": "b61804c7071f3bfc8e8b8730a4df9867f6457bfdb91ed7727ac83d8e6b6f1e3a",
-    "second_wander": "117c4a5c258eb54fef4ff5c5d2d346a30d6873c5174a16fcfa57787812c56471",
+    "cycle_5min": "8cc3af115f831dfdd3fb745d12b38b2c2e5216f2ecf6cb7ce398e70ace5e44dd",
+    "minute": "e1fb3938fde83e2d0361d5109210162c179a099a3d6ffd16268868e658683571",
+    "quantised_untimed": "ffa66ce83d0391b8b382726f5e8e1f9aeb2e8f19865aee26729b8fd7556d434b",
+    "second_wander": "17c55d8a67b232d678ff106dfac8c8d4a8dadf58753983fed1eeb3095367c7f1",
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edge_agent.detectors import base, rail
+from edge_agent.detectors import base, lattice, rail
 from edge_agent.detectors.base import Explanation
 from edge_agent.detectors.robust_stats import (
     ALPHAS,
@@ -170,6 +170,7 @@ _BURST_GAP = math.log(_BURST_KEEP) * math.log(_BURST_TEST)
 _BURST_SPAN = _BURST_MEMORY * math.log(_BURST_KEEP)  # ... a gap of at most the count's memory: beyond it, it knows nothing of the episode
 _BURST_EV = 2.0
 _RAIL_KEEP, _RAIL_MEMORY = rail.KEEP, rail.MEMORY  # the rail count's (see rail.py)
+_LAT_KEEP = lattice.KEEP  # the lattice count's (see lattice.py)
 
 
 def _burst_limit(rate: float) -> float:
@@ -225,12 +226,14 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "ep_rate", "base_sum", "t_ref", "v_trend", "horizon", "m_short", "v_short", "f_jump", "m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "n_fit", "d_quick", "d_low", "d_norm_m", "d_norm_l", "d_hold",
            "day_c", "day_s", "day_g", "burst", "b_hold", "b_last", "b_ev", "b_xe", "b_w", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
            "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl",
+           "lat_q", "lat_c", "lat_o", "lat_lim",
            "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv", "f_rc", "f_rv", "f_ek")
 _ADDED = {"jumps": 0, "coarse": 0, "hold_n": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
           "d_quick": 0.0, "d_low": 0.0, "d_norm_m": 0.0, "d_norm_l": 0.0, "d_hold": 0.0, "l_n": 0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "b_hold": 0.0, "b_last": 0.0, "b_ev": 0.0, "b_xe": 0.0, "b_w": 0.0, "b_run": 0, "burst_off": 0, "t_out": 0,
           "b_gain": 0.0, "b_ratio": 0.0, "e_prev": 0.0, "fp_prev": 0.0, "e_prev2": 0.0, "b_yscale": 0.0,
           "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_th": -1e300, "rail_tl": 1e300, "rail_ah": 0, "rail_al": 0, "rail_ok": 0,
+          "lat_q": 0.0, "lat_c": 0.0, "lat_o": 0.0, "lat_lim": 0.0,
           "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0,
           "f_rc": 0.0, "f_rv": 0.0, "f_ek": 0.0, "f_rn": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
@@ -243,10 +246,10 @@ class RobustDetector:
     Eleven channels are calibrated on the series' own score history (the order of ``SPIKE`` ..
     ``BACK`` below: spike, level and drift against the plain and the seasonal model, variance,
     short-term level, slope, the variance's quiet side, burst count, the spike judged from both
-    sides); four are judged against bounds the series itself sets (stuck: a run of repeats
+    sides); five are judged against bounds the series itself sets (stuck: a run of repeats
     against the longest normal run; range: beyond the learned range; rail: returns to the recent
-    extreme against the window's own rate, see ``rail.py``; anchor: the level against where the
-    fit left normal).
+    extreme against the window's own rate, see ``rail.py``; lattice: steps finer than the
+    window's quantum, see ``lattice.py``; anchor: the level against where the fit left normal).
 
     Per series, two baselines:
 
@@ -312,6 +315,12 @@ class RobustDetector:
       extreme, in a row or not, over ~50 readings, raising at the count a Poisson null at the
       window's own return rate makes as rare as ``rate``: a transmitter railed at a range limit
       the process hovers at (see rail.py). Off on coarsely quantised signals.
+    * the lattice count (explained as ``variance``, where no other channel reaches its threshold):
+      steps under 0.4 of the quantum the training window showed, over ~50 readings, raising at the
+      count the rail count's null gives a window without one: a value no longer the quantised
+      transmitter's own (a filter switched in downstream, an overridden value: a quiet period
+      whose steps are finer than the quantum, which repeats as often as before). On only where
+      the window's steps are all whole quanta (see lattice.py).
     * the anchor (explained as ``drift``): the live level (~7 readings) against where the fit left
       normal, which nothing scored moves (only ``rebaseline``, the acceptance time or a fit),
       within what the window's variogram says normal's own diffusion can reach in the readings
@@ -354,6 +363,7 @@ class RobustDetector:
                  "burst", "b_hold", "b_last", "b_ev", "b_xe", "b_w", "b_run", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "_b_k", "t_out",
                  "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
+                 "lat_q", "lat_c", "lat_o", "lat_lim", "_lat_tol", "_i_lat", "_lat_cap",
                  "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
                  "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "gap_s")
 
@@ -472,6 +482,11 @@ class RobustDetector:
         self._i_rail = 0.0
         self._rail_cap = 1e300
         self._rail_n = [0, 0]  # returns to each side's extreme in the fit's pass
+        # The lattice count (see lattice.py): the window's quantum where its steps show a lattice
+        # (0: off), steps finer than it counted over ~lattice.MEMORY readings, its normal and limit.
+        self.lat_q = self.lat_c = self.lat_o = self.lat_lim = 0.0
+        self._lat_tol = self._i_lat = 0.0
+        self._lat_cap = 1e300
         self.quantum = 0.0  # the signal's resolution: its smallest nonzero |step|, or see resolution
         self.jumps = 0  # 1: the signal holds a value and jumps (see resolution)
         self.coarse = 0  # 1: the fit window shows its quantum coarser than its noise (robust_stats.coarse_lattice), and it does not hold and jump
@@ -654,6 +669,11 @@ class RobustDetector:
         if not self.jumps and self.quantum < rail.RESOLVED * noise:
             self.rail_o, self.rail_lim = rail.rail_null(max(self._rail_n), v.shape[0], self.rate)
         self.rail_ch = self.rail_cl = 0.0  # counted against the null just set, from here
+        if not self.jumps and lattice.shows_lattice(d, self.quantum):
+            # (the window has no step under its quantum, by construction: its rate is under one
+            # in the window's length, the rail count's null for a window without a hit)
+            self.lat_q = self.quantum
+            self.lat_o, self.lat_lim = rail.rail_null(0, v.shape[0], self.rate)
         self.run_max = max(self.run_max, self.run)
         self._limits()
         self._refresh_plain()
@@ -770,6 +790,10 @@ class RobustDetector:
         lim = self.rail_lim
         self._i_rail = 1.0 / (lim - self.rail_o) if lim > self.rail_o else 0.0
         self._rail_cap = rail.CAP * lim if lim > 0.0 else 1e300
+        lim = self.lat_lim
+        self._lat_tol = lattice.FINER * self.lat_q  # (0 where off: no |step| is below it)
+        self._i_lat = 1.0 / (lim - self.lat_o) if lim > self.lat_o else 0.0
+        self._lat_cap = lattice.CAP * lim if lim > 0.0 else 1e300
 
     def _update_thresholds(self) -> None:
         for c in range(_N_CAL):
@@ -1346,6 +1370,23 @@ class RobustDetector:
                 self.run = 0
             run = 0
             s_stuck = 0.0
+        # -- the lattice count (see lattice.py): steps finer than the resolution the window
+        # showed, a value no longer the quantised transmitter's own. (The common case, a step
+        # on the lattice or a repeat and no count, costs two comparisons; off, the tolerance is 0.)
+        if dx < self._lat_tol and dx != 0.0:
+            lc = self.lat_c * _LAT_KEEP + 1.0
+            if lc > self._lat_cap:
+                lc = self._lat_cap
+            self.lat_c = lc
+            s_lat = (lc - self.lat_o) * self._i_lat
+            if s_lat > score:
+                score = s_lat
+        elif self.lat_c:
+            lc = self.lat_c * _LAT_KEEP
+            self.lat_c = lc if lc > 0.01 else 0.0
+            s_lat = (lc - self.lat_o) * self._i_lat
+            if s_lat > score:
+                score = s_lat
         # -- the rail count (see rail.py): returns to the recent extreme, in a row or not. A
         # reading past the extreme ends its count (a railed transmitter cannot read beyond its
         # rail); a run of repeats counts only where it began as a return (a rail the process
@@ -2323,6 +2364,15 @@ class RobustDetector:
         s_rail = (rc - self.rail_o) * self._i_rail
         chans.append((s_rail, base.STUCK, 0.0, f"{rv:.6g}, the recent {'highest' if rv == self.rail_hi else 'lowest'} reading, came back "
                                               f"{rc:.1f} times over ~{rail.MEMORY:.0f} readings (raises at {self.rail_lim:.0f}): a railed transmitter?"))
+        s_lat = (self.lat_c - self.lat_o) * self._i_lat
+        if s_lat >= 1.0 and max(ch[0] for ch in chans) < 1.0 and abs(self.a_x - self.a_level) * self.a_inv < 1.0:
+            # Steps off the window's lattice say only that the value is no longer the
+            # transmitter's own: where another channel says what the value does (a ramp, a step,
+            # noise), that is the diagnosis; alone, the noise is what moved (quieter or not).
+            lq = self.quantum if self.quantum < self.lat_q else 0.5 * self.lat_q
+            return Explanation(base.VARIANCE, "up" if d_fast > self.d_norm else "down", lo, hi,
+                               f"{self.lat_c:.1f} of the last ~{lattice.MEMORY:.0f} readings stepped by less than the resolution {self.lat_q:.4g} "
+                               f"the training window showed (steps of {lq:.2g}; raises at {self.lat_lim:.0f}): a filtered or substituted value?")
         # A reading repeated to the stuck channel's threshold is stuck, and a spike that reaches
         # its own threshold is a spike, even when another channel scores higher: the most
         # specific diagnosis, and what the operator sees first.
@@ -2360,6 +2410,8 @@ class RobustDetector:
         self.m_short = self.f_jump = self.m_slope = self.burst = self.b_hold = self.b_last = self.b_ev = self.b_xe = self.b_w = 0.0
         self.b_run = 0
         self.rail_ch = self.rail_cl = 0.0
+        if self.lat_c:  # steps off the window's lattice accepted: its resolution is unknown until the next fit
+            self.lat_q = self.lat_c = 0.0
         self.r_slope, self.t_slope = self.g_slope, 0.0
         if self._quiet_value() >= self.thr[QUIET]:  # a quieter noise accepted as normal
             self.d_norm = max(self.d_low, self._qfloor)
