@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "8cc3af115f831dfdd3fb745d12b38b2c2e5216f2ecf6cb7ce398e70ace5e44dd",
-    "minute": "e1fb3938fde83e2d0361d5109210162c179a099a3d6ffd16268868e658683571",
-    "quantised_untimed": "ffa66ce83d0391b8b382726f5e8e1f9aeb2e8f19865aee26729b8fd7556d434b",
-    "second_wander": "17c55d8a67b232d678ff106dfac8c8d4a8dadf58753983fed1eeb3095367c7f1",
+    "cycle_5min": "554593508abd4a09839fc38d6b118d3e7094ddd91d52045499d01a5787142e44",
+    "minute": "931766d7fd0ba67956f7aa77a50e4c70827bd9b08f4682a7c2f53ce0ba99e5cb",
+    "quantised_untimed": "a6d2028065802fcc4babbc5c048168ba8d30328a41d1119d2f8276bcb1f164c6",
+    "second_wander": "75f3a4e38ece2f068dfc1af2dfdf783d511502dfbe3f02950951782413373823",
 }
 
 
