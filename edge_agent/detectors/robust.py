@@ -886,6 +886,57 @@ class RobustDetector:
         else:
             self._kp, self._clip_p = k, clip
 
+    def _level_constants(self) -> None:
+        """The plain model's level half of _constants alone, after a tails' part that moved only
+        the level channel's tail (tails 1, much of scoring's p99 on white noise); the same
+        arithmetic in the same order, so its results are _constants' to the bit (a test holds
+        the three to it). The drift half (``_kp[2:]``) is kept: its inputs (the drift tail, the
+        units ``_up``, the young allowance ``_ya``, ``coarse``, the quantum's floor) change only
+        where _constants or _drift_constants runs after them. The clip takes both thresholds,
+        so it is taken again from both."""
+        thr = self.thr
+        u_l, u_d, d_min, clip = self._up
+        t_l, o_l = thr[LEVEL], self.off[LEVEL]
+        c = _LEVEL_CLIP_THR * (u_d * thr[DRIFT])
+        if c > clip:
+            clip = c
+        c = _LEVEL_CLIP_THR * u_l * t_l
+        if c > clip:
+            clip = c
+        w = u_l * (t_l - o_l)
+        if self.coarse:  # (the resolution's floor, see _constants)
+            q = self._qfloor
+            if not w > q:
+                w = q
+        k = self._kp
+        self._kp, self._clip_p = (u_l * o_l, 1.0 / w, k[2], k[3]), clip
+
+    def _drift_constants(self) -> None:
+        """The plain model's drift half of _constants alone, after a tails' part that moved only
+        the drift channel's tail (tails 2); exact as _level_constants, the level half kept."""
+        thr = self.thr
+        u_l, u_d, d_min, clip = self._up
+        t_drift = u_d * thr[DRIFT]
+        c = _LEVEL_CLIP_THR * t_drift
+        if c > clip:
+            clip = c
+        t_drift *= self._ya  # (after the clip, see _constants)
+        if t_drift < d_min:
+            t_drift = d_min
+        n_d = u_d * self.off[DRIFT]
+        if n_d > 0.5 * t_drift:
+            n_d = 0.5 * t_drift
+        c = _LEVEL_CLIP_THR * u_l * thr[LEVEL]
+        if c > clip:
+            clip = c
+        w = t_drift - n_d
+        if self.coarse:
+            q = self._qfloor
+            if not w > q:
+                w = q
+        k = self._kp
+        self._kp, self._clip_p = (k[0], k[1], n_d, 1.0 / w), clip
+
     def _short_constants(self) -> None:
         """The short-term level's (normal, 1 / (threshold - normal), clip) in value units: its
         unit is 1.2533 x its mean |value| on normal readings (floored at half what independent
@@ -2138,7 +2189,15 @@ class RobustDetector:
                 if v < _V_DRIFT_MIN * s_scale:
                     v = _V_DRIFT_MIN * s_scale
                 self._tail(DRIFT_S, (m_drift_s if m_drift_s > 0.0 else -m_drift_s) / (1.2533 * v), clip, weight, self._xr)
-        self._constants(False)
+        # (the plain model's constants: only the half whose tail moved, exactly as _constants; the
+        # seasonal model's in whole: its units and the quantum's floor can change without its
+        # refresh, which this one then catches up on, as it did)
+        if part == 0:
+            self._level_constants()
+        elif part == 1:
+            self._drift_constants()
+        else:
+            self._constants(False)
         if self.seasonal and seas:
             self._constants(True)
 
