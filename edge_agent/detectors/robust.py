@@ -1765,15 +1765,18 @@ class RobustDetector:
                         pk = self._prof_k
                         self._learn_slow_seasonal(te, tes, tts, tn, False, pk if pk > _SLOW_EVERY else _SLOW_EVERY)
                 else:  # the tails learn from every reading of normal operation ...
-                    if phase == 2 and self._r_on:
-                        # The predictor's error paired with the one before (see _rechoose_rate;
-                        # both calm, so within the spike channel's learn_below: no clip needed).
-                        self.f_rc += self.f_ek * e_f
-                        self.f_rv += e_f * e_f
-                        nr = self.f_rn = self.f_rn + 1
-                        if not nr & 63:
-                            self._rechoose_rate()
-                    self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, _EXCESS_CLIP, _SLOW_EVERY, phase - 2)
+                    if phase == 2:
+                        if self._r_on:
+                            # The predictor's error paired with the one before (see _rechoose_rate;
+                            # both calm, so within the spike channel's learn_below: no clip needed).
+                            self.f_rc += self.f_ek * e_f
+                            self.f_rv += e_f * e_f
+                            nr = self.f_rn = self.f_rn + 1
+                            if not nr & 63:
+                                self._rechoose_rate()
+                        self._learn_level_tails(z, m_level, self.m_level_s, _EXCESS_CLIP, _SLOW_EVERY)
+                    else:
+                        self._learn_drift_tails(m_drift, self.m_drift_s, d_fast, _EXCESS_CLIP, _SLOW_EVERY)
         elif was_calm and not training and calm < _RELEARN_AFTER:
             # ... and from the first reading of each anomalous episode, as far as episodes are
             # routine for this series: the rest of an episode (a lasting fault) teaches nothing.
@@ -2117,9 +2120,8 @@ class RobustDetector:
     def _learn_pending(self) -> None:
         """One half of an episode's first reading, for the tails (see _learn_episode)."""
         p = self.pending
-        part = int(p[9])
-        self._learn_tails(p[0], p[1], p[2], p[3], p[4], p[5], p[7], p[8], part)  # (p[6], the reading's bin, is kept in the state only)
-        if part:
+        if p[9]:  # (p[6], the reading's bin, is kept in the state only)
+            self._learn_drift_tails(p[2], p[4], p[5], p[7], p[8])
             if self._i_sh:
                 self._short_tail(p[10], p[7], p[8])
                 self._short_constants()
@@ -2128,6 +2130,7 @@ class RobustDetector:
                 self._slope_constants()
             self.pending = None
         else:
+            self._learn_level_tails(p[0], p[1], p[3], p[7], p[8])
             p[9] = 1.0
             if self._i_bk:
                 # (on the first of the two readings, the spike judged from both sides has judged
@@ -2137,69 +2140,70 @@ class RobustDetector:
                 t, o = self._tail(BACK, zb if zb > p[12] else p[12], p[7], p[8])
                 self._o_bk, self._j_bk = o, 1.0 / (t - o)
 
-    def _learn_tails(self, z: float, m_level: float, m_drift: float, m_level_s: float, m_drift_s: float, d_fast: float,
-                     clip: float, weight: float, part: int) -> None:
-        """The calibrators: each channel's standardised tail, and so its threshold. ``part``
-        0: spike, level and the profile's level; 1: drift, variance and the profile's drift
-        (one part per update, to spread the cost); -1: all six. (The short-term level's tail
-        learns in the scales' phase, see _learn_slow: the cheapest part of the cycle.) The cached constants of the
-        level and drift channels follow at once, the profile's where it serves (else at its
-        next slow update)."""
+    def _learn_level_tails(self, z: float, m_level: float, m_level_s: float, clip: float, weight: float) -> None:
+        """The calibrators: each channel's standardised tail, and so its threshold, in two parts,
+        one per update (to spread the cost). This one (the slow cycle's tails 1): the spike's,
+        the burst count's, the level's and the profile's level's; _learn_drift_tails the rest.
+        (The short-term level's tail learns in the scales' phase, see _learn_slow: the cheapest
+        part of the cycle.) The cached constants of the channels whose tails moved follow at
+        once, the profile's where it serves (else at its next slow update)."""
         level = self.level
         floor = 1e-9 * (level if level > 0.0 else -level)  # self._floor(), inlined (p99 cost)
         if floor < self._qfloor:
             floor = self._qfloor
-        seas = self.s_n >= _SETTLED
-        if part <= 0:
-            scale = self.scale if self.scale > floor else floor
-            v = self.v_level
-            if v < _V_LEVEL_MIN * scale:
-                v = _V_LEVEL_MIN * scale
-            t, o = self._tail(SPIKE, z, clip, weight)
-            # (_spike_constants(t, o), inlined: the tails' phases make much of scoring's p99)
-            w = t - o
-            self._o_sp, self._i_sp = o, 1.0 / w
-            b_z = self._b_z = o + _BURST_AT * w
-            self._b_at = b_z + self._qfloor / self._fsc
-            t, o = self._tail(BURST, self.burst, clip, weight, self._xr)
-            self._o_b, self._i_b = o, 1.0 / (t - o)
-            self._b_cap = _BURST_CAP * t
-            self._tail(LEVEL, (m_level if m_level > 0.0 else -m_level) / (1.2533 * v), clip, weight)
-            if seas:
-                s_scale = self.s_scale if self.s_scale > floor else floor
-                v = self.v_level_s
-                if v < _V_LEVEL_MIN * s_scale:
-                    v = _V_LEVEL_MIN * s_scale
-                self._tail(LEVEL_S, (m_level_s if m_level_s > 0.0 else -m_level_s) / (1.2533 * v), clip, weight)
-        if part != 0:
-            scale = self.scale if self.scale > floor else floor
-            v = self.v_drift
-            if v < _V_DRIFT_MIN * scale:
-                v = _V_DRIFT_MIN * scale
-            self._tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight, self._xr)
-            t, o = self._tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
-            self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
-            q, f = self.d_low, self._q2  # (_quiet_value(), inlined likewise)
-            q = self.d_norm / (q if q > f else f) - 1.0
-            t, o = self._tail(QUIET, q if q > 0.0 else 0.0, clip, weight)
-            self._o_q, self._i_q = 1.0 + o, 1.0 / (t - o)
-            if seas:
-                s_scale = self.s_scale if self.s_scale > floor else floor
-                v = self.v_drift_s
-                if v < _V_DRIFT_MIN * s_scale:
-                    v = _V_DRIFT_MIN * s_scale
-                self._tail(DRIFT_S, (m_drift_s if m_drift_s > 0.0 else -m_drift_s) / (1.2533 * v), clip, weight, self._xr)
-        # (the plain model's constants: only the half whose tail moved, exactly as _constants; the
-        # seasonal model's in whole: its units and the quantum's floor can change without its
-        # refresh, which this one then catches up on, as it did)
-        if part == 0:
-            self._level_constants()
-        elif part == 1:
-            self._drift_constants()
-        else:
-            self._constants(False)
-        if self.seasonal and seas:
-            self._constants(True)
+        scale = self.scale if self.scale > floor else floor
+        v = self.v_level
+        if v < _V_LEVEL_MIN * scale:
+            v = _V_LEVEL_MIN * scale
+        t, o = self._tail(SPIKE, z, clip, weight)
+        # (_spike_constants(t, o), inlined: the tails' phases make much of scoring's p99)
+        w = t - o
+        self._o_sp, self._i_sp = o, 1.0 / w
+        b_z = self._b_z = o + _BURST_AT * w
+        self._b_at = b_z + self._qfloor / self._fsc
+        t, o = self._tail(BURST, self.burst, clip, weight, self._xr)
+        self._o_b, self._i_b = o, 1.0 / (t - o)
+        self._b_cap = _BURST_CAP * t
+        self._tail(LEVEL, (m_level if m_level > 0.0 else -m_level) / (1.2533 * v), clip, weight)
+        self._level_constants()  # (the plain model's level half: only it moved, see _level_constants)
+        if self.s_n >= _SETTLED:
+            s_scale = self.s_scale if self.s_scale > floor else floor
+            v = self.v_level_s
+            if v < _V_LEVEL_MIN * s_scale:
+                v = _V_LEVEL_MIN * s_scale
+            self._tail(LEVEL_S, (m_level_s if m_level_s > 0.0 else -m_level_s) / (1.2533 * v), clip, weight)
+            if self.seasonal:
+                # (in whole: the seasonal model's units and the quantum's floor can change without
+                # its refresh, which this one then catches up on, as it always did)
+                self._constants(True)
+
+    def _learn_drift_tails(self, m_drift: float, m_drift_s: float, d_fast: float, clip: float, weight: float) -> None:
+        """The other part of the calibrators (tails 2, see _learn_level_tails): the drift's, the
+        variance channel's and its quiet side's, and the profile's drift's."""
+        level = self.level
+        floor = 1e-9 * (level if level > 0.0 else -level)  # (as in _learn_level_tails)
+        if floor < self._qfloor:
+            floor = self._qfloor
+        scale = self.scale if self.scale > floor else floor
+        v = self.v_drift
+        if v < _V_DRIFT_MIN * scale:
+            v = _V_DRIFT_MIN * scale
+        self._tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight, self._xr)
+        t, o = self._tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
+        self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
+        q, f = self.d_low, self._q2  # (_quiet_value(), inlined likewise)
+        q = self.d_norm / (q if q > f else f) - 1.0
+        t, o = self._tail(QUIET, q if q > 0.0 else 0.0, clip, weight)
+        self._o_q, self._i_q = 1.0 + o, 1.0 / (t - o)
+        self._drift_constants()  # (the plain model's drift half, see _level_constants)
+        if self.s_n >= _SETTLED:
+            s_scale = self.s_scale if self.s_scale > floor else floor
+            v = self.v_drift_s
+            if v < _V_DRIFT_MIN * s_scale:
+                v = _V_DRIFT_MIN * s_scale
+            self._tail(DRIFT_S, (m_drift_s if m_drift_s > 0.0 else -m_drift_s) / (1.2533 * v), clip, weight, self._xr)
+            if self.seasonal:
+                self._constants(True)  # (in whole, see _learn_level_tails)
 
     def _quiet_value(self) -> float:
         """The quiet side's statistic (see _step): normal / recent E|dx| - 1, at least 0."""
