@@ -1877,11 +1877,14 @@ class RobustDetector:
         if a < 0.0:
             a = -a
         self.v_short = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
-        if not training and self._i_sh:
+        if self._i_sh and not training:  # (the gates first: scoring's common case, the channel off)
             # The short-term level's tail, from every reading of normal operation (as the other
             # tails, in turn; here, since this part of the cycle is the cheapest: p99 cost).
-            self._tail(SHORT, a / self._short_unit(), _EXCESS_CLIP, _SLOW_EVERY)  # (_short_tail, a being |m_short|)
-        if not training and self._i_bk:
+            # (_short_tail, a being |m_short|, with _short_unit inlined: where the channel is on,
+            # this part is scoring's p99)
+            f, v = self._fsc, self.v_short
+            self._tail(SHORT, a / (1.2533 * (v if v > _V_SHORT_MIN * f else _V_SHORT_MIN * f)), _EXCESS_CLIP, _SLOW_EVERY)
+        if self._i_bk and not training:
             # The spike judged from both sides: its tail, likewise (its value judges the reading
             # before this one, calm too: learning needs _RELEARN_AFTER calm readings in a row).
             t, o = self._tail(BACK, self._zbk, _EXCESS_CLIP, _SLOW_EVERY)
@@ -1891,9 +1894,10 @@ class RobustDetector:
             s, a = self.v_slope, self.m_slope
             if a < 0.0:
                 a = -a
-            self.v_slope = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
+            v = self.v_slope = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
             if not training:
-                self._tail(SLOPE, a / self._slope_unit(), _EXCESS_CLIP, _SLOW_EVERY, self._xr)
+                w = self._sw_half * self._fsc  # (_slope_unit, inlined likewise)
+                self._tail(SLOPE, a / (1.2533 * (v if v > w else w)), _EXCESS_CLIP, _SLOW_EVERY, self._xr)
         # The trend's variability over the model's memory (~1 / alpha readings): how far a frozen
         # model's forecast may be trusted (see _step). Huber-limited as the spreads; a model
         # stored before it has 0, which stays 0 (no band, as it was) until its next fit.
@@ -1908,7 +1912,7 @@ class RobustDetector:
         # The same clip as the variance channel's recent estimate: both are means of the same
         # clipped statistic, so their ratio is 1 in normal operation by construction (a tighter
         # clip here biased it above 1 on signals whose steps are mostly 0 and sometimes a quantum).
-        cap = _VAR_CLIP * self.d_norm
+        cap = self._var_cap  # (_VAR_CLIP x d_norm: _refresh_plain follows every change of d_norm)
         s = self.d_norm_m
         s += (0.005 if training else _RATE_DNORM) * ((dx if dx < cap else cap) - s)
         if s < _ABS_FLOOR:  # a dead-flat signal (a stopped machine reading 0.0) decayed it to subnormals: 1 / d_norm was inf
