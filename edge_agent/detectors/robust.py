@@ -1964,8 +1964,10 @@ class RobustDetector:
         the quiet side, measured against the held normal, scores the quiet as it goes on."""
         self.l_n = 0
         m = self.d_norm_m
-        self.d_norm_l += _RATE_LONG * (m - self.d_norm_l)
-        h = self._set_hold()
+        lm = self.d_norm_l
+        lm = self.d_norm_l = lm + _RATE_LONG * (m - lm)
+        o = self._o_v  # (_set_hold, inlined: one scales' part in 32 runs this, and sets scoring's p99)
+        h = self.d_hold = lm / o if o > 1.0 else lm
         s = m if m > h else h
         if s < self._qfloor and (self.jumps or self.coarse):  # (the resolution's floor, see _learn_slow)
             s = self._qfloor
