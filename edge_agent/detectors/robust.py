@@ -341,7 +341,7 @@ class RobustDetector:
     name: ClassVar[str] = "robust"
     streaming: ClassVar[bool] = True
 
-    __slots__ = ("rate", "learn_below", "threshold", "_k", "f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "f_out",
+    __slots__ = ("rate", "learn_below", "threshold", "_k", "_z_rate", "f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "f_out",
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "dev", "base", "base_sum", "first_ts", "last_ts",
                  "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
                  "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "coarse", "prev", "run", "run_max", "hold_n", "lo", "hi",
@@ -374,6 +374,7 @@ class RobustDetector:
         self.learn_below = float(learn_below)
         self.threshold = float(threshold)
         self._k = math.log((1.0 - TAIL_P) / self.rate)
+        self._z_rate = 2.0 * math.log(1.0 / self.rate)  # the anchor's bound's per-reading quantile, squared (see _anchor_bound)
         self._b_k = _burst_weight(self.rate)
         # short-term predictor
         self.f_alpha, self.f_beta = 0.03, 0.0
@@ -687,10 +688,16 @@ class RobustDetector:
         if self.a_vk <= 0.0:
             self.a_inv = 0.0
             return
+        # (the per-reading quantile cached, and max() written as comparisons, with its order:
+        # this reading can be one of a slow cycle's parts, the p99 of scoring)
         k = self.a_k
-        var = self.a_vk + self.a_rate * max(0.0, t - k) + self.a_se2 * t * t
-        z2 = 2.0 * math.log(1.0 / self.rate) + 2.0 * math.log(1.0 + math.log(1.0 + t / k))
-        self.a_inv = 1.0 / max(math.sqrt(z2 * var), 1e-12)
+        w = t - k
+        var = self.a_vk + self.a_rate * (w if w > 0.0 else 0.0) + self.a_se2 * t * t
+        z2 = self._z_rate + 2.0 * math.log(1.0 + math.log(1.0 + t / k))
+        r = math.sqrt(z2 * var)
+        if r < 1e-12:
+            r = 1e-12
+        self.a_inv = 1.0 / r
 
     def _burst_null_holds(self, z: list[float]) -> bool:
         """Whether the burst count has a null on this series: the training window's readings past
