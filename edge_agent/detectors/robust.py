@@ -819,8 +819,9 @@ class RobustDetector:
         if self.f_alpha > _SLOW:
             self._short_constants()
             self._slope_constants()
-        else:  # (both off, as those two set them, without the two calls: this is the scales' phase, scoring's p99)
-            self._ksh = (0.0, 0.0, _LEVEL_CLIP * fsc)
+        else:  # (both off, as those two set them, without the two calls: this is the scales' phase, scoring's p99;
+            # the short-term level's (normal, 1 / (threshold - normal), clip) is read only where its gate
+            # _i_sh is not 0, and _short_constants sets it wherever it turns on: not refreshed here)
             self._ksl = (0.0, 0.0)
             self._i_sh = self._i_sl = 0.0
         d = self.d_norm
