@@ -1499,3 +1499,33 @@ def test_a_dead_flat_signal_scores_finite_for_ever() -> None:
     worst = max(d.score_one(0.0) for _ in range(1_500_000))
     assert math.isfinite(worst)  # (past the threshold: stuck, the window having moved once)
     assert d.d_norm >= 1e-12
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_the_level_and_drift_halves_of_the_constants_are_the_whole_to_the_bit(coarse: bool) -> None:
+    # A tails' part recomputes only the half of the plain model's constants whose tail it moved
+    # (_level_constants, _drift_constants: scoring's p99); each half must give exactly what
+    # _constants gives, the other half's kept values included, on any thresholds (the clip and
+    # the coarse lattice's floor binding or not).
+    rng = np.random.default_rng(5)
+    x = 20.0 + np.cumsum(rng.normal(0.0, 0.05, 3000)) + rng.normal(0.0, 0.1, 3000)
+    if coarse:
+        x = np.round(x / 0.8) * 0.8
+    d = RobustDetector()
+    d.fit(x[:2000])
+    for v in x[2000:]:
+        d.score_one(float(v))
+    assert bool(d.coarse) == coarse
+    for _ in range(300):
+        for c in (robust.LEVEL, robust.DRIFT):
+            t = float(rng.choice([0.5, 3.0, 30.0])) * float(rng.uniform(0.5, 2.0))
+            d.thr[c], d.off[c] = t, t * float(rng.uniform(0.0, 0.6))
+        d._ya = float(rng.choice([1.0, rng.uniform(1.0, 3.0)]))
+        d._constants(False)
+        c = robust.LEVEL if rng.uniform() < 0.5 else robust.DRIFT
+        t = float(rng.choice([0.01, 3.0, 30.0])) * float(rng.uniform(0.5, 2.0))
+        d.thr[c], d.off[c] = t, t * float(rng.uniform(0.0, 0.6))
+        (d._level_constants if c == robust.LEVEL else d._drift_constants)()
+        half = (d._kp, d._clip_p)
+        d._constants(False)
+        assert half == (d._kp, d._clip_p)

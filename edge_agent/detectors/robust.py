@@ -350,7 +350,7 @@ class RobustDetector:
     name: ClassVar[str] = "robust"
     streaming: ClassVar[bool] = True
 
-    __slots__ = ("rate", "learn_below", "threshold", "_k", "f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "f_out",
+    __slots__ = ("rate", "learn_below", "threshold", "_k", "_z_rate", "f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "f_out",
                  "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "dev", "base", "base_sum", "first_ts", "last_ts",
                  "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
                  "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "coarse", "prev", "run", "run_max", "hold_n", "lo", "hi",
@@ -384,6 +384,7 @@ class RobustDetector:
         self.learn_below = float(learn_below)
         self.threshold = float(threshold)
         self._k = math.log((1.0 - TAIL_P) / self.rate)
+        self._z_rate = 2.0 * math.log(1.0 / self.rate)  # the anchor's bound's per-reading quantile, squared (see _anchor_bound)
         self._b_k = _burst_weight(self.rate)
         # short-term predictor
         self.f_alpha, self.f_beta = 0.03, 0.0
@@ -723,10 +724,16 @@ class RobustDetector:
         if self.a_vk <= 0.0:
             self.a_inv = 0.0
             return
+        # (the per-reading quantile cached, and max() written as comparisons, with its order:
+        # this reading can be one of a slow cycle's parts, the p99 of scoring)
         k = self.a_k
-        var = self.a_vk + self.a_rate * max(0.0, t - k) + self.a_se2 * t * t
-        z2 = 2.0 * math.log(1.0 / self.rate) + 2.0 * math.log(1.0 + math.log(1.0 + t / k))
-        self.a_inv = 1.0 / max(math.sqrt(z2 * var), 1e-12)
+        w = t - k
+        var = self.a_vk + self.a_rate * (w if w > 0.0 else 0.0) + self.a_se2 * t * t
+        z2 = self._z_rate + 2.0 * math.log(1.0 + math.log(1.0 + t / k))
+        r = math.sqrt(z2 * var)
+        if r < 1e-12:
+            r = 1e-12
+        self.a_inv = 1.0 / r
 
     def _burst_null_holds(self, z: list[float]) -> bool:
         """Whether the burst count has a null on this series: the training window's readings past
@@ -852,8 +859,9 @@ class RobustDetector:
         if self.f_alpha > _SLOW:
             self._short_constants()
             self._slope_constants()
-        else:  # (both off, as those two set them, without the two calls: this is the scales' phase, scoring's p99)
-            self._ksh = (0.0, 0.0, _LEVEL_CLIP * fsc)
+        else:  # (both off, as those two set them, without the two calls: this is the scales' phase, scoring's p99;
+            # the short-term level's (normal, 1 / (threshold - normal), clip) is read only where its gate
+            # _i_sh is not 0, and _short_constants sets it wherever it turns on: not refreshed here)
             self._ksl = (0.0, 0.0)
             self._i_sh = self._i_sl = 0.0
         d = self.d_norm
@@ -925,6 +933,57 @@ class RobustDetector:
             self._ks, self._clip_s = k, clip
         else:
             self._kp, self._clip_p = k, clip
+
+    def _level_constants(self) -> None:
+        """The plain model's level half of _constants alone, after a tails' part that moved only
+        the level channel's tail (tails 1, much of scoring's p99 on white noise); the same
+        arithmetic in the same order, so its results are _constants' to the bit (a test holds
+        the three to it). The drift half (``_kp[2:]``) is kept: its inputs (the drift tail, the
+        units ``_up``, the young allowance ``_ya``, ``coarse``, the quantum's floor) change only
+        where _constants or _drift_constants runs after them. The clip takes both thresholds,
+        so it is taken again from both."""
+        thr = self.thr
+        u_l, u_d, d_min, clip = self._up
+        t_l, o_l = thr[LEVEL], self.off[LEVEL]
+        c = _LEVEL_CLIP_THR * (u_d * thr[DRIFT])
+        if c > clip:
+            clip = c
+        c = _LEVEL_CLIP_THR * u_l * t_l
+        if c > clip:
+            clip = c
+        w = u_l * (t_l - o_l)
+        if self.coarse:  # (the resolution's floor, see _constants)
+            q = self._qfloor
+            if not w > q:
+                w = q
+        k = self._kp
+        self._kp, self._clip_p = (u_l * o_l, 1.0 / w, k[2], k[3]), clip
+
+    def _drift_constants(self) -> None:
+        """The plain model's drift half of _constants alone, after a tails' part that moved only
+        the drift channel's tail (tails 2); exact as _level_constants, the level half kept."""
+        thr = self.thr
+        u_l, u_d, d_min, clip = self._up
+        t_drift = u_d * thr[DRIFT]
+        c = _LEVEL_CLIP_THR * t_drift
+        if c > clip:
+            clip = c
+        t_drift *= self._ya  # (after the clip, see _constants)
+        if t_drift < d_min:
+            t_drift = d_min
+        n_d = u_d * self.off[DRIFT]
+        if n_d > 0.5 * t_drift:
+            n_d = 0.5 * t_drift
+        c = _LEVEL_CLIP_THR * u_l * thr[LEVEL]
+        if c > clip:
+            clip = c
+        w = t_drift - n_d
+        if self.coarse:
+            q = self._qfloor
+            if not w > q:
+                w = q
+        k = self._kp
+        self._kp, self._clip_p = (k[0], k[1], n_d, 1.0 / w), clip
 
     def _short_constants(self) -> None:
         """The short-term level's (normal, 1 / (threshold - normal), clip) in value units: its
@@ -1858,15 +1917,18 @@ class RobustDetector:
                         pk = self._prof_k
                         self._learn_slow_seasonal(te, tes, tts, tn, False, pk if pk > _SLOW_EVERY else _SLOW_EVERY)
                 else:  # the tails learn from every reading of normal operation ...
-                    if phase == 2 and self._r_on:
-                        # The predictor's error paired with the one before (see _rechoose_rate;
-                        # both calm, so within the spike channel's learn_below: no clip needed).
-                        self.f_rc += self.f_ek * e_f
-                        self.f_rv += e_f * e_f
-                        nr = self.f_rn = self.f_rn + 1
-                        if not nr & 63:
-                            self._rechoose_rate()
-                    self._learn_tails(z, m_level, m_drift, self.m_level_s, self.m_drift_s, d_fast, _EXCESS_CLIP, _SLOW_EVERY, phase - 2)
+                    if phase == 2:
+                        if self._r_on:
+                            # The predictor's error paired with the one before (see _rechoose_rate;
+                            # both calm, so within the spike channel's learn_below: no clip needed).
+                            self.f_rc += self.f_ek * e_f
+                            self.f_rv += e_f * e_f
+                            nr = self.f_rn = self.f_rn + 1
+                            if not nr & 63:
+                                self._rechoose_rate()
+                        self._learn_level_tails(z, m_level, self.m_level_s, _EXCESS_CLIP, _SLOW_EVERY)
+                    else:
+                        self._learn_drift_tails(m_drift, self.m_drift_s, d_fast, _EXCESS_CLIP, _SLOW_EVERY)
         elif was_calm and not training and calm < _RELEARN_AFTER:
             # ... and from the first reading of each anomalous episode, as far as episodes are
             # routine for this series: the rest of an episode (a lasting fault) teaches nothing.
@@ -1967,11 +2029,14 @@ class RobustDetector:
         if a < 0.0:
             a = -a
         self.v_short = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
-        if not training and self._i_sh:
+        if self._i_sh and not training:  # (the gates first: scoring's common case, the channel off)
             # The short-term level's tail, from every reading of normal operation (as the other
             # tails, in turn; here, since this part of the cycle is the cheapest: p99 cost).
-            self._tail(SHORT, a / self._short_unit(), _EXCESS_CLIP, _SLOW_EVERY)  # (_short_tail, a being |m_short|)
-        if not training and self._i_bk:
+            # (_short_tail, a being |m_short|, with _short_unit inlined: where the channel is on,
+            # this part is scoring's p99)
+            f, v = self._fsc, self.v_short
+            self._tail(SHORT, a / (1.2533 * (v if v > _V_SHORT_MIN * f else _V_SHORT_MIN * f)), _EXCESS_CLIP, _SLOW_EVERY)
+        if self._i_bk and not training:
             # The spike judged from both sides: its tail, likewise (its value judges the reading
             # before this one, calm too: learning needs _RELEARN_AFTER calm readings in a row).
             t, o = self._tail(BACK, self._zbk, _EXCESS_CLIP, _SLOW_EVERY)
@@ -1981,9 +2046,10 @@ class RobustDetector:
             s, a = self.v_slope, self.m_slope
             if a < 0.0:
                 a = -a
-            self.v_slope = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
+            v = self.v_slope = s + rate * ((a if a < _CLIP * s else _CLIP * s) - s)
             if not training:
-                self._tail(SLOPE, a / self._slope_unit(), _EXCESS_CLIP, _SLOW_EVERY, self._xr)
+                w = self._sw_half * self._fsc  # (_slope_unit, inlined likewise)
+                self._tail(SLOPE, a / (1.2533 * (v if v > w else w)), _EXCESS_CLIP, _SLOW_EVERY, self._xr)
         # The trend's variability over the model's memory (~1 / alpha readings): how far a frozen
         # model's forecast may be trusted (see _step). Huber-limited as the spreads; a model
         # stored before it has 0, which stays 0 (no band, as it was) until its next fit.
@@ -1998,7 +2064,7 @@ class RobustDetector:
         # The same clip as the variance channel's recent estimate: both are means of the same
         # clipped statistic, so their ratio is 1 in normal operation by construction (a tighter
         # clip here biased it above 1 on signals whose steps are mostly 0 and sometimes a quantum).
-        cap = _VAR_CLIP * self.d_norm
+        cap = self._var_cap  # (_VAR_CLIP x d_norm: _refresh_plain follows every change of d_norm)
         s = self.d_norm_m
         s += (0.005 if training else _RATE_DNORM) * ((dx if dx < cap else cap) - s)
         if s < _ABS_FLOOR:  # a dead-flat signal (a stopped machine reading 0.0) decayed it to subnormals: 1 / d_norm was inf
@@ -2050,8 +2116,10 @@ class RobustDetector:
         the quiet side, measured against the held normal, scores the quiet as it goes on."""
         self.l_n = 0
         m = self.d_norm_m
-        self.d_norm_l += _RATE_LONG * (m - self.d_norm_l)
-        h = self._set_hold()
+        lm = self.d_norm_l
+        lm = self.d_norm_l = lm + _RATE_LONG * (m - lm)
+        o = self._o_v  # (_set_hold, inlined: one scales' part in 32 runs this, and sets scoring's p99)
+        h = self.d_hold = lm / o if o > 1.0 else lm
         s = m if m > h else h
         if s < self._qfloor and (self.jumps or self.coarse):  # (the resolution's floor, see _learn_slow)
             s = self._qfloor
@@ -2216,9 +2284,8 @@ class RobustDetector:
     def _learn_pending(self) -> None:
         """One half of an episode's first reading, for the tails (see _learn_episode)."""
         p = self.pending
-        part = int(p[9])
-        self._learn_tails(p[0], p[1], p[2], p[3], p[4], p[5], p[7], p[8], part)  # (p[6], the reading's bin, is kept in the state only)
-        if part:
+        if p[9]:  # (p[6], the reading's bin, is kept in the state only)
+            self._learn_drift_tails(p[2], p[4], p[5], p[7], p[8])
             if self._i_sh:
                 self._short_tail(p[10], p[7], p[8])
                 self._short_constants()
@@ -2227,6 +2294,7 @@ class RobustDetector:
                 self._slope_constants()
             self.pending = None
         else:
+            self._learn_level_tails(p[0], p[1], p[3], p[7], p[8])
             p[9] = 1.0
             if self._i_bk:
                 # (on the first of the two readings, the spike judged from both sides has judged
@@ -2236,61 +2304,70 @@ class RobustDetector:
                 t, o = self._tail(BACK, zb if zb > p[12] else p[12], p[7], p[8])
                 self._o_bk, self._j_bk = o, 1.0 / (t - o)
 
-    def _learn_tails(self, z: float, m_level: float, m_drift: float, m_level_s: float, m_drift_s: float, d_fast: float,
-                     clip: float, weight: float, part: int) -> None:
-        """The calibrators: each channel's standardised tail, and so its threshold. ``part``
-        0: spike, level and the profile's level; 1: drift, variance and the profile's drift
-        (one part per update, to spread the cost); -1: all six. (The short-term level's tail
-        learns in the scales' phase, see _learn_slow: the cheapest part of the cycle.) The cached constants of the
-        level and drift channels follow at once, the profile's where it serves (else at its
-        next slow update)."""
+    def _learn_level_tails(self, z: float, m_level: float, m_level_s: float, clip: float, weight: float) -> None:
+        """The calibrators: each channel's standardised tail, and so its threshold, in two parts,
+        one per update (to spread the cost). This one (the slow cycle's tails 1): the spike's,
+        the burst count's, the level's and the profile's level's; _learn_drift_tails the rest.
+        (The short-term level's tail learns in the scales' phase, see _learn_slow: the cheapest
+        part of the cycle.) The cached constants of the channels whose tails moved follow at
+        once, the profile's where it serves (else at its next slow update)."""
         level = self.level
         floor = 1e-9 * (level if level > 0.0 else -level)  # self._floor(), inlined (p99 cost)
         if floor < self._qfloor:
             floor = self._qfloor
-        seas = self.s_n >= _SETTLED
-        if part <= 0:
-            scale = self.scale if self.scale > floor else floor
-            v = self.v_level
-            if v < _V_LEVEL_MIN * scale:
-                v = _V_LEVEL_MIN * scale
-            t, o = self._tail(SPIKE, z, clip, weight)
-            # (_spike_constants(t, o), inlined: the tails' phases make much of scoring's p99)
-            w = t - o
-            self._o_sp, self._i_sp = o, 1.0 / w
-            b_z = self._b_z = o + _BURST_AT * w
-            self._b_at = b_z + self._qfloor / self._fsc
-            t, o = self._tail(BURST, self.burst, clip, weight, self._xr)
-            self._o_b, self._i_b = o, 1.0 / (t - o)
-            self._b_cap = _BURST_CAP * t
-            self._tail(LEVEL, (m_level if m_level > 0.0 else -m_level) / (1.2533 * v), clip, weight)
-            if seas:
-                s_scale = self.s_scale if self.s_scale > floor else floor
-                v = self.v_level_s
-                if v < _V_LEVEL_MIN * s_scale:
-                    v = _V_LEVEL_MIN * s_scale
-                self._tail(LEVEL_S, (m_level_s if m_level_s > 0.0 else -m_level_s) / (1.2533 * v), clip, weight)
-        if part != 0:
-            scale = self.scale if self.scale > floor else floor
-            v = self.v_drift
-            if v < _V_DRIFT_MIN * scale:
-                v = _V_DRIFT_MIN * scale
-            self._tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight, self._xr)
-            t, o = self._tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
-            self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
-            q, f = self.d_low, self._q2  # (_quiet_value(), inlined likewise)
-            q = self.d_norm / (q if q > f else f) - 1.0
-            t, o = self._tail(QUIET, q if q > 0.0 else 0.0, clip, weight)
-            self._o_q, self._i_q = 1.0 + o, 1.0 / (t - o)
-            if seas:
-                s_scale = self.s_scale if self.s_scale > floor else floor
-                v = self.v_drift_s
-                if v < _V_DRIFT_MIN * s_scale:
-                    v = _V_DRIFT_MIN * s_scale
-                self._tail(DRIFT_S, (m_drift_s if m_drift_s > 0.0 else -m_drift_s) / (1.2533 * v), clip, weight, self._xr)
-        self._constants(False)
-        if self.seasonal and seas:
-            self._constants(True)
+        scale = self.scale if self.scale > floor else floor
+        v = self.v_level
+        if v < _V_LEVEL_MIN * scale:
+            v = _V_LEVEL_MIN * scale
+        t, o = self._tail(SPIKE, z, clip, weight)
+        # (_spike_constants(t, o), inlined: the tails' phases make much of scoring's p99)
+        w = t - o
+        self._o_sp, self._i_sp = o, 1.0 / w
+        b_z = self._b_z = o + _BURST_AT * w
+        self._b_at = b_z + self._qfloor / self._fsc
+        t, o = self._tail(BURST, self.burst, clip, weight, self._xr)
+        self._o_b, self._i_b = o, 1.0 / (t - o)
+        self._b_cap = _BURST_CAP * t
+        self._tail(LEVEL, (m_level if m_level > 0.0 else -m_level) / (1.2533 * v), clip, weight)
+        self._level_constants()  # (the plain model's level half: only it moved, see _level_constants)
+        if self.s_n >= _SETTLED:
+            s_scale = self.s_scale if self.s_scale > floor else floor
+            v = self.v_level_s
+            if v < _V_LEVEL_MIN * s_scale:
+                v = _V_LEVEL_MIN * s_scale
+            self._tail(LEVEL_S, (m_level_s if m_level_s > 0.0 else -m_level_s) / (1.2533 * v), clip, weight)
+            if self.seasonal:
+                # (in whole: the seasonal model's units and the quantum's floor can change without
+                # its refresh, which this one then catches up on, as it always did)
+                self._constants(True)
+
+    def _learn_drift_tails(self, m_drift: float, m_drift_s: float, d_fast: float, clip: float, weight: float) -> None:
+        """The other part of the calibrators (tails 2, see _learn_level_tails): the drift's, the
+        variance channel's and its quiet side's, and the profile's drift's."""
+        level = self.level
+        floor = 1e-9 * (level if level > 0.0 else -level)  # (as in _learn_level_tails)
+        if floor < self._qfloor:
+            floor = self._qfloor
+        scale = self.scale if self.scale > floor else floor
+        v = self.v_drift
+        if v < _V_DRIFT_MIN * scale:
+            v = _V_DRIFT_MIN * scale
+        self._tail(DRIFT, (m_drift if m_drift > 0.0 else -m_drift) / (1.2533 * v), clip, weight, self._xr)
+        t, o = self._tail(VAR, d_fast / self.d_norm - 1.0, clip, weight)
+        self._o_v, self._i_v = 1.0 + o, 1.0 / (t - o)
+        q, f = self.d_low, self._q2  # (_quiet_value(), inlined likewise)
+        q = self.d_norm / (q if q > f else f) - 1.0
+        t, o = self._tail(QUIET, q if q > 0.0 else 0.0, clip, weight)
+        self._o_q, self._i_q = 1.0 + o, 1.0 / (t - o)
+        self._drift_constants()  # (the plain model's drift half, see _level_constants)
+        if self.s_n >= _SETTLED:
+            s_scale = self.s_scale if self.s_scale > floor else floor
+            v = self.v_drift_s
+            if v < _V_DRIFT_MIN * s_scale:
+                v = _V_DRIFT_MIN * s_scale
+            self._tail(DRIFT_S, (m_drift_s if m_drift_s > 0.0 else -m_drift_s) / (1.2533 * v), clip, weight, self._xr)
+            if self.seasonal:
+                self._constants(True)  # (in whole, see _learn_level_tails)
 
     def _quiet_value(self) -> float:
         """The quiet side's statistic (see _step): normal / recent E|dx| - 1, at least 0."""
