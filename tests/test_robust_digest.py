@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "bb02642d72e730f6f57e8363f467ff23f86c6c97878c86e2b339650d6d3ac5d3",
-    "minute": "a1925a476e62a7144f630aa8551b5589b16491107d264de7c7acfe6dacb206aa",
-    "quantised_untimed": "dc0d332cffd877eda15eb1a674b39cb8090114b489bf037665e237dd21ea58e9",
-    "second_wander": "ec8e734e20fdb7803f32bca57f72995c516e5e011caf0f8f7ed93de7253ea1ec",
+    "cycle_5min": "2f57726de767c86623458bf8df452233c763820c9db97943b6233638276e6dec",
+    "minute": "e908db5847c83f1337fd44bc4bc530054c0ddcee8932ba06501717f8f0e6e735",
+    "quantised_untimed": "82eaee9dcbc29043b4c4d3704c083f4e070b1c83098b3523033999845f2f997e",
+    "second_wander": "2649d7211487aac245993481744d8db3b198d9cf58919c55fb39aa75b902bf02",
 }
 
 
