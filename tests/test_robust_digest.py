@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "554593508abd4a09839fc38d6b118d3e7094ddd91d52045499d01a5787142e44",
-    "minute": "931766d7fd0ba67956f7aa77a50e4c70827bd9b08f4682a7c2f53ce0ba99e5cb",
-    "quantised_untimed": "a6d2028065802fcc4babbc5c048168ba8d30328a41d1119d2f8276bcb1f164c6",
-    "second_wander": "75f3a4e38ece2f068dfc1af2dfdf783d511502dfbe3f02950951782413373823",
+    "cycle_5min": "abd98a7c9d12fc264b7ebfe972a3fe3d607bd671d2bf6c18eb35af188cf24720",
+    "minute": "b92760556a61d7936582975c180869ea8b43632d358b2de1b2a021300cdc2423",
+    "quantised_untimed": "1b9885026e9f1debb9f4545dd8c59ba3ccd9a1534f4efe2a5601740d27ea79e1",
+    "second_wander": "e1e169161aa2d34da637051a7a235564f299b0457d3f1029c374a6c91398d6a4",
 }
 
 
