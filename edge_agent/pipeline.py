@@ -27,6 +27,7 @@ series budget) and the per-reading core (``process``, ``process_batch``).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -413,6 +414,7 @@ class Pipeline:
                     self.n_backlog_dropped += max(0, values.shape[0] - room)
                     backlog.extend(zip(values.tolist(), ts.tolist(), strict=True))
                 return
+        prev_ts = s.last_ts
         s.append_many(values, ts)
         det = model.detector
         if checkpoints.due(s, self.checkpoint_every):
@@ -420,7 +422,7 @@ class Pipeline:
         if getattr(det, "streaming", False):
             # The explanation of a raise describes the reading just scored: one at a time.
             t0 = time.perf_counter()
-            self.score_in_order(s, model, values.tolist(), ts.tolist())
+            self.score_in_order(s, model, values.tolist(), ts.tolist(), prev_ts)
             self.score_latency.observe((time.perf_counter() - t0) / max(1, values.shape[0]))
             return
         t0 = time.perf_counter()
@@ -437,12 +439,15 @@ class Pipeline:
         for i in range(values.shape[0]):
             decide(self, s, model, float(values[i]), float(ts[i]), float(scores[i]))
 
-    def score_in_order(self, s: Series, model: Model, values: list[float], ts: list[float]) -> None:
-        """Score readings already in the ring, one by one, as ``process`` would."""
+    def score_in_order(self, s: Series, model: Model, values: list[float], ts: list[float], prev_ts: float = math.nan) -> None:
+        """Score readings already in the ring, one by one, as ``process`` would (``prev_ts``:
+        the time of the reading before the first, for a gap before it)."""
         det = model.detector
         score_one = det.score_one
+        gap_s = det.gap_s
         for v, t in zip(values, ts, strict=True):
-            score = score_one(v, t)
+            score = det.score_after_gap(v, t, t - prev_ts) if t - prev_ts > gap_s else score_one(v, t)
+            prev_ts = t
             if score >= det.threshold or s.alarm.active or self.retrain_on:
                 decide(self, s, model, v, t, score)
             else:
