@@ -13,18 +13,23 @@ operator wants from such a point is to hear when it takes a value it never takes
 So where the training window is a state signal (``discrete_states``), the fitted model scores
 each reading by whether it is one of the window's states: one of them scores 0, any other value
 scores past the threshold (by its distance to the nearest state, in units of the states' span,
-at most twice the threshold)
-and is explained as out of range. Accepting an alarm (``rebaseline``: the ``rebaseline``
-command, or ``alarms.accept_after_s``) adds the value to the states.
+at most twice the threshold) and is explained as out of range. Accepting an alarm
+(``rebaseline``: the ``rebaseline`` command, or ``alarms.accept_after_s``) adds the value to
+the states.
 
 The test is strict, so that a measurement is never taken for a status (docs/detectors.md,
-"Status and mode signals"): the window takes 2 to ``MAX_STATES`` distinct values, at least half
-of its steps repeat the value before (9 in 10: the signal dwells; the suite's quantised wander at 5
-noise widths, 10 / 20 / 30 flipping at a quantum's boundary on half its steps, is a measurement), each value is held for two readings or
-more (NAB's disk write bytes: 0 for hours, then 2025060 and 2423190 once each, is an idle
-measurement), and the values' span is at least half their largest magnitude. The last is what tells a status from a measurement resolved coarsely:
-a temperature read in whole degrees that sat at 20 and 21 during the window spans 1 against
-21, and its next degree is no fault; 0 / 1, 1 / 2 / 3 or 4 / 20 (mA) span their own size.
+"Status and mode signals, a window that never moved, and gaps"):
+
+* the window takes 2 to ``MAX_STATES`` distinct values;
+* 9 steps in 10 repeat the value before (the signal dwells: the suite's quantised wander at 5
+  noise widths, 10 / 20 / 30 flipping at a quantum's boundary on half its steps, is a
+  measurement, and at a threshold of one half it was taken for a status);
+* each value is held for two readings or more (NAB's disk write bytes, 0 for hours, then
+  2025060 and 2423190 once each, is an idle measurement);
+* the values span at least half their largest magnitude: what tells a status from a
+  measurement resolved coarsely (a temperature read in whole degrees that sat at 20 and 21
+  during the window spans 1 against 21, and its next degree is no fault; 0 / 1, 1 / 2 / 3 or
+  4 / 20 mA span their own size).
 
 How: the fitted ``RobustDetector`` changes its class to ``StateSignal`` (the same slots, so the
 same object and state; ``name`` stays ``robust``), so that a measurement's per-reading path pays
