@@ -1,4 +1,4 @@
-"""A model of normal that a fault cannot rewrite: robust streaming baselines, fifteen fault channels.
+"""A model of normal that a fault cannot rewrite: robust streaming baselines, sixteen fault channels.
 
 Written by hand: what it must do (stop learning from a fault, hold, calibrate each channel
 on the series' own history, in O(1) per reading and a few microseconds of pure Python) is
