@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_agent import checkpoints, detectors
-from edge_agent.detectors.base import NothingToLearn
 from edge_agent.fitting import FitRequest, train
 from edge_agent.model_store import Model
 from edge_agent.series import Series
@@ -116,7 +115,7 @@ def fit_failed(p: Pipeline, req: FitRequest, exc: BaseException) -> None:
         # Back off: wait for another full training window before trying again.
         s.since_fit = 0
         s.next_fit_at = s.n_readings + s.settings.min_train
-    if isinstance(exc, NothingToLearn):  # (not a failure: the next window may move)
+    if isinstance(exc, detectors.NothingToLearn):  # (not a failure: the next window may move)
         p.n_fit_deferred += 1
         log.info("no model yet for series %r (%s): %s; trying again after %d more readings",
                  req.series_id, req.reason, exc, s.settings.min_train if s is not None else 0)

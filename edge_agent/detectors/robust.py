@@ -184,6 +184,12 @@ _RAIL_KEEP, _RAIL_MEMORY = rail.KEEP, rail.MEMORY  # the rail count's (see rail.
 _LAT_KEEP = lattice.KEEP  # the lattice count's (see lattice.py)
 
 
+def _gap_after(dt: float) -> float:
+    """A reading more than this many seconds after the one before follows a gap (the pipeline
+    then calls score_after_gap): twice the series' interval, a reading missed; none untimed."""
+    return 2.0 * dt if dt > 0.0 else math.inf
+
+
 def _burst_limit(rate: float) -> float:
     """The burst count that raises: the smallest n whose Poisson probability of being reached,
     at the rate a calibrated spike channel passes _BURST_AT of its threshold over
@@ -457,7 +463,7 @@ class RobustDetector:
         self.last_ts = math.nan
         self.last_n = 0  # self.n at last_ts
         self.dt = 0.0  # typical interval between readings (s)
-        self.gap_s = math.inf  # a longer silence is a gap: the pipeline calls score_after_gap (see there)
+        self.gap_s = math.inf  # a longer silence is a gap (see _gap_after, score_after_gap)
         self.err_plain = self.err_seas = 0.0  # the two models' recent mean absolute errors
         self.seasonal = False  # which model of normal the level and drift channels use
         self.unseen = _BINS  # bins of the profile not visited yet
@@ -692,7 +698,7 @@ class RobustDetector:
         self._refresh_seasonal()
         self._set_anchor(vb, day is not None and float(t_fit[-1] - t_fit[0]) < _PERIOD_S)
         self._r_on = self.f_alpha <= _SLOW and not self.f_beta
-        self.gap_s = 2.0 * self.dt if self.dt > 0.0 else math.inf
+        self.gap_s = _gap_after(self.dt)
         # A status or mode signal scores as one (robust_states.py; imported here, as it extends this class)
         from edge_agent.detectors.robust_states import as_state_signal, discrete_states
         as_state_signal(self, discrete_states(v))
@@ -2202,7 +2208,7 @@ class RobustDetector:
                 # every rate set from it; a lasting change of rate is still followed, 15 % an update.
                 gap = 4.0 * dt
             new = self.dt = gap if dt == 0.0 else dt + 0.05 * (gap - dt)
-            self.gap_s = 2.0 * new
+            self.gap_s = _gap_after(new)
             if not 0.999 * dt < new < 1.001 * dt:  # the rates follow it when it moves
                 self._set_rates()
         unseen = self.unseen
@@ -2622,7 +2628,7 @@ class RobustDetector:
         d._refresh_plain()
         d._refresh_seasonal()
         d._r_on = d.f_alpha <= _SLOW and not d.f_beta
-        d.gap_s = 2.0 * d.dt if d.dt > 0.0 else math.inf
+        d.gap_s = _gap_after(d.dt)
         from edge_agent.detectors.robust_states import as_state_signal, stored_states  # (as in fit)
         as_state_signal(d, stored_states(params))
         return d
