@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "abd98a7c9d12fc264b7ebfe972a3fe3d607bd671d2bf6c18eb35af188cf24720",
-    "minute": "b92760556a61d7936582975c180869ea8b43632d358b2de1b2a021300cdc2423",
-    "quantised_untimed": "1b9885026e9f1debb9f4545dd8c59ba3ccd9a1534f4efe2a5601740d27ea79e1",
-    "second_wander": "e1e169161aa2d34da637051a7a235564f299b0457d3f1029c374a6c91398d6a4",
+    "cycle_5min": "7c511e4d91d18c70bf953439cc77d086deb3caccf222424fb3c7bd11c04ccbb2",
+    "minute": "89367555b0120698a9a9d25f7b1e17cb22290821adddd9c72dc6d0602d4069cd",
+    "quantised_untimed": "2b74d523f714c5f6d3bb3a9cd9b6206b1582c4daa82168514617743ad979e462",
+    "second_wander": "df66063c5327064b401e9ca58ed3543a0bc2d7debcabc62ad3d1bf45f48dc3ab",
 }
 
 

@@ -113,12 +113,15 @@ _EP_MEMORY = 2000.0  # readings over which the rate of anomalous episodes is mea
 _ROUTINE = 300.0  # ... and one episode per this many readings or more is routine
 # The spike tail's shape (see _learn_shape; docs/detectors.md, "A spike tail that learns its own
 # shape", session 11): the share of its calm exceedances beyond _SHAPE_AT tracked median
-# excesses, 2^-4 = 1/16 for an exponential tail (gaussian noise's: 0.046; Student-t with 3
-# degrees of freedom: 0.115), counted over ~_SHAPE_MEMORY exceedances (~200,000 readings). A
-# generalised Pareto tail of shape xi has (1 + _SHAPE_AT (2^xi - 1))^(-1/xi) of them: the shape
-# used is the one at that share's lower bound (_SHAPE_Z standard errors), 0 (the exponential
-# extrapolation, today's) until the evidence says the tail is heavier, and never before
-# _SHAPE_MIN exceedances (~10,000 readings).
+# excesses, 2^-6 = 0.0156 for an exponential tail (independent samples of gaussian noise: 0.007;
+# of Student-t with 3 degrees of freedom: 0.058), counted over ~_SHAPE_MEMORY exceedances
+# (~200,000 readings at one a minute). A generalised Pareto tail of shape xi has
+# (1 + _SHAPE_AT (2^xi - 1))^(-1/xi) of them: the shape used is the one at that share's lower
+# bound (_SHAPE_Z standard errors), 0 (the exponential extrapolation, as before) until the
+# evidence says the tail is heavier, and never before _SHAPE_MIN counted exceedances (~14,000
+# readings). At 6 medians rather than 4 (1/16) a t(3) tail's share is 3.7 x the exponential's
+# rather than 1.8 x: per exceedance 1.6 x the evidence, and 6 medians (~4 mean excesses) is
+# still well within where calm learning stops (~7 mean excesses, 0.7 of the threshold).
 _SHAPE_AT = 6.0
 _SHAPE_MED = 0.005  # the median excess tracker's step per exceedance (x the tail's mean excess) ...
 _SHAPE_SETTLE = 1.0 / _SHAPE_MED - 5.0  # ... after steps of 1 / (k + 5) over its first exceedances ...
@@ -131,9 +134,10 @@ _SHAPE_KEEP = 1.0 - 1.0 / _SHAPE_MEMORY
 _SHAPE_Z = 1.6
 # The share's variance is more than a binomial count's: the median it is counted against is
 # itself estimated from the same exceedances (a settled tracker's error, integrated over its
-# ~150-exceedance memory, adds ~half the binomial variance on an exponential tail), and the
-# spike's standardised residual moves with the live scale. Across seeds, 200,000 readings of
-# Laplace noise: the share's spread 2x the binomial standard error.
+# memory, adds ~30 % to the binomial variance on an exponential tail), and the spike's
+# standardised residual moves with the live scale and quantile. Taken as twice the binomial
+# variance (the bound 2.3 binomial standard errors below the share): on 4 x 200,000 readings of
+# Laplace noise and 3 x 200,000 of gaussian noise the shape stayed 0 throughout.
 _SHAPE_DISPERSION = 2.0
 _SHAPE_MAX = 0.5  # (a finite variance: past it a tail is not noise this detector can calibrate)
 _SHAPE_TOL = 0.005  # the threshold's multiplier is recomputed when the shape moves this much
@@ -2481,18 +2485,21 @@ class RobustDetector:
 
     def _learn_shape(self, z: float) -> None:
         """The spike tail's shape, from a calm reading's standardised residual ``z`` past its
-        quantile (only those come here, ~1 in 50-100 readings: every calm one, where the tail
-        itself learns from one in _SLOW_EVERY, so the shape has four times the evidence).
+        quantile. Only those come here (~1 in 100 readings), and only from the calm readings
+        that teach the daily profile and wait, or do the slow cycle's phases 1 and 3 (not the
+        scales' nor the tails' own, which set the p99 of scoring): three in four calm readings
+        at one a minute, three times the evidence the tail itself learns from.
 
         Every calibrated threshold extrapolates an exponential tail from the 98 % quantile,
-        which for heavy-tailed noise (Student-t) is far too close: it raises at ~1e-4 a reading
-        for good. A generalised Pareto tail of shape xi puts (1 + 4 (2^xi - 1))^(-1/xi) of its
-        exceedances beyond 4 median excesses (1/16 at xi = 0); a share is clip-free (the tail's
-        mean excess clips each excess at 4 x it) and within where calm learning stops (0.7 of
-        the threshold, ~7 mean excesses), and counted it has a binomial standard error. The
-        shape used is the one at the share's lower bound, _SHAPE_Z standard errors below it
-        (0 until then: a gaussian or exponential tail keeps the exponential threshold), and the
-        threshold's multiplier follows only when it moves (_shape_gain, a pow)."""
+        which for heavy-tailed noise (Student-t) is far too close: it raised at ~1.3e-4 a
+        reading for good. A generalised Pareto tail of shape xi puts
+        (1 + 6 (2^xi - 1))^(-1/xi) of its exceedances beyond 6 median excesses (1/64 at
+        xi = 0); a share is free of the clip the tail's mean excess applies (4 x it), falls
+        within where calm learning stops (0.7 of the threshold, ~7 mean excesses), and counted
+        it has a binomial standard error (see _SHAPE_DISPERSION). The shape used is the one at
+        the share's lower bound (_set_shape, every _SHAPE_EVERY exceedances; 0 until then: a
+        gaussian or exponential tail keeps the exponential threshold), and the threshold's
+        multiplier follows only where it moved (_shape_gain, a pow)."""
         y = z - self.cal_q[SPIKE]
         if y <= 0.0:  # (the channel's normal is below its quantile where that is above half its threshold)
             return
