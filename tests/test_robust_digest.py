@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "7c511e4d91d18c70bf953439cc77d086deb3caccf222424fb3c7bd11c04ccbb2",
-    "minute": "89367555b0120698a9a9d25f7b1e17cb22290821adddd9c72dc6d0602d4069cd",
-    "quantised_untimed": "2b74d523f714c5f6d3bb3a9cd9b6206b1582c4daa82168514617743ad979e462",
-    "second_wander": "df66063c5327064b401e9ca58ed3543a0bc2d7debcabc62ad3d1bf45f48dc3ab",
+    "cycle_5min": "d438979be2157f6552f9f8ede0c6582635ad0acf45d7b686e7be64d9a7b66e8d",
+    "minute": "9ef268569414dab938ad7bb74fcf77820d5022d34f230c7cf9a2d0747a9d6bd4",
+    "quantised_untimed": "d8d3c4f08192675d7d0f3b938e5e86e5e684ede117f2aa71006194aafe265615",
+    "second_wander": "3951d8a79cab8d41ca224470110c95410f94aaa0855c400499f687e476b949ba",
 }
 
 

@@ -65,12 +65,13 @@ def test_the_shape_round_trips_and_an_older_model_loads_at_the_prior() -> None:
     params, arrays = d.get_state()
     params = json.loads(json.dumps(params))
     e = RobustDetector.from_state(params, arrays)
-    assert (e.sh_med, e.sh_k, e.sh_n, e.sh_f, e.sh_xi) == (d.sh_med, d.sh_k, d.sh_n, d.sh_f, d.sh_xi)
+    keys = ("sh_med", "sh_k", "sh_n", "sh_f", "sh_f3", "sh_xi")
+    assert [getattr(e, k) for k in keys] == [getattr(d, k) for k in keys]
     assert e.thr[SPIKE] == d.thr[SPIKE]
     for x in (50.3, 49.1, 50.0, 58.0):
         assert e.score_one(x, T0) == d.score_one(x, T0)
     # stored before the shape: it starts at the prior (exponential), the threshold today's rule
-    for k in ("sh_med", "sh_k", "sh_n", "sh_f", "sh_xi"):
+    for k in keys:
         del params[k]
     old = RobustDetector.from_state(params, arrays)
     assert old.sh_xi == 0.0 and old.sh_n == 0.0
@@ -78,6 +79,27 @@ def test_the_shape_round_trips_and_an_older_model_loads_at_the_prior() -> None:
     bad = dict(params, sh_xi=0.9)
     with pytest.raises(ValueError):
         RobustDetector.from_state(bad, arrays)
+
+
+def test_routine_glitches_of_one_size_are_not_a_pareto_tail() -> None:
+    # A random walk under noise with 1 % glitches of 8 noise widths (bench.robust_opcount's walk
+    # stream), learned as normal: nearly every exceedance past 3 median excesses is also past 6.
+    # Extrapolated as a Pareto tail (shape 0.5) its spike threshold went from 49 to 839 noise
+    # scales; it keeps the exponential one.
+    rng = np.random.default_rng(8)
+    n = 2000 + 25_000
+    x = 20.0 + np.cumsum(rng.normal(0.0, 0.05, n)) + rng.normal(0.0, 0.1, n)
+    live = x[2000:].copy()
+    live[::100] += 8.0 * np.std(np.diff(live))
+    ts = T0 + 60.0 * np.arange(n)
+    d = RobustDetector()
+    d.fit(x[:2000], ts[:2000])
+    for v, t in zip(live.tolist(), ts[2000:].tolist(), strict=True):
+        d.score_one(v, t)
+    assert d.sh_n >= 100.0 and d.sh_f / d.sh_n > 0.1  # a heavy share past 6 medians ...
+    assert d.sh_f > R._SHAPE_THIN * d.sh_f3  # ... which does not thin out as a Pareto tail's does
+    assert d.sh_xi == 0.0
+    assert d.thr[SPIKE] == _exponential_rule(d)
 
 
 def test_the_share_maps_to_the_generalised_pareto_shape() -> None:
