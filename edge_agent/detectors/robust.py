@@ -1160,8 +1160,9 @@ class RobustDetector:
         self._ksl = (u * o, i)
 
     def _set_threshold(self, c: int, q: float, m: float) -> None:
-        """A channel's threshold (its tail extrapolated to ``rate``, floored), and its normal:
-        the 98 % quantile it tracks (at most half the threshold). Each channel scores 0 at its
+        """A channel's threshold (its tail extrapolated to ``rate``, floored: exponentially, the
+        spike's as a generalised Pareto tail of its learned shape, see _learn_shape), and its
+        normal: the 98 % quantile it tracks (at most half the threshold). Each channel scores 0 at its
         normal and 1 at its threshold, so the hysteresis of the alarm and of learning
         (``learn_below``, ``alarms.hold_ratio``) is measured from what the channel does in
         normal operation: back to normal means back within its own normal spread. Measured from
