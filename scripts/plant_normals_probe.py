@@ -17,12 +17,14 @@ fit, then the rest through ``Pipeline`` as live (one reading a minute unless sai
   minute and five minutes, with two gaps of 1 and 8 hours in their timestamps (a sensor
   offline; the signal moved on meanwhile).
 
-``--long N``: instead, Student-t noise (3 and 5 degrees of freedom) over ``N`` readings a seed,
-the raises counted per tenth of the run: does the live tail learn a heavy tail in a long run
-(docs/detectors.md, "Heavy-tailed noise over a long run", session 11)?
+``--long N``: instead, Student-t noise (3 and 5 degrees of freedom, or ``--dfs``) over ``N``
+readings a seed, the raises counted per tenth of the run, and at the end the spike threshold and
+the shape its tail learned: does the live tail learn a heavy tail in a long run
+(docs/detectors.md, "Heavy-tailed noise over a long run" and "A spike tail that learns its own
+shape", session 11)?
 
     PYTHONPATH=. .venv/bin/python scripts/plant_normals_probe.py [--seeds 0,1,2,3] [--only status,gaps]
-    PYTHONPATH=. .venv/bin/python scripts/plant_normals_probe.py --long 100000
+    PYTHONPATH=. .venv/bin/python scripts/plant_normals_probe.py --long 100000 [--dfs 3,4,5]
 """
 
 from __future__ import annotations
@@ -117,12 +119,12 @@ def raised(x: np.ndarray, ts: np.ndarray) -> list[tuple[str, str]]:
     return [(e.kind, e.message or "") for e in events if e.state == "raised"]
 
 
-def long_tails(seeds: list[int], n: int) -> None:
+def long_tails(seeds: list[int], n: int, dfs: tuple[int, ...] = (3, 5)) -> None:
     """Raises on Student-t noise over ``n`` readings a seed, per tenth of the run, and the spike
-    channel's threshold at the end (in noise scales), per seed."""
+    channel's threshold at the end (in noise scales) and the shape its tail uses, per seed."""
     from edge_agent.detectors.robust import SPIKE
 
-    for df in (3, 5):
+    for df in dfs:
         tenths, thresholds = np.zeros(10, dtype=int), []
         for seed in seeds:
             x = 50.0 + 0.5 * np.random.default_rng([seed, df, 99]).standard_t(df, n)
@@ -134,7 +136,8 @@ def long_tails(seeds: list[int], n: int) -> None:
             for e in events:
                 if e.state == "raised":
                     tenths[min(9, int((e.ts - T0) / 60.0) * 10 // n)] += 1
-            thresholds.append(f"{pipe.series['s'].model.detector.thr[SPIKE]:.1f}")
+            d = pipe.series["s"].model.detector
+            thresholds.append(f"{d.thr[SPIKE]:.1f} (shape {getattr(d, 'sh_xi', 0.0):.2f})")
         print(f"student-t({df}) raises per tenth of {n:,} readings over {len(seeds)} seeds: {tenths.tolist()} "
               f"(total {tenths.sum()}); the spike threshold at the end {', '.join(thresholds)}")
 
@@ -144,10 +147,11 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2,3")
     ap.add_argument("--only", default=None, help="comma-separated behaviours (status, ..., gaps)")
     ap.add_argument("--long", type=int, default=0, metavar="N", help="instead: Student-t noise over N readings a seed")
+    ap.add_argument("--dfs", default="3,5", help="--long: the degrees of freedom")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.long:
-        long_tails(seeds, args.long)
+        long_tails(seeds, args.long, tuple(int(v) for v in args.dfs.split(",")))
         return
     only = set(args.only.split(",")) if args.only else None
     for name, make in SIGNALS.items():

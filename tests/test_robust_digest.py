@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "abd98a7c9d12fc264b7ebfe972a3fe3d607bd671d2bf6c18eb35af188cf24720",
-    "minute": "b92760556a61d7936582975c180869ea8b43632d358b2de1b2a021300cdc2423",
-    "quantised_untimed": "1b9885026e9f1debb9f4545dd8c59ba3ccd9a1534f4efe2a5601740d27ea79e1",
-    "second_wander": "e1e169161aa2d34da637051a7a235564f299b0457d3f1029c374a6c91398d6a4",
+    "cycle_5min": "d438979be2157f6552f9f8ede0c6582635ad0acf45d7b686e7be64d9a7b66e8d",
+    "minute": "9ef268569414dab938ad7bb74fcf77820d5022d34f230c7cf9a2d0747a9d6bd4",
+    "quantised_untimed": "d8d3c4f08192675d7d0f3b938e5e86e5e684ede117f2aa71006194aafe265615",
+    "second_wander": "3951d8a79cab8d41ca224470110c95410f94aaa0855c400499f687e476b949ba",
 }
 
 

@@ -15,6 +15,7 @@ state, the statistics of a training window and a channel's calibration, is in
 
 from __future__ import annotations
 
+import bisect
 import math
 from array import array
 from typing import Any, ClassVar
@@ -110,6 +111,41 @@ _EXCESS_CLIP = 4.0  # one excess counts at most 4 x the tail's mean (a robust me
 _EPISODE_CLIP = 20.0  # ... and an anomalous episode's first reading at most 20 x (when rare)
 _EP_MEMORY = 2000.0  # readings over which the rate of anomalous episodes is measured ...
 _ROUTINE = 300.0  # ... and one episode per this many readings or more is routine
+# The spike tail's shape (see _learn_shape; docs/detectors.md, "A spike tail that learns its own
+# shape", session 11): the share of its calm exceedances beyond _SHAPE_AT tracked median
+# excesses, 2^-6 = 0.0156 for an exponential tail (independent samples of gaussian noise: 0.007;
+# of Student-t with 3 degrees of freedom: 0.058), counted over ~_SHAPE_MEMORY exceedances
+# (~200,000 readings at one a minute). A generalised Pareto tail of shape xi has
+# (1 + _SHAPE_AT (2^xi - 1))^(-1/xi) of them: the shape used is the one at that share's lower
+# bound (_SHAPE_Z standard errors), 0 (the exponential extrapolation, as before) until the
+# evidence says the tail is heavier, and never before _SHAPE_MIN counted exceedances (~14,000
+# readings). At 6 medians rather than 4 (1/16) a t(3) tail's share is 3.7 x the exponential's
+# rather than 1.8 x: per exceedance 1.6 x the evidence, and 6 medians (~4 mean excesses) is
+# still well within where calm learning stops (~7 mean excesses, 0.7 of the threshold).
+_SHAPE_AT = 6.0
+_SHAPE_MED = 0.005  # the median excess tracker's step per exceedance (x the tail's mean excess) ...
+_SHAPE_SETTLE = 1.0 / _SHAPE_MED - 5.0  # ... after steps of 1 / (k + 5) over its first exceedances ...
+_SHAPE_WARM = 30.0  # ... of which this many before the share beyond it is counted
+_SHAPE_EVERY = 16.0  # the shape is re-estimated every this many exceedances
+_LN2 = math.log(2.0)
+_SHAPE_MEMORY = 2000.0
+_SHAPE_MIN = 100.0
+_SHAPE_KEEP = 1.0 - 1.0 / _SHAPE_MEMORY
+_SHAPE_Z = 1.6
+# The share's variance is more than a binomial count's: the median it is counted against is
+# itself estimated from the same exceedances (a settled tracker's error, integrated over its
+# memory, adds ~30 % to the binomial variance on an exponential tail), and the spike's
+# standardised residual moves with the live scale and quantile. Taken as twice the binomial
+# variance (the bound 2.3 binomial standard errors below the share): on 4 x 200,000 readings of
+# Laplace noise and 3 x 200,000 of gaussian noise the shape stayed 0 throughout.
+_SHAPE_DISPERSION = 2.0
+_SHAPE_MAX = 0.5  # (a finite variance: past it a tail is not noise this detector can calibrate)
+_SHAPE_TOL = 0.005  # the threshold's multiplier is recomputed when the shape moves this much
+_SHAPE_STEP = 0.005  # (the table's grid)
+_SHAPE_MID = 0.5 * _SHAPE_AT  # ... and the share past 6 medians among those past 3 (see _set_shape)
+_SHAPE_THIN = ((1.0 + _SHAPE_AT * (2.0 ** _SHAPE_MAX - 1.0)) / (1.0 + _SHAPE_MID * (2.0 ** _SHAPE_MAX - 1.0))) ** (-1.0 / _SHAPE_MAX)
+_SHAPE_P = tuple((1.0 + _SHAPE_AT * (2.0 ** (i * _SHAPE_STEP) - 1.0)) ** (-1.0 / (i * _SHAPE_STEP)) if i else 2.0 ** -_SHAPE_AT
+                 for i in range(round(_SHAPE_MAX / _SHAPE_STEP) + 1))
 # Per channel: (prior quantile, prior mean excess, floor of the threshold). The first five are
 # standardised (divided by their own spread): the prior is |N(0, 1)|, and the floor, 4, is what
 # independent gaussian noise reaches once in ~30,000 readings. Variance: EWMA(|dx|) / normal - 1,
@@ -213,6 +249,44 @@ def _burst_weight(rate: float) -> float:
     return math.log(rate / (1.0 - TAIL_P)) / math.log(_burst_share(rate))
 
 
+def _shape_of(share: float) -> float:
+    """The generalised Pareto shape (0 to _SHAPE_MAX) whose tail puts ``share`` of its
+    exceedances beyond _SHAPE_AT median excesses (_SHAPE_P, interpolated): 0 at 1/16 or less."""
+    if share <= _SHAPE_P[0]:
+        return 0.0
+    i = bisect.bisect_left(_SHAPE_P, share)
+    if i >= len(_SHAPE_P):
+        return _SHAPE_MAX
+    lo, hi = _SHAPE_P[i - 1], _SHAPE_P[i]
+    return (i - 1 + (share - lo) / (hi - lo)) * _SHAPE_STEP
+
+
+def _clipped_mean(xi: float) -> float:
+    """The mean excess a tail's tracker settles at (each excess clipped at _EXCESS_CLIP x it),
+    in scales of a generalised Pareto tail of shape ``xi``: the fixed point of
+    m = E min(Y, 4 m) (0.980 for an exponential tail, 1.30 for xi = 1/3, where the unclipped
+    mean is 1.5)."""
+    m = 1.0
+    for _ in range(200):
+        c = _EXCESS_CLIP * m
+        m2 = -math.expm1(-c) if xi < 1e-9 else (1.0 - (1.0 + xi * c) ** (1.0 - 1.0 / xi)) / (1.0 - xi)
+        if abs(m2 - m) < 1e-12:
+            break
+        m = m2
+    return m
+
+
+def _shape_gain(xi: float, k: float) -> float:
+    """The spike threshold's distance from its quantile, in tracked mean excesses, for a tail
+    of shape ``xi`` (k = ln(0.02 / rate), the exponential tail's): its scale, mean excess /
+    _clipped_mean(xi), times (e^(k xi) - 1) / xi, relative to the exponential tail's (so at 0
+    exactly k), never below k."""
+    if xi <= 0.0:
+        return k
+    g = _clipped_mean(0.0) / _clipped_mean(xi) * math.expm1(k * xi) / xi
+    return g if g > k else k
+
+
 _BURST_PRIOR = (0.69, 0.27, _burst_limit(1e-6))
 _PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.242, 0.048, 0.5), _GAUSS, _GAUSS, (0.126, 0.062, 0.47), _BURST_PRIOR, _GAUSS)
 _FLOORS = tuple(p[2] for p in _PRIOR)
@@ -244,7 +318,8 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "day_c", "day_s", "day_g", "burst", "b_hold", "b_last", "b_ev", "b_xe", "b_w", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
            "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl",
            "lat_q", "lat_c", "lat_o", "lat_lim",
-           "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv", "f_rc", "f_rv", "f_ek")
+           "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv", "f_rc", "f_rv", "f_ek",
+           "sh_med", "sh_k", "sh_n", "sh_f", "sh_f3", "sh_xi")
 _ADDED = {"jumps": 0, "coarse": 0, "hold_n": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
           "d_quick": 0.0, "d_low": 0.0, "d_norm_m": 0.0, "d_norm_l": 0.0, "d_hold": 0.0, "l_n": 0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "b_hold": 0.0, "b_last": 0.0, "b_ev": 0.0, "b_xe": 0.0, "b_w": 0.0, "b_run": 0, "burst_off": 0, "t_out": 0,
@@ -252,7 +327,7 @@ _ADDED = {"jumps": 0, "coarse": 0, "hold_n": 0, "p_tick": 0, "ep_rate": 0.0, "ba
           "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_th": -1e300, "rail_tl": 1e300, "rail_ah": 0, "rail_al": 0, "rail_ok": 0,
           "lat_q": 0.0, "lat_c": 0.0, "lat_o": 0.0, "lat_lim": 0.0,
           "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0,
-          "f_rc": 0.0, "f_rv": 0.0, "f_ek": 0.0, "f_rn": 0}  # state keys added since the first release, and their value in an older model
+          "f_rc": 0.0, "f_rv": 0.0, "f_ek": 0.0, "f_rn": 0, "sh_med": 0.0, "sh_k": 0.0, "sh_n": 0.0, "sh_f": 0.0, "sh_f3": 0.0, "sh_xi": 0.0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
 _INTS = ("jumps", "coarse", "hold_n", "burst_off", "b_run", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn", "l_n")
 
@@ -382,7 +457,7 @@ class RobustDetector:
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
                  "lat_q", "lat_c", "lat_o", "lat_lim", "_lat_tol", "_i_lat", "_lat_cap",
                  "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
-                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "gap_s")
+                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "gap_s", "sh_med", "sh_k", "sh_n", "sh_f", "sh_f3", "sh_xi", "_g_sp")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -518,6 +593,11 @@ class RobustDetector:
         self.off = [0.0] * _N_CAL  # each channel's normal (see _set_threshold)
         self.ep_rate = 0.0  # anomalous episodes per reading, over ~_EP_MEMORY readings
         self.pending: list[float] | None = None  # an episode's first reading, for the tails (see _learn_episode)
+        # the spike tail's shape (see _learn_shape): its median excess, its calm exceedances and
+        # those beyond _SHAPE_AT median excesses (counted over ~_SHAPE_MEMORY), the shape used
+        # (0: exponential) and the threshold's multiplier it gives (0: the exponential's, _k)
+        self.sh_med = self.sh_k = self.sh_n = self.sh_f = self.sh_f3 = self.sh_xi = 0.0
+        self._g_sp = 0.0
         # where the readings went while the model of normal stood still (raw, and less the profile)
         self.shadow = self.s_shadow = 0.0
         self.shadow_n = 0
@@ -679,6 +759,7 @@ class RobustDetector:
         self.b_run = 0
         self.burst = self.b_hold = self.b_last = self.b_ev = self.b_xe = self.b_w = 0.0  # counted against the thresholds just calibrated, from here
         self.n_fit = float(v.shape[0])
+        self.sh_med = self.sh_k = self.sh_n = self.sh_f = self.sh_f3 = self.sh_xi = self._g_sp = 0.0  # (the shape starts exponential: a window has ~10 exceedances)
         self._update_thresholds()
         self.d_norm_m = self.d_norm_l = self.d_norm  # (the long memory starts where the window left the learned one)
         self._set_hold()
@@ -1079,15 +1160,16 @@ class RobustDetector:
         self._ksl = (u * o, i)
 
     def _set_threshold(self, c: int, q: float, m: float) -> None:
-        """A channel's threshold (its tail extrapolated to ``rate``, floored), and its normal:
-        the 98 % quantile it tracks (at most half the threshold). Each channel scores 0 at its
+        """A channel's threshold (its tail extrapolated to ``rate``, floored: exponentially, the
+        spike's as a generalised Pareto tail of its learned shape, see _learn_shape), and its
+        normal: the 98 % quantile it tracks (at most half the threshold). Each channel scores 0 at its
         normal and 1 at its threshold, so the hysteresis of the alarm and of learning
         (``learn_below``, ``alarms.hold_ratio``) is measured from what the channel does in
         normal operation: back to normal means back within its own normal spread. Measured from
         zero, a signal whose normal readings reach 0.7 of a threshold (the flow on SKAB's pump,
         whose routine one-quantum jumps score 0.75 on the spike channel) held every alarm it
         raised to the end of the recording."""
-        t = q + self._k * m
+        t = q + (self._g_sp if c == SPIKE and self._g_sp else self._k) * m
         floor = _FLOORS[c]
         if t < floor:
             t = floor
@@ -1932,6 +2014,8 @@ class RobustDetector:
                     self._learn_slow(x, e_f, e, dx, False)
                 elif phase == 1:
                     self.f_ek = e_f  # (the predictor's error, for the pair phase 2 makes)
+                    if s_spike > 0.0:  # past the spike tail's quantile: its shape learns (see _learn_shape)
+                        self._learn_shape(z)
                     if serving:
                         self._learn_slow_seasonal(x - lin, e_s, ts, k, False, _SLOW_EVERY)  # type: ignore[arg-type]
                     elif self._tick is not None:  # in the background: from its latest tick, once
@@ -1952,6 +2036,10 @@ class RobustDetector:
                         self._learn_level_tails(z, m_level, self.m_level_s, _EXCESS_CLIP, _SLOW_EVERY)
                     else:
                         self._learn_drift_tails(m_drift, self.m_drift_s, d_fast, _EXCESS_CLIP, _SLOW_EVERY)
+                        if s_spike > 0.0:  # (as in phase 1)
+                            self._learn_shape(z)
+            elif s_spike > 0.0:  # (a reading that taught the daily profile and waits: as in phase 1)
+                self._learn_shape(z)
         elif was_calm and not training and calm < _RELEARN_AFTER:
             # ... and from the first reading of each anomalous episode, as far as episodes are
             # routine for this series: the rest of an episode (a lasting fault) teaches nothing.
@@ -2343,6 +2431,12 @@ class RobustDetector:
         if v < _V_LEVEL_MIN * scale:
             v = _V_LEVEL_MIN * scale
         t, o = self._tail(SPIKE, z, clip, weight)
+        if self._g_sp:  # a tail heavier than exponential (see _learn_shape): its threshold further out
+            t = self.cal_q[SPIKE] + self._g_sp * self.cal_m[SPIKE]
+            o = self.cal_q[SPIKE]
+            if o > 0.5 * t:
+                o = 0.5 * t
+            self.thr[SPIKE], self.off[SPIKE] = t, o
         # (_spike_constants(t, o), inlined: the tails' phases make much of scoring's p99)
         w = t - o
         self._o_sp, self._i_sp = o, 1.0 / w
@@ -2391,6 +2485,72 @@ class RobustDetector:
             self._tail(DRIFT_S, (m_drift_s if m_drift_s > 0.0 else -m_drift_s) / (1.2533 * v), clip, weight, self._xr)
             if self.seasonal:
                 self._constants(True)  # (in whole, see _learn_level_tails)
+
+    def _learn_shape(self, z: float) -> None:
+        """The spike tail's shape, from a calm reading's standardised residual ``z`` past its
+        quantile. Only those come here (~1 in 100 readings), and only from the calm readings
+        that teach the daily profile and wait, or do the slow cycle's phases 1 and 3 (not the
+        scales' nor the tails' own, which set the p99 of scoring): three in four calm readings
+        at one a minute, three times the evidence the tail itself learns from.
+
+        Every calibrated threshold extrapolates an exponential tail from the 98 % quantile,
+        which for heavy-tailed noise (Student-t) is far too close: it raised at ~1.3e-4 a
+        reading for good. A generalised Pareto tail of shape xi puts
+        (1 + 6 (2^xi - 1))^(-1/xi) of its exceedances beyond 6 median excesses (1/64 at
+        xi = 0); a share is free of the clip the tail's mean excess applies (4 x it), falls
+        within where calm learning stops (0.7 of the threshold, ~7 mean excesses), and counted
+        it has a binomial standard error (see _SHAPE_DISPERSION). The shape used is the one at
+        the share's lower bound (_set_shape, every _SHAPE_EVERY exceedances; 0 until then: a
+        gaussian or exponential tail keeps the exponential threshold), and the threshold's
+        multiplier follows only where it moved (_shape_gain, a pow)."""
+        y = z - self.cal_q[SPIKE]
+        if y <= 0.0:  # (the channel's normal is below its quantile where that is above half its threshold)
+            return
+        m = self.cal_m[SPIKE]
+        k = self.sh_k
+        med = self.sh_med if k else _LN2 * m  # (from an exponential tail's median excess)
+        self.sh_k = k + 1.0
+        if k >= _SHAPE_WARM:
+            # The share beyond _SHAPE_AT medians is counted once the median has settled: a
+            # median a few exceedances old is noisy, and the share beyond a multiple of a noisy
+            # median reads high (on gaussian noise, 3x over the first 100).
+            n = self.sh_n = self.sh_n * _SHAPE_KEEP + 1.0
+            f = self.sh_f * _SHAPE_KEEP
+            f3 = self.sh_f3 * _SHAPE_KEEP
+            if y > _SHAPE_MID * med:
+                f3 += 1.0
+                if y > _SHAPE_AT * med:
+                    f += 1.0
+            self.sh_f, self.sh_f3 = f, f3
+            if k % _SHAPE_EVERY == 0.0:
+                self._set_shape(n, f, f3)
+        # The median: a stochastic approximation, steps of m / (k + 5) at first, _SHAPE_MED x m
+        # once settled.
+        step = m / (k + 5.0) if k < _SHAPE_SETTLE else _SHAPE_MED * m
+        med += step if y > med else -step
+        self.sh_med = med if med > 0.01 * m else 0.01 * m
+
+    def _set_shape(self, n: float, f: float, f3: float) -> None:
+        """The shape used, from ``f`` of ``n`` counted exceedances beyond _SHAPE_AT medians and
+        ``f3`` beyond _SHAPE_MID (see _learn_shape), and the spike threshold's multiplier where
+        it moved (_shape_gain).
+
+        A heavy share is a Pareto tail's only where the excesses thin out beyond it as one does:
+        of those past 3 medians, a tail of shape 0.5 (the largest used) has 0.41 past 6
+        (_SHAPE_THIN; an exponential tail 1/8, t(3) 0.34). Noise with routine glitches of one
+        size (1 % of readings at 8 noise widths, learned as normal) has nearly all of them past
+        both, and extrapolated as a Pareto tail its threshold went from 49 to 839 noise scales:
+        where the count past 6 medians is above _SHAPE_THIN of the count past 3 by more than
+        its noise, the tail is not a Pareto tail and keeps the exponential threshold."""
+        xi = 0.0
+        if n >= _SHAPE_MIN:
+            p = f / n
+            xi = _shape_of(p - _SHAPE_Z * math.sqrt(_SHAPE_DISPERSION * p * (1.0 - p) / n))
+            if xi > 0.0 and f > _SHAPE_THIN * f3 + _SHAPE_Z * math.sqrt(_SHAPE_DISPERSION * _SHAPE_THIN * (1.0 - _SHAPE_THIN) * f3):
+                xi = 0.0
+        if xi - self.sh_xi >= _SHAPE_TOL or self.sh_xi - xi >= _SHAPE_TOL or (xi == 0.0) != (self.sh_xi == 0.0):
+            self.sh_xi = xi
+            self._g_sp = _shape_gain(xi, self._k) if xi > 0.0 else 0.0
 
     def _quiet_value(self) -> float:
         """The quiet side's statistic (see _step): normal / recent E|dx| - 1, at least 0."""
@@ -2585,6 +2745,9 @@ class RobustDetector:
         if len(cq) != _N_CAL or len(cm) != _N_CAL or not all(map(math.isfinite, cq + cm)):
             raise ValueError(f"state cal_q / cal_m: expected {_N_CAL} finite numbers each")
         d.cal_q, d.cal_m = cq, cm
+        if not (0.0 <= d.sh_xi <= _SHAPE_MAX and 0.0 <= d.sh_f <= d.sh_f3 <= d.sh_n and d.sh_med >= 0.0 and d.sh_k >= 0.0):
+            raise ValueError("state sh_xi / sh_f / sh_f3 / sh_n / sh_med: a shape in [0, 0.5], counts 0 <= f <= f3 <= n, a median >= 0")
+        d._g_sp = _shape_gain(d.sh_xi, d._k) if d.sh_xi > 0.0 else 0.0
         pending = params.get("pending")  # added in round 2 of issue 13
         if pending is not None:
             pend = [float(v) for v in pending]
