@@ -1843,12 +1843,14 @@ class RobustDetector:
                 # detection, and nothing gained elsewhere).
                 f = 1.2533 * h * self._vtx
                 f *= f
-                if self.shadow_n and s_osc < lb:
-                    # The swing starts again with the model's learning: what the level residual did
-                    # during the episode, on one side, left a side the re-converging model's first
-                    # residuals on the other were weighed against (suite seed 0: 38 nuisance alarms
-                    # after steps' and drifts' ends, each a swing of the model's way back).
-                    self.m_osc = self.m_osw = 0.0
+                if self.shadow_n:
+                    # The swing keeps what it saw on both sides of normal and forgets the side an
+                    # episode left, as the model learns again: the re-converging model's first
+                    # residuals on the other side were weighed against it (suite seed 0: 38 nuisance
+                    # alarms after steps' and drifts' ends, each a swing of the model's way back).
+                    w = self.m_osw
+                    self.m_osc -= w if w > 0.0 else -w
+                    self.m_osw = 0.0
                 sc = self._sc
                 g = f / (f + sc * sc)
                 a = self.alpha
