@@ -227,7 +227,7 @@ _BURST_PRIOR = (0.69, 0.27, _burst_limit(1e-6))
 # 1.62 / 1.85 / 2.0-2.2 at 1e-3 / 1e-4 / 1e-5, the largest 2.24); the prior's tail would put its
 # threshold at 1.97, which white noise passes ~1e-5 a reading, so its floor is the ~1e-6 quantile
 # those quantiles extrapolate to (~0.2 a decade): 2.4.
-_OSC_PRIOR = (0.905, 0.072, 1.8)
+_OSC_PRIOR = (0.905, 0.072, 2.2)
 _PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.242, 0.048, 0.5), _GAUSS, _GAUSS, (0.126, 0.062, 0.47), _BURST_PRIOR, _GAUSS, _OSC_PRIOR)
 _FLOORS = tuple(p[2] for p in _PRIOR)
 _DRIFT_SAMPLE = _LAMBDA_DRIFT / (2.0 - _LAMBDA_DRIFT)  # independent samples per reading of the drift average
