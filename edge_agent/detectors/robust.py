@@ -1,4 +1,4 @@
-"""A model of normal that a fault cannot rewrite: robust streaming baselines, sixteen fault channels.
+"""A model of normal that a fault cannot rewrite: robust streaming baselines, seventeen fault channels.
 
 Written by hand: what it must do (stop learning from a fault, hold, calibrate each channel
 on the series' own history, in O(1) per reading and a few microseconds of pure Python) is
@@ -274,10 +274,10 @@ _INTS = ("jumps", "coarse", "hold_n", "burst_off", "b_run", "p_tick", "run", "ru
 class RobustDetector:
     """The agent's default: fault channels over a model of normal that faults cannot teach.
 
-    Eleven channels are calibrated on the series' own score history (the order of ``SPIKE`` ..
-    ``BACK`` below: spike, level and drift against the plain and the seasonal model, variance,
+    Twelve channels are calibrated on the series' own score history (the order of ``SPIKE`` ..
+    ``OSC`` below: spike, level and drift against the plain and the seasonal model, variance,
     short-term level, slope, the variance's quiet side, burst count, the spike judged from both
-    sides); five are judged against bounds the series itself sets (stuck: a run of repeats
+    sides, the swing); five are judged against bounds the series itself sets (stuck: a run of repeats
     against the longest normal run; range: beyond the learned range; rail: returns to the recent
     extreme against the window's own rate, see ``rail.py``; lattice: steps finer than the
     window's quantum, see ``lattice.py``; anchor: the level against where the fit left normal).
@@ -342,6 +342,11 @@ class RobustDetector:
       threshold (each weighs its own improbability, see _BURST_EV), it holds an alarm until the
       gap since the last is one the episode's own rate makes unlikely (see _BURST_GAP): ten quiet
       readings are no evidence that glitches one reading in ten have ended.
+    * the swing (explained as ``oscillation``): the plain model's ~7-reading level residual's
+      |average| over ~25 readings less its signed average (its energy on both sides of normal: a
+      level that keeps one side scores none), / the level unit, against its own calibrated tail:
+      a hunting loop's oscillation that no single reading shows. It freezes nothing; as the model
+      learns again after an episode it forgets the side the episode left (session 11).
     * the rail count (explained as ``stuck``): per side, readings returning to the recent
       extreme, in a row or not, over ~50 readings, raising at the count a Poisson null at the
       window's own return rate makes as rare as ``rate``: a transmitter railed at a range limit
@@ -396,7 +401,7 @@ class RobustDetector:
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
                  "lat_q", "lat_c", "lat_o", "lat_lim", "_lat_tol", "_i_lat", "_lat_cap",
                  "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
-                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "gap_s", "m_osc", "m_osw")
+                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "gap_s", "m_osc", "m_osw", "_o_o", "_i_o")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -567,7 +572,8 @@ class RobustDetector:
         # (_refresh_plain, _refresh_seasonal, _set_threshold).
         self._clip_p = self._clip_s = 1e300
         self._fsc = self._sc = self._ssc = 1.0
-        self._kp = self._ks = (0.0, 1.0, 0.0, 1.0, 0.0, 1.0)  # (level normal, 1 / its width, drift ..., swing ...), see _constants
+        self._kp = self._ks = (0.0, 1.0, 0.0, 1.0)
+        self._o_o, self._i_o = 1e300, 0.0  # the swing's normal and 1 / (threshold - normal) in value units (see _osc_tail)
         self._var_cap, self._i_dn, self._i_stuck = 4.0, 1.0, 0.0
         self._o_sp = self._i_sp = self._o_v = self._i_v = self._o_q = self._i_q = self._o_b = self._i_b = self._b_z = self._b_at = 1.0
         self._b_cap = 1e300
@@ -651,6 +657,7 @@ class RobustDetector:
         self._limits()
         self._refresh_plain()
         self._refresh_seasonal()
+        self._osc_constants()
         times: list[Any] = [None] * v.shape[0]
         if ts is not None:
             t = np.asarray(ts, dtype=np.float64)
@@ -711,6 +718,7 @@ class RobustDetector:
         self._limits()
         self._refresh_plain()
         self._refresh_seasonal()
+        self._osc_constants()
         self._set_anchor(vb, day is not None and float(t_fit[-1] - t_fit[0]) < _PERIOD_S)
         self._r_on = self.f_alpha <= _SLOW and not self.f_beta
         self.gap_s = _gap_after(self.dt)
@@ -839,6 +847,7 @@ class RobustDetector:
             self._set_threshold(c, self.cal_q[c], self.cal_m[c])
         self._refresh_plain()
         self._refresh_seasonal()
+        self._osc_constants()
 
     def _refresh_plain(self) -> None:
         """What the per-reading path scores the plain model of normal with (its scales
@@ -949,9 +958,7 @@ class RobustDetector:
         c = _LEVEL_CLIP_THR * u_l * t_l
         if c > clip:
             clip = c
-        t_o, o_o = thr[OSC], off[OSC]
-        u_o = self._up[0]  # (the swing is the plain model's, in its level unit, whichever model serves: see _osc_tail)
-        k = (u_l * o_l, 1.0 / (u_l * (t_l - o_l)), n_d, 1.0 / (t_drift - n_d), u_o * o_o, 1.0 / (u_o * (t_o - o_o)))
+        k = (u_l * o_l, 1.0 / (u_l * (t_l - o_l)), n_d, 1.0 / (t_drift - n_d))
         if self.coarse:
             # On a lattice coarser than the noise a held reading is anywhere within half a
             # quantum of the level, and that error does not average out while it is held: a
@@ -961,8 +968,8 @@ class RobustDetector:
             # (A signal that holds and jumps flips between its two values often enough that a
             # mean resolves finer: SKAB's flow meter lost two level raises to this floor.)
             q = self._qfloor
-            w_l, w_d, w_o = u_l * (t_l - o_l), t_drift - n_d, u_o * (t_o - o_o)
-            k = (k[0], 1.0 / (w_l if w_l > q else q), n_d, 1.0 / (w_d if w_d > q else q), k[4], 1.0 / (w_o if w_o > q else q))
+            w_l, w_d = u_l * (t_l - o_l), t_drift - n_d
+            k = (k[0], 1.0 / (w_l if w_l > q else q), n_d, 1.0 / (w_d if w_d > q else q))
         if seasonal:
             self._ks, self._clip_s = k, clip
         else:
@@ -991,7 +998,7 @@ class RobustDetector:
             if not w > q:
                 w = q
         k = self._kp
-        self._kp, self._clip_p = (u_l * o_l, 1.0 / w, k[2], k[3], k[4], k[5]), clip
+        self._kp, self._clip_p = (u_l * o_l, 1.0 / w, k[2], k[3]), clip
 
     def _drift_constants(self) -> None:
         """The plain model's drift half of _constants alone, after a tails' part that moved only
@@ -1017,7 +1024,7 @@ class RobustDetector:
             if not w > q:
                 w = q
         k = self._kp
-        self._kp, self._clip_p = (k[0], k[1], n_d, 1.0 / w, k[4], k[5]), clip
+        self._kp, self._clip_p = (k[0], k[1], n_d, 1.0 / w), clip
 
     def _short_constants(self) -> None:
         """The short-term level's (normal, 1 / (threshold - normal), clip) in value units: its
@@ -1288,10 +1295,10 @@ class RobustDetector:
             if zs < _EXPECTED and zs < z:
                 z = zs
             n_level, n_drift = self.m_level_s, self.m_drift_s
-            o_l, i_l, o_d, i_d, o_o, i_o = self._ks
+            o_l, i_l, o_d, i_d = self._ks
         else:
             n_level, n_drift = m_level, m_drift
-            o_l, i_l, o_d, i_d, o_o, i_o = self._kp
+            o_l, i_l, o_d, i_d = self._kp
             if h:
                 # The model of normal stands still (see below): its expected value is a
                 # forecast h readings ahead, whose error grows by h x the trend's own
@@ -1330,10 +1337,13 @@ class RobustDetector:
         m_w = self.m_osw
         m_w += _LAMBDA_OSC * (m_sw - m_w)
         self.m_osw = m_w
-        a_o = m_o - (m_w if m_w > 0.0 else -m_w)
-        s_osc = (a_o - o_o) * i_o
-        if s_osc > score:
-            score = s_osc
+        o_o = self._o_o
+        if m_o > o_o:  # (the swing is at most m_o: below its normal it scores nothing)
+            s_osc = (m_o - (m_w if m_w > 0.0 else -m_w) - o_o) * self._i_o
+            if s_osc > score:
+                score = s_osc
+        else:
+            s_osc = 0.0
         # The drift channel counts only as far as the recent level still shows the deviation
         # beyond the level's own normal spread: during a ramp the ~7-reading level is ahead of
         # the ~50-reading drift; once the signal is back, the drift channel's long memory must
@@ -1702,7 +1712,7 @@ class RobustDetector:
             if not i_b:
                 r_back = x_back = 0.0
             self._last = (e_f, f_pred, f_scale, n_level if seasonal else m_level, n_drift if seasonal else m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
-                          s_short, self.m_short, s_slope, self.m_slope, s_burst, b, s_back, r_back, x_back, s_osc, a_o)
+                          s_short, self.m_short, s_slope, self.m_slope, s_burst, b, s_back, r_back, x_back, s_osc, m_o - abs(m_w))
         if collect is not None:
             collect[SPIKE].append(z)
             collect[_N_CAL].append(e_f)
@@ -1715,7 +1725,7 @@ class RobustDetector:
             collect[SHORT].append(abs(self.m_short))
             collect[SLOPE].append(abs(self.m_slope))
             collect[BURST].append(b)
-            collect[OSC].append(a_o)
+            collect[OSC].append(m_o - abs(m_w))
             if bin_i >= 0 and self.s_n >= _SETTLED:
                 collect[LEVEL_S].append(abs(self.m_level_s))
                 collect[DRIFT_S].append(abs(self.m_drift_s))
@@ -2448,12 +2458,16 @@ class RobustDetector:
         w = u * (t - o)
         if self.coarse and not w > self._qfloor:  # (the resolution's floor, see _constants)
             w = self._qfloor
-        o *= u
-        w = 1.0 / w
-        k = self._kp
-        self._kp = (k[0], k[1], k[2], k[3], o, w)
-        k = self._ks
-        self._ks = (k[0], k[1], k[2], k[3], o, w)
+        self._o_o, self._i_o = u * o, 1.0 / w
+
+    def _osc_constants(self) -> None:
+        """The swing's cached constants from its threshold and normal (as _osc_tail leaves them)."""
+        u = self._up[0]
+        t, o = self.thr[OSC], self.off[OSC]
+        w = u * (t - o)
+        if self.coarse and not w > self._qfloor:
+            w = self._qfloor
+        self._o_o, self._i_o = u * o, 1.0 / w
 
     def _quiet_value(self) -> float:
         """The quiet side's statistic (see _step): normal / recent E|dx| - 1, at least 0."""
@@ -2595,6 +2609,7 @@ class RobustDetector:
         # held for good, since a model in alarm never reaches the slow cycle that would refresh them.
         self._refresh_plain()
         self._refresh_seasonal()
+        self._osc_constants()
         self._set_hold()
         self.calm = self.calm_level = _RELEARN_AFTER
         self.lo = min(self.lo, self.level)
@@ -2696,6 +2711,7 @@ class RobustDetector:
         d._set_rates()
         d._refresh_plain()
         d._refresh_seasonal()
+        d._osc_constants()
         d._r_on = d.f_alpha <= _SLOW and not d.f_beta
         d.gap_s = _gap_after(d.dt)
         from edge_agent.detectors.robust_states import as_state_signal, stored_states  # (as in fit)
