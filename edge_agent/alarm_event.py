@@ -24,7 +24,7 @@ class AlarmEvent:
     version: int
     raised_alert_id: str | None = None  # cleared / accepted: the alarm this one ends
     # raised: why (the detector's explanation, when it gives one)
-    kind: str | None = None  # detectors.base: spike, level_shift, drift, variance, stuck, out_of_range, oscillation, shape
+    kind: str | None = None  # detectors.base: spike, level_shift, drift, variance, stuck, out_of_range, shape
     direction: str | None = None  # "up" | "down" | None
     expected_low: float | None = None  # the range expected at that moment
     expected_high: float | None = None

@@ -203,51 +203,6 @@ def test_a_hunting_oscillation_is_caught_held_and_cleared_by_the_burst_count(see
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_the_swing_scores_a_sine_around_normal_and_says_oscillation_not_a_held_step(seed: int) -> None:
-    # A hunting loop's sine, 3 noise widths, period 16 (the unseen kinds' oscillation on white
-    # noise): the ~7-reading level passes it at ~0.39 and the burst count's and the level's raises
-    # come and go with its peaks. The swing (the level's |average| over ~25 readings less its
-    # signed one, session 11) holds it above its threshold from ~50 readings on, and says
-    # oscillation (before it, nothing said so). A step's residual keeps one side of normal: the
-    # swing gives it nothing, and the step is the level channel's.
-    x = noise(1800, seed=seed)
-    x[1000:1300] += 3.0 * np.sin(2 * math.pi * np.arange(300) / 16)
-    d = RobustDetector()
-    d.fit(x[:500])
-    d.score_many(x[500:1000])
-    d.score_many(x[1000:1060])
-    said = [d.explain(v) for v in x[1060:1300].tolist() if d.score_one(v) >= 1.0]
-    oscillation = [e for e in said if e.kind == "oscillation"]
-    assert len(oscillation) >= 180 and all(e.direction is None and "swings about" in e.detail for e in oscillation)
-    y = noise(1300, seed=5)
-    y[1000:] += 8.0
-    s = RobustDetector()
-    s.fit(y[:500])
-    s.score_many(y[500:1000])
-    s.score_many(y[1000:1100])
-    assert s.m_osc - abs(s.m_osw) < 0.05 * s.m_osc  # (one side of normal: no swing)
-    assert s.explain(float(y[1099])).kind in ("level_shift", "drift")
-
-
-def test_a_model_stored_before_the_swing_still_loads_and_the_swing_round_trips() -> None:
-    d = RobustDetector()
-    x = noise(1400, seed=17)
-    d.fit(x[:500])
-    d.score_many(x[500:701])
-    params, arrays = d.get_state()
-    again = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
-    assert (again.m_osc, again.m_osw, again.thr[robust.OSC]) == (d.m_osc, d.m_osw, d.thr[robust.OSC])
-    assert again.score_one(float(x[701])) == d.score_one(float(x[701]))
-    for added in ("m_osc", "m_osw"):
-        del params[added]
-    params["cal_q"], params["cal_m"], params["xrun"] = params["cal_q"][:11], params["cal_m"][:11], params["xrun"][:11]
-    old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
-    assert old.m_osc == old.m_osw == 0.0 and len(old.thr) == 12 and old.thr[robust.OSC] == pytest.approx(robust._OSC_PRIOR[2])
-    scores = old.score_many(x[702:])
-    assert np.isfinite(scores).all() and max(scores) < 1.0
-
-
-@pytest.mark.parametrize("seed", [1, 2])
 def test_glitches_each_within_the_spike_threshold_raise_one_alarm_held_while_they_last(seed: int) -> None:
     # A loose connector: glitches of 4.5 noise widths on 12 % of the readings, each within the
     # spike threshold (~6.3 widths on white noise). Before the burst count: no alarm at all.
@@ -1154,7 +1109,7 @@ def test_a_model_stored_before_the_short_term_level_still_loads() -> None:
     params["cal_q"], params["cal_m"] = params["cal_q"][:6], params["cal_m"][:6]
     params["pending"], params["xrun"] = params["pending"][:10], params["xrun"][:6]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
-    assert old.v_short == 0.0 and len(old.thr) == 12 and old.thr[6] == pytest.approx(2.33 + old._k * 0.38)
+    assert old.v_short == 0.0 and len(old.thr) == 11 and old.thr[6] == pytest.approx(2.33 + old._k * 0.38)
     assert all(math.isfinite(old.score_one(v)) for v in x[701:])
 
 
@@ -1168,14 +1123,14 @@ def test_a_model_stored_before_the_slope_still_loads() -> None:
     assert d.f_alpha > 0.01  # the channel is on
     d.score_many(x[500:801], t[500:801])
     params, arrays = d.get_state()
-    assert params["pending"] is not None and len(params["cal_q"]) == 12
+    assert params["pending"] is not None and len(params["cal_q"]) == 11
     for added in ("m_slope", "v_slope", "g_slope", "r_slope", "t_slope", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale"):  # (and later keys)
         del params[added]
     params["cal_q"], params["cal_m"] = params["cal_q"][:7], params["cal_m"][:7]
     params["pending"], params["xrun"] = params["pending"][:11], params["xrun"][:7]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
     assert old.g_slope == old.r_slope == old.trend and 0.0 < old.v_slope < d.v_slope  # its course starts at the trend
-    assert len(old.thr) == 12 and old.thr[7] == pytest.approx(2.33 + old._k * 0.38)
+    assert len(old.thr) == 11 and old.thr[7] == pytest.approx(2.33 + old._k * 0.38)
     scores = old.score_many(x[801:], t[801:])
     assert np.isfinite(scores).all() and max(scores) < 1.0
 
@@ -1192,7 +1147,7 @@ def test_a_model_stored_before_the_quiet_side_still_loads() -> None:
         del params[added]
     params["cal_q"], params["cal_m"], params["xrun"] = params["cal_q"][:8], params["cal_m"][:8], params["xrun"][:8]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
-    assert old.d_quick == old.d_fast and len(old.thr) == 12 and old.thr[8] == pytest.approx(0.126 + old._k * 0.062)
+    assert old.d_quick == old.d_fast and len(old.thr) == 11 and old.thr[8] == pytest.approx(0.126 + old._k * 0.062)
     scores = old.score_many(x[701:])
     assert np.isfinite(scores).all() and max(scores) < 1.0
 
@@ -1212,7 +1167,7 @@ def test_a_model_stored_before_the_spike_judged_from_both_sides_still_loads() ->
     params["cal_q"], params["cal_m"], params["xrun"] = params["cal_q"][:10], params["cal_m"][:10], params["xrun"][:10]
     params["pending"] = params["pending"][:12]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
-    assert old._i_bk == 0.0 and len(old.thr) == 12 and old.thr[10] == pytest.approx(2.33 + old._k * 0.38)  # off, as it was
+    assert old._i_bk == 0.0 and len(old.thr) == 11 and old.thr[10] == pytest.approx(2.33 + old._k * 0.38)  # off, as it was
     scores = old.score_many(x[701:], t[701:])
     assert np.isfinite(scores).all()
     again = RobustDetector.from_state(*d.get_state())  # and the new state round-trips with it on
@@ -1226,14 +1181,14 @@ def test_a_model_stored_before_the_burst_count_still_loads() -> None:
     d.fit(x[:500])
     d.score_many(x[500:701])
     params, arrays = d.get_state()
-    assert params["pending"] is not None and len(params["cal_q"]) == 12
+    assert params["pending"] is not None and len(params["cal_q"]) == 11
     for added in ("burst", "burst_off", "b_hold", "b_last", "b_ev", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale"):  # (and later keys)
         del params[added]
     params["cal_q"], params["cal_m"], params["xrun"] = params["cal_q"][:9], params["cal_m"][:9], params["xrun"][:9]
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
     # its count starts at 0, on (white noise does not hold and jump), its threshold at the
     # prior's (the floor, 4 readings in ~50)
-    assert old.burst == 0.0 and old.burst_off == 0 and len(old.thr) == 12 and old.thr[9] == pytest.approx(4.0)
+    assert old.burst == 0.0 and old.burst_off == 0 and len(old.thr) == 11 and old.thr[9] == pytest.approx(4.0)
     scores = old.score_many(x[701:])
     assert np.isfinite(scores).all() and max(scores) < 1.0
 

@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "861ce2d20fb546f422ddc2bb1066a51acba5b1cae3e0bdaf7ad39bf63291a2e4",
-    "minute": "2e1c20f84acde73de644a74764aaf2976e8cf8fc5076eb97cd778dee848c2d93",
-    "quantised_untimed": "49d52b1abf6813a05fd04eec5170b0ea52292f9b76749f0cefacd848bfa456d4",
-    "second_wander": "ba857efd590169033ee833d126d5775e6fc057cf53aae02e162667049426a2fd",
+    "cycle_5min": "abd98a7c9d12fc264b7ebfe972a3fe3d607bd671d2bf6c18eb35af188cf24720",
+    "minute": "b92760556a61d7936582975c180869ea8b43632d358b2de1b2a021300cdc2423",
+    "quantised_untimed": "1b9885026e9f1debb9f4545dd8c59ba3ccd9a1534f4efe2a5601740d27ea79e1",
+    "second_wander": "e1e169161aa2d34da637051a7a235564f299b0457d3f1029c374a6c91398d6a4",
 }
 
 

@@ -49,7 +49,6 @@ DRIFT = "drift"  # the level moves away steadily, faster than the series' normal
 VARIANCE = "variance"  # the noise grew
 STUCK = "stuck"  # the same value repeated far longer than this series ever repeats one
 OUT_OF_RANGE = "out_of_range"  # outside the range learned as normal
-OSCILLATION = "oscillation"  # the level swings back and forth around normal for longer than it normally does (a hunting loop)
 SHAPE = "shape"  # an unusual combination of value and recent shape (isolation forest)
 
 

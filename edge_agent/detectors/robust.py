@@ -1,4 +1,4 @@
-"""A model of normal that a fault cannot rewrite: robust streaming baselines, seventeen fault channels.
+"""A model of normal that a fault cannot rewrite: robust streaming baselines, sixteen fault channels.
 
 Written by hand: what it must do (stop learning from a fault, hold, calibrate each channel
 on the series' own history, in O(1) per reading and a few microseconds of pure Python) is
@@ -48,23 +48,16 @@ from edge_agent.detectors.robust_stats import (
 # last the slope (a change in the short-term predictor's course: the onset of a ramp).
 # Last, the quiet side of the variance channel (explained as ``variance``): the noise fallen
 # well below its normal. Then the burst count (see _BURST_AT), and the spike judged from both
-# sides (explained as ``spike``): the last reading's residual once the next one is in. Last,
-# the swing (see _LAMBDA_OSC): the level residual's energy against its normal over ~25 readings.
-SPIKE, LEVEL, DRIFT, LEVEL_S, DRIFT_S, VAR, SHORT, SLOPE, QUIET, BURST, BACK, OSC = range(12)
-_IN_RUNS = (LEVEL, DRIFT, LEVEL_S, DRIFT_S, BURST, OSC)  # calibrated counting a run of exceedances as one excursion
-_N_CAL = 12
+# sides (explained as ``spike``): the last reading's residual once the next one is in.
+SPIKE, LEVEL, DRIFT, LEVEL_S, DRIFT_S, VAR, SHORT, SLOPE, QUIET, BURST, BACK = range(11)
+_IN_RUNS = (LEVEL, DRIFT, LEVEL_S, DRIFT_S, BURST)  # calibrated counting a run of exceedances as one excursion
+_N_CAL = 11
 _SLOW = 0.01  # the model of normal follows at most this fast (~100 readings)
 _SLOW_RATES = tuple(a for a in ALPHAS if a <= _SLOW)  # the predictor's rates no faster than it (see _rechoose_rate)
 _LAMBDA_LEVEL = 0.15  # the level channel: EWMA of residuals, ~7 readings
 _LAMBDA_DRIFT = 0.02  # the drift channel: EWMA of residuals, ~50 readings
 _LAMBDA_VAR = 0.03  # the variance channel: EWMA of |first difference|
 _LAMBDA_QUICK = _LAMBDA_LEVEL  # ... and over ~7 readings, for its quiet side's end (see _step)
-# The swing: the level channel's |average| (|m_level|, or the profile's where it serves) averaged
-# again over ~25 readings, against its normal. A hunting loop's sine (period ~16 readings) passes
-# the ~7-reading average at a gain of ~0.39 and turns its sign every half period, so no single
-# reading reaches the level threshold, and the ~50-reading drift averages it away; its energy
-# in the level residual lasts as long as the loop hunts (see docs/detectors.md, session 11).
-_LAMBDA_OSC = 0.04
 _LAMBDA_SHORT = 0.3  # the short-term level: EWMA of the predictor's residuals, ~3 readings (_REACQUIRE)
 _SD_SHORT = math.sqrt(_LAMBDA_SHORT / (2.0 - _LAMBDA_SHORT))
 _V_SHORT_MIN = 0.5 * _SD_SHORT / 1.2533
@@ -221,14 +214,7 @@ def _burst_weight(rate: float) -> float:
 
 
 _BURST_PRIOR = (0.69, 0.27, _burst_limit(1e-6))
-# The swing: the level channel's |average| over ~25 readings / the level unit (1.2533 x the
-# channel's mean |value|), about 0.79 on white noise. Its prior measured there through the
-# detector (3 x 300,000 readings: 98 % quantile 1.28, mean excess counted in runs 0.07; quantiles
-# 1.62 / 1.85 / 2.0-2.2 at 1e-3 / 1e-4 / 1e-5, the largest 2.24); the prior's tail would put its
-# threshold at 1.97, which white noise passes ~1e-5 a reading, so its floor is the ~1e-6 quantile
-# those quantiles extrapolate to (~0.2 a decade): 2.4.
-_OSC_PRIOR = (0.905, 0.072, 2.2)
-_PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.242, 0.048, 0.5), _GAUSS, _GAUSS, (0.126, 0.062, 0.47), _BURST_PRIOR, _GAUSS, _OSC_PRIOR)
+_PRIOR = (_GAUSS, _GAUSS, _GAUSS, _GAUSS, _GAUSS, (0.242, 0.048, 0.5), _GAUSS, _GAUSS, (0.126, 0.062, 0.47), _BURST_PRIOR, _GAUSS)
 _FLOORS = tuple(p[2] for p in _PRIOR)
 _DRIFT_SAMPLE = _LAMBDA_DRIFT / (2.0 - _LAMBDA_DRIFT)  # independent samples per reading of the drift average
 _STUCK_MIN = 10  # a value repeated this often is "stuck" on a series that never repeats one
@@ -258,7 +244,7 @@ _FLOATS = ("f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "alpha", "beta"
            "day_c", "day_s", "day_g", "burst", "b_hold", "b_last", "b_ev", "b_xe", "b_w", "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale",
            "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl",
            "lat_q", "lat_c", "lat_o", "lat_lim",
-           "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv", "f_rc", "f_rv", "f_ek", "m_osc", "m_osw")
+           "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_inv", "f_rc", "f_rv", "f_ek")
 _ADDED = {"jumps": 0, "coarse": 0, "hold_n": 0, "p_tick": 0, "ep_rate": 0.0, "base_sum": 0.0, "s_phase": 0, "t_ref": 0.0, "v_trend": 0.0, "horizon": 0.0,
           "m_short": 0.0, "v_short": 0.0, "f_jump": 0.0, "m_slope": 0.0, "v_slope": 0.0, "g_slope": 0.0, "r_slope": 0.0, "t_slope": 0.0, "n_fit": 0.0, "slope_from": 0,
           "d_quick": 0.0, "d_low": 0.0, "d_norm_m": 0.0, "d_norm_l": 0.0, "d_hold": 0.0, "l_n": 0, "day_c": 0.0, "day_s": 0.0, "day_g": 0.0, "burst": 0.0, "b_hold": 0.0, "b_last": 0.0, "b_ev": 0.0, "b_xe": 0.0, "b_w": 0.0, "b_run": 0, "burst_off": 0, "t_out": 0,
@@ -266,7 +252,7 @@ _ADDED = {"jumps": 0, "coarse": 0, "hold_n": 0, "p_tick": 0, "ep_rate": 0.0, "ba
           "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_th": -1e300, "rail_tl": 1e300, "rail_ah": 0, "rail_al": 0, "rail_ok": 0,
           "lat_q": 0.0, "lat_c": 0.0, "lat_o": 0.0, "lat_lim": 0.0,
           "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0,
-          "f_rc": 0.0, "f_rv": 0.0, "f_ek": 0.0, "f_rn": 0, "m_osc": 0.0, "m_osw": 0.0}  # state keys added since the first release, and their value in an older model
+          "f_rc": 0.0, "f_rv": 0.0, "f_ek": 0.0, "f_rn": 0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
 _INTS = ("jumps", "coarse", "hold_n", "burst_off", "b_run", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn", "l_n")
 
@@ -274,10 +260,10 @@ _INTS = ("jumps", "coarse", "hold_n", "burst_off", "b_run", "p_tick", "run", "ru
 class RobustDetector:
     """The agent's default: fault channels over a model of normal that faults cannot teach.
 
-    Twelve channels are calibrated on the series' own score history (the order of ``SPIKE`` ..
-    ``OSC`` below: spike, level and drift against the plain and the seasonal model, variance,
+    Eleven channels are calibrated on the series' own score history (the order of ``SPIKE`` ..
+    ``BACK`` below: spike, level and drift against the plain and the seasonal model, variance,
     short-term level, slope, the variance's quiet side, burst count, the spike judged from both
-    sides, the swing); five are judged against bounds the series itself sets (stuck: a run of repeats
+    sides); five are judged against bounds the series itself sets (stuck: a run of repeats
     against the longest normal run; range: beyond the learned range; rail: returns to the recent
     extreme against the window's own rate, see ``rail.py``; lattice: steps finer than the
     window's quantum, see ``lattice.py``; anchor: the level against where the fit left normal).
@@ -342,11 +328,6 @@ class RobustDetector:
       threshold (each weighs its own improbability, see _BURST_EV), it holds an alarm until the
       gap since the last is one the episode's own rate makes unlikely (see _BURST_GAP): ten quiet
       readings are no evidence that glitches one reading in ten have ended.
-    * the swing (explained as ``oscillation``): the plain model's ~7-reading level residual's
-      |average| over ~25 readings less its signed average (its energy on both sides of normal: a
-      level that keeps one side scores none), / the level unit, against its own calibrated tail:
-      a hunting loop's oscillation that no single reading shows. It freezes nothing; as the model
-      learns again after an episode it forgets the side the episode left (session 11).
     * the rail count (explained as ``stuck``): per side, readings returning to the recent
       extreme, in a row or not, over ~50 readings, raising at the count a Poisson null at the
       window's own return rate makes as rare as ``rate``: a transmitter railed at a range limit
@@ -401,7 +382,7 @@ class RobustDetector:
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
                  "lat_q", "lat_c", "lat_o", "lat_lim", "_lat_tol", "_i_lat", "_lat_cap",
                  "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
-                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "gap_s", "m_osc", "m_osw", "_o_o", "_i_o")
+                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "gap_s")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -491,7 +472,6 @@ class RobustDetector:
         self.prof_shift = 0.0  # subtracted from every bin where it is read (the re-centring)
         # channel state
         self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
-        self.m_osc = self.m_osw = 0.0  # the swing: EWMA (_LAMBDA_OSC) of the level channel's |average|, value units
         self.v_level = self.v_drift = self.v_level_s = self.v_drift_s = 0.0  # their mean |value| on normal readings
         self.d_norm = self.d_fast = 1.0  # normal and recent E|dx| (clipped)
         self.d_quick = self.d_low = 1.0  # ... over the last ~7 readings, and the quiet side's (see _step)
@@ -559,7 +539,7 @@ class RobustDetector:
         self.a_t = 0
         self.a_inv = 0.0  # 1 / the bound in value units (0: off), refreshed when a_t reaches a_next
         self.a_next = 0
-        self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        self._last: tuple[Any, ...] = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self._qfloor = _ABS_FLOOR
         self._q2 = 2.0 * _ABS_FLOOR
         self._stuck_lim = float(_STUCK_MIN)
@@ -573,7 +553,6 @@ class RobustDetector:
         self._clip_p = self._clip_s = 1e300
         self._fsc = self._sc = self._ssc = 1.0
         self._kp = self._ks = (0.0, 1.0, 0.0, 1.0)
-        self._o_o, self._i_o = 1e300, 0.0  # the swing's normal and 1 / (threshold - normal) in value units (see _osc_tail)
         self._var_cap, self._i_dn, self._i_stuck = 4.0, 1.0, 0.0
         self._o_sp = self._i_sp = self._o_v = self._i_v = self._o_q = self._i_q = self._o_b = self._i_b = self._b_z = self._b_at = 1.0
         self._b_cap = 1e300
@@ -657,7 +636,6 @@ class RobustDetector:
         self._limits()
         self._refresh_plain()
         self._refresh_seasonal()
-        self._osc_constants()
         times: list[Any] = [None] * v.shape[0]
         if ts is not None:
             t = np.asarray(ts, dtype=np.float64)
@@ -674,7 +652,7 @@ class RobustDetector:
         spreads = (1.0, max(self.v_level, _V_LEVEL_MIN * scale), max(self.v_drift, _V_DRIFT_MIN * scale),
                    max(self.v_level_s, _V_LEVEL_MIN * s_scale), max(self.v_drift_s, _V_DRIFT_MIN * s_scale), 1.0,
                    max(self.v_short, _V_SHORT_MIN * max(self.f_scale, self._floor())),
-                   self._slope_unit() / 1.2533, 1.0, 1.0, 1.0, max(self.v_level, _V_LEVEL_MIN * scale))
+                   self._slope_unit() / 1.2533, 1.0, 1.0, 1.0)
         # The spike judged from both sides: how much the next reading says of where the series
         # was, from the window's pairs (residual at t, next reading less its forecast from t - 1);
         # its values, for its tail, are the window's own residuals judged so.
@@ -718,7 +696,6 @@ class RobustDetector:
         self._limits()
         self._refresh_plain()
         self._refresh_seasonal()
-        self._osc_constants()
         self._set_anchor(vb, day is not None and float(t_fit[-1] - t_fit[0]) < _PERIOD_S)
         self._r_on = self.f_alpha <= _SLOW and not self.f_beta
         self.gap_s = _gap_after(self.dt)
@@ -730,7 +707,7 @@ class RobustDetector:
             "predictor_alpha": self.f_alpha, "predictor_trend": self.f_beta > 0, "predictor_scale": self.f_scale,
             "quantum": self.quantum, "run_max": self.run_max, "min": self.lo, "max": self.hi, "seasonal": self.seasonal, "states": list(self.states),
             "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance", "short_level", "slope", "quiet", "burst",
-                                    "spike_both_sides", "swing"), self.thr, strict=True)),
+                                    "spike_both_sides"), self.thr, strict=True)),
         }
 
     def _set_anchor(self, vb: np.ndarray, part_day: bool) -> None:
@@ -847,7 +824,6 @@ class RobustDetector:
             self._set_threshold(c, self.cal_q[c], self.cal_m[c])
         self._refresh_plain()
         self._refresh_seasonal()
-        self._osc_constants()
 
     def _refresh_plain(self) -> None:
         """What the per-reading path scores the plain model of normal with (its scales
@@ -1287,7 +1263,6 @@ class RobustDetector:
         # Each channel scores 0 at its normal and 1 at its threshold (see _set_threshold); the
         # constants that say so change only in the slow phases (see _refresh_plain).
         h = self.horizon  # (read once: also where the model of normal learns, below)
-        m_sw = m_level  # (the swing's input: the plain model's level residual, judged as the level channel judges it)
         if seasonal:
             # A reading the daily profile expects (within _EXPECTED of its scales) is no spike,
             # however far it jumps from the last few: a daily step change, a shift start.
@@ -1312,7 +1287,6 @@ class RobustDetector:
                 u_l, u_d = self._up[0], self._up[1]
                 n_level *= u_l / (u_l * u_l + f) ** 0.5
                 n_drift *= u_d / (u_d * u_d + f) ** 0.5
-                m_sw = n_level
         # The score is the largest channel's, and at least 0 (a channel with nothing to say scores
         # 0): each channel is folded in where it is computed, so that one that is off, or outside
         # the branch where it can score above 0, costs no comparison.
@@ -1328,22 +1302,6 @@ class RobustDetector:
         s_level = a_l * i_l
         if s_level > score:
             score = s_level
-        # -- the swing: the level channel's |average| averaged again over ~25 readings (see
-        # _LAMBDA_OSC), against its own calibrated tail: a lasting rise of the level residual's
-        # energy that no one reading shows (a hunting loop's oscillation around normal).
-        m_o = self.m_osc
-        m_o += _LAMBDA_OSC * ((m_sw if m_sw > 0.0 else -m_sw) - m_o)
-        self.m_osc = m_o
-        m_w = self.m_osw
-        m_w += _LAMBDA_OSC * (m_sw - m_w)
-        self.m_osw = m_w
-        o_o = self._o_o
-        if m_o > o_o:  # (the swing is at most m_o: below its normal it scores nothing)
-            s_osc = (m_o - (m_w if m_w > 0.0 else -m_w) - o_o) * self._i_o
-            if s_osc > score:
-                score = s_osc
-        else:
-            s_osc = 0.0
         # The drift channel counts only as far as the recent level still shows the deviation
         # beyond the level's own normal spread: during a ramp the ~7-reading level is ahead of
         # the ~50-reading drift; once the signal is back, the drift channel's long memory must
@@ -1712,7 +1670,7 @@ class RobustDetector:
             if not i_b:
                 r_back = x_back = 0.0
             self._last = (e_f, f_pred, f_scale, n_level if seasonal else m_level, n_drift if seasonal else m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
-                          s_short, self.m_short, s_slope, self.m_slope, s_burst, b, s_back, r_back, x_back, s_osc, m_o - abs(m_w))
+                          s_short, self.m_short, s_slope, self.m_slope, s_burst, b, s_back, r_back, x_back)
         if collect is not None:
             collect[SPIKE].append(z)
             collect[_N_CAL].append(e_f)
@@ -1725,7 +1683,6 @@ class RobustDetector:
             collect[SHORT].append(abs(self.m_short))
             collect[SLOPE].append(abs(self.m_slope))
             collect[BURST].append(b)
-            collect[OSC].append(m_o - abs(m_w))
             if bin_i >= 0 and self.s_n >= _SETTLED:
                 collect[LEVEL_S].append(abs(self.m_level_s))
                 collect[DRIFT_S].append(abs(self.m_drift_s))
@@ -1853,14 +1810,6 @@ class RobustDetector:
                 # detection, and nothing gained elsewhere).
                 f = 1.2533 * h * self._vtx
                 f *= f
-                if self.shadow_n:
-                    # The swing keeps what it saw on both sides of normal and forgets the side an
-                    # episode left, as the model learns again: the re-converging model's first
-                    # residuals on the other side were weighed against it (suite seed 0: 38 nuisance
-                    # alarms after steps' and drifts' ends, each a swing of the model's way back).
-                    w = self.m_osw
-                    self.m_osc -= w if w > 0.0 else -w
-                    self.m_osw = 0.0
                 sc = self._sc
                 g = f / (f + sc * sc)
                 a = self.alpha
@@ -1990,8 +1939,6 @@ class RobustDetector:
                         self._tick = None
                         pk = self._prof_k
                         self._learn_slow_seasonal(te, tes, tts, tn, False, pk if pk > _SLOW_EVERY else _SLOW_EVERY)
-                    # (the swing's tail learns here, the cycle's cheapest part: see _osc_tail)
-                    self._osc_tail()
                 else:  # the tails learn from every reading of normal operation ...
                     if phase == 2:
                         if self._r_on:
@@ -2445,30 +2392,6 @@ class RobustDetector:
             if self.seasonal:
                 self._constants(True)  # (in whole, see _learn_level_tails)
 
-    def _osc_tail(self) -> None:
-        """The swing's tail (its value standardised by the plain model's level unit) and its
-        cached constants, which both models' tuples carry: the swing is the plain model's level
-        residual's whichever model serves (a daily profile's residual, interpolated between its
-        bins, swings on its own: NAB's art_daily series, 4 raises on one). Learned in the
-        seasonal part of the slow cycle, the cheapest on the bench's stream (the tails' parts
-        and the scales' set scoring's p99)."""
-        u = self._up[0]
-        m = self.m_osw
-        t, o = self._tail(OSC, (self.m_osc - (m if m > 0.0 else -m)) / u, _EXCESS_CLIP, _SLOW_EVERY, self._xr)
-        w = u * (t - o)
-        if self.coarse and not w > self._qfloor:  # (the resolution's floor, see _constants)
-            w = self._qfloor
-        self._o_o, self._i_o = u * o, 1.0 / w
-
-    def _osc_constants(self) -> None:
-        """The swing's cached constants from its threshold and normal (as _osc_tail leaves them)."""
-        u = self._up[0]
-        t, o = self.thr[OSC], self.off[OSC]
-        w = u * (t - o)
-        if self.coarse and not w > self._qfloor:
-            w = self._qfloor
-        self._o_o, self._i_o = u * o, 1.0 / w
-
     def _quiet_value(self) -> float:
         """The quiet side's statistic (see _step): normal / recent E|dx| - 1, at least 0."""
         q = self.d_low
@@ -2518,7 +2441,7 @@ class RobustDetector:
     def explain(self, x: float) -> Explanation:
         """Why the reading ``x``, just scored, scored as it did."""
         (e_f, f_pred, f_scale, m_level, m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
-         s_short, m_short, s_slope, m_slope, s_burst, burst, s_back, r_back, x_back, s_osc, m_osc) = self._last
+         s_short, m_short, s_slope, m_slope, s_burst, burst, s_back, r_back, x_back) = self._last
         thr = self.thr
         lo, hi = f_pred - thr[SPIKE] * f_scale, f_pred + thr[SPIKE] * f_scale
         z = abs(e_f) / f_scale
@@ -2537,12 +2460,6 @@ class RobustDetector:
             (s_back, base.SPIKE, r_back, f"the reading before, {x_back:.6g}, stood {abs(r_back) * self._i_bk:.1f} noise scales from "
                                          f"what the readings on both sides of it expected ({x_back - r_back:.6g})"),
         ]
-        # The swing: its statistic is the level residual's energy on both sides of normal (a
-        # residual that keeps one side, a level that moved, scores none), so it says oscillation.
-        o_n = self.off[OSC] * self._up[0]
-        chans.append((s_osc, base.OSCILLATION, 0.0,
-                      f"the level swings about ±{1.5708 * m_osc:.4g} around normal over ~{1.0 / _LAMBDA_OSC:.0f} readings "
-                      f"({m_osc / o_n if o_n > 0.0 else 0.0:.1f}x its normal swing)"))
         rc, rv = (self.rail_ch, self.rail_hi) if self.rail_ch >= self.rail_cl else (self.rail_cl, self.rail_lo)
         s_rail = (rc - self.rail_o) * self._i_rail
         chans.append((s_rail, base.STUCK, 0.0, f"{rv:.6g}, the recent {'highest' if rv == self.rail_hi else 'lowest'} reading, came back "
@@ -2577,7 +2494,7 @@ class RobustDetector:
             lo, hi = x_back - r_back - w, x_back - r_back + w
         else:
             _, kind, sign, detail = max(chans, key=lambda ch: ch[0])
-        direction = None if kind == base.STUCK or kind == base.OSCILLATION else ("up" if sign > 0 else "down")
+        direction = None if kind == base.STUCK else ("up" if sign > 0 else "down")
         return Explanation(kind, direction, lo, hi, detail)
 
     def rebaseline(self) -> None:
@@ -2589,7 +2506,7 @@ class RobustDetector:
             self.level = self.ds_level = self.prev
             self.level -= self._day_y if self.day_g else 0.0
         self.trend = 0.0
-        self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = self.m_osc = self.m_osw = 0.0
+        self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
         self.m_short = self.f_jump = self.m_slope = self.burst = self.b_hold = self.b_last = self.b_ev = self.b_xe = self.b_w = 0.0
         self.b_run = 0
         self.rail_ch = self.rail_cl = 0.0
@@ -2609,7 +2526,6 @@ class RobustDetector:
         # held for good, since a model in alarm never reaches the slow cycle that would refresh them.
         self._refresh_plain()
         self._refresh_seasonal()
-        self._osc_constants()
         self._set_hold()
         self.calm = self.calm_level = _RELEARN_AFTER
         self.lo = min(self.lo, self.level)
@@ -2711,7 +2627,6 @@ class RobustDetector:
         d._set_rates()
         d._refresh_plain()
         d._refresh_seasonal()
-        d._osc_constants()
         d._r_on = d.f_alpha <= _SLOW and not d.f_beta
         d.gap_s = _gap_after(d.dt)
         from edge_agent.detectors.robust_states import as_state_signal, stored_states  # (as in fit)
