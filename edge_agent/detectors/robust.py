@@ -2431,17 +2431,14 @@ class RobustDetector:
         if v < _V_LEVEL_MIN * scale:
             v = _V_LEVEL_MIN * scale
         t, o = self._tail(SPIKE, z, clip, weight)
-        if self._g_sp:  # a tail heavier than exponential (see _learn_shape): its threshold further out
-            t = self.cal_q[SPIKE] + self._g_sp * self.cal_m[SPIKE]
-            o = self.cal_q[SPIKE]
-            if o > 0.5 * t:
-                o = 0.5 * t
-            self.thr[SPIKE], self.off[SPIKE] = t, o
-        # (_spike_constants(t, o), inlined: the tails' phases make much of scoring's p99)
-        w = t - o
-        self._o_sp, self._i_sp = o, 1.0 / w
-        b_z = self._b_z = o + _BURST_AT * w
-        self._b_at = b_z + self._qfloor / self._fsc
+        if self._g_sp:  # a tail heavier than exponential (see _learn_shape): _set_threshold knows its shape
+            self._set_threshold(SPIKE, self.cal_q[SPIKE], self.cal_m[SPIKE])  # (and sets its constants)
+        else:
+            # (_spike_constants(t, o), inlined: the tails' phases make much of scoring's p99)
+            w = t - o
+            self._o_sp, self._i_sp = o, 1.0 / w
+            b_z = self._b_z = o + _BURST_AT * w
+            self._b_at = b_z + self._qfloor / self._fsc
         t, o = self._tail(BURST, self.burst, clip, weight, self._xr)
         self._o_b, self._i_b = o, 1.0 / (t - o)
         self._b_cap = _BURST_CAP * t
