@@ -17,6 +17,9 @@ fit, then the rest through ``Pipeline`` as live (one reading a minute unless sai
   minute and five minutes, with two gaps of 1 and 8 hours in their timestamps (a sensor
   offline; the signal moved on meanwhile).
 
+``--accept-after N``: an operator accepts every alarm with ``rebaseline`` N readings after it
+was raised (a new setpoint confirmed), as the docs tell them to; without it nothing is accepted.
+
 ``--long N``: instead, Student-t noise (3 and 5 degrees of freedom, or ``--dfs``) over ``N``
 readings a seed, the raises counted per tenth of the run, and at the end the spike threshold and
 the shape its tail learned: does the live tail learn a heavy tail in a long run
@@ -24,6 +27,7 @@ the shape its tail learned: does the live tail learn a heavy tail in a long run
 shape", session 11)?
 
     PYTHONPATH=. .venv/bin/python scripts/plant_normals_probe.py [--seeds 0,1,2,3] [--only status,gaps]
+    PYTHONPATH=. .venv/bin/python scripts/plant_normals_probe.py --only setpoints --accept-after 30
     PYTHONPATH=. .venv/bin/python scripts/plant_normals_probe.py --long 100000 [--dfs 3,4,5]
 """
 
@@ -35,6 +39,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from edge_agent import alarm_decision
 from edge_agent.config import AgentConfig
 from edge_agent.evaluation import scenarios as S
 from edge_agent.pipeline import InlineTrainer, Pipeline
@@ -110,12 +115,21 @@ def gapped(seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
                 yield f"gaps/{kind}/dt{dt:g}/{hours:g}h", x[keep], ts[keep]
 
 
-def raised(x: np.ndarray, ts: np.ndarray) -> list[tuple[str, str]]:
+def raised(x: np.ndarray, ts: np.ndarray, accept_after: int = 0) -> list[tuple[str, str]]:
+    """The raises over x; with ``accept_after``, each alarm still raised that many readings
+    after its raise is accepted by a ``rebaseline``, as an operator would."""
     cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None}})
     events: list = []
     pipe = Pipeline(cfg, InlineTrainer(), events.append)
-    for v, t in zip(x.tolist(), ts.tolist(), strict=True):
+    raised_at = -1
+    for i, (v, t) in enumerate(zip(x.tolist(), ts.tolist(), strict=True)):
+        n = len(events)
         pipe.process("s", v, t)
+        for e in events[n:]:
+            raised_at = i if e.state == "raised" else -1
+        if accept_after and raised_at >= 0 and i - raised_at == accept_after:
+            alarm_decision.rebaseline(pipe, "s", by="the operator")
+            raised_at = -1
     return [(e.kind, e.message or "") for e in events if e.state == "raised"]
 
 
@@ -146,6 +160,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2,3")
     ap.add_argument("--only", default=None, help="comma-separated behaviours (status, ..., gaps)")
+    ap.add_argument("--accept-after", type=int, default=0, metavar="N",
+                    help="an operator accepts each alarm (rebaseline) N readings after its raise")
     ap.add_argument("--long", type=int, default=0, metavar="N", help="instead: Student-t noise over N readings a seed")
     ap.add_argument("--dfs", default="3,5", help="--long: the degrees of freedom")
     args = ap.parse_args()
@@ -161,7 +177,7 @@ def main() -> None:
         first = ""
         for seed in seeds:
             x = make(np.random.default_rng([seed, 7]))
-            for kind, message in raised(x, T0 + np.arange(x.size) * 60.0):
+            for kind, message in raised(x, T0 + np.arange(x.size) * 60.0, args.accept_after):
                 kinds[kind] += 1
                 first = first or message[:110]
         print(f"{name:12s} raises {sum(kinds.values()):3d} over {len(seeds)} x {N:,} readings {dict(kinds)} {first}")
@@ -169,7 +185,7 @@ def main() -> None:
         kinds, worst = Counter(), Counter()
         for seed in seeds:
             for name, x, ts in gapped(seed):
-                for kind, _ in raised(x, ts):
+                for kind, _ in raised(x, ts, args.accept_after):
                     kinds[kind] += 1
                     worst[name.rsplit("/", 2)[0] + "/" + name.rsplit("/", 1)[1]] += 1
         print(f"{'gaps':12s} raises {sum(kinds.values()):3d} over {len(seeds)} x 30 signals with two gaps each {dict(kinds)} {dict(worst.most_common(4))}")

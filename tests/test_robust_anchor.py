@@ -65,6 +65,33 @@ def test_rebaseline_moves_the_anchor_and_only_it() -> None:
         assert anchor_score(d) < d.learn_below
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_setpoint_accepted_soon_after_its_step_is_not_raised_again(seed: int) -> None:
+    # An operator moves a controller to a new setpoint (a step of 75 noise widths), sees the
+    # alarm and accepts the level with `rebaseline` 30 readings later. The anchor's live level
+    # follows readings Huber-limited, so it was still halfway up the step then: anchored
+    # there, it walked on to the accepted level and re-raised it ~40 readings later, at every
+    # rebaseline again (plant_normals_probe.py's setpoints, seed 1: three raises on one level).
+    from edge_agent import alarm_decision
+    from edge_agent.config import AgentConfig
+    from edge_agent.pipeline import InlineTrainer, Pipeline
+
+    rng = np.random.default_rng(seed)
+    x = 45.0 + rng.normal(0.0, 0.2, 2500)
+    x[800:] += 15.0
+    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None}})
+    ev: list = []
+    pipe = Pipeline(cfg, InlineTrainer(), ev.append)
+    for i, v in enumerate(x.tolist()):
+        pipe.process("s", v, T0 + 60.0 * i)
+        if i == 830:
+            assert [e.state for e in ev] == ["raised"]  # the step itself is an alarm
+            alarm_decision.rebaseline(pipe, "s", by="the operator")
+    assert [e.state for e in ev] == ["raised", "accepted"], [(int((e.ts - T0) / 60), e.state, e.kind) for e in ev]
+    d = pipe.series["s"].model.detector
+    assert abs(d.a_level - 60.0) < 0.5 and anchor_score(d) < d.learn_below
+
+
 def test_the_bound_holds_a_young_wander_and_a_stationary_one() -> None:
     # The channel's cost: a wander whose window shows mostly its noise (the suite's at one reading
     # a second: a one-hour correlation time, 500 readings) and a stationary one (a minute apart)

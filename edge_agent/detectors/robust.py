@@ -2689,8 +2689,16 @@ class RobustDetector:
         self.hi = max(self.hi, self.level)
         self.shadow_n = self.t_out = 0
         self.horizon = 0.0
-        # the anchor moves only here (and at a fit): to the live level, its bound starting again
-        self.a_level = self.a_x
+        # The anchor moves only here (and at a fit): to the live level, its bound starting again.
+        # The live level is the short-term predictor's, which jumps to a new level in
+        # _REACQUIRE readings, not the anchor's own a_x: that follows readings Huber-limited
+        # (clip_p a reading), so a rebaseline within ~100 readings of a large step (an operator
+        # accepting a new setpoint) anchored it halfway up the step; a_x walked on to the level
+        # and re-raised it as a drift or level shift ~40 readings later, at each rebaseline
+        # again (plant_normals_probe.py --only setpoints --accept-after 30: 160 raises over four
+        # seeds). Its sinusoid becomes the model's, in whose terms the predictor's level is read.
+        self.a_c, self.a_s = self.day_c, self.day_s
+        self.a_level = self.a_x = self.f_level - (self._day_y if self.day_g else 0.0)
         self.a_t = 0
         self._anchor_bound()
 
