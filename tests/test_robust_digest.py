@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "d438979be2157f6552f9f8ede0c6582635ad0acf45d7b686e7be64d9a7b66e8d",
-    "minute": "9ef268569414dab938ad7bb74fcf77820d5022d34f230c7cf9a2d0747a9d6bd4",
-    "quantised_untimed": "d8d3c4f08192675d7d0f3b938e5e86e5e684ede117f2aa71006194aafe265615",
-    "second_wander": "3951d8a79cab8d41ca224470110c95410f94aaa0855c400499f687e476b949ba",
+    "cycle_5min": "da933903a1a16743af996bc3994c35627dfb83bb58a98ecd17c23b17959531f6",
+    "minute": "3b7f0cb8454d1b81b361b42060c13af6ccc3838f1ee32858603acbd2d238db92",
+    "quantised_untimed": "426b7e66500a7e74bd6d1ed02eb348a2d1919161a86b7e39cb6d11bc17052574",
+    "second_wander": "abe4370752f7d4e5023eba671bba9128ef355aa2db0d2d400d3479d299055bf0",
 }
 
 

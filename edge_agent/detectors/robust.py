@@ -74,6 +74,7 @@ _SLOPE_WHITE = 0.0136
 # After the predictor adopts a level, the slope's average restarts at its reference and holds
 # the predictor's moves since: it speaks again once those are its whole memory (~1 / its rate).
 _SLOPE_QUIET = round(1.0 / _LAMBDA_SLOPE)
+_LEVELS = 4  # operating levels remembered from rebaselines (see _remember_level)
 
 
 def _slope_white(alpha: float) -> float:
@@ -457,7 +458,7 @@ class RobustDetector:
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
                  "lat_q", "lat_c", "lat_o", "lat_lim", "_lat_tol", "_i_lat", "_lat_cap",
                  "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
-                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "gap_s", "sh_med", "sh_k", "sh_n", "sh_f", "sh_f3", "sh_xi", "_g_sp")
+                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "levels", "gap_s", "sh_med", "sh_k", "sh_n", "sh_f", "sh_f3", "sh_xi", "_g_sp")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -643,6 +644,9 @@ class RobustDetector:
         self.p_tick = 0  # ... counted here
         self.s_phase = 0  # the part of the slow cycle the last calm reading learned (see _step)
         self.states: tuple[float, ...] = ()  # a status or mode signal's values (see robust_states.py)
+        # Operating levels accepted as normal by a rebaseline, most recently used first (see
+        # _remember_level): a reading at one of them moves the model of normal there.
+        self.levels: list[float] = []
         self._rate_constants()
         self._update_thresholds()
 
@@ -1375,6 +1379,8 @@ class RobustDetector:
         score = s_spike = (z - self._o_sp) * self._i_sp
         s_range = 0.0
         if s_spike >= _RANGE_SPIKE:
+            if self.levels and not training and self._to_operating_level(e):
+                return self._step(x, ts)  # scored again, against the level it moved to
             margin = _RANGE_MARGIN * (self.hi - self.lo)
             if x > self.hi + margin or x < self.lo - margin:
                 score = s_range = s_spike / _RANGE_SPIKE  # (beyond s_spike)
@@ -2656,7 +2662,9 @@ class RobustDetector:
 
     def rebaseline(self) -> None:
         """Accept what the recent readings show as the new normal (the shadow kept while the
-        model of normal stood still)."""
+        model of normal stood still). The level left and the level accepted are both
+        remembered as operating levels (see _remember_level)."""
+        left = self.level
         if self.shadow_n:
             self.level, self.ds_level = self.shadow, self.s_shadow
         else:
@@ -2701,6 +2709,73 @@ class RobustDetector:
         self.a_level = self.a_x = self.f_level - (self._day_y if self.day_g else 0.0)
         self.a_t = 0
         self._anchor_bound()
+        self._remember_level(left)
+        self._remember_level(self.level)
+
+    def _level_band(self) -> float:
+        """How far a reading may be from an operating level and still be normal there, and how
+        far apart two levels must be to be two: where the spike channel scores learn_below (the
+        alarm's hold level), in reading units."""
+        return (self._o_sp + self.learn_below / self._i_sp) * self._fsc
+
+    def _remember_level(self, level: float) -> None:
+        """Keep ``level`` as an operating level the operator accepted as normal: a controller
+        moved between setpoints, a machine between duties. A rebaseline says both the level it
+        leaves and the one it accepts are normal; without this memory each later move between
+        them was a new alarm, its return another one (scripts/plant_normals_probe.py --only
+        setpoints --accept-after 30). At most _LEVELS, the least recently used dropped; one
+        within the band of another replaces it."""
+        band = self._level_band()
+        kept = [v for v in self.levels if not -band < v - level < band]
+        self.levels = [level, *kept][:_LEVELS]
+
+    def _to_operating_level(self, e: float) -> bool:
+        """A reading ``e`` from the plain model's expectation, beyond the spike threshold: if it
+        is within the spike channel's band of an accepted operating level, nearer it than the
+        level it left, and the two levels are further apart than that band, move the model of
+        normal there (True); the reading is then scored against it. Levels are told apart only
+        where one reading tells them apart: on a series whose one-step scatter spans its levels
+        (a bursty count: NAB's ec2_network_in_5abac7 after its acceptance time; a window that
+        held the setpoints already) no move is made. Only rebaselines add levels, so a series
+        that never accepted anything pays nothing and alarms as before; a fault that lands on
+        an accepted level (a dropout to an idle level accepted as normal) is not alarmed, which
+        is what accepting that level said."""
+        band = self._level_band()
+        level = self.level
+        for i, m in enumerate(self.levels):
+            d = m - level
+            r = e - d  # the reading from the operating level
+            ar, ad = (r if r > 0.0 else -r), (d if d > 0.0 else -d)
+            if ar < band <= ad and 2.0 * ar < ad:
+                del self.levels[i]
+                self.levels.insert(0, m)
+                self._shift_normal(d)
+                return True
+        return False
+
+    def _shift_normal(self, d: float) -> None:
+        """Move the model of normal by ``d`` (to an accepted operating level), as if the series
+        had always run there: every level (the plain and seasonal models', the predictor's, the
+        anchor's, the last reading and its forecast) shifts; what the channels held of the old
+        level's deviations starts again, as at a rebaseline; calibrations stay (the noise is
+        the same at either level)."""
+        self.level += d
+        self.ds_level += d
+        self.f_level += d
+        self.f_trend = self.trend = 0.0
+        self.prev += d
+        self.fp_prev += d
+        self.a_level += d
+        self.a_x += d
+        self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
+        self.m_short = self.f_jump = self.m_slope = self.burst = self.b_hold = self.b_last = self.b_ev = self.b_xe = self.b_w = 0.0
+        self.b_run = self.f_out = 0
+        self.rail_ch = self.rail_cl = 0.0
+        self.r_slope, self.t_slope = self.g_slope, 0.0
+        self.slope_from = self.n + _SLOPE_QUIET
+        self.calm = self.calm_level = _RELEARN_AFTER
+        self.shadow_n = self.t_out = 0
+        self.horizon = 0.0
 
     def band(self) -> tuple[float, float] | None:
         pred = self.f_level + self.f_trend
@@ -2715,7 +2790,7 @@ class RobustDetector:
         params.update({"cal_q": list(self.cal_q), "cal_m": list(self.cal_m), "seasonal": self.seasonal,
                        "pending": None if self.pending is None else list(self.pending),
                        "tick": None if self._tick is None else list(self._tick), "xrun": list(self._xr),
-                       "states": list(self.states)})
+                       "states": list(self.states), "levels": list(self.levels)})
         return params, {"profile": np.asarray(self.prof, dtype=np.float64), "seen": np.asarray(self.seen, dtype=np.int64),
                         "base": np.asarray(self.base, dtype=np.float64), "dev": np.asarray(self.dev, dtype=np.float64)}
 
@@ -2797,6 +2872,10 @@ class RobustDetector:
         d._refresh_seasonal()
         d._r_on = d.f_alpha <= _SLOW and not d.f_beta
         d.gap_s = _gap_after(d.dt)
+        levels = params.get("levels", [])  # (a model stored before them has none)
+        if not (isinstance(levels, list) and len(levels) <= _LEVELS and all(isinstance(v, int | float) and math.isfinite(v) for v in levels)):
+            raise ValueError(f"state levels: expected at most {_LEVELS} finite numbers")
+        d.levels = [float(v) for v in levels]
         from edge_agent.detectors.robust_states import as_state_signal, stored_states  # (as in fit)
         as_state_signal(d, stored_states(params))
         return d

@@ -1,0 +1,88 @@
+"""Operating levels accepted by a rebaseline (docs/detectors.md, "Setpoints an operator
+accepted"): a controller moved between setpoints is alarmed at each level's first visit, and
+once the operator has accepted a level, a move back to it is normal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent import alarm_decision
+from edge_agent.config import AgentConfig
+from edge_agent.detectors.robust import RobustDetector
+from edge_agent.pipeline import InlineTrainer, Pipeline
+
+T0 = 1.7e9
+# (start, level): 45 for the fit and after, then the operator's setpoints
+VISITS = [(0, 45.0), (800, 60.0), (1200, 30.0), (1600, 45.0), (1900, 60.0), (2150, 30.0), (2500, 60.0), (2800, 45.0)]
+
+
+def setpoints(seed: int, visits: list[tuple[int, float]], n: int) -> np.ndarray:
+    x = np.empty(n)
+    for (start, level), (end, _) in zip(visits, [*visits[1:], (n, 0.0)], strict=True):
+        x[start:end] = level
+    return x + np.random.default_rng(seed).normal(0.0, 0.2, n)
+
+
+def run(x: np.ndarray, accept_after: int | None) -> tuple[list[tuple[int, str, str | None]], Pipeline]:
+    """Stream x (one reading a minute) through a Pipeline; with ``accept_after``, the operator
+    accepts each alarm with a rebaseline that many readings after its raise."""
+    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None}})
+    ev: list = []
+    pipe = Pipeline(cfg, InlineTrainer(), ev.append)
+    out: list[tuple[int, str, str | None]] = []
+    raised_at = -1
+    for i, v in enumerate(x.tolist()):
+        n = len(ev)
+        pipe.process("s", v, T0 + 60.0 * i)
+        for e in ev[n:]:
+            out.append((i, e.state, e.kind))
+            raised_at = i if e.state == "raised" else -1
+        if accept_after is not None and raised_at >= 0 and i - raised_at == accept_after:
+            alarm_decision.rebaseline(pipe, "s", by="the operator")
+            raised_at = -1
+    return out, pipe
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_moves_between_accepted_setpoints_raise_nothing_and_a_new_one_is_alarmed(seed: int) -> None:
+    n = 3120  # (75's alarm is 20 readings old at the end: not yet accepted)
+    x = setpoints(seed, [*VISITS, (3100, 75.0)], n)
+    events, pipe = run(x, accept_after=30)
+    raised = [i for i, state, _ in events if state == "raised"]
+    # 60 and 30 alarmed once each, on their first visit, and accepted; every later move between
+    # 45, 60 and 30 is normal; 75, not accepted, is alarmed and held
+    assert [i // 100 for i in raised] == [8, 12, 31], events
+    assert events[-1][:2] == (raised[-1], "raised")
+    d = pipe.series["s"].model.detector
+    assert sorted(round(v) for v in d.levels) == [30, 45, 60]
+
+
+def test_without_a_rebaseline_nothing_is_remembered_and_every_move_alarms() -> None:
+    x = setpoints(1, VISITS, 3100)
+    events, pipe = run(x, accept_after=None)
+    assert pipe.series["s"].model.detector.levels == []
+    # each move away from 45 is alarmed and held while the series is away (every level but 45
+    # is a fault to a model never told otherwise), cleared after the return to 45
+    assert [(i // 100, state) for i, state, _ in events] == [(8, "raised"), (17, "cleared"), (19, "raised"), (29, "cleared")], events
+
+
+def test_levels_are_saved_loaded_checked_and_forgotten_by_a_fit() -> None:
+    x = setpoints(4, [(0, 45.0)], 600)
+    d = RobustDetector()
+    d.fit(x[:500], T0 + 60.0 * np.arange(500))
+    assert d.levels == []
+    for v in (60.0 + np.random.default_rng(5).normal(0.0, 0.2, 40)).tolist():
+        d.score_one(v)
+    d.rebaseline()
+    assert len(d.levels) == 2 and abs(d.levels[0] - 60.0) < 0.5 and abs(d.levels[1] - 45.0) < 0.5
+    params, arrays = d.get_state()
+    again = RobustDetector.from_state(params, arrays)
+    assert again.levels == d.levels
+    old = {k: v for k, v in params.items() if k != "levels"}  # a model stored before them
+    assert RobustDetector.from_state(old, arrays).levels == []
+    for bad in ([1.0] * 5, [float("nan")], "45"):
+        with pytest.raises(ValueError, match="levels"):
+            RobustDetector.from_state({**params, "levels": bad}, arrays)
+    d.fit(x[:500], T0 + 60.0 * np.arange(500))
+    assert d.levels == []
