@@ -249,8 +249,15 @@ def test_rebaseline_accepts_a_lasting_level_as_the_new_normal(tmp_path: Path, mo
         assert acc["state"] == "accepted" and acc["raised_alert_id"] == raised["alert_id"] and "rebaseline command" in acc["message"]
         for k, v in enumerate(rng.normal(35.0, 1.0, 50)):  # the new normal raises nothing
             pub.reading("plant/l1/m1/temp", float(v), t0 + 300 + k).wait_for_publish(10)
+        # ... nor does a move back to the level it left: both are operating levels now
+        for k, v in enumerate(rng.normal(20.0, 1.0, 50)):
+            pub.reading("plant/l1/m1/temp", float(v), t0 + 350 + k).wait_for_publish(10)
         time.sleep(1.0)
         assert len(alarms.json()) == 2
+        for k, v in enumerate(rng.normal(50.0, 1.0, 20)):  # a level never accepted is a fault
+            pub.reading("plant/l1/m1/temp", float(v), t0 + 400 + k).wait_for_publish(10)
+        wait_for(lambda: len(alarms.json()) == 3, 10, "raised at a new level")
+        assert alarms.json()[2]["state"] == "raised"
     finally:
         pub.close()
         alarms.close()
