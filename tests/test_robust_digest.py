@@ -71,10 +71,10 @@ SIGNALS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray | None, int]]] = {
     "minute": _minute, "cycle_5min": _cycle, "second_wander": _second, "quantised_untimed": _quantised,
 }
 DIGESTS = {
-    "cycle_5min": "da933903a1a16743af996bc3994c35627dfb83bb58a98ecd17c23b17959531f6",
-    "minute": "3b7f0cb8454d1b81b361b42060c13af6ccc3838f1ee32858603acbd2d238db92",
-    "quantised_untimed": "426b7e66500a7e74bd6d1ed02eb348a2d1919161a86b7e39cb6d11bc17052574",
-    "second_wander": "abe4370752f7d4e5023eba671bba9128ef355aa2db0d2d400d3479d299055bf0",
+    "cycle_5min": "42464381aa0051f185e1028bd917fe9d74feb9732a5a0c53094cf2672dd649ed",
+    "minute": "f0634c1684256c651cf1abe956f69ba354592f3e51a78d4e032ae2e3b4fce8cf",
+    "quantised_untimed": "2c735ed391c1729b195d0658ccd59786b7c39baa9d5f24ed7a89f818f58bcccc",
+    "second_wander": "10b7cbf3ef6f2be7b1a5f585216188cb547d4f1d67c3dcde0cc59c52188443d4",
 }
 
 

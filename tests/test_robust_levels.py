@@ -4,6 +4,8 @@ once the operator has accepted a level, a move back to it is normal."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -86,3 +88,44 @@ def test_levels_are_saved_loaded_checked_and_forgotten_by_a_fit() -> None:
             RobustDetector.from_state({**params, "levels": bad}, arrays)
     d.fit(x[:500], T0 + 60.0 * np.arange(500))
     assert d.levels == []
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_a_window_that_held_the_setpoints_makes_moves_between_them_normal(seed: int) -> None:
+    # The training window already moved between 60, 30 and 45: its spike tail learned those
+    # jumps as routine, and before the window's levels were kept the level channel raised at
+    # the later moves, held each for hundreds of readings (4 raises here on d89d7c0; the
+    # setpoints of plant_normals_probe.py, seed 2: 20). A level far beyond them still raises.
+    visits = [(0, 60.0), (159, 30.0), (387, 45.0), (484, 30.0), (1466, 60.0), (2099, 45.0), (2296, 60.0), (2784, 30.0),
+              (3252, 45.0), (3600, 60.0), (3900, 120.0)]
+    x = setpoints(seed, visits, 4000)
+    events, pipe = run(x, accept_after=None)
+    d = pipe.series["s"].model.detector
+    assert sorted(round(v) for v in d.levels) == [30, 45, 60] and d.lv_win == 1
+    assert events == [(3900, "raised", "spike")], events
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "band"),
+    [  # (band: 4 noise scales, the detector's own at fit)
+        ("white noise", lambda r: r.normal(50.0, 1.0, 500), 4.0),
+        ("a wander", lambda r: 50.0 + np.cumsum(r.normal(0.0, 0.3, 500)) + r.normal(0.0, 1.0, 500), 4.0),
+        ("a slow ramp", lambda r: np.linspace(40.0, 60.0, 500) + r.normal(0.0, 1.0, 500), 4.0),
+        ("flips between two values every reading or two", lambda r: np.where(r.random(500) < 0.5, 30.0, 60.0) + r.normal(0.0, 0.2, 500), 0.8),
+        ("five setpoints", lambda r: np.repeat([10.0, 30.0, 50.0, 70.0, 90.0], 100) + r.normal(0.0, 0.2, 500), 0.8),
+        ("a level with one excursion of 10 readings", lambda r: np.r_[np.full(245, 50.0), np.full(10, 80.0), np.full(245, 50.0)] + r.normal(0.0, 0.2, 500), 0.8),
+    ],
+)
+def test_a_window_without_a_few_held_levels_has_none(name: str, make: Callable[[np.random.Generator], np.ndarray], band: float) -> None:
+    from edge_agent.detectors.robust_stats import operating_levels
+
+    assert operating_levels(make(np.random.default_rng(7)), band) == [], name
+
+
+def test_operating_levels_of_three_held_setpoints() -> None:
+    from edge_agent.detectors.robust_stats import operating_levels
+
+    x = np.repeat([30.0, 45.0, 60.0, 45.0], 125) + np.random.default_rng(8).normal(0.0, 0.2, 500)
+    x[125] = 37.0  # a reading in transit between two levels
+    levels = operating_levels(x, 0.8)
+    assert [round(v, 1) for v in levels] == [30.0, 45.0, 60.0]

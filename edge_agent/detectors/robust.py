@@ -37,6 +37,7 @@ from edge_agent.detectors.robust_stats import (
     longest_run,
     longest_within,
     mad_scale,
+    operating_levels,
     poisson_at_least,
     rechoose_rate,
     resolution,
@@ -328,9 +329,9 @@ _ADDED = {"jumps": 0, "coarse": 0, "hold_n": 0, "p_tick": 0, "ep_rate": 0.0, "ba
           "rail_hi": 0.0, "rail_lo": 0.0, "rail_ch": 0.0, "rail_cl": 0.0, "rail_o": 0.0, "rail_lim": 0.0, "rail_in": 0.0, "rail_p1": 0.0, "rail_p2": 0.0, "rail_th": -1e300, "rail_tl": 1e300, "rail_ah": 0, "rail_al": 0, "rail_ok": 0,
           "lat_q": 0.0, "lat_c": 0.0, "lat_o": 0.0, "lat_lim": 0.0,
           "a_level": 0.0, "a_x": 0.0, "a_vk": 0.0, "a_k": 0.0, "a_rate": 0.0, "a_se2": 0.0, "a_c": 0.0, "a_s": 0.0, "a_t": 0, "a_inv": 0.0, "a_next": 0,
-          "f_rc": 0.0, "f_rv": 0.0, "f_ek": 0.0, "f_rn": 0, "sh_med": 0.0, "sh_k": 0.0, "sh_n": 0.0, "sh_f": 0.0, "sh_f3": 0.0, "sh_xi": 0.0}  # state keys added since the first release, and their value in an older model
+          "f_rc": 0.0, "f_rv": 0.0, "f_ek": 0.0, "f_rn": 0, "lv_win": 0, "sh_med": 0.0, "sh_k": 0.0, "sh_n": 0.0, "sh_f": 0.0, "sh_f3": 0.0, "sh_xi": 0.0}  # state keys added since the first release, and their value in an older model
 _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
-_INTS = ("jumps", "coarse", "hold_n", "burst_off", "b_run", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn", "l_n")
+_INTS = ("jumps", "coarse", "hold_n", "burst_off", "b_run", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn", "l_n", "lv_win")
 
 
 class RobustDetector:
@@ -458,7 +459,7 @@ class RobustDetector:
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
                  "lat_q", "lat_c", "lat_o", "lat_lim", "_lat_tol", "_i_lat", "_lat_cap",
                  "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
-                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "levels", "gap_s", "sh_med", "sh_k", "sh_n", "sh_f", "sh_f3", "sh_xi", "_g_sp")
+                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "levels", "lv_win", "gap_s", "sh_med", "sh_k", "sh_n", "sh_f", "sh_f3", "sh_xi", "_g_sp")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -647,6 +648,7 @@ class RobustDetector:
         # Operating levels accepted as normal by a rebaseline, most recently used first (see
         # _remember_level): a reading at one of them moves the model of normal there.
         self.levels: list[float] = []
+        self.lv_win = 0  # 1: the training window held them (see fit); moves are then read off the level channel too
         self._rate_constants()
         self._update_thresholds()
 
@@ -787,11 +789,15 @@ class RobustDetector:
         # A status or mode signal scores as one (robust_states.py; imported here, as it extends this class)
         from edge_agent.detectors.robust_states import as_state_signal, discrete_states
         as_state_signal(self, discrete_states(v))
+        if not self.states and day is None and not self.jumps and self.quantum < 0.5 * noise:
+            # a window that held a few setpoints: moves between them are normal from the start
+            self.levels = operating_levels(vb, self._level_band())
+            self.lv_win = 1 if self.levels else 0
         return {
             "level": self.level, "trend": self.trend, "scale": self.scale, "alpha": self.alpha,
             "predictor_alpha": self.f_alpha, "predictor_trend": self.f_beta > 0, "predictor_scale": self.f_scale,
             "quantum": self.quantum, "run_max": self.run_max, "min": self.lo, "max": self.hi, "seasonal": self.seasonal, "states": list(self.states),
-            "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance", "short_level", "slope", "quiet", "burst",
+            "levels": list(self.levels), "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance", "short_level", "slope", "quiet", "burst",
                                     "spike_both_sides"), self.thr, strict=True)),
         }
 
@@ -1390,6 +1396,12 @@ class RobustDetector:
         s_level = a_l * i_l
         if s_level > score:
             score = s_level
+            # (a move the spike channel does not see as one: a window that held the levels,
+            # whose spike tail learned their moves as routine; the level channel says it. Only
+            # there: on levels only a rebaseline gave, a bursty series' level channel moved
+            # between them, NAB's ec2_network_in_5abac7 and ec2_cpu_utilization_fe7f93)
+            if s_level >= 1.0 and self.lv_win and not training and self._to_operating_level(e):
+                return self._step(x, ts)
         # The drift channel counts only as far as the recent level still shows the deviation
         # beyond the level's own normal spread: during a ramp the ~7-reading level is ahead of
         # the ~50-reading drift; once the signal is back, the drift channel's long memory must
@@ -2715,8 +2727,12 @@ class RobustDetector:
     def _level_band(self) -> float:
         """How far a reading may be from an operating level and still be normal there, and how
         far apart two levels must be to be two: where the spike channel scores learn_below (the
-        alarm's hold level), in reading units."""
-        return (self._o_sp + self.learn_below / self._i_sp) * self._fsc
+        alarm's hold level), at most the channels' threshold floor (_GAUSS: 4 noise scales), in
+        reading units. (The floor, where a window's moves between levels taught the spike tail
+        that jumps of their size are routine: its band would span the levels.)"""
+        f = self._fsc
+        band = (self._o_sp + self.learn_below / self._i_sp) * f
+        return band if band < _GAUSS[2] * f else _GAUSS[2] * f
 
     def _remember_level(self, level: float) -> None:
         """Keep ``level`` as an operating level the operator accepted as normal: a controller

@@ -601,3 +601,33 @@ def rechoose_rate(a: float, rho1: float, pairs: int, candidates: tuple[float, ..
     if (pick <= a) if rho1 > 0.0 else (pick >= a):
         return None
     return pick
+
+
+def operating_levels(v: np.ndarray, band: float, most: int = 4) -> list[float]:
+    """The levels a training window held, where it is a few setpoints with noise (a
+    controller moved between them, a machine between duties); else [].
+
+    Its values fall in 2 to ``most`` groups, each further than 2 x ``band`` (a reading's
+    scatter about its level) from the next, with no such gap within one; each group holds at
+    least 5 % of the window and is no wider than a level with that scatter (its MAD-based
+    spread at most band / 2); readings between the groups (a move's transit) are at most 2 %
+    of the window; and the window stays in a group for 20 readings at a time on average (a
+    level held, not a signal flipping between two values). The levels are the groups' medians.
+    """
+    n = v.size
+    if n < 100 or not band > 0.0:
+        return []
+    s = np.sort(v)
+    cuts = np.nonzero(np.diff(s) > 2.0 * band)[0]
+    if cuts.size == 0 or cuts.size > 3 * most:
+        return []
+    groups = np.split(s, cuts + 1)
+    big = [g for g in groups if g.size >= 0.05 * n]
+    if not 2 <= len(big) <= most or n - sum(g.size for g in big) > 0.02 * n:
+        return []
+    if any(mad_scale(g) > 0.5 * band for g in big):
+        return []
+    label = np.searchsorted(s[cuts], v, side="left")  # the group of each reading, in time order
+    if np.count_nonzero(np.diff(label)) > n / 20:
+        return []
+    return [float(np.median(g)) for g in big]
