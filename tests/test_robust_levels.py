@@ -105,6 +105,17 @@ def test_a_window_that_held_the_setpoints_makes_moves_between_them_normal(seed: 
     assert events == [(3900, "raised", "spike")], events
 
 
+@pytest.mark.parametrize("beyond", [75.0, 90.0])
+def test_a_new_level_just_beyond_the_windows_setpoints_is_raised_and_held(beyond: float) -> None:
+    # Fitted as it came, the window's two moves were its noise: a step to 75 raised nothing on
+    # d89d7c0, one to 90 was raised and let go in 12 readings while it lasted. Fitted on the
+    # noise about its setpoints, the step is one; the moves between them stay normal.
+    visits = [(0, 30.0), (150, 45.0), (320, 60.0), (600, 30.0), (900, 45.0), (1150, 60.0), (1500, 30.0),
+              (1800, 60.0), (2100, 45.0), (2400, beyond)]
+    events, _ = run(setpoints(6, visits, 2700), accept_after=None)
+    assert events == [(2400, "raised", "spike")], events  # raised at once, and held to the end
+
+
 @pytest.mark.parametrize(
     ("name", "make", "band"),
     [  # (band: 4 noise scales, the detector's own at fit)

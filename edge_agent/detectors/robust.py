@@ -665,6 +665,9 @@ class RobustDetector:
         fresh = type(self)(self.rate, self.learn_below, self.threshold)
         for k in self.__slots__:
             setattr(self, k, getattr(fresh, k))
+        held = self._window_levels(v)
+        if held:
+            return self._fit_on_levels(v, ts, held)
         d = np.abs(np.diff(v))
         self.quantum, self.jumps = resolution(d)
         # (a signal that holds a value and jumps has its own resolution rules, ``jumps``: its flips
@@ -789,10 +792,6 @@ class RobustDetector:
         # A status or mode signal scores as one (robust_states.py; imported here, as it extends this class)
         from edge_agent.detectors.robust_states import as_state_signal, discrete_states
         as_state_signal(self, discrete_states(v))
-        if not self.states and day is None and not self.jumps and self.quantum < 0.5 * noise:
-            # a window that held a few setpoints: moves between them are normal from the start
-            self.levels = operating_levels(vb, self._level_band())
-            self.lv_win = 1 if self.levels else 0
         return {
             "level": self.level, "trend": self.trend, "scale": self.scale, "alpha": self.alpha,
             "predictor_alpha": self.f_alpha, "predictor_trend": self.f_beta > 0, "predictor_scale": self.f_scale,
@@ -800,6 +799,37 @@ class RobustDetector:
             "levels": list(self.levels), "thresholds": dict(zip(("spike", "level", "drift", "level_seasonal", "drift_seasonal", "variance", "short_level", "slope", "quiet", "burst",
                                     "spike_both_sides"), self.thr, strict=True)),
         }
+
+    @staticmethod
+    def _window_levels(v: np.ndarray) -> list[float]:
+        """The setpoints a training window held (robust_stats.operating_levels, the band at the
+        channels' 4-scale floor of the window's noise: the MAD of its first differences, which
+        its few moves do not reach), or [] (also for a status signal, robust_states.py's)."""
+        from edge_agent.detectors.robust_states import discrete_states
+
+        if v.shape[0] < 100 or discrete_states(v):
+            return []
+        noise = mad_scale(np.diff(v)) / math.sqrt(2.0)
+        return operating_levels(v, _GAUSS[2] * noise) if noise > 0.0 else []
+
+    def _fit_on_levels(self, v: np.ndarray, ts: np.ndarray | None, held: list[float]) -> dict[str, Any]:
+        """Fit a window that held a few setpoints as the noise about them: each reading less
+        its nearest setpoint, at the last one's. Fitted as it came, the window's moves were its
+        noise: the spike tail learned jumps of their size as routine and the level channel's
+        tail the lag after each, so moves between the setpoints raised (at the level channel,
+        a few readings on) while a new level just beyond them passed unseen (90 over 30 / 45 /
+        60: raised, then let go in 12 readings as the model learned it). Fitted on the noise,
+        the channels see a move as one; the setpoints, kept as operating levels, make the
+        moves between them normal (see _to_operating_level), and the learned range is the
+        window's whole span."""
+        lv = np.asarray(held)
+        near = np.abs(v[:, None] - lv[None, :]).argmin(axis=1)
+        out = self.fit(v - lv[near] + lv[near[-1]], ts)
+        self.levels = [held[int(near[-1])], *(m for i, m in enumerate(held) if i != int(near[-1]))][:_LEVELS]
+        self.lv_win = 1
+        self.lo, self.hi = min(self.lo, float(v.min())), max(self.hi, float(v.max()))
+        out.update({"min": self.lo, "max": self.hi, "levels": list(self.levels)})
+        return out
 
     def _set_anchor(self, vb: np.ndarray, part_day: bool) -> None:
         """The anchor, from the training window less its daily sinusoid (see _anchor_bound)."""
