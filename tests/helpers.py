@@ -283,3 +283,28 @@ def robust_alarm_events(values: Any, dt: float = 60.0, t0: float = 1.7e9, **alar
         pipe.process("s", v, t0 + i * dt)
         out += [(i, e.state, e.kind, e.message) for e in events[n:]]
     return out
+
+
+def robust_with_operator(values: Any, accept_after: int | None, dt: float = 60.0, t0: float = 1.7e9) -> tuple[list[tuple[int, str, str | None]], Any]:
+    """Stream ``values`` through a Pipeline with the default ``robust`` detector (no acceptance
+    time); with ``accept_after``, an operator accepts each alarm by ``rebaseline`` that many
+    readings after its raise. (index, state, kind) per alarm event, and the pipeline."""
+    from edge_agent import alarm_decision
+    from edge_agent.config import AgentConfig
+    from edge_agent.pipeline import InlineTrainer, Pipeline
+
+    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None}})
+    events: list = []
+    pipe = Pipeline(cfg, InlineTrainer(), events.append)
+    out: list[tuple[int, str, str | None]] = []
+    raised_at = -1
+    for i, v in enumerate(values.tolist()):
+        n = len(events)
+        pipe.process("s", v, t0 + dt * i)
+        for e in events[n:]:
+            raised_at = i if e.state == "raised" else -1
+        if accept_after is not None and raised_at >= 0 and i - raised_at == accept_after:
+            alarm_decision.rebaseline(pipe, "s", by="the operator")
+            raised_at = -1
+        out += [(i, e.state, e.kind) for e in events[n:]]
+    return out, pipe

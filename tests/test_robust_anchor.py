@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import robust_alarm_events
+from helpers import robust_alarm_events, robust_with_operator
 
 from edge_agent.detectors import robust_stats
 from edge_agent.detectors.robust import RobustDetector
@@ -72,22 +72,11 @@ def test_a_setpoint_accepted_soon_after_its_step_is_not_raised_again(seed: int) 
     # follows readings Huber-limited, so it was still halfway up the step then: anchored
     # there, it walked on to the accepted level and re-raised it ~40 readings later, at every
     # rebaseline again (plant_normals_probe.py's setpoints, seed 1: three raises on one level).
-    from edge_agent import alarm_decision
-    from edge_agent.config import AgentConfig
-    from edge_agent.pipeline import InlineTrainer, Pipeline
-
     rng = np.random.default_rng(seed)
     x = 45.0 + rng.normal(0.0, 0.2, 2500)
     x[800:] += 15.0
-    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None}})
-    ev: list = []
-    pipe = Pipeline(cfg, InlineTrainer(), ev.append)
-    for i, v in enumerate(x.tolist()):
-        pipe.process("s", v, T0 + 60.0 * i)
-        if i == 830:
-            assert [e.state for e in ev] == ["raised"]  # the step itself is an alarm
-            alarm_decision.rebaseline(pipe, "s", by="the operator")
-    assert [e.state for e in ev] == ["raised", "accepted"], [(int((e.ts - T0) / 60), e.state, e.kind) for e in ev]
+    events, pipe = robust_with_operator(x, accept_after=30, t0=T0)  # the step raises at 800, accepted at 830
+    assert [(i, state) for i, state, _ in events] == [(800, "raised"), (830, "accepted")], events
     d = pipe.series["s"].model.detector
     assert abs(d.a_level - 60.0) < 0.5 and anchor_score(d) < d.learn_below
 

@@ -8,11 +8,10 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from helpers import robust_with_operator
 
-from edge_agent import alarm_decision
-from edge_agent.config import AgentConfig
 from edge_agent.detectors.robust import RobustDetector
-from edge_agent.pipeline import InlineTrainer, Pipeline
+from edge_agent.pipeline import Pipeline
 
 T0 = 1.7e9
 # (start, level): 45 for the fit and after, then the operator's setpoints
@@ -27,23 +26,8 @@ def setpoints(seed: int, visits: list[tuple[int, float]], n: int) -> np.ndarray:
 
 
 def run(x: np.ndarray, accept_after: int | None) -> tuple[list[tuple[int, str, str | None]], Pipeline]:
-    """Stream x (one reading a minute) through a Pipeline; with ``accept_after``, the operator
-    accepts each alarm with a rebaseline that many readings after its raise."""
-    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None}})
-    ev: list = []
-    pipe = Pipeline(cfg, InlineTrainer(), ev.append)
-    out: list[tuple[int, str, str | None]] = []
-    raised_at = -1
-    for i, v in enumerate(x.tolist()):
-        n = len(ev)
-        pipe.process("s", v, T0 + 60.0 * i)
-        for e in ev[n:]:
-            out.append((i, e.state, e.kind))
-            raised_at = i if e.state == "raised" else -1
-        if accept_after is not None and raised_at >= 0 and i - raised_at == accept_after:
-            alarm_decision.rebaseline(pipe, "s", by="the operator")
-            raised_at = -1
-    return out, pipe
+    """x one reading a minute; with ``accept_after``, the operator accepts each alarm then."""
+    return robust_with_operator(x, accept_after, 60.0, T0)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

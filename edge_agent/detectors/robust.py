@@ -2712,14 +2712,9 @@ class RobustDetector:
         else:
             self.level = self.ds_level = self.prev
             self.level -= self._day_y if self.day_g else 0.0
-        self.trend = 0.0
-        self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
-        self.m_short = self.f_jump = self.m_slope = self.burst = self.b_hold = self.b_last = self.b_ev = self.b_xe = self.b_w = 0.0
-        self.b_run = 0
-        self.rail_ch = self.rail_cl = 0.0
+        self._restart_episode()
         if self.lat_c:  # steps off the window's lattice accepted: its resolution is unknown until the next fit
             self.lat_q = self.lat_c = 0.0
-        self.r_slope, self.t_slope = self.g_slope, 0.0
         if self._quiet_value() >= self.thr[QUIET]:  # a quieter noise accepted as normal
             self.d_norm = max(self.d_low, self._qfloor)
         else:
@@ -2734,11 +2729,8 @@ class RobustDetector:
         self._refresh_plain()
         self._refresh_seasonal()
         self._set_hold()
-        self.calm = self.calm_level = _RELEARN_AFTER
         self.lo = min(self.lo, self.level)
         self.hi = max(self.hi, self.level)
-        self.shadow_n = self.t_out = 0
-        self.horizon = 0.0
         # The anchor moves only here (and at a fit): to the live level, its bound starting again.
         # The live level is the short-term predictor's, which jumps to a new level in
         # _REACQUIRE readings, not the anchor's own a_x: that follows readings Huber-limited
@@ -2753,6 +2745,20 @@ class RobustDetector:
         self._anchor_bound()
         self._remember_level(left)
         self._remember_level(self.level)
+
+    def _restart_episode(self) -> None:
+        """A new normal (a rebaseline, a move to an operating level): the model of normal's
+        trend, what the channels held of deviations from the old one, the burst and rail
+        counts and the slope's course start again, and learning resumes at once."""
+        self.trend = 0.0
+        self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
+        self.m_short = self.f_jump = self.m_slope = self.burst = self.b_hold = self.b_last = self.b_ev = self.b_xe = self.b_w = 0.0
+        self.b_run = 0
+        self.rail_ch = self.rail_cl = 0.0
+        self.r_slope, self.t_slope = self.g_slope, 0.0
+        self.calm = self.calm_level = _RELEARN_AFTER
+        self.shadow_n = self.t_out = 0
+        self.horizon = 0.0
 
     def _level_band(self) -> float:
         """How far a reading may be from an operating level and still be normal there, and how
@@ -2808,20 +2814,14 @@ class RobustDetector:
         self.level += d
         self.ds_level += d
         self.f_level += d
-        self.f_trend = self.trend = 0.0
         self.prev += d
         self.fp_prev += d
         self.a_level += d
         self.a_x += d
-        self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
-        self.m_short = self.f_jump = self.m_slope = self.burst = self.b_hold = self.b_last = self.b_ev = self.b_xe = self.b_w = 0.0
-        self.b_run = self.f_out = 0
-        self.rail_ch = self.rail_cl = 0.0
-        self.r_slope, self.t_slope = self.g_slope, 0.0
-        self.slope_from = self.n + _SLOPE_QUIET
-        self.calm = self.calm_level = _RELEARN_AFTER
-        self.shadow_n = self.t_out = 0
-        self.horizon = 0.0
+        self._restart_episode()
+        self.f_trend = 0.0
+        self.f_out = 0
+        self.slope_from = self.n + _SLOPE_QUIET  # (as after the predictor's own jump)
 
     def band(self) -> tuple[float, float] | None:
         pred = self.f_level + self.f_trend
