@@ -63,6 +63,7 @@ def test_100k_hostile_messages_leave_the_agent_alive_scoring_and_bounded(tmp_pat
     cfg = agent_config(tmp_path, broker, **{"alarms.clear_after": 3, "ingest.reject_log_interval_s": 1.0,
                                             "ingest.dead_letter_topic": "edge/{gateway_id}/dead"})
     agent = AgentProcess(tmp_path, cfg).start()
+    logging_since = time.monotonic()  # the reject lines counted below span the agent's whole log
     scada = Collector(broker, "edge/gw-test/alerts/#", clean=True)
     dead = Collector(broker, "edge/gw-test/dead", clean=True)
     pub = PacedPublisher(broker)
@@ -104,9 +105,12 @@ def test_100k_hostile_messages_leave_the_agent_alive_scoring_and_bounded(tmp_pat
         assert {"bad_json", "non_finite", "not_a_number", "ts_out_of_range", "unknown_topic", "bad_utf8", "empty"} <= set(counts)
         # Rate-limited per reason (ingest.reject): at most one line per reason per interval, so
         # every kind of junk shows up, and a flood of one kind cannot hide the first of another.
+        # The bound is over the log's whole span (warm-up flood included), not the timed flood:
+        # counting warm-up lines against the flood's time alone failed CI at 25 lines in 20 s.
         per_reason = collections.Counter(re.findall(r"rejected reading on .*?: (\w+) ", agent.log()))
+        logged_for = time.monotonic() - logging_since
         assert sum(per_reason.values()) == len(totals)
-        assert max(per_reason.values()) <= took / 1.0 + 5, f"reject logging is not rate-limited: {per_reason}"
+        assert max(per_reason.values()) <= logged_for / 1.0 + 2, f"reject logging is not rate-limited: {per_reason} in {logged_for:.1f} s"
         assert dead.messages and all(json.loads(p)["reason"] for _, _, p, _ in dead.messages[:100])
         raised = [a for a in scada.json() if a["state"] == "raised"]
         assert [a["value"] for a in raised] == [50.0, 50.0]
