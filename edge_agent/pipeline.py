@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent import alarm_decision, checkpoints, detectors, series_fits, series_live
+from edge_agent import alarm_decision, checkpoints, detectors, notices, series_fits, series_live
 from edge_agent.alarm_decision import decide, limit_crossed
 from edge_agent.alarm_event import AlarmEvent, alert_id
 from edge_agent.alarm_state import AlarmPolicy
@@ -154,6 +154,8 @@ class Pipeline:
         self.n_fit_failed = 0
         self.n_fit_deferred = 0  # fits whose window a detector could learn nothing from (detectors.NothingToLearn)
         self.n_series_refused = 0
+        self.n_notices = 0  # detectors' notices logged (notices.py)
+        self.notice_log = notices.new_log()
         self.last_fit_error: str | None = None
 
     # ---- series ------------------------------------------------------------------------
@@ -344,16 +346,21 @@ class Pipeline:
         det = model.detector
         if ts - prev_ts > det.gap_s:  # the first reading after a silence (detectors.base: gap_s)
             score = det.score_after_gap(value, ts, ts - prev_ts)
+            if getattr(det, "notice", None) is not None:
+                notices.take(self, s.id, det)
         elif s.n_readings & 7:
             score = det.score_one(value, ts)
         else:
             # Timing every reading would cost as much as scoring it; every 8th is plenty
-            # for the latency summary and histogram. The plot's checkpoints are taken here too.
+            # for the latency summary and histogram. The plot's checkpoints are taken here
+            # too, and a detector's notice for the operator (notices.py).
             if checkpoints.due(s, self.checkpoint_every):
                 checkpoints.take(s, det, model.version, s.n_readings - 1)
             t0 = time.perf_counter()
             score = det.score_one(value, ts)
             self.score_latency.observe(time.perf_counter() - t0)
+            if getattr(det, "notice", None) is not None:
+                notices.take(self, s.id, det)
         if score >= det.threshold or s.alarm.active or self.retrain_on:
             decide(self, s, model, value, ts, score)
         else:  # the common case: a normal reading and no alarm raised
@@ -454,6 +461,8 @@ class Pipeline:
                 s.n_scored += 1
                 self.n_scored += 1
                 s.last_score = score
+        if getattr(det, "notice", None) is not None:
+            notices.take(self, s.id, det)
 
     # ---- the alarm decision (alarm_decision.py) and a series' fits (series_fits.py) ----------
     # Functions taking the pipeline first, so they serve as its methods: operations call

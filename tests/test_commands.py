@@ -252,6 +252,10 @@ def test_rebaseline_accepts_a_lasting_level_as_the_new_normal(tmp_path: Path, mo
         # ... nor does a move back to the level it left: both are operating levels now
         for k, v in enumerate(rng.normal(20.0, 1.0, 50)):
             pub.reading("plant/l1/m1/temp", float(v), t0 + 350 + k).wait_for_publish(10)
+        # ... said in the log, not alarmed (notices.py)
+        a.wait_log("series m1/temp moved from ", 10)
+        line = next(ln for ln in a.log().splitlines() if "series m1/temp moved from " in ln)
+        assert "an operating level a rebaseline accepted" in line, line
         time.sleep(1.0)
         assert len(alarms.json()) == 2
         for k, v in enumerate(rng.normal(50.0, 1.0, 20)):  # a level never accepted is a fault

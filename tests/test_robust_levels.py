@@ -4,6 +4,7 @@ once the operator has accepted a level, a move back to it is normal."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -42,12 +43,32 @@ def test_moves_between_accepted_setpoints_raise_nothing_and_a_new_one_is_alarmed
     assert events[-1][:2] == (raised[-1], "raised")
     d = pipe.series["s"].model.detector
     assert sorted(round(v) for v in d.levels) == [30, 45, 60]
+    # ... and each of the five moves to an accepted level was said, though none was alarmed
+    assert pipe.n_notices == 5 and d.notice is None
+
+
+def test_a_move_to_an_accepted_level_is_a_notice_naming_both_levels() -> None:
+    d = RobustDetector()
+    rng = np.random.default_rng(5)
+    d.fit(45.0 + rng.normal(0.0, 0.2, 500), T0 + 60.0 * np.arange(500))
+    for v in (60.0 + rng.normal(0.0, 0.2, 40)).tolist():
+        d.score_one(v)
+    d.rebaseline()
+    assert d.notice is None  # accepting is the operator's act, not news
+    for v in (60.0 + rng.normal(0.0, 0.2, 20)).tolist():
+        d.score_one(v)
+    assert d.notice is None
+    assert d.score_one(45.1) < d.threshold
+    assert d.notice is not None and "an operating level a rebaseline accepted" in d.notice, d.notice
+    left, to = re.match(r"moved from (\S+) to (\S+),", d.notice).groups()
+    assert abs(float(left) - 60.0) < 0.5 and abs(float(to) - 45.0) < 0.5
 
 
 def test_without_a_rebaseline_nothing_is_remembered_and_every_move_alarms() -> None:
     x = setpoints(1, VISITS, 3100)
     events, pipe = run(x, accept_after=None)
     assert pipe.series["s"].model.detector.levels == []
+    assert pipe.n_notices == 0
     # each move away from 45 is alarmed and held while the series is away (every level but 45
     # is a fault to a model never told otherwise), cleared after the return to 45
     assert [(i // 100, state) for i, state, _ in events] == [(8, "raised"), (17, "cleared"), (19, "raised"), (29, "cleared")], events

@@ -30,6 +30,9 @@ Optional, used by the alarm path when present:
   arriving more than ``gap_s`` seconds after the one before (a sensor offline, a link down) is
   scored by ``score_after_gap`` instead of ``score_one``, told how long the silence was (robust
   runs its forecasts on through it).
+* ``notice``: a line for the operator about something that is not an alarm (robust: the series
+  moved to an operating level a rebaseline accepted, so readings there raise nothing). The
+  pipeline looks at it every few readings, logs and counts it, and sets it back to None.
 * ``streaming = True`` (class attribute): the state changes with every reading, so
   ``explain`` is only right for the reading just scored; batches are then scored one reading
   at a time by the pipeline.

@@ -459,7 +459,7 @@ class RobustDetector:
                  "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
                  "lat_q", "lat_c", "lat_o", "lat_lim", "_lat_tol", "_i_lat", "_lat_cap",
                  "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
-                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "levels", "lv_win", "gap_s", "sh_med", "sh_k", "sh_n", "sh_f", "sh_f3", "sh_xi", "_g_sp")
+                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "levels", "lv_win", "notice", "gap_s", "sh_med", "sh_k", "sh_n", "sh_f", "sh_f3", "sh_xi", "_g_sp")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -649,6 +649,7 @@ class RobustDetector:
         # _remember_level): a reading at one of them moves the model of normal there.
         self.levels: list[float] = []
         self.lv_win = 0  # 1: the training window held them (see fit); moves are then read off the level channel too
+        self.notice: str | None = None  # for the operator, not an alarm (base.py); the pipeline takes it
         self._rate_constants()
         self._update_thresholds()
 
@@ -2802,6 +2803,11 @@ class RobustDetector:
                 del self.levels[i]
                 self.levels.insert(0, m)
                 self._shift_normal(d)
+                # Said, not alarmed: readings at an accepted level are normal, and an operator
+                # who sees the series sit at 30 after a fault there must be able to read why.
+                source = "its training window held or a rebaseline accepted" if self.lv_win else "a rebaseline accepted"
+                self.notice = (f"moved from {level:.6g} to {m:.6g}, an operating level {source}: readings there "
+                               "are normal; a level never accepted is alarmed")
                 return True
         return False
 
