@@ -228,3 +228,41 @@ def test_a_model_stored_before_the_anchor_loads_with_it_off_and_the_new_state_ro
     old = RobustDetector.from_state(json.loads(json.dumps(params)), arrays)
     assert old.a_inv == 0.0  # off, as it was
     assert np.isfinite(old.score_many(x[1003:], t[1003:])).all()
+
+
+def tank(seed: int, n: int) -> np.ndarray:
+    """A tank filling from 20 to 80 over 100-300 readings and draining over 10-30, noise 0.3
+    (scripts/plant_normals_probe.py's sawtooth, its seeds)."""
+    rng = np.random.default_rng([seed, 7])
+    parts: list[np.ndarray] = []
+    while sum(p.size for p in parts) < n:
+        parts += [np.linspace(20, 80, int(rng.uniform(100, 300))), np.linspace(80, 20, int(rng.uniform(10, 30)))]
+    return np.concatenate(parts)[:n] + rng.normal(0.0, 0.3, n)
+
+
+def test_a_window_whose_variogram_has_a_hole_at_its_lag_is_bounded_by_its_sill() -> None:
+    # Readings 250 apart in a cycle of about 250 (a tank's fill and drain) are alike: the
+    # variogram at the anchor's lag (k = 250) is a hole, not the level staying put. The bound
+    # is the window's sill.
+    v = tank(1, 500)
+    t = np.arange(500.0)
+    r = v - np.polyval(np.polyfit(t, v, 1), t)
+    at_k = float(np.mean((r[250:] - r[:-250]) ** 2))
+    sill = 2.0 * float(np.var(r))
+    assert at_k < robust_stats._HOLE * sill
+    reach = anchor_reach(v)
+    assert reach is not None and reach[0] == pytest.approx(sill)
+    # ... and a window without one keeps its variogram at k (white noise: about its sill)
+    w = np.random.default_rng(2).normal(0.0, 1.0, 500)
+    assert anchor_reach(w)[0] == pytest.approx(float(np.mean((w[250:] - w[:-250]) ** 2)), rel=0.05)
+
+
+def test_a_tank_cycle_accepted_at_its_top_does_not_raise_its_drains() -> None:
+    # This tank's training window holds about two cycles of ~250 readings: the variogram at the
+    # anchor's lag is 1 / 13 of its sill. Taken as the bound, the anchor judged a third of the
+    # cycle's range abnormal: it raised a fill as a drift, and an operator who accepted an
+    # alarm at the top of the cycle re-anchored it there, so each drain was raised again (16
+    # drift alarms over 12,500 readings).
+    x = tank(1, 12_500)
+    events, _ = robust_with_operator(x, accept_after=30, t0=T0)
+    assert not [e for e in events if e[1] == "raised"], events
