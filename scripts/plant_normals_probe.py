@@ -11,6 +11,10 @@ fit, then the rest through ``Pipeline`` as live (one reading a minute unless sai
 * ``thermostat``: a relaxation cycle between two switching points;
 * ``sawtooth``: a tank filling over 100-300 readings and draining over 10-30;
 * ``setpoints``: three setpoints with noise, each held ~300 readings;
+* ``shifts``: three production shifts a day, each with its own load (70, 55, 30), by the
+  reading's time of day (session 13);
+* ``weekly``: a load of 60 on weekdays and 40 at weekends, each change ramped over two hours,
+  on a daily swing of 5 (session 13; the 12,500 readings hold one weekend);
 * ``heavy_tails``: Student-t (3 degrees of freedom) noise;
 * ``counter``: a totaliser (Poisson increments);
 * ``gaps``: the suite's normal signals (``evaluation/scenarios.py``) at one reading a second, a
@@ -87,6 +91,18 @@ def setpoints(rng: np.random.Generator) -> np.ndarray:
     return x + rng.normal(0.0, 0.2, N)
 
 
+def shifts(rng: np.random.Generator) -> np.ndarray:
+    t = T0 + 60.0 * np.arange(N)
+    return np.array([70.0, 55.0, 30.0])[((t % 86400) // 28800).astype(int)] + rng.normal(0.0, 0.5, N)
+
+
+def weekly(rng: np.random.Generator) -> np.ndarray:
+    t = T0 + 60.0 * np.arange(N)
+    weekend = (((t // 86400) + 3) % 7 >= 5).astype(float)  # (day 0 of the epoch was a Thursday)
+    ramp = np.convolve(weekend, np.ones(120) / 120, mode="same")
+    return 60.0 - 20.0 * ramp + 5.0 * np.sin(2 * np.pi * t / 86400) + rng.normal(0.0, 0.5, N)
+
+
 def heavy_tails(rng: np.random.Generator) -> np.ndarray:
     return 50.0 + 0.5 * rng.standard_t(3, N)
 
@@ -97,7 +113,7 @@ def counter(rng: np.random.Generator) -> np.ndarray:
 
 SIGNALS: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
     "status": status, "idle_start": idle_start, "thermostat": thermostat, "sawtooth": sawtooth,
-    "setpoints": setpoints, "heavy_tails": heavy_tails, "counter": counter,
+    "setpoints": setpoints, "shifts": shifts, "weekly": weekly, "heavy_tails": heavy_tails, "counter": counter,
 }
 
 

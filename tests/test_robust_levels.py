@@ -145,3 +145,15 @@ def test_operating_levels_of_three_held_setpoints() -> None:
     x[125] = 37.0  # a reading in transit between two levels
     levels = operating_levels(x, 0.8)
     assert [round(v, 1) for v in levels] == [30.0, 45.0, 60.0]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_ramped_move_accepted_soon_after_its_raise_is_not_raised_again(seed: int) -> None:
+    # A load moved over 24 readings (a schedule ramping a setpoint), accepted 30 readings after
+    # its raise: the episode's mean still held the ramp, the model of normal was put there,
+    # and the level the operator had just accepted was raised again within a few readings.
+    x = 45.0 + np.random.default_rng(seed).normal(0.0, 0.2, 2000)
+    x[800:824] += np.linspace(0.0, 15.0, 24)
+    x[824:] += 15.0
+    events, _ = run(x, accept_after=30)
+    assert [state for _, state, _ in events] == ["raised", "accepted"], events

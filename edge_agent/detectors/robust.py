@@ -297,6 +297,7 @@ _STUCK_MIN = 10  # a value repeated this often is "stuck" on a series that never
 _STUCK_FACTOR = 3.0  # ... else this many times the longest repeat seen in normal readings
 _RANGE_MARGIN = 0.2  # out of range: beyond the learned range by 20 % of its width ...
 _RANGE_SPIKE = 0.9  # ... and 0.9 of the way to the spike threshold (5.75 noise scales on gaussian noise)
+_SHADOW_MEMORY = 50  # readings: the shadow a rebaseline adopts is the episode's mean until then, then an EWMA over as many
 _REACQUIRE = 3  # the short-term predictor jumps to a level held this many readings beyond its clip
 _BURST_ALONE = _BURST_KEEP ** (_REACQUIRE + 0.5)  # the count's decay over more than _REACQUIRE readings (see _BURST_EV)
 _RELEARN_AFTER = 10  # after an anomalous reading, learning resumes after this many calm ones
@@ -2022,7 +2023,7 @@ class RobustDetector:
             if n == 1:
                 self.shadow, self.s_shadow = xd, x - pv
             else:
-                w = 1.0 / n if n < 50 else 0.02
+                w = 1.0 / n if n < _SHADOW_MEMORY else 1.0 / _SHADOW_MEMORY
                 self.shadow += (xd - self.shadow) * w
                 self.s_shadow += (x - pv - self.s_shadow) * w
         if was_calm or calm >= _RELEARN_AFTER:
@@ -2709,7 +2710,18 @@ class RobustDetector:
         remembered as operating levels (see _remember_level)."""
         left = self.level
         if self.shadow_n:
-            self.level, self.ds_level = self.shadow, self.s_shadow
+            # The shadow is the episode's mean until it is _SHADOW_MEMORY readings old, its onset
+            # included: accepted ~30 readings into a ramped move (a weekday's load returning over
+            # two hours) it was still halfway up the ramp, and the level accepted was raised
+            # again at once. Where the live level (the predictor's, as the anchor's below) has
+            # moved beyond one reading's band from that mean, it is what the readings show now.
+            corr = 0.0
+            if self.shadow_n < _SHADOW_MEMORY:
+                corr = self.f_level - (self._day_y if self.day_g else 0.0) - self.shadow
+                band = self._level_band()
+                if -band < corr < band:
+                    corr = 0.0
+            self.level, self.ds_level = self.shadow + corr, self.s_shadow + corr
         else:
             self.level = self.ds_level = self.prev
             self.level -= self._day_y if self.day_g else 0.0
