@@ -21,6 +21,11 @@ from test_http_live import TOKEN, HttpAgent, running
 ST = shutil.which("st", path=str(Path(sys.executable).parent)) or shutil.which("st")
 pytestmark = pytest.mark.skipif(ST is None, reason="schemathesis CLI (st) is not installed")
 
+# This run checks conformance, not latency. The first plot spawns the plot worker process
+# (Python, numpy, matplotlib) and the first isolation_forest fit compiles its kernels: with two
+# CPU-bound processes beside it on this 2-core machine, each took over 10 s (a full-suite run
+# failed once on the plot). The suite's latency bounds are in the tests that measure latency.
+REQUEST_TIMEOUT_S = 60
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,missing_required_header,unsupported_method,ignored_auth"
 
 
@@ -37,9 +42,9 @@ def run_st(agent: HttpAgent, tmp: Path, config: str = "") -> subprocess.Complete
         ST, "--config-file", str(cfg), "run", agent.base + "/openapi.json",
         "--checks", CHECKS, "--max-examples", "12", "--seed", "4242", "--workers", "1",
         "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "filter_too_much",
-        "-H", f"Authorization: Bearer {TOKEN}", "--request-timeout", "10", "--no-color",
+        "-H", f"Authorization: Bearer {TOKEN}", "--request-timeout", str(REQUEST_TIMEOUT_S), "--no-color",
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp)
 
 
 def assert_clean(agent: HttpAgent, res: subprocess.CompletedProcess[str]) -> None:
