@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from edge_agent import alarm_message, checkpoints
+from edge_agent import alarm_follow, alarm_message, checkpoints
 from edge_agent.alarm_event import AlarmEvent, alert_id
 from edge_agent.alarm_state import ACCEPTED, NAMES, RAISED
 from edge_agent.detectors.base import Explanation
@@ -97,10 +97,14 @@ def announce(p: Pipeline, transition: int, s: Series, model: Model, value: float
     threshold = float(det.threshold)
     state = NAMES[transition]
     if transition == RAISED:
+        exp = explain(det, value)
+        if s.follow is not None and alarm_follow.goes_on(p, s, exp):
+            s.alarm.end()  # the move an operator accepted, going on: accepted again, not raised
+            accept(p, s, model, moving=True)
+            return
         s.alarm_seq += 1
         p.alarm_seqs[s.id] = s.alarm_seq
         aid = alert_id(p.gateway_id, s.id, state, s.alarm_seq, ts)
-        exp = explain(det, value)
         s.raised_id, s.last_alarm_ts = aid, ts
         s.raised_seq = s.alarm_seq
         s.n_alarms += 1
@@ -142,13 +146,17 @@ def explain(det: Any, value: float) -> Explanation | None:
         return None
 
 
-def accept(p: Pipeline, s: Series, model: Model) -> None:
+def accept(p: Pipeline, s: Series, model: Model, moving: bool = False) -> None:
     """Make the model take the current behaviour as normal: in place for a detector that
-    can (``rebaseline``), else a refit on the readings held in alarm."""
+    can (``rebaseline``), else a refit on the readings held in alarm. ``moving``: an accepted
+    move going on (alarm_follow.py; only detectors that rebaseline in place follow one)."""
     det = model.detector
     rebaseline = getattr(det, "rebaseline", None)
     if rebaseline is not None:
-        rebaseline()
+        if moving:
+            rebaseline(moving=True)
+        else:
+            rebaseline()
         s.changes += 1
         checkpoints.take(s, det, model.version, s.n_readings)  # the plot replays from the new normal
         return
@@ -168,6 +176,9 @@ def rebaseline(p: Pipeline, series_id: str, by: str = "command") -> dict[str, An
     model = s.model
     was_active = s.alarm.active
     out: dict[str, Any] = {"series": series_id, "was_in_alarm": was_active}
+    # (only a detector that rebaselines in place follows a move: a refit per raise would not do)
+    in_place = hasattr(model.detector, "rebaseline")
+    follows = alarm_follow.start(p, s, explain(model.detector, s.last_value) if was_active and in_place else None, by)
     if was_active:
         ts = s.last_ts
         raised_ts = s.alarm.raised_ts if s.alarm.raised_ts is not None else ts
@@ -180,11 +191,11 @@ def rebaseline(p: Pipeline, series_id: str, by: str = "command") -> dict[str, An
         out["accepted_alert_id"] = s.raised_id
         p.on_alarm(AlarmEvent(aid, s.id, "accepted", ts, s.last_value, s.last_score, float(model.detector.threshold),
                                  model.detector.name, model.version, s.raised_id,
-                                 message=alarm_message.accepted(ts - raised_ts, by),
+                                 message=alarm_message.accepted(ts - raised_ts, by) + (follows or ""),
                                  held_s=ts - raised_ts, peak_score=peak, seq=seq,
                                  priority=int(s.settings.priority), unit=s.settings.unit))
     accept(p, s, model)
-    out["method"] = "in place" if hasattr(model.detector, "rebaseline") else "refit"
+    out["method"] = "in place" if in_place else "refit"
     return out
 
 

@@ -274,6 +274,9 @@ class AlarmConfig(_Strict):
     clear_after: Annotated[int, Field(ge=1)] = 10
     accept_after_s: Annotated[float, Field(ge=0)] | None = 7 * 86400.0
     accept_min_readings: Annotated[int, Field(ge=1)] = 1000
+    # After an operator's rebaseline of a move, a raise the same way within this many readings
+    # of the last acceptance is the move going on, accepted in place (alarm_follow.py); 0: off.
+    follow_readings: Annotated[int, Field(ge=0)] = 200
     topic: str = "edge/{gateway_id}/alerts/{series}"
     qos: Literal[0, 1, 2] = 1
     state_topic: str | None = None

@@ -155,6 +155,8 @@ class Pipeline:
         self.n_fit_deferred = 0  # fits whose window a detector could learn nothing from (detectors.NothingToLearn)
         self.n_series_refused = 0
         self.n_notices = 0  # detectors' notices logged (notices.py)
+        self.n_followed = 0  # raises taken as an accepted move going on (alarm_follow.py)
+        self.follow_readings = cfg.alarms.follow_readings
         self.notice_log = notices.new_log()
         self.last_fit_error: str | None = None
 

@@ -63,6 +63,7 @@ class Series:
         "n_alarms", "since_fit", "fit_pending", "last_score", "drift_base",
         "drift_sum", "drift_n", "last_alarm_ts", "changes", "next_fit_at", "stale", "_marks", "seen", "seen_n",
         "topic", "alarm_seq", "budget", "settings", "limits", "onset", "raised_seq", "checkpoints",
+        "follow",
     )
 
     def __init__(self, series_id: str, buffer_size: int, budget: SeriesBytes | None = None, settings: Settings | None = None) -> None:
@@ -116,6 +117,9 @@ class Series:
         self.onset: list[int] | None = None
         # Sequence number of the learned-model alarm raised now (limit alarms take numbers too).
         self.raised_seq = 0
+        # A move an operator accepted, followed while it goes on (alarm_follow.py): (direction,
+        # reading until which a raise that way is the move, last reading it may be, who accepted).
+        self.follow: tuple[str, int, int, str] | None = None
         # Copies of a streaming detector's state taken as it scores (checkpoints.py): the plot
         # replays the held readings from them to draw the band the detector used at each reading.
         self.checkpoints: list[Checkpoint] | None = None

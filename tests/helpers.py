@@ -285,7 +285,8 @@ def robust_alarm_events(values: Any, dt: float = 60.0, t0: float = 1.7e9, **alar
     return out
 
 
-def robust_with_operator(values: Any, accept_after: int | None, dt: float = 60.0, t0: float = 1.7e9) -> tuple[list[tuple[int, str, str | None]], Any]:
+def robust_with_operator(values: Any, accept_after: int | None, dt: float = 60.0, t0: float = 1.7e9,
+                         alarms: dict[str, Any] | None = None) -> tuple[list[tuple[int, str, str | None]], Any]:
     """Stream ``values`` through a Pipeline with the default ``robust`` detector (no acceptance
     time); with ``accept_after``, an operator accepts each alarm by ``rebaseline`` that many
     readings after its raise. (index, state, kind) per alarm event, and the pipeline."""
@@ -293,7 +294,7 @@ def robust_with_operator(values: Any, accept_after: int | None, dt: float = 60.0
     from edge_agent.config import AgentConfig
     from edge_agent.pipeline import InlineTrainer, Pipeline
 
-    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None}})
+    cfg = AgentConfig.model_validate({"detector": {"name": "robust"}, "alarms": {"accept_after_s": None, **(alarms or {})}})
     events: list = []
     pipe = Pipeline(cfg, InlineTrainer(), events.append)
     out: list[tuple[int, str, str | None]] = []

@@ -267,3 +267,48 @@ def test_rebaseline_accepts_a_lasting_level_as_the_new_normal(tmp_path: Path, mo
         alarms.close()
         replies.close()
         assert a.stop() == 0
+
+
+def test_a_ramp_accepted_by_rebaseline_is_followed_to_its_end_and_a_step_after_it_raises(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """alarm_follow.py through a real broker: a load ramped down over 240 readings raises once;
+    the operator's signed rebaseline, 60 readings in, accepts the move, and the rest of the
+    ramp raises nothing (followed, logged); a step up after it is alarmed."""
+    key = tmp_path / "cmd.key"
+    key.write_bytes(KEY + b"\n")
+    cfg = agent_config(tmp_path, mosquitto, **{"commands.key_file": str(key), "detector": {"name": "robust", "min_train_samples": 300}})
+    a = AgentProcess(tmp_path, cfg).start()
+    pub = Publisher(mosquitto)
+    alarms = Subscriber(mosquitto, "edge/gw-test/alerts/#")
+    replies = Subscriber(mosquitto, "edge/gw-test/cmd/+/response")
+    rng = np.random.default_rng(1)
+    x = np.concatenate([np.full(300, 60.0), np.linspace(60.0, 40.0, 240), np.full(100, 40.0), np.full(20, 50.0)]) + rng.normal(0.0, 0.5, 660)
+    t0 = time.time() - 1000
+
+    def send(lo: int, hi: int) -> None:
+        for k in range(lo, hi):
+            pub.reading("plant/l1/m1/temp", float(x[k]), t0 + k).wait_for_publish(10)
+
+    try:
+        a.wait_connected()
+        send(0, 300)
+        wait_for(lambda: a.models_active() == 1, 20, "model")
+        send(300, 360)
+        wait_for(lambda: alarms.json(), 10, "raised")
+        pub.publish("edge/gw-test/cmd/rebaseline", sign(KEY, "rebaseline", {"series": "m1/*"}, request_id="rb")).wait_for_publish(10)
+        wait_for(lambda: len(alarms.json()) == 2, 10, "accepted")
+        raised, acc = alarms.json()
+        assert raised["state"] == "raised" and raised["kind"] in ("level_shift", "drift") and raised["direction"] == "down", raised
+        assert acc["state"] == "accepted" and "a move down that goes on is followed" in acc["message"], acc
+        send(360, 640)  # the rest of the ramp, and 100 readings where it stopped
+        a.wait_log("series m1/temp still moving down after the rebaseline by the rebaseline command", 10)
+        time.sleep(1.0)
+        assert len(alarms.json()) == 2, alarms.json()
+        send(640, 660)  # a step up to 50, never accepted: a fault
+        wait_for(lambda: len(alarms.json()) == 3, 10, "raised at the step")
+        step = alarms.json()[2]
+        assert step["state"] == "raised" and step["direction"] == "up", step
+    finally:
+        pub.close()
+        alarms.close()
+        replies.close()
+        assert a.stop() == 0

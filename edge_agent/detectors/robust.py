@@ -2704,10 +2704,13 @@ class RobustDetector:
         direction = None if kind == base.STUCK else ("up" if sign > 0 else "down")
         return Explanation(kind, direction, lo, hi, detail)
 
-    def rebaseline(self) -> None:
+    def rebaseline(self, moving: bool = False) -> None:
         """Accept what the recent readings show as the new normal (the shadow kept while the
         model of normal stood still). The level left and the level accepted are both
-        remembered as operating levels (see _remember_level)."""
+        remembered as operating levels (see _remember_level). ``moving``: the move an
+        operator accepted going on (alarm_follow.py): the level it reaches replaces the one
+        accepted last, and the levels it passed through are not remembered (each was, and a
+        step back to one of them after the ramp was taken as a move to an accepted level)."""
         left = self.level
         if self.shadow_n:
             # The shadow is the episode's mean until it is _SHADOW_MEMORY readings old, its onset
@@ -2756,19 +2759,32 @@ class RobustDetector:
         self.a_level = self.a_x = self.f_level - (self._day_y if self.day_g else 0.0)
         self.a_t = 0
         self._anchor_bound()
-        self._remember_level(left)
+        if moving:
+            if self.levels:
+                self.levels.pop(0)
+        else:
+            self._remember_level(left)
         self._remember_level(self.level)
 
     def _restart_episode(self) -> None:
         """A new normal (a rebaseline, a move to an operating level): the model of normal's
         trend, what the channels held of deviations from the old one, the burst and rail
-        counts and the slope's course start again, and learning resumes at once."""
+        counts and the slope's estimate start again, and learning resumes at once.
+
+        The slope's reference keeps the course it had before the episode (it stood still
+        through it): what is accepted is a level, and the model of normal's trend restarts at
+        0. Restarted from the predictor's course, a rebaseline halfway through a ramped move
+        (a load ramped over two hours) made the ramp's course the reference, and the ramp's
+        end raised "drift" the other way (plant_normals_probe.py --only weekly --accept-after
+        30). The estimate restarts at the reference, and the channel is silent for its
+        memory, as after a jump (see _step)."""
         self.trend = 0.0
         self.m_level = self.m_drift = self.m_level_s = self.m_drift_s = 0.0
         self.m_short = self.f_jump = self.m_slope = self.burst = self.b_hold = self.b_last = self.b_ev = self.b_xe = self.b_w = 0.0
         self.b_run = 0
         self.rail_ch = self.rail_cl = 0.0
-        self.r_slope, self.t_slope = self.g_slope, 0.0
+        self.g_slope = self.r_slope + self.t_slope
+        self.slope_from = self.n + _SLOPE_QUIET
         self.calm = self.calm_level = _RELEARN_AFTER
         self.shadow_n = self.t_out = 0
         self.horizon = 0.0

@@ -115,8 +115,8 @@ class StateSignal(RobustDetector):
     def band(self) -> tuple[float, float] | None:
         return (self.states[0], self.states[-1])
 
-    def rebaseline(self) -> None:
-        """Accept the last value as one more state."""
+    def rebaseline(self, moving: bool = False) -> None:
+        """Accept the last value as one more state (``moving``, robust's: the same here)."""
         if all(self.prev != s for s in self.states):
             kept = sorted((*self.states, self.prev))
             self.states = tuple(kept[-MAX_KEPT:])

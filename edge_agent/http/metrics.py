@@ -139,6 +139,7 @@ class AgentCollector(Collector):
         yield counter(P + "model_fit_failures", "Fits that failed", pipe.n_fit_failed)
         yield counter(P + "detector_notices", "Detectors' notices logged: what is not an alarm but an operator should know "
                       "(a series moved to an operating level a rebaseline accepted)", pipe.n_notices)
+        yield counter(P + "alarms_followed", "Raises not sent: an operator's rebaseline accepted the move, and it went on the same way (alarm_follow.py)", pipe.n_followed)
         yield counter(P + "model_fits_deferred", "Fits put off: the window held nothing to learn from (one value throughout)", pipe.n_fit_deferred)
         yield gauge(P + "model_load_errors", "Problems with stored models found at start or sync (unloadable versions, bad index or ACTIVE files)", len(agent.model_errors))
         yield gauge(P + "model_store_degraded", "1 while fits fail because the model store cannot be written", float(agent.store_error is not None))
