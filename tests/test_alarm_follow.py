@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from helpers import robust_with_operator
 
+from edge_agent.http.series_view import detail
+
 RAMP = (700, 940)  # readings: a load ramped from 60 down to 40 over 4 hours (one reading a minute)
 STEP_BACK = 1200  # ... then a step up to 50: a move the operator never accepted
 
@@ -58,3 +60,14 @@ def test_nobody_acting_the_ramp_alarm_is_held_not_followed() -> None:
     events, pipe = robust_with_operator(load_change(1), accept_after=None)
     assert [state for i, state, _ in events if i >= RAMP[0]] == ["raised"], events
     assert pipe.n_followed == 0
+
+
+def test_the_series_view_says_what_is_followed_and_until_when() -> None:
+    x = load_change(1)
+    _, pipe = robust_with_operator(x[:800], accept_after=30)  # accepted at ~746, the ramp going on
+    f = detail(pipe.series["s"])["alarm"]["following"]
+    assert f is not None and f["direction"] == "down" and f["accepted_by"] == "the operator", f
+    assert 800 < f["until_reading"] <= f["ends_at_reading"] <= 746 + 2_000 + 1, f
+    # Ended: the ramp settled at 940, and no raise was followed in the 200 readings before 1199.
+    _, pipe = robust_with_operator(x[:1199], accept_after=30)
+    assert detail(pipe.series["s"])["alarm"]["following"] is None

@@ -101,6 +101,13 @@ class Mark(BaseModel):
     state: str
 
 
+class FollowInfo(BaseModel):
+    direction: str = Field(description="up | down: the move an operator's rebaseline accepted")
+    until_reading: int = Field(description="A raise that way up to this reading is the move going on (alarm_follow.py)")
+    ends_at_reading: int = Field(description="The following ends here whatever happens")
+    accepted_by: str
+
+
 class AlarmInfo(BaseModel):
     active: bool
     raised_ts: float | None
@@ -109,6 +116,7 @@ class AlarmInfo(BaseModel):
     alarms_raised: int
     anomalous_readings: int
     marks: list[Mark]
+    following: FollowInfo | None = Field(None, description="A ramped move an operator accepted, followed while it goes on; null: none")
 
 
 class RecentStats(BaseModel):

@@ -68,6 +68,14 @@ def summary(s: Series) -> dict[str, Any]:
     }
 
 
+def following(s: Series) -> dict[str, Any] | None:
+    """The move an operator accepted that the series follows (alarm_follow.py), if any."""
+    if s.follow is None or s.n_readings > s.follow[1] or s.n_readings > s.follow[2]:
+        return None
+    direction, until, end, by = s.follow
+    return {"direction": direction, "until_reading": until, "ends_at_reading": end, "accepted_by": by}
+
+
 def detail(s: Series) -> dict[str, Any]:
     _, recent = s.recent(RECENT_SUMMARY)
     stats: dict[str, Any] = {"n": int(recent.shape[0]), "min": None, "max": None, "mean": None}
@@ -85,6 +93,7 @@ def detail(s: Series) -> dict[str, Any]:
             "alarms_raised": s.n_alarms,
             "anomalous_readings": s.n_anomalous,
             "marks": [{"ts": num(m.ts), "value": num(m.value), "state": m.state} for m in list(s.marks)[-10:]],
+            "following": following(s),
         },
         "readings": {
             "total": s.n_readings,
