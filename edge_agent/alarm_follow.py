@@ -20,8 +20,10 @@ as usual: a level shift or out-of-range the other way, a spike, variance, a stuc
 any raise once the move has ended or been quiet for ``follow_readings`` readings (a reversal
 first seen as a drift is accepted as the end, then raised as it moves on from there). However long it goes on, the following ends
 ``FOLLOW_SPAN`` x ``follow_readings`` readings after the operator's act, so an accepted move
-that turns into a runaway is alarmed again. ``follow_readings: 0`` turns it off. The state is
-not kept across a restart (a restart mid-ramp raises once more; the operator accepts again).
+that turns into a runaway is alarmed again. ``follow_readings: 0`` turns it off. A new model
+(a fit, a rollback, a model pulled from S3) and a rebaseline of a series not in alarm end the
+following. The state is not kept across a restart (a restart mid-ramp raises once more; the
+operator accepts again).
 """
 
 from __future__ import annotations

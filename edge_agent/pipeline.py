@@ -328,6 +328,7 @@ class Pipeline:
         if not s.settings.enabled:
             raise ValueError(f"series {s.id!r} is disabled by its rules (enabled: false)")
         s.model = model
+        s.follow = None  # (see series_fits.install)
         s.changes += 1
         checkpoints.take(s, model.detector, model.version, s.n_readings)
 

@@ -94,6 +94,7 @@ def install(p: Pipeline, req: FitRequest, model: Model) -> None:
     if not req.activate or not s.settings.enabled:
         return
     s.model = model
+    s.follow = None  # a new model is a new normal: no accepted move of the old one is followed
     checkpoints.take(s, model.detector, model.version, s.n_readings - len(backlog or ()))
     s.since_fit = 0
     s.drift_base, s.drift_sum, s.drift_n = None, 0.0, 0
