@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -218,16 +220,29 @@ def test_a_nonce_accepted_before_a_restart_is_refused_after_it(agent: AgentProce
 
 
 @pytest.mark.timeout(90)
-def test_rebaseline_accepts_a_lasting_level_as_the_new_normal(tmp_path: Path, mosquitto: Mosquitto) -> None:
+@contextmanager
+def robust_agent(tmp_path: Path, mosquitto: Mosquitto, min_train: int) -> Iterator[tuple[AgentProcess, Publisher, Subscriber, Subscriber]]:
+    """An agent with the robust detector and a command key, the PLC's publisher, and SCADA's
+    subscribers to the alarms and to the command replies; all closed after."""
     key = tmp_path / "cmd.key"
     key.write_bytes(KEY + b"\n")
-    cfg = agent_config(tmp_path, mosquitto, **{"commands.key_file": str(key), "detector": {"name": "robust", "min_train_samples": 200}})
+    cfg = agent_config(tmp_path, mosquitto, **{"commands.key_file": str(key), "detector": {"name": "robust", "min_train_samples": min_train}})
     a = AgentProcess(tmp_path, cfg).start()
     pub = Publisher(mosquitto)
     alarms = Subscriber(mosquitto, "edge/gw-test/alerts/#")
     replies = Subscriber(mosquitto, "edge/gw-test/cmd/+/response")
     try:
         a.wait_connected()
+        yield a, pub, alarms, replies
+    finally:
+        pub.close()
+        alarms.close()
+        replies.close()
+        assert a.stop() == 0
+
+
+def test_rebaseline_accepts_a_lasting_level_as_the_new_normal(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    with robust_agent(tmp_path, mosquitto, 200) as (a, pub, alarms, replies):
         rng = np.random.default_rng(4)
         t0 = time.time() - 1000
         for k, v in enumerate(rng.normal(20.0, 1.0, 200)):
@@ -262,34 +277,22 @@ def test_rebaseline_accepts_a_lasting_level_as_the_new_normal(tmp_path: Path, mo
             pub.reading("plant/l1/m1/temp", float(v), t0 + 400 + k).wait_for_publish(10)
         wait_for(lambda: len(alarms.json()) == 3, 10, "raised at a new level")
         assert alarms.json()[2]["state"] == "raised"
-    finally:
-        pub.close()
-        alarms.close()
-        replies.close()
-        assert a.stop() == 0
 
 
+@pytest.mark.timeout(90)
 def test_a_ramp_accepted_by_rebaseline_is_followed_to_its_end_and_a_step_after_it_raises(tmp_path: Path, mosquitto: Mosquitto) -> None:
     """alarm_follow.py through a real broker: a load ramped down over 240 readings raises once;
     the operator's signed rebaseline, 60 readings in, accepts the move, and the rest of the
     ramp raises nothing (followed, logged); a step up after it is alarmed."""
-    key = tmp_path / "cmd.key"
-    key.write_bytes(KEY + b"\n")
-    cfg = agent_config(tmp_path, mosquitto, **{"commands.key_file": str(key), "detector": {"name": "robust", "min_train_samples": 300}})
-    a = AgentProcess(tmp_path, cfg).start()
-    pub = Publisher(mosquitto)
-    alarms = Subscriber(mosquitto, "edge/gw-test/alerts/#")
-    replies = Subscriber(mosquitto, "edge/gw-test/cmd/+/response")
     rng = np.random.default_rng(1)
     x = np.concatenate([np.full(300, 60.0), np.linspace(60.0, 40.0, 240), np.full(100, 40.0), np.full(20, 50.0)]) + rng.normal(0.0, 0.5, 660)
     t0 = time.time() - 1000
 
-    def send(lo: int, hi: int) -> None:
-        for k in range(lo, hi):
-            pub.reading("plant/l1/m1/temp", float(x[k]), t0 + k).wait_for_publish(10)
+    with robust_agent(tmp_path, mosquitto, 300) as (a, pub, alarms, _):
+        def send(lo: int, hi: int) -> None:
+            for k in range(lo, hi):
+                pub.reading("plant/l1/m1/temp", float(x[k]), t0 + k).wait_for_publish(10)
 
-    try:
-        a.wait_connected()
         send(0, 300)
         wait_for(lambda: a.models_active() == 1, 20, "model")
         send(300, 360)
@@ -307,8 +310,3 @@ def test_a_ramp_accepted_by_rebaseline_is_followed_to_its_end_and_a_step_after_i
         wait_for(lambda: len(alarms.json()) == 3, 10, "raised at the step")
         step = alarms.json()[2]
         assert step["state"] == "raised" and step["direction"] == "up", step
-    finally:
-        pub.close()
-        alarms.close()
-        replies.close()
-        assert a.stop() == 0
