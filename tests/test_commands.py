@@ -25,6 +25,7 @@ from helpers import (
 )
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from test_http_live import HttpAgent
 
 from edge_agent.command_auth import sign
 from edge_agent.model_store import ModelStore
@@ -221,13 +222,12 @@ def test_a_nonce_accepted_before_a_restart_is_refused_after_it(agent: AgentProce
 
 @pytest.mark.timeout(90)
 @contextmanager
-def robust_agent(tmp_path: Path, mosquitto: Mosquitto, min_train: int) -> Iterator[tuple[AgentProcess, Publisher, Subscriber, Subscriber]]:
-    """An agent with the robust detector and a command key, the PLC's publisher, and SCADA's
-    subscribers to the alarms and to the command replies; all closed after."""
+def robust_agent(tmp_path: Path, mosquitto: Mosquitto, min_train: int) -> Iterator[tuple[HttpAgent, Publisher, Subscriber, Subscriber]]:
+    """An agent with the robust detector, a command key and its HTTP port, the PLC's publisher,
+    and SCADA's subscribers to the alarms and to the command replies; all closed after."""
     key = tmp_path / "cmd.key"
     key.write_bytes(KEY + b"\n")
-    cfg = agent_config(tmp_path, mosquitto, **{"commands.key_file": str(key), "detector": {"name": "robust", "min_train_samples": min_train}})
-    a = AgentProcess(tmp_path, cfg).start()
+    a = HttpAgent(tmp_path, mosquitto, **{"commands.key_file": str(key), "detector.name": "robust", "detector.min_train_samples": min_train}).start()
     pub = Publisher(mosquitto)
     alarms = Subscriber(mosquitto, "edge/gw-test/alerts/#")
     replies = Subscriber(mosquitto, "edge/gw-test/cmd/+/response")
@@ -238,7 +238,7 @@ def robust_agent(tmp_path: Path, mosquitto: Mosquitto, min_train: int) -> Iterat
         pub.close()
         alarms.close()
         replies.close()
-        assert a.stop() == 0
+        assert a.close() == 0
 
 
 def test_rebaseline_accepts_a_lasting_level_as_the_new_normal(tmp_path: Path, mosquitto: Mosquitto) -> None:
@@ -302,8 +302,15 @@ def test_a_ramp_accepted_by_rebaseline_is_followed_to_its_end_and_a_step_after_i
         raised, acc = alarms.json()
         assert raised["state"] == "raised" and raised["kind"] in ("level_shift", "drift") and raised["direction"] == "down", raised
         assert acc["state"] == "accepted" and "a move down that goes on is followed" in acc["message"], acc
-        send(360, 640)  # the rest of the ramp, and 100 readings where it stopped
+        send(360, 420)
         a.wait_log("series m1/temp still moving down after the rebaseline by the rebaseline command", 10)
+        # ... and the operator sees it on the series (JSON and page), not only in the log
+        wait_for(lambda: (a.series("m1/temp") or {}).get("readings", {}).get("total") == 420, 10, "420 readings")
+        f = a.series("m1/temp")["alarm"]["following"]  # type: ignore[index]
+        assert f["direction"] == "down" and f["accepted_by"] == "the rebaseline command" and f["until_reading"] > 420, f
+        page = a.get("/view/m1%2Ftemp").text
+        assert "following" in page and "a move down accepted by the rebaseline command" in page, page[-2000:]
+        send(420, 640)  # the rest of the ramp, and 100 readings where it stopped
         time.sleep(1.0)
         assert len(alarms.json()) == 2, alarms.json()
         send(640, 660)  # a step up to 50, never accepted: a fault

@@ -236,6 +236,10 @@ async def series_page(request: Request, series_id: str, refresh: int = Query(10,
         ("alarms raised", str(d["alarm"]["alarms_raised"])),
         ("last alarm", _ts(d["alarm"]["last_alarm_ts"])),
     ]
+    f = d["alarm"]["following"]
+    if f is not None:  # (alarm_follow.py)
+        facts.append(("following", escape(f'a move {f["direction"]} accepted by {f["accepted_by"]}: a raise that way is accepted '
+                                          f'in place up to reading {f["until_reading"]} (at the latest {f["ends_at_reading"]})')))
     st = s.settings.view()
     lim = st["limits"]
     facts += [
