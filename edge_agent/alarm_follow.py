@@ -18,9 +18,9 @@ stops is a drift the other way against the course followed (3 of 6 seeded ramps 
 so a drift raised the other way ends the following, accepted in place. Anything else raises
 as usual: a level shift or out-of-range the other way, a spike, variance, a stuck sensor, and
 any raise once the move has ended or been quiet for ``follow_readings`` readings (a reversal
-first seen as a drift is accepted as the end, then raised as it moves on from there). However long it goes on, the following ends
-``FOLLOW_SPAN`` x ``follow_readings`` readings after the operator's act, so an accepted move
-that turns into a runaway is alarmed again. ``follow_readings: 0`` turns it off. A new model
+first seen as a drift is accepted as the end, then raised as it moves on from there). However
+long it goes on, the following ends ``FOLLOW_SPAN`` x ``follow_readings`` readings after the
+operator's act, so an accepted move that turns into a runaway is alarmed again. ``follow_readings: 0`` turns it off. A new model
 (a fit, a rollback, a model pulled from S3) and a rebaseline of a series not in alarm end the
 following. The state is not kept across a restart (a restart mid-ramp raises once more; the
 operator accepts again).
@@ -53,22 +53,27 @@ def start(p: Pipeline, s: Series, exp: Explanation | None, by: str) -> str | Non
     return f"; a move {exp.direction} that goes on is followed for up to {FOLLOW_SPAN * w} readings"
 
 
+def in_force(s: Series) -> tuple[str, int, int, str] | None:
+    """``s.follow`` (direction, until reading, last reading, by whom) while it still holds."""
+    f = s.follow
+    if f is None or s.n_readings > f[1] or s.n_readings > f[2]:
+        return None
+    return f
+
+
 def goes_on(p: Pipeline, s: Series, exp: Explanation | None) -> bool:
     """A raise about to be sent for ``s``: True if it is the accepted move going on (the caller
     accepts it in place instead). Clears the following once it has ended."""
-    f = s.follow
+    f = in_force(s)
     if f is None:
-        return False
-    direction, until, end, by = f
-    n = s.n_readings
-    if n > until or n > end:
         s.follow = None
         return False
     if exp is None or exp.kind not in FOLLOWED_KINDS or exp.direction is None:
         return False
-    p.n_followed += 1
+    direction, _, end, by = f
     if exp.direction == direction:
-        s.follow = (direction, n + p.follow_readings, end, by)
+        p.n_followed += 1
+        s.follow = (direction, s.n_readings + p.follow_readings, end, by)
         p.notice_log.log(
             logging.INFO, "series %s still moving %s after the rebaseline by %s (%s, value %.6g): followed, not raised; "
             "it is alarmed again if it moves on after %d quiet readings or after reading %d",
@@ -78,9 +83,9 @@ def goes_on(p: Pipeline, s: Series, exp: Explanation | None) -> bool:
     if exp.kind == DRIFT:
         # The course turned back: a ramp that stops is a drift the other way against the
         # course the model followed. Its end, accepted once; what moves on from here is alarmed.
+        p.n_followed += 1
         s.follow = None
         p.notice_log.log(logging.INFO, "series %s settled after the move %s the rebaseline by %s accepted (value %.6g): "
                          "followed to its end; alarmed as usual from here", s.id, direction, by, s.last_value)
         return True
-    p.n_followed -= 1
     return False

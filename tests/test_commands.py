@@ -220,7 +220,6 @@ def test_a_nonce_accepted_before_a_restart_is_refused_after_it(agent: AgentProce
         replies.close()
 
 
-@pytest.mark.timeout(90)
 @contextmanager
 def robust_agent(tmp_path: Path, mosquitto: Mosquitto, min_train: int) -> Iterator[tuple[HttpAgent, Publisher, Subscriber, Subscriber]]:
     """An agent with the robust detector, a command key and its HTTP port, the PLC's publisher,
@@ -241,6 +240,7 @@ def robust_agent(tmp_path: Path, mosquitto: Mosquitto, min_train: int) -> Iterat
         assert a.close() == 0
 
 
+@pytest.mark.timeout(90)
 def test_rebaseline_accepts_a_lasting_level_as_the_new_normal(tmp_path: Path, mosquitto: Mosquitto) -> None:
     with robust_agent(tmp_path, mosquitto, 200) as (a, pub, alarms, replies):
         rng = np.random.default_rng(4)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_agent import alarm_follow
 from edge_agent.series import Series
 
 if TYPE_CHECKING:  # the agent is composed in app.py; the HTTP layer never imports it at run time
@@ -70,9 +71,10 @@ def summary(s: Series) -> dict[str, Any]:
 
 def following(s: Series) -> dict[str, Any] | None:
     """The move an operator accepted that the series follows (alarm_follow.py), if any."""
-    if s.follow is None or s.n_readings > s.follow[1] or s.n_readings > s.follow[2]:
+    f = alarm_follow.in_force(s)
+    if f is None:
         return None
-    direction, until, end, by = s.follow
+    direction, until, end, by = f
     return {"direction": direction, "until_reading": until, "ends_at_reading": end, "accepted_by": by}
 
 
