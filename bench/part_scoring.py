@@ -41,6 +41,59 @@ def _time_calls(fn: Any, args: list[Any], times: list[float], n: int) -> np.ndar
 ROBUST_PARTS = ("scales", "seasonal", "tails 1", "tails 2")  # robust's slow cycle, by phase
 
 
+class _Control:
+    """The machine's own jitter, for comparison: slot reads and writes and float arithmetic,
+    the same bytecodes on every call (nothing depends on the data), called as ``score_one``.
+    Its p99 over its median is what this machine adds to any code of that length; the rest
+    of a detector's is its own (its slow phases, its branches)."""
+
+    __slots__ = ("a", "b", "c", "rounds")
+
+    def __init__(self, rounds: int) -> None:
+        self.a = self.b = self.c = 0.0
+        self.rounds = rounds
+
+    def __call__(self, x: float, ts: float) -> float:
+        a, b, c = self.a, self.b, self.c
+        for _ in range(self.rounds):
+            a += 0.01 * (x - a)
+            b += 0.001 * (x - a - b)
+            c = c * 0.99 + a * b * 1e-6
+        self.a, self.b, self.c = a, b, c
+        return c
+
+
+def _control_like(median_ns: float, args: list[float], times: list[float]) -> _Control:
+    """A control whose median call takes about ``median_ns`` (interrupts and cache misses
+    hit a call in proportion to its length, so the lengths must match)."""
+    probe = _Control(20)
+    per_round = float(np.median(_time_calls(probe, args, times, 2000))) / 20
+    return _Control(max(1, round(median_ns / per_round)))
+
+
+def _against_control(det: Any, args: list[float], times: list[float], n: int) -> dict[str, Any]:
+    """score_one and the control, alternately call by call (so both see the same machine),
+    n calls each: the median, p99 and p99 / median of each."""
+    m = len(args)
+    warm = _time_calls(det.score_one, args, times, 2000)
+    ctl = _control_like(float(np.median(warm)), args, times)
+    out = {"robust": np.empty(n, dtype=np.int64), "control": np.empty(n, dtype=np.int64)}
+    fn, rd, rc = det.score_one, out["robust"], out["control"]
+    for i in range(n):
+        a, t = args[i % m], times[2000 + i]
+        t0 = perf_ns()
+        fn(a, t)
+        t1 = perf_ns()
+        ctl(a, t)
+        t2 = perf_ns()
+        rd[i], rc[i] = t1 - t0, t2 - t1
+    res: dict[str, Any] = {"calls_each": n, "control_rounds": ctl.rounds}
+    for k, v in out.items():
+        med, p99 = float(np.median(v)) / 1e3, float(np.percentile(v, 99)) / 1e3
+        res[k] = {"median_us": med, "p99_us": p99, "p99_over_median": p99 / med}
+    return res
+
+
 def _robust_p99(det: Any, args: list[float], times: list[float], n: int) -> dict[str, Any]:
     """What robust's p99 is made of: each reading timed as in _time_calls, and labelled by the
     part of the slow cycle it did (its ``s_phase`` moved) and whether it taught the daily
@@ -102,7 +155,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     # detector with a daily profile has it serving by the time it is timed.
     t_start = time.time() - (2000 + 5000 + n_calls) * 60.0
     train_ts = t_start + 60.0 * np.arange(2000)
-    times = [t_start + 60.0 * (2000 + i) for i in range(5000 + n_calls + n_calls // 2)]
+    times = [t_start + 60.0 * (2000 + i) for i in range(5000 + 2 * n_calls + 2000)]
     floor = _overhead(n_calls)
     floor_med = float(np.median(floor))
     out: dict[str, Any] = {"calls_per_detector": n_calls, "timer_overhead": summary(floor, 1e-3, "us"), "detectors": {}}
@@ -118,6 +171,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         try:
             one = _time_calls(det.score_one, stream_list, times[5000:], n_calls)
             made_of = _robust_p99(det, stream_list, times[5000 + n_calls:], n_calls // 2) if name == "robust" else None
+            control = _against_control(det, stream_list, times[5000 + n_calls + n_calls // 2:], n_calls // 4) if name == "robust" else None
         finally:
             gc.enable()
         big = np.tile(stream, 10)  # 100,000 samples
@@ -131,6 +185,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             "fit_2000_s": fit_s,
             "score_one": _ns_summary(one, floor_med),
             **({"score_one_p99_made_of": made_of} if made_of is not None else {}),
+            **({"score_one_against_control": control} if control is not None else {}),
             "score_many_100k_samples_per_s": {"best": max(rates), "median": float(np.median(rates)), "runs": len(rates)},
         }
     out["pipeline_process"] = _pipeline(n_calls, floor_med)

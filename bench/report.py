@@ -30,6 +30,12 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     for name, d in sorted(_get(sc, "detectors", default={}).items()):
         tgt = {"statistical": 10.0, "isolation_forest": 50.0, "robust": 5.0}.get(name)
         _h(h, f"scoring.{name}.p99_us", "scoring", f"score_one p99, {name}", _get(d, "score_one", "p99"), "µs", tgt)
+    ctl = _get(sc, "detectors", "robust", "score_one_against_control")
+    if ctl:
+        _h(h, "scoring.robust.p99_over_median", "scoring", "score_one p99 / median, robust (alternating with the control)",
+           ctl["robust"]["p99_over_median"], "x")
+        _h(h, "scoring.control.p99_over_median", "scoring", "p99 / median of a fixed workload as long (this machine's jitter)",
+           ctl["control"]["p99_over_median"], "x")
     _h(h, "scoring.pipeline.p99_us", "scoring", "Pipeline.process p99 (statistical)", _get(sc, "pipeline_process", "p99"), "µs")
     _h(h, "scoring.ingest.p99_us", "scoring", "Ingest.handle p99 (route+decode+score)", _get(sc, "ingest_handle", "p99"), "µs")
     rp = _get(sc, "receive_path", "cpu_us_per_packet") or {}
@@ -184,6 +190,16 @@ def _md_scoring(p: dict[str, Any]) -> list[str]:
               "| reading did | share of readings | median µs | p99 µs | share of the slowest 1 % |", "|---|--:|--:|--:|--:|"]
         for label, r in made_of.items():
             L.append(f"| {label} | {r['share'] * 100:.1f} % | {_fmt(r['median_us'])} | {_fmt(r['p99_us'])} | {r['share_of_slowest_1pct'] * 100:.1f} % |")
+    ctl = p["detectors"].get("robust", {}).get("score_one_against_control")
+    if ctl:
+        r, c = ctl["robust"], ctl["control"]
+        L += ["", f"`robust` against a control ({ctl['calls_each']:,} calls each, alternately call by call, so both see the same "
+              f"machine): a fixed loop of float arithmetic on slots ({ctl['control_rounds']} rounds, chosen so its median matches), the same "
+              "bytecodes on every call. Its p99 / median is what this machine adds to any code of that length; `robust`'s beyond it "
+              "is its own (its slow phases and branches).", "",
+              "| | median µs | p99 µs | p99 / median |", "|---|--:|--:|--:|",
+              f"| robust | {_fmt(r['median_us'])} | {_fmt(r['p99_us'])} | {_fmt(r['p99_over_median'])} |",
+              f"| control | {_fmt(c['median_us'])} | {_fmt(c['p99_us'])} | {_fmt(c['p99_over_median'])} |"]
     L += ["", "Whole paths, 1,000 trained statistical series, 1 % anomalous readings (µs per call):", ""]
     L += _stat_header("path", ["median corr.", "p99 corr."])
     for key, label in (("pipeline_process", "`Pipeline.process`"), ("ingest_handle", "`Ingest.handle` (route + JSON decode + process)")):
