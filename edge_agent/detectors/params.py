@@ -32,6 +32,9 @@ class ParamProblems(ValueError, TypeError):
 
 def signature_params(cls: type) -> dict[str, Any]:
     """Parameter name -> default (``inspect.Parameter.empty`` when required) of ``cls(...)``."""
+    declared = getattr(cls, "init_params", None)  # (a compiled class's: inspect cannot read its signature)
+    if declared is not None:
+        return dict(declared)
     sig = inspect.signature(cls.__init__)
     return {
         name: p.default

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import types
 from array import array
 from typing import Any, ClassVar
 
@@ -24,6 +25,13 @@ import numpy as np
 
 from edge_agent.detectors import base, lattice, rail
 from edge_agent.detectors.base import Explanation
+from edge_agent.detectors.robust_states import (
+    accept_state,
+    discrete_states,
+    state_explain,
+    state_score,
+    stored_states,
+)
 from edge_agent.detectors.robust_stats import (
     ALPHAS,
     TAIL_P,
@@ -335,6 +343,26 @@ _MAYBE_NAN = ("first_ts", "last_ts")  # NaN until the first timestamped reading
 _INTS = ("jumps", "coarse", "hold_n", "burst_off", "b_run", "p_tick", "run", "run_max", "shadow_n", "calm", "calm_level", "n", "f_out", "unseen", "s_n", "high_run", "last_n", "s_phase", "slope_from", "t_out", "a_t", "a_next", "rail_ah", "rail_al", "rail_ok", "f_rn", "l_n", "lv_win")
 
 
+# The detector's state, one slot each (module-level, so that fit and the compiled class, which has
+# no __slots__ attribute, read the same list).
+_SLOTS = ("rate", "learn_below", "threshold", "_k", "_z_rate", "f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "f_out",
+          "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "dev", "base", "base_sum", "first_ts", "last_ts",
+          "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
+          "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "coarse", "prev", "run", "run_max", "hold_n", "lo", "hi",
+          "cal_q", "cal_m", "thr", "off", "ep_rate", "pending", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor", "_q2", "_tnoise", "_sw_half",
+          "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
+          "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
+          "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
+          "m_short", "v_short", "f_jump", "_ksh", "_i_sh", "m_slope", "v_slope", "_ksl", "_i_sl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
+          "d_quick", "d_low", "d_norm_m", "d_norm_l", "l_n", "d_hold", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
+          "burst", "b_hold", "b_last", "b_ev", "b_xe", "b_w", "b_run", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "_b_k", "t_out",
+          "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
+          "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
+          "lat_q", "lat_c", "lat_o", "lat_lim", "_lat_tol", "_i_lat", "_lat_cap",
+          "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
+          "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "levels", "lv_win", "notice", "gap_s", "sh_med", "sh_k", "sh_n", "sh_f", "sh_f3", "sh_xi", "_g_sp")
+
+
 class RobustDetector:
     """The agent's default: fault channels over a model of normal that faults cannot teach.
 
@@ -444,23 +472,11 @@ class RobustDetector:
 
     name: ClassVar[str] = "robust"
     streaming: ClassVar[bool] = True
+    # The parameters of __init__, as params.py checks them: a class compiled by mypyc has no
+    # signature inspect can read (tests/test_robust_native.py checks the two agree).
+    init_params: ClassVar[tuple[tuple[str, float], ...]] = (("rate", 1e-6), ("learn_below", 0.7), ("threshold", 1.0))
+    __slots__ = _SLOTS
 
-    __slots__ = ("rate", "learn_below", "threshold", "_k", "_z_rate", "f_alpha", "f_beta", "f_level", "f_trend", "f_scale", "f_out",
-                 "alpha", "beta", "level", "trend", "scale", "ds_level", "s_scale", "prof", "seen", "dev", "base", "base_sum", "first_ts", "last_ts",
-                 "dt", "last_n", "err_plain", "err_seas", "seasonal", "m_level", "m_drift", "m_level_s", "m_drift_s", "v_level",
-                 "v_drift", "v_level_s", "v_drift_s", "d_norm", "d_fast", "quantum", "jumps", "coarse", "prev", "run", "run_max", "hold_n", "lo", "hi",
-                 "cal_q", "cal_m", "thr", "off", "ep_rate", "pending", "shadow", "s_shadow", "shadow_n", "calm", "calm_level", "n", "high_run", "unseen", "s_n", "prof_sum", "prof_shift", "_last", "_qfloor", "_q2", "_tnoise", "_sw_half",
-                 "_stuck_lim", "_w_min", "_a_ds", "_trust_n", "_day_n", "_trust_tol", "_clip_p", "_clip_s",
-                 "_prof_k", "p_tick", "_fsc", "_sc", "_ssc", "_kp", "_ks", "_var_cap", "_i_dn", "_i_stuck", "_o_sp", "_i_sp",
-                 "_o_v", "_i_v", "_up", "_us", "_lam_k", "_tick", "_xr", "s_phase", "t_ref", "v_trend", "horizon", "_vtx",
-                 "m_short", "v_short", "f_jump", "_ksh", "_i_sh", "m_slope", "v_slope", "_ksl", "_i_sl", "g_slope", "r_slope", "t_slope", "n_fit", "slope_from", "_ya", "_yb", "_yk",
-                 "d_quick", "d_low", "d_norm_m", "d_norm_l", "l_n", "d_hold", "_o_q", "_i_q", "day_c", "day_s", "day_g", "_day_y",
-                 "burst", "b_hold", "b_last", "b_ev", "b_xe", "b_w", "b_run", "burst_off", "_o_b", "_i_b", "_b_z", "_b_at", "_b_cap", "_b_k", "t_out",
-                 "b_gain", "b_ratio", "e_prev", "fp_prev", "e_prev2", "b_yscale", "_i_bk", "_o_bk", "_j_bk", "_zbk",
-                 "rail_hi", "rail_lo", "rail_ch", "rail_cl", "rail_ah", "rail_al", "rail_ok", "rail_o", "rail_lim", "rail_in", "rail_p1", "rail_p2", "rail_th", "rail_tl", "_rail_tol", "_i_rail", "_rail_cap", "_rail_n",
-                 "lat_q", "lat_c", "lat_o", "lat_lim", "_lat_tol", "_i_lat", "_lat_cap",
-                 "a_level", "a_x", "a_vk", "a_k", "a_rate", "a_se2", "a_c", "a_s", "a_t", "a_inv", "a_next",
-                 "f_rc", "f_rv", "f_ek", "f_rn", "_r_on", "states", "levels", "lv_win", "notice", "gap_s", "sh_med", "sh_k", "sh_n", "sh_f", "sh_f3", "sh_xi", "_g_sp")
 
     def __init__(self, rate: float = 1e-6, learn_below: float = 0.7, threshold: float = 1.0) -> None:
         """``rate``: the per-reading probability at which each channel's calibrated tail puts
@@ -665,7 +681,7 @@ class RobustDetector:
             # 1e12-scale spike, never learned from, for good.
             raise base.NothingToLearn(f"the training window holds one value ({v[0]:.6g}) throughout")
         fresh = type(self)(self.rate, self.learn_below, self.threshold)
-        for k in self.__slots__:
+        for k in _SLOTS:
             setattr(self, k, getattr(fresh, k))
         held = self._window_levels(v)
         if held:
@@ -791,9 +807,8 @@ class RobustDetector:
         self._set_anchor(vb, day is not None and float(t_fit[-1] - t_fit[0]) < _PERIOD_S)
         self._r_on = self.f_alpha <= _SLOW and not self.f_beta
         self.gap_s = _gap_after(self.dt)
-        # A status or mode signal scores as one (robust_states.py; imported here, as it extends this class)
-        from edge_agent.detectors.robust_states import as_state_signal, discrete_states
-        as_state_signal(self, discrete_states(v))
+        # A status or mode signal scores as one (robust_states.py)
+        self._set_states(discrete_states(v))
         return {
             "level": self.level, "trend": self.trend, "scale": self.scale, "alpha": self.alpha,
             "predictor_alpha": self.f_alpha, "predictor_trend": self.f_beta > 0, "predictor_scale": self.f_scale,
@@ -807,7 +822,6 @@ class RobustDetector:
         """The setpoints a training window held (robust_stats.operating_levels, the band at the
         channels' 4-scale floor of the window's noise: the MAD of its first differences, which
         its few moves do not reach), or [] (also for a status signal, robust_states.py's)."""
-        from edge_agent.detectors.robust_states import discrete_states
 
         if v.shape[0] < 100 or discrete_states(v):
             return []
@@ -1266,6 +1280,8 @@ class RobustDetector:
         model of normal judge the reading as any other: a dropout to 0 after a gap is
         still a level far from normal. Without it, the suite's normal signals with two
         gaps of 1 and 8 hours raised 20 alarms over four seeds (scripts/plant_normals_probe.py)."""
+        if self.states:  # (a status has no forecast to run on; gap_s is inf there anyway)
+            return self._step(x, ts)
         dt = self.dt
         g = gap_s / dt - 1.0 if dt > 0.0 else 0.0  # readings missed
         if g > 0.0:
@@ -1301,9 +1317,12 @@ class RobustDetector:
     def _step(self, x: float, ts: float | None = None, training: bool = False, collect: list[list[float]] | None = None) -> float:
         # The per-reading path: written for CPython's speed (locals, no calls on the common
         # path); the slow statistics learn every _SLOW_EVERY calm readings in _learn_slow.
-        # It is score_one itself (below): a wrapper's call frame cost ~1 % of a reading.
+        # Interpreted, it is score_one itself (below): a wrapper's call frame cost ~1 % of a reading.
         # ``training`` and ``collect``: the fit's own pass over its window (see fit).
         x = float(x)
+        if self.states:  # a status or mode signal (robust_states.py); never one while training
+            self.prev = x
+            return state_score(self.states, self.threshold, x)
         # -- the spike channel: the short-term predictor
         f_pred = self.f_level + self.f_trend
         e_f = x - f_pred
@@ -1322,7 +1341,7 @@ class RobustDetector:
                 # left the curve within a few hundred readings. With its one harmonic in the model
                 # of normal, the lag is gone and a frozen forecast follows the day. Its coefficients
                 # learn (LMS) with the level, over about a day's readings, and stand still with it.
-                ph = (ts % _PERIOD_S) * _OMEGA_S
+                ph = (ts % _PERIOD_S) * _OMEGA_S  # type: ignore[operator]
                 d_cos = math.cos(ph)
                 d_sin = math.sin(ph)
                 y = self.day_c * d_cos + self.day_s * d_sin
@@ -1609,7 +1628,7 @@ class RobustDetector:
         s_rail = 0.0
         i_r = self._i_rail
         if i_r or training:
-            tol = self._rail_tol
+            rtol = self._rail_tol
             ch = self.rail_ch  # (each count decays only where it is not 0: the common case has none)
             if ch:
                 ch *= _RAIL_KEEP
@@ -1622,7 +1641,7 @@ class RobustDetector:
             r = x - self.rail_hi
             r_lo = x - self.rail_lo
             hit = False
-            if r < -tol:  # below the upper extreme
+            if r < -rtol:  # below the upper extreme
                 a = self.rail_ah
                 if a >= _RAIL_MEMORY:
                     self.rail_hi = x
@@ -1631,8 +1650,8 @@ class RobustDetector:
                 else:
                     self.rail_ah = a + 1
                     if x >= self.rail_th:  # at or above the highest reading since the extreme's last return
-                        if x - self.rail_th > tol + tol or dx == 0.0:  # (above it, or a repeat in a row: no return)
-                            self.rail_th = x - tol
+                        if x - self.rail_th > rtol + rtol or dx == 0.0:  # (above it, or a repeat in a row: no return)
+                            self.rail_th = x - rtol
                         else:
                             # a return to it: that value, not the older and higher one no reading
                             # has come back to since, is the recent extreme (a rail caps the
@@ -1642,9 +1661,9 @@ class RobustDetector:
                             self.rail_th = -1e300
                             hit = True
                             # (and, away from the old extremes, a repeat as coarse as below)
-                            if -tol <= x - self.rail_p1 <= tol or -tol <= x - self.rail_p2 <= tol:
+                            if -rtol <= x - self.rail_p1 <= rtol or -rtol <= x - self.rail_p2 <= rtol:
                                 ri += 1.0
-            elif r > tol:  # beyond it: the new extreme, and the count ends
+            elif r > rtol:  # beyond it: the new extreme, and the count ends
                 self.rail_hi = x
                 self.rail_ah = 0
                 self.rail_th = -1e300
@@ -1655,7 +1674,7 @@ class RobustDetector:
                 self.rail_ah = 0
                 self.rail_th = -1e300
             hit_lo = False
-            if r_lo > tol:
+            if r_lo > rtol:
                 a = self.rail_al
                 if a >= _RAIL_MEMORY:
                     self.rail_lo = x
@@ -1664,16 +1683,16 @@ class RobustDetector:
                 else:
                     self.rail_al = a + 1
                     if x <= self.rail_tl:
-                        if x - self.rail_tl < -tol - tol or dx == 0.0:
-                            self.rail_tl = x + tol
+                        if x - self.rail_tl < -rtol - rtol or dx == 0.0:
+                            self.rail_tl = x + rtol
                         else:
                             self.rail_lo = x
                             self.rail_al = 0
                             self.rail_tl = 1e300
                             hit_lo = True
-                            if -tol <= x - self.rail_p1 <= tol or -tol <= x - self.rail_p2 <= tol:
+                            if -rtol <= x - self.rail_p1 <= rtol or -rtol <= x - self.rail_p2 <= rtol:
                                 ri += 1.0
-            elif r_lo < -tol:
+            elif r_lo < -rtol:
                 self.rail_lo = x
                 self.rail_al = 0
                 self.rail_tl = 1e300
@@ -1700,12 +1719,12 @@ class RobustDetector:
                     self.rail_ok = 0
                 # (a reading that repeats one of the two before it, at neither extreme: the signal
                 # is locally as coarse as its quantum, and its extremes come back as routinely)
-                if -tol <= x - self.rail_p1 <= tol or -tol <= x - self.rail_p2 <= tol:
+                if -rtol <= x - self.rail_p1 <= rtol or -rtol <= x - self.rail_p2 <= rtol:
                     ri += 1.0
                     # (the readings from here are judged against it: a return to it with none
                     # beyond it in between makes it the recent extreme, as a rail's value is)
-                    self.rail_th = x - tol
-                    self.rail_tl = x + tol
+                    self.rail_th = x - rtol
+                    self.rail_tl = x + rtol
             self.rail_p2 = self.rail_p1
             self.rail_p1 = x
             if ri:  # (a count under 0.01 is none: the common case then stores nothing)
@@ -1727,11 +1746,11 @@ class RobustDetector:
         # not describe how often a quantised signal's two-quantum moves reach 0.3-0.45 of it (the
         # suite's quantised signal, seed 0: a nuisance alarm on its clean run). Off where the
         # training window showed the count has no null (see _burst_null_holds).
-        b = self.burst * _BURST_KEEP
+        bc = self.burst * _BURST_KEEP
         if z >= self._b_at and not self.burst_off:
-            b += 1.0
-            if b > self._b_cap:
-                b = self._b_cap
+            bc += 1.0
+            if bc > self._b_cap:
+                bc = self._b_cap
             # The glitches and the level that ends the count's hold (see _BURST_GAP). The previous
             # reading was counted iff the count has not decayed since it was last set: then this
             # one continues a run, which is no glitch but the predictor adopting a level (a
@@ -1763,10 +1782,10 @@ class RobustDetector:
                 self.b_run = 1
             self.b_ev = b_ev
             self.b_xe = b_xe
-            self.b_last = b
+            self.b_last = bc
             if _BURST_EV <= b_ev + b_xe and 0.0 < b_ev < _BURST_MEMORY:  # (b_ev > 0: it divides below)
                 g = _BURST_GAP / math.log1p(-b_ev / _BURST_MEMORY)
-                self.b_hold = b * math.exp(g if g > _BURST_SPAN else _BURST_SPAN)
+                self.b_hold = bc * math.exp(g if g > _BURST_SPAN else _BURST_SPAN)
             else:
                 # A reading past the spike threshold alone (a spike alarm's own) holds while one
                 # more glitch would still start the hold above, its predecessors then weighing
@@ -1774,9 +1793,9 @@ class RobustDetector:
                 # count is beyond its own normal (the hold's first test, at the end of _step):
                 # 18-32 readings on white noise, none where a glitch is routine (see _BURST_GAP).
                 pe = b_ev + b_xe + self.b_w
-                self.b_hold = b * (_BURST_EV - 1.0) / pe if sw >= 1.0 and pe > _BURST_EV - 1.0 else b
-        self.burst = b
-        s_burst = (b - self._o_b) * self._i_b
+                self.b_hold = bc * (_BURST_EV - 1.0) / pe if sw >= 1.0 and pe > _BURST_EV - 1.0 else bc
+        self.burst = bc
+        s_burst = (bc - self._o_b) * self._i_b
         if s_burst > score:
             score = s_burst
         # -- the anchor: the live level (readings less the fit's daily sinusoid, ~7 readings)
@@ -1802,7 +1821,7 @@ class RobustDetector:
             if not i_b:
                 r_back = x_back = 0.0
             self._last = (e_f, f_pred, f_scale, n_level if seasonal else m_level, n_drift if seasonal else m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
-                          s_short, self.m_short, s_slope, self.m_slope, s_burst, b, s_back, r_back, x_back)
+                          s_short, self.m_short, s_slope, self.m_slope, s_burst, bc, s_back, r_back, x_back)
         if collect is not None:
             collect[SPIKE].append(z)
             collect[_N_CAL].append(e_f)
@@ -1814,7 +1833,7 @@ class RobustDetector:
             collect[QUIET].append(self._quiet_value())
             collect[SHORT].append(abs(self.m_short))
             collect[SLOPE].append(abs(self.m_slope))
-            collect[BURST].append(b)
+            collect[BURST].append(bc)
             if bin_i >= 0 and self.s_n >= _SETTLED:
                 collect[LEVEL_S].append(abs(self.m_level_s))
                 collect[DRIFT_S].append(abs(self.m_drift_s))
@@ -1944,16 +1963,16 @@ class RobustDetector:
                 f *= f
                 sc = self._sc
                 g = f / (f + sc * sc)
-                a = self.alpha
-                if g > a:
+                al = self.alpha
+                if g > al:
                     self.m_level *= 1.0 - g
                     self.m_drift *= 1.0 - g
-                    a = g
+                    al = g
                 # (ended once the band widens the level's spread by under 0.5 %: what is left of
                 # it changes nothing, and the readings after a long freeze stop paying for it)
                 u = 0.1 * self._up[0]
-                self.horizon = h * (1.0 - a) ** 0.5 if f > u * u else 0.0
-                self.level = lin + a * ec
+                self.horizon = h * (1.0 - al) ** 0.5 if f > u * u else 0.0
+                self.level = lin + al * ec
             else:
                 self.level = lin + self.alpha * ec
             if self.beta:
@@ -1967,8 +1986,8 @@ class RobustDetector:
                 # readings of a fault taught SKAB's temperatures the turn their recovery took, and
                 # the trend stopped from the first reading beyond normal held those alarms longer
                 # (FAR 12.31 -> 15.48 %). docs/detectors.md, "The boiling frog".
-                a = m_level if m_level > 0.0 else -m_level
-                if a <= self._kp[0] or training:
+                aml = m_level if m_level > 0.0 else -m_level
+                if aml <= self._kp[0] or training:
                     self.t_out = 0
                     self.trend += self.beta * ec
                 else:
@@ -1995,7 +2014,7 @@ class RobustDetector:
                     self.ds_level = x
                 else:
                     self._learn_profile(x, e_s, frac, bin_i, self._ssc, seasonal, training)
-                    self._tick = (x - lin, e_s, ts, self.n + 1)
+                    self._tick = (x - lin, e_s, ts, self.n + 1)  # type: ignore[assignment]
                     # ... and does no part of the slow cycle, which waits for the next calm
                     # reading: paying for both, these readings were the p99 of scoring at one
                     # reading a minute (6.4 us). Where every reading teaches the profile
@@ -2016,7 +2035,7 @@ class RobustDetector:
             # it, and 4 more nuisance alarms after faults' ends over the suite's seeds 0-3.)
             self.horizon += 1.0
             if bin_i < 0:
-                pv = self._profile_at(ts) if timed else 0.0
+                pv = self._profile_at(ts) if timed else 0.0  # type: ignore[arg-type]
             n = self.shadow_n + 1
             self.shadow_n = n
             xd = x - pred + lin  # (less the daily sinusoid: the shadow is a level under it)
@@ -2098,7 +2117,7 @@ class RobustDetector:
             self._learn_pending()
         if s_back >= 1.0 and was_calm and calm >= _RELEARN_AFTER and not training:
             self._learn_back_episode(calm_before)
-        if b > self._o_b and b > self.b_hold:
+        if bc > self._o_b and bc > self.b_hold:
             # The count's evidence is that of an episode still going on (see _BURST_GAP): the
             # score is held at learn_below, the alarm's hold level by default (alarms.hold_ratio
             # 0.7); only the alarm reads it: nothing above learns or freezes on it, and below the
@@ -2108,7 +2127,18 @@ class RobustDetector:
                 score = h
         return score if score > s_anchor else s_anchor
 
-    score_one = _step  # (the Detector protocol's name: score_one(x, ts))
+    def score_one(self, x: float, ts: float | None = None) -> float:
+        """Score one reading (the Detector protocol's name): ``_step``. Interpreted, this is
+        ``_step`` itself (bound after the class: a wrapper's frame was ~1 % of a reading); a class
+        compiled by mypyc takes no such alias (see native.py), and the call costs ~nothing there."""
+        return self._step(x, ts)
+
+    def _set_states(self, states: tuple[float, ...]) -> None:
+        """Score as a status or mode signal with these states (robust_states.py), or, for (), as a
+        measurement."""
+        self.states = states
+        if states:
+            self.gap_s = math.inf
 
     def _profile_at(self, ts: float) -> float:
         """The daily profile's value at ``ts`` (interpolated, shifted)."""
@@ -2445,6 +2475,7 @@ class RobustDetector:
     def _learn_pending(self) -> None:
         """One half of an episode's first reading, for the tails (see _learn_episode)."""
         p = self.pending
+        assert p is not None  # (called only while an episode's first reading is pending)
         if p[9]:  # (p[6], the reading's bin, is kept in the state only)
             self._learn_drift_tails(p[2], p[4], p[5], p[7], p[8])
             if self._i_sh:
@@ -2647,6 +2678,8 @@ class RobustDetector:
     # ---- explaining, accepting ----------------------------------------------------------------
     def explain(self, x: float) -> Explanation:
         """Why the reading ``x``, just scored, scored as it did."""
+        if self.states:
+            return state_explain(self.states, x)
         (e_f, f_pred, f_scale, m_level, m_drift, d_fast, run, seasonal, s_spike, s_level, s_drift, s_var, s_stuck, s_range,
          s_short, m_short, s_slope, m_slope, s_burst, burst, s_back, r_back, x_back) = self._last
         thr = self.thr
@@ -2711,6 +2744,9 @@ class RobustDetector:
         operator accepted going on (alarm_follow.py): the level it reaches replaces the one
         accepted last, and the levels it passed through are not remembered (each was, and a
         step back to one of them after the ramp was taken as a move to an accepted level)."""
+        if self.states:  # a status signal accepts the last value as one more state
+            self.states = accept_state(self.states, self.prev)
+            return
         left = self.level
         if self.shadow_n:
             # The shadow is the episode's mean until it is _SHADOW_MEMORY readings old, its onset
@@ -2858,6 +2894,8 @@ class RobustDetector:
         self.slope_from = self.n + _SLOPE_QUIET  # (as after the predictor's own jump)
 
     def band(self) -> tuple[float, float] | None:
+        if self.states:
+            return (self.states[0], self.states[-1])
         pred = self.f_level + self.f_trend
         w = self.thr[SPIKE] * max(self.f_scale, self._floor()) * self.threshold
         return (pred - w, pred + w)
@@ -2956,7 +2994,12 @@ class RobustDetector:
         if not (isinstance(levels, list) and len(levels) <= _LEVELS and all(isinstance(v, int | float) and math.isfinite(v) for v in levels)):
             raise ValueError(f"state levels: expected at most {_LEVELS} finite numbers")
         d.levels = [float(v) for v in levels]
-        from edge_agent.detectors.robust_states import as_state_signal, stored_states  # (as in fit)
-        as_state_signal(d, stored_states(params))
+        d._set_states(stored_states(params))  # (as in fit)
         return d
 
+
+if isinstance(_slope_white, types.FunctionType):
+    # Interpreted, score_one is _step itself: no wrapper frame (see score_one). Compiled (native.py:
+    # a compiled function is a builtin), this line does not run: mypyc's classes take no
+    # attribute assigned later.
+    RobustDetector.score_one = RobustDetector._step  # type: ignore[method-assign]

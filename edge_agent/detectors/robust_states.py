@@ -31,9 +31,11 @@ The test is strict, so that a measurement is never taken for a status (docs/dete
   during the window spans 1 against 21, and its next degree is no fault; 0 / 1, 1 / 2 / 3 or
   4 / 20 mA span their own size).
 
-How: the fitted ``RobustDetector`` changes its class to ``StateSignal`` (the same slots, so the
-same object and state; ``name`` stays ``robust``), so that a measurement's per-reading path pays
-nothing for this test. Written by hand: a few lines of arithmetic on the window's values.
+How: the fitted ``RobustDetector`` keeps the window's states in ``states`` (empty for a
+measurement) and hands a state signal's scoring, explanation, band and acceptance to the
+functions here (one test of ``states`` a reading). Written by hand: a few lines of arithmetic on
+the window's values. (Until session 16 the model changed its class to a subclass here; a class
+compiled by mypyc, see ``native.py``, cannot.)
 
 >>> import numpy as np
 >>> from edge_agent.detectors.robust import RobustDetector
@@ -57,7 +59,6 @@ from typing import Any
 import numpy as np
 
 from edge_agent.detectors import base
-from edge_agent.detectors.robust import RobustDetector
 
 MAX_STATES = 4  # a status or mode signal takes at most this many values in its window
 MIN_DWELL = 0.9  # ... and repeats the value before in at least this share of its steps (a visit ~10 readings or more)
@@ -81,53 +82,30 @@ def discrete_states(v: np.ndarray) -> tuple[float, ...]:
     return tuple(float(s) for s in values)
 
 
-class StateSignal(RobustDetector):
-    """A fitted ``robust`` model whose window was a status or mode signal (see the module)."""
-
-    __slots__ = ()
-
-    def score_one(self, x: float, ts: float | None = None) -> float:  # type: ignore[override]
-        x = float(x)
-        self.prev = x
-        states = self.states
-        span = states[-1] - states[0]
-        far = min(abs(x - s) for s in states)
-        if far <= 1e-9 * span:
-            return 0.0
-        # past the threshold by the distance to the nearest state, a span or more at most: how far
-        # beyond says nothing more on a status point (and a subnormal span must not make it inf)
-        return self.threshold * (2.0 if far >= span else 1.0 + far / span)
-
-    def score_many(self, xs: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
-        one = self.score_one
-        return np.array([one(x) for x in np.asarray(xs, dtype=np.float64).tolist()], dtype=np.float64)
-
-    def score_after_gap(self, x: float, ts: float, gap_s: float) -> float:
-        return self.score_one(x, ts)  # (a status has no forecast to run on; gap_s is inf here anyway)
-
-    def explain(self, x: float) -> base.Explanation:
-        lo, hi = self.states[0], self.states[-1]
-        direction = "up" if x > hi else "down" if x < lo else None
-        shown = ", ".join(f"{s:.6g}" for s in self.states)
-        return base.Explanation(base.OUT_OF_RANGE, direction, lo, hi,
-                                f"{x:.6g} is none of the values this status signal takes ({shown})")
-
-    def band(self) -> tuple[float, float] | None:
-        return (self.states[0], self.states[-1])
-
-    def rebaseline(self, moving: bool = False) -> None:
-        """Accept the last value as one more state (``moving``, robust's: the same here)."""
-        if all(self.prev != s for s in self.states):
-            kept = sorted((*self.states, self.prev))
-            self.states = tuple(kept[-MAX_KEPT:])
+def state_score(states: tuple[float, ...], threshold: float, x: float) -> float:
+    """A reading of a state signal: 0 at one of its states, else past ``threshold`` by its
+    distance to the nearest state, a span or more at most (how far beyond says nothing more on a
+    status point, and a subnormal span must not make it inf)."""
+    span = states[-1] - states[0]
+    far = min(abs(x - s) for s in states)
+    if far <= 1e-9 * span:
+        return 0.0
+    return threshold * (2.0 if far >= span else 1.0 + far / span)
 
 
-def as_state_signal(d: RobustDetector, states: tuple[float, ...]) -> None:
-    """Make a fitted model score as a state signal (or as a measurement, for ())."""
-    d.states = states
-    d.__class__ = StateSignal if states else RobustDetector
-    if states:
-        d.gap_s = float("inf")
+def state_explain(states: tuple[float, ...], x: float) -> base.Explanation:
+    lo, hi = states[0], states[-1]
+    direction = "up" if x > hi else "down" if x < lo else None
+    shown = ", ".join(f"{s:.6g}" for s in states)
+    return base.Explanation(base.OUT_OF_RANGE, direction, lo, hi,
+                            f"{x:.6g} is none of the values this status signal takes ({shown})")
+
+
+def accept_state(states: tuple[float, ...], x: float) -> tuple[float, ...]:
+    """The states with ``x`` accepted as one more (``rebaseline``), the oldest dropped past MAX_KEPT."""
+    if any(x == s for s in states):
+        return states
+    return tuple(sorted((*states, x))[-MAX_KEPT:])
 
 
 def stored_states(params: dict[str, Any]) -> tuple[float, ...]:
