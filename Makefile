@@ -11,7 +11,7 @@ STAMP   = $(VENV)/.installed
 DEV_STAMP = $(VENV)/.installed-dev
 PIP     = $(BIN)/python -m pip --quiet
 
-.PHONY: install dev run demo test test-fast lint bench proto clean
+.PHONY: install dev native run demo test test-fast lint bench proto clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,17 @@ $(DEV_STAMP): $(STAMP) requirements-dev.lock requirements-nodeps.lock
 
 install: $(STAMP)  ## create .venv with the edge-agent command in .venv/bin (runtime only)
 
-dev: $(DEV_STAMP)  ## add every extra and the test, lint and bench tools to .venv
+dev: $(DEV_STAMP) native  ## add every extra and the test, lint and bench tools to .venv; compile robust
+
+NATIVE_STAMP = $(VENV)/.installed-native
+$(NATIVE_STAMP): $(STAMP) requirements-dev.lock
+	$(PIP) install --constraint requirements.lock --constraint requirements-dev.lock -e '.[native]'
+	touch $(NATIVE_STAMP)
+
+# robust's per-reading path compiled by mypyc, beside its source (~1 min; nothing when current).
+# Needs a C compiler and the Python headers; without it robust runs interpreted (native.py).
+native: $(NATIVE_STAMP)  ## compile robust's per-reading path (scripts/build_native.py)
+	$(BIN)/python scripts/build_native.py
 
 run: install  ## run the agent with config/agent.example.yaml
 	$(BIN)/edge-agent run -c config/agent.example.yaml
@@ -35,7 +45,7 @@ demo: install  ## embedded broker + agent + simulator; Ctrl-C stops all (BROKER=
 	$(BIN)/edge-agent demo $(if $(BROKER),--broker $(BROKER),)
 
 test: dev  ## the whole suite against real mosquitto, S3 (moto server) and SQLite
-	$(BIN)/pytest -q -p no:cacheprovider --durations=15
+	EDGE_AGENT_REQUIRE_COMPILED=1 $(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 test-fast: dev
 	$(BIN)/pytest -q -x -m "not slow"
@@ -50,4 +60,4 @@ proto: dev  ## regenerate edge_agent/sparkplug/sparkplug_b_pb2.py from its .prot
 	$(BIN)/python -m grpc_tools.protoc -Iedge_agent/sparkplug --python_out=edge_agent/sparkplug edge_agent/sparkplug/sparkplug_b.proto
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache edge_agent/detectors/robust*.so edge_agent/detectors/robust.native.sha256

@@ -18,6 +18,7 @@ from typing import Any
 from edge_agent import __version__, event_loop, series_budget
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
+from edge_agent.detectors import native as detectors_native
 
 log = logging.getLogger("edge_agent.agent")  # the log lines operators and tests know
 
@@ -81,7 +82,8 @@ async def run_agent(cfg: AgentConfig, extra_tasks: list[Any] | None = None, stop
         except (NotImplementedError, RuntimeError):
             pass
     _writable_parent(cfg.state_dir)
-    log.info("edge-agent %s starting on the %s event loop", __version__, event_loop.name(loop))
+    log.info("edge-agent %s starting on the %s event loop; robust scores %s", __version__, event_loop.name(loop),
+             detectors_native.STATUS)
     from edge_agent.notify import Notifier, watchdog_loop
 
     notifier = Notifier.from_env()

@@ -5,7 +5,7 @@
 #                          demo, uvloop). `make install`, the Dockerfile and
 #                          scripts/build_wheel_and_smoke.sh install with it as constraints, so a
 #                          slim install gets the same versions as a full one.
-#   requirements-dev.lock  what `make test`, `make lint` and `make bench` add on top.
+#   requirements-dev.lock  what `make test`, `make lint`, `make bench` and `make native` add on top.
 # To move a pin, edit it in the lock (or delete the line) and run this again.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +19,7 @@ resolve() {  # extras -> report.json
         --constraint "$work/pins" --report "$work/$2" -e "$repo[$1]"
 }
 resolve all runtime.json
-resolve all,test,bench dev.json
+resolve all,test,bench,native dev.json
 "$work/venv/bin/python" - "$work" "$repo" <<'PY'
 import json, sys
 from pathlib import Path

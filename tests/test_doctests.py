@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import importlib.util
+from types import ModuleType
 
 import pytest
 
 from edge_agent import machine_detectors
-from edge_agent.detectors import REGISTRY
+from edge_agent.detectors import REGISTRY, native
+
+
+def _with_docstrings(module: ModuleType) -> ModuleType:
+    """The module as doctest can read it: a module compiled by mypyc (robust, native.py) shows
+    doctest no functions or classes, so its source is loaded beside it, its examples the same."""
+    if not native.is_compiled(module):
+        return module
+    spec = importlib.util.spec_from_file_location(module.__name__ + "_source", native.SOURCE)
+    assert spec is not None and spec.loader is not None and module.__name__ == native.MODULE
+    source = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(source)
+    return source
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_detector_docstring_examples(name: str) -> None:
-    module = importlib.import_module(REGISTRY[name].__module__)
+    module = _with_docstrings(importlib.import_module(REGISTRY[name].__module__))
     result = doctest.testmod(module)
     assert result.attempted > 0, f"{module.__name__} has no runnable example"
     assert result.failed == 0

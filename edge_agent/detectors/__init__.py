@@ -10,6 +10,11 @@ import importlib.util
 from functools import cache
 from typing import Any
 
+from edge_agent.detectors import native
+
+# Before anything imports robust: its compiled build where current, else its source (native.py).
+native.select()
+
 from edge_agent.detectors.adaptive import AdaptiveDetector
 from edge_agent.detectors.base import Detector, NothingToLearn
 from edge_agent.detectors.isolation_forest import IsolationForestDetector
