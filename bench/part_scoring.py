@@ -141,8 +141,25 @@ def training_values(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.uniform(19.0, 21.0, n)
 
 
+def _interpreted_robust() -> Any:
+    """robust's class from its source, where the agent's is compiled (detectors/native.py), so
+    the report shows both; None where the agent's is interpreted already."""
+    import importlib.util
+
+    from edge_agent.detectors import native, robust
+
+    if not native.is_compiled(robust):
+        return None
+    spec = importlib.util.spec_from_file_location("robust_interpreted", native.SOURCE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.RobustDetector
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     from edge_agent import detectors
+    from edge_agent.detectors import native
 
     n_calls = 100_000 if quick else 200_000
     rng = np.random.default_rng(1)
@@ -158,10 +175,15 @@ def run(quick: bool = False) -> dict[str, Any]:
     times = [t_start + 60.0 * (2000 + i) for i in range(5000 + 2 * n_calls + 2000)]
     floor = _overhead(n_calls)
     floor_med = float(np.median(floor))
-    out: dict[str, Any] = {"calls_per_detector": n_calls, "timer_overhead": summary(floor, 1e-3, "us"), "detectors": {}}
+    out: dict[str, Any] = {"calls_per_detector": n_calls, "timer_overhead": summary(floor, 1e-3, "us"), "detectors": {},
+                           "robust_build": native.STATUS}
     gc.collect()
-    for name in sorted(detectors.REGISTRY):
-        det = detectors.create(name, {})
+    interpreted = _interpreted_robust()
+    makers: list[tuple[str, Any]] = [(name, lambda name=name: detectors.create(name, {})) for name in sorted(detectors.REGISTRY)]
+    if interpreted is not None:
+        makers.append(("robust_interpreted", interpreted))
+    for name, make in makers:
+        det = make()
         t0 = time.perf_counter()
         det.fit(train, train_ts)
         fit_s = time.perf_counter() - t0
@@ -171,7 +193,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         try:
             one = _time_calls(det.score_one, stream_list, times[5000:], n_calls)
             made_of = _robust_p99(det, stream_list, times[5000 + n_calls:], n_calls // 2) if name == "robust" else None
-            control = _against_control(det, stream_list, times[5000 + n_calls + n_calls // 2:], n_calls // 4) if name == "robust" else None
+            control = (_against_control(det, stream_list, times[5000 + n_calls + n_calls // 2:], n_calls // 4)
+                       if name.startswith("robust") else None)
         finally:
             gc.enable()
         big = np.tile(stream, 10)  # 100,000 samples

@@ -29,7 +29,10 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     sc = P.get("scoring", {})
     for name, d in sorted(_get(sc, "detectors", default={}).items()):
         tgt = {"statistical": 10.0, "isolation_forest": 50.0, "robust": 5.0}.get(name)
-        _h(h, f"scoring.{name}.p99_us", "scoring", f"score_one p99, {name}", _get(d, "score_one", "p99"), "µs", tgt)
+        label = f"score_one p99, {name}" + (f" ({sc['robust_build'].split(' (')[0]})" if name == "robust" and "robust_build" in sc else "")
+        if name == "robust_interpreted":
+            label = "score_one p99, robust interpreted (its source, as a wheel runs it)"
+        _h(h, f"scoring.{name}.p99_us", "scoring", label, _get(d, "score_one", "p99"), "µs", tgt)
     ctl = _get(sc, "detectors", "robust", "score_one_against_control")
     if ctl:
         _h(h, "scoring.robust.p99_over_median", "scoring", "score_one p99 / median, robust (alternating with the control)",
@@ -190,15 +193,20 @@ def _md_scoring(p: dict[str, Any]) -> list[str]:
               "| reading did | share of readings | median µs | p99 µs | share of the slowest 1 % |", "|---|--:|--:|--:|--:|"]
         for label, r in made_of.items():
             L.append(f"| {label} | {r['share'] * 100:.1f} % | {_fmt(r['median_us'])} | {_fmt(r['p99_us'])} | {r['share_of_slowest_1pct'] * 100:.1f} % |")
-    ctl = p["detectors"].get("robust", {}).get("score_one_against_control")
-    if ctl:
+    if "robust_build" in p:
+        L += ["", f"`robust` here is {p['robust_build']} (edge_agent/detectors/native.py); *robust_interpreted* is the same "
+              "source loaded interpreted beside it, as a wheel or the container image runs it."]
+    for key in ("robust", "robust_interpreted"):
+        ctl = p["detectors"].get(key, {}).get("score_one_against_control")
+        if not ctl:
+            continue
         r, c = ctl["robust"], ctl["control"]
-        L += ["", f"`robust` against a control ({ctl['calls_each']:,} calls each, alternately call by call, so both see the same "
+        L += ["", f"`{key}` against a control ({ctl['calls_each']:,} calls each, alternately call by call, so both see the same "
               f"machine): a fixed loop of float arithmetic on slots ({ctl['control_rounds']} rounds, chosen so its median matches), the same "
               "bytecodes on every call. Its p99 / median is what this machine adds to any code of that length; `robust`'s beyond it "
               "is its own (its slow phases and branches).", "",
               "| | median µs | p99 µs | p99 / median |", "|---|--:|--:|--:|",
-              f"| robust | {_fmt(r['median_us'])} | {_fmt(r['p99_us'])} | {_fmt(r['p99_over_median'])} |",
+              f"| {key} | {_fmt(r['median_us'])} | {_fmt(r['p99_us'])} | {_fmt(r['p99_over_median'])} |",
               f"| control | {_fmt(c['median_us'])} | {_fmt(c['p99_us'])} | {_fmt(c['p99_over_median'])} |"]
     L += ["", "Whole paths, 1,000 trained statistical series, 1 % anomalous readings (µs per call):", ""]
     L += _stat_header("path", ["median corr.", "p99 corr."])
