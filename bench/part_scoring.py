@@ -144,17 +144,11 @@ def training_values(rng: np.random.Generator, n: int) -> np.ndarray:
 def _interpreted_robust() -> Any:
     """robust's class from its source, where the agent's is compiled (detectors/native.py), so
     the report shows both; None where the agent's is interpreted already."""
-    import importlib.util
-
     from edge_agent.detectors import native, robust
 
     if not native.is_compiled(robust):
         return None
-    spec = importlib.util.spec_from_file_location("robust_interpreted", native.SOURCE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.RobustDetector
+    return native.load_source("robust_interpreted").RobustDetector
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import importlib.util
 from types import ModuleType
 
 import pytest
@@ -18,11 +17,8 @@ def _with_docstrings(module: ModuleType) -> ModuleType:
     doctest no functions or classes, so its source is loaded beside it, its examples the same."""
     if not native.is_compiled(module):
         return module
-    spec = importlib.util.spec_from_file_location(module.__name__ + "_source", native.SOURCE)
-    assert spec is not None and spec.loader is not None and module.__name__ == native.MODULE
-    source = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(source)
-    return source
+    assert module.__name__ == native.MODULE
+    return native.load_source(module.__name__ + "_source")
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

@@ -9,7 +9,7 @@ than skipping it: the suite would otherwise test the slower path without saying 
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.machinery
 import inspect
 import math
 import os
@@ -33,10 +33,7 @@ def interpreted() -> ModuleType:
         if os.environ.get("EDGE_AGENT_REQUIRE_COMPILED"):
             pytest.fail(f"robust is not compiled under make test: {native.STATUS}")
         pytest.skip(f"robust runs {native.STATUS}: nothing to compare")
-    spec = importlib.util.spec_from_file_location("robust_interpreted", native.SOURCE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = native.load_source("robust_interpreted")
     assert not native.is_compiled(module)
     return module
 
@@ -130,7 +127,7 @@ def test_the_declared_parameters_are_the_constructors(interpreted: ModuleType) -
 def test_a_build_is_used_only_while_it_is_the_sources(tmp_path: Path) -> None:
     (tmp_path / "robust.py").write_text("x = 1\n")
     assert native.choose(tmp_path, {}) == (False, "interpreted (no compiled build: make native)")
-    suffix = next(s for s in native.importlib.machinery.EXTENSION_SUFFIXES if s != ".so")
+    suffix = next(s for s in importlib.machinery.EXTENSION_SUFFIXES if s != ".so")
     (tmp_path / f"robust{suffix}").write_bytes(b"\0")
     assert native.choose(tmp_path, {})[1].startswith("interpreted (robust.py changed since")  # no digest
     (tmp_path / native.DIGEST_NAME).write_text(native.digest_of(b"x = 1\n") + "\n")

@@ -27,6 +27,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 
 MODULE = "edge_agent.detectors.robust"
 DIRECTORY = Path(__file__).resolve().parent
@@ -83,16 +84,25 @@ def select() -> str:
     use, STATUS = choose(DIRECTORY, os.environ)
     if not use and built_libraries(DIRECTORY):
         # The import system would take the library over the source: load the source in its place.
-        spec = importlib.util.spec_from_file_location(MODULE, SOURCE)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[MODULE] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[MODULE]
-            raise
+        load_source(MODULE, register=True)
     return STATUS
+
+
+def load_source(name: str, register: bool = False) -> ModuleType:
+    """``robust.py`` loaded interpreted as module ``name``, whatever is built beside it (for the
+    bench and the tests, which compare the two; ``register``: as ``sys.modules[name]``)."""
+    spec = importlib.util.spec_from_file_location(name, SOURCE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    if register:
+        sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        if register:
+            del sys.modules[name]
+        raise
+    return module
 
 
 def is_compiled(module: object) -> bool:
